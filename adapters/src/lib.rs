@@ -1,0 +1,8 @@
+//! # voxproxy-adapters
+//!
+//! Protocol translation between Twilio and an RTP voice stack, sans-IO where
+//! it can be: Twilio Media Streams messages, TwiML, webhook signatures and
+//! bodies, the Twilio REST client, SDP, and the per-call bridge that ties them
+//! to `voxproxy-core`.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
