@@ -58,5 +58,6 @@ pub mod interarrival;
 pub mod keepalive;
 pub mod seq;
 pub mod time;
+pub mod vad;
 
 pub use time::Instant;
