@@ -29,6 +29,7 @@ sys.path.insert(0, HERE)
 from metrics import scores  # noqa: E402
 
 HIDDEN = 16
+SMOOTHER_HIDDEN = 8
 #: F-beta each mode maximises, mode 0 first.
 MODE_BETA = [1.6, 1.25, 1.0, 0.75]
 HANGOVERS = list(range(0, 21))
@@ -93,6 +94,40 @@ def mlp_score(params, x):
     return np.maximum(x @ w1 + b1, 0) @ w2 + b2[0]
 
 
+SCORE_FLOOR = -10.0
+SCORE_HISTORY = 40
+#: Stage-one features the smoother also sees (snr_total, level, noise_level, snr_total_slow).
+SMOOTHER_FEATURES = [6, 7, 8, 13]
+
+
+def smoother_inputs(spot, feats):
+    """Mirror of `Decider::score` in core/src/vad.rs: recent stage-one scores and slow features."""
+    s = np.clip(spot, SCORE_FLOOR, -SCORE_FLOOR)
+    n = len(s)
+
+    def ago(k):
+        return np.concatenate([np.full(k, SCORE_FLOOR), s[:n - k]]) if k else s
+
+    def max_over(a, b):
+        m = np.full(n, SCORE_FLOOR)
+        for k in range(a, b + 1):
+            m = np.maximum(m, ago(k))
+        return m
+
+    cols = [s, ago(1), ago(2), ago(3), max_over(4, 8), max_over(9, 20), max_over(21, SCORE_HISTORY - 1)]
+    return np.concatenate([np.stack(cols, axis=1), feats[:, SMOOTHER_FEATURES]], axis=1)
+
+
+def fit_stage(inputs, l10, split, hidden, epochs, seed):
+    x = np.concatenate([v[:split] for v in inputs.values()]).astype(np.float64)
+    y = np.concatenate([l10[:split] for _ in inputs]).astype(np.float64)
+    mean = x.mean(axis=0)
+    std = x.std(axis=0) + 1e-6
+    params = train_mlp((x - mean) / std, y, hidden, epochs, seed)
+    scores_ = {c: mlp_score(params, (v - mean) / std) for c, v in inputs.items()}
+    return (mean, std, params), scores_
+
+
 def decide(score, threshold, hangover):
     """Block decisions with hangover, then 20 ms frames = OR of their two blocks."""
     above = score > threshold
@@ -132,13 +167,10 @@ def main():
     data = {c: feats[c].reshape(-1, nf + 1)[:blocks, :nf] for c in conds}
 
     split = int(blocks * 0.75) // 2 * 2 if args.validate else blocks
-    x = np.concatenate([data[c][:split] for c in conds]).astype(np.float64)
-    y = np.concatenate([l10[:split] for _ in conds]).astype(np.float64)
-    mean = x.mean(axis=0)
-    std = x.std(axis=0) + 1e-6
-    params = train_mlp((x - mean) / std, y, HIDDEN, args.epochs, args.seed)
+    spotter, spot = fit_stage(data, l10, split, HIDDEN, args.epochs, args.seed)
+    smooth_in = {c: smoother_inputs(spot[c], data[c]) for c in conds}
+    smoother, score = fit_stage(smooth_in, l10, split, SMOOTHER_HIDDEN, args.epochs, args.seed + 1)
 
-    score = {c: mlp_score(params, (data[c] - mean) / std) for c in conds}
     # Thresholds and hangovers: fitted on the fit part, reported on the held-out part.
     fit = slice(0, split // 2)
     held = slice(split // 2, blocks // 2) if args.validate else fit
@@ -177,7 +209,7 @@ def main():
                 print(f"   {c:10s} P {r[0]:.3f} R {r[1]:.3f} F1 {r[2]:.3f} MCC {r[3]:.3f}")
     if args.validate:
         return
-    write_model(args.write, names, mean, std, params, thresholds, hangovers)
+    write_model(args.write, names, spotter, smoother, thresholds, hangovers)
 
 
 def feature_names():
@@ -187,30 +219,39 @@ def feature_names():
     return [s.strip().strip('"') for s in body.split(",") if s.strip()]
 
 
-def write_model(path, names, mean, std, params, thresholds, hangovers):
-    w1, b1, w2, b2 = params
-    nf, hidden = w1.shape
-
+def write_model(path, names, spotter, smoother, thresholds, hangovers):
     def arr(v):
         return "[" + ", ".join(f"{float(x):.7e}" for x in v) + "]"
 
-    rows = "\n".join(f"    {arr(w1[i])}, // {names[i]}" for i in range(nf))
-    text = f"""//! Model weights, written by `vad-eval/train.py` from the tuning set; do not
-//! edit by hand. Rows of `W1` are features (see `FEATURE_NAMES`), columns
-//! hidden units.
-
-pub(super) const FEATURES: usize = {nf};
-pub(super) const HIDDEN: usize = {hidden};
-pub(super) const MEAN: [f32; FEATURES] = {arr(mean)};
-pub(super) const INV_STD: [f32; FEATURES] = {arr(1 / std)};
+    def mlp(name, doc, model, row_names):
+        mean, std, (w1, b1, w2, b2) = model
+        nin, hidden = w1.shape
+        rows = "\n".join(f"        {arr(w1[i])}, // {row_names[i]}" for i in range(nin))
+        return f"""/// {doc}
 #[rustfmt::skip]
-pub(super) const W1: [[f32; HIDDEN]; FEATURES] = [
+pub(super) const {name}: Mlp<{nin}, {hidden}> = Mlp {{
+    mean: {arr(mean)},
+    inv_std: {arr(1 / std)},
+    w1: [
 {rows}
-];
-pub(super) const B1: [f32; HIDDEN] = {arr(b1)};
-pub(super) const W2: [f32; HIDDEN] = {arr(w2)};
-pub(super) const B2: f32 = {float(b2[0]):.7e};
-/// Score above which a block is speech, per mode (0 first).
+    ],
+    b1: {arr(b1)},
+    w2: {arr(w2)},
+    b2: {float(b2[0]):.7e},
+}};
+"""
+
+    smoother_names = (["spot", "spot_1", "spot_2", "spot_3", "spot_max_4_8", "spot_max_9_20",
+                       f"spot_max_21_{SCORE_HISTORY - 1}"] + [names[i] for i in SMOOTHER_FEATURES])
+    text = f"""//! Model weights, written by `vad-eval/train.py` from the tuning set; do not
+//! edit by hand.
+
+use super::Mlp;
+
+{mlp("SPOTTER", "Stage one: speech score of one 10 ms block from its features.", spotter, names)}
+{mlp("SMOOTHER", "Stage two: final score from recent stage-one scores and slow features.", smoother,
+     smoother_names)}
+/// Final score above which a block is speech, per mode (0 first).
 pub(super) const THRESHOLD: [f32; 4] = {arr(thresholds)};
 /// Blocks a speech decision is held after the score drops, per mode.
 pub(super) const HANGOVER_BLOCKS: [u16; 4] = [{", ".join(str(h) for h in hangovers)}];

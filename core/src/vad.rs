@@ -205,7 +205,7 @@ const PITCH_MAX_LAG: usize = 32;
 const PITCH_BUFFER: usize = PITCH_WINDOW + PITCH_MAX_LAG;
 
 /// Number of features the model sees per block.
-pub const FEATURES: usize = model::FEATURES;
+pub const FEATURES: usize = 16;
 
 /// What each entry of [`Vad::features`] means (for diagnostics and retraining).
 pub const FEATURE_NAMES: [&str; FEATURES] = [
@@ -235,6 +235,7 @@ pub struct Vad {
     floors: [NoiseFloor; BANDS + 1],
     pitch: Periodicity,
     context: Context,
+    decider: Decider,
     features: [f32; FEATURES],
     score: f32,
     hangover: u16,
@@ -251,6 +252,7 @@ impl Vad {
             floors: [NoiseFloor::default(); BANDS + 1],
             pitch: Periodicity::default(),
             context: Context::default(),
+            decider: Decider::default(),
             features: [0.0; FEATURES],
             score: f32::NEG_INFINITY,
             hangover: 0,
@@ -340,7 +342,7 @@ impl Vad {
         self.features = f;
 
         let m = usize::from(self.mode.level());
-        self.score = score(&f);
+        self.score = self.decider.score(&f);
         if self.score > model::THRESHOLD[m] {
             self.hangover = model::HANGOVER_BLOCKS[m];
             true
@@ -613,20 +615,82 @@ impl Context {
     }
 }
 
-/// The model: standardize, one hidden ReLU layer, a linear output (a logit).
-fn score(f: &[f32; FEATURES]) -> f32 {
-    let mut hidden = model::B1;
-    for (i, row) in model::W1.iter().enumerate() {
-        let x = (f[i] - model::MEAN[i]) * model::INV_STD[i];
-        for (h, w) in hidden.iter_mut().zip(row) {
-            *h += w * x;
+/// One small network: standardize the inputs, one hidden ReLU layer, a
+/// linear output (a logit). The weights live in `vad/model.rs`.
+#[derive(Debug)]
+struct Mlp<const IN: usize, const HIDDEN: usize> {
+    mean: [f32; IN],
+    inv_std: [f32; IN],
+    /// Row per input, column per hidden unit.
+    w1: [[f32; HIDDEN]; IN],
+    b1: [f32; HIDDEN],
+    w2: [f32; HIDDEN],
+    b2: f32,
+}
+
+impl<const IN: usize, const HIDDEN: usize> Mlp<IN, HIDDEN> {
+    fn score(&self, input: &[f32; IN]) -> f32 {
+        let mut hidden = self.b1;
+        for ((row, &v), (&mean, &inv_std)) in
+            self.w1.iter().zip(input).zip(self.mean.iter().zip(&self.inv_std))
+        {
+            let x = (v - mean) * inv_std;
+            for (h, w) in hidden.iter_mut().zip(row) {
+                *h += w * x;
+            }
         }
+        let mut out = self.b2;
+        for (h, w) in hidden.iter().zip(&self.w2) {
+            out += h.max(0.0) * w;
+        }
+        out
     }
-    let mut out = model::B2;
-    for (h, w) in hidden.iter().zip(&model::W2) {
-        out += h.max(0.0) * w;
+}
+
+/// Stage-one scores remembered (400 ms).
+const SCORE_HISTORY: usize = 40;
+/// Score standing for "nothing heard yet" and the clamp on scores.
+const SCORE_FLOOR: f32 = -10.0;
+
+/// The two-stage decision: a per-block speech spotter, then a smoother over
+/// its recent scores.
+#[derive(Clone, Copy, Debug)]
+struct Decider {
+    /// Stage-one scores, newest at `(next + SCORE_HISTORY - 1) % SCORE_HISTORY`.
+    history: [f32; SCORE_HISTORY],
+    next: usize,
+}
+
+impl Default for Decider {
+    fn default() -> Self {
+        Decider { history: [SCORE_FLOOR; SCORE_HISTORY], next: 0 }
     }
-    out
+}
+
+impl Decider {
+    /// Returns the final score of a block with features `f`.
+    fn score(&mut self, f: &[f32; FEATURES]) -> f32 {
+        let spot = model::SPOTTER.score(f).clamp(SCORE_FLOOR, -SCORE_FLOOR);
+        self.history[self.next] = spot;
+        self.next = (self.next + 1) % SCORE_HISTORY;
+        // ago(k): the score k blocks before this one.
+        let ago = |k: usize| self.history[(self.next + SCORE_HISTORY - 1 - k) % SCORE_HISTORY];
+        let max_over = |from: usize, to: usize| (from..=to).map(ago).fold(SCORE_FLOOR, f32::max);
+        let input = [
+            spot,
+            ago(1),
+            ago(2),
+            ago(3),
+            max_over(4, 8),
+            max_over(9, 20),
+            max_over(21, SCORE_HISTORY - 1),
+            f[6],
+            f[7],
+            f[8],
+            f[13],
+        ];
+        model::SMOOTHER.score(&input)
+    }
 }
 
 /// Settings of one [`TalkspurtDetector`]. Counts are in frames of whatever
