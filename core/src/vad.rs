@@ -310,12 +310,10 @@ impl Vad {
 
     fn process_block(&mut self, block: &[i16]) -> bool {
         let mut x = [0.0f32; BLOCK];
-        let mut total = 0.0f32;
         for (dst, &s) in x.iter_mut().zip(block) {
-            let v = f32::from(s);
-            *dst = v;
-            total += v * v;
+            *dst = f32::from(s);
         }
+        let total = energy(&x);
         let mut low = [0.0f32; LOWBAND];
         let bands = self.bank.analyse(&x, &mut low);
         let new_period = self.blocks % 2 == 1;
@@ -329,13 +327,13 @@ impl Vad {
         for b in 0..BANDS {
             let power = bands[b] / BAND_SAMPLES[b] as f32;
             let (level, noise) = self.floors[b].update(power);
-            f[b] = (level - noise).clamp(-4.0, 16.0);
+            f[b] = clamp(level - noise, -4.0, 16.0);
         }
         let (level, noise) = self.floors[BANDS].update(total / BLOCK as f32);
-        let snr = (level - noise).clamp(-4.0, 16.0);
+        let snr = clamp(level - noise, -4.0, 16.0);
         f[6] = snr;
-        f[7] = (level - FULL_SCALE_LOG2).clamp(-30.0, 0.0);
-        f[8] = (noise - FULL_SCALE_LOG2).clamp(-30.0, 0.0);
+        f[7] = clamp(level - FULL_SCALE_LOG2, -30.0, 0.0);
+        f[8] = clamp(noise - FULL_SCALE_LOG2, -30.0, 0.0);
         f[9] = self.pitch.current;
         f[10] = self.pitch.previous;
         self.context.update(snr, new_period, &self.pitch, &mut f);
@@ -355,6 +353,25 @@ impl Vad {
     }
 }
 
+/// The larger of two numbers that are never NaN here: a plain compare,
+/// cheaper than `f32::max`, which must also handle NaN.
+#[inline]
+fn max(a: f32, b: f32) -> f32 {
+    if a > b { a } else { b }
+}
+
+/// The smaller of two numbers that are never NaN here (see [`max`]).
+#[inline]
+fn min(a: f32, b: f32) -> f32 {
+    if a < b { a } else { b }
+}
+
+/// `x` limited to `lo..=hi`, for numbers that are never NaN here (see [`max`]).
+#[inline]
+fn clamp(x: f32, lo: f32, hi: f32) -> f32 {
+    min(max(x, lo), hi)
+}
+
 /// log2 of the mean square of a full-scale square wave in i16 units (2^15 squared).
 const FULL_SCALE_LOG2: f32 = 30.0;
 
@@ -364,7 +381,7 @@ const FULL_SCALE_LOG2: f32 = 30.0;
 fn log2(x: f32) -> f32 {
     // The smallest power we ever see is a block of digital silence plus the
     // floor below; anything lower (or NaN-free zero) clamps there.
-    let x = x.max(1e-3);
+    let x = max(x, 1e-3);
     let bits = x.to_bits();
     let exponent = ((bits >> 23) & 0xff) as i32 - 127;
     let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
@@ -405,39 +422,57 @@ impl FilterBank {
     }
 }
 
+/// Sum of squares, in four independent lanes so it vectorizes.
 fn energy(x: &[f32]) -> f32 {
-    x.iter().map(|v| v * v).sum()
+    let mut lanes = [0.0f32; 4];
+    let mut chunks = x.chunks_exact(4);
+    for c in &mut chunks {
+        for k in 0..4 {
+            lanes[k] += c[k] * c[k];
+        }
+    }
+    let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+    (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + tail
 }
 
 /// One decimating half-band split (11 taps, Kaiser-windowed sinc): low and
 /// complementary high band, each at half the input rate.
+///
+/// The input is split into its even and odd samples first: the centre tap
+/// then only ever meets even samples and the other taps odd ones, so each
+/// output is a few multiply-adds over contiguous arrays, which vectorize.
 #[derive(Clone, Copy, Debug, Default)]
 struct HalfBand {
-    history: [f32; SPLIT_HISTORY],
+    even: [f32; SPLIT_HISTORY / 2],
+    odd: [f32; SPLIT_HISTORY / 2],
 }
 
 /// Odd-offset taps of the half-band low-pass (centre tap 0.5, even offsets zero).
 const HALF_BAND_TAPS: [f32; 3] = [0.303_5, -0.066_4, 0.012_9];
 
 impl HalfBand {
-    /// `input.len()` must be `2 * low.len() == 2 * high.len()`, at most `BLOCK`.
-    fn split(&mut self, input: &[f32], low: &mut [f32], high: &mut [f32]) {
-        let mut ext = [0.0f32; SPLIT_HISTORY + BLOCK];
-        let n = input.len().min(BLOCK);
-        ext[..SPLIT_HISTORY].copy_from_slice(&self.history);
-        ext[SPLIT_HISTORY..SPLIT_HISTORY + n].copy_from_slice(&input[..n]);
-        for (i, (lo, hi)) in low.iter_mut().zip(high.iter_mut()).enumerate() {
-            // Output at input time 2i+1; the centre tap sits 5 samples back,
-            // in ext at 2i + 6.
-            let c = 2 * i + 6;
-            let centre = 0.5 * ext[c];
-            let odd = HALF_BAND_TAPS[0] * (ext[c - 1] + ext[c + 1])
-                + HALF_BAND_TAPS[1] * (ext[c - 3] + ext[c + 3])
-                + HALF_BAND_TAPS[2] * (ext[c - 5] + ext[c + 5]);
-            *lo = centre + odd;
-            *hi = centre - odd;
+    /// Splits `2 * N` input samples into `N` low and `N` high ones (N ≤ `BLOCK / 2`).
+    fn split<const N: usize>(&mut self, input: &[f32], low: &mut [f32; N], high: &mut [f32; N]) {
+        const H: usize = SPLIT_HISTORY / 2;
+        let mut even = [0.0f32; H + BLOCK / 2];
+        let mut odd = [0.0f32; H + BLOCK / 2];
+        even[..H].copy_from_slice(&self.even);
+        odd[..H].copy_from_slice(&self.odd);
+        for ((e, o), pair) in even[H..].iter_mut().zip(&mut odd[H..]).zip(input.chunks_exact(2)).take(N) {
+            *e = pair[0];
+            *o = pair[1];
         }
-        self.history.copy_from_slice(&ext[n..n + SPLIT_HISTORY]);
+        for i in 0..N.min(BLOCK / 2) {
+            let centre = 0.5 * even[i + 3];
+            let side = HALF_BAND_TAPS[0] * (odd[i + 2] + odd[i + 3])
+                + HALF_BAND_TAPS[1] * (odd[i + 1] + odd[i + 4])
+                + HALF_BAND_TAPS[2] * (odd[i] + odd[i + 5]);
+            low[i] = centre + side;
+            high[i] = centre - side;
+        }
+        let n = N.min(BLOCK / 2);
+        self.even.copy_from_slice(&even[n..n + H]);
+        self.odd.copy_from_slice(&odd[n..n + H]);
     }
 }
 
@@ -454,6 +489,8 @@ struct NoiseFloor {
     smoothed: f32,
     current_min: f32,
     window_mins: [f32; FLOOR_WINDOWS],
+    /// Minimum of `window_mins`, kept so each block compares once.
+    finished_min: f32,
     next_window: usize,
     blocks_in_window: u8,
     started: bool,
@@ -465,6 +502,7 @@ impl Default for NoiseFloor {
             smoothed: 0.0,
             current_min: f32::MAX,
             window_mins: [f32::MAX; FLOOR_WINDOWS],
+            finished_min: f32::MAX,
             next_window: 0,
             blocks_in_window: 0,
             started: false,
@@ -482,17 +520,15 @@ impl NoiseFloor {
             power
         };
         let smoothed = log2(self.smoothed);
-        self.current_min = self.current_min.min(smoothed);
+        self.current_min = min(self.current_min, smoothed);
         self.blocks_in_window += 1;
-        let mut floor = self.current_min;
-        for &m in &self.window_mins {
-            floor = floor.min(m);
-        }
+        let floor = min(self.current_min, self.finished_min);
         if self.blocks_in_window >= FLOOR_WINDOW_BLOCKS {
             self.window_mins[self.next_window] = self.current_min;
             self.next_window = (self.next_window + 1) % FLOOR_WINDOWS;
             self.current_min = f32::MAX;
             self.blocks_in_window = 0;
+            self.finished_min = self.window_mins.iter().fold(f32::MAX, |a, &b| min(a, b));
         }
         (log2(power), floor)
     }
@@ -537,8 +573,9 @@ impl Periodicity {
     }
 
     fn analyse(&mut self) {
+        const LAGS: usize = PITCH_MAX_LAG - PITCH_MIN_LAG + 1;
         let window = &self.buffer[PITCH_MAX_LAG..];
-        let e0 = dot(window, window);
+        let e0 = energy(window);
         self.previous = self.current;
         self.previous_lag = self.lag;
         self.current = 0.0;
@@ -546,44 +583,37 @@ impl Periodicity {
         if e0 <= 0.0 {
             return;
         }
+        // All lags at once: correlation[j] is for lag PITCH_MAX_LAG - j. The
+        // inner loop runs over contiguous lags and vectorizes.
+        let mut correlation = [0.0f32; LAGS];
+        for (n, &x) in window.iter().enumerate() {
+            for (r, &y) in correlation.iter_mut().zip(&self.buffer[n..n + LAGS]) {
+                *r += x * y;
+            }
+        }
         let first = &self.buffer[PITCH_MAX_LAG - PITCH_MIN_LAG..][..PITCH_WINDOW];
-        let mut lagged_energy = dot(first, first);
+        let mut lagged_energy = energy(first);
+        // Best so far as a fraction, so no division is needed per lag.
+        let (mut best_num, mut best_den) = (0.0f32, 1.0f32);
         for lag in PITCH_MIN_LAG..=PITCH_MAX_LAG {
             let start = PITCH_MAX_LAG - lag;
             if lag > PITCH_MIN_LAG {
                 // The lagged window moved one sample earlier.
                 let entering = self.buffer[start];
                 let leaving = self.buffer[start + PITCH_WINDOW];
-                lagged_energy = (lagged_energy + entering * entering - leaving * leaving).max(0.0);
+                lagged_energy = max(lagged_energy + entering * entering - leaving * leaving, 0.0);
             }
-            let r = dot(window, &self.buffer[start..start + PITCH_WINDOW]);
-            if r > 0.0 && lagged_energy > 0.0 {
-                let rho2 = r * r / (e0 * lagged_energy);
-                if rho2 > self.current {
-                    self.current = rho2.min(1.0);
-                    self.lag = lag;
-                }
+            let r = correlation[start];
+            let num = r * r;
+            let den = e0 * lagged_energy;
+            if r > 0.0 && den > 0.0 && num * best_den > best_num * den {
+                best_num = num;
+                best_den = den;
+                self.lag = lag;
             }
         }
+        self.current = min(best_num / best_den, 1.0);
     }
-}
-
-/// Dot product in eight independent lanes, so the compiler can vectorize it
-/// (a single running sum pins float additions into one order).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let mut ca = a.chunks_exact(8);
-    let mut cb = b.chunks_exact(8);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for k in 0..8 {
-            lanes[k] += x[k] * y[k];
-        }
-    }
-    let mut sum: f32 = lanes.iter().sum();
-    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-        sum += x * y;
-    }
-    sum
 }
 
 /// Temporal context: recent and smoothed total SNR, pitch-lag stability.
@@ -601,7 +631,7 @@ impl Context {
         f[11] = self.snr_prev1;
         f[12] = self.snr_prev2;
         self.snr_slow = 0.9 * self.snr_slow + 0.1 * snr;
-        self.snr_peak = (self.snr_peak - 0.1).max(snr);
+        self.snr_peak = max(self.snr_peak - 0.1, snr);
         f[13] = self.snr_slow;
         f[14] = self.snr_peak;
         if new_period {
@@ -641,7 +671,7 @@ impl<const IN: usize, const HIDDEN: usize> Mlp<IN, HIDDEN> {
         }
         let mut out = self.b2;
         for (h, w) in hidden.iter().zip(&self.w2) {
-            out += h.max(0.0) * w;
+            out += max(*h, 0.0) * w;
         }
         out
     }
@@ -653,29 +683,33 @@ const SCORE_HISTORY: usize = 40;
 const SCORE_FLOOR: f32 = -10.0;
 
 /// The two-stage decision: a per-block speech spotter, then a smoother over
-/// its recent scores.
+/// its recent scores (the last four, then maxima over older stretches, so it
+/// can learn how long speech lingers under each kind of noise) and the slow
+/// level features.
 #[derive(Clone, Copy, Debug)]
 struct Decider {
-    /// Stage-one scores, newest at `(next + SCORE_HISTORY - 1) % SCORE_HISTORY`.
+    /// Stage-one scores, oldest first, newest last.
     history: [f32; SCORE_HISTORY],
-    next: usize,
 }
 
 impl Default for Decider {
     fn default() -> Self {
-        Decider { history: [SCORE_FLOOR; SCORE_HISTORY], next: 0 }
+        Decider { history: [SCORE_FLOOR; SCORE_HISTORY] }
     }
 }
 
 impl Decider {
     /// Returns the final score of a block with features `f`.
     fn score(&mut self, f: &[f32; FEATURES]) -> f32 {
-        let spot = model::SPOTTER.score(f).clamp(SCORE_FLOOR, -SCORE_FLOOR);
-        self.history[self.next] = spot;
-        self.next = (self.next + 1) % SCORE_HISTORY;
+        let spot = clamp(model::SPOTTER.score(f), SCORE_FLOOR, -SCORE_FLOOR);
+        self.history.copy_within(1.., 0);
+        self.history[SCORE_HISTORY - 1] = spot;
+        let h = &self.history;
         // ago(k): the score k blocks before this one.
-        let ago = |k: usize| self.history[(self.next + SCORE_HISTORY - 1 - k) % SCORE_HISTORY];
-        let max_over = |from: usize, to: usize| (from..=to).map(ago).fold(SCORE_FLOOR, f32::max);
+        let ago = |k: usize| h[SCORE_HISTORY - 1 - k];
+        let max_over = |from: usize, to: usize| {
+            h[SCORE_HISTORY - 1 - to..SCORE_HISTORY - from].iter().fold(SCORE_FLOOR, |a, &b| max(a, b))
+        };
         let input = [
             spot,
             ago(1),
