@@ -54,6 +54,7 @@
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
+pub mod g711;
 pub mod interarrival;
 pub mod keepalive;
 pub mod seq;
