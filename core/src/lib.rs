@@ -56,6 +56,8 @@ extern crate std;
 
 pub mod interarrival;
 pub mod keepalive;
+pub mod rtcp;
+pub mod rtp;
 pub mod seq;
 pub mod time;
 
