@@ -60,6 +60,7 @@ pub mod keepalive;
 pub mod rtcp;
 pub mod rtp;
 pub mod seq;
+pub mod telephone_event;
 pub mod time;
 
 pub use time::Instant;
