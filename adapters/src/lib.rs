@@ -9,3 +9,4 @@
 
 pub mod form;
 pub mod signature;
+pub mod webhook;
