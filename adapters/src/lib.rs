@@ -6,3 +6,7 @@
 //! to `voxproxy-core`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+pub mod form;
+pub mod signature;
+pub mod webhook;
