@@ -25,7 +25,7 @@ const NUMBER: &[&str] =
     &["sendDigits", "url", "method", "statusCallbackEvent", "statusCallback", "statusCallbackMethod"];
 const STREAM: &[&str] = &["url", "name", "track", "statusCallback", "statusCallbackMethod"];
 const PARAMETER: &[&str] = &["name", "value"];
-const CONNECT: &[&str] = &["action", "method"];
+const MEDIA_VERB: &[&str] = &["action", "method"];
 const STOP_STREAM: &[&str] = &["name"];
 const REDIRECT: &[&str] = &["method"];
 const REJECT: &[&str] = &["reason"];
@@ -143,6 +143,18 @@ fn text_element(
     Ok(())
 }
 
+/// An element that holds nothing: `<name …/>`.
+fn empty_element(
+    w: &mut XmlWriter<'_>,
+    name: &str,
+    attributes: impl FnOnce(&mut XmlWriter<'_>) -> Written,
+) -> Written {
+    w.start(name)?;
+    attributes(w)?;
+    w.end_empty();
+    Ok(())
+}
+
 /// An element whose content is elements (none writes `<name/>`).
 fn container<T>(
     w: &mut XmlWriter<'_>,
@@ -189,27 +201,17 @@ fn write_verb(w: &mut XmlWriter<'_>, verb: &Verb) -> Written {
             write_media_verb(w, "Start", v.action.as_ref(), v.method, &v.nouns, &v.extra_attributes)
         }
         Verb::Stop(v) => write_stop(w, v),
-        Verb::Hangup(v) => container::<()>(
-            w,
-            "Hangup",
-            &[],
-            |w| w.extra_attributes("Hangup", &[], &v.extra_attributes),
-            |_, ()| Ok(()),
-        ),
+        Verb::Hangup(v) => {
+            empty_element(w, "Hangup", |w| w.extra_attributes("Hangup", &[], &v.extra_attributes))
+        }
         Verb::Redirect(v) => text_element(w, "Redirect", &v.url, |w| {
             opt_display(w, "Redirect", "method", v.method)?;
             w.extra_attributes("Redirect", REDIRECT, &v.extra_attributes)
         }),
-        Verb::Reject(v) => container::<()>(
-            w,
-            "Reject",
-            &[],
-            |w| {
-                opt_display(w, "Reject", "reason", v.reason)?;
-                w.extra_attributes("Reject", REJECT, &v.extra_attributes)
-            },
-            |_, ()| Ok(()),
-        ),
+        Verb::Reject(v) => empty_element(w, "Reject", |w| {
+            opt_display(w, "Reject", "reason", v.reason)?;
+            w.extra_attributes("Reject", REJECT, &v.extra_attributes)
+        }),
         Verb::Record(v) => write_record(w, v),
         Verb::Other(e) => w.element(e),
     }
@@ -233,16 +235,10 @@ fn write_play(w: &mut XmlWriter<'_>, p: &Play) -> Written {
 }
 
 fn write_pause(w: &mut XmlWriter<'_>, p: &Pause) -> Written {
-    container::<()>(
-        w,
-        "Pause",
-        &[],
-        |w| {
-            opt_display(w, "Pause", "length", p.length)?;
-            w.extra_attributes("Pause", PAUSE, &p.extra_attributes)
-        },
-        |_, ()| Ok(()),
-    )
+    empty_element(w, "Pause", |w| {
+        opt_display(w, "Pause", "length", p.length)?;
+        w.extra_attributes("Pause", PAUSE, &p.extra_attributes)
+    })
 }
 
 fn write_gather(w: &mut XmlWriter<'_>, g: &Gather) -> Written {
@@ -320,7 +316,7 @@ fn write_media_verb(
         |w| {
             opt_str(w, name, "action", action)?;
             opt_display(w, name, "method", method)?;
-            w.extra_attributes(name, CONNECT, extra)
+            w.extra_attributes(name, MEDIA_VERB, extra)
         },
         |w, noun| match noun {
             MediaNoun::Stream(s) => write_stream(w, s),
@@ -344,17 +340,11 @@ fn write_stream(w: &mut XmlWriter<'_>, s: &Stream) -> Written {
             w.extra_attributes(S, STREAM, &s.extra_attributes)
         },
         |w, p| {
-            container::<()>(
-                w,
-                "Parameter",
-                &[],
-                |w| {
-                    w.attribute("Parameter", "name", &p.name)?;
-                    w.attribute("Parameter", "value", &p.value)?;
-                    w.extra_attributes("Parameter", PARAMETER, &p.extra_attributes)
-                },
-                |_, ()| Ok(()),
-            )
+            empty_element(w, "Parameter", |w| {
+                w.attribute("Parameter", "name", &p.name)?;
+                w.attribute("Parameter", "value", &p.value)?;
+                w.extra_attributes("Parameter", PARAMETER, &p.extra_attributes)
+            })
         },
     )
 }
@@ -366,16 +356,10 @@ fn write_stop(w: &mut XmlWriter<'_>, s: &Stop) -> Written {
         &s.nouns,
         |w| w.extra_attributes("Stop", &[], &s.extra_attributes),
         |w, noun| match noun {
-            StopNoun::Stream(s) => container::<()>(
-                w,
-                "Stream",
-                &[],
-                |w| {
-                    w.attribute("Stream", "name", &s.name)?;
-                    w.extra_attributes("Stream", STOP_STREAM, &s.extra_attributes)
-                },
-                |_, ()| Ok(()),
-            ),
+            StopNoun::Stream(s) => empty_element(w, "Stream", |w| {
+                w.attribute("Stream", "name", &s.name)?;
+                w.extra_attributes("Stream", STOP_STREAM, &s.extra_attributes)
+            }),
             StopNoun::Other(e) => w.element(e),
         },
     )
@@ -383,22 +367,16 @@ fn write_stop(w: &mut XmlWriter<'_>, s: &Stop) -> Written {
 
 fn write_record(w: &mut XmlWriter<'_>, r: &Record) -> Written {
     const R: &str = "Record";
-    container::<()>(
-        w,
-        R,
-        &[],
-        |w| {
-            opt_str(w, R, "action", r.action.as_ref())?;
-            opt_display(w, R, "method", r.method)?;
-            opt_display(w, R, "timeout", r.timeout)?;
-            opt_str(w, R, "finishOnKey", r.finish_on_key.as_ref())?;
-            opt_display(w, R, "maxLength", r.max_length)?;
-            opt_display(w, R, "playBeep", r.play_beep)?;
-            opt_display(w, R, "trim", r.trim)?;
-            w.extra_attributes(R, RECORD, &r.extra_attributes)
-        },
-        |_, ()| Ok(()),
-    )
+    empty_element(w, R, |w| {
+        opt_str(w, R, "action", r.action.as_ref())?;
+        opt_display(w, R, "method", r.method)?;
+        opt_display(w, R, "timeout", r.timeout)?;
+        opt_str(w, R, "finishOnKey", r.finish_on_key.as_ref())?;
+        opt_display(w, R, "maxLength", r.max_length)?;
+        opt_display(w, R, "playBeep", r.play_beep)?;
+        opt_display(w, R, "trim", r.trim)?;
+        w.extra_attributes(R, RECORD, &r.extra_attributes)
+    })
 }
 
 // ---------------------------------------------------------------- reading
@@ -1571,13 +1549,38 @@ mod tests {
             .prop_map(|(verbs, extra_attributes)| Response { verbs, extra_attributes })
     }
 
+    /// A document touching every verb, for mutation.
+    const MUTATION_BASE: &str = r#"<?xml version="1.0"?><Response><Say voice="man" loop="1">a &amp; b<break/></Say><Play digits="1">u</Play><Pause length="2"/><Gather input="dtmf" timeout="3"><Say>x</Say></Gather><Dial record="true"><Number statusCallbackEvent="ringing">1</Number></Dial><Connect><Stream url="wss://h/m" track="both_tracks"><Parameter name="a" value="b"/></Stream></Connect><Start><Stream url="ws://h/f"/></Start><Stop><Stream name="f"/></Stop><Redirect method="GET">/r</Redirect><Reject reason="busy"/><Record trim="trim-silence" playBeep="true"/><Hangup/><Other a="1">t</Other></Response>"#;
+
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(128))]
+        #![proptest_config(ProptestConfig::with_cases(256))]
 
         #[test]
         fn any_response_survives_write_then_parse(r in response()) {
             let xml = r.to_xml().expect("writes");
             prop_assert_eq!(Response::from_xml_with_limits(&xml, &ParseLimits { max_bytes: usize::MAX, ..ParseLimits::default() }), Ok(r));
+        }
+
+        #[test]
+        fn mutated_documents_never_panic_and_what_parses_round_trips(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), 0..3u8, prop::sample::select(vec!["<", ">", "/", "&", ";", "\"", "'", "=", " ", "x", "#", "<!--", "]]>", "&#", "\u{0}", "é"])), 1..6),
+        ) {
+            let mut text = String::from(MUTATION_BASE);
+            for (at, op, piece) in edits {
+                let boundaries: Vec<usize> = text.char_indices().map(|(i, _)| i).chain([text.len()]).collect();
+                let i = boundaries[at.index(boundaries.len())];
+                let next = boundaries.iter().copied().find(|&b| b > i).unwrap_or(i);
+                match op {
+                    0 => text.insert_str(i, piece),
+                    1 => text.replace_range(i..next, ""),
+                    _ => text.replace_range(i..next, piece),
+                }
+            }
+            if let Ok(parsed) = Response::from_xml(&text) {
+                let xml = parsed.to_xml().expect("what parses writes");
+                let unbounded = ParseLimits { max_bytes: usize::MAX, ..ParseLimits::default() };
+                prop_assert_eq!(Response::from_xml_with_limits(&xml, &unbounded), Ok(parsed));
+            }
         }
 
         #[test]
