@@ -127,7 +127,9 @@ pub struct ParseLimits {
     /// Longest document accepted, in bytes. Twilio itself refuses webhook
     /// answers over 64 KB.
     pub max_bytes: usize,
-    /// Deepest element nesting (`<Response>` is depth 1).
+    /// Deepest element nesting (`<Response>` is depth 1). Trees are
+    /// recursive (dropping, writing and walking them recurse), so keep this
+    /// in the tens.
     pub max_depth: usize,
     /// Most elements in one document.
     pub max_elements: usize,
@@ -293,7 +295,7 @@ impl<'a> Parser<'a> {
                 if element.name != name {
                     return Err(TwimlError::MismatchedTag {
                         offset,
-                        expected: element.name,
+                        expected: excerpt(&element.name),
                         found: excerpt(name),
                     });
                 }
@@ -377,13 +379,13 @@ impl<'a> Parser<'a> {
                     let value = self.attribute_value()?;
                     if element.attributes.iter().any(|a| a.name == attribute) {
                         return Err(TwimlError::DuplicateAttribute {
-                            element: element.name,
+                            element: excerpt(&element.name),
                             attribute: excerpt(attribute),
                         });
                     }
                     if element.attributes.len() >= self.limits.max_attributes {
                         return Err(TwimlError::TooManyAttributes {
-                            element: element.name,
+                            element: excerpt(&element.name),
                             max: self.limits.max_attributes,
                         });
                     }
@@ -574,7 +576,7 @@ impl<'a> XmlWriter<'a> {
         self.attributes += 1;
         if self.attributes > self.limits.max_attributes {
             return Err(TwimlError::TooManyAttributes {
-                element: element.to_owned(),
+                element: excerpt(element),
                 max: self.limits.max_attributes,
             });
         }
@@ -600,8 +602,8 @@ impl<'a> XmlWriter<'a> {
                 '\r' => "&#13;",
                 c if is_forbidden_char(c) => {
                     return Err(TwimlError::ForbiddenChar {
-                        element: element.to_owned(),
-                        attribute: Some(name.to_owned()),
+                        element: excerpt(element),
+                        attribute: Some(excerpt(name)),
                         ch: c,
                     });
                 }
@@ -646,7 +648,7 @@ impl<'a> XmlWriter<'a> {
             let repeated = extra.get(..i).unwrap_or_default().iter().any(|b| b.name == a.name);
             if repeated || modelled.contains(&a.name.as_str()) {
                 return Err(TwimlError::DuplicateAttribute {
-                    element: element.to_owned(),
+                    element: excerpt(element),
                     attribute: excerpt(&a.name),
                 });
             }
@@ -687,7 +689,7 @@ impl<'a> XmlWriter<'a> {
                 '\r' => "&#13;",
                 c if is_forbidden_char(c) => {
                     return Err(TwimlError::ForbiddenChar {
-                        element: element.to_owned(),
+                        element: excerpt(element),
                         attribute: None,
                         ch: c,
                     });
