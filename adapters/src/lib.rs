@@ -10,3 +10,4 @@
 pub mod form;
 pub mod signature;
 pub mod webhook;
+pub mod twiml;
