@@ -8,6 +8,8 @@
 #![deny(missing_docs)]
 
 pub mod form;
+pub mod rest;
+pub mod sdp;
 pub mod signature;
-pub mod webhook;
 pub mod twiml;
+pub mod webhook;

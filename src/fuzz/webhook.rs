@@ -4,7 +4,6 @@ use voxproxy_adapters::form::{Form, FormError, MAX_BODY_BYTES};
 use voxproxy_adapters::signature::{SignatureValidator, compute_signature};
 use voxproxy_adapters::webhook::{CallStatusCallback, StreamStatusCallback, VoiceWebhook};
 
-
 /// A webhook body: parse it as a form; a form that parses re-encodes to a
 /// body that parses to the same fields; each webhook type then converts it
 /// without panicking, and a body good enough for a call status callback is
