@@ -52,7 +52,13 @@ fn fuzz_targets_and_entry_points_match() {
     let manifest = fs::read_to_string(root().join("fuzz/Cargo.toml")).expect("fuzz/Cargo.toml");
     for name in &registered {
         let body = fs::read_to_string(dir.join(format!("{name}.rs"))).expect("target source");
-        assert!(body.contains(&format!("voxproxy_suite::fuzz::{name}(")), "{name}.rs must call its entry point");
-        assert!(manifest.contains(&format!("name = \"{name}\"")), "fuzz/Cargo.toml lacks a [[bin]] for {name}");
+        assert!(
+            body.contains(&format!("voxproxy_suite::fuzz::{name}(")),
+            "{name}.rs must call its entry point"
+        );
+        assert!(
+            manifest.contains(&format!("name = \"{name}\"")),
+            "fuzz/Cargo.toml lacks a [[bin]] for {name}"
+        );
     }
 }
