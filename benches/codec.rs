@@ -4,12 +4,13 @@
 //! converts per packet) and 64 KiB of input (the bulk rate, which the
 //! DESIGN.md targets are stated in). Throughput is in bytes of *input*:
 //! μ-law/A-law bytes for decode and transcode, PCM bytes (2 per sample) for
-//! encode.
+//! encode. The resampler is timed per 20 ms frame (ns/frame).
 
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use voxproxy_core::g711::{self, Law};
+use voxproxy_core::resample::{Downsampler, Upsampler};
 
 const FRAME: usize = 160;
 const BULK_BYTES: usize = 64 * 1024;
@@ -84,5 +85,22 @@ fn g711_transcode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, g711_decode, g711_encode, g711_transcode);
+/// One 20 ms frame per iteration: 160 samples up to 320, or 320 down to 160.
+fn resample(c: &mut Criterion) {
+    let mut group = c.benchmark_group("resample_20ms_frame");
+    let narrow = pcm(FRAME);
+    let mut up = Upsampler::new();
+    let mut wide = vec![0i16; 2 * FRAME];
+    group
+        .bench_function("up_8k_to_16k", |b| b.iter(|| up.upsample(black_box(&narrow), black_box(&mut wide))));
+    let mut down = Downsampler::new();
+    let mut back = vec![0i16; FRAME];
+    let wide = pcm(2 * FRAME);
+    group.bench_function("down_16k_to_8k", |b| {
+        b.iter(|| down.downsample(black_box(&wide), black_box(&mut back)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, g711_decode, g711_encode, g711_transcode, resample);
 criterion_main!(benches);

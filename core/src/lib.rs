@@ -57,6 +57,7 @@ extern crate std;
 pub mod g711;
 pub mod interarrival;
 pub mod keepalive;
+pub mod resample;
 pub mod seq;
 pub mod time;
 
