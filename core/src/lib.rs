@@ -59,6 +59,7 @@ pub mod interarrival;
 pub mod keepalive;
 pub mod rtcp;
 pub mod rtp;
+pub mod resample;
 pub mod seq;
 pub mod telephone_event;
 pub mod time;
