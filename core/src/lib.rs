@@ -55,6 +55,7 @@
 extern crate std;
 
 pub mod interarrival;
+pub mod jitter;
 pub mod keepalive;
 pub mod seq;
 pub mod time;
