@@ -57,6 +57,7 @@ extern crate std;
 pub mod interarrival;
 pub mod jitter;
 pub mod keepalive;
+pub mod plc;
 pub mod seq;
 pub mod time;
 
