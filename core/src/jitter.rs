@@ -703,12 +703,15 @@ impl<const SLOTS: usize, const MAX_PAYLOAD: usize> JitterBuffer<SLOTS, MAX_PAYLO
             released = true;
         }
         if released {
-            self.oldest_held = self
-                .slots
-                .iter()
-                .filter(|slot| slot.occupied && slot.index >= self.next)
-                .map(|slot| slot.arrival)
-                .min();
+            self.oldest_held = if self.held == 0 {
+                None
+            } else {
+                self.slots
+                    .iter()
+                    .filter(|slot| slot.occupied && slot.index >= self.next)
+                    .map(|slot| slot.arrival)
+                    .min()
+            };
         }
     }
 

@@ -170,11 +170,12 @@ impl<const HISTORY: usize> LossConcealer<HISTORY> {
         if frame.is_empty() {
             return;
         }
-        if self.loss.is_some() {
+        if let Some(loss) = self.loss.as_mut() {
+            let history = &self.history[HISTORY - self.history_len..];
             let n = self.crossfade_samples.min(frame.len());
             let steps = n as i64 + 1;
             for (j, sample) in frame.iter_mut().take(n).enumerate() {
-                let concealed = i64::from(self.next_concealed());
+                let concealed = i64::from(loss.next_sample(history, &mut self.rng));
                 let w = (j as i64 + 1) * ONE_Q15 / steps;
                 *sample = saturate((concealed * (ONE_Q15 - w) + i64::from(*sample) * w) >> 15);
             }
@@ -193,8 +194,10 @@ impl<const HISTORY: usize> LossConcealer<HISTORY> {
         if self.loss.is_none() {
             self.loss = Some(self.start_loss());
         }
+        let Some(loss) = self.loss.as_mut() else { return };
+        let history = &self.history[HISTORY - self.history_len..];
         for sample in out.iter_mut() {
-            *sample = self.next_concealed();
+            *sample = loss.next_sample(history, &mut self.rng);
         }
     }
 
@@ -261,16 +264,22 @@ impl<const HISTORY: usize> LossConcealer<HISTORY> {
         if max_lag < min_lag {
             return None;
         }
-        let window = &h[h.len() - max_lag..];
+        let end = h.len();
+        let window = &h[end - max_lag..];
+        let square = |x: i16| i64::from(i32::from(x) * i32::from(x));
+        // Energy of the lagged window, slid along with the lag.
+        let mut energy: i64 = h[end - max_lag - min_lag..end - min_lag].iter().map(|&y| square(y)).sum();
         // Best (corr, energy of the lagged window) so far, compared as
         // corr²/energy without division: a² · e_b > b² · e_a.
         let mut best: Option<(usize, i128, i128)> = None;
         for lag in min_lag..=max_lag {
-            let lagged = &h[h.len() - max_lag - lag..h.len() - lag];
-            let (corr, energy) = window.iter().zip(lagged).fold((0i64, 0i64), |(c, e), (&x, &y)| {
-                (c + i64::from(x) * i64::from(y), e + i64::from(y) * i64::from(y))
-            });
-            if corr <= 0 || energy == 0 {
+            if lag > min_lag {
+                energy += square(h[end - max_lag - lag]) - square(h[end - lag]);
+            }
+            let lagged = &h[end - max_lag - lag..end - lag];
+            let corr: i64 =
+                window.iter().zip(lagged).map(|(&x, &y)| i64::from(i32::from(x) * i32::from(y))).sum();
+            if corr <= 0 || energy <= 0 {
                 continue;
             }
             let (corr, energy) = (i128::from(corr), i128::from(energy));
@@ -303,16 +312,31 @@ impl<const HISTORY: usize> LossConcealer<HISTORY> {
         let noise_amplitude = (self.floor_q8.saturating_mul(3).isqrt() >> 4) as i64;
         Loss { template_len, blend, pos: 0, gain_q30: 1 << 30, fade_step, noise_amplitude }
     }
+}
 
-    /// One sample of the repeated stretch at position `pos`.
-    fn template_sample(&self, loss: &Loss) -> i64 {
-        let h = self.valid_history();
-        let (t, b, j) = (loss.template_len, loss.blend, loss.pos);
-        if t == 0 {
-            return 0;
+impl Loss {
+    /// The next concealed sample, from the `history` it was started on.
+    fn next_sample(&mut self, history: &[i16], rng: &mut u32) -> i16 {
+        let repeated = if self.gain_q30 > 0 { self.template_sample(history) } else { 0 };
+        let g = self.gain_q30 >> 15;
+        let noise_gain = ONE_Q15 - ((g * g) >> 15);
+        let noise = if self.noise_amplitude > 0 { (next_noise(rng) * self.noise_amplitude) >> 15 } else { 0 };
+        self.pos += 1;
+        if self.pos >= self.template_len {
+            self.pos = 0;
         }
-        let start = h.len() - t;
-        let sample = i64::from(h[start + j]);
+        self.gain_q30 = (self.gain_q30 - self.fade_step).max(0);
+        saturate((repeated * g + noise * noise_gain) >> 15)
+    }
+
+    /// The repeated stretch at the current position.
+    fn template_sample(&self, history: &[i16]) -> i64 {
+        let (t, b, j) = (self.template_len, self.blend, self.pos);
+        // `start_loss` chose `t + b <= history.len()`.
+        let Some(start) = history.len().checked_sub(t).filter(|&start| t > 0 && start >= b) else {
+            return 0;
+        };
+        let sample = i64::from(history[start + j]);
         if j + b < t {
             return sample;
         }
@@ -320,36 +344,20 @@ impl<const HISTORY: usize> LossConcealer<HISTORY> {
         // whose continuation is the start itself.
         let k = j + b - t;
         let w = (k as i64 + 1) * ONE_Q15 / (b as i64 + 1);
-        let before = i64::from(h[start - b + k]);
+        let before = i64::from(history[start - b + k]);
         (sample * (ONE_Q15 - w) + before * w) >> 15
     }
+}
 
-    fn next_noise(&mut self) -> i64 {
-        // xorshift32 (Marsaglia): full period over non-zero states.
-        let mut x = self.rng;
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        self.rng = x;
-        i64::from(x >> 16) - 32_768
-    }
-
-    fn next_concealed(&mut self) -> i16 {
-        let Some(mut loss) = self.loss else { return 0 };
-        let repeated = if loss.gain_q30 > 0 { self.template_sample(&loss) } else { 0 };
-        let g = loss.gain_q30 >> 15;
-        let noise_gain = ONE_Q15 - ((g * g) >> 15);
-        let noise =
-            if loss.noise_amplitude > 0 { (self.next_noise() * loss.noise_amplitude) >> 15 } else { 0 };
-        let out = (repeated * g + noise * noise_gain) >> 15;
-        loss.pos += 1;
-        if loss.pos >= loss.template_len {
-            loss.pos = 0;
-        }
-        loss.gain_q30 = (loss.gain_q30 - loss.fade_step).max(0);
-        self.loss = Some(loss);
-        saturate(out)
-    }
+/// xorshift32 (Marsaglia), full period over non-zero states; a uniform
+/// sample in [-32768, 32767].
+fn next_noise(rng: &mut u32) -> i64 {
+    let mut x = *rng;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    *rng = x;
+    i64::from(x >> 16) - 32_768
 }
 
 fn samples_in(d: Duration, sample_rate: u32) -> usize {
