@@ -65,5 +65,6 @@ pub mod plc;
 pub mod seq;
 pub mod telephone_event;
 pub mod time;
+pub mod vad;
 
 pub use time::Instant;
