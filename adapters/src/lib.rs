@@ -6,3 +6,5 @@
 //! to `voxproxy-core`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+pub mod media_stream;
