@@ -54,8 +54,11 @@
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
+pub mod g711;
 pub mod interarrival;
 pub mod keepalive;
+pub mod rtcp;
+pub mod rtp;
 pub mod seq;
 pub mod time;
 
