@@ -34,8 +34,9 @@
 //!
 //! ## Us → Twilio
 //!
-//! [`write_media`], [`write_mark`] and [`write_clear`] write one frame into a
-//! reused `Vec<u8>` (cleared first); once the vector has grown to the largest
+//! [`write_media`] (from μ-law), [`write_media_pcm16`] (from 16-bit PCM,
+//! μ-law-encoded on the way), [`write_mark`] and [`write_clear`] write one
+//! frame into a reused `Vec<u8>` (cleared first); once the vector has grown to the largest
 //! frame, they never allocate. [`parse_outbound`] reads such frames back (for
 //! the Twilio simulator and tests).
 //!
@@ -76,11 +77,11 @@ mod sid;
 mod write;
 
 pub use error::{Excerpt, Field, MessageError, SyntaxError};
-pub use parse::{parse_inbound, parse_outbound};
+pub use parse::{parse_inbound, parse_inbound_pcm16, parse_outbound};
 pub use sid::{AccountSid, CallSid, MAX_SID_LEN, SidError, StreamSid};
 pub use write::{
     write_clear, write_connected, write_dtmf, write_inbound_mark, write_inbound_media, write_mark,
-    write_media, write_start, write_stop,
+    write_media, write_media_pcm16, write_start, write_stop,
 };
 
 /// Deepest nesting of arrays and objects accepted, the message itself counting as one.

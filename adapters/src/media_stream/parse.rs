@@ -8,6 +8,8 @@
 
 use core::ops::{Range, RangeInclusive};
 
+use voxproxy_core::g711::{self, Law};
+
 use super::base64::{self, Base64Error};
 use super::error::{Excerpt, Field, MessageError};
 use super::json::Scanner;
@@ -90,6 +92,31 @@ pub fn parse_inbound<'f>(frame: &'f mut [u8], audio: &mut [u8]) -> Result<Inboun
         }
         Kind::Unknown => Inbound::Unknown { event: text_at(s.into_frame(), event)? },
     })
+}
+
+/// [`parse_inbound`], and for `media` also the audio as 16-bit linear PCM:
+/// the payload's μ-law lands in `mulaw` and its expansion (G.711, one sample
+/// per byte) in `pcm`, both [`Media::payload_len`] long. The bridge wants
+/// both: μ-law to relay untouched to a PCMU backend, PCM for voice activity
+/// detection. Allocates only for `start`.
+///
+/// # Errors
+/// As [`parse_inbound`]; [`MessageError::AudioBufferTooSmall`] also when
+/// `pcm` is shorter than the payload.
+pub fn parse_inbound_pcm16<'f>(
+    frame: &'f mut [u8],
+    mulaw: &mut [u8],
+    pcm: &mut [i16],
+) -> Result<Inbound<'f>, MessageError> {
+    let event = parse_inbound(frame, mulaw)?;
+    if let Inbound::Media(media) = &event {
+        let codes = mulaw.get(..media.payload_len).unwrap_or_default();
+        g711::decode(Law::Mu, codes, pcm).map_err(|_| MessageError::AudioBufferTooSmall {
+            needed: media.payload_len,
+            capacity: pcm.len(),
+        })?;
+    }
+    Ok(event)
 }
 
 /// Parses one text frame sent to Twilio (what [`write_media`](super::write_media),
@@ -738,6 +765,30 @@ mod tests {
         assert_eq!(media.payload_len, 160);
         assert_eq!(audio[..4], [0xa5, 0x4d, 0xca, 0x18]);
         assert_eq!(audio[156..], [0x3e, 0x3b, 0xf9, 0xee]);
+    }
+
+    #[test]
+    fn media_to_pcm16() {
+        let mut frame = media_frame().into_bytes();
+        let mut mulaw = [0u8; 16];
+        let mut pcm = [0i16; 16];
+        let Ok(Inbound::Media(media)) = parse_inbound_pcm16(&mut frame, &mut mulaw, &mut pcm) else {
+            panic!()
+        };
+        assert_eq!(mulaw[..media.payload_len], PAYLOAD);
+        // G.711 μ-law expansion of 158 (0x9E), 210 (0xD2), worked by hand:
+        // 0x9E: inverted 0x61, exponent 6, mantissa 1 -> ((2+33) << 8) - 132 = 8828.
+        // 0xD2: inverted 0x2D, exponent 2, mantissa 13 -> ((26+33) << 4) - 132 = 812.
+        assert_eq!((pcm[0], pcm[8]), (8828, 812));
+
+        let mut frame = media_frame().into_bytes();
+        let mut short = [0i16; 8];
+        assert_eq!(
+            parse_inbound_pcm16(&mut frame, &mut mulaw, &mut short),
+            Err(MessageError::AudioBufferTooSmall { needed: 9, capacity: 8 })
+        );
+        let mut frame = mark_frame().into_bytes();
+        assert!(matches!(parse_inbound_pcm16(&mut frame, &mut mulaw, &mut short), Ok(Inbound::Mark(_))));
     }
 
     #[test]

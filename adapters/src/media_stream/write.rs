@@ -6,6 +6,8 @@
 //! escaping by construction. Once `out` has the capacity of the largest
 //! message, writing never allocates.
 
+use voxproxy_core::g711;
+
 use super::base64;
 use super::{Connected, Dtmf, Mark, Media, Start, Stop, StreamSid};
 
@@ -18,6 +20,28 @@ pub fn write_media(out: &mut Vec<u8>, stream_sid: &StreamSid, mulaw: &[u8]) {
     out.extend_from_slice(stream_sid.as_str().as_bytes());
     out.extend_from_slice(br#"","media":{"payload":""#);
     base64::encode_append(mulaw, out);
+    out.extend_from_slice(br#""}}"#);
+}
+
+/// [`write_media`] for 16-bit linear PCM: each sample is μ-law-encoded
+/// (G.711) on its way into the base64 text, with no intermediate buffer on
+/// the heap.
+pub fn write_media_pcm16(out: &mut Vec<u8>, stream_sid: &StreamSid, pcm: &[i16]) {
+    // A multiple of 3 bytes, so the base64 of consecutive blocks concatenates
+    // into the base64 of the whole (padding only ever at the very end).
+    const BLOCK: usize = 240;
+    out.clear();
+    out.reserve(64 + stream_sid.as_str().len() + base64::encoded_len(pcm.len()).unwrap_or(0));
+    out.extend_from_slice(br#"{"event":"media","streamSid":""#);
+    out.extend_from_slice(stream_sid.as_str().as_bytes());
+    out.extend_from_slice(br#"","media":{"payload":""#);
+    let mut mulaw = [0u8; BLOCK];
+    for samples in pcm.chunks(BLOCK) {
+        for (code, &sample) in mulaw.iter_mut().zip(samples) {
+            *code = g711::ulaw_encode(sample);
+        }
+        base64::encode_append(mulaw.get(..samples.len()).unwrap_or_default(), out);
+    }
     out.extend_from_slice(br#""}}"#);
 }
 
@@ -211,4 +235,290 @@ fn push_quoted_u64(out: &mut Vec<u8>, n: u64) {
     out.push(b'"');
     push_u64(out, n);
     out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{
+        AccountSid, CallSid, Inbound, MAX_CUSTOM_PARAMETERS, MAX_MARK_NAME_LEN, MediaFormat, Outbound, Track,
+        Tracks, parse_inbound, parse_outbound,
+    };
+    use super::*;
+    use proptest::prelude::*;
+
+    const ACCOUNT: &str = "AC2c2b4c5b1f0e4d0b9a8c7d6e5f4a3b2c";
+    const STREAM: &str = "MZ18ad3ab5a668481ce02b83e7395059f0";
+    const CALL: &str = "CA3f8e6d7c2b1a4f5e9d0c8b7a6f5e4d3c";
+
+    fn sid() -> StreamSid {
+        StreamSid::new(STREAM).unwrap()
+    }
+
+    fn text(out: &[u8]) -> &str {
+        core::str::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn outbound_shapes_are_twilios() {
+        let mut out = Vec::new();
+        write_media(&mut out, &sid(), &[158, 143, 137, 134, 134, 137, 142, 156, 210]);
+        assert_eq!(
+            text(&out),
+            format!(r#"{{"event":"media","streamSid":"{STREAM}","media":{{"payload":"no+JhoaJjpzS"}}}}"#)
+        );
+        write_mark(&mut out, &sid(), "my label");
+        assert_eq!(
+            text(&out),
+            format!(r#"{{"event":"mark","streamSid":"{STREAM}","mark":{{"name":"my label"}}}}"#)
+        );
+        write_clear(&mut out, &sid());
+        assert_eq!(text(&out), format!(r#"{{"event":"clear","streamSid":"{STREAM}"}}"#));
+    }
+
+    #[test]
+    fn pcm16_is_mulaw_encoded_on_the_way() {
+        // G.711: 0 -> 0xFF, -1 -> 0x7F (one's complement), 8828 -> 0x9E, 32767 -> 0x80.
+        let mut out = Vec::new();
+        write_media_pcm16(&mut out, &sid(), &[0, -1, 8828, 32767]);
+        let mut expected = Vec::new();
+        write_media(&mut expected, &sid(), &[0xFF, 0x7F, 0x9E, 0x80]);
+        assert_eq!(text(&out), text(&expected));
+        // Longer than one internal block, and not a multiple of 3.
+        let pcm: Vec<i16> = (0..1001).map(|i| (i * 37 % 65536 - 32768) as i16).collect();
+        let mulaw: Vec<u8> = pcm.iter().map(|&s| g711::ulaw_encode(s)).collect();
+        write_media_pcm16(&mut out, &sid(), &pcm);
+        write_media(&mut expected, &sid(), &mulaw);
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn inbound_shapes_are_twilios() {
+        let mut out = Vec::new();
+        write_connected(&mut out, &Connected { protocol: Some("Call"), version: Some("1.0.0") });
+        assert_eq!(text(&out), r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#);
+
+        let start = Start {
+            sequence_number: 1,
+            stream_sid: sid(),
+            account_sid: AccountSid::new(ACCOUNT).unwrap(),
+            call_sid: CallSid::new(CALL).unwrap(),
+            tracks: Tracks { inbound: true, outbound: false },
+            media_format: MediaFormat::mulaw_8k_mono(),
+            custom_parameters: vec![("FirstName".to_owned(), "Jane".to_owned())],
+        };
+        write_start(&mut out, &start);
+        assert_eq!(
+            text(&out),
+            format!(
+                r#"{{"event":"start","sequenceNumber":"1","start":{{"accountSid":"{ACCOUNT}","streamSid":"{STREAM}","callSid":"{CALL}","tracks":["inbound"],"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}},"customParameters":{{"FirstName":"Jane"}}}},"streamSid":"{STREAM}"}}"#
+            )
+        );
+
+        let media = Media {
+            sequence_number: 4,
+            stream_sid: sid(),
+            track: Track::Inbound,
+            chunk: 2,
+            timestamp_ms: 5,
+            payload_len: 0,
+        };
+        write_inbound_media(&mut out, &media, &[158, 143, 137, 134, 134, 137, 142, 156, 210]);
+        assert_eq!(
+            text(&out),
+            format!(
+                r#"{{"event":"media","sequenceNumber":"4","media":{{"track":"inbound","chunk":"2","timestamp":"5","payload":"no+JhoaJjpzS"}},"streamSid":"{STREAM}"}}"#
+            )
+        );
+
+        write_dtmf(
+            &mut out,
+            &Dtmf { sequence_number: 5, stream_sid: sid(), track: Track::Inbound, digit: '1' },
+        );
+        assert_eq!(
+            text(&out),
+            format!(
+                r#"{{"event":"dtmf","streamSid":"{STREAM}","sequenceNumber":"5","dtmf":{{"track":"inbound_track","digit":"1"}}}}"#
+            )
+        );
+
+        write_inbound_mark(&mut out, &Mark { sequence_number: 4, stream_sid: sid(), name: "my label" });
+        assert_eq!(
+            text(&out),
+            format!(
+                r#"{{"event":"mark","sequenceNumber":"4","streamSid":"{STREAM}","mark":{{"name":"my label"}}}}"#
+            )
+        );
+
+        let stop = Stop {
+            sequence_number: 5,
+            stream_sid: sid(),
+            account_sid: AccountSid::new(ACCOUNT).unwrap(),
+            call_sid: CallSid::new(CALL).unwrap(),
+        };
+        write_stop(&mut out, &stop);
+        assert_eq!(
+            text(&out),
+            format!(
+                r#"{{"event":"stop","sequenceNumber":"5","stop":{{"accountSid":"{ACCOUNT}","callSid":"{CALL}"}},"streamSid":"{STREAM}"}}"#
+            )
+        );
+    }
+
+    #[test]
+    fn strings_are_escaped() {
+        let mut out = Vec::new();
+        write_mark(&mut out, &sid(), "a\"b\\c\nd\re\tf\u{8}g\u{c}h\u{1}i\u{1f}é😀");
+        assert!(
+            text(&out).ends_with(r#""mark":{"name":"a\"b\\c\nd\re\tf\bg\fh\u0001i\u001fé😀"}}"#),
+            "{}",
+            text(&out)
+        );
+    }
+
+    #[test]
+    fn a_reused_buffer_stops_growing() {
+        let mut out = Vec::new();
+        write_media(&mut out, &sid(), &[0u8; 160]);
+        let capacity = out.capacity();
+        let ptr = out.as_ptr();
+        for _ in 0..3 {
+            write_media(&mut out, &sid(), &[0x55u8; 160]);
+            write_mark(&mut out, &sid(), "m");
+            write_clear(&mut out, &sid());
+        }
+        assert_eq!((out.capacity(), out.as_ptr()), (capacity, ptr));
+    }
+
+    fn sid_text(prefix: &'static str) -> impl Strategy<Value = String> {
+        prop_oneof!["[0-9a-f]{32}".prop_map(move |hex| format!("{prefix}{hex}")), "[!#-\\[\\]-~]{1,64}",]
+    }
+
+    fn stream_sid() -> impl Strategy<Value = StreamSid> {
+        sid_text("MZ").prop_map(|s| StreamSid::new(&s).unwrap())
+    }
+
+    fn track() -> impl Strategy<Value = Track> {
+        prop_oneof![Just(Track::Inbound), Just(Track::Outbound)]
+    }
+
+    /// Any text, including quotes, backslashes, control characters and non-ASCII.
+    fn any_text(max: usize) -> impl Strategy<Value = String> {
+        proptest::collection::vec(any::<char>(), 0..24).prop_map(move |chars| {
+            let mut s: String = chars.into_iter().collect();
+            while s.len() > max {
+                s.pop();
+            }
+            s
+        })
+    }
+
+    fn parse(out: &mut [u8], audio: &mut [u8]) -> Inbound<'static> {
+        // Copy out of the borrowed frame so the test can compare owned values.
+        match parse_inbound(out, audio).unwrap() {
+            Inbound::Mark(m) => Inbound::Mark(Mark { name: String::leak(m.name.to_owned()), ..m }),
+            Inbound::Connected(c) => Inbound::Connected(Connected {
+                protocol: c.protocol.map(|p| &*String::leak(p.to_owned())),
+                version: c.version.map(|v| &*String::leak(v.to_owned())),
+            }),
+            Inbound::Unknown { event } => Inbound::Unknown { event: String::leak(event.to_owned()) },
+            Inbound::Start(s) => Inbound::Start(s),
+            Inbound::Media(m) => Inbound::Media(m),
+            Inbound::Dtmf(d) => Inbound::Dtmf(d),
+            Inbound::Stop(s) => Inbound::Stop(s),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn inbound_media_round_trips(
+            sequence_number in any::<u64>(), stream_sid in stream_sid(), track in track(),
+            chunk in any::<u64>(), timestamp_ms in any::<u64>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..400),
+        ) {
+            let media = Media { sequence_number, stream_sid, track, chunk, timestamp_ms, payload_len: payload.len() };
+            let mut out = Vec::new();
+            write_inbound_media(&mut out, &media, &payload);
+            let mut audio = vec![0u8; payload.len()];
+            prop_assert_eq!(parse(&mut out, &mut audio), Inbound::Media(media));
+            prop_assert_eq!(audio, payload);
+        }
+
+        #[test]
+        fn inbound_control_events_round_trip(
+            sequence_number in any::<u64>(), stream_sid in stream_sid(), track in track(),
+            digit in proptest::sample::select(&b"0123456789*#ABCD"[..]),
+            name in any_text(MAX_MARK_NAME_LEN),
+            account in sid_text("AC"), call in sid_text("CA"),
+            protocol in proptest::option::of(any_text(64)), version in proptest::option::of(any_text(64)),
+        ) {
+            let mut out = Vec::new();
+            let mut audio = [0u8; 0];
+            let dtmf = Dtmf { sequence_number, stream_sid, track, digit: char::from(digit) };
+            write_dtmf(&mut out, &dtmf);
+            prop_assert_eq!(parse(&mut out, &mut audio), Inbound::Dtmf(dtmf));
+
+            let mark = Mark { sequence_number, stream_sid, name: &name };
+            write_inbound_mark(&mut out, &mark);
+            prop_assert_eq!(parse(&mut out, &mut audio), Inbound::Mark(mark));
+
+            let stop = Stop {
+                sequence_number, stream_sid,
+                account_sid: AccountSid::new(&account).unwrap(),
+                call_sid: CallSid::new(&call).unwrap(),
+            };
+            write_stop(&mut out, &stop);
+            prop_assert_eq!(parse(&mut out, &mut audio), Inbound::Stop(stop));
+
+            let connected = Connected { protocol: protocol.as_deref(), version: version.as_deref() };
+            write_connected(&mut out, &connected);
+            prop_assert_eq!(parse(&mut out, &mut audio), Inbound::Connected(connected));
+        }
+
+        #[test]
+        fn inbound_start_round_trips(
+            sequence_number in any::<u64>(), stream_sid in stream_sid(),
+            account in sid_text("AC"), call in sid_text("CA"),
+            tracks in prop_oneof![
+                Just(Tracks { inbound: true, outbound: false }),
+                Just(Tracks { inbound: false, outbound: true }),
+                Just(Tracks { inbound: true, outbound: true }),
+            ],
+            encoding in any_text(64), sample_rate in 1..=u32::MAX, channels in 1..=u16::MAX,
+            custom_parameters in proptest::collection::vec((any_text(64), any_text(256)), 0..MAX_CUSTOM_PARAMETERS),
+        ) {
+            let start = Start {
+                sequence_number, stream_sid,
+                account_sid: AccountSid::new(&account).unwrap(),
+                call_sid: CallSid::new(&call).unwrap(),
+                tracks,
+                media_format: MediaFormat { encoding, sample_rate, channels },
+                custom_parameters,
+            };
+            let mut out = Vec::new();
+            write_start(&mut out, &start);
+            prop_assert_eq!(parse(&mut out, &mut []), Inbound::Start(Box::new(start)));
+        }
+
+        #[test]
+        fn outbound_round_trips(
+            stream_sid in stream_sid(),
+            payload in proptest::collection::vec(any::<u8>(), 0..400),
+            name in any_text(MAX_MARK_NAME_LEN),
+        ) {
+            let mut out = Vec::new();
+            let mut audio = vec![0u8; payload.len()];
+            write_media(&mut out, &stream_sid, &payload);
+            prop_assert_eq!(
+                parse_outbound(&mut out, &mut audio),
+                Ok(Outbound::Media { stream_sid, payload_len: payload.len() })
+            );
+            prop_assert_eq!(&audio, &payload);
+
+            write_mark(&mut out, &stream_sid, &name);
+            prop_assert_eq!(parse_outbound(&mut out, &mut audio), Ok(Outbound::Mark { stream_sid, name: &name }));
+
+            write_clear(&mut out, &stream_sid);
+            prop_assert_eq!(parse_outbound(&mut out, &mut audio), Ok(Outbound::Clear { stream_sid }));
+        }
+    }
 }
