@@ -13,3 +13,4 @@ pub mod sdp;
 pub mod signature;
 pub mod twiml;
 pub mod webhook;
+pub mod media_stream;
