@@ -5,8 +5,12 @@
 //! The targets in `fuzz/fuzz_targets/` are one-line wrappers over these, and
 //! `tests/fuzz_corpus.rs` replays `fuzz/corpus/<target>/*` through them.
 
+mod jitter;
+
+pub use jitter::jitter_ops;
+
 /// A fuzz entry point: takes the fuzzer's bytes, panics only on a real bug.
 pub type Entry = fn(&[u8]);
 
 /// Every fuzz target: its name (the directory under `fuzz/corpus/`) and entry.
-pub const TARGETS: &[(&str, Entry)] = &[];
+pub const TARGETS: &[(&str, Entry)] = &[("jitter_ops", jitter_ops)];
