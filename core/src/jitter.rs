@@ -71,10 +71,11 @@
 //! bookkeeping, and the buffer itself about 280 bytes more (x86-64). Typical
 //! sizes: `JitterBuffer<16, 160>` (20 ms of G.711) 3.6 KiB;
 //! `JitterBuffer<16, 320>` (20 ms of L16 at 8 kHz, or 40 ms of G.711)
-//! 6.1 KiB; `JitterBuffer<16, 640>` (20 ms of L16 at 16 kHz) 11.1 KiB. `SLOTS` also bounds how far ahead of
-//! the oldest gap a packet may arrive: a packet `SLOTS` or more ahead makes the
-//! buffer give up on the oldest gap early (counted in
-//! [`JitterStats::early_releases`]).
+//! 6.1 KiB; `JitterBuffer<16, 640>` (20 ms of L16 at 16 kHz) 11.1 KiB.
+//!
+//! `SLOTS` also bounds how far ahead of the oldest gap a packet may arrive: a
+//! packet `SLOTS` or more ahead makes the buffer give up on the oldest gap
+//! early (counted in [`JitterStats::early_releases`]).
 //!
 //! ## Decisions where the stream misbehaves
 //!
