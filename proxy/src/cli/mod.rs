@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod codec;
+
 /// voxproxy: a low-latency media proxy between Twilio Media Streams and RTP voice stacks.
 #[derive(Debug, Parser)]
 #[command(name = "voxproxy", version, about, long_about = None)]
@@ -16,9 +18,15 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Convert standard input to standard output between raw little-endian
+    /// 16-bit PCM and G.711 (μ-law or A-law) bytes.
+    Codec(codec::CodecArgs),
+}
 
 /// Runs a parsed command line and turns its outcome into an exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    match cli.command {}
+    match cli.command {
+        Command::Codec(args) => codec::run(&args),
+    }
 }
