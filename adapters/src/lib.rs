@@ -6,3 +6,12 @@
 //! to `voxproxy-core`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+pub mod bridge;
+pub mod form;
+pub mod media_stream;
+pub mod rest;
+pub mod sdp;
+pub mod signature;
+pub mod twiml;
+pub mod webhook;

@@ -54,9 +54,16 @@
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
+pub mod g711;
 pub mod interarrival;
+pub mod jitter;
 pub mod keepalive;
+pub mod plc;
+pub mod resample;
+pub mod rtcp;
+pub mod rtp;
 pub mod seq;
+pub mod telephone_event;
 pub mod time;
 pub mod vad;
 

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod codec;
 pub mod vad;
 
 /// voxproxy: a low-latency media proxy between Twilio Media Streams and RTP voice stacks.
@@ -19,6 +20,9 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Convert standard input to standard output between raw little-endian
+    /// 16-bit PCM and G.711 (μ-law or A-law) bytes.
+    Codec(codec::CodecArgs),
     /// Detect speech in an 8 kHz mono WAV file (PCM16 or μ-law): prints
     /// `start_ms end_ms` per speech segment, or with --frames one 0/1 per 20 ms frame.
     Vad(vad::VadArgs),
@@ -27,6 +31,7 @@ pub enum Command {
 /// Runs a parsed command line and turns its outcome into an exit code.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
+        Command::Codec(args) => codec::run(&args),
         Command::Vad(args) => vad::run(&args),
     }
 }

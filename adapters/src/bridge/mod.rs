@@ -1,0 +1,1183 @@
+//! The call bridge: one sans-IO state machine per call, between Twilio's
+//! Media Streams WebSocket and the backend's RTP.
+//!
+//! ## How to drive it
+//!
+//! The proxy's per-call task is a loop: wait for a WebSocket frame, a UDP
+//! datagram or [`CallBridge::poll_timeout`]; hand it in; then drain
+//! [`CallBridge::poll_output`] into the sockets until it returns `None`.
+//! Tests do the same on a virtual clock.
+//!
+//! ```
+//! use voxproxy_adapters::bridge::{BridgeConfig, CallBridge, Output};
+//! use voxproxy_core::Instant;
+//!
+//! let mut bridge = CallBridge::new(BridgeConfig::default(), Instant::ZERO).unwrap();
+//! let mut start = br#"{"event":"start","sequenceNumber":"1","start":{"accountSid":"AC1","streamSid":"MZ1","callSid":"CA1","tracks":["inbound"],"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},"customParameters":{}},"streamSid":"MZ1"}"#.to_vec();
+//! bridge.handle_twilio(Instant::ZERO, &mut start).unwrap();
+//! // 20 ms of μ-law silence (0xFF), base64.
+//! let payload = "/".repeat(212) + "/w==";
+//! let mut media = format!(r#"{{"event":"media","sequenceNumber":"2","media":{{"track":"inbound","chunk":"1","timestamp":"0","payload":"{payload}"}},"streamSid":"MZ1"}}"#).into_bytes();
+//! bridge.handle_twilio(Instant::from_millis(20), &mut media).unwrap();
+//! let mut datagrams = 0;
+//! while let Some(output) = bridge.poll_output() {
+//!     match output {
+//!         Output::Rtp(datagram) => { datagrams += 1; assert_eq!(datagram.len(), 12 + 160); }
+//!         Output::Event(_) | Output::Twilio(_) | Output::Ping | Output::Close { .. } => {}
+//!     }
+//! }
+//! assert_eq!(datagrams, 1);
+//! ```
+//!
+//! ## What it does (DESIGN.md, "Media path of one call")
+//!
+//! Twilio → backend: each `media` frame is base64-decoded into a per-call
+//! buffer, decoded to PCM for the VAD, transcoded to the backend codec and
+//! sent as RTP at the configured packet time, with the RTP timestamp derived
+//! from `media.timestamp` (so a gap in Twilio's audio stays a gap) and the
+//! marker bit on the first packet after one. `dtmf` becomes RFC 4733.
+//!
+//! Backend → Twilio: RTP from the backend's address only, through the jitter
+//! buffer (in-order packets leave at once; a missing packet is concealed at
+//! its deadline), transcoded to μ-law, re-cut into 20 ms frames and sent as
+//! `media`. The backend's talkspurts (RTP marker, silence, or a pause in its
+//! packets) each end with a `mark`; Twilio's echo reports it played, or
+//! cleared if a `clear` flushed it. Caller speech over unplayed backend audio
+//! is a barge-in: `clear`, drop the rest of that talkspurt, an event.
+
+mod config;
+mod framer;
+mod playout;
+mod report;
+
+use core::time::Duration;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use voxproxy_core::g711;
+use voxproxy_core::jitter::{JitterBuffer, JitterConfig, PacketMeta, Playout};
+use voxproxy_core::keepalive::{Keepalive, KeepaliveConfig, KeepaliveEvent};
+use voxproxy_core::plc::{ConcealerConfig, LossConcealer};
+use voxproxy_core::resample::{Downsampler, Upsampler};
+use voxproxy_core::rtp::{self, RtpHeader, RtpPacket};
+use voxproxy_core::telephone_event::{self, DtmfConfig, DtmfReceiver, DtmfReceiverConfig, DtmfSender};
+use voxproxy_core::time::{Instant, earliest};
+use voxproxy_core::vad::{TalkspurtConfig, TalkspurtDetector, TalkspurtEvent, Vad, VadConfig, VadMode};
+
+pub use config::{BackendCodec, BridgeConfig, SUPPORTED_PTIMES_MS};
+pub use framer::Framer;
+pub use playout::{
+    MARK_PREFIX, MAX_MARKS_IN_FLIGHT, MarkEcho, PlayoutTracker, parse_mark_name, write_mark_name,
+};
+pub use report::{BridgeEvent, CallStats, EndReason};
+
+use crate::media_stream::{self, Inbound, MessageError, Start, StreamSid, Track};
+
+/// Samples in one 20 ms frame at 8 kHz: what Twilio gets from us and what
+/// the VAD classifies.
+pub const FRAME_SAMPLES: usize = 160;
+
+/// Largest μ-law payload accepted in one Twilio `media` frame (half a second).
+/// Twilio sends 20 ms; anything larger is refused as malformed.
+pub const MAX_MEDIA_BYTES: usize = 4_000;
+
+/// Largest backend RTP payload the jitter buffer stores: 20 ms of L16 at
+/// 16 kHz, or 40 ms of L16 at 8 kHz.
+pub const MAX_RTP_PAYLOAD: usize = 640;
+
+/// Samples of played audio the concealer keeps (80 ms at 8 kHz) to find a
+/// pitch period to repeat.
+const CONCEALER_HISTORY: usize = 640;
+
+/// Packets the jitter buffer can hold.
+pub const JITTER_SLOTS: usize = 16;
+
+/// Outputs that may wait to be drained. The bridge produces a handful per
+/// input; hitting this bound means the caller stopped draining.
+pub const MAX_QUEUED_OUTPUTS: usize = 256;
+
+/// DTMF digits from Twilio waiting to be sent while an earlier one plays.
+pub const MAX_QUEUED_DIGITS: usize = 32;
+
+/// RTP payload type of comfort noise (RFC 3389), used for keep-alives.
+pub const COMFORT_NOISE_PAYLOAD_TYPE: u8 = 13;
+
+/// Largest RTP datagram the bridge writes: header plus 40 ms of L16 at 16 kHz.
+const MAX_DATAGRAM: usize = 12 + 1280;
+
+/// What went wrong with an input. The bridge has already counted it in
+/// [`CallStats`]; the call goes on unless [`CallBridge::is_finished`] says otherwise.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BridgeError {
+    /// A setting is out of range.
+    Config {
+        /// The config key, as in the TOML file.
+        key: &'static str,
+        /// What the value must be.
+        reason: &'static str,
+    },
+    /// A WebSocket frame from Twilio exceeded `limits.max_frame_bytes`.
+    FrameTooLarge {
+        /// The frame's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A frame from Twilio did not parse.
+    Message(MessageError),
+    /// A frame from Twilio came out of protocol order.
+    OutOfOrder {
+        /// The event that arrived.
+        event: &'static str,
+        /// What was wrong about its timing.
+        reason: &'static str,
+    },
+    /// Twilio's `start` announced audio the bridge cannot relay.
+    UnsupportedMediaFormat {
+        /// The announced encoding.
+        encoding: String,
+        /// The announced sample rate.
+        sample_rate: u32,
+        /// The announced channel count.
+        channels: u16,
+    },
+    /// The call has already ended; the input was ignored.
+    Ended,
+}
+
+impl core::fmt::Display for BridgeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            BridgeError::Config { key, reason } => write!(f, "invalid setting `{key}`: {reason}"),
+            BridgeError::FrameTooLarge { len, max } => write!(
+                f,
+                "WebSocket frame of {len} bytes exceeds limits.max_frame_bytes ({max}); the frame was dropped"
+            ),
+            BridgeError::Message(e) => write!(f, "malformed Media Streams message: {e}"),
+            BridgeError::OutOfOrder { event, reason } => {
+                write!(f, "Media Streams `{event}` out of order: {reason}; the frame was ignored")
+            }
+            BridgeError::UnsupportedMediaFormat { encoding, sample_rate, channels } => write!(
+                f,
+                "stream announced {encoding} at {sample_rate} Hz with {channels} channel(s); only audio/x-mulaw 8000 Hz mono can be bridged"
+            ),
+            BridgeError::Ended => f.write_str("the call has already ended; input ignored"),
+        }
+    }
+}
+
+impl std::error::Error for BridgeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BridgeError::Message(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<MessageError> for BridgeError {
+    fn from(e: MessageError) -> Self {
+        BridgeError::Message(e)
+    }
+}
+
+/// The next thing the caller must do, from [`CallBridge::poll_output`].
+/// Borrowed data is valid until the next call into the bridge.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output<'a> {
+    /// Send this text frame (UTF-8 JSON) on the WebSocket to Twilio.
+    Twilio(&'a [u8]),
+    /// Send a WebSocket ping to Twilio.
+    Ping,
+    /// Send this datagram to the backend's RTP address.
+    Rtp(&'a [u8]),
+    /// Something happened; publish it (events API, logs, metrics).
+    Event(BridgeEvent),
+    /// Close the WebSocket with this code and reason. The call is over: write
+    /// its record ([`CallBridge::stats`], [`CallBridge::end_reason`]) and free it.
+    Close {
+        /// WebSocket close code.
+        code: u16,
+        /// Close reason.
+        reason: &'static str,
+    },
+}
+
+#[derive(Debug)]
+enum Queued {
+    Twilio(Vec<u8>),
+    Rtp(Vec<u8>),
+    Ping,
+    Event(BridgeEvent),
+    Close(EndReason),
+}
+
+/// Outputs waiting to be drained, with a pool of byte buffers so that the
+/// steady state allocates nothing: a buffer goes back to the pool when the
+/// caller asks for the next output.
+#[derive(Debug)]
+struct OutputQueue {
+    queue: VecDeque<Queued>,
+    in_hand: Option<Queued>,
+    pool: Vec<Vec<u8>>,
+    dropped: u64,
+}
+
+impl OutputQueue {
+    fn new() -> Self {
+        OutputQueue {
+            queue: VecDeque::with_capacity(32),
+            in_hand: None,
+            pool: Vec::with_capacity(32),
+            dropped: 0,
+        }
+    }
+
+    fn buffer(&mut self) -> Vec<u8> {
+        let mut buf = self.pool.pop().unwrap_or_else(|| Vec::with_capacity(512));
+        buf.clear();
+        buf
+    }
+
+    fn push(&mut self, item: Queued) {
+        if self.queue.len() >= MAX_QUEUED_OUTPUTS {
+            self.dropped += 1;
+            self.recycle(item);
+            return;
+        }
+        self.queue.push_back(item);
+    }
+
+    fn recycle(&mut self, item: Queued) {
+        if let Queued::Twilio(buf) | Queued::Rtp(buf) = item
+            && self.pool.len() < MAX_QUEUED_OUTPUTS
+        {
+            self.pool.push(buf);
+        }
+    }
+
+    fn next(&mut self) -> Option<Output<'_>> {
+        if let Some(done) = self.in_hand.take() {
+            self.recycle(done);
+        }
+        self.in_hand = self.queue.pop_front();
+        Some(match self.in_hand.as_ref()? {
+            Queued::Twilio(buf) => Output::Twilio(buf),
+            Queued::Rtp(buf) => Output::Rtp(buf),
+            Queued::Ping => Output::Ping,
+            Queued::Event(event) => Output::Event(*event),
+            Queued::Close(reason) => {
+                let (code, reason) = reason.close_frame();
+                Output::Close { code, reason }
+            }
+        })
+    }
+}
+
+/// Twilio → backend: RTP packetization of the caller's audio.
+#[derive(Debug)]
+struct Uplink {
+    sequence: u16,
+    /// μ-law of the packet being filled, and the media time of its first byte.
+    pending: Vec<u8>,
+    pending_start_ms: u64,
+    /// Media time just after the last audio received; a later start is a gap.
+    next_media_ms: Option<u64>,
+    marker_due: bool,
+    upsampler: Upsampler,
+    pcm: Vec<i16>,
+    wide: Vec<i16>,
+    dtmf: Option<DtmfSender>,
+    digits: VecDeque<char>,
+    vad: Vad,
+    talkspurt: TalkspurtDetector,
+    vad_framer: Framer<i16, FRAME_SAMPLES>,
+    /// Media time of the first sample in `vad_framer`.
+    vad_frame_ms: u64,
+}
+
+/// Backend → Twilio: jitter buffer, concealment, transcoding and playout tracking.
+#[derive(Debug)]
+struct Downlink {
+    jitter: JitterBuffer<JITTER_SLOTS, MAX_RTP_PAYLOAD>,
+    concealer: LossConcealer<CONCEALER_HISTORY>,
+    downsampler: Downsampler,
+    telephone_events: DtmfReceiver,
+    pcm: Vec<i16>,
+    narrow: Vec<i16>,
+    mulaw: Vec<u8>,
+    mulaw_framer: Framer<u8, FRAME_SAMPLES>,
+    pcm_framer: Framer<i16, FRAME_SAMPLES>,
+    vad: Vad,
+    talkspurt: TalkspurtDetector,
+    /// Media clock of what we played out (20 ms per frame), for the talkspurt detector.
+    frames_out: u64,
+    /// Frames sent to Twilio since the last mark.
+    unmarked_frames: u64,
+    /// After a barge-in: drop backend audio until its talkspurt ends.
+    dropping: bool,
+    last_rx: Option<Instant>,
+    timed_out: bool,
+    playout: PlayoutTracker,
+    mark_name: String,
+}
+
+/// One call between Twilio and the backend. See the [module docs](self).
+#[derive(Debug)]
+pub struct CallBridge {
+    config: BridgeConfig,
+    stream: Option<Box<Start>>,
+    ended: Option<EndReason>,
+    stats: CallStats,
+    out: OutputQueue,
+    audio: Vec<u8>,
+    uplink: Uplink,
+    downlink: Downlink,
+    twilio_keepalive: Keepalive,
+    rtp_keepalive: Keepalive,
+}
+
+fn talkspurt_detector(config: TalkspurtConfig, now: Instant) -> TalkspurtDetector {
+    // The configs are the bridge's own constants, valid by construction.
+    TalkspurtDetector::new(config, now).unwrap_or_else(|_| {
+        TalkspurtDetector::new(TalkspurtConfig::default(), now).expect("default talkspurt config is valid")
+    })
+}
+
+/// The backend's talkspurts: a short onset (TTS starts cleanly) and a
+/// 200 ms hangover so a mark does not land between two words.
+const BACKEND_TALKSPURT: TalkspurtConfig =
+    TalkspurtConfig { onset_frames: 1, onset_window: 1, hangover_frames: 10 };
+
+impl CallBridge {
+    /// A bridge for a call whose WebSocket opened at `now`.
+    ///
+    /// # Errors
+    /// [`BridgeError::Config`] naming the first invalid setting.
+    pub fn new(config: BridgeConfig, now: Instant) -> Result<Self, BridgeError> {
+        config.validate()?;
+        let vad_mode = VadMode::try_from(config.vad_mode)
+            .map_err(|_| BridgeError::Config { key: "vad.mode", reason: "must be 0, 1, 2 or 3" })?;
+        let packet_bytes = config.codec.bytes_per_ms() * config.ptime.as_millis() as usize;
+        if packet_bytes > MAX_RTP_PAYLOAD * 2 {
+            return Err(BridgeError::Config {
+                key: "rtp.ptime_ms",
+                reason: "too long for this codec (L16 at 16 kHz allows 10, 20 or 40 ms at most)",
+            });
+        }
+        let jitter = JitterConfig {
+            clock_rate: config.codec.clock_rate(),
+            max_delay: config.jitter_max_delay,
+            // Before any jitter is measured the adaptive hold would be zero
+            // and the first reordered pair would turn into a loss. One packet
+            // time costs nothing while packets arrive in order (they never wait).
+            min_delay: config.ptime.min(config.jitter_max_delay),
+            ..JitterConfig::default()
+        };
+        let twilio_keepalive = Keepalive::new(
+            KeepaliveConfig {
+                interval: config.ping_interval,
+                max_backoff: config.ping_interval,
+                idle_timeout: Some(config.idle_timeout),
+                max_unanswered: None,
+                refresh_on_receive: true,
+            },
+            now,
+        );
+        let rtp_keepalive = Keepalive::new(
+            KeepaliveConfig {
+                interval: config.rtp_keepalive_interval,
+                max_backoff: config.rtp_keepalive_interval,
+                idle_timeout: None,
+                max_unanswered: None,
+                // A NAT or firewall binding is refreshed by what we send only.
+                refresh_on_receive: false,
+            },
+            now,
+        );
+        let ptime_samples = 8 * config.ptime.as_millis() as usize;
+        Ok(CallBridge {
+            uplink: Uplink {
+                sequence: config.initial_sequence,
+                pending: Vec::with_capacity(ptime_samples),
+                pending_start_ms: 0,
+                next_media_ms: None,
+                marker_due: true,
+                upsampler: Upsampler::new(),
+                pcm: vec![0; MAX_MEDIA_BYTES],
+                wide: vec![0; 2 * MAX_MEDIA_BYTES],
+                dtmf: None,
+                digits: VecDeque::with_capacity(MAX_QUEUED_DIGITS),
+                vad: Vad::new(VadConfig { mode: vad_mode }),
+                talkspurt: talkspurt_detector(TalkspurtConfig::default(), Instant::ZERO),
+                vad_framer: Framer::new(),
+                vad_frame_ms: 0,
+            },
+            downlink: Downlink {
+                jitter: JitterBuffer::new(jitter, now),
+                concealer: LossConcealer::new(ConcealerConfig {
+                    sample_rate: 8_000,
+                    ..ConcealerConfig::default()
+                }),
+                downsampler: Downsampler::new(),
+                telephone_events: DtmfReceiver::new(DtmfReceiverConfig::default(), now),
+                pcm: vec![0; MAX_RTP_PAYLOAD * 2],
+                narrow: vec![0; MAX_RTP_PAYLOAD * 2],
+                mulaw: vec![0; MAX_RTP_PAYLOAD * 2],
+                mulaw_framer: Framer::new(),
+                pcm_framer: Framer::new(),
+                vad: Vad::new(VadConfig { mode: VadMode::Quality }),
+                talkspurt: talkspurt_detector(BACKEND_TALKSPURT, Instant::ZERO),
+                frames_out: 0,
+                unmarked_frames: 0,
+                dropping: false,
+                last_rx: None,
+                timed_out: false,
+                playout: PlayoutTracker::new(),
+                mark_name: String::with_capacity(24),
+            },
+            config,
+            stream: None,
+            ended: None,
+            stats: CallStats::default(),
+            out: OutputQueue::new(),
+            audio: vec![0; MAX_MEDIA_BYTES],
+            twilio_keepalive,
+            rtp_keepalive,
+        })
+    }
+
+    /// The settings this bridge runs with.
+    #[must_use]
+    pub fn config(&self) -> &BridgeConfig {
+        &self.config
+    }
+
+    /// Twilio's `start`: stream, call and account ids, custom parameters.
+    /// `None` until it arrived.
+    #[must_use]
+    pub fn stream(&self) -> Option<&Start> {
+        self.stream.as_deref()
+    }
+
+    /// The call's counters so far, with the jitter buffer's folded in.
+    #[must_use]
+    pub fn stats(&self) -> CallStats {
+        let mut stats = self.stats;
+        let jb = self.downlink.jitter.stats();
+        stats.rtp_lost = jb.lost;
+        stats.rtp_late = jb.late;
+        stats.rtp_duplicate = jb.duplicate;
+        stats.rtp_reordered = jb.reordered;
+        stats.rtp_bad_payload += jb.too_large;
+        stats.jitter_us = jb.jitter_micros;
+        stats.outputs_dropped = self.out.dropped;
+        stats
+    }
+
+    /// Why the call ended, once it has.
+    #[must_use]
+    pub fn end_reason(&self) -> Option<EndReason> {
+        self.ended
+    }
+
+    /// Whether the call is over (a [`Output::Close`] was or will be yielded).
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        self.ended.is_some()
+    }
+
+    /// Whether caller audio sent to Twilio is still waiting to be played.
+    #[must_use]
+    pub fn has_unplayed_audio(&self) -> bool {
+        self.downlink.playout.has_unplayed() || self.downlink.unmarked_frames > 0
+    }
+
+    /// Feeds one WebSocket text frame from Twilio (parsed in place, so it is
+    /// `mut`). Drain [`CallBridge::poll_output`] afterwards.
+    ///
+    /// # Errors
+    /// Any [`BridgeError`] other than `Config`; the frame was counted and
+    /// dropped, and the call goes on.
+    pub fn handle_twilio(&mut self, now: Instant, frame: &mut [u8]) -> Result<(), BridgeError> {
+        if self.ended.is_some() {
+            return Err(BridgeError::Ended);
+        }
+        self.twilio_keepalive.handle_received(now);
+        if frame.len() > self.config.max_frame_bytes {
+            self.stats.twilio_oversize += 1;
+            return Err(BridgeError::FrameTooLarge { len: frame.len(), max: self.config.max_frame_bytes });
+        }
+        let message = match media_stream::parse_inbound(frame, &mut self.audio) {
+            Ok(message) => message,
+            Err(e) => {
+                self.stats.twilio_malformed += 1;
+                return Err(e.into());
+            }
+        };
+        match message {
+            Inbound::Connected(_) => Ok(()),
+            Inbound::Start(start) => self.on_start(start),
+            Inbound::Media(media) => {
+                if self.stream.is_none() {
+                    self.stats.twilio_out_of_order += 1;
+                    return Err(BridgeError::OutOfOrder { event: "media", reason: "before start" });
+                }
+                if media.track != Track::Inbound {
+                    // A fork with both tracks also streams what the caller
+                    // hears; only the caller's voice goes to the backend.
+                    return Ok(());
+                }
+                let len = media.payload_len.min(self.audio.len());
+                self.stats.twilio_frames_in += 1;
+                self.stats.twilio_audio_bytes_in += len as u64;
+                self.on_media(now, media.timestamp_ms, len);
+                Ok(())
+            }
+            Inbound::Dtmf(dtmf) => {
+                if self.stream.is_none() {
+                    self.stats.twilio_out_of_order += 1;
+                    return Err(BridgeError::OutOfOrder { event: "dtmf", reason: "before start" });
+                }
+                self.stats.dtmf_digits += 1;
+                self.out.push(Queued::Event(BridgeEvent::Dtmf { digit: dtmf.digit }));
+                if self.uplink.digits.len() < MAX_QUEUED_DIGITS {
+                    self.uplink.digits.push_back(dtmf.digit);
+                }
+                self.start_next_digit(now);
+                Ok(())
+            }
+            Inbound::Mark(mark) => {
+                match self.downlink.playout.handle_echo(mark.name) {
+                    MarkEcho::Played(id) => {
+                        self.stats.marks_played += 1;
+                        self.out.push(Queued::Event(BridgeEvent::MarkPlayed { id }));
+                    }
+                    MarkEcho::Cleared(id) => {
+                        self.stats.marks_cleared += 1;
+                        self.out.push(Queued::Event(BridgeEvent::MarkCleared { id }));
+                    }
+                    MarkEcho::Unknown => {}
+                }
+                Ok(())
+            }
+            Inbound::Stop(_) => {
+                self.out.push(Queued::Event(BridgeEvent::StreamStopped));
+                self.end(EndReason::TwilioStop);
+                Ok(())
+            }
+            Inbound::Unknown { .. } => {
+                self.stats.twilio_unknown_events += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// A WebSocket control frame (pong, ping) arrived: Twilio is alive.
+    pub fn handle_twilio_activity(&mut self, now: Instant) {
+        self.twilio_keepalive.handle_received(now);
+    }
+
+    /// Feeds one UDP datagram that arrived on the call's RTP socket from `from`.
+    /// Anything that is not usable backend audio is counted and dropped.
+    pub fn handle_rtp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        if self.ended.is_some() {
+            return;
+        }
+        if self.config.backend.is_some_and(|backend| backend != from) {
+            self.stats.rtp_foreign_source += 1;
+            return;
+        }
+        if rtp::is_probably_rtcp(datagram) {
+            self.stats.rtcp_in += 1;
+            return;
+        }
+        let packet = match RtpPacket::parse(datagram) {
+            Ok(packet) => packet,
+            Err(_) => {
+                self.stats.rtp_malformed += 1;
+                return;
+            }
+        };
+        self.stats.rtp_packets_in += 1;
+        self.stats.rtp_bytes_in += datagram.len() as u64;
+        let down = &mut self.downlink;
+        down.last_rx = Some(now);
+        if down.timed_out {
+            down.timed_out = false;
+            self.out.push(Queued::Event(BridgeEvent::BackendResumed));
+        }
+        let payload_type = packet.payload_type();
+        if payload_type == self.config.dtmf_payload_type {
+            if down.telephone_events.handle_packet(now, packet.timestamp(), packet.payload()).is_err() {
+                self.stats.rtp_bad_payload += 1;
+            }
+            self.drain_backend_dtmf();
+            return;
+        }
+        if payload_type != self.config.payload_type {
+            self.stats.rtp_unknown_payload_type += 1;
+            return;
+        }
+        let payload = packet.payload();
+        let is_l16 = matches!(self.config.codec, BackendCodec::L16Narrowband | BackendCodec::L16Wideband);
+        if payload.is_empty() || (is_l16 && payload.len() % 2 != 0) {
+            self.stats.rtp_bad_payload += 1;
+            return;
+        }
+        let meta = PacketMeta {
+            ssrc: packet.ssrc(),
+            sequence: packet.sequence_number(),
+            timestamp: packet.timestamp(),
+            marker: packet.marker(),
+        };
+        let _ = down.jitter.handle_packet(now, meta, payload);
+        self.drain_jitter_buffer();
+    }
+
+    /// Time passed: `now` is at or after [`CallBridge::poll_timeout`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.ended.is_some() {
+            return;
+        }
+        self.twilio_keepalive.handle_timeout(now);
+        while let Some(event) = self.twilio_keepalive.poll_event() {
+            match event {
+                KeepaliveEvent::SendKeepalive => {
+                    self.stats.pings_sent += 1;
+                    self.out.push(Queued::Ping);
+                }
+                KeepaliveEvent::IdleTimeout | KeepaliveEvent::Unresponsive => {
+                    self.end(EndReason::IdleTimeout);
+                    return;
+                }
+            }
+        }
+        if self.stream.is_some() {
+            self.rtp_keepalive.handle_timeout(now);
+            while let Some(event) = self.rtp_keepalive.poll_event() {
+                if event == KeepaliveEvent::SendKeepalive {
+                    self.send_rtp_keepalive(now);
+                }
+            }
+        }
+        self.downlink.jitter.handle_timeout(now);
+        self.drain_jitter_buffer();
+        self.downlink.telephone_events.handle_timeout(now);
+        self.drain_backend_dtmf();
+        self.drive_dtmf(now);
+        let down = &mut self.downlink;
+        if let Some(last) = down.last_rx {
+            if now >= last + self.config.talkspurt_gap && (down.talkspurt.in_talkspurt() || down.dropping) {
+                // The backend paused: its talkspurt is over.
+                self.finish_backend_talkspurt();
+            }
+            if !self.downlink.timed_out && now >= last + self.config.backend_timeout {
+                self.downlink.timed_out = true;
+                self.out.push(Queued::Event(BridgeEvent::BackendTimeout));
+            }
+        }
+    }
+
+    /// The WebSocket is gone, or the proxy ends the call (`Hangup`, `Drain`).
+    /// For a reason other than [`EndReason::WebSocketClosed`] a close frame
+    /// is yielded.
+    pub fn handle_close(&mut self, _now: Instant, reason: EndReason) {
+        self.end(reason);
+    }
+
+    /// The next thing to do. Call until `None` after every `handle_*`.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output<'_>> {
+        self.out.next()
+    }
+
+    /// When [`CallBridge::handle_timeout`] is next needed; `None` once ended.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.ended.is_some() {
+            return None;
+        }
+        let mut next = self.twilio_keepalive.poll_timeout();
+        if self.stream.is_some() {
+            next = earliest(next, self.rtp_keepalive.poll_timeout());
+        }
+        next = earliest(next, self.downlink.jitter.poll_timeout());
+        next = earliest(next, self.downlink.telephone_events.poll_timeout());
+        next = earliest(next, self.uplink.dtmf.as_ref().and_then(DtmfSender::poll_timeout));
+        if let Some(last) = self.downlink.last_rx {
+            if self.downlink.talkspurt.in_talkspurt() || self.downlink.dropping {
+                next = earliest(next, Some(last + self.config.talkspurt_gap));
+            }
+            if !self.downlink.timed_out {
+                next = earliest(next, Some(last + self.config.backend_timeout));
+            }
+        }
+        next
+    }
+
+    fn end(&mut self, reason: EndReason) {
+        if self.ended.is_some() {
+            return;
+        }
+        self.ended = Some(reason);
+        if reason != EndReason::WebSocketClosed {
+            self.out.push(Queued::Close(reason));
+        }
+    }
+
+    fn on_start(&mut self, start: Box<Start>) -> Result<(), BridgeError> {
+        if self.stream.is_some() {
+            self.stats.twilio_out_of_order += 1;
+            return Err(BridgeError::OutOfOrder { event: "start", reason: "a second start on one stream" });
+        }
+        let format = &start.media_format;
+        if !format.is_mulaw_8k_mono() {
+            self.stats.twilio_malformed += 1;
+            return Err(BridgeError::UnsupportedMediaFormat {
+                encoding: format.encoding.clone(),
+                sample_rate: format.sample_rate,
+                channels: format.channels,
+            });
+        }
+        self.stream = Some(start);
+        self.out.push(Queued::Event(BridgeEvent::StreamStarted));
+        Ok(())
+    }
+
+    fn stream_sid(&self) -> Option<StreamSid> {
+        self.stream.as_ref().map(|s| s.stream_sid)
+    }
+
+    /// RTP timestamp of media time `ms`.
+    fn rtp_timestamp(&self, ms: u64) -> u32 {
+        let units = ms.wrapping_mul(u64::from(self.config.codec.clock_rate() / 1000));
+        self.config.initial_timestamp.wrapping_add(units as u32)
+    }
+
+    fn on_media(&mut self, now: Instant, timestamp_ms: u64, len: usize) {
+        // A frame that starts later than the previous one ended is a gap in
+        // the caller's audio: flush what is pending so timestamps stay true,
+        // and mark the first packet after it (RFC 3551 §4.1). A frame that
+        // starts earlier (a sender restarting its clock) is taken as is.
+        if self.uplink.next_media_ms.is_some_and(|next| timestamp_ms > next + 1) {
+            self.flush_uplink(now);
+            self.uplink.marker_due = true;
+            self.uplink.vad_framer.clear();
+        }
+        self.uplink.next_media_ms = Some(timestamp_ms + len as u64 / 8);
+        self.detect_caller_speech(timestamp_ms, len);
+        self.packetize_uplink(now, timestamp_ms, len);
+    }
+
+    /// Runs the caller's audio through the VAD in exact 20 ms frames.
+    fn detect_caller_speech(&mut self, timestamp_ms: u64, len: usize) {
+        let _ = g711::decode(g711::Law::Mu, &self.audio[..len], &mut self.uplink.pcm[..len]);
+        let mut at = 0;
+        while at < len {
+            let Uplink { vad, talkspurt, vad_framer, vad_frame_ms, pcm, .. } = &mut self.uplink;
+            if vad_framer.buffered() == 0 {
+                *vad_frame_ms = timestamp_ms + at as u64 / 8;
+            }
+            let take = (FRAME_SAMPLES - vad_framer.buffered()).min(len - at);
+            let frame_ms = *vad_frame_ms;
+            vad_framer.push(&pcm[at..at + take], |frame| {
+                let speech = vad.classify(frame).unwrap_or(false);
+                talkspurt.handle_frame(Instant::from_millis(frame_ms), speech);
+            });
+            at += take;
+            while let Some(event) = self.uplink.talkspurt.poll_event() {
+                self.on_caller_talkspurt(event);
+            }
+        }
+    }
+
+    /// Cuts the caller's audio into RTP packets of the configured ptime.
+    fn packetize_uplink(&mut self, now: Instant, timestamp_ms: u64, len: usize) {
+        let packet_bytes = 8 * self.config.ptime.as_millis() as usize;
+        let mut at = 0;
+        while at < len {
+            let up = &mut self.uplink;
+            if up.pending.is_empty() {
+                up.pending_start_ms = timestamp_ms + at as u64 / 8;
+            }
+            let take = (packet_bytes - up.pending.len()).min(len - at);
+            up.pending.extend_from_slice(&self.audio[at..at + take]);
+            at += take;
+            if self.uplink.pending.len() == packet_bytes {
+                self.flush_uplink(now);
+            }
+        }
+    }
+
+    /// Handles an edge of the caller's talkspurts.
+    fn on_caller_talkspurt(&mut self, event: TalkspurtEvent) {
+        match event {
+            TalkspurtEvent::SpeechStart { at } => {
+                let media_ms = at.as_nanos() / 1_000_000;
+                self.stats.vad_segments += 1;
+                self.out.push(Queued::Event(BridgeEvent::SpeechStarted { media_ms }));
+                if self.config.barge_in && self.has_unplayed_audio() {
+                    self.barge_in(media_ms);
+                }
+            }
+            TalkspurtEvent::SpeechEnd { at } => {
+                let media_ms = at.as_nanos() / 1_000_000;
+                self.out.push(Queued::Event(BridgeEvent::SpeechStopped { media_ms }));
+            }
+        }
+    }
+
+    fn barge_in(&mut self, media_ms: u64) {
+        let Some(sid) = self.stream_sid() else { return };
+        let mut buf = self.out.buffer();
+        media_stream::write_clear(&mut buf, &sid);
+        self.push_twilio(buf);
+        let down = &mut self.downlink;
+        down.playout.handle_clear();
+        down.unmarked_frames = 0;
+        down.mulaw_framer.clear();
+        down.pcm_framer.clear();
+        // Whatever the backend still sends of this talkspurt is stale now;
+        // its next talkspurt is an answer to the caller and plays.
+        down.dropping = down.talkspurt.in_talkspurt();
+        self.stats.barge_ins += 1;
+        self.out.push(Queued::Event(BridgeEvent::BargeIn { media_ms }));
+    }
+
+    /// Sends the pending uplink audio as one RTP packet.
+    fn flush_uplink(&mut self, now: Instant) {
+        if self.uplink.pending.is_empty() {
+            return;
+        }
+        let timestamp = self.rtp_timestamp(self.uplink.pending_start_ms);
+        let up = &mut self.uplink;
+        let mut header = RtpHeader::new(self.config.payload_type, up.sequence, timestamp, self.config.ssrc);
+        header.marker = core::mem::take(&mut up.marker_due);
+        up.sequence = up.sequence.wrapping_add(1);
+        let mut buf = self.out.buffer();
+        buf.resize(MAX_DATAGRAM, 0);
+        let Ok(at) = header.write_header(&mut buf) else { return };
+        let mulaw = &up.pending[..];
+        let written = match self.config.codec {
+            BackendCodec::Pcmu => {
+                buf[at..at + mulaw.len()].copy_from_slice(mulaw);
+                mulaw.len()
+            }
+            BackendCodec::Pcma => {
+                g711::transcode(g711::Law::Mu, g711::Law::A, mulaw, &mut buf[at..]).unwrap_or(0)
+            }
+            BackendCodec::L16Narrowband => {
+                let pcm = &mut up.pcm[..mulaw.len()];
+                let _ = g711::decode(g711::Law::Mu, mulaw, pcm);
+                write_l16(pcm, &mut buf[at..])
+            }
+            BackendCodec::L16Wideband => {
+                let pcm = &mut up.pcm[..mulaw.len()];
+                let _ = g711::decode(g711::Law::Mu, mulaw, pcm);
+                let n = up.upsampler.upsample(pcm, &mut up.wide).unwrap_or(0);
+                write_l16(&up.wide[..n], &mut buf[at..])
+            }
+        };
+        up.pending.clear();
+        buf.truncate(at + written);
+        self.push_rtp(now, buf);
+    }
+
+    fn push_rtp(&mut self, now: Instant, buf: Vec<u8>) {
+        self.stats.rtp_packets_out += 1;
+        self.stats.rtp_bytes_out += buf.len() as u64;
+        self.rtp_keepalive.handle_sent(now);
+        self.out.push(Queued::Rtp(buf));
+    }
+
+    fn push_twilio(&mut self, buf: Vec<u8>) {
+        self.out.push(Queued::Twilio(buf));
+    }
+
+    /// The RTP timestamp of the next uplink sample: where DTMF and
+    /// keep-alives sit on the media clock.
+    fn uplink_timestamp_now(&self) -> u32 {
+        let ms = if self.uplink.pending.is_empty() {
+            self.uplink.next_media_ms.unwrap_or(0)
+        } else {
+            self.uplink.pending_start_ms
+        };
+        self.rtp_timestamp(ms)
+    }
+
+    fn send_rtp_keepalive(&mut self, now: Instant) {
+        // Comfort noise at -127 dBov (RFC 3389): every G.711 stack knows
+        // it, and it is silence if played.
+        let timestamp = self.uplink_timestamp_now();
+        let header =
+            RtpHeader::new(COMFORT_NOISE_PAYLOAD_TYPE, self.uplink.sequence, timestamp, self.config.ssrc);
+        self.uplink.sequence = self.uplink.sequence.wrapping_add(1);
+        let mut buf = self.out.buffer();
+        buf.resize(MAX_DATAGRAM, 0);
+        let Ok(len) = header.write(&[127], &mut buf) else { return };
+        buf.truncate(len);
+        self.stats.rtp_keepalives_sent += 1;
+        self.push_rtp(now, buf);
+    }
+
+    fn start_next_digit(&mut self, now: Instant) {
+        if self.uplink.dtmf.as_ref().is_some_and(|sender| !sender.is_finished()) {
+            return;
+        }
+        let Some(digit) = self.uplink.digits.pop_front() else {
+            self.uplink.dtmf = None;
+            return;
+        };
+        let rate = self.config.codec.clock_rate();
+        let dtmf = DtmfConfig {
+            clock_rate: rate,
+            packet_interval: rtp::timestamp_for(Duration::from_millis(20), rate) as u16,
+            volume: 10,
+        };
+        let duration = rtp::timestamp_for(self.config.dtmf_duration, rate);
+        let timestamp = self.uplink_timestamp_now();
+        // The parser only lets DTMF digits through, so this cannot fail; a
+        // digit it could not send would simply be skipped.
+        self.uplink.dtmf = DtmfSender::for_digit(&dtmf, digit, timestamp, duration, now).ok();
+        self.drive_dtmf(now);
+    }
+
+    fn drive_dtmf(&mut self, now: Instant) {
+        loop {
+            let Some(sender) = self.uplink.dtmf.as_mut() else { return };
+            sender.handle_timeout(now);
+            let mut sent = false;
+            while let Some(packet) = self.uplink.dtmf.as_mut().and_then(DtmfSender::poll_packet) {
+                let mut header = RtpHeader::new(
+                    self.config.dtmf_payload_type,
+                    self.uplink.sequence,
+                    packet.timestamp,
+                    self.config.ssrc,
+                );
+                header.marker = packet.marker;
+                self.uplink.sequence = self.uplink.sequence.wrapping_add(1);
+                let mut buf = self.out.buffer();
+                buf.resize(MAX_DATAGRAM, 0);
+                if let Ok(len) = header.write(&packet.payload, &mut buf) {
+                    buf.truncate(len);
+                    self.push_rtp(now, buf);
+                }
+                sent = true;
+            }
+            let finished = self.uplink.dtmf.as_ref().is_some_and(DtmfSender::is_finished);
+            if !finished {
+                return;
+            }
+            self.uplink.dtmf = None;
+            if self.uplink.digits.is_empty() {
+                return;
+            }
+            self.start_next_digit(now);
+            if !sent {
+                return;
+            }
+        }
+    }
+
+    fn drain_backend_dtmf(&mut self) {
+        while let Some(event) = self.downlink.telephone_events.poll_event() {
+            self.stats.backend_dtmf_events += 1;
+            let digit = telephone_event::dtmf_digit(event.event).unwrap_or('?');
+            self.out.push(Queued::Event(BridgeEvent::BackendDtmf { digit }));
+        }
+    }
+
+    /// The downlink media clock as an [`Instant`] (20 ms per frame played).
+    fn downlink_clock(frames_out: u64) -> Instant {
+        Instant::from_millis(frames_out * 20)
+    }
+
+    fn drain_jitter_buffer(&mut self) {
+        let codec = self.config.codec;
+        let rate = u64::from(codec.clock_rate());
+        loop {
+            let down = &mut self.downlink;
+            let (samples, marker) = match down.jitter.poll_playout() {
+                None => break,
+                Some(Playout::Packet { meta, payload }) => {
+                    let n = decode_backend(
+                        codec,
+                        payload,
+                        &mut down.pcm,
+                        &mut down.narrow,
+                        &mut down.downsampler,
+                        &mut down.mulaw,
+                    );
+                    if let Some(n) = n {
+                        let resuming = down.concealer.is_concealing();
+                        down.concealer.handle_frame(&mut down.narrow[..n]);
+                        if resuming {
+                            // The concealer blended the loss into the start of
+                            // this frame. Re-encode only what it changed: μ-law
+                            // decode → encode is not the identity (0x7F → 0xFF).
+                            for (code, &sample) in down.mulaw[..n].iter_mut().zip(&down.narrow[..n]) {
+                                if g711::ulaw_decode(*code) != sample {
+                                    *code = g711::ulaw_encode(sample);
+                                }
+                            }
+                        }
+                    }
+                    (n, meta.marker)
+                }
+                Some(Playout::Lost { duration, .. }) => {
+                    let n = ((u64::from(duration) * 8_000 / rate) as usize).min(down.narrow.len());
+                    down.concealer.conceal(&mut down.narrow[..n]);
+                    let _ = g711::encode(g711::Law::Mu, &down.narrow[..n], &mut down.mulaw[..n]);
+                    self.stats.concealed_frames += 1;
+                    (Some(n), false)
+                }
+            };
+            if marker && (self.downlink.talkspurt.in_talkspurt() || self.downlink.dropping) {
+                // The backend says a new talkspurt begins: the last one is over.
+                self.finish_backend_talkspurt();
+            }
+            match samples {
+                Some(n) => self.play_downlink(n),
+                None => self.stats.rtp_bad_payload += 1,
+            }
+        }
+    }
+
+    /// Sends `n` samples of backend audio, in `downlink.mulaw` (and as PCM in
+    /// `downlink.narrow`), towards Twilio in 20 ms frames.
+    fn play_downlink(&mut self, n: usize) {
+        let Some(sid) = self.stream_sid() else { return };
+        let mut at = 0;
+        while at < n {
+            let down = &mut self.downlink;
+            let take = (FRAME_SAMPLES - down.mulaw_framer.buffered()).min(n - at);
+            let mut frame_done = None;
+            down.pcm_framer.push(&down.narrow[at..at + take], |pcm| {
+                frame_done = Some(*pcm);
+            });
+            let mut mulaw_frame = None;
+            down.mulaw_framer.push(&down.mulaw[at..at + take], |m| mulaw_frame = Some(*m));
+            at += take;
+            let (Some(pcm), Some(mulaw)) = (frame_done, mulaw_frame) else { continue };
+            let clock = Self::downlink_clock(down.frames_out);
+            down.frames_out += 1;
+            let speech = down.vad.classify(&pcm).unwrap_or(false);
+            down.talkspurt.handle_frame(clock, speech);
+            self.drain_backend_talkspurt();
+            let down = &mut self.downlink;
+            if down.dropping {
+                self.stats.barge_in_dropped_frames += 1;
+                continue;
+            }
+            down.unmarked_frames += 1;
+            let mut buf = self.out.buffer();
+            media_stream::write_media(&mut buf, &sid, &mulaw);
+            self.stats.twilio_frames_out += 1;
+            self.stats.twilio_audio_bytes_out += FRAME_SAMPLES as u64;
+            self.push_twilio(buf);
+        }
+    }
+
+    /// Ends the backend's talkspurt now, whatever its VAD says.
+    fn finish_backend_talkspurt(&mut self) {
+        let clock = Self::downlink_clock(self.downlink.frames_out);
+        self.downlink.talkspurt.handle_end_of_stream(clock);
+        self.drain_backend_talkspurt();
+        self.end_backend_talkspurt();
+    }
+
+    fn drain_backend_talkspurt(&mut self) {
+        while let Some(event) = self.downlink.talkspurt.poll_event() {
+            if let TalkspurtEvent::SpeechEnd { .. } = event {
+                self.end_backend_talkspurt();
+            }
+        }
+    }
+
+    /// The backend finished an utterance: send what is buffered and a mark
+    /// behind it, and stop dropping after a barge-in.
+    fn end_backend_talkspurt(&mut self) {
+        let Some(sid) = self.stream_sid() else { return };
+        let down = &mut self.downlink;
+        down.pcm_framer.clear();
+        if let Some(partial) = down.mulaw_framer.take_partial()
+            && !down.dropping
+        {
+            let mut buf = self.out.pool.pop().unwrap_or_default();
+            buf.clear();
+            media_stream::write_media(&mut buf, &sid, partial);
+            self.stats.twilio_frames_out += 1;
+            self.stats.twilio_audio_bytes_out += partial.len() as u64;
+            self.downlink.unmarked_frames += 1;
+            self.push_twilio(buf);
+        }
+        let down = &mut self.downlink;
+        down.dropping = false;
+        if down.unmarked_frames == 0 {
+            return;
+        }
+        down.unmarked_frames = 0;
+        let id = down.playout.next_mark();
+        write_mark_name(id, &mut down.mark_name);
+        let mut buf = self.out.buffer();
+        media_stream::write_mark(&mut buf, &sid, &self.downlink.mark_name);
+        self.stats.marks_sent += 1;
+        self.push_twilio(buf);
+    }
+}
+
+/// Decodes one backend payload to 8 kHz: PCM into `narrow`, μ-law into
+/// `mulaw`; returns the sample count, or `None` if it does not fit.
+fn decode_backend(
+    codec: BackendCodec,
+    payload: &[u8],
+    pcm: &mut [i16],
+    narrow: &mut [i16],
+    downsampler: &mut Downsampler,
+    mulaw: &mut [u8],
+) -> Option<usize> {
+    match codec {
+        BackendCodec::Pcmu => {
+            let n = payload.len();
+            // μ-law passes through untouched: decode → encode is not the
+            // identity for every code (0x7F), and passthrough must be bit-exact.
+            mulaw.get_mut(..n)?.copy_from_slice(payload);
+            g711::decode(g711::Law::Mu, payload, narrow).ok()
+        }
+        BackendCodec::Pcma => {
+            let n = g711::transcode(g711::Law::A, g711::Law::Mu, payload, mulaw).ok()?;
+            g711::decode(g711::Law::A, payload, narrow).ok()?;
+            Some(n)
+        }
+        BackendCodec::L16Narrowband => {
+            let n = read_l16(payload, narrow)?;
+            g711::encode(g711::Law::Mu, &narrow[..n], mulaw).ok()
+        }
+        BackendCodec::L16Wideband => {
+            let wide = read_l16(payload, pcm)?;
+            let n = downsampler.downsample(&pcm[..wide], narrow).ok()?;
+            g711::encode(g711::Law::Mu, &narrow[..n], mulaw).ok()
+        }
+    }
+}
+
+/// Big-endian L16 (RFC 3551 §4.5.11) into PCM; `None` if `out` is too small.
+fn read_l16(payload: &[u8], out: &mut [i16]) -> Option<usize> {
+    let n = payload.len() / 2;
+    for (sample, bytes) in out.get_mut(..n)?.iter_mut().zip(payload.chunks_exact(2)) {
+        *sample = i16::from_be_bytes([bytes[0], bytes[1]]);
+    }
+    Some(n)
+}
+
+/// PCM into big-endian L16; returns bytes written (truncated to fit `out`).
+fn write_l16(pcm: &[i16], out: &mut [u8]) -> usize {
+    let mut written = 0;
+    for (bytes, sample) in out.chunks_exact_mut(2).zip(pcm) {
+        bytes.copy_from_slice(&sample.to_be_bytes());
+        written += 2;
+    }
+    written
+}

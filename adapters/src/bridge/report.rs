@@ -1,0 +1,193 @@
+//! What a bridge tells the outside world: events as they happen, and the
+//! statistics that end up in the call record.
+
+/// Something that happened on the call, for the control API's event stream
+/// and for logs. Media times are Twilio's `media.timestamp` (milliseconds
+/// since the stream started), so they survive network stalls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BridgeEvent {
+    /// Twilio's `start` arrived; [`CallBridge::stream`](crate::bridge::CallBridge::stream) now has the ids.
+    StreamStarted,
+    /// The caller started talking (VAD onset), at this media time.
+    SpeechStarted {
+        /// Media time of the first speech frame, in milliseconds.
+        media_ms: u64,
+    },
+    /// The caller stopped talking (after the VAD hangover).
+    SpeechStopped {
+        /// Media time of the first non-speech frame, in milliseconds.
+        media_ms: u64,
+    },
+    /// The caller pressed a key; it went to the backend as RFC 4733.
+    Dtmf {
+        /// `0`-`9`, `*`, `#` or `A`-`D`.
+        digit: char,
+    },
+    /// The backend sent a telephone event (reported once per event).
+    BackendDtmf {
+        /// The digit, or `?` for a non-DTMF event code.
+        digit: char,
+    },
+    /// Twilio has played the audio before one of our marks.
+    MarkPlayed {
+        /// The mark's id (its name is `vp-<id>`).
+        id: u64,
+    },
+    /// A mark came back because of a `clear`: its audio was not played.
+    MarkCleared {
+        /// The mark's id.
+        id: u64,
+    },
+    /// Caller speech over unplayed backend audio: `clear` was sent and the
+    /// rest of the backend's talkspurt is being dropped.
+    BargeIn {
+        /// Media time of the caller's speech onset, in milliseconds.
+        media_ms: u64,
+    },
+    /// No RTP from the backend for `backend_timeout`.
+    BackendTimeout,
+    /// Backend RTP is flowing again after a [`BridgeEvent::BackendTimeout`].
+    BackendResumed,
+    /// Twilio's `stop` arrived.
+    StreamStopped,
+}
+
+impl BridgeEvent {
+    /// A stable snake_case name, used in logs, metrics and server-sent events.
+    #[must_use]
+    pub const fn name(&self) -> &'static str {
+        match self {
+            BridgeEvent::StreamStarted => "stream_started",
+            BridgeEvent::SpeechStarted { .. } => "speech_started",
+            BridgeEvent::SpeechStopped { .. } => "speech_stopped",
+            BridgeEvent::Dtmf { .. } => "dtmf",
+            BridgeEvent::BackendDtmf { .. } => "backend_dtmf",
+            BridgeEvent::MarkPlayed { .. } => "mark_played",
+            BridgeEvent::MarkCleared { .. } => "mark_cleared",
+            BridgeEvent::BargeIn { .. } => "barge_in",
+            BridgeEvent::BackendTimeout => "backend_timeout",
+            BridgeEvent::BackendResumed => "backend_resumed",
+            BridgeEvent::StreamStopped => "stream_stopped",
+        }
+    }
+}
+
+/// Why a call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EndReason {
+    /// Twilio sent `stop` (the caller or the call flow hung up).
+    TwilioStop,
+    /// The WebSocket closed or failed without a `stop`.
+    WebSocketClosed,
+    /// Twilio sent nothing for `idle_timeout`.
+    IdleTimeout,
+    /// Ended through the control API (`DELETE /v1/sessions/{streamSid}`).
+    Hangup,
+    /// The proxy was draining and `drain.timeout` ran out.
+    Drain,
+    /// The proxy could not serve the call (for example no free RTP port).
+    Refused,
+}
+
+impl EndReason {
+    /// A stable snake_case name for records and metrics labels.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            EndReason::TwilioStop => "twilio_stop",
+            EndReason::WebSocketClosed => "websocket_closed",
+            EndReason::IdleTimeout => "idle_timeout",
+            EndReason::Hangup => "hangup",
+            EndReason::Drain => "drain",
+            EndReason::Refused => "refused",
+        }
+    }
+
+    /// The WebSocket close code and reason to send for this ending.
+    #[must_use]
+    pub const fn close_frame(self) -> (u16, &'static str) {
+        match self {
+            EndReason::TwilioStop | EndReason::Hangup | EndReason::WebSocketClosed => (1000, "call ended"),
+            EndReason::IdleTimeout => (1001, "idle timeout"),
+            EndReason::Drain => (1001, "server draining"),
+            EndReason::Refused => (1013, "no capacity, try again later"),
+        }
+    }
+}
+
+/// Per-call counters: what goes into the call record and the metrics.
+/// Every input the bridge rejects is counted in exactly one field here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallStats {
+    /// `media` frames received from Twilio.
+    pub twilio_frames_in: u64,
+    /// μ-law audio bytes received from Twilio.
+    pub twilio_audio_bytes_in: u64,
+    /// `media` frames sent to Twilio.
+    pub twilio_frames_out: u64,
+    /// μ-law audio bytes sent to Twilio.
+    pub twilio_audio_bytes_out: u64,
+    /// Frames from Twilio that failed to parse.
+    pub twilio_malformed: u64,
+    /// Frames from Twilio with an event name we do not know.
+    pub twilio_unknown_events: u64,
+    /// Frames from Twilio over `max_frame_bytes`.
+    pub twilio_oversize: u64,
+    /// Frames from Twilio out of protocol order (media before start, a second start).
+    pub twilio_out_of_order: u64,
+    /// RTP packets sent to the backend (audio, DTMF and keep-alives).
+    pub rtp_packets_out: u64,
+    /// RTP bytes sent to the backend (whole datagrams).
+    pub rtp_bytes_out: u64,
+    /// RTP packets received from the backend.
+    pub rtp_packets_in: u64,
+    /// RTP bytes received from the backend (whole datagrams).
+    pub rtp_bytes_in: u64,
+    /// Datagrams that were not valid RTP.
+    pub rtp_malformed: u64,
+    /// Datagrams from an address other than the backend's.
+    pub rtp_foreign_source: u64,
+    /// RTP with a payload type that is neither audio nor telephone-event.
+    pub rtp_unknown_payload_type: u64,
+    /// RTP whose payload size does not fit the codec (odd L16, too large).
+    pub rtp_bad_payload: u64,
+    /// RTCP packets received on the RTP port.
+    pub rtcp_in: u64,
+    /// Backend packets declared lost by the jitter buffer.
+    pub rtp_lost: u64,
+    /// Backend packets that arrived after their slot was concealed.
+    pub rtp_late: u64,
+    /// Duplicate backend packets.
+    pub rtp_duplicate: u64,
+    /// Backend packets that arrived out of order but in time.
+    pub rtp_reordered: u64,
+    /// 20 ms frames of concealment audio sent in place of lost packets.
+    pub concealed_frames: u64,
+    /// Backend audio frames dropped after a barge-in.
+    pub barge_in_dropped_frames: u64,
+    /// Interarrival jitter of the backend stream (RFC 3550), microseconds.
+    pub jitter_us: u64,
+    /// Highest jitter seen during the call, microseconds.
+    pub max_jitter_us: u64,
+    /// Caller speech segments (VAD).
+    pub vad_segments: u64,
+    /// Barge-ins (clears sent because the caller spoke over backend audio).
+    pub barge_ins: u64,
+    /// DTMF digits from the caller.
+    pub dtmf_digits: u64,
+    /// Telephone events from the backend.
+    pub backend_dtmf_events: u64,
+    /// Marks sent to Twilio.
+    pub marks_sent: u64,
+    /// Marks echoed as played.
+    pub marks_played: u64,
+    /// Marks echoed because of a clear.
+    pub marks_cleared: u64,
+    /// WebSocket pings sent.
+    pub pings_sent: u64,
+    /// RTP keep-alives sent to the backend.
+    pub rtp_keepalives_sent: u64,
+    /// Outputs dropped because the caller did not drain them (should stay 0).
+    pub outputs_dropped: u64,
+}

@@ -1,0 +1,237 @@
+//! Proves with a counting global allocator that the per-frame paths allocate
+//! nothing once warmed up: codecs, RTP parse and build, the jitter buffer,
+//! the VAD, the resampler, concealment, and the whole call bridge in both
+//! directions.
+//!
+//! The counter is per thread, so tests running in parallel do not disturb
+//! each other's counts.
+
+// A global allocator cannot be written without `unsafe`; it is confined to
+// this test and each block says why it is sound.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use voxproxy_adapters::bridge::{BridgeConfig, CallBridge, Output};
+use voxproxy_adapters::media_stream::{
+    self, AccountSid, CallSid, MediaFormat, Start, StreamSid, Track, Tracks,
+};
+use voxproxy_core::Instant;
+use voxproxy_core::g711::{self, Law};
+use voxproxy_core::jitter::{JitterBuffer, JitterConfig, PacketMeta};
+use voxproxy_core::plc::{ConcealerConfig, LossConcealer};
+use voxproxy_core::resample::{Downsampler, Upsampler};
+use voxproxy_core::rtp::{RtpHeader, RtpPacket};
+use voxproxy_core::vad::{TalkspurtConfig, TalkspurtDetector, Vad, VadConfig};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: every method forwards to the system allocator unchanged; the only
+// addition is a thread-local counter that never allocates itself.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations made by `f` on this thread.
+fn allocations_in(f: impl FnOnce()) -> u64 {
+    let before = ALLOCATIONS.with(Cell::get);
+    f();
+    ALLOCATIONS.with(Cell::get) - before
+}
+
+#[test]
+fn the_counter_sees_allocations() {
+    let n = allocations_in(|| {
+        let v = std::hint::black_box(vec![1u8; 64]);
+        drop(v);
+    });
+    assert_eq!(n, 1, "the counting allocator must count, or the zeros below prove nothing");
+}
+
+fn tone(n: usize, seed: i32) -> Vec<i16> {
+    (0..n).map(|i| (((i as i32 * 37 + seed) % 2000) - 1000) as i16 * 8).collect()
+}
+
+#[test]
+fn codecs_allocate_nothing() {
+    let pcm = tone(160, 1);
+    let mut codes = [0u8; 160];
+    let mut back = [0i16; 160];
+    let mut alaw = [0u8; 160];
+    let n = allocations_in(|| {
+        for _ in 0..1_000 {
+            for law in [Law::Mu, Law::A] {
+                g711::encode(law, &pcm, &mut codes).expect("fits");
+                g711::decode(law, &codes, &mut back).expect("fits");
+            }
+            g711::transcode(Law::Mu, Law::A, &codes, &mut alaw).expect("fits");
+        }
+    });
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn rtp_parse_and_build_allocate_nothing() {
+    let mut buf = [0u8; 200];
+    let payload = [0x55u8; 160];
+    let n = allocations_in(|| {
+        for i in 0..1_000u16 {
+            let len = RtpHeader::new(0, i, u32::from(i) * 160, 7).write(&payload, &mut buf).expect("fits");
+            let packet = RtpPacket::parse(&buf[..len]).expect("valid");
+            assert_eq!(packet.sequence_number(), i);
+        }
+    });
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn jitter_buffer_allocates_nothing() {
+    let mut jb: JitterBuffer<16, 640> = JitterBuffer::new(JitterConfig::default(), Instant::ZERO);
+    let payload = [0x55u8; 160];
+    let n = allocations_in(|| {
+        for i in 0..2_000u16 {
+            // Every tenth pair swapped, every 50th packet lost: all paths.
+            let seq = if i % 10 == 3 {
+                i + 1
+            } else if i % 10 == 4 {
+                i - 1
+            } else {
+                i
+            };
+            let now = Instant::from_millis(u64::from(i) * 20);
+            if seq % 50 != 49 {
+                let meta =
+                    PacketMeta { ssrc: 1, sequence: seq, timestamp: u32::from(seq) * 160, marker: false };
+                let _ = jb.handle_packet(now, meta, &payload);
+            }
+            if let Some(t) = jb.poll_timeout().filter(|t| *t <= now) {
+                jb.handle_timeout(t);
+            }
+            while jb.poll_playout().is_some() {}
+        }
+    });
+    assert_eq!(n, 0);
+    assert!(jb.stats().lost > 0 && jb.stats().reordered > 0);
+}
+
+#[test]
+fn vad_resampler_and_concealment_allocate_nothing() {
+    let mut vad = Vad::new(VadConfig::default());
+    let mut talkspurt = TalkspurtDetector::new(TalkspurtConfig::default(), Instant::ZERO).expect("config");
+    let mut up = Upsampler::new();
+    let mut down = Downsampler::new();
+    let mut concealer: LossConcealer<640> = LossConcealer::new(ConcealerConfig::default());
+    let frame = tone(160, 5);
+    let mut wide = [0i16; 320];
+    let mut narrow = [0i16; 160];
+    let mut lost = [0i16; 160];
+    let n = allocations_in(|| {
+        for i in 0..1_000u64 {
+            let speech = vad.classify(&frame).expect("20 ms");
+            talkspurt.handle_frame(Instant::from_millis(i * 20), speech);
+            while talkspurt.poll_event().is_some() {}
+            let w = up.upsample(&frame, &mut wide).expect("fits");
+            down.downsample(&wide[..w], &mut narrow).expect("fits");
+            if i % 7 == 0 {
+                concealer.conceal(&mut lost);
+            } else {
+                concealer.handle_frame(&mut narrow);
+            }
+        }
+    });
+    assert_eq!(n, 0);
+}
+
+const BACKEND: &str = "127.0.0.1:40000";
+
+#[test]
+fn call_bridge_steady_state_allocates_nothing_per_frame() {
+    let backend: SocketAddr = BACKEND.parse().expect("addr");
+    // Both sides "talk" at once; without barge-in both directions flow.
+    let config = BridgeConfig { backend: Some(backend), barge_in: false, ..BridgeConfig::default() };
+    let mut bridge = CallBridge::new(config, Instant::ZERO).expect("config");
+    let sid = StreamSid::new("MZ00000000000000000000000000000001").expect("sid");
+    let start = Start {
+        sequence_number: 1,
+        stream_sid: sid,
+        account_sid: AccountSid::new("AC00000000000000000000000000000001").expect("sid"),
+        call_sid: CallSid::new("CA00000000000000000000000000000001").expect("sid"),
+        tracks: Tracks { inbound: true, outbound: false },
+        media_format: MediaFormat::mulaw_8k_mono(),
+        custom_parameters: Vec::new(),
+    };
+    let mut frame = Vec::with_capacity(512);
+    media_stream::write_start(&mut frame, &start);
+    bridge.handle_twilio(Instant::ZERO, &mut frame).expect("start");
+    while bridge.poll_output().is_some() {}
+
+    let speechy: Vec<u8> = tone(160, 9).iter().map(|&s| g711::ulaw_encode(s)).collect();
+    let mut datagram = [0u8; 200];
+    let mut sent_rtp = 0u64;
+    let mut sent_twilio = 0u64;
+    let mut step = |i: u64, bridge: &mut CallBridge, frame: &mut Vec<u8>| {
+        let now = Instant::from_millis(i * 20);
+        let media = media_stream::Media {
+            sequence_number: i + 2,
+            stream_sid: sid,
+            track: Track::Inbound,
+            chunk: i + 1,
+            timestamp_ms: i * 20,
+            payload_len: 160,
+        };
+        media_stream::write_inbound_media(frame, &media, &speechy);
+        bridge.handle_twilio(now, frame).expect("media");
+        while let Some(output) = bridge.poll_output() {
+            if let Output::Rtp(_) = output {
+                sent_rtp += 1;
+            }
+        }
+        let seq = i as u16;
+        let len =
+            RtpHeader::new(0, seq, u32::from(seq) * 160, 9).write(&speechy, &mut datagram).expect("fits");
+        bridge.handle_rtp(now + Duration::from_millis(3), backend, &datagram[..len]);
+        while let Some(output) = bridge.poll_output() {
+            if let Output::Twilio(_) = output {
+                sent_twilio += 1;
+            }
+        }
+        if let Some(t) = bridge.poll_timeout().filter(|t| *t <= now) {
+            bridge.handle_timeout(t);
+            while bridge.poll_output().is_some() {}
+        }
+    };
+    // Warm-up: buffers and queues grow to their working size.
+    for i in 0..200 {
+        step(i, &mut bridge, &mut frame);
+    }
+    let n = allocations_in(|| {
+        for i in 200..1_200 {
+            step(i, &mut bridge, &mut frame);
+        }
+    });
+    assert_eq!(n, 0, "allocations in 1,000 steady-state frames each way");
+    assert!(sent_rtp >= 1_000 && sent_twilio >= 1_000, "both directions flowed: {sent_rtp} {sent_twilio}");
+}
