@@ -10,12 +10,14 @@ mod jitter;
 mod rtp;
 mod sdp;
 mod twiml;
+mod vad;
 mod webhook;
 
 pub use jitter::jitter_ops;
 pub use rtp::{rtcp_packet, rtp_packet, telephone_event};
 pub use sdp::sdp_parse;
 pub use twiml::twiml_parse;
+pub use vad::vad_frames;
 pub use webhook::{form_body, signature_inputs};
 
 /// A fuzz entry point: takes the fuzzer's bytes, panics only on a real bug.
@@ -31,4 +33,5 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("rtcp_packet", rtcp_packet),
     ("telephone_event", telephone_event),
     ("jitter_ops", jitter_ops),
+    ("vad_frames", vad_frames),
 ];
