@@ -220,8 +220,12 @@ def feature_names():
 
 
 def write_model(path, names, spotter, smoother, thresholds, hangovers):
+    def lit(x):
+        # The shortest decimal that reads back as the same f32.
+        return np.format_float_positional(np.float32(x), unique=True, trim="0")
+
     def arr(v):
-        return "[" + ", ".join(f"{float(x):.7e}" for x in v) + "]"
+        return "[" + ", ".join(lit(x) for x in v) + "]"
 
     def mlp(name, doc, model, row_names):
         mean, std, (w1, b1, w2, b2) = model
@@ -237,7 +241,7 @@ pub(super) const {name}: Mlp<{nin}, {hidden}> = Mlp {{
     ],
     b1: {arr(b1)},
     w2: {arr(w2)},
-    b2: {float(b2[0]):.7e},
+    b2: {lit(b2[0])},
 }};
 """
 

@@ -916,3 +916,424 @@ impl TalkspurtDetector {
         };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::string::{String, ToString};
+    use std::vec::Vec;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const RATE: f32 = 8_000.0;
+
+    /// Deterministic uniform noise in -1..1.
+    struct Noise(u32);
+
+    impl Noise {
+        fn next(&mut self) -> f32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 17;
+            self.0 ^= self.0 << 5;
+            (self.0 as f32 / u32::MAX as f32) * 2.0 - 1.0
+        }
+    }
+
+    fn sine(freq: f32, amplitude: f32, n: usize) -> Vec<f32> {
+        (0..n).map(|i| amplitude * (2.0 * core::f32::consts::PI * freq * i as f32 / RATE).sin()).collect()
+    }
+
+    /// A sawtooth: every harmonic of `f0`, like a buzzing glottis.
+    fn buzz(f0: f32, amplitude: f32, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let phase = (f0 * i as f32 / RATE).fract();
+                amplitude * (2.0 * phase - 1.0)
+            })
+            .collect()
+    }
+
+    fn pcm(x: &[f32]) -> Vec<i16> {
+        x.iter().map(|v| v.round().clamp(-32_768.0, 32_767.0) as i16).collect()
+    }
+
+    fn decisions(mode: VadMode, audio: &[i16]) -> Vec<bool> {
+        let mut vad = Vad::new(VadConfig { mode });
+        audio.chunks_exact(FRAME_20MS).map(|f| vad.classify(f).unwrap()).collect()
+    }
+
+    fn fraction(d: &[bool]) -> f32 {
+        d.iter().filter(|&&s| s).count() as f32 / d.len() as f32
+    }
+
+    #[test]
+    fn wrong_frame_lengths_are_errors() {
+        let mut vad = Vad::new(VadConfig::default());
+        for len in [0, 1, 79, 81, 159, 161, 240, 320] {
+            let frame = std::vec![0i16; len];
+            assert_eq!(vad.classify(&frame), Err(VadError::FrameLength { len }));
+        }
+        assert_eq!(vad.classify(&[0; 80]), Ok(false));
+        assert_eq!(vad.classify(&[0; 160]), Ok(false));
+    }
+
+    #[test]
+    fn modes_convert_both_ways() {
+        for (level, mode) in VadMode::ALL.iter().enumerate() {
+            let level = u8::try_from(level).unwrap();
+            assert_eq!(mode.level(), level);
+            assert_eq!(VadMode::try_from(level), Ok(*mode));
+        }
+        assert_eq!(VadMode::try_from(4), Err(VadError::Mode { value: 4 }));
+        assert!(VadError::Mode { value: 9 }.to_string().contains('9'));
+        assert!(VadError::FrameLength { len: 123 }.to_string().contains("123"));
+    }
+
+    #[test]
+    fn digital_silence_is_never_speech() {
+        let audio = std::vec![0i16; 8_000 * 5];
+        for mode in VadMode::ALL {
+            assert!(decisions(mode, &audio).iter().all(|&s| !s), "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn buzz_after_silence_is_speech_and_silence_after_it_is_not() {
+        // 1 s silence, 1 s buzz at about -20 dBFS, 1 s silence.
+        let mut x = std::vec![0.0f32; 8_000];
+        x.extend(buzz(140.0, 5_000.0, 8_000));
+        x.extend(std::vec![0.0f32; 8_000]);
+        for mode in VadMode::ALL {
+            let d = decisions(mode, &pcm(&x));
+            assert!(d[..50].iter().all(|&s| !s), "{mode:?}: silence before");
+            assert!(fraction(&d[52..100]) > 0.9, "{mode:?}: buzz {}", fraction(&d[52..100]));
+            assert!(d[110..].iter().all(|&s| !s), "{mode:?}: silence after");
+        }
+    }
+
+    #[test]
+    fn stationary_noise_alone_is_rarely_speech() {
+        for amplitude in [300.0f32, 3_000.0] {
+            let mut noise = Noise(0x2545_f491);
+            let x: Vec<f32> = (0..8_000 * 6).map(|_| amplitude * noise.next()).collect();
+            for mode in [VadMode::Aggressive, VadMode::VeryAggressive] {
+                let d = decisions(mode, &pcm(&x));
+                // After two seconds to learn the noise floor.
+                assert!(fraction(&d[100..]) < 0.05, "{mode:?} at {amplitude}: {}", fraction(&d[100..]));
+            }
+        }
+    }
+
+    #[test]
+    fn buzz_in_noise_is_found() {
+        // Noise throughout; a buzz 10 dB above it from 3 s to 4 s.
+        let mut noise = Noise(0x1357_9bdf);
+        let noise_rms = 1_000.0 / 3f32.sqrt();
+        let buzz_rms = noise_rms * 10f32.powf(10.0 / 20.0);
+        let b = buzz(120.0, buzz_rms * 3f32.sqrt(), 8_000);
+        let x: Vec<f32> = (0..8_000 * 5)
+            .map(|i| 1_000.0 * noise.next() + if (24_000..32_000).contains(&i) { b[i - 24_000] } else { 0.0 })
+            .collect();
+        let d = decisions(VadMode::default(), &pcm(&x));
+        assert!(fraction(&d[152..200]) > 0.8, "buzz: {}", fraction(&d[152..200]));
+        assert!(fraction(&d[100..150]) < 0.1, "noise before: {}", fraction(&d[100..150]));
+        assert!(fraction(&d[215..]) < 0.1, "noise after: {}", fraction(&d[215..]));
+    }
+
+    #[test]
+    fn modes_are_ordered_from_permissive_to_aggressive() {
+        // The score does not depend on the mode, so rising thresholds and
+        // falling hangovers make each mode flag a subset of the previous one's frames.
+        assert!(model::THRESHOLD.windows(2).all(|w| w[0] <= w[1]), "{:?}", model::THRESHOLD);
+        assert!(model::HANGOVER_BLOCKS.windows(2).all(|w| w[0] >= w[1]), "{:?}", model::HANGOVER_BLOCKS);
+        let mut noise = Noise(7);
+        let x: Vec<f32> = (0..8_000 * 4)
+            .map(|i| {
+                800.0 * noise.next()
+                    + if (i / 4_000) % 2 == 1 { 1_500.0 * ((i as f32 * 0.11).sin()) } else { 0.0 }
+            })
+            .collect();
+        let audio = pcm(&x);
+        let all: Vec<Vec<bool>> = VadMode::ALL.iter().map(|&m| decisions(m, &audio)).collect();
+        for w in all.windows(2) {
+            assert!(w[0].iter().zip(&w[1]).all(|(&permissive, &aggressive)| permissive || !aggressive));
+        }
+    }
+
+    #[test]
+    fn log2_is_accurate() {
+        let mut x = 1e-2f32;
+        while x < 1e12 {
+            assert!((log2(x) - x.log2()).abs() < 0.01, "{x}");
+            x *= 1.37;
+        }
+        assert!((log2(0.0) - 1e-3f32.log2()).abs() < 0.01);
+    }
+
+    #[test]
+    fn filter_bank_puts_tones_in_their_bands() {
+        // (tone, band index): 0–250, 250–500, 500–1k, 1–2k, 2–3k, 3–4k Hz.
+        for (freq, band) in [(125.0, 0), (375.0, 1), (750.0, 2), (1_500.0, 3), (2_500.0, 4), (3_500.0, 5)] {
+            let x = sine(freq, 10_000.0, BLOCK * 10);
+            let mut bank = FilterBank::default();
+            let mut low = [0.0f32; LOWBAND];
+            let mut energies = [0.0f32; BANDS];
+            for block in x.chunks_exact(BLOCK) {
+                energies = bank.analyse(block.try_into().unwrap(), &mut low);
+            }
+            let loudest = (0..BANDS).max_by(|&a, &b| energies[a].total_cmp(&energies[b])).unwrap();
+            assert_eq!(loudest, band, "{freq} Hz: {energies:?}");
+            // Other bands are at least 6 dB down, except the neighbours across a transition band.
+            for (b, &e) in energies.iter().enumerate() {
+                if b.abs_diff(band) > 1 {
+                    assert!(e < energies[band] / 4.0, "{freq} Hz leaks into band {b}: {energies:?}");
+                }
+            }
+        }
+    }
+
+    fn periodicity_of(x: &[f32]) -> f32 {
+        let mut bank = FilterBank::default();
+        let mut pitch = Periodicity::default();
+        let mut low = [0.0f32; LOWBAND];
+        let mut values = Vec::new();
+        for (i, block) in x.chunks_exact(BLOCK).enumerate() {
+            bank.analyse(block.try_into().unwrap(), &mut low);
+            pitch.push(&low);
+            if i % 2 == 1 {
+                pitch.analyse();
+                values.push(pitch.current);
+            }
+        }
+        // Skip the first 100 ms while the buffer fills.
+        let tail = &values[5..];
+        tail.iter().sum::<f32>() / tail.len() as f32
+    }
+
+    #[test]
+    fn periodicity_separates_voice_from_noise() {
+        for f0 in [80.0, 125.0, 210.0, 350.0] {
+            let p = periodicity_of(&buzz(f0, 5_000.0, 8_000));
+            assert!(p > 0.8, "buzz at {f0} Hz: {p}");
+        }
+        let mut noise = Noise(99);
+        let white: Vec<f32> = (0..8_000).map(|_| 5_000.0 * noise.next()).collect();
+        assert!(periodicity_of(&white) < 0.4, "white: {}", periodicity_of(&white));
+        // Brown noise: integrated white noise, with a leak so it stays bounded.
+        let mut level = 0.0f32;
+        let brown: Vec<f32> = (0..8_000)
+            .map(|_| {
+                level = 0.995 * level + 300.0 * noise.next();
+                level
+            })
+            .collect();
+        assert!(periodicity_of(&brown) < 0.5, "brown: {}", periodicity_of(&brown));
+    }
+
+    #[test]
+    fn noise_floor_follows_the_minimum_and_forgets_it_after_its_window() {
+        let mut floor = NoiseFloor::default();
+        let quiet = 1_000.0f32;
+        let loud = 1_000_000.0f32;
+        let mut last = (0.0, 0.0);
+        for _ in 0..100 {
+            last = floor.update(quiet);
+        }
+        assert!((last.1 - quiet.log2()).abs() < 0.05);
+        // Loud for less than the window: the floor stays at the quiet level.
+        for _ in 0..100 {
+            last = floor.update(loud);
+        }
+        assert!((last.0 - loud.log2()).abs() < 0.05);
+        assert!((last.1 - quiet.log2()).abs() < 0.05, "{last:?}");
+        // Loud for longer than the 160-block window: the floor moves up.
+        for _ in 0..(usize::from(FLOOR_WINDOW_BLOCKS) * FLOOR_WINDOWS) {
+            last = floor.update(loud);
+        }
+        assert!((last.1 - loud.log2()).abs() < 0.05, "{last:?}");
+        // A drop is followed as fast as the smoothing allows: the loud power
+        // decays by 0.7 per block, to 1e6 * 0.7^30 ≈ 23 after 30 blocks.
+        for _ in 0..30 {
+            last = floor.update(quiet);
+        }
+        assert!((last.1 - quiet.log2()).abs() < 0.1, "{last:?}");
+    }
+
+    proptest! {
+        #[test]
+        fn twenty_ms_frame_decides_as_its_halves(
+            frames in proptest::collection::vec(proptest::collection::vec(any::<i16>(), FRAME_20MS), 1..12),
+            mode in 0u8..4,
+        ) {
+            let mode = VadMode::try_from(mode).unwrap();
+            let mut whole = Vad::new(VadConfig { mode });
+            let mut halves = Vad::new(VadConfig { mode });
+            for frame in &frames {
+                let a = halves.classify(&frame[..FRAME_10MS]).unwrap();
+                let b = halves.classify(&frame[FRAME_10MS..]).unwrap();
+                prop_assert_eq!(whole.classify(frame).unwrap(), a || b);
+                prop_assert_eq!(whole.score().to_bits(), halves.score().to_bits());
+                prop_assert!(whole.score().is_finite());
+                prop_assert!(whole.features().iter().all(|f| f.is_finite()));
+            }
+        }
+    }
+
+    // ----- TalkspurtDetector -----
+
+    fn at(frame: u64) -> Instant {
+        Instant::from_millis(20 * frame)
+    }
+
+    fn config(onset_frames: u8, onset_window: u8, hangover_frames: u16) -> TalkspurtConfig {
+        TalkspurtConfig { onset_frames, onset_window, hangover_frames }
+    }
+
+    /// Feeds frames at 20 ms spacing ('S' speech, '.' not); returns the events with their frame index.
+    fn run(config: TalkspurtConfig, pattern: &str) -> Vec<(u64, TalkspurtEvent)> {
+        let mut d = TalkspurtDetector::new(config, Instant::ZERO).unwrap();
+        let mut events = Vec::new();
+        for (i, c) in pattern.chars().enumerate() {
+            let i = i as u64;
+            d.handle_frame(at(i), c == 'S');
+            while let Some(e) = d.poll_event() {
+                events.push((i, e));
+            }
+        }
+        events
+    }
+
+    use TalkspurtEvent::{SpeechEnd, SpeechStart};
+
+    #[test]
+    fn onset_needs_enough_speech_in_the_window() {
+        // Never three speech frames within five.
+        assert!(run(config(3, 5, 4), "S...S...S.S...S....").is_empty());
+        // Frames 4, 6 and 7 are three within five: confirmed at 7, begun at 4.
+        assert_eq!(run(config(3, 5, 4), "....S.SS"), [(7, SpeechStart { at: at(4) })]);
+    }
+
+    #[test]
+    fn start_is_the_first_speech_frame_in_the_window() {
+        // Window 5 at frame 5 holds frames 1..=5; speech at 1, 3, 5 → start at 1.
+        assert_eq!(run(config(3, 5, 2), ".S.S.S"), [(5, SpeechStart { at: at(1) })]);
+        // With onset 1 the start is the frame itself.
+        assert_eq!(run(config(1, 1, 2), "..S"), [(2, SpeechStart { at: at(2) })]);
+    }
+
+    #[test]
+    fn hangover_bridges_short_pauses_and_ends_at_the_first_silent_frame() {
+        let events = run(config(1, 1, 3), "SS..SS...S");
+        assert_eq!(
+            events,
+            [(0, SpeechStart { at: at(0) }), (8, SpeechEnd { at: at(6) }), (9, SpeechStart { at: at(9) })]
+        );
+    }
+
+    #[test]
+    fn end_of_stream_closes_a_talkspurt() {
+        let mut d = TalkspurtDetector::new(config(1, 1, 5), Instant::ZERO).unwrap();
+        d.handle_frame(at(0), true);
+        assert_eq!(d.poll_event(), Some(SpeechStart { at: at(0) }));
+        d.handle_frame(at(1), true);
+        d.handle_end_of_stream(at(2));
+        assert_eq!(d.poll_event(), Some(SpeechEnd { at: at(2) }));
+        assert_eq!(d.poll_event(), None);
+        assert!(!d.in_talkspurt());
+
+        // Ending inside the hangover: speech stopped where the silence began.
+        let mut d = TalkspurtDetector::new(config(1, 1, 5), Instant::ZERO).unwrap();
+        for (i, s) in [true, false, false].into_iter().enumerate() {
+            d.handle_frame(at(i as u64), s);
+            let _ = d.poll_event();
+        }
+        d.handle_end_of_stream(at(3));
+        assert_eq!(d.poll_event(), Some(SpeechEnd { at: at(1) }));
+
+        // Outside a talkspurt there is nothing to end.
+        d.handle_end_of_stream(at(4));
+        assert_eq!(d.poll_event(), None);
+    }
+
+    #[test]
+    fn undrained_start_and_end_cancel_out() {
+        let mut d = TalkspurtDetector::new(config(1, 1, 1), Instant::ZERO).unwrap();
+        d.handle_frame(at(0), true);
+        d.handle_frame(at(1), false);
+        assert_eq!(d.poll_event(), None);
+        d.handle_frame(at(2), true);
+        assert_eq!(d.poll_event(), Some(SpeechStart { at: at(2) }));
+    }
+
+    #[test]
+    fn time_never_goes_backwards() {
+        let mut d = TalkspurtDetector::new(config(1, 1, 1), at(10)).unwrap();
+        d.handle_frame(at(3), true);
+        assert_eq!(d.poll_event(), Some(SpeechStart { at: at(10) }));
+        d.handle_frame(at(12), true);
+        d.handle_frame(at(11), false);
+        assert_eq!(d.poll_event(), Some(SpeechEnd { at: at(12) }));
+    }
+
+    #[test]
+    fn invalid_configs_are_rejected() {
+        let new = |c| TalkspurtDetector::new(c, Instant::ZERO).map(|_| ());
+        assert_eq!(new(config(1, 0, 1)), Err(VadError::OnsetWindow { window: 0 }));
+        assert_eq!(new(config(1, 33, 1)), Err(VadError::OnsetWindow { window: 33 }));
+        assert_eq!(new(config(0, 3, 1)), Err(VadError::OnsetFrames { frames: 0, window: 3 }));
+        assert_eq!(new(config(4, 3, 1)), Err(VadError::OnsetFrames { frames: 4, window: 3 }));
+        assert_eq!(new(config(2, 3, 0)), Err(VadError::HangoverFrames));
+        assert_eq!(new(config(32, 32, 1)), Ok(()));
+        assert_eq!(new(TalkspurtConfig::default()), Ok(()));
+    }
+
+    /// A plain re-statement of the rules over a whole sequence, for comparison.
+    fn reference(c: TalkspurtConfig, speech: &[bool]) -> Vec<(u64, TalkspurtEvent)> {
+        let mut events = Vec::new();
+        let mut open = false;
+        let mut onset_from = 0usize; // frames before this one cannot count towards an onset
+        let mut silent = 0u16;
+        let mut silence_start = 0usize;
+        for (i, &s) in speech.iter().enumerate() {
+            if open {
+                if s {
+                    silent = 0;
+                } else {
+                    if silent == 0 {
+                        silence_start = i;
+                    }
+                    silent += 1;
+                    if silent >= c.hangover_frames {
+                        open = false;
+                        onset_from = i + 1;
+                        events.push((i as u64, SpeechEnd { at: at(silence_start as u64) }));
+                    }
+                }
+                continue;
+            }
+            let lo = (i + 1).saturating_sub(usize::from(c.onset_window)).max(onset_from);
+            let window: Vec<usize> = (lo..=i).filter(|&k| speech[k]).collect();
+            if window.len() >= usize::from(c.onset_frames) {
+                open = true;
+                silent = 0;
+                events.push((i as u64, SpeechStart { at: at(window[0] as u64) }));
+            }
+        }
+        events
+    }
+
+    proptest! {
+        #[test]
+        fn matches_the_reference(
+            speech in proptest::collection::vec(any::<bool>(), 0..300),
+            window in 1u8..=32,
+            onset in 1u8..=32,
+            hangover in 1u16..20,
+        ) {
+            let c = config(onset.min(window), window, hangover);
+            let pattern: String = speech.iter().map(|&s| if s { 'S' } else { '.' }).collect();
+            prop_assert_eq!(run(c, &pattern), reference(c, &speech));
+        }
+    }
+}

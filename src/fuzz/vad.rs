@@ -115,7 +115,7 @@ fn wrong_length(k: usize, available: usize) -> usize {
         1 => FRAME_10MS - 1,
         2 => FRAME_10MS + 1,
         3 => FRAME_20MS + 1,
-        _ => available.min(2 * FRAME_20MS).max(FRAME_20MS + 2),
+        _ => available.clamp(FRAME_20MS + 2, 2 * FRAME_20MS),
     }
 }
 
