@@ -322,7 +322,7 @@ impl Vad {
     /// The features of the last 10 ms block, named by [`FEATURE_NAMES`].
     ///
     /// For diagnostics and for retraining the model (`vad-eval/train.py`
-    /// reads them through the `vad_features` example of the `voxproxy` crate).
+    /// reads them through the `vad_features` example of this crate).
     #[must_use]
     pub fn features(&self) -> &[f32; FEATURES] {
         &self.features
