@@ -53,9 +53,11 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 
 #: How far below an utterance's reference level a frame may be and still be speech.
 LABEL_REL_DB = 35.0
-#: Reference (95th percentile 10 ms frame) level of an utterance, and its spread.
+#: Reference (95th percentile 10 ms frame) level of an utterance, and its
+#: spread: ±5 dB in the test set, ±12 dB in the tuning set so the model does
+#: not learn one talker level.
 REF_LEVEL_DBFS = -22.0
-REF_LEVEL_SPREAD_DB = 5.0
+REF_LEVEL_SPREAD_DB = {"tune": 12.0, "test": 5.0}
 NOISES = ["white", "pink", "brown", "babble"]
 #: The tuning set adds a sparser babble of four other talkers, which sounds
 #: more like individual voices, so the model is not fitted to one babble.
@@ -189,7 +191,7 @@ def build_set(name, seed, count):
             voice=rng.choice(TARGET_VOICES),
             speed=rng.randint(130, 185),
             pitch=rng.randint(30, 70),
-            level_db=REF_LEVEL_DBFS + rng.uniform(-REF_LEVEL_SPREAD_DB, REF_LEVEL_SPREAD_DB),
+            level_db=REF_LEVEL_DBFS + rng.uniform(-REF_LEVEL_SPREAD_DB[name], REF_LEVEL_SPREAD_DB[name]),
             pause_s=rng.uniform(0.8, 4.0),
         ))
     with tempfile.TemporaryDirectory() as tmp, concurrent.futures.ThreadPoolExecutor(2) as pool:

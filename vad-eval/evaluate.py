@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import webrtcvad
@@ -26,25 +27,28 @@ import webrtcvad
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from dataset import NOISES, SNRS, read_ulaw_wav, ulaw_decode  # noqa: E402
+from dataset import NOISES, SNRS, read_ulaw_wav, ulaw_decode, ulaw_encode, write_ulaw_wav  # noqa: E402
 from metrics import scores  # noqa: E402
 
 MODES = [0, 1, 2, 3]
 DEFAULT_MODE = 2
+#: Level sweep: these conditions, scaled by these gains before μ-law encoding.
+LEVEL_CONDITIONS = ["clean", "white_10", "pink_5", "babble_10"]
+LEVEL_GAINS_DB = [-15, -8, 0, 6]
 
 
-def run_webrtc(pcm, frames):
+def run_webrtc(pcm, frames, modes=MODES):
     raw = pcm.astype("<i2").tobytes()
     out = {}
-    for mode in MODES:
+    for mode in modes:
         vad = webrtcvad.Vad(mode)
         out[mode] = np.array([vad.is_speech(raw[i * 320:(i + 1) * 320], 8000) for i in range(frames)])
     return out
 
 
-def run_ours(binary, path, frames):
+def run_ours(binary, path, frames, modes=MODES):
     out = {}
-    for mode in MODES:
+    for mode in modes:
         res = subprocess.run([binary, "vad", "--mode", str(mode), "--frames", path],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if res.returncode != 0:
@@ -68,6 +72,21 @@ def evaluate_condition(binary, setdir, cond, labels):
     return cond, results
 
 
+def level_sweep(binary, setdir, cond, labels, tmpdir):
+    """(gain, voxproxy scores, WebRTC scores) in the default mode, for each gain."""
+    pcm = ulaw_decode(read_ulaw_wav(os.path.join(setdir, f"{cond}.wav"))).astype(np.float64)
+    rows = []
+    for gain in LEVEL_GAINS_DB:
+        scaled = np.clip(np.round(pcm * 10 ** (gain / 20)), -32768, 32767).astype(np.int16)
+        codes = ulaw_encode(scaled)
+        path = os.path.join(tmpdir, f"{cond}_{gain}.wav")
+        write_ulaw_wav(path, codes)
+        ours = run_ours(binary, path, len(labels), [DEFAULT_MODE])[DEFAULT_MODE]
+        theirs = run_webrtc(ulaw_decode(codes), len(labels), [DEFAULT_MODE])[DEFAULT_MODE]
+        rows.append((gain, scores(ours, labels), scores(theirs, labels)))
+    return cond, rows
+
+
 def noise_of(cond):
     return cond.split("_")[0]
 
@@ -84,10 +103,12 @@ def main():
     meta = json.load(open(os.path.join(setdir, "meta.json")))
     labels = np.load(os.path.join(setdir, "labels20.npy")).astype(bool)
     conds = ["clean"] + [f"{n}_{s}" for n in NOISES for s in SNRS]
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    with concurrent.futures.ThreadPoolExecutor(2) as pool, tempfile.TemporaryDirectory() as tmp:
         results = dict(pool.map(lambda c: evaluate_condition(args.voxproxy, setdir, c, labels), conds))
+        levels = dict(pool.map(lambda c: level_sweep(args.voxproxy, setdir, c, labels, tmp),
+                               LEVEL_CONDITIONS))
 
-    write_report(args.output, args.set, meta, labels, conds, results)
+    write_report(args.output, args.set, meta, labels, conds, results, levels)
     print(summary_table(conds, results))
     print(f"wrote {args.output}")
 
@@ -112,7 +133,7 @@ def summary_table(conds, results):
     return "\n".join(lines)
 
 
-def write_report(path, setname, meta, labels, conds, results):
+def write_report(path, setname, meta, labels, conds, results, levels):
     minutes = meta["samples"] / meta["rate"] / 60
     out = []
     out.append("# VAD evaluation: voxproxy vs WebRTC\n")
@@ -157,6 +178,15 @@ def write_report(path, setname, meta, labels, conds, results):
             out.append(f"- `{c}`, mode {m}: voxproxy F1 {o[2]:.3f} / MCC {o[3]:.3f}, WebRTC F1 {w[2]:.3f} / "
                        f"MCC {w[3]:.3f}.{note}")
         out.append("")
+    out.append("## Talker level\n")
+    out.append(f"The same audio scaled before μ-law encoding (0 dB = as generated, speech peaks around "
+               f"−22 dBFS; −15 dB is a quiet line), mode {DEFAULT_MODE} for both.\n")
+    out.append("| condition | gain dB | voxproxy F1 | voxproxy MCC | WebRTC F1 | WebRTC MCC |")
+    out.append("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for c, rows in levels.items():
+        for gain, o, w in rows:
+            out.append(f"| {c} | {gain:+d} | {o[2]:.3f} | {o[3]:.3f} | {w[2]:.3f} | {w[3]:.3f} |")
+    out.append("")
     out.append("## Per condition and mode\n")
     out.append("P = precision, R = recall. Conditions are `<noise>_<SNR dB>`.\n")
     out.append("| condition | mode | voxproxy P | R | F1 | MCC | WebRTC P | R | F1 | MCC |")

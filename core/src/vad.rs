@@ -151,7 +151,7 @@ pub enum VadMode {
     Quality,
     /// Mode 1.
     LowBitrate,
-    /// Mode 2: the best balance on the evaluation set (`vad-eval/RESULTS.md`).
+    /// Mode 2, the default: the best F1 on the tuning set (see `vad-eval/`).
     #[default]
     Aggressive,
     /// Mode 3: rejects the most noise; clips the most weak speech.
@@ -213,7 +213,7 @@ const PITCH_MAX_LAG: usize = 32;
 const PITCH_BUFFER: usize = PITCH_WINDOW + PITCH_MAX_LAG;
 
 /// Number of features the model sees per block.
-pub const FEATURES: usize = 28;
+pub const FEATURES: usize = 30;
 
 /// What each entry of [`Vad::features`] means (for diagnostics and retraining).
 pub const FEATURE_NAMES: [&str; FEATURES] = [
@@ -245,6 +245,8 @@ pub const FEATURE_NAMES: [&str; FEATURES] = [
     "noise_shape_1k_2k",
     "noise_shape_2k_3k",
     "noise_shape_3k_4k",
+    "level_average_snr",
+    "level_above_average",
 ];
 
 /// One voice activity detector: 8 kHz, 10 or 20 ms frames. See the [module docs](self).
@@ -256,6 +258,7 @@ pub struct Vad {
     pitch: Periodicity,
     context: Context,
     decider: Decider,
+    level_average: f32,
     features: [f32; FEATURES],
     score: f32,
     hangover: u16,
@@ -273,6 +276,7 @@ impl Vad {
             pitch: Periodicity::default(),
             context: Context::default(),
             decider: Decider::default(),
+            level_average: 0.0,
             features: [0.0; FEATURES],
             score: f32::NEG_INFINITY,
             hangover: 0,
@@ -354,6 +358,16 @@ impl Vad {
             band_noise[b] = noise;
         }
         let (level, noise) = self.floors[BANDS].update(total / BLOCK as f32);
+        // The level's running average over about three seconds: how far the
+        // background sits above its floor (babble more than hiss), and
+        // whether this block stands out from the recent past.
+        self.level_average = if self.blocks == 1 {
+            level
+        } else {
+            LEVEL_AVERAGING * self.level_average + (1.0 - LEVEL_AVERAGING) * level
+        };
+        f[28] = clamp(self.level_average - noise, -4.0, 16.0);
+        f[29] = clamp(level - self.level_average, -10.0, 10.0);
         for b in 0..BANDS {
             f[16 + b] = clamp(band_levels[b] - level, -12.0, 3.0);
             f[22 + b] = clamp(band_noise[b] - noise, -12.0, 3.0);
@@ -399,6 +413,9 @@ fn min(a: f32, b: f32) -> f32 {
 fn clamp(x: f32, lo: f32, hi: f32) -> f32 {
     min(max(x, lo), hi)
 }
+
+/// Per-block weight of the past in the running average of the level (τ ≈ 3 s).
+const LEVEL_AVERAGING: f32 = 0.997;
 
 /// log2 of the mean square of a full-scale square wave in i16 units (2^15 squared).
 const FULL_SCALE_LOG2: f32 = 30.0;
