@@ -8,4 +8,6 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod cdr;
 pub mod cli;
+pub mod config;
