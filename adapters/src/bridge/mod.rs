@@ -563,6 +563,8 @@ impl CallBridge {
                 Ok(())
             }
             Inbound::Stop(_) => {
+                // The caller's last words still go out.
+                self.flush_uplink(now);
                 self.out.push(Queued::Event(BridgeEvent::StreamStopped));
                 self.end(EndReason::TwilioStop);
                 Ok(())
@@ -633,6 +635,7 @@ impl CallBridge {
             marker: packet.marker(),
         };
         let _ = down.jitter.handle_packet(now, meta, payload);
+        self.stats.max_jitter_us = self.stats.max_jitter_us.max(down.jitter.stats().jitter_micros);
         self.drain_jitter_buffer();
     }
 
@@ -1071,7 +1074,12 @@ impl CallBridge {
                 self.stats.barge_in_dropped_frames += 1;
                 continue;
             }
-            down.unmarked_frames += 1;
+            // Only speech counts as unplayed: a backend that streams silence
+            // between utterances (Asterisk external media does) must not
+            // make every word from the caller a barge-in.
+            if down.talkspurt.in_talkspurt() {
+                down.unmarked_frames += 1;
+            }
             let mut buf = self.out.buffer();
             media_stream::write_media(&mut buf, &sid, &mulaw);
             self.stats.twilio_frames_out += 1;
@@ -1105,8 +1113,7 @@ impl CallBridge {
         if let Some(partial) = down.mulaw_framer.take_partial()
             && !down.dropping
         {
-            let mut buf = self.out.pool.pop().unwrap_or_default();
-            buf.clear();
+            let mut buf = self.out.buffer();
             media_stream::write_media(&mut buf, &sid, partial);
             self.stats.twilio_frames_out += 1;
             self.stats.twilio_audio_bytes_out += partial.len() as u64;
