@@ -7,4 +7,10 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod form;
+pub mod rest;
+pub mod sdp;
+pub mod signature;
+pub mod twiml;
+pub mod webhook;
 pub mod media_stream;

@@ -245,12 +245,12 @@ pub fn encode(law: Law, pcm: &[i16], out: &mut [u8]) -> Result<usize, G711Error>
     match law {
         Law::Mu => {
             for (code, &sample) in out.iter_mut().zip(pcm) {
-                *code = ulaw_encode(sample);
+                *code = lanes::ulaw_encode(sample);
             }
         }
         Law::A => {
             for (code, &sample) in out.iter_mut().zip(pcm) {
-                *code = alaw_encode(sample);
+                *code = lanes::alaw_encode(sample);
             }
         }
     }
@@ -269,12 +269,12 @@ pub fn decode(law: Law, codes: &[u8], out: &mut [i16]) -> Result<usize, G711Erro
     match law {
         Law::Mu => {
             for (sample, &code) in out.iter_mut().zip(codes) {
-                *sample = ulaw_decode(code);
+                *sample = lanes::ulaw_decode(code);
             }
         }
         Law::A => {
             for (sample, &code) in out.iter_mut().zip(codes) {
-                *sample = alaw_decode(code);
+                *sample = lanes::alaw_decode(code);
             }
         }
     }
@@ -304,6 +304,91 @@ pub fn transcode_in_place(from: Law, to: Law, codes: &mut [u8]) {
     };
     for code in codes {
         *code = table[usize::from(*code)];
+    }
+}
+
+/// The bulk kernels behind the slice functions: the same mappings as the
+/// per-sample functions, rewritten so that LLVM vectorizes a loop over them
+/// with baseline SSE2 (no variable per-lane shifts, no `leading_zeros`, no
+/// table gathers, no branches).
+///
+/// Both directions lean on the IEEE-754 single-precision layout, because a
+/// G.711 code *is* a tiny floating-point number: 3 exponent bits and 4
+/// mantissa bits.
+///
+/// - Decoding builds the f32 whose exponent and top mantissa bits are the
+///   code's exponent and mantissa, so that the float's value is the segment's
+///   level; adding 1.5 × 2²³ then leaves that integer in the low mantissa
+///   bits, where an integer subtraction picks it up. This replaces the
+///   per-lane shift `x << exponent` that SSE2 cannot do.
+/// - Encoding converts the magnitude to f32 (`cvtdq2ps`) and reads the code's
+///   exponent and mantissa straight out of the float's exponent and top
+///   mantissa bits. This replaces the segment search (`leading_zeros`).
+///
+/// All conversions are exact: every integer involved is below 2²⁴.
+mod lanes {
+    /// 1.5 × 2²³: adding it to a float holding an integer |v| < 2²² leaves
+    /// `MAGIC_BITS + v` in the float's bits.
+    const MAGIC: f32 = 12_582_912.0;
+    const MAGIC_BITS: i32 = 0x4B40_0000;
+
+    /// The sign mask of a code: −1 when bit 7 is set (a positive level), else 0.
+    #[inline(always)]
+    fn positive_mask(code: u8) -> i16 {
+        i16::from(code.cast_signed() >> 7)
+    }
+
+    /// `-level` from the float bits left by the magic addition; `clamp` is
+    /// a no-op on the values that occur and lets LLVM narrow with `packssdw`.
+    #[inline(always)]
+    fn negated_level(magic_sum: f32) -> i16 {
+        MAGIC_BITS.wrapping_sub(magic_sum.to_bits().cast_signed()).clamp(-32768, 32767) as i16
+    }
+
+    #[inline(always)]
+    pub(super) fn ulaw_decode(code: u8) -> i16 {
+        // The high half of the f32 2^(e+7) × (1 + (2m+1)/32) = (2m+33) << (e+2),
+        // with e and m taken from the complemented code: 0x46FC - (code7 << 3).
+        let high = 0x46FC - ((u16::from(code) << 3) & 0x3F8);
+        let sum = f32::from_bits(u32::from(high) << 16) + (MAGIC - 132.0);
+        let negative = negated_level(sum);
+        let flip = positive_mask(code);
+        (negative ^ flip).wrapping_sub(flip)
+    }
+
+    #[inline(always)]
+    pub(super) fn alaw_decode(code: u8) -> i16 {
+        let bits = u16::from((code ^ 0x55) & 0x7F);
+        // Segment 0 has no implied leading one: give it segment 1's exponent
+        // and take the leading one (256) back off afterwards.
+        let segment_zero = bits < 16;
+        let high = (bits << 3) + ((134 << 7) | 4) + if segment_zero { 128 } else { 0 };
+        let sum = f32::from_bits(u32::from(high) << 16) + MAGIC;
+        let negative = negated_level(sum) + if segment_zero { 256 } else { 0 };
+        let flip = positive_mask(code);
+        (negative ^ flip).wrapping_sub(flip)
+    }
+
+    #[inline(always)]
+    pub(super) fn ulaw_encode(sample: i16) -> u8 {
+        let sign = sample >> 15;
+        let biased = (((sample ^ sign) >> 2) + 33).min(0x1FFF);
+        // (biased_exponent << 7) | top 7 mantissa bits; the code is 0x7F
+        // minus ((segment - 1) << 4 | top 4 mantissa bits).
+        let high = (f32::from(biased).to_bits() >> 16) as u16;
+        let magnitude_code = 2239 - (high >> 3);
+        (magnitude_code | (!sign).cast_unsigned() & 0x80) as u8
+    }
+
+    #[inline(always)]
+    pub(super) fn alaw_encode(sample: i16) -> u8 {
+        let sign = sample >> 15;
+        let level = (sample ^ sign) >> 4; // 0..=2047
+        // Levels below 32 are their own code; the float path handles 32 and
+        // up, so feed it at least 32 and add back how far below 32 we were.
+        let high = (f32::from(level.max(32)).to_bits() >> 16) as u16;
+        let magnitude_code = (high >> 3) - (2080 + 32) + level.min(32).cast_unsigned();
+        ((magnitude_code | (!sign).cast_unsigned() & 0x80) ^ 0x55) as u8
     }
 }
 
@@ -495,6 +580,23 @@ mod tests {
             let mut out = vec![0i16; codes.len()];
             assert_eq!(decode(law, &codes, &mut out), Ok(codes.len()));
             assert!(out == ref_expand(law, &codes), "{law} slice decode differs from G.191");
+        }
+    }
+
+    #[test]
+    fn bulk_kernels_match_g191_one_value_at_a_time() {
+        // Called directly, so no vector loop can hide a wrong scalar tail.
+        let pcm = all_pcm();
+        let (mu, a) = (ref_compress(Law::Mu, &pcm), ref_compress(Law::A, &pcm));
+        for (i, &sample) in pcm.iter().enumerate() {
+            assert_eq!(lanes::ulaw_encode(sample), mu[i], "μ-law {sample}");
+            assert_eq!(lanes::alaw_encode(sample), a[i], "A-law {sample}");
+        }
+        let codes = all_codes();
+        let (mu, a) = (ref_expand(Law::Mu, &codes), ref_expand(Law::A, &codes));
+        for (i, &code) in codes.iter().enumerate() {
+            assert_eq!(lanes::ulaw_decode(code), mu[i], "μ-law {code:#04x}");
+            assert_eq!(lanes::alaw_decode(code), a[i], "A-law {code:#04x}");
         }
     }
 

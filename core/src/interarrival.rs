@@ -35,10 +35,7 @@ impl InterarrivalJitter {
 
     /// Records a packet with RTP `timestamp` that arrived at `arrival`.
     pub fn update(&mut self, arrival: Instant, timestamp: u32) {
-        // Arrival on the RTP clock, wrapped to 32 bits like the timestamps so
-        // that the difference below is a plain wrapping subtraction.
-        let arrival_ts =
-            (u128::from(arrival.as_nanos()) * u128::from(self.clock_rate) / 1_000_000_000) as u32;
+        let arrival_ts = rtp_clock(arrival.as_nanos(), self.clock_rate);
         let transit = i64::from(timestamp_delta(arrival_ts, timestamp));
         if let Some(last) = self.last_transit {
             // Both transits are wrapped 32-bit differences; re-wrap their difference.
@@ -69,9 +66,30 @@ impl InterarrivalJitter {
     }
 }
 
+/// `nanos` on an RTP clock of `clock_rate` Hz, wrapped to 32 bits like the
+/// timestamps so that transit differences are plain wrapping subtractions.
+///
+/// Whole seconds and the sub-second rest are scaled apart to stay in u64 (a
+/// u128 division costs more than the rest of a jitter update): the seconds
+/// part only matters modulo 2^32, and the rest is below 10^9 × 2^32.
+fn rtp_clock(nanos: u64, clock_rate: u32) -> u32 {
+    let whole = (nanos / 1_000_000_000).wrapping_mul(u64::from(clock_rate));
+    let part = (nanos % 1_000_000_000) * u64::from(clock_rate) / 1_000_000_000;
+    whole.wrapping_add(part) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn rtp_clock_matches_wide_arithmetic(nanos in any::<u64>(), rate in any::<u32>()) {
+            let wide = (u128::from(nanos) * u128::from(rate) / 1_000_000_000) as u32;
+            prop_assert_eq!(rtp_clock(nanos, rate), wide);
+        }
+    }
 
     #[test]
     fn perfectly_paced_stream_has_no_jitter() {
@@ -92,6 +110,25 @@ mod tests {
         }
         assert!((78..=80).contains(&j.jitter()), "jitter {}", j.jitter());
         assert!((9_700..=10_000).contains(&j.jitter_micros()), "{}", j.jitter_micros());
+    }
+
+    #[test]
+    fn arrival_conversion_is_exact_and_wraps() {
+        // 1.5 s + 1 ns at 8 kHz: 12000 units (the nanosecond truncates away).
+        // Two packets whose transit differs by exactly that many units must
+        // produce |D| = 12000 and J = 12000 / 16 = 750.
+        let mut j = InterarrivalJitter::new(8000);
+        j.update(Instant::from_nanos(0), 0);
+        j.update(Instant::from_nanos(1_500_000_001), 0);
+        assert_eq!(j.jitter(), 750);
+        // Near the end of the u64 nanosecond range at 48 kHz, consecutive
+        // 20 ms packets are still 960 units apart: no jitter.
+        let mut j = InterarrivalJitter::new(48_000);
+        let start = u64::MAX - 1_000_000_000;
+        for i in 0..10u64 {
+            j.update(Instant::from_nanos(start + i * 20_000_000), (i as u32).wrapping_mul(960));
+        }
+        assert_eq!(j.jitter(), 0);
     }
 
     #[test]

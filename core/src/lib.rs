@@ -56,10 +56,15 @@ extern crate std;
 
 pub mod g711;
 pub mod interarrival;
+pub mod jitter;
 pub mod keepalive;
 pub mod rtcp;
 pub mod rtp;
+pub mod resample;
+pub mod plc;
 pub mod seq;
+pub mod telephone_event;
 pub mod time;
+pub mod vad;
 
 pub use time::Instant;

@@ -124,8 +124,9 @@ impl fmt::Display for RtpError {
 impl core::error::Error for RtpError {}
 
 /// Whether a datagram on a port shared by RTP and RTCP (RFC 5761 §4) is
-/// RTCP: version 2 and a second octet in 192-223, the range RFC 5761 keeps
-/// free of RTP (payload types 64-95 with the marker set).
+/// RTCP: at least an RTCP header (4 bytes), version 2, and a second octet
+/// in 192-223, the range RFC 5761 keeps free of RTP (payload types 64-95
+/// with the marker set).
 #[must_use]
 pub fn is_probably_rtcp(datagram: &[u8]) -> bool {
     match datagram {
