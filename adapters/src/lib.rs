@@ -8,9 +8,9 @@
 #![deny(missing_docs)]
 
 pub mod form;
+pub mod media_stream;
 pub mod rest;
 pub mod sdp;
 pub mod signature;
 pub mod twiml;
 pub mod webhook;
-pub mod media_stream;

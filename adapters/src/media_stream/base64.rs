@@ -312,7 +312,7 @@ pub fn encode_append(bytes: &[u8], out: &mut Vec<u8>) {
 /// Six bytes as eight characters: four lookups of a character pair each
 /// (12 bits make 2 characters), assembled for one 8-byte store.
 #[inline]
-pub(crate) fn encode_group(g: &[u8; 6]) -> [u8; 8] {
+fn encode_group(g: &[u8; 6]) -> [u8; 8] {
     let word = u64::from_be_bytes([0, 0, g[0], g[1], g[2], g[3], g[4], g[5]]);
     let pair = |shift: u32| u64::from(PAIRS[((word >> shift) & 0xFFF) as usize]);
     (pair(36) | (pair(24) << 16) | (pair(12) << 32) | (pair(0) << 48)).to_le_bytes()

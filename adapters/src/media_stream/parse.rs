@@ -1364,6 +1364,52 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        /// The literal fast path and the general parser agree on Twilio-shaped
+        /// media frames and on near misses of them: a leading space sends a
+        /// frame down the general path.
+        #[test]
+        fn fast_path_agrees_with_the_general_parser(
+            sequence_number in proptest::prelude::any::<u64>(),
+            chunk in 0u64..100_000,
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            edits in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::sample::select(&b"\"\\ =/+A0}{,:-u"[..]), 0u8..3), 0..3),
+        ) {
+            let media = Media {
+                sequence_number,
+                stream_sid: sid(),
+                track: Track::Inbound,
+                chunk,
+                timestamp_ms: chunk * 20,
+                payload_len: payload.len(),
+            };
+            let mut frame = Vec::new();
+            super::super::write_inbound_media(&mut frame, &media, &payload);
+            for (at, byte, op) in edits {
+                let at = at % frame.len();
+                match op {
+                    0 => frame[at] = byte,
+                    1 => frame.insert(at, byte),
+                    _ => { frame.remove(at); }
+                }
+            }
+            let mut spaced = [b" ".as_slice(), &frame].concat();
+            let (mut fast_audio, mut general_audio) = ([0u8; 256], [0u8; 256]);
+            let fast = parse_inbound(&mut frame, &mut fast_audio);
+            let general = parse_inbound(&mut spaced, &mut general_audio);
+            match (fast, general) {
+                (Ok(a), Ok(b)) => {
+                    proptest::prop_assert_eq!(&a, &b);
+                    if let Inbound::Media(m) = a {
+                        proptest::prop_assert_eq!(&fast_audio[..m.payload_len], &general_audio[..m.payload_len]);
+                    }
+                }
+                (Err(_), Err(_)) => {}
+                (a, b) => proptest::prop_assert!(false, "fast {a:?} vs general {b:?}"),
+            }
+        }
+    }
+
     #[test]
     fn outbound_frames() {
         let mut audio = [0u8; 16];
