@@ -8,6 +8,7 @@
 
 mod bridge;
 mod jitter;
+mod media_stream;
 mod rtp;
 mod sdp;
 mod twiml;
@@ -15,6 +16,7 @@ mod webhook;
 
 pub use bridge::bridge_events;
 pub use jitter::jitter_ops;
+pub use media_stream::twilio_inbound;
 pub use rtp::{rtcp_packet, rtp_packet, telephone_event};
 pub use sdp::sdp_parse;
 pub use twiml::twiml_parse;
@@ -34,4 +36,5 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("telephone_event", telephone_event),
     ("jitter_ops", jitter_ops),
     ("bridge_events", bridge_events),
+    ("twilio_inbound", twilio_inbound),
 ];
