@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use voxproxy_adapters::bridge::{BackendCodec, BridgeConfig, CallBridge, Output};
-use voxproxy_adapters::media_stream::{self, AccountSid, CallSid, MediaFormat, Start, StreamSid, Track, Tracks};
+use voxproxy_adapters::media_stream::{
+    self, AccountSid, CallSid, MediaFormat, Start, StreamSid, Track, Tracks,
+};
 use voxproxy_core::Instant;
 use voxproxy_core::g711;
 use voxproxy_core::rtp::RtpHeader;
@@ -18,7 +20,8 @@ use voxproxy_core::rtp::RtpHeader;
 const SID: &str = "MZ18ad3ab5a668481ce02b83e7395059f0";
 
 fn started_bridge(codec: BackendCodec, backend: SocketAddr) -> CallBridge {
-    let config = BridgeConfig { backend: Some(backend), barge_in: false, ..BridgeConfig::default().with_codec(codec) };
+    let config =
+        BridgeConfig { backend: Some(backend), barge_in: false, ..BridgeConfig::default().with_codec(codec) };
     let mut bridge = CallBridge::new(config, Instant::ZERO).expect("valid config");
     let start = Start {
         sequence_number: 1,
