@@ -964,3 +964,23 @@ fn malformed_and_out_of_order_twilio_frames_are_counted_not_fatal() {
     );
     assert!(!bridge.is_finished());
 }
+
+#[test]
+fn a_ptime_whose_packets_would_not_fit_is_refused_naming_the_key() {
+    for (codec, ptime, ok) in [
+        (BackendCodec::L16Wideband, 20, true),
+        (BackendCodec::L16Wideband, 30, false),
+        (BackendCodec::L16Narrowband, 40, true),
+        (BackendCodec::Pcmu, 40, true),
+        (BackendCodec::Pcmu, 25, false),
+    ] {
+        let config = BridgeConfig { ptime: Duration::from_millis(ptime), ..config().with_codec(codec) };
+        match CallBridge::new(config, Instant::ZERO) {
+            Ok(_) => assert!(ok, "{codec:?} at {ptime} ms must be refused"),
+            Err(e) => {
+                assert!(!ok, "{codec:?} at {ptime} ms must be accepted: {e}");
+                assert!(e.to_string().contains("rtp.ptime_ms"), "{e}");
+            }
+        }
+    }
+}

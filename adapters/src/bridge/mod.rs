@@ -102,8 +102,8 @@ pub const MAX_QUEUED_DIGITS: usize = 32;
 /// RTP payload type of comfort noise (RFC 3389), used for keep-alives.
 pub const COMFORT_NOISE_PAYLOAD_TYPE: u8 = 13;
 
-/// Largest RTP datagram the bridge writes: header plus 40 ms of L16 at 16 kHz.
-const MAX_DATAGRAM: usize = 12 + 1280;
+/// Largest RTP datagram the bridge writes: a header and the largest payload.
+const MAX_DATAGRAM: usize = 12 + MAX_RTP_PAYLOAD;
 
 /// What went wrong with an input. The bridge has already counted it in
 /// [`CallStats`]; the call goes on unless [`CallBridge::is_finished`] says otherwise.
@@ -360,10 +360,12 @@ impl CallBridge {
         let vad_mode = VadMode::try_from(config.vad_mode)
             .map_err(|_| BridgeError::Config { key: "vad.mode", reason: "must be 0, 1, 2 or 3" })?;
         let packet_bytes = config.codec.bytes_per_ms() * config.ptime.as_millis() as usize;
-        if packet_bytes > MAX_RTP_PAYLOAD * 2 {
+        // A backend answers in the ptime we send, and the jitter buffer's
+        // slots hold MAX_RTP_PAYLOAD bytes.
+        if packet_bytes > MAX_RTP_PAYLOAD {
             return Err(BridgeError::Config {
                 key: "rtp.ptime_ms",
-                reason: "too long for this codec (L16 at 16 kHz allows 10, 20 or 40 ms at most)",
+                reason: "too long for this codec: L16 at 16 kHz allows 10 or 20 ms",
             });
         }
         let jitter = JitterConfig {
