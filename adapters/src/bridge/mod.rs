@@ -339,10 +339,9 @@ pub struct CallBridge {
 }
 
 fn talkspurt_detector(config: TalkspurtConfig, now: Instant) -> TalkspurtDetector {
-    // The configs are the bridge's own constants, valid by construction.
-    TalkspurtDetector::new(config, now).unwrap_or_else(|_| {
-        TalkspurtDetector::new(TalkspurtConfig::default(), now).expect("default talkspurt config is valid")
-    })
+    // Only the bridge's own constant configs come here; every bridge test
+    // constructs both, so an invalid one could not ship.
+    TalkspurtDetector::new(config, now).expect("the bridge's talkspurt configs are valid constants")
 }
 
 /// The backend's talkspurts: a short onset (TTS starts cleanly) and a
