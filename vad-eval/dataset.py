@@ -8,8 +8,10 @@ For each set (`tune` for fitting our model and thresholds, `test` held out
 for RESULTS.md) it writes to out/<set>/:
 
 - clean.wav and <noise>_<snr>.wav for noise in white, pink, brown, babble
-  and SNR in 0, 5, 10, 20 dB: 8000 Hz mono μ-law WAV (format 7), G.711
-  encoded with the G.191 reference algorithm;
+  and SNR in 0, 5, 10, 20 dB (the tuning set also has -5 and 15 dB, and a
+  second babble, babble4, of four other talkers): 8000 Hz
+  mono μ-law WAV (format 7), G.711 encoded with the G.191 reference
+  algorithm;
 - pcm/<condition>.wav: the same audio decoded back to PCM16 (G.191 expand),
   i.e. exactly the samples both VADs are fed;
 - labels10.npy, labels20.npy: one uint8 speech label per 10 ms / 20 ms
@@ -55,7 +57,13 @@ LABEL_REL_DB = 35.0
 REF_LEVEL_DBFS = -22.0
 REF_LEVEL_SPREAD_DB = 5.0
 NOISES = ["white", "pink", "brown", "babble"]
+#: The tuning set adds a sparser babble of four other talkers, which sounds
+#: more like individual voices, so the model is not fitted to one babble.
+TUNE_NOISES = NOISES + ["babble4"]
+#: SNRs reported on (the test set).
 SNRS = [0, 5, 10, 20]
+#: The tuning set spans a wider range, so the model does not learn only the reported points.
+TUNE_SNRS = [-5, 0, 5, 10, 15, 20]
 
 TARGET_VOICES = [
     "en-us", "en-gb", "en-gb-scotland", "en-029", "en-us+f3", "en-gb+f2",
@@ -65,6 +73,7 @@ BABBLE_VOICES = [
     "en-gb-x-gbclan", "en-us+f5", "en-gb-x-gbcwmd", "en+f1", "en-us+m7",
     "en-gb-x-rp+m2",
 ]
+BABBLE4_VOICES = ["en-gb+m1", "en-us+f4", "en-029+m6", "en-gb-scotland+f5"]
 
 SETS = {
     # name: (seed, utterance count)
@@ -220,10 +229,10 @@ def build_set(name, seed, count):
         noises = make_noises(name, seed, total, nrng, tmp, pool)
 
     conditions = {"clean": clean}
-    for kind in NOISES:
+    for kind in TUNE_NOISES if name == "tune" else NOISES:
         noise = noises[kind]
         noise = noise / np.sqrt(np.mean(noise ** 2))
-        for snr in SNRS:
+        for snr in TUNE_SNRS if name == "tune" else SNRS:
             conditions[f"{kind}_{snr}"] = clean + noise * np.sqrt(speech_power / 10 ** (snr / 10))
     for cond, x in conditions.items():
         pcm = np.clip(np.round(x * 32768), -32768, 32767).astype(np.int16)
@@ -260,18 +269,24 @@ def make_noises(name, seed, n, nrng, tmp, pool):
     }
     # Babble: every talker reads its own text continuously; each is scaled to
     # the same power and starts at a random point of its (looped) recording.
+    noises["babble"] = babble(name, seed, n, nrng, tmp, pool, BABBLE_VOICES, "")
+    if name == "tune":
+        noises["babble4"] = babble(name, seed, n, nrng, tmp, pool, BABBLE4_VOICES, "4")
+    return noises
+
+
+def babble(name, seed, n, nrng, tmp, pool, voices, tag):
     seconds = n / RATE
     talkers = list(pool.map(
-        lambda iv: synth(texts.babble_text(name, seed, iv[0], int(seconds / 2.5) + 4), iv[1],
-                         150 + 8 * iv[0], 40 + 5 * iv[0], tmp, f"b{iv[0]}"),
-        enumerate(BABBLE_VOICES)))
-    babble = np.zeros(n)
+        lambda iv: synth(texts.babble_text(name, seed, f"{tag}{iv[0]}", int(seconds / 2.5) + 4),
+                         iv[1], 150 + 8 * iv[0], 40 + 5 * iv[0], tmp, f"b{tag}{iv[0]}"),
+        enumerate(voices)))
+    mix = np.zeros(n)
     for t in talkers:
         t = np.resize(t, n)
         t = np.roll(t, int(nrng.integers(0, n)))
-        babble += t / np.sqrt(np.mean(t ** 2))
-    noises["babble"] = babble
-    return noises
+        mix += t / np.sqrt(np.mean(t ** 2))
+    return mix
 
 
 def main():

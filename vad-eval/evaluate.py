@@ -141,6 +141,22 @@ def write_report(path, setname, meta, labels, conds, results):
             row += [f"{mean_over(conds, results, vad, mode, i):.3f}" for i in range(4)]
         out.append("| " + " | ".join(row) + " |")
     out.append("")
+    losses = [(c, m) for c in conds for m in MODES
+              if any(results[c][("voxproxy", m)][i] < results[c][("webrtc", m)][i] for i in (2, 3))]
+    out.append("## Where WebRTC scores higher\n")
+    if not losses:
+        out.append("Nowhere: voxproxy's F1 and MCC are at least WebRTC's in every condition and mode.\n")
+    else:
+        out.append(f"In {len(losses)} of {len(conds) * len(MODES)} condition × mode cells WebRTC has the "
+                   "higher F1 or MCC:\n")
+        for c, m in losses:
+            o, w = results[c][("voxproxy", m)], results[c][("webrtc", m)]
+            note = (" WebRTC calls almost every frame speech here (recall ≥ 0.99, MCC near 0), which earns "
+                    "the F1 of a constant \"speech\" answer without detecting anything."
+                    if w[1] >= 0.99 and w[3] < 0.15 else "")
+            out.append(f"- `{c}`, mode {m}: voxproxy F1 {o[2]:.3f} / MCC {o[3]:.3f}, WebRTC F1 {w[2]:.3f} / "
+                       f"MCC {w[3]:.3f}.{note}")
+        out.append("")
     out.append("## Per condition and mode\n")
     out.append("P = precision, R = recall. Conditions are `<noise>_<SNR dB>`.\n")
     out.append("| condition | mode | voxproxy P | R | F1 | MCC | WebRTC P | R | F1 | MCC |")

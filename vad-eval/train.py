@@ -151,6 +151,8 @@ def main():
         os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "examples",
         "vad_features"))
     ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--hidden", type=int, default=HIDDEN, help="hidden units of the spotter")
+    ap.add_argument("--smoother-hidden", type=int, default=SMOOTHER_HIDDEN)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--validate", action="store_true",
                     help="fit on the first 75%% of each tuning condition, report on the rest")
@@ -167,9 +169,10 @@ def main():
     data = {c: feats[c].reshape(-1, nf + 1)[:blocks, :nf] for c in conds}
 
     split = int(blocks * 0.75) // 2 * 2 if args.validate else blocks
-    spotter, spot = fit_stage(data, l10, split, HIDDEN, args.epochs, args.seed)
+    spotter, spot = fit_stage(data, l10, split, args.hidden, args.epochs, args.seed)
     smooth_in = {c: smoother_inputs(spot[c], data[c]) for c in conds}
-    smoother, score = fit_stage(smooth_in, l10, split, SMOOTHER_HIDDEN, args.epochs, args.seed + 1)
+    smoother, score = fit_stage(smooth_in, l10, split, args.smoother_hidden, args.epochs,
+                                args.seed + 1)
 
     # Thresholds and hangovers: fitted on the fit part, reported on the held-out part.
     fit = slice(0, split // 2)
@@ -220,8 +223,12 @@ def feature_names():
 
 
 def write_model(path, names, spotter, smoother, thresholds, hangovers):
+    def lit(x):
+        # The shortest decimal that reads back as the same f32.
+        return np.format_float_positional(np.float32(x), unique=True, trim="0")
+
     def arr(v):
-        return "[" + ", ".join(f"{float(x):.7e}" for x in v) + "]"
+        return "[" + ", ".join(lit(x) for x in v) + "]"
 
     def mlp(name, doc, model, row_names):
         mean, std, (w1, b1, w2, b2) = model
@@ -237,7 +244,7 @@ pub(super) const {name}: Mlp<{nin}, {hidden}> = Mlp {{
     ],
     b1: {arr(b1)},
     w2: {arr(w2)},
-    b2: {float(b2[0]):.7e},
+    b2: {lit(b2[0])},
 }};
 """
 

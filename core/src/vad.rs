@@ -55,11 +55,19 @@
 //! needing to know where speech is. The 0–1 kHz band, already decimated to
 //! 2 kHz by the tree, is searched every 20 ms for periodicity (normalized
 //! autocorrelation over pitch lags of 2.5–16 ms), which separates voiced
-//! speech from noise of the same level and spectrum. Band SNRs, levels,
-//! periodicity and a little temporal context feed a small neural network
-//! (weights in `vad/model.rs`, trained on synthetic telephone speech by
-//! `vad-eval/train.py`); its score is compared against a per-mode threshold
-//! and followed by a per-mode hangover.
+//! speech from noise of the same level and spectrum.
+//!
+//! Per block, [`FEATURES`] numbers (see [`FEATURE_NAMES`]) describe the
+//! block: SNR per band and overall, absolute levels, periodicity and the
+//! stability of the pitch lag, a little SNR history, and the spectral shape
+//! of both the block and the noise floor. Two small networks turn them into
+//! a decision: a *spotter* scores the block alone, and a *smoother* looks at
+//! the spotter's last 400 ms of scores (which lets it learn how long speech
+//! lingers under each kind of noise) and the slow level features. The weights
+//! live in `vad/model.rs`, fitted by `vad-eval/train.py` on a synthetic
+//! tuning set of telephone speech in noise; the smoother's score is compared
+//! against a per-mode threshold, followed by a per-mode hangover.
+//! `vad-eval/RESULTS.md` compares it with WebRTC's VAD on a held-out set.
 //!
 //! Everything is `f32` arithmetic without `libm` (logarithms are a bit-level
 //! approximation) and costs well under a microsecond per 20 ms frame.
@@ -205,7 +213,7 @@ const PITCH_MAX_LAG: usize = 32;
 const PITCH_BUFFER: usize = PITCH_WINDOW + PITCH_MAX_LAG;
 
 /// Number of features the model sees per block.
-pub const FEATURES: usize = 16;
+pub const FEATURES: usize = 28;
 
 /// What each entry of [`Vad::features`] means (for diagnostics and retraining).
 pub const FEATURE_NAMES: [&str; FEATURES] = [
@@ -225,6 +233,18 @@ pub const FEATURE_NAMES: [&str; FEATURES] = [
     "snr_total_slow",
     "snr_total_peak",
     "lag_stability",
+    "shape_0_250",
+    "shape_250_500",
+    "shape_500_1k",
+    "shape_1k_2k",
+    "shape_2k_3k",
+    "shape_3k_4k",
+    "noise_shape_0_250",
+    "noise_shape_250_500",
+    "noise_shape_500_1k",
+    "noise_shape_1k_2k",
+    "noise_shape_2k_3k",
+    "noise_shape_3k_4k",
 ];
 
 /// One voice activity detector: 8 kHz, 10 or 20 ms frames. See the [module docs](self).
@@ -302,7 +322,7 @@ impl Vad {
     /// The features of the last 10 ms block, named by [`FEATURE_NAMES`].
     ///
     /// For diagnostics and for retraining the model (`vad-eval/train.py`
-    /// reads them through the `vad_features` example of the `voxproxy` crate).
+    /// reads them through the `vad_features` example of this crate).
     #[must_use]
     pub fn features(&self) -> &[f32; FEATURES] {
         &self.features
@@ -310,12 +330,10 @@ impl Vad {
 
     fn process_block(&mut self, block: &[i16]) -> bool {
         let mut x = [0.0f32; BLOCK];
-        let mut total = 0.0f32;
         for (dst, &s) in x.iter_mut().zip(block) {
-            let v = f32::from(s);
-            *dst = v;
-            total += v * v;
+            *dst = f32::from(s);
         }
+        let total = energy(&x);
         let mut low = [0.0f32; LOWBAND];
         let bands = self.bank.analyse(&x, &mut low);
         let new_period = self.blocks % 2 == 1;
@@ -326,16 +344,24 @@ impl Vad {
         self.blocks = self.blocks.wrapping_add(1);
 
         let mut f = [0.0f32; FEATURES];
+        let mut band_levels = [0.0f32; BANDS];
+        let mut band_noise = [0.0f32; BANDS];
         for b in 0..BANDS {
             let power = bands[b] / BAND_SAMPLES[b] as f32;
             let (level, noise) = self.floors[b].update(power);
-            f[b] = (level - noise).clamp(-4.0, 16.0);
+            f[b] = clamp(level - noise, -4.0, 16.0);
+            band_levels[b] = level;
+            band_noise[b] = noise;
         }
         let (level, noise) = self.floors[BANDS].update(total / BLOCK as f32);
-        let snr = (level - noise).clamp(-4.0, 16.0);
+        for b in 0..BANDS {
+            f[16 + b] = clamp(band_levels[b] - level, -12.0, 3.0);
+            f[22 + b] = clamp(band_noise[b] - noise, -12.0, 3.0);
+        }
+        let snr = clamp(level - noise, -4.0, 16.0);
         f[6] = snr;
-        f[7] = (level - FULL_SCALE_LOG2).clamp(-30.0, 0.0);
-        f[8] = (noise - FULL_SCALE_LOG2).clamp(-30.0, 0.0);
+        f[7] = clamp(level - FULL_SCALE_LOG2, -30.0, 0.0);
+        f[8] = clamp(noise - FULL_SCALE_LOG2, -30.0, 0.0);
         f[9] = self.pitch.current;
         f[10] = self.pitch.previous;
         self.context.update(snr, new_period, &self.pitch, &mut f);
@@ -355,6 +381,25 @@ impl Vad {
     }
 }
 
+/// The larger of two numbers that are never NaN here: a plain compare,
+/// cheaper than `f32::max`, which must also handle NaN.
+#[inline]
+fn max(a: f32, b: f32) -> f32 {
+    if a > b { a } else { b }
+}
+
+/// The smaller of two numbers that are never NaN here (see [`max`]).
+#[inline]
+fn min(a: f32, b: f32) -> f32 {
+    if a < b { a } else { b }
+}
+
+/// `x` limited to `lo..=hi`, for numbers that are never NaN here (see [`max`]).
+#[inline]
+fn clamp(x: f32, lo: f32, hi: f32) -> f32 {
+    min(max(x, lo), hi)
+}
+
 /// log2 of the mean square of a full-scale square wave in i16 units (2^15 squared).
 const FULL_SCALE_LOG2: f32 = 30.0;
 
@@ -364,7 +409,7 @@ const FULL_SCALE_LOG2: f32 = 30.0;
 fn log2(x: f32) -> f32 {
     // The smallest power we ever see is a block of digital silence plus the
     // floor below; anything lower (or NaN-free zero) clamps there.
-    let x = x.max(1e-3);
+    let x = max(x, 1e-3);
     let bits = x.to_bits();
     let exponent = ((bits >> 23) & 0xff) as i32 - 127;
     let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
@@ -405,39 +450,57 @@ impl FilterBank {
     }
 }
 
+/// Sum of squares, in four independent lanes so it vectorizes.
 fn energy(x: &[f32]) -> f32 {
-    x.iter().map(|v| v * v).sum()
+    let mut lanes = [0.0f32; 4];
+    let mut chunks = x.chunks_exact(4);
+    for c in &mut chunks {
+        for k in 0..4 {
+            lanes[k] += c[k] * c[k];
+        }
+    }
+    let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+    (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + tail
 }
 
 /// One decimating half-band split (11 taps, Kaiser-windowed sinc): low and
 /// complementary high band, each at half the input rate.
+///
+/// The input is split into its even and odd samples first: the centre tap
+/// then only ever meets even samples and the other taps odd ones, so each
+/// output is a few multiply-adds over contiguous arrays, which vectorize.
 #[derive(Clone, Copy, Debug, Default)]
 struct HalfBand {
-    history: [f32; SPLIT_HISTORY],
+    even: [f32; SPLIT_HISTORY / 2],
+    odd: [f32; SPLIT_HISTORY / 2],
 }
 
 /// Odd-offset taps of the half-band low-pass (centre tap 0.5, even offsets zero).
 const HALF_BAND_TAPS: [f32; 3] = [0.303_5, -0.066_4, 0.012_9];
 
 impl HalfBand {
-    /// `input.len()` must be `2 * low.len() == 2 * high.len()`, at most `BLOCK`.
-    fn split(&mut self, input: &[f32], low: &mut [f32], high: &mut [f32]) {
-        let mut ext = [0.0f32; SPLIT_HISTORY + BLOCK];
-        let n = input.len().min(BLOCK);
-        ext[..SPLIT_HISTORY].copy_from_slice(&self.history);
-        ext[SPLIT_HISTORY..SPLIT_HISTORY + n].copy_from_slice(&input[..n]);
-        for (i, (lo, hi)) in low.iter_mut().zip(high.iter_mut()).enumerate() {
-            // Output at input time 2i+1; the centre tap sits 5 samples back,
-            // in ext at 2i + 6.
-            let c = 2 * i + 6;
-            let centre = 0.5 * ext[c];
-            let odd = HALF_BAND_TAPS[0] * (ext[c - 1] + ext[c + 1])
-                + HALF_BAND_TAPS[1] * (ext[c - 3] + ext[c + 3])
-                + HALF_BAND_TAPS[2] * (ext[c - 5] + ext[c + 5]);
-            *lo = centre + odd;
-            *hi = centre - odd;
+    /// Splits `2 * N` input samples into `N` low and `N` high ones (N ≤ `BLOCK / 2`).
+    fn split<const N: usize>(&mut self, input: &[f32], low: &mut [f32; N], high: &mut [f32; N]) {
+        const H: usize = SPLIT_HISTORY / 2;
+        let mut even = [0.0f32; H + BLOCK / 2];
+        let mut odd = [0.0f32; H + BLOCK / 2];
+        even[..H].copy_from_slice(&self.even);
+        odd[..H].copy_from_slice(&self.odd);
+        for ((e, o), pair) in even[H..].iter_mut().zip(&mut odd[H..]).zip(input.chunks_exact(2)).take(N) {
+            *e = pair[0];
+            *o = pair[1];
         }
-        self.history.copy_from_slice(&ext[n..n + SPLIT_HISTORY]);
+        for i in 0..N.min(BLOCK / 2) {
+            let centre = 0.5 * even[i + 3];
+            let side = HALF_BAND_TAPS[0] * (odd[i + 2] + odd[i + 3])
+                + HALF_BAND_TAPS[1] * (odd[i + 1] + odd[i + 4])
+                + HALF_BAND_TAPS[2] * (odd[i] + odd[i + 5]);
+            low[i] = centre + side;
+            high[i] = centre - side;
+        }
+        let n = N.min(BLOCK / 2);
+        self.even.copy_from_slice(&even[n..n + H]);
+        self.odd.copy_from_slice(&odd[n..n + H]);
     }
 }
 
@@ -454,6 +517,8 @@ struct NoiseFloor {
     smoothed: f32,
     current_min: f32,
     window_mins: [f32; FLOOR_WINDOWS],
+    /// Minimum of `window_mins`, kept so each block compares once.
+    finished_min: f32,
     next_window: usize,
     blocks_in_window: u8,
     started: bool,
@@ -465,6 +530,7 @@ impl Default for NoiseFloor {
             smoothed: 0.0,
             current_min: f32::MAX,
             window_mins: [f32::MAX; FLOOR_WINDOWS],
+            finished_min: f32::MAX,
             next_window: 0,
             blocks_in_window: 0,
             started: false,
@@ -482,17 +548,15 @@ impl NoiseFloor {
             power
         };
         let smoothed = log2(self.smoothed);
-        self.current_min = self.current_min.min(smoothed);
+        self.current_min = min(self.current_min, smoothed);
         self.blocks_in_window += 1;
-        let mut floor = self.current_min;
-        for &m in &self.window_mins {
-            floor = floor.min(m);
-        }
+        let floor = min(self.current_min, self.finished_min);
         if self.blocks_in_window >= FLOOR_WINDOW_BLOCKS {
             self.window_mins[self.next_window] = self.current_min;
             self.next_window = (self.next_window + 1) % FLOOR_WINDOWS;
             self.current_min = f32::MAX;
             self.blocks_in_window = 0;
+            self.finished_min = self.window_mins.iter().fold(f32::MAX, |a, &b| min(a, b));
         }
         (log2(power), floor)
     }
@@ -537,8 +601,9 @@ impl Periodicity {
     }
 
     fn analyse(&mut self) {
+        const LAGS: usize = PITCH_MAX_LAG - PITCH_MIN_LAG + 1;
         let window = &self.buffer[PITCH_MAX_LAG..];
-        let e0 = dot(window, window);
+        let e0 = energy(window);
         self.previous = self.current;
         self.previous_lag = self.lag;
         self.current = 0.0;
@@ -546,44 +611,37 @@ impl Periodicity {
         if e0 <= 0.0 {
             return;
         }
+        // All lags at once: correlation[j] is for lag PITCH_MAX_LAG - j. The
+        // inner loop runs over contiguous lags and vectorizes.
+        let mut correlation = [0.0f32; LAGS];
+        for (n, &x) in window.iter().enumerate() {
+            for (r, &y) in correlation.iter_mut().zip(&self.buffer[n..n + LAGS]) {
+                *r += x * y;
+            }
+        }
         let first = &self.buffer[PITCH_MAX_LAG - PITCH_MIN_LAG..][..PITCH_WINDOW];
-        let mut lagged_energy = dot(first, first);
+        let mut lagged_energy = energy(first);
+        // Best so far as a fraction, so no division is needed per lag.
+        let (mut best_num, mut best_den) = (0.0f32, 1.0f32);
         for lag in PITCH_MIN_LAG..=PITCH_MAX_LAG {
             let start = PITCH_MAX_LAG - lag;
             if lag > PITCH_MIN_LAG {
                 // The lagged window moved one sample earlier.
                 let entering = self.buffer[start];
                 let leaving = self.buffer[start + PITCH_WINDOW];
-                lagged_energy = (lagged_energy + entering * entering - leaving * leaving).max(0.0);
+                lagged_energy = max(lagged_energy + entering * entering - leaving * leaving, 0.0);
             }
-            let r = dot(window, &self.buffer[start..start + PITCH_WINDOW]);
-            if r > 0.0 && lagged_energy > 0.0 {
-                let rho2 = r * r / (e0 * lagged_energy);
-                if rho2 > self.current {
-                    self.current = rho2.min(1.0);
-                    self.lag = lag;
-                }
+            let r = correlation[start];
+            let num = r * r;
+            let den = e0 * lagged_energy;
+            if r > 0.0 && den > 0.0 && num * best_den > best_num * den {
+                best_num = num;
+                best_den = den;
+                self.lag = lag;
             }
         }
+        self.current = min(best_num / best_den, 1.0);
     }
-}
-
-/// Dot product in eight independent lanes, so the compiler can vectorize it
-/// (a single running sum pins float additions into one order).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let mut ca = a.chunks_exact(8);
-    let mut cb = b.chunks_exact(8);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for k in 0..8 {
-            lanes[k] += x[k] * y[k];
-        }
-    }
-    let mut sum: f32 = lanes.iter().sum();
-    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-        sum += x * y;
-    }
-    sum
 }
 
 /// Temporal context: recent and smoothed total SNR, pitch-lag stability.
@@ -601,7 +659,7 @@ impl Context {
         f[11] = self.snr_prev1;
         f[12] = self.snr_prev2;
         self.snr_slow = 0.9 * self.snr_slow + 0.1 * snr;
-        self.snr_peak = (self.snr_peak - 0.1).max(snr);
+        self.snr_peak = max(self.snr_peak - 0.1, snr);
         f[13] = self.snr_slow;
         f[14] = self.snr_peak;
         if new_period {
@@ -641,7 +699,7 @@ impl<const IN: usize, const HIDDEN: usize> Mlp<IN, HIDDEN> {
         }
         let mut out = self.b2;
         for (h, w) in hidden.iter().zip(&self.w2) {
-            out += h.max(0.0) * w;
+            out += max(*h, 0.0) * w;
         }
         out
     }
@@ -653,29 +711,33 @@ const SCORE_HISTORY: usize = 40;
 const SCORE_FLOOR: f32 = -10.0;
 
 /// The two-stage decision: a per-block speech spotter, then a smoother over
-/// its recent scores.
+/// its recent scores (the last four, then maxima over older stretches, so it
+/// can learn how long speech lingers under each kind of noise) and the slow
+/// level features.
 #[derive(Clone, Copy, Debug)]
 struct Decider {
-    /// Stage-one scores, newest at `(next + SCORE_HISTORY - 1) % SCORE_HISTORY`.
+    /// Stage-one scores, oldest first, newest last.
     history: [f32; SCORE_HISTORY],
-    next: usize,
 }
 
 impl Default for Decider {
     fn default() -> Self {
-        Decider { history: [SCORE_FLOOR; SCORE_HISTORY], next: 0 }
+        Decider { history: [SCORE_FLOOR; SCORE_HISTORY] }
     }
 }
 
 impl Decider {
     /// Returns the final score of a block with features `f`.
     fn score(&mut self, f: &[f32; FEATURES]) -> f32 {
-        let spot = model::SPOTTER.score(f).clamp(SCORE_FLOOR, -SCORE_FLOOR);
-        self.history[self.next] = spot;
-        self.next = (self.next + 1) % SCORE_HISTORY;
+        let spot = clamp(model::SPOTTER.score(f), SCORE_FLOOR, -SCORE_FLOOR);
+        self.history.copy_within(1.., 0);
+        self.history[SCORE_HISTORY - 1] = spot;
+        let h = &self.history;
         // ago(k): the score k blocks before this one.
-        let ago = |k: usize| self.history[(self.next + SCORE_HISTORY - 1 - k) % SCORE_HISTORY];
-        let max_over = |from: usize, to: usize| (from..=to).map(ago).fold(SCORE_FLOOR, f32::max);
+        let ago = |k: usize| h[SCORE_HISTORY - 1 - k];
+        let max_over = |from: usize, to: usize| {
+            h[SCORE_HISTORY - 1 - to..SCORE_HISTORY - from].iter().fold(SCORE_FLOOR, |a, &b| max(a, b))
+        };
         let input = [
             spot,
             ago(1),
@@ -880,5 +942,426 @@ impl TalkspurtDetector {
             Some(_) => None,
             None => Some(event),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::string::{String, ToString};
+    use std::vec::Vec;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const RATE: f32 = 8_000.0;
+
+    /// Deterministic uniform noise in -1..1.
+    struct Noise(u32);
+
+    impl Noise {
+        fn next(&mut self) -> f32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 17;
+            self.0 ^= self.0 << 5;
+            (self.0 as f32 / u32::MAX as f32) * 2.0 - 1.0
+        }
+    }
+
+    fn sine(freq: f32, amplitude: f32, n: usize) -> Vec<f32> {
+        (0..n).map(|i| amplitude * (2.0 * core::f32::consts::PI * freq * i as f32 / RATE).sin()).collect()
+    }
+
+    /// A sawtooth: every harmonic of `f0`, like a buzzing glottis.
+    fn buzz(f0: f32, amplitude: f32, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let phase = (f0 * i as f32 / RATE).fract();
+                amplitude * (2.0 * phase - 1.0)
+            })
+            .collect()
+    }
+
+    fn pcm(x: &[f32]) -> Vec<i16> {
+        x.iter().map(|v| v.round().clamp(-32_768.0, 32_767.0) as i16).collect()
+    }
+
+    fn decisions(mode: VadMode, audio: &[i16]) -> Vec<bool> {
+        let mut vad = Vad::new(VadConfig { mode });
+        audio.chunks_exact(FRAME_20MS).map(|f| vad.classify(f).unwrap()).collect()
+    }
+
+    fn fraction(d: &[bool]) -> f32 {
+        d.iter().filter(|&&s| s).count() as f32 / d.len() as f32
+    }
+
+    #[test]
+    fn wrong_frame_lengths_are_errors() {
+        let mut vad = Vad::new(VadConfig::default());
+        for len in [0, 1, 79, 81, 159, 161, 240, 320] {
+            let frame = std::vec![0i16; len];
+            assert_eq!(vad.classify(&frame), Err(VadError::FrameLength { len }));
+        }
+        assert_eq!(vad.classify(&[0; 80]), Ok(false));
+        assert_eq!(vad.classify(&[0; 160]), Ok(false));
+    }
+
+    #[test]
+    fn modes_convert_both_ways() {
+        for (level, mode) in VadMode::ALL.iter().enumerate() {
+            let level = u8::try_from(level).unwrap();
+            assert_eq!(mode.level(), level);
+            assert_eq!(VadMode::try_from(level), Ok(*mode));
+        }
+        assert_eq!(VadMode::try_from(4), Err(VadError::Mode { value: 4 }));
+        assert!(VadError::Mode { value: 9 }.to_string().contains('9'));
+        assert!(VadError::FrameLength { len: 123 }.to_string().contains("123"));
+    }
+
+    #[test]
+    fn digital_silence_is_never_speech() {
+        let audio = std::vec![0i16; 8_000 * 5];
+        for mode in VadMode::ALL {
+            assert!(decisions(mode, &audio).iter().all(|&s| !s), "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn buzz_after_silence_is_speech_and_silence_after_it_is_not() {
+        // 1 s silence, 1 s buzz at about -20 dBFS, 1 s silence.
+        let mut x = std::vec![0.0f32; 8_000];
+        x.extend(buzz(140.0, 5_000.0, 8_000));
+        x.extend(std::vec![0.0f32; 8_000]);
+        for mode in VadMode::ALL {
+            let d = decisions(mode, &pcm(&x));
+            assert!(d[..50].iter().all(|&s| !s), "{mode:?}: silence before");
+            assert!(fraction(&d[52..100]) > 0.9, "{mode:?}: buzz {}", fraction(&d[52..100]));
+            assert!(d[110..].iter().all(|&s| !s), "{mode:?}: silence after");
+        }
+    }
+
+    #[test]
+    fn stationary_noise_alone_is_rarely_speech() {
+        for amplitude in [300.0f32, 3_000.0] {
+            let mut noise = Noise(0x2545_f491);
+            let x: Vec<f32> = (0..8_000 * 6).map(|_| amplitude * noise.next()).collect();
+            for mode in [VadMode::Aggressive, VadMode::VeryAggressive] {
+                let d = decisions(mode, &pcm(&x));
+                // After two seconds to learn the noise floor.
+                assert!(fraction(&d[100..]) < 0.05, "{mode:?} at {amplitude}: {}", fraction(&d[100..]));
+            }
+        }
+    }
+
+    #[test]
+    fn buzz_in_noise_is_found() {
+        // Noise throughout; a buzz 10 dB above it from 3 s to 4 s.
+        let mut noise = Noise(0x1357_9bdf);
+        let noise_rms = 1_000.0 / 3f32.sqrt();
+        let buzz_rms = noise_rms * 10f32.powf(10.0 / 20.0);
+        let b = buzz(120.0, buzz_rms * 3f32.sqrt(), 8_000);
+        let x: Vec<f32> = (0..8_000 * 5)
+            .map(|i| 1_000.0 * noise.next() + if (24_000..32_000).contains(&i) { b[i - 24_000] } else { 0.0 })
+            .collect();
+        let d = decisions(VadMode::default(), &pcm(&x));
+        assert!(fraction(&d[152..200]) > 0.8, "buzz: {}", fraction(&d[152..200]));
+        assert!(fraction(&d[100..150]) < 0.1, "noise before: {}", fraction(&d[100..150]));
+        assert!(fraction(&d[215..]) < 0.1, "noise after: {}", fraction(&d[215..]));
+    }
+
+    #[test]
+    fn modes_are_ordered_from_permissive_to_aggressive() {
+        // The score does not depend on the mode, so rising thresholds and
+        // falling hangovers make each mode flag a subset of the previous one's frames.
+        assert!(model::THRESHOLD.windows(2).all(|w| w[0] <= w[1]), "{:?}", model::THRESHOLD);
+        assert!(model::HANGOVER_BLOCKS.windows(2).all(|w| w[0] >= w[1]), "{:?}", model::HANGOVER_BLOCKS);
+        let mut noise = Noise(7);
+        let x: Vec<f32> = (0..8_000 * 4)
+            .map(|i| {
+                800.0 * noise.next()
+                    + if (i / 4_000) % 2 == 1 { 1_500.0 * ((i as f32 * 0.11).sin()) } else { 0.0 }
+            })
+            .collect();
+        let audio = pcm(&x);
+        let all: Vec<Vec<bool>> = VadMode::ALL.iter().map(|&m| decisions(m, &audio)).collect();
+        for w in all.windows(2) {
+            assert!(w[0].iter().zip(&w[1]).all(|(&permissive, &aggressive)| permissive || !aggressive));
+        }
+    }
+
+    #[test]
+    fn log2_is_accurate() {
+        let mut x = 1e-2f32;
+        while x < 1e12 {
+            assert!((log2(x) - x.log2()).abs() < 0.01, "{x}");
+            x *= 1.37;
+        }
+        assert!((log2(0.0) - 1e-3f32.log2()).abs() < 0.01);
+    }
+
+    #[test]
+    fn filter_bank_puts_tones_in_their_bands() {
+        // (tone, band index): 0–250, 250–500, 500–1k, 1–2k, 2–3k, 3–4k Hz.
+        for (freq, band) in [(125.0, 0), (375.0, 1), (750.0, 2), (1_500.0, 3), (2_500.0, 4), (3_500.0, 5)] {
+            let x = sine(freq, 10_000.0, BLOCK * 10);
+            let mut bank = FilterBank::default();
+            let mut low = [0.0f32; LOWBAND];
+            let mut energies = [0.0f32; BANDS];
+            for block in x.chunks_exact(BLOCK) {
+                energies = bank.analyse(block.try_into().unwrap(), &mut low);
+            }
+            let loudest = (0..BANDS).max_by(|&a, &b| energies[a].total_cmp(&energies[b])).unwrap();
+            assert_eq!(loudest, band, "{freq} Hz: {energies:?}");
+            // Other bands are at least 6 dB down, except the neighbours across a transition band.
+            for (b, &e) in energies.iter().enumerate() {
+                if b.abs_diff(band) > 1 {
+                    assert!(e < energies[band] / 4.0, "{freq} Hz leaks into band {b}: {energies:?}");
+                }
+            }
+        }
+    }
+
+    fn periodicity_of(x: &[f32]) -> f32 {
+        let mut bank = FilterBank::default();
+        let mut pitch = Periodicity::default();
+        let mut low = [0.0f32; LOWBAND];
+        let mut values = Vec::new();
+        for (i, block) in x.chunks_exact(BLOCK).enumerate() {
+            bank.analyse(block.try_into().unwrap(), &mut low);
+            pitch.push(&low);
+            if i % 2 == 1 {
+                pitch.analyse();
+                values.push(pitch.current);
+            }
+        }
+        // Skip the first 100 ms while the buffer fills.
+        let tail = &values[5..];
+        tail.iter().sum::<f32>() / tail.len() as f32
+    }
+
+    #[test]
+    fn periodicity_separates_voice_from_noise() {
+        for f0 in [80.0, 125.0, 210.0, 350.0] {
+            let p = periodicity_of(&buzz(f0, 5_000.0, 8_000));
+            assert!(p > 0.8, "buzz at {f0} Hz: {p}");
+        }
+        let mut noise = Noise(99);
+        let white: Vec<f32> = (0..8_000).map(|_| 5_000.0 * noise.next()).collect();
+        assert!(periodicity_of(&white) < 0.4, "white: {}", periodicity_of(&white));
+        // Brown noise: integrated white noise, with a leak so it stays bounded.
+        let mut level = 0.0f32;
+        let brown: Vec<f32> = (0..8_000)
+            .map(|_| {
+                level = 0.995 * level + 300.0 * noise.next();
+                level
+            })
+            .collect();
+        assert!(periodicity_of(&brown) < 0.5, "brown: {}", periodicity_of(&brown));
+    }
+
+    #[test]
+    fn noise_floor_follows_the_minimum_and_forgets_it_after_its_window() {
+        let mut floor = NoiseFloor::default();
+        let quiet = 1_000.0f32;
+        let loud = 1_000_000.0f32;
+        let mut last = (0.0, 0.0);
+        for _ in 0..100 {
+            last = floor.update(quiet);
+        }
+        assert!((last.1 - quiet.log2()).abs() < 0.05);
+        // Loud for less than the window: the floor stays at the quiet level.
+        for _ in 0..100 {
+            last = floor.update(loud);
+        }
+        assert!((last.0 - loud.log2()).abs() < 0.05);
+        assert!((last.1 - quiet.log2()).abs() < 0.05, "{last:?}");
+        // Loud for longer than the 160-block window: the floor moves up.
+        for _ in 0..(usize::from(FLOOR_WINDOW_BLOCKS) * FLOOR_WINDOWS) {
+            last = floor.update(loud);
+        }
+        assert!((last.1 - loud.log2()).abs() < 0.05, "{last:?}");
+        // A drop is followed as fast as the smoothing allows: the loud power
+        // decays by 0.7 per block, to 1e6 * 0.7^30 ≈ 23 after 30 blocks.
+        for _ in 0..30 {
+            last = floor.update(quiet);
+        }
+        assert!((last.1 - quiet.log2()).abs() < 0.1, "{last:?}");
+    }
+
+    proptest! {
+        #[test]
+        fn twenty_ms_frame_decides_as_its_halves(
+            frames in proptest::collection::vec(proptest::collection::vec(any::<i16>(), FRAME_20MS), 1..12),
+            mode in 0u8..4,
+        ) {
+            let mode = VadMode::try_from(mode).unwrap();
+            let mut whole = Vad::new(VadConfig { mode });
+            let mut halves = Vad::new(VadConfig { mode });
+            for frame in &frames {
+                let a = halves.classify(&frame[..FRAME_10MS]).unwrap();
+                let b = halves.classify(&frame[FRAME_10MS..]).unwrap();
+                prop_assert_eq!(whole.classify(frame).unwrap(), a || b);
+                prop_assert_eq!(whole.score().to_bits(), halves.score().to_bits());
+                prop_assert!(whole.score().is_finite());
+                prop_assert!(whole.features().iter().all(|f| f.is_finite()));
+            }
+        }
+    }
+
+    // ----- TalkspurtDetector -----
+
+    fn at(frame: u64) -> Instant {
+        Instant::from_millis(20 * frame)
+    }
+
+    fn config(onset_frames: u8, onset_window: u8, hangover_frames: u16) -> TalkspurtConfig {
+        TalkspurtConfig { onset_frames, onset_window, hangover_frames }
+    }
+
+    /// Feeds frames at 20 ms spacing ('S' speech, '.' not); returns the events with their frame index.
+    fn run(config: TalkspurtConfig, pattern: &str) -> Vec<(u64, TalkspurtEvent)> {
+        let mut d = TalkspurtDetector::new(config, Instant::ZERO).unwrap();
+        let mut events = Vec::new();
+        for (i, c) in pattern.chars().enumerate() {
+            let i = i as u64;
+            d.handle_frame(at(i), c == 'S');
+            while let Some(e) = d.poll_event() {
+                events.push((i, e));
+            }
+        }
+        events
+    }
+
+    use TalkspurtEvent::{SpeechEnd, SpeechStart};
+
+    #[test]
+    fn onset_needs_enough_speech_in_the_window() {
+        // Never three speech frames within five.
+        assert!(run(config(3, 5, 4), "S...S...S.S...S....").is_empty());
+        // Frames 4, 6 and 7 are three within five: confirmed at 7, begun at 4.
+        assert_eq!(run(config(3, 5, 4), "....S.SS"), [(7, SpeechStart { at: at(4) })]);
+    }
+
+    #[test]
+    fn start_is_the_first_speech_frame_in_the_window() {
+        // Window 5 at frame 5 holds frames 1..=5; speech at 1, 3, 5 → start at 1.
+        assert_eq!(run(config(3, 5, 2), ".S.S.S"), [(5, SpeechStart { at: at(1) })]);
+        // With onset 1 the start is the frame itself.
+        assert_eq!(run(config(1, 1, 2), "..S"), [(2, SpeechStart { at: at(2) })]);
+    }
+
+    #[test]
+    fn hangover_bridges_short_pauses_and_ends_at_the_first_silent_frame() {
+        let events = run(config(1, 1, 3), "SS..SS...S");
+        assert_eq!(
+            events,
+            [(0, SpeechStart { at: at(0) }), (8, SpeechEnd { at: at(6) }), (9, SpeechStart { at: at(9) })]
+        );
+    }
+
+    #[test]
+    fn end_of_stream_closes_a_talkspurt() {
+        let mut d = TalkspurtDetector::new(config(1, 1, 5), Instant::ZERO).unwrap();
+        d.handle_frame(at(0), true);
+        assert_eq!(d.poll_event(), Some(SpeechStart { at: at(0) }));
+        d.handle_frame(at(1), true);
+        d.handle_end_of_stream(at(2));
+        assert_eq!(d.poll_event(), Some(SpeechEnd { at: at(2) }));
+        assert_eq!(d.poll_event(), None);
+        assert!(!d.in_talkspurt());
+
+        // Ending inside the hangover: speech stopped where the silence began.
+        let mut d = TalkspurtDetector::new(config(1, 1, 5), Instant::ZERO).unwrap();
+        for (i, s) in [true, false, false].into_iter().enumerate() {
+            d.handle_frame(at(i as u64), s);
+            let _ = d.poll_event();
+        }
+        d.handle_end_of_stream(at(3));
+        assert_eq!(d.poll_event(), Some(SpeechEnd { at: at(1) }));
+
+        // Outside a talkspurt there is nothing to end.
+        d.handle_end_of_stream(at(4));
+        assert_eq!(d.poll_event(), None);
+    }
+
+    #[test]
+    fn undrained_start_and_end_cancel_out() {
+        let mut d = TalkspurtDetector::new(config(1, 1, 1), Instant::ZERO).unwrap();
+        d.handle_frame(at(0), true);
+        d.handle_frame(at(1), false);
+        assert_eq!(d.poll_event(), None);
+        d.handle_frame(at(2), true);
+        assert_eq!(d.poll_event(), Some(SpeechStart { at: at(2) }));
+    }
+
+    #[test]
+    fn time_never_goes_backwards() {
+        let mut d = TalkspurtDetector::new(config(1, 1, 1), at(10)).unwrap();
+        d.handle_frame(at(3), true);
+        assert_eq!(d.poll_event(), Some(SpeechStart { at: at(10) }));
+        d.handle_frame(at(12), true);
+        d.handle_frame(at(11), false);
+        assert_eq!(d.poll_event(), Some(SpeechEnd { at: at(12) }));
+    }
+
+    #[test]
+    fn invalid_configs_are_rejected() {
+        let new = |c| TalkspurtDetector::new(c, Instant::ZERO).map(|_| ());
+        assert_eq!(new(config(1, 0, 1)), Err(VadError::OnsetWindow { window: 0 }));
+        assert_eq!(new(config(1, 33, 1)), Err(VadError::OnsetWindow { window: 33 }));
+        assert_eq!(new(config(0, 3, 1)), Err(VadError::OnsetFrames { frames: 0, window: 3 }));
+        assert_eq!(new(config(4, 3, 1)), Err(VadError::OnsetFrames { frames: 4, window: 3 }));
+        assert_eq!(new(config(2, 3, 0)), Err(VadError::HangoverFrames));
+        assert_eq!(new(config(32, 32, 1)), Ok(()));
+        assert_eq!(new(TalkspurtConfig::default()), Ok(()));
+    }
+
+    /// A plain re-statement of the rules over a whole sequence, for comparison.
+    fn reference(c: TalkspurtConfig, speech: &[bool]) -> Vec<(u64, TalkspurtEvent)> {
+        let mut events = Vec::new();
+        let mut open = false;
+        let mut onset_from = 0usize; // frames before this one cannot count towards an onset
+        let mut silent = 0u16;
+        let mut silence_start = 0usize;
+        for (i, &s) in speech.iter().enumerate() {
+            if open {
+                if s {
+                    silent = 0;
+                } else {
+                    if silent == 0 {
+                        silence_start = i;
+                    }
+                    silent += 1;
+                    if silent >= c.hangover_frames {
+                        open = false;
+                        onset_from = i + 1;
+                        events.push((i as u64, SpeechEnd { at: at(silence_start as u64) }));
+                    }
+                }
+                continue;
+            }
+            let lo = (i + 1).saturating_sub(usize::from(c.onset_window)).max(onset_from);
+            let window: Vec<usize> = (lo..=i).filter(|&k| speech[k]).collect();
+            if window.len() >= usize::from(c.onset_frames) {
+                open = true;
+                silent = 0;
+                events.push((i as u64, SpeechStart { at: at(window[0] as u64) }));
+            }
+        }
+        events
+    }
+
+    proptest! {
+        #[test]
+        fn matches_the_reference(
+            speech in proptest::collection::vec(any::<bool>(), 0..300),
+            window in 1u8..=32,
+            onset in 1u8..=32,
+            hangover in 1u16..20,
+        ) {
+            let c = config(onset.min(window), window, hangover);
+            let pattern: String = speech.iter().map(|&s| if s { 'S' } else { '.' }).collect();
+            prop_assert_eq!(run(c, &pattern), reference(c, &speech));
+        }
     }
 }

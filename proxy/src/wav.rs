@@ -472,8 +472,8 @@ mod tests {
         assert_eq!(parse(b"RIFF\x04\0\0\0AVI "), Err(WavError::NotWave { form: *b"AVI " }));
         let fmt = chunk(b"fmt ", &fmt_body(1, 1, 8000, 16));
         let data = chunk(b"data", &[0, 0]);
-        assert_eq!(parse(&riff(&[fmt.clone()])), Err(WavError::MissingData));
-        assert_eq!(parse(&riff(&[data.clone()])), Err(WavError::MissingFormat));
+        assert_eq!(parse(&riff(std::slice::from_ref(&fmt))), Err(WavError::MissingData));
+        assert_eq!(parse(&riff(std::slice::from_ref(&data))), Err(WavError::MissingFormat));
         assert_eq!(
             parse(&riff(&[fmt.clone(), fmt.clone(), data.clone()])),
             Err(WavError::DuplicateChunk { id: *b"fmt " })

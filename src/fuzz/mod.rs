@@ -12,6 +12,7 @@ mod media_stream;
 mod rtp;
 mod sdp;
 mod twiml;
+mod vad;
 mod webhook;
 
 pub use bridge::bridge_events;
@@ -20,6 +21,7 @@ pub use media_stream::twilio_inbound;
 pub use rtp::{rtcp_packet, rtp_packet, telephone_event};
 pub use sdp::sdp_parse;
 pub use twiml::twiml_parse;
+pub use vad::vad_frames;
 pub use webhook::{form_body, signature_inputs};
 
 /// A fuzz entry point: takes the fuzzer's bytes, panics only on a real bug.
@@ -37,4 +39,5 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("jitter_ops", jitter_ops),
     ("bridge_events", bridge_events),
     ("twilio_inbound", twilio_inbound),
+    ("vad_frames", vad_frames),
 ];
