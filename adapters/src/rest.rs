@@ -61,6 +61,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::form::Form;
+use crate::media_stream::base64;
+
 /// Where Twilio's REST API lives.
 pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
 /// The API version path segment every voice and messaging resource sits under.
@@ -401,23 +404,23 @@ impl CreateCall {
     }
 
     fn to_form(&self) -> Result<String, RestError> {
-        let mut form = Form::default();
-        form.pair("To", non_empty("To", &self.to)?);
-        form.pair("From", non_empty("From", &self.from)?);
+        let mut form = Form::new();
+        form.push("To", non_empty("To", &self.to)?);
+        form.push("From", non_empty("From", &self.from)?);
         instructions_to_form(&mut form, &self.instructions)?;
         if let Some(url) = &self.status_callback {
-            form.pair("StatusCallback", non_empty("StatusCallback", url)?);
+            form.push("StatusCallback", non_empty("StatusCallback", url)?);
         }
         if let Some(method) = self.status_callback_method {
-            form.pair("StatusCallbackMethod", method.as_str());
+            form.push("StatusCallbackMethod", method.as_str());
         }
         for event in &self.status_callback_events {
-            form.pair("StatusCallbackEvent", event.as_str());
+            form.push("StatusCallbackEvent", event.as_str());
         }
         if let Some(secs) = self.timeout_secs {
-            form.pair("Timeout", &secs.to_string());
+            form.push("Timeout", &secs.to_string());
         }
-        Ok(form.finish())
+        Ok(form.encode())
     }
 }
 
@@ -436,14 +439,14 @@ pub enum UpdateCall {
 
 impl UpdateCall {
     fn to_form(&self) -> Result<String, RestError> {
-        let mut form = Form::default();
+        let mut form = Form::new();
         match self {
             Self::Twiml(twiml) => push_twiml(&mut form, twiml)?,
-            Self::Url(url) => form.pair("Url", non_empty("Url", url)?),
-            Self::Complete => form.pair("Status", "completed"),
-            Self::Cancel => form.pair("Status", "canceled"),
+            Self::Url(url) => form.push("Url", non_empty("Url", url)?),
+            Self::Complete => form.push("Status", "completed"),
+            Self::Cancel => form.push("Status", "canceled"),
         }
-        Ok(form.finish())
+        Ok(form.encode())
     }
 }
 
@@ -514,25 +517,25 @@ impl StartStream {
                 ),
             });
         }
-        let mut form = Form::default();
-        form.pair("Url", non_empty("Url", &self.url)?);
+        let mut form = Form::new();
+        form.push("Url", non_empty("Url", &self.url)?);
         if let Some(name) = &self.name {
-            form.pair("Name", non_empty("Name", name)?);
+            form.push("Name", non_empty("Name", name)?);
         }
         if let Some(track) = self.track {
-            form.pair("Track", track.as_str());
+            form.push("Track", track.as_str());
         }
         if let Some(url) = &self.status_callback {
-            form.pair("StatusCallback", non_empty("StatusCallback", url)?);
+            form.push("StatusCallback", non_empty("StatusCallback", url)?);
         }
         if let Some(method) = self.status_callback_method {
-            form.pair("StatusCallbackMethod", method.as_str());
+            form.push("StatusCallbackMethod", method.as_str());
         }
         for (index, (name, value)) in (1..).zip(&self.parameters) {
-            form.pair(&format!("Parameter{index}.Name"), non_empty("Parameter.Name", name)?);
-            form.pair(&format!("Parameter{index}.Value"), value);
+            form.push(&format!("Parameter{index}.Name"), non_empty("Parameter.Name", name)?);
+            form.push(&format!("Parameter{index}.Value"), value);
         }
-        Ok(form.finish())
+        Ok(form.encode())
     }
 }
 
@@ -563,11 +566,11 @@ impl SendSms {
                 reason: format!("{chars} characters, Twilio accepts at most {MAX_SMS_BODY_CHARS}"),
             });
         }
-        let mut form = Form::default();
-        form.pair("To", non_empty("To", &self.to)?);
-        form.pair("From", non_empty("From", &self.from)?);
-        form.pair("Body", non_empty("Body", &self.body)?);
-        Ok(form.finish())
+        let mut form = Form::new();
+        form.push("To", non_empty("To", &self.to)?);
+        form.push("From", non_empty("From", &self.from)?);
+        form.push("Body", non_empty("Body", &self.body)?);
+        Ok(form.encode())
     }
 }
 
@@ -575,7 +578,7 @@ fn instructions_to_form(form: &mut Form, instructions: &CallInstructions) -> Res
     match instructions {
         CallInstructions::Twiml(twiml) => push_twiml(form, twiml),
         CallInstructions::Url(url) => {
-            form.pair("Url", non_empty("Url", url)?);
+            form.push("Url", non_empty("Url", url)?);
             Ok(())
         }
     }
@@ -591,7 +594,7 @@ fn push_twiml(form: &mut Form, twiml: &str) -> Result<(), RestError> {
             ),
         });
     }
-    form.pair("Twiml", non_empty("Twiml", twiml)?);
+    form.push("Twiml", non_empty("Twiml", twiml)?);
     Ok(())
 }
 
@@ -841,9 +844,9 @@ impl TwilioClient {
             path_segment("CallSid", call_sid)?,
             path_segment("Sid", sid_or_name)?
         );
-        let mut form = Form::default();
-        form.pair("Status", "stopped");
-        self.post(&path, form.finish()).await
+        let mut form = Form::new();
+        form.push("Status", "stopped");
+        self.post(&path, form.encode()).await
     }
 
     /// Sends an SMS.
@@ -967,29 +970,14 @@ fn basic_auth(account_sid: &str, token: &AuthToken) -> Result<HeaderValue, RestE
         return Err(RestError::InvalidConfig { field: "auth_token", reason: "must not be empty".to_owned() });
     }
     let credentials = format!("{account_sid}:{}", token.0);
-    let mut value =
-        HeaderValue::try_from(format!("Basic {}", base64(credentials.as_bytes()))).map_err(|_| {
-            RestError::InvalidConfig { field: "auth_token", reason: "unusable characters".to_owned() }
-        })?;
+    let mut header = b"Basic ".to_vec();
+    base64::encode_append(credentials.as_bytes(), &mut header);
+    let mut value = HeaderValue::from_bytes(&header).map_err(|_| RestError::InvalidConfig {
+        field: "auth_token",
+        reason: "unusable characters".to_owned(),
+    })?;
     value.set_sensitive(true);
     Ok(value)
-}
-
-fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 fn path_segment(field: &'static str, value: &str) -> Result<String, RestError> {
@@ -1010,39 +998,6 @@ fn push_percent(out: &mut String, byte: u8) {
     out.push('%');
     out.push(char::from(HEX[usize::from(byte >> 4)]));
     out.push(char::from(HEX[usize::from(byte & 15)]));
-}
-
-/// An `application/x-www-form-urlencoded` body, in insertion order.
-#[derive(Default)]
-struct Form {
-    body: String,
-}
-
-impl Form {
-    fn pair(&mut self, name: &str, value: &str) {
-        if !self.body.is_empty() {
-            self.body.push('&');
-        }
-        Self::encode(&mut self.body, name);
-        self.body.push('=');
-        Self::encode(&mut self.body, value);
-    }
-
-    fn encode(out: &mut String, text: &str) {
-        for byte in text.bytes() {
-            match byte {
-                b' ' => out.push('+'),
-                b if b.is_ascii_alphanumeric() || matches!(b, b'*' | b'-' | b'.' | b'_') => {
-                    out.push(char::from(b))
-                }
-                b => push_percent(out, b),
-            }
-        }
-    }
-
-    fn finish(self) -> String {
-        self.body
-    }
 }
 
 #[derive(Deserialize)]
@@ -1126,11 +1081,11 @@ mod tests {
     use super::*;
 
     fn form_of(pairs: &[(&str, &str)]) -> String {
-        let mut form = Form::default();
+        let mut form = Form::new();
         for (name, value) in pairs {
-            form.pair(name, value);
+            form.push(*name, *value);
         }
-        form.finish()
+        form.encode()
     }
 
     #[test]
@@ -1138,21 +1093,6 @@ mod tests {
         assert_eq!(form_of(&[("To", "+1 415")]), "To=%2B1+415");
         assert_eq!(form_of(&[("a", "x&y=z"), ("b", "é")]), "a=x%26y%3Dz&b=%C3%A9");
         assert_eq!(form_of(&[("k", "A-z.0_9*~")]), "k=A-z.0_9*%7E");
-    }
-
-    #[test]
-    fn base64_matches_rfc4648_vectors() {
-        for (input, expected) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(input.as_bytes()), expected, "{input}");
-        }
     }
 
     #[test]

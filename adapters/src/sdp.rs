@@ -233,48 +233,18 @@ impl Encoding {
     }
 }
 
-/// The codecs voxproxy can carry on its RTP leg.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Codec {
-    /// PCMU/8000, static payload type 0.
-    Pcmu,
-    /// PCMA/8000, static payload type 8.
-    Pcma,
-    /// L16/8000 mono, dynamic (96 unless told otherwise).
-    L16Narrowband,
-    /// L16/16000 mono, dynamic (97 unless told otherwise).
-    L16Wideband,
-}
+/// The codecs voxproxy can carry on its RTP leg: the call bridge's
+/// [`BackendCodec`], so a negotiated answer configures the bridge directly.
+pub use crate::bridge::BackendCodec as Codec;
 
 impl Codec {
-    /// The encoding name.
+    /// The SDP encoding name.
     #[must_use]
     pub fn encoding(self) -> Encoding {
         match self {
             Self::Pcmu => Encoding::Pcmu,
             Self::Pcma => Encoding::Pcma,
             Self::L16Narrowband | Self::L16Wideband => Encoding::L16,
-        }
-    }
-
-    /// The RTP clock rate in Hz.
-    #[must_use]
-    pub fn clock_rate(self) -> u32 {
-        match self {
-            Self::L16Wideband => 16_000,
-            Self::Pcmu | Self::Pcma | Self::L16Narrowband => 8000,
-        }
-    }
-
-    /// The payload type offered for it: the static one for G.711, a fixed
-    /// dynamic one for L16.
-    #[must_use]
-    pub fn default_payload_type(self) -> u8 {
-        match self {
-            Self::Pcmu => 0,
-            Self::Pcma => 8,
-            Self::L16Narrowband => 96,
-            Self::L16Wideband => 97,
         }
     }
 }

@@ -71,12 +71,12 @@
 
 use core::fmt;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
+
+use crate::media_stream::base64;
 
 /// Name of the HTTP header that carries the signature.
 pub const SIGNATURE_HEADER: &str = "X-Twilio-Signature";
@@ -362,7 +362,7 @@ impl SignatureValidator {
         params: &[(N, V)],
     ) -> Result<String, SignatureError> {
         let url = self.request_url(target)?;
-        Ok(BASE64.encode(self.mac(&url, &sorted_params(params))))
+        Ok(base64_text(&self.mac(&url, &sorted_params(params))))
     }
 
     /// The signature Twilio would send with a GET of `target`.
@@ -371,7 +371,7 @@ impl SignatureValidator {
     /// [`SignatureError::InvalidRequestTarget`].
     pub fn sign_get(&self, target: &str) -> Result<String, SignatureError> {
         let url = self.request_url(target)?;
-        Ok(BASE64.encode(self.mac(&url, &[])))
+        Ok(base64_text(&self.mac(&url, &[])))
     }
 
     /// The signature Twilio would send with the WebSocket handshake to
@@ -387,7 +387,7 @@ impl SignatureValidator {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => format!("ws://{rest}"),
             _ => url,
         };
-        Ok(BASE64.encode(self.mac(&ws_url, &[])))
+        Ok(base64_text(&self.mac(&ws_url, &[])))
     }
 
     /// Signs a request with a JSON body as Twilio does: adds
@@ -410,7 +410,7 @@ impl SignatureValidator {
         signed_target.push('=');
         push_hex(&Sha256::digest(body), &mut signed_target);
         let url = self.request_url(&signed_target)?;
-        let signature = BASE64.encode(self.mac(&url, &[]));
+        let signature = base64_text(&self.mac(&url, &[]));
         Ok(SignedJson { target: signed_target, signature })
     }
 
@@ -469,7 +469,7 @@ pub fn compute_signature<N: AsRef<str>, V: AsRef<str>>(
         mac.update(name.as_bytes());
         mac.update(value.as_bytes());
     }
-    Ok(BASE64.encode(mac.finalize().into_bytes()))
+    Ok(base64_text(&mac.finalize().into_bytes()))
 }
 
 fn keyed_mac(auth_token: &str) -> Result<HmacSha1, SignatureError> {
@@ -489,6 +489,14 @@ fn sorted_params<N: AsRef<str>, V: AsRef<str>>(params: &[(N, V)]) -> Vec<(&str, 
     sorted
 }
 
+/// Standard base64 with padding, as Twilio writes signatures.
+fn base64_text(bytes: &[u8]) -> String {
+    let mut text = Vec::with_capacity(SIGNATURE_CHARS);
+    base64::encode_append(bytes, &mut text);
+    // The base64 alphabet is ASCII.
+    text.into_iter().map(char::from).collect()
+}
+
 fn decode_header(signature: Option<&str>) -> Result<[u8; MAC_BYTES], SignatureError> {
     let header = signature.ok_or(SignatureError::MissingHeader)?;
     let trimmed = header.trim_matches([' ', '\t']);
@@ -498,7 +506,7 @@ fn decode_header(signature: Option<&str>) -> Result<[u8; MAC_BYTES], SignatureEr
     }
     // 28 base64 characters can never decode to more than 21 bytes.
     let mut decoded = [0u8; 21];
-    match BASE64.decode_slice(trimmed, &mut decoded) {
+    match base64::decode(trimmed.as_bytes(), &mut decoded) {
         Ok(MAC_BYTES) => {
             let mut mac = [0u8; MAC_BYTES];
             mac.copy_from_slice(&decoded[..MAC_BYTES]);

@@ -545,6 +545,10 @@ fn backend_audio_reaches_twilio_bit_exact_through_jitter_reordering_and_duplicat
     let stats = run.bridge.stats();
     assert!(stats.rtp_reordered > 10, "the impairment reordered packets: {stats:?}");
     assert!(stats.rtp_duplicate > 5, "and duplicated some: {stats:?}");
+    assert!(
+        stats.max_jitter_us >= stats.jitter_us && stats.max_jitter_us > 5_000,
+        "jitter measured: {stats:?}"
+    );
     // A packet overtaken by the stream's very first packet cannot be played
     // (that would reorder the audio): it is late. Nothing else may be.
     let out = &run.twilio.received_audio;
@@ -796,6 +800,33 @@ fn caller_speech_over_unplayed_backend_audio_barges_in() {
 }
 
 #[test]
+fn a_backend_streaming_silence_after_its_answer_is_not_barged_in_on() {
+    // Asterisk-style: one utterance, then continuous silence packets; the
+    // caller speaks long after the utterance has played.
+    let mut frames: Vec<Vec<u8>> = speech().chunks(160).take(60).map(<[u8]>::to_vec).collect();
+    frames.extend(std::iter::repeat_n(vec![0xFFu8; 160], 300));
+    let backend = BackendMode::Source {
+        codec: BackendCodec::Pcmu,
+        ptime_ms: 20,
+        frames,
+        start_ms: 100,
+        marker_every: None,
+    };
+    let mut caller = quiet_caller(250);
+    caller.extend(speech());
+    let mut run =
+        Run::new(config(), TwilioSim::new(caller), backend, Impairment::default(), Impairment::default());
+    run.run_until(ms(8_000));
+    let stats = run.bridge.stats();
+    assert!(stats.vad_segments >= 1, "the caller spoke: {stats:?}");
+    assert_eq!(stats.marks_sent, 1, "one utterance, one mark: {stats:?}");
+    assert_eq!(stats.marks_played, 1);
+    assert_eq!(stats.barge_ins, 0, "nothing unplayed when the caller spoke: {stats:?}");
+    assert_eq!(run.twilio.clears, 0);
+    assert_eq!(stats.twilio_audio_bytes_out, 360 * 160, "silence is still relayed");
+}
+
+#[test]
 fn marks_pending_at_a_clear_are_reported_cleared_not_played() {
     let mut caller = quiet_caller(100);
     caller.extend(speech());
@@ -932,4 +963,24 @@ fn malformed_and_out_of_order_twilio_frames_are_counted_not_fatal() {
         (2, 1, 1, 1)
     );
     assert!(!bridge.is_finished());
+}
+
+#[test]
+fn a_ptime_whose_packets_would_not_fit_is_refused_naming_the_key() {
+    for (codec, ptime, ok) in [
+        (BackendCodec::L16Wideband, 20, true),
+        (BackendCodec::L16Wideband, 30, false),
+        (BackendCodec::L16Narrowband, 40, true),
+        (BackendCodec::Pcmu, 40, true),
+        (BackendCodec::Pcmu, 25, false),
+    ] {
+        let config = BridgeConfig { ptime: Duration::from_millis(ptime), ..config().with_codec(codec) };
+        match CallBridge::new(config, Instant::ZERO) {
+            Ok(_) => assert!(ok, "{codec:?} at {ptime} ms must be refused"),
+            Err(e) => {
+                assert!(!ok, "{codec:?} at {ptime} ms must be accepted: {e}");
+                assert!(e.to_string().contains("rtp.ptime_ms"), "{e}");
+            }
+        }
+    }
 }

@@ -8,5 +8,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod cdr;
 pub mod cli;
+pub mod config;
 pub mod wav;

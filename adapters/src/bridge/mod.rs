@@ -102,8 +102,8 @@ pub const MAX_QUEUED_DIGITS: usize = 32;
 /// RTP payload type of comfort noise (RFC 3389), used for keep-alives.
 pub const COMFORT_NOISE_PAYLOAD_TYPE: u8 = 13;
 
-/// Largest RTP datagram the bridge writes: header plus 40 ms of L16 at 16 kHz.
-const MAX_DATAGRAM: usize = 12 + 1280;
+/// Largest RTP datagram the bridge writes: a header and the largest payload.
+const MAX_DATAGRAM: usize = 12 + MAX_RTP_PAYLOAD;
 
 /// What went wrong with an input. The bridge has already counted it in
 /// [`CallStats`]; the call goes on unless [`CallBridge::is_finished`] says otherwise.
@@ -339,10 +339,9 @@ pub struct CallBridge {
 }
 
 fn talkspurt_detector(config: TalkspurtConfig, now: Instant) -> TalkspurtDetector {
-    // The configs are the bridge's own constants, valid by construction.
-    TalkspurtDetector::new(config, now).unwrap_or_else(|_| {
-        TalkspurtDetector::new(TalkspurtConfig::default(), now).expect("default talkspurt config is valid")
-    })
+    // Only the bridge's own constant configs come here; every bridge test
+    // constructs both, so an invalid one could not ship.
+    TalkspurtDetector::new(config, now).expect("the bridge's talkspurt configs are valid constants")
 }
 
 /// The backend's talkspurts: a short onset (TTS starts cleanly) and a
@@ -360,10 +359,12 @@ impl CallBridge {
         let vad_mode = VadMode::try_from(config.vad_mode)
             .map_err(|_| BridgeError::Config { key: "vad.mode", reason: "must be 0, 1, 2 or 3" })?;
         let packet_bytes = config.codec.bytes_per_ms() * config.ptime.as_millis() as usize;
-        if packet_bytes > MAX_RTP_PAYLOAD * 2 {
+        // A backend answers in the ptime we send, and the jitter buffer's
+        // slots hold MAX_RTP_PAYLOAD bytes.
+        if packet_bytes > MAX_RTP_PAYLOAD {
             return Err(BridgeError::Config {
                 key: "rtp.ptime_ms",
-                reason: "too long for this codec (L16 at 16 kHz allows 10, 20 or 40 ms at most)",
+                reason: "too long for this codec: L16 at 16 kHz allows 10 or 20 ms",
             });
         }
         let jitter = JitterConfig {
@@ -563,6 +564,8 @@ impl CallBridge {
                 Ok(())
             }
             Inbound::Stop(_) => {
+                // The caller's last words still go out.
+                self.flush_uplink(now);
                 self.out.push(Queued::Event(BridgeEvent::StreamStopped));
                 self.end(EndReason::TwilioStop);
                 Ok(())
@@ -633,6 +636,7 @@ impl CallBridge {
             marker: packet.marker(),
         };
         let _ = down.jitter.handle_packet(now, meta, payload);
+        self.stats.max_jitter_us = self.stats.max_jitter_us.max(down.jitter.stats().jitter_micros);
         self.drain_jitter_buffer();
     }
 
@@ -1071,7 +1075,12 @@ impl CallBridge {
                 self.stats.barge_in_dropped_frames += 1;
                 continue;
             }
-            down.unmarked_frames += 1;
+            // Only speech counts as unplayed: a backend that streams silence
+            // between utterances (Asterisk external media does) must not
+            // make every word from the caller a barge-in.
+            if down.talkspurt.in_talkspurt() {
+                down.unmarked_frames += 1;
+            }
             let mut buf = self.out.buffer();
             media_stream::write_media(&mut buf, &sid, &mulaw);
             self.stats.twilio_frames_out += 1;
@@ -1105,8 +1114,7 @@ impl CallBridge {
         if let Some(partial) = down.mulaw_framer.take_partial()
             && !down.dropping
         {
-            let mut buf = self.out.pool.pop().unwrap_or_default();
-            buf.clear();
+            let mut buf = self.out.buffer();
             media_stream::write_media(&mut buf, &sid, partial);
             self.stats.twilio_frames_out += 1;
             self.stats.twilio_audio_bytes_out += partial.len() as u64;

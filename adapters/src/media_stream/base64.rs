@@ -44,6 +44,35 @@ const DECODE: [u8; 256] = {
     table
 };
 
+/// Every 12-bit value as its two base64 characters, the first in the low byte.
+const PAIRS: [u16; 4096] = {
+    let mut table = [0u16; 4096];
+    let mut i = 0;
+    while i < 4096 {
+        table[i] = ALPHABET[i >> 6] as u16 | ((ALPHABET[i & 0x3F] as u16) << 8);
+        i += 1;
+    }
+    table
+};
+
+/// Per position in a quantum: the character's six bits shifted into place
+/// within 24 bits, or [`QUANTUM_INVALID`] for a character outside the alphabet.
+const Q0: [u32; 256] = quantum_table(18);
+const Q1: [u32; 256] = quantum_table(12);
+const Q2: [u32; 256] = quantum_table(6);
+const Q3: [u32; 256] = quantum_table(0);
+const QUANTUM_INVALID: u32 = 0xFF00_0000;
+
+const fn quantum_table(shift: u32) -> [u32; 256] {
+    let mut table = [QUANTUM_INVALID; 256];
+    let mut i = 0;
+    while i < 64 {
+        table[ALPHABET[i] as usize] = (i as u32) << shift;
+        i += 1;
+    }
+    table
+}
+
 /// Why a base64 text was refused or could not be written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -100,6 +129,21 @@ impl fmt::Display for Base64Error {
 
 impl core::error::Error for Base64Error {}
 
+impl Base64Error {
+    /// The same error for a text that had `offset` more characters in front.
+    #[must_use]
+    pub(crate) fn shifted(self, offset: usize) -> Self {
+        match self {
+            Base64Error::InvalidLength { len } => Base64Error::InvalidLength { len: len + offset },
+            Base64Error::InvalidByte { offset: at, byte } => {
+                Base64Error::InvalidByte { offset: at + offset, byte }
+            }
+            Base64Error::NonCanonical { offset: at } => Base64Error::NonCanonical { offset: at + offset },
+            e @ Base64Error::OutputTooSmall { .. } => e,
+        }
+    }
+}
+
 /// Length of the base64 text for `len` bytes, `None` if it overflows `usize`.
 #[must_use]
 pub const fn encoded_len(len: usize) -> Option<usize> {
@@ -136,39 +180,13 @@ pub fn decode(text: &[u8], out: &mut [u8]) -> Result<usize, Base64Error> {
     let Some((body, last)) = text.split_last_chunk::<4>() else {
         return Ok(0);
     };
-    let body_out_len = body.len() / 4 * 3;
-    let (body_out, last_out) = out.split_at_mut(body_out_len);
-
-    // Eight characters make 48 bits: one u64 per group keeps the loop free of
-    // per-character branches; one OR over the looked-up values finds any
-    // invalid character in the group.
-    let mut groups = body.chunks_exact(8);
-    let mut outs = body_out.chunks_exact_mut(6);
-    let mut offset = 0;
-    for (group, dst) in groups.by_ref().zip(outs.by_ref()) {
-        let mut word = 0u64;
-        let mut check = 0u8;
-        for &c in group {
-            let v = DECODE[usize::from(c)];
-            check |= v;
-            word = (word << 6) | u64::from(v);
-        }
-        if check & 0x80 != 0 {
-            return Err(first_invalid(group, offset));
-        }
-        let bytes = word.to_be_bytes();
-        dst.copy_from_slice(&bytes[2..]);
-        offset += 8;
+    let (consumed, written) = decode_prefix(body, out);
+    if consumed < body.len() {
+        // `out` has room for all of it, so only an invalid byte stops the prefix.
+        return Err(first_invalid(body.get(consumed..).unwrap_or_default(), consumed));
     }
-    let rest = groups.remainder();
-    if let (Some(group), Some(dst)) = (rest.first_chunk::<4>(), outs.into_remainder().first_chunk_mut::<3>())
-    {
-        let word = quantum(group, offset)?;
-        *dst = [(word >> 16) as u8, (word >> 8) as u8, word as u8];
-        offset += 4;
-    }
-
-    let at = |i: usize| offset + i;
+    let last_out = out.get_mut(written..).unwrap_or_default();
+    let at = |i: usize| consumed + i;
     let v0 = value(last[0], at(0))?;
     let v1 = value(last[1], at(1))?;
     match (last[2], last[3]) {
@@ -200,6 +218,48 @@ pub fn decode(text: &[u8], out: &mut [u8]) -> Result<usize, Base64Error> {
         }
     }
     Ok(needed)
+}
+
+/// Decodes the longest prefix of `text` made of whole four-character groups
+/// of alphabet characters (no padding) that fits `out`: returns how many
+/// characters it consumed and how many bytes it wrote. What follows is for
+/// the caller to finish with [`decode`], which makes the whole strict: the
+/// prefix is whole groups, so the text decodes as prefix + rest.
+///
+/// This lets a payload be decoded straight out of a JSON frame without first
+/// searching for its closing quote: the quote is not in the alphabet.
+pub(crate) fn decode_prefix(text: &[u8], out: &mut [u8]) -> (usize, usize) {
+    let mut consumed = 0;
+    let mut written = 0;
+    // Eight characters make 48 bits. Each character's table already holds its
+    // six bits at their place in a four-character quantum, so a quantum is
+    // four lookups and three ORs; a character outside the alphabet sets a bit
+    // above the 24 data bits, so one test per group finds it.
+    let (groups, _) = text.as_chunks::<8>();
+    let (outs, _) = out.as_chunks_mut::<6>();
+    for (g, dst) in groups.iter().zip(outs.iter_mut()) {
+        let hi =
+            Q0[usize::from(g[0])] | Q1[usize::from(g[1])] | Q2[usize::from(g[2])] | Q3[usize::from(g[3])];
+        let lo =
+            Q0[usize::from(g[4])] | Q1[usize::from(g[5])] | Q2[usize::from(g[6])] | Q3[usize::from(g[7])];
+        if (hi | lo) & !0x00FF_FFFF != 0 {
+            break;
+        }
+        let word = (u64::from(hi) << 40) | (u64::from(lo) << 16);
+        dst.copy_from_slice(&word.to_be_bytes()[..6]);
+        consumed += 8;
+        written += 6;
+    }
+    let group = text.get(consumed..).and_then(<[u8]>::first_chunk::<4>);
+    let dst = out.get_mut(written..).and_then(<[u8]>::first_chunk_mut::<3>);
+    if let (Some(group), Some(dst)) = (group, dst)
+        && let Ok(word) = quantum(group, consumed)
+    {
+        *dst = [(word >> 16) as u8, (word >> 8) as u8, word as u8];
+        consumed += 4;
+        written += 3;
+    }
+    (consumed, written)
 }
 
 fn value(c: u8, offset: usize) -> Result<u8, Base64Error> {
@@ -249,20 +309,26 @@ pub fn encode_append(bytes: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// Six bytes as eight characters: four lookups of a character pair each
+/// (12 bits make 2 characters), assembled for one 8-byte store.
+#[inline]
+fn encode_group(g: &[u8; 6]) -> [u8; 8] {
+    let word = u64::from_be_bytes([0, 0, g[0], g[1], g[2], g[3], g[4], g[5]]);
+    let pair = |shift: u32| u64::from(PAIRS[((word >> shift) & 0xFFF) as usize]);
+    (pair(36) | (pair(24) << 16) | (pair(12) << 32) | (pair(0) << 48)).to_le_bytes()
+}
+
 /// `dst` is exactly `encoded_len(bytes.len())` long.
 fn encode_exact(bytes: &[u8], dst: &mut [u8]) {
-    // Six bytes make eight characters: one u64 per group. The split is
-    // explicit because padding makes `dst` longer than 8/6 of `bytes`.
+    // Whole groups first; the split is explicit because padding makes `dst`
+    // longer than 8/6 of `bytes`.
     let full = bytes.len() / 6;
     let (head, tail) = bytes.split_at(full * 6);
     let (dst_head, dst_tail) = dst.split_at_mut((full * 8).min(dst.len()));
-    for (group, out) in head.chunks_exact(6).zip(dst_head.chunks_exact_mut(8)) {
-        let mut word = [0u8; 8];
-        word[2..].copy_from_slice(group);
-        let word = u64::from_be_bytes(word);
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = ALPHABET[((word >> (42 - 6 * i)) & 0x3F) as usize];
-        }
+    let (groups, _) = head.as_chunks::<6>();
+    let (outs, _) = dst_head.as_chunks_mut::<8>();
+    for (group, out) in groups.iter().zip(outs.iter_mut()) {
+        *out = encode_group(group);
     }
     for (group, out) in tail.chunks(3).zip(dst_tail.chunks_mut(4)) {
         let b0 = group.first().copied().unwrap_or(0);

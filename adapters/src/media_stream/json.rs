@@ -54,8 +54,11 @@ impl<'f> Scanner<'f> {
         self.pos = pos;
     }
 
+    /// The bytes in `range`, clamped to the frame (`usize::MAX` as the end
+    /// means "to the end").
     pub(crate) fn bytes(&self, range: Range<usize>) -> &[u8] {
-        self.buf.get(range).unwrap_or_default()
+        let end = range.end.min(self.buf.len());
+        self.buf.get(range.start..end).unwrap_or_default()
     }
 
     pub(crate) fn text(&self, range: Range<usize>) -> Result<&str, MessageError> {
@@ -139,10 +142,21 @@ impl<'f> Scanner<'f> {
         self.scan_string::<true>()
     }
 
-    /// The one string routine: validates, and with `UNESCAPE` rewrites escapes
-    /// in place. Without `UNESCAPE` the frame is left as it was.
+    /// Finishes a string whose content up to `from` has been read elsewhere
+    /// and holds no quote, backslash, control or non-ASCII byte: unescapes the
+    /// rest in place and returns where the rest now lies.
+    pub(crate) fn string_tail(&mut self, from: usize) -> Result<Range<usize>, MessageError> {
+        self.scan_string_from::<true>(from)
+    }
+
     fn scan_string<const UNESCAPE: bool>(&mut self) -> Result<Range<usize>, MessageError> {
-        let start = self.pos + 1;
+        self.scan_string_from::<UNESCAPE>(self.pos + 1)
+    }
+
+    /// The one string routine, from content offset `start`: validates, and
+    /// with `UNESCAPE` rewrites escapes in place. Without `UNESCAPE` the frame
+    /// is left as it was.
+    fn scan_string_from<const UNESCAPE: bool>(&mut self, start: usize) -> Result<Range<usize>, MessageError> {
         let mut r = start;
         // Fast path: most strings (and the whole payload) have no escapes.
         loop {
@@ -363,7 +377,7 @@ pub(crate) fn syntax(offset: usize, error: SyntaxError) -> MessageError {
 /// time; stops early, at most seven bytes before the end, when no full word is
 /// left.
 #[inline]
-fn find_special(buf: &[u8], mut from: usize) -> usize {
+pub(crate) fn find_special(buf: &[u8], mut from: usize) -> usize {
     while let Some(word) = buf.get(from..).and_then(<[u8]>::first_chunk::<8>) {
         let x = u64::from_le_bytes(*word);
         let quote = x ^ (ONES * u64::from(b'"'));

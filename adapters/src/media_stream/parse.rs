@@ -1,10 +1,11 @@
 //! Reading frames in both directions.
 //!
-//! Two passes over one frame: the first validates the whole message as JSON
-//! and notes where each known top-level value starts (so `event` may come
-//! last); the second seeks back and reads only the values this event uses,
-//! which is why unknown keys, and known keys that belong to other events, are
-//! validated but otherwise ignored.
+//! One pass when `event` comes first, as Twilio sends it: every value this
+//! event uses is read where it stands (the payload decoded as it is
+//! scanned), everything else is validated as JSON and skipped. When `event`
+//! comes later, the values before it are skipped with their positions noted,
+//! and read once the event is known. Either way unknown keys, and known keys
+//! that belong to other events, are validated but otherwise ignored.
 
 use core::ops::{Range, RangeInclusive};
 
@@ -12,7 +13,7 @@ use voxproxy_core::g711::{self, Law};
 
 use super::base64::{self, Base64Error};
 use super::error::{Excerpt, Field, MessageError};
-use super::json::Scanner;
+use super::json::{Scanner, find_special};
 use super::sid::{AccountSid, CallSid, SidError, StreamSid};
 use super::{
     Connected, Dtmf, Inbound, MAX_CONNECTED_FIELD_LEN, MAX_CUSTOM_PARAMETERS, MAX_ENCODING_LEN,
@@ -31,66 +32,74 @@ use super::{
 /// event needs is absent or invalid, or the payload does not fit `audio`. An
 /// unknown `event` is not an error: it yields [`Inbound::Unknown`].
 pub fn parse_inbound<'f>(frame: &'f mut [u8], audio: &mut [u8]) -> Result<Inbound<'f>, MessageError> {
+    if let Some(media) = twilio_media(frame, audio) {
+        return Ok(Inbound::Media(media));
+    }
     let mut s = Scanner::new(frame);
-    let top = scan_top_level(&mut s)?;
-    let event = top.event.clone().ok_or(MessageError::MissingField { field: Field::Event })?;
-    let kind = match s.bytes(event.clone()) {
-        b"connected" => Kind::Connected,
-        b"start" => Kind::Start,
-        b"media" => Kind::Media,
-        b"dtmf" => Kind::Dtmf,
-        b"mark" => Kind::Mark,
-        b"stop" => Kind::Stop,
-        _ => Kind::Unknown,
-    };
+    let (kind, event, v) = read_message(&mut s, Direction::Inbound, audio)?;
     Ok(match kind {
         Kind::Media => {
-            let sequence_number = sequence_number(&mut s, &top)?;
-            let stream_sid = top_stream_sid(&mut s, &top)?;
-            s.seek(required(top.media, Field::Media)?);
-            let (track, chunk, timestamp_ms, payload_len) = media_object(&mut s, audio)?;
-            Inbound::Media(Media { sequence_number, stream_sid, track, chunk, timestamp_ms, payload_len })
-        }
-        Kind::Dtmf => {
-            let sequence_number = sequence_number(&mut s, &top)?;
-            let stream_sid = top_stream_sid(&mut s, &top)?;
-            s.seek(required(top.dtmf, Field::Dtmf)?);
-            let (track, digit) = dtmf_object(&mut s)?;
-            Inbound::Dtmf(Dtmf { sequence_number, stream_sid, track, digit })
-        }
-        Kind::Mark => {
-            let sequence_number = sequence_number(&mut s, &top)?;
-            let stream_sid = top_stream_sid(&mut s, &top)?;
-            s.seek(required(top.mark, Field::Mark)?);
-            let name = mark_object(&mut s)?;
-            let frame = s.into_frame();
-            Inbound::Mark(Mark { sequence_number, stream_sid, name: text_at(frame, name)? })
-        }
-        Kind::Stop => {
-            let sequence_number = sequence_number(&mut s, &top)?;
-            let stream_sid = top_stream_sid(&mut s, &top)?;
-            s.seek(required(top.stop, Field::Stop)?);
-            let (account_sid, call_sid) = stop_object(&mut s)?;
-            Inbound::Stop(Stop { sequence_number, stream_sid, account_sid, call_sid })
-        }
-        Kind::Start => Inbound::Start(Box::new(start(&mut s, &top)?)),
-        Kind::Connected => {
-            let mut optional = |at: Option<usize>, field| {
-                at.map(|at| {
-                    s.seek(at);
-                    string(&mut s, field, MAX_CONNECTED_FIELD_LEN)
-                })
-                .transpose()
-            };
-            let protocol = optional(top.protocol, Field::Protocol)?;
-            let version = optional(top.version, Field::Version)?;
-            let frame = s.into_frame();
-            Inbound::Connected(Connected {
-                protocol: protocol.map(|r| text_at(frame, r)).transpose()?,
-                version: version.map(|r| text_at(frame, r)).transpose()?,
+            let MediaBody { track, chunk, timestamp_ms, payload_len } =
+                v.media.ok_or(missing(Field::Media))?;
+            Inbound::Media(Media {
+                sequence_number: v.sequence_number.ok_or(missing(Field::SequenceNumber))?,
+                stream_sid: v.stream_sid.ok_or(missing(Field::StreamSid))?,
+                track: track.ok_or(missing(Field::MediaTrack))?,
+                chunk: chunk.ok_or(missing(Field::MediaChunk))?,
+                timestamp_ms: timestamp_ms.ok_or(missing(Field::MediaTimestamp))?,
+                payload_len,
             })
         }
-        Kind::Unknown => Inbound::Unknown { event: text_at(s.into_frame(), event)? },
+        Kind::Dtmf => {
+            let (track, digit) = v.dtmf.ok_or(missing(Field::Dtmf))?;
+            Inbound::Dtmf(Dtmf {
+                sequence_number: v.sequence_number.ok_or(missing(Field::SequenceNumber))?,
+                stream_sid: v.stream_sid.ok_or(missing(Field::StreamSid))?,
+                track,
+                digit,
+            })
+        }
+        Kind::Mark => {
+            let sequence_number = v.sequence_number.ok_or(missing(Field::SequenceNumber))?;
+            let stream_sid = v.stream_sid.ok_or(missing(Field::StreamSid))?;
+            let name = v.mark.ok_or(missing(Field::Mark))?;
+            Inbound::Mark(Mark { sequence_number, stream_sid, name: text_at(s.into_frame(), name)? })
+        }
+        Kind::Stop => {
+            let (account_sid, call_sid) = v.stop.ok_or(missing(Field::Stop))?;
+            Inbound::Stop(Stop {
+                sequence_number: v.sequence_number.ok_or(missing(Field::SequenceNumber))?,
+                stream_sid: v.stream_sid.ok_or(missing(Field::StreamSid))?,
+                account_sid,
+                call_sid,
+            })
+        }
+        Kind::Start => {
+            let sequence_number = v.sequence_number.ok_or(missing(Field::SequenceNumber))?;
+            let body = v.start.ok_or(missing(Field::Start))?;
+            let stream_sid = match (body.stream_sid, v.stream_sid) {
+                (Some(inner), Some(outer)) if inner != outer => return Err(MessageError::StreamSidMismatch),
+                (Some(sid), _) | (None, Some(sid)) => sid,
+                (None, None) => return Err(missing(Field::StartStreamSid)),
+            };
+            Inbound::Start(Box::new(Start {
+                sequence_number,
+                stream_sid,
+                account_sid: body.account_sid.ok_or(missing(Field::StartAccountSid))?,
+                call_sid: body.call_sid.ok_or(missing(Field::StartCallSid))?,
+                tracks: body.tracks.ok_or(missing(Field::StartTracks))?,
+                media_format: body.media_format.ok_or(missing(Field::MediaFormat))?,
+                custom_parameters: body.custom_parameters.unwrap_or_default(),
+            }))
+        }
+        Kind::Connected => {
+            let frame = s.into_frame();
+            Inbound::Connected(Connected {
+                protocol: v.protocol.map(|r| text_at(frame, r)).transpose()?,
+                version: v.version.map(|r| text_at(frame, r)).transpose()?,
+            })
+        }
+        Kind::Clear | Kind::Unknown => Inbound::Unknown { event: text_at(s.into_frame(), event)? },
     })
 }
 
@@ -127,39 +136,101 @@ pub fn parse_inbound_pcm16<'f>(
 /// As [`parse_inbound`]; an unknown `event` yields [`Outbound::Unknown`].
 pub fn parse_outbound<'f>(frame: &'f mut [u8], audio: &mut [u8]) -> Result<Outbound<'f>, MessageError> {
     let mut s = Scanner::new(frame);
-    let top = scan_top_level(&mut s)?;
-    let event = top.event.clone().ok_or(MessageError::MissingField { field: Field::Event })?;
-    let kind = match s.bytes(event.clone()) {
-        b"media" => OutboundKind::Media,
-        b"mark" => OutboundKind::Mark,
-        b"clear" => OutboundKind::Clear,
-        _ => OutboundKind::Unknown,
-    };
+    let (kind, event, v) = read_message(&mut s, Direction::Outbound, audio)?;
     Ok(match kind {
-        OutboundKind::Media => {
-            let stream_sid = top_stream_sid(&mut s, &top)?;
-            s.seek(required(top.media, Field::Media)?);
-            let payload_len = outbound_media_object(&mut s, audio)?;
+        Kind::Media => {
+            let stream_sid = v.stream_sid.ok_or(missing(Field::StreamSid))?;
+            let payload_len = v.media.ok_or(missing(Field::Media))?.payload_len;
             Outbound::Media { stream_sid, payload_len }
         }
-        OutboundKind::Mark => {
-            let stream_sid = top_stream_sid(&mut s, &top)?;
-            s.seek(required(top.mark, Field::Mark)?);
-            let name = mark_object(&mut s)?;
+        Kind::Mark => {
+            let stream_sid = v.stream_sid.ok_or(missing(Field::StreamSid))?;
+            let name = v.mark.ok_or(missing(Field::Mark))?;
             Outbound::Mark { stream_sid, name: text_at(s.into_frame(), name)? }
         }
-        OutboundKind::Clear => Outbound::Clear { stream_sid: top_stream_sid(&mut s, &top)? },
-        OutboundKind::Unknown => Outbound::Unknown { event: text_at(s.into_frame(), event)? },
+        Kind::Clear => Outbound::Clear { stream_sid: v.stream_sid.ok_or(missing(Field::StreamSid))? },
+        _ => Outbound::Unknown { event: text_at(s.into_frame(), event)? },
     })
 }
 
-enum OutboundKind {
-    Media,
-    Mark,
-    Clear,
-    Unknown,
+/// The fast path for the one frame that matters for speed: a `media` event
+/// laid out exactly as Twilio writes it, byte for byte, with no escapes and
+/// no whitespace inside. Such a frame is matched literally, its payload
+/// decoded on the way. Anything else, including every frame with an error,
+/// returns `None` and goes to the general parser, which would have read a
+/// matching frame to the same values (a property the tests and the fuzz
+/// target check by parsing each frame with and without a leading space). It
+/// never writes to the frame, so falling back is always safe.
+fn twilio_media(frame: &[u8], audio: &mut [u8]) -> Option<Media> {
+    let rest = frame.strip_prefix(br#"{"event":"media","sequenceNumber":""#)?;
+    let (sequence_number, rest) = quoted_digits(rest)?;
+    let rest = rest.strip_prefix(br#","media":{"track":""#)?;
+    let (track, rest) = if let Some(rest) = rest.strip_prefix(br#"inbound""#) {
+        (Track::Inbound, rest)
+    } else {
+        (Track::Outbound, rest.strip_prefix(br#"outbound""#)?)
+    };
+    let rest = rest.strip_prefix(br#","chunk":""#)?;
+    let (chunk, rest) = quoted_digits(rest)?;
+    let rest = rest.strip_prefix(br#","timestamp":""#)?;
+    let (timestamp_ms, rest) = quoted_digits(rest)?;
+    let rest = rest.strip_prefix(br#","payload":""#)?;
+    let (consumed, written) = base64::decode_prefix(rest, audio);
+    // Only padding and at most one group can be left before the quote; an
+    // escape or anything else outside the alphabet fails `decode`.
+    let (tail, rest) = rest.get(consumed..)?.split_once_quote()?;
+    let payload_len = written + base64::decode(tail, audio.get_mut(written..)?).ok()?;
+    let rest = rest.strip_prefix(br#"},"streamSid":""#)?;
+    let (sid, rest) = rest.split_once_quote()?;
+    // A valid SID has no quote, backslash or control character, hence no escapes.
+    let stream_sid = StreamSid::from_bytes(sid).ok()?;
+    let rest = rest.strip_prefix(b"}")?;
+    rest.iter().all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')).then_some(Media {
+        sequence_number,
+        stream_sid,
+        track,
+        chunk,
+        timestamp_ms,
+        payload_len,
+    })
 }
 
+/// Digits up to a closing quote, as the general parser reads a string of digits.
+fn quoted_digits(text: &[u8]) -> Option<(u64, &[u8])> {
+    let (digits_text, rest) = text.split_once_quote()?;
+    Some((digits(digits_text)?, rest))
+}
+
+trait SplitOnceQuote {
+    /// The bytes before the first `"` and those after it, if no backslash,
+    /// control character or non-ASCII byte comes first.
+    fn split_once_quote(&self) -> Option<(&[u8], &[u8])>;
+}
+
+impl SplitOnceQuote for [u8] {
+    fn split_once_quote(&self) -> Option<(&[u8], &[u8])> {
+        let mut at = find_special(self, 0);
+        // `find_special` leaves the last few bytes to the caller.
+        while let Some(&b) = self.get(at) {
+            match b {
+                b'"' => return Some((self.get(..at)?, self.get(at + 1..)?)),
+                b'\\' | ..0x20 | 0x80.. => return None,
+                _ => at += 1,
+            }
+        }
+        None
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// Twilio → us.
+    Inbound,
+    /// Us → Twilio.
+    Outbound,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Connected,
     Start,
@@ -167,27 +238,135 @@ enum Kind {
     Dtmf,
     Mark,
     Stop,
+    Clear,
     Unknown,
 }
 
-/// Where the known top-level values of one frame start.
-#[derive(Default)]
-struct TopLevel {
-    /// Already unescaped: the event decides what the second pass reads.
-    event: Option<Range<usize>>,
-    sequence_number: Option<usize>,
-    stream_sid: Option<usize>,
-    protocol: Option<usize>,
-    version: Option<usize>,
-    start: Option<usize>,
-    media: Option<usize>,
-    dtmf: Option<usize>,
-    mark: Option<usize>,
-    stop: Option<usize>,
+impl Kind {
+    fn of(event: &[u8], direction: Direction) -> Kind {
+        match (direction, event) {
+            (Direction::Inbound, b"media") | (Direction::Outbound, b"media") => Kind::Media,
+            (Direction::Inbound, b"mark") | (Direction::Outbound, b"mark") => Kind::Mark,
+            (Direction::Inbound, b"connected") => Kind::Connected,
+            (Direction::Inbound, b"start") => Kind::Start,
+            (Direction::Inbound, b"dtmf") => Kind::Dtmf,
+            (Direction::Inbound, b"stop") => Kind::Stop,
+            (Direction::Outbound, b"clear") => Kind::Clear,
+            _ => Kind::Unknown,
+        }
+    }
+
+    /// Whether this event reads the top-level value `key`.
+    fn uses(self, key: Key) -> bool {
+        match self {
+            Kind::Connected => matches!(key, Key::Protocol | Key::Version),
+            Kind::Start => matches!(key, Key::SequenceNumber | Key::StreamSid | Key::Start),
+            Kind::Media => matches!(key, Key::SequenceNumber | Key::StreamSid | Key::Media),
+            Kind::Dtmf => matches!(key, Key::SequenceNumber | Key::StreamSid | Key::Dtmf),
+            Kind::Mark => matches!(key, Key::SequenceNumber | Key::StreamSid | Key::Mark),
+            Kind::Stop => matches!(key, Key::SequenceNumber | Key::StreamSid | Key::Stop),
+            Kind::Clear => key == Key::StreamSid,
+            Kind::Unknown => false,
+        }
+    }
 }
 
-/// First pass: validates the frame as one JSON object and fills [`TopLevel`].
-fn scan_top_level(s: &mut Scanner<'_>) -> Result<TopLevel, MessageError> {
+/// The known top-level keys other than `event`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Key {
+    SequenceNumber,
+    StreamSid,
+    Protocol,
+    Version,
+    Start,
+    Media,
+    Dtmf,
+    Mark,
+    Stop,
+}
+
+impl Key {
+    const ALL: [Key; 9] = [
+        Key::SequenceNumber,
+        Key::StreamSid,
+        Key::Protocol,
+        Key::Version,
+        Key::Start,
+        Key::Media,
+        Key::Dtmf,
+        Key::Mark,
+        Key::Stop,
+    ];
+
+    fn of(key: &[u8]) -> Option<Key> {
+        Some(match key {
+            b"sequenceNumber" => Key::SequenceNumber,
+            b"streamSid" => Key::StreamSid,
+            b"protocol" => Key::Protocol,
+            b"version" => Key::Version,
+            b"start" => Key::Start,
+            b"media" => Key::Media,
+            b"dtmf" => Key::Dtmf,
+            b"mark" => Key::Mark,
+            b"stop" => Key::Stop,
+            _ => return None,
+        })
+    }
+
+    fn field(self) -> Field {
+        match self {
+            Key::SequenceNumber => Field::SequenceNumber,
+            Key::StreamSid => Field::StreamSid,
+            Key::Protocol => Field::Protocol,
+            Key::Version => Field::Version,
+            Key::Start => Field::Start,
+            Key::Media => Field::Media,
+            Key::Dtmf => Field::Dtmf,
+            Key::Mark => Field::Mark,
+            Key::Stop => Field::Stop,
+        }
+    }
+}
+
+/// The top-level values read so far; which ones are required depends on the event.
+#[derive(Default)]
+struct Values {
+    sequence_number: Option<u64>,
+    stream_sid: Option<StreamSid>,
+    protocol: Option<Range<usize>>,
+    version: Option<Range<usize>>,
+    start: Option<StartBody>,
+    media: Option<MediaBody>,
+    dtmf: Option<(Track, char)>,
+    mark: Option<Range<usize>>,
+    stop: Option<(AccountSid, CallSid)>,
+}
+
+/// The `media` object; track, chunk and timestamp are never read outbound.
+struct MediaBody {
+    track: Option<Track>,
+    chunk: Option<u64>,
+    timestamp_ms: Option<u64>,
+    payload_len: usize,
+}
+
+#[derive(Default)]
+struct StartBody {
+    account_sid: Option<AccountSid>,
+    stream_sid: Option<StreamSid>,
+    call_sid: Option<CallSid>,
+    tracks: Option<Tracks>,
+    media_format: Option<MediaFormat>,
+    custom_parameters: Option<Vec<(String, String)>>,
+}
+
+/// Validates the frame as one JSON object and reads the values its event
+/// uses: the event, where its name lies, and those values.
+fn read_message(
+    s: &mut Scanner<'_>,
+    direction: Direction,
+    audio: &mut [u8],
+) -> Result<(Kind, Range<usize>, Values), MessageError> {
     s.skip_ws();
     if s.byte() != Some(b'{') {
         s.skip_value(0)?;
@@ -195,102 +374,118 @@ fn scan_top_level(s: &mut Scanner<'_>) -> Result<TopLevel, MessageError> {
         return Err(MessageError::NotAnObject);
     }
     s.seek(s.pos() + 1);
-    let mut top = TopLevel::default();
+    let mut event: Option<(Kind, Range<usize>)> = None;
+    let mut values = Values::default();
+    // Where each key seen before `event` lies, to read it once the event is known.
+    let mut deferred: [Option<usize>; Key::ALL.len()] = [None; Key::ALL.len()];
+    let mut seen = 0u16;
     let mut first = true;
     while let Some(key) = s.next_key(&mut first)? {
-        let at = s.pos();
-        let (slot, field) = match s.bytes(key) {
-            b"event" => {
-                let event = string(s, Field::Event, MAX_EVENT_LEN)?;
-                put(&mut top.event, Field::Event, event)?;
-                continue;
-            }
-            b"sequenceNumber" => (&mut top.sequence_number, Field::SequenceNumber),
-            b"streamSid" => (&mut top.stream_sid, Field::StreamSid),
-            b"protocol" => (&mut top.protocol, Field::Protocol),
-            b"version" => (&mut top.version, Field::Version),
-            b"start" => (&mut top.start, Field::Start),
-            b"media" => (&mut top.media, Field::Media),
-            b"dtmf" => (&mut top.dtmf, Field::Dtmf),
-            b"mark" => (&mut top.mark, Field::Mark),
-            b"stop" => (&mut top.stop, Field::Stop),
-            _ => {
-                s.skip_value(1)?;
-                continue;
-            }
+        let name = s.bytes(key);
+        if name == b"event" {
+            let range = string(s, Field::Event, MAX_EVENT_LEN)?;
+            let kind = Kind::of(s.bytes(range.clone()), direction);
+            put(&mut event, Field::Event, (kind, range))?;
+            continue;
+        }
+        let Some(key) = Key::of(name) else {
+            s.skip_value(1)?;
+            continue;
         };
-        put(slot, field, at)?;
-        s.skip_value(1)?;
+        let bit = 1 << key as u16;
+        if seen & bit != 0 {
+            return Err(MessageError::DuplicateField { field: key.field() });
+        }
+        seen |= bit;
+        match &event {
+            Some((kind, _)) if kind.uses(key) => read_value(s, key, direction, &mut values, audio)?,
+            Some(_) => s.skip_value(1)?,
+            None => {
+                deferred[key as usize] = Some(s.pos());
+                s.skip_value(1)?;
+            }
+        }
     }
     s.end()?;
-    Ok(top)
+    let (kind, range) = event.ok_or(missing(Field::Event))?;
+    for key in Key::ALL {
+        if let Some(at) = deferred[key as usize]
+            && kind.uses(key)
+        {
+            s.seek(at);
+            read_value(s, key, direction, &mut values, audio)?;
+        }
+    }
+    Ok((kind, range, values))
 }
 
-fn start(s: &mut Scanner<'_>, top: &TopLevel) -> Result<Start, MessageError> {
-    let sequence_number = sequence_number(s, top)?;
-    let outer_sid = top
-        .stream_sid
-        .map(|at| {
-            s.seek(at);
-            sid(s, Field::StreamSid, StreamSid::new)
-        })
-        .transpose()?;
-    s.seek(required(top.start, Field::Start)?);
+/// Reads the value of top-level `key` at the cursor into `values`.
+fn read_value(
+    s: &mut Scanner<'_>,
+    key: Key,
+    direction: Direction,
+    values: &mut Values,
+    audio: &mut [u8],
+) -> Result<(), MessageError> {
+    match key {
+        Key::SequenceNumber => values.sequence_number = Some(integer(s, Field::SequenceNumber)?),
+        Key::StreamSid => values.stream_sid = Some(sid(s, Field::StreamSid, StreamSid::from_bytes)?),
+        Key::Protocol => values.protocol = Some(string(s, Field::Protocol, MAX_CONNECTED_FIELD_LEN)?),
+        Key::Version => values.version = Some(string(s, Field::Version, MAX_CONNECTED_FIELD_LEN)?),
+        Key::Start => values.start = Some(start_object(s)?),
+        Key::Media => values.media = Some(media_object(s, direction, audio)?),
+        Key::Dtmf => values.dtmf = Some(dtmf_object(s)?),
+        Key::Mark => values.mark = Some(mark_object(s)?),
+        Key::Stop => values.stop = Some(stop_object(s)?),
+    }
+    Ok(())
+}
+
+fn start_object(s: &mut Scanner<'_>) -> Result<StartBody, MessageError> {
     object(s, Field::Start)?;
-    let mut account_sid = None;
-    let mut stream_sid = None;
-    let mut call_sid = None;
-    let mut tracks = None;
-    let mut media_format = None;
-    let mut custom_parameters = None;
+    let mut body = StartBody::default();
     let mut first = true;
     while let Some(key) = s.next_key(&mut first)? {
         match s.bytes(key) {
             b"accountSid" => {
-                let v = sid(s, Field::StartAccountSid, AccountSid::new)?;
-                put(&mut account_sid, Field::StartAccountSid, v)?;
+                let v = sid(s, Field::StartAccountSid, AccountSid::from_bytes)?;
+                put(&mut body.account_sid, Field::StartAccountSid, v)?;
             }
             b"streamSid" => {
-                let v = sid(s, Field::StartStreamSid, StreamSid::new)?;
-                put(&mut stream_sid, Field::StartStreamSid, v)?;
+                let v = sid(s, Field::StartStreamSid, StreamSid::from_bytes)?;
+                put(&mut body.stream_sid, Field::StartStreamSid, v)?;
             }
             b"callSid" => {
-                let v = sid(s, Field::StartCallSid, CallSid::new)?;
-                put(&mut call_sid, Field::StartCallSid, v)?;
+                let v = sid(s, Field::StartCallSid, CallSid::from_bytes)?;
+                put(&mut body.call_sid, Field::StartCallSid, v)?;
             }
             b"tracks" => {
                 let v = tracks_array(s)?;
-                put(&mut tracks, Field::StartTracks, v)?;
+                put(&mut body.tracks, Field::StartTracks, v)?;
             }
             b"mediaFormat" => {
                 let v = media_format_object(s)?;
-                put(&mut media_format, Field::MediaFormat, v)?;
+                put(&mut body.media_format, Field::MediaFormat, v)?;
             }
             b"customParameters" => {
                 let v = custom_parameters_object(s)?;
-                put(&mut custom_parameters, Field::CustomParameters, v)?;
+                put(&mut body.custom_parameters, Field::CustomParameters, v)?;
             }
             _ => s.skip_value(2)?,
         }
     }
-    let stream_sid = match (stream_sid, outer_sid) {
-        (Some(inner), Some(outer)) if inner != outer => return Err(MessageError::StreamSidMismatch),
-        (Some(sid), _) | (None, Some(sid)) => sid,
-        (None, None) => return Err(MessageError::MissingField { field: Field::StartStreamSid }),
-    };
-    Ok(Start {
-        sequence_number,
-        stream_sid,
-        account_sid: account_sid.ok_or(missing(Field::StartAccountSid))?,
-        call_sid: call_sid.ok_or(missing(Field::StartCallSid))?,
-        tracks: tracks.ok_or(missing(Field::StartTracks))?,
-        media_format: media_format.ok_or(missing(Field::MediaFormat))?,
-        custom_parameters: custom_parameters.unwrap_or_default(),
-    })
+    Ok(body)
 }
 
-fn media_object(s: &mut Scanner<'_>, audio: &mut [u8]) -> Result<(Track, u64, u64, usize), MessageError> {
+/// The `media` object: the payload, and inbound also track, chunk and
+/// timestamp (whose absence the caller reports).
+fn media_object(
+    s: &mut Scanner<'_>,
+    direction: Direction,
+    audio: &mut [u8],
+) -> Result<MediaBody, MessageError> {
     object(s, Field::Media)?;
+    let inbound = direction == Direction::Inbound;
     let mut track = None;
     let mut chunk = None;
     let mut timestamp = None;
@@ -298,46 +493,31 @@ fn media_object(s: &mut Scanner<'_>, audio: &mut [u8]) -> Result<(Track, u64, u6
     let mut first = true;
     while let Some(key) = s.next_key(&mut first)? {
         match s.bytes(key) {
-            b"track" => {
-                let v = self::track(s, Field::MediaTrack)?;
-                put(&mut track, Field::MediaTrack, v)?;
-            }
-            b"chunk" => {
-                let v = integer(s, Field::MediaChunk)?;
-                put(&mut chunk, Field::MediaChunk, v)?;
-            }
-            b"timestamp" => {
-                let v = integer(s, Field::MediaTimestamp)?;
-                put(&mut timestamp, Field::MediaTimestamp, v)?;
-            }
             b"payload" => {
                 let v = self::payload(s, audio)?;
                 put(&mut payload, Field::MediaPayload, v)?;
             }
+            b"track" if inbound => {
+                let v = self::track(s, Field::MediaTrack)?;
+                put(&mut track, Field::MediaTrack, v)?;
+            }
+            b"chunk" if inbound => {
+                let v = integer(s, Field::MediaChunk)?;
+                put(&mut chunk, Field::MediaChunk, v)?;
+            }
+            b"timestamp" if inbound => {
+                let v = integer(s, Field::MediaTimestamp)?;
+                put(&mut timestamp, Field::MediaTimestamp, v)?;
+            }
             _ => s.skip_value(2)?,
         }
     }
-    Ok((
-        track.ok_or(missing(Field::MediaTrack))?,
-        chunk.ok_or(missing(Field::MediaChunk))?,
-        timestamp.ok_or(missing(Field::MediaTimestamp))?,
-        payload.ok_or(missing(Field::MediaPayload))?,
-    ))
-}
-
-fn outbound_media_object(s: &mut Scanner<'_>, audio: &mut [u8]) -> Result<usize, MessageError> {
-    object(s, Field::Media)?;
-    let mut payload_len = None;
-    let mut first = true;
-    while let Some(key) = s.next_key(&mut first)? {
-        if s.bytes(key) == b"payload" {
-            let v = payload(s, audio)?;
-            put(&mut payload_len, Field::MediaPayload, v)?;
-        } else {
-            s.skip_value(2)?;
-        }
-    }
-    payload_len.ok_or(missing(Field::MediaPayload))
+    Ok(MediaBody {
+        track,
+        chunk,
+        timestamp_ms: timestamp,
+        payload_len: payload.ok_or(missing(Field::MediaPayload))?,
+    })
 }
 
 fn dtmf_object(s: &mut Scanner<'_>) -> Result<(Track, char), MessageError> {
@@ -395,11 +575,11 @@ fn stop_object(s: &mut Scanner<'_>) -> Result<(AccountSid, CallSid), MessageErro
     while let Some(key) = s.next_key(&mut first)? {
         match s.bytes(key) {
             b"accountSid" => {
-                let v = sid(s, Field::StopAccountSid, AccountSid::new)?;
+                let v = sid(s, Field::StopAccountSid, AccountSid::from_bytes)?;
                 put(&mut account_sid, Field::StopAccountSid, v)?;
             }
             b"callSid" => {
-                let v = sid(s, Field::StopCallSid, CallSid::new)?;
+                let v = sid(s, Field::StopCallSid, CallSid::from_bytes)?;
                 put(&mut call_sid, Field::StopCallSid, v)?;
             }
             _ => s.skip_value(2)?,
@@ -510,24 +690,25 @@ fn custom_parameters_object(s: &mut Scanner<'_>) -> Result<Vec<(String, String)>
     Ok(parameters)
 }
 
-fn sequence_number(s: &mut Scanner<'_>, top: &TopLevel) -> Result<u64, MessageError> {
-    s.seek(required(top.sequence_number, Field::SequenceNumber)?);
-    integer(s, Field::SequenceNumber)
-}
-
-fn top_stream_sid(s: &mut Scanner<'_>, top: &TopLevel) -> Result<StreamSid, MessageError> {
-    s.seek(required(top.stream_sid, Field::StreamSid)?);
-    sid(s, Field::StreamSid, StreamSid::new)
-}
-
+/// The payload string at the cursor, decoded into `audio` as it is scanned:
+/// whole base64 groups go straight from the frame to the decoder, and only
+/// the end of the string (padding, the closing quote, or an escape) takes the
+/// general string path.
 fn payload(s: &mut Scanner<'_>, audio: &mut [u8]) -> Result<usize, MessageError> {
-    let range = string(s, Field::MediaPayload, usize::MAX)?;
-    base64::decode(s.bytes(range), audio).map_err(|e| match e {
-        Base64Error::OutputTooSmall { needed, capacity } => {
-            MessageError::AudioBufferTooSmall { needed, capacity }
+    if s.byte() != Some(b'"') {
+        return Err(wrong_type(Field::MediaPayload, "a string"));
+    }
+    let start = s.pos() + 1;
+    let (consumed, written) = base64::decode_prefix(s.bytes(start..usize::MAX), audio);
+    let rest = s.string_tail(start + consumed)?;
+    let rest_out = audio.get_mut(written..).unwrap_or_default();
+    match base64::decode(s.bytes(rest), rest_out) {
+        Ok(n) => Ok(written + n),
+        Err(Base64Error::OutputTooSmall { needed, .. }) => {
+            Err(MessageError::AudioBufferTooSmall { needed: written + needed, capacity: audio.len() })
         }
-        e => MessageError::Payload(e),
-    })
+        Err(e) => Err(MessageError::Payload(e.shifted(consumed))),
+    }
 }
 
 fn track(s: &mut Scanner<'_>, field: Field) -> Result<Track, MessageError> {
@@ -546,10 +727,10 @@ fn track(s: &mut Scanner<'_>, field: Field) -> Result<Track, MessageError> {
 fn sid<T>(
     s: &mut Scanner<'_>,
     field: Field,
-    make: fn(&str) -> Result<T, SidError>,
+    make: fn(&[u8]) -> Result<T, SidError>,
 ) -> Result<T, MessageError> {
     let range = string(s, field, usize::MAX)?;
-    make(s.text(range)?).map_err(|error| MessageError::InvalidSid { field, error })
+    make(s.bytes(range)).map_err(|error| MessageError::InvalidSid { field, error })
 }
 
 /// A string value at the cursor, unescaped, at most `max` bytes.
@@ -615,10 +796,6 @@ fn put<T>(slot: &mut Option<T>, field: Field, value: T) -> Result<(), MessageErr
         Some(_) => Err(MessageError::DuplicateField { field }),
         None => Ok(()),
     }
-}
-
-fn required(at: Option<usize>, field: Field) -> Result<usize, MessageError> {
-    at.ok_or(missing(field))
 }
 
 fn missing(field: Field) -> MessageError {
@@ -1185,6 +1362,52 @@ mod tests {
             parse_inbound(&mut bad_utf8, &mut audio),
             Err(MessageError::Syntax { offset: 2, error: SyntaxError::InvalidUtf8 })
         ));
+    }
+
+    proptest::proptest! {
+        /// The literal fast path and the general parser agree on Twilio-shaped
+        /// media frames and on near misses of them: a leading space sends a
+        /// frame down the general path.
+        #[test]
+        fn fast_path_agrees_with_the_general_parser(
+            sequence_number in proptest::prelude::any::<u64>(),
+            chunk in 0u64..100_000,
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            edits in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::sample::select(&b"\"\\ =/+A0}{,:-u"[..]), 0u8..3), 0..3),
+        ) {
+            let media = Media {
+                sequence_number,
+                stream_sid: sid(),
+                track: Track::Inbound,
+                chunk,
+                timestamp_ms: chunk * 20,
+                payload_len: payload.len(),
+            };
+            let mut frame = Vec::new();
+            super::super::write_inbound_media(&mut frame, &media, &payload);
+            for (at, byte, op) in edits {
+                let at = at % frame.len();
+                match op {
+                    0 => frame[at] = byte,
+                    1 => frame.insert(at, byte),
+                    _ => { frame.remove(at); }
+                }
+            }
+            let mut spaced = [b" ".as_slice(), &frame].concat();
+            let (mut fast_audio, mut general_audio) = ([0u8; 256], [0u8; 256]);
+            let fast = parse_inbound(&mut frame, &mut fast_audio);
+            let general = parse_inbound(&mut spaced, &mut general_audio);
+            match (fast, general) {
+                (Ok(a), Ok(b)) => {
+                    proptest::prop_assert_eq!(&a, &b);
+                    if let Inbound::Media(m) = a {
+                        proptest::prop_assert_eq!(&fast_audio[..m.payload_len], &general_audio[..m.payload_len]);
+                    }
+                }
+                (Err(_), Err(_)) => {}
+                (a, b) => proptest::prop_assert!(false, "fast {a:?} vs general {b:?}"),
+            }
+        }
     }
 
     #[test]

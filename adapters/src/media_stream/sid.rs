@@ -56,16 +56,22 @@ struct SidText {
 
 impl SidText {
     fn new(text: &str) -> Result<Self, SidError> {
-        let src = text.as_bytes();
+        Self::from_ascii(text.as_bytes())
+    }
+
+    /// Validates and copies raw bytes: the rules admit only ASCII, so no
+    /// separate UTF-8 check is needed.
+    fn from_ascii(src: &[u8]) -> Result<Self, SidError> {
+        let allowed = |b: u8| b.is_ascii_graphic() & (b != b'"') & (b != b'\\');
         if src.is_empty() {
             return Err(SidError::Empty);
         }
         if src.len() > MAX_SID_LEN {
             return Err(SidError::TooLong { len: src.len() });
         }
-        if let Some((offset, &byte)) =
-            src.iter().enumerate().find(|&(_, &b)| !b.is_ascii_graphic() || b == b'"' || b == b'\\')
-        {
+        // A fold without early exit: the compiler can check many bytes at once.
+        if !src.iter().fold(true, |ok, &b| ok & allowed(b)) {
+            let (offset, &byte) = src.iter().enumerate().find(|&(_, &b)| !allowed(b)).unwrap_or((0, &0));
             return Err(SidError::InvalidByte { offset, byte });
         }
         let mut bytes = [0u8; MAX_SID_LEN];
@@ -103,6 +109,14 @@ macro_rules! sid_type {
             /// [`SidError`] says which rule `text` breaks.
             pub fn new(text: &str) -> Result<Self, SidError> {
                 SidText::new(text).map($name)
+            }
+
+            /// [`new`](Self::new) for raw bytes, which the rules confine to ASCII.
+            ///
+            /// # Errors
+            /// [`SidError`] says which rule `bytes` breaks.
+            pub fn from_bytes(bytes: &[u8]) -> Result<Self, SidError> {
+                SidText::from_ascii(bytes).map($name)
             }
 
             /// The SID's text.

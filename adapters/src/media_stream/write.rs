@@ -6,7 +6,7 @@
 //! escaping by construction. Once `out` has the capacity of the largest
 //! message, writing never allocates.
 
-use voxproxy_core::g711;
+use voxproxy_core::g711::{self, Law};
 
 use super::base64;
 use super::{Connected, Dtmf, Mark, Media, Start, Stop, StreamSid};
@@ -23,9 +23,9 @@ pub fn write_media(out: &mut Vec<u8>, stream_sid: &StreamSid, mulaw: &[u8]) {
     out.extend_from_slice(br#""}}"#);
 }
 
-/// [`write_media`] for 16-bit linear PCM: each sample is μ-law-encoded
-/// (G.711) on its way into the base64 text, with no intermediate buffer on
-/// the heap.
+/// [`write_media`] for 16-bit linear PCM: the samples are μ-law-encoded
+/// (G.711) block by block on a small stack buffer on their way into the
+/// base64 text; nothing goes through the heap.
 pub fn write_media_pcm16(out: &mut Vec<u8>, stream_sid: &StreamSid, pcm: &[i16]) {
     // A multiple of 3 bytes, so the base64 of consecutive blocks concatenates
     // into the base64 of the whole (padding only ever at the very end).
@@ -37,10 +37,9 @@ pub fn write_media_pcm16(out: &mut Vec<u8>, stream_sid: &StreamSid, pcm: &[i16])
     out.extend_from_slice(br#"","media":{"payload":""#);
     let mut mulaw = [0u8; BLOCK];
     for samples in pcm.chunks(BLOCK) {
-        for (code, &sample) in mulaw.iter_mut().zip(samples) {
-            *code = g711::ulaw_encode(sample);
-        }
-        base64::encode_append(mulaw.get(..samples.len()).unwrap_or_default(), out);
+        // The block never exceeds the buffer, so this cannot fail.
+        let n = g711::encode(Law::Mu, samples, &mut mulaw).unwrap_or(0);
+        base64::encode_append(mulaw.get(..n).unwrap_or_default(), out);
     }
     out.extend_from_slice(br#""}}"#);
 }

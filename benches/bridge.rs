@@ -1,0 +1,127 @@
+//! The call bridge per 20 ms frame, each way: what the proxy adds to a
+//! call's latency besides socket I/O. Uplink: one Twilio `media` frame in,
+//! drained to one RTP datagram out (VAD included). Downlink: one backend RTP
+//! packet in, through the jitter buffer, drained to one Twilio `media`
+//! frame out (backend VAD and playout tracking included).
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use voxproxy_adapters::bridge::{BackendCodec, BridgeConfig, CallBridge, Output};
+use voxproxy_adapters::media_stream::{
+    self, AccountSid, CallSid, MediaFormat, Start, StreamSid, Track, Tracks,
+};
+use voxproxy_core::Instant;
+use voxproxy_core::g711;
+use voxproxy_core::rtp::RtpHeader;
+
+const SID: &str = "MZ18ad3ab5a668481ce02b83e7395059f0";
+
+fn started_bridge(codec: BackendCodec, backend: SocketAddr) -> CallBridge {
+    let config =
+        BridgeConfig { backend: Some(backend), barge_in: false, ..BridgeConfig::default().with_codec(codec) };
+    let mut bridge = CallBridge::new(config, Instant::ZERO).expect("valid config");
+    let start = Start {
+        sequence_number: 1,
+        stream_sid: StreamSid::new(SID).expect("sid"),
+        account_sid: AccountSid::new("AC25e16e9a716a4a1786a7c83f58e30482").expect("sid"),
+        call_sid: CallSid::new("CA8f5f5b6e8f1b4b1e8e3c8a0e2d1c0b9a").expect("sid"),
+        tracks: Tracks { inbound: true, outbound: false },
+        media_format: MediaFormat::mulaw_8k_mono(),
+        custom_parameters: Vec::new(),
+    };
+    let mut frame = Vec::new();
+    media_stream::write_start(&mut frame, &start);
+    bridge.handle_twilio(Instant::ZERO, &mut frame).expect("start");
+    while bridge.poll_output().is_some() {}
+    bridge
+}
+
+/// A voiced-speech-like μ-law frame (so the VAD does real work).
+fn voice_frame(n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| {
+            let t = i as f64 / 8000.0;
+            let s = 6000.0 * (t * 2.0 * std::f64::consts::PI * 180.0).sin()
+                + 2500.0 * (t * 2.0 * std::f64::consts::PI * 720.0).sin();
+            g711::ulaw_encode(s as i16)
+        })
+        .collect()
+}
+
+fn drain(bridge: &mut CallBridge) -> usize {
+    let mut bytes = 0;
+    while let Some(output) = bridge.poll_output() {
+        bytes += match output {
+            Output::Twilio(frame) | Output::Rtp(frame) => black_box(frame).len(),
+            _ => 0,
+        };
+    }
+    bytes
+}
+
+fn uplink(c: &mut Criterion) {
+    let mut group = c.benchmark_group("bridge_uplink_20ms");
+    let backend: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+    let audio = voice_frame(160);
+    for codec in [BackendCodec::Pcmu, BackendCodec::Pcma, BackendCodec::L16Wideband] {
+        let mut bridge = started_bridge(codec, backend);
+        let sid = StreamSid::new(SID).expect("sid");
+        let mut frame = Vec::with_capacity(512);
+        let mut i = 0u64;
+        group.bench_function(codec.name(), |b| {
+            b.iter(|| {
+                i += 1;
+                let media = media_stream::Media {
+                    sequence_number: i + 1,
+                    stream_sid: sid,
+                    track: Track::Inbound,
+                    chunk: i,
+                    timestamp_ms: i * 20,
+                    payload_len: 160,
+                };
+                // The frame is parsed in place, so it is written anew each
+                // time, as Twilio's next frame would arrive anew (~100 ns of
+                // the figure is this write: see the media_stream bench).
+                media_stream::write_inbound_media(&mut frame, &media, &audio);
+                bridge.handle_twilio(Instant::from_millis(i * 20), &mut frame).expect("media");
+                black_box(drain(&mut bridge))
+            });
+        });
+    }
+    group.finish();
+}
+
+fn downlink(c: &mut Criterion) {
+    let mut group = c.benchmark_group("bridge_downlink_20ms");
+    let backend: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+    for codec in [BackendCodec::Pcmu, BackendCodec::Pcma, BackendCodec::L16Wideband] {
+        let mut bridge = started_bridge(codec, backend);
+        let payload: Vec<u8> = match codec {
+            BackendCodec::L16Wideband => {
+                (0..320).flat_map(|i| (((i * 97) % 4000) as i16 - 2000).to_be_bytes()).collect()
+            }
+            _ => voice_frame(160),
+        };
+        let mut datagram = vec![0u8; 12 + payload.len()];
+        let mut seq = 0u16;
+        group.bench_function(codec.name(), |b| {
+            b.iter(|| {
+                seq = seq.wrapping_add(1);
+                let now = Instant::ZERO + Duration::from_millis(u64::from(seq) * 20);
+                let ts = u32::from(seq) * (codec.clock_rate() / 50);
+                let n = RtpHeader::new(codec.default_payload_type(), seq, ts, 7)
+                    .write(&payload, &mut datagram)
+                    .expect("fits");
+                bridge.handle_rtp(now, backend, &datagram[..n]);
+                black_box(drain(&mut bridge))
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, uplink, downlink);
+criterion_main!(benches);

@@ -1,0 +1,753 @@
+//! Call records: one JSON line per finished call, durable before the call's
+//! resources are released.
+//!
+//! # How to drive it
+//!
+//! Fill a [`CallRecord`] from the bridge's statistics when a call ends, hand
+//! it to the one [`CdrWriter`] of the process, and release the call's port,
+//! socket and session entry only after [`CdrWriter::write`] returned `Ok`:
+//! by then the line is on disk (`write` then `fsync`), so a crash right after
+//! cannot lose it.
+//!
+//! The writer uses blocking std I/O and takes `&mut self`: it is meant to be
+//! owned by one thread (a dedicated call-record thread fed by a channel, or
+//! `spawn_blocking` with the writer moved in and out). Sharing it behind a
+//! `Mutex` works too, but every caller then waits for the others' `fsync`.
+//!
+//! # File format and crash safety
+//!
+//! The file is JSON lines: one [`CallRecord`] object per line, each line
+//! ending in `\n`, fields in the order of the struct, names in snake_case and
+//! stable. The file is opened with `O_APPEND` and each record is one
+//! `write` of the complete line, so a crash can at worst leave a partial
+//! last line; earlier lines are never touched. A partial last line left by an
+//! earlier crash, or by a failed write (disk full), is closed with a `\n`
+//! before the next record, so the next record never merges into it: readers
+//! skip the one unparsable line, and [`CdrWriter::torn_lines_repaired`]
+//! counts them. A new file is created with mode `0640` (records hold phone
+//! numbers). Naming a file that is not a regular file, such as `/dev/null`,
+//! discards records without `fsync`.
+//!
+//! ```
+//! use std::time::{Duration, SystemTime};
+//! use voxproxy::cdr::{CallRecord, CdrWriter, rfc3339_utc};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("cdr.jsonl");
+//! let mut writer = CdrWriter::open(&path)?;
+//!
+//! let started = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+//! let record = CallRecord {
+//!     call_sid: "CA0123".into(),
+//!     stream_sid: "MZ0123".into(),
+//!     started_at: rfc3339_utc(started),
+//!     ended_at: rfc3339_utc(started + Duration::from_secs(62)),
+//!     duration_ms: 62_000,
+//!     end_reason: "stop".into(),
+//!     inbound_frames: 3100,
+//!     custom_parameters: vec![("FirstName".into(), "Jane".into())],
+//!     ..CallRecord::default()
+//! };
+//! writer.write(&record)?; // durable from here on: release the call's resources
+//!
+//! let text = std::fs::read_to_string(&path)?;
+//! assert!(text.starts_with(r#"{"call_sid":"CA0123","stream_sid":"MZ0123","#));
+//! assert!(text.contains(r#""started_at":"2023-11-14T22:13:20.000Z""#));
+//! assert!(text.contains(r#""custom_parameters":{"FirstName":"Jane"}"#));
+//! assert_eq!(serde_json::from_str::<CallRecord>(text.trim_end())?, record);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// What is known about one finished call, written as one JSON line.
+///
+/// "Inbound" and "outbound" follow Twilio's track names: inbound is the
+/// caller's audio (Twilio → voxproxy → backend), outbound is the backend's
+/// audio (backend → voxproxy → Twilio). Field names are a stable contract:
+/// add fields, never rename or remove them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CallRecord {
+    /// Twilio's call SID (`CA…`).
+    pub call_sid: String,
+    /// Twilio's media stream SID (`MZ…`).
+    pub stream_sid: String,
+    /// Twilio's account SID (`AC…`).
+    pub account_sid: String,
+    /// The caller, when the voice webhook passed it on as a stream parameter.
+    pub from: Option<String>,
+    /// The called number, when the voice webhook passed it on.
+    pub to: Option<String>,
+    /// When the media stream started, RFC 3339 UTC with milliseconds (see [`rfc3339_utc`]).
+    pub started_at: String,
+    /// When the call ended, same format as `started_at`.
+    pub ended_at: String,
+    /// Length of the stream in milliseconds, measured on the monotonic clock.
+    pub duration_ms: u64,
+    /// Why the call ended, a short snake_case word chosen by the proxy, such as
+    /// `stop` (Twilio sent `stop`), `websocket_closed`, `idle_timeout`,
+    /// `backend_timeout`, `deleted` (control API), `drain_timeout` or `error`.
+    pub end_reason: String,
+    /// The I/O backend of the worker that carried the call (`uring` or `epoll`).
+    pub io_backend: String,
+    /// Index of the worker thread that carried the call.
+    pub worker: u32,
+    /// `media` frames received from Twilio.
+    pub inbound_frames: u64,
+    /// Audio bytes received from Twilio (decoded payload, not base64).
+    pub inbound_bytes: u64,
+    /// `media` frames sent to Twilio.
+    pub outbound_frames: u64,
+    /// Audio bytes sent to Twilio (decoded payload, not base64).
+    pub outbound_bytes: u64,
+    /// RTP packets from the backend never received (counted at their playout deadline).
+    pub rtp_lost: u64,
+    /// RTP packets from the backend that arrived after their deadline and were dropped.
+    pub rtp_late: u64,
+    /// RTP packets from the backend received twice (the copy was dropped).
+    pub rtp_duplicate: u64,
+    /// RTP packets from the backend that arrived out of order but in time.
+    pub rtp_reordered: u64,
+    /// Frames synthesised by loss concealment in place of missing audio.
+    pub concealed_frames: u64,
+    /// Interarrival jitter of the backend's RTP at the end of the call (RFC 3550), microseconds.
+    pub jitter_us: u64,
+    /// Highest interarrival jitter seen during the call, microseconds.
+    pub max_jitter_us: u64,
+    /// Stretches of caller speech the VAD found.
+    pub vad_segments: u64,
+    /// Times caller speech cut off unplayed backend audio.
+    pub barge_ins: u64,
+    /// DTMF digits received from Twilio and relayed to the backend.
+    pub dtmf_digits: u64,
+    /// `mark` messages sent to Twilio.
+    pub marks_sent: u64,
+    /// Marks Twilio echoed because their audio played.
+    pub marks_played: u64,
+    /// Marks Twilio echoed because a `clear` discarded their audio.
+    pub marks_cleared: u64,
+    /// WebSocket messages from Twilio that could not be parsed.
+    pub twilio_malformed: u64,
+    /// Datagrams from the backend address that were not valid RTP.
+    pub rtp_malformed: u64,
+    /// Datagrams dropped because they came from an address other than the backend.
+    pub rtp_foreign_source: u64,
+    /// `start.customParameters`, written as a JSON object whose members keep
+    /// this order. Names are unique (they come from one JSON object).
+    #[serde(with = "ordered_object")]
+    pub custom_parameters: Vec<(String, String)>,
+}
+
+/// Writes `(name, value)` pairs as a JSON object and reads them back in the
+/// order they appear, so records keep Twilio's order and stay easy to query
+/// (`.custom_parameters.FirstName`).
+mod ordered_object {
+    use std::fmt;
+
+    use serde::de::{MapAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        pairs: &[(String, String)],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(pairs.iter().map(|(k, v)| (k, v)))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<(String, String)>, D::Error> {
+        struct Pairs;
+        impl<'de> Visitor<'de> for Pairs {
+            type Value = Vec<(String, String)>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of string values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+                while let Some(pair) = map.next_entry::<String, String>()? {
+                    pairs.push(pair);
+                }
+                Ok(pairs)
+            }
+        }
+        deserializer.deserialize_map(Pairs)
+    }
+}
+
+/// Why a call record could not be written. Each message names the file.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CdrError {
+    /// The file could not be opened or created (missing directory, no
+    /// permission, a directory in its place).
+    Open {
+        /// The call-record file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// The end of the file could not be read to look for a torn last line.
+    Inspect {
+        /// The call-record file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// The record could not be encoded as JSON.
+    Encode {
+        /// The call-record file.
+        path: PathBuf,
+        /// What the encoder said.
+        source: serde_json::Error,
+    },
+    /// Appending to the file failed (disk full, I/O error); part of the line
+    /// may be in the file and is closed off before the next record.
+    Write {
+        /// The call-record file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// The data or the new file's directory entry could not be flushed to
+    /// disk; the record may be lost in a crash.
+    Sync {
+        /// The file or directory that could not be flushed.
+        path: PathBuf,
+        /// What the operating system said.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for CdrError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CdrError::Open { path, source } => write!(
+                f,
+                "cannot open call-record file {} for appending: {source}; check that its directory \
+                 exists and is writable, or change cdr.path",
+                path.display()
+            ),
+            CdrError::Inspect { path, source } => {
+                write!(f, "cannot read the end of call-record file {}: {source}", path.display())
+            }
+            CdrError::Encode { path, source } => {
+                write!(f, "cannot encode a call record for {} as JSON: {source}", path.display())
+            }
+            CdrError::Write { path, source } => {
+                write!(f, "cannot append a call record to {}: {source}", path.display())
+            }
+            CdrError::Sync { path, source } => {
+                write!(f, "cannot flush call records in {} to disk: {source}", path.display())
+            }
+        }
+    }
+}
+
+impl core::error::Error for CdrError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            CdrError::Open { source, .. }
+            | CdrError::Inspect { source, .. }
+            | CdrError::Write { source, .. }
+            | CdrError::Sync { source, .. } => Some(source),
+            CdrError::Encode { source, .. } => Some(source),
+        }
+    }
+}
+
+/// Appends [`CallRecord`]s to a JSON-lines file, one durable line each. See
+/// the [module docs](self).
+#[derive(Debug)]
+pub struct CdrWriter {
+    file: File,
+    path: PathBuf,
+    /// Reused for every record, so steady state does not allocate.
+    line: Vec<u8>,
+    /// Whether the file is a regular file, which can be inspected and synced.
+    regular: bool,
+    /// Whether the file may end in a partial line (after a failed write).
+    check_tail: bool,
+    torn_lines_repaired: u64,
+}
+
+impl CdrWriter {
+    /// Opens `path` for appending, creating it (mode `0640`) if needed, and
+    /// closes off a partial last line left by a crash.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, CdrError> {
+        let path = path.as_ref().to_path_buf();
+        let mut options = OpenOptions::new();
+        options.read(true).append(true).create(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o640);
+        let file = options.open(&path).map_err(|source| CdrError::Open { path: path.clone(), source })?;
+        let meta = file.metadata().map_err(|source| CdrError::Inspect { path: path.clone(), source })?;
+        let regular = meta.is_file();
+        let mut writer = CdrWriter {
+            file,
+            path,
+            line: Vec::with_capacity(2048),
+            regular,
+            check_tail: regular,
+            torn_lines_repaired: 0,
+        };
+        if regular {
+            if meta.len() == 0 {
+                // Probably just created: make its directory entry durable too,
+                // or a crash could lose the whole file.
+                writer.sync_directory()?;
+            }
+            writer.repair_tail()?;
+        }
+        Ok(writer)
+    }
+
+    /// The file records are appended to.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How many partial last lines (from a crash or a failed write) this
+    /// writer has closed off with a `\n`.
+    #[must_use]
+    pub fn torn_lines_repaired(&self) -> u64 {
+        self.torn_lines_repaired
+    }
+
+    /// Appends `record` as one line and flushes it to disk. When this returns
+    /// `Ok`, the record survives a crash; release the call's resources after.
+    pub fn write(&mut self, record: &CallRecord) -> Result<(), CdrError> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, record)
+            .map_err(|source| CdrError::Encode { path: self.path.clone(), source })?;
+        self.line.push(b'\n');
+        if self.check_tail {
+            self.repair_tail()?;
+        }
+        if let Err(source) = self.file.write_all(&self.line) {
+            self.check_tail = self.regular;
+            return Err(CdrError::Write { path: self.path.clone(), source });
+        }
+        self.sync()
+    }
+
+    /// Ends the file with `\n` if it ends mid-line, and syncs that.
+    fn repair_tail(&mut self) -> Result<(), CdrError> {
+        let inspect = |source| CdrError::Inspect { path: self.path.clone(), source };
+        let len = self.file.metadata().map_err(inspect)?.len();
+        if len > 0 {
+            let mut last = [0u8];
+            // Reading moves only the read position; O_APPEND writes still go to the end.
+            self.file
+                .seek(SeekFrom::End(-1))
+                .and_then(|_| self.file.read_exact(&mut last))
+                .map_err(inspect)?;
+            if last[0] != b'\n' {
+                self.file
+                    .write_all(b"\n")
+                    .map_err(|source| CdrError::Write { path: self.path.clone(), source })?;
+                self.sync()?;
+                self.torn_lines_repaired += 1;
+            }
+        }
+        self.check_tail = false;
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), CdrError> {
+        if !self.regular {
+            return Ok(());
+        }
+        self.file.sync_data().map_err(|source| CdrError::Sync { path: self.path.clone(), source })
+    }
+
+    fn sync_directory(&self) -> Result<(), CdrError> {
+        let dir = match self.path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        match File::open(dir).and_then(|d| d.sync_all()) {
+            Ok(()) => Ok(()),
+            // Some file systems cannot sync a directory; there is nothing more to do.
+            Err(e) if matches!(e.kind(), io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported) => Ok(()),
+            Err(source) => Err(CdrError::Sync { path: dir.to_path_buf(), source }),
+        }
+    }
+}
+
+/// Milliseconds from 1970 to 0000-01-01T00:00:00Z and to the end of 9999,
+/// the years RFC 3339 can write.
+const MIN_MS: i128 = -62_167_219_200_000;
+const MAX_MS: i128 = 253_402_300_799_999;
+
+/// Formats a wall-clock time as RFC 3339 in UTC with milliseconds, such as
+/// `2023-11-14T22:13:20.000Z`. Times outside the years 0000 to 9999 are
+/// clamped to them; below a millisecond is dropped (rounded towards the past).
+#[must_use]
+pub fn rfc3339_utc(time: SystemTime) -> String {
+    let ms: i128 = match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => i128::try_from(after.as_millis()).unwrap_or(i128::MAX),
+        // Before 1970: round towards the past, like the positive side.
+        Err(before) => {
+            let d = before.duration();
+            let whole = i128::try_from(d.as_millis()).unwrap_or(i128::MAX);
+            -whole - i128::from(d.subsec_nanos() % 1_000_000 != 0)
+        }
+    };
+    let ms = ms.clamp(MIN_MS, MAX_MS);
+    // In range, so these fit comfortably in i64.
+    let seconds = i64::try_from(ms.div_euclid(1000)).unwrap_or(0);
+    let millis = ms.rem_euclid(1000);
+    let days = seconds.div_euclid(86_400);
+    let second_of_day = seconds.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        second_of_day / 3600,
+        second_of_day / 60 % 60,
+        second_of_day % 60
+    )
+}
+
+/// Proleptic Gregorian date of a day counted from 1970-01-01, after Howard
+/// Hinnant's `civil_from_days`: shift to a calendar that starts in March so
+/// the leap day falls at the end of the year, then count 400-year eras.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn sample(n: u64) -> CallRecord {
+        CallRecord {
+            call_sid: format!("CA{n:032x}"),
+            stream_sid: format!("MZ{n:032x}"),
+            account_sid: "AC00000000000000000000000000000000".into(),
+            from: Some("+15550100".into()),
+            to: None,
+            started_at: "2024-01-02T03:04:05.006Z".into(),
+            ended_at: "2024-01-02T03:05:05.006Z".into(),
+            duration_ms: 60_000 + n,
+            end_reason: "stop".into(),
+            io_backend: "epoll".into(),
+            worker: 1,
+            inbound_frames: 3000,
+            inbound_bytes: 480_000,
+            outbound_frames: 2990,
+            outbound_bytes: 478_400,
+            rtp_lost: 3,
+            rtp_late: 1,
+            rtp_duplicate: 2,
+            rtp_reordered: 4,
+            concealed_frames: 3,
+            jitter_us: 1250,
+            max_jitter_us: 9000,
+            vad_segments: 7,
+            barge_ins: 1,
+            dtmf_digits: 4,
+            marks_sent: 6,
+            marks_played: 5,
+            marks_cleared: 1,
+            twilio_malformed: 0,
+            rtp_malformed: 0,
+            rtp_foreign_source: 2,
+            custom_parameters: vec![
+                ("Zeta".into(), "last \"quoted\"\n".into()),
+                ("Alpha".into(), "ü".into()),
+            ],
+        }
+    }
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path).unwrap().split_inclusive('\n').map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn lines_are_json_objects_that_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cdr.jsonl");
+        let mut writer = CdrWriter::open(&path).unwrap();
+        for n in 0..3 {
+            writer.write(&sample(n)).unwrap();
+        }
+        let lines = lines(&path);
+        assert_eq!(lines.len(), 3);
+        for (n, line) in (0..).zip(&lines) {
+            assert!(line.ends_with('\n') && !line.trim_end().contains('\n'));
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(value["call_sid"], format!("CA{n:032x}"));
+            assert_eq!(value["to"], serde_json::Value::Null);
+            assert_eq!(value["rtp_foreign_source"], 2);
+            assert_eq!(serde_json::from_str::<CallRecord>(line).unwrap(), sample(n));
+        }
+        assert_eq!(writer.torn_lines_repaired(), 0);
+    }
+
+    #[test]
+    fn field_names_are_the_documented_ones_in_order() {
+        let line = serde_json::to_string(&CallRecord::default()).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let names: Vec<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();
+        let expected = [
+            "call_sid",
+            "stream_sid",
+            "account_sid",
+            "from",
+            "to",
+            "started_at",
+            "ended_at",
+            "duration_ms",
+            "end_reason",
+            "io_backend",
+            "worker",
+            "inbound_frames",
+            "inbound_bytes",
+            "outbound_frames",
+            "outbound_bytes",
+            "rtp_lost",
+            "rtp_late",
+            "rtp_duplicate",
+            "rtp_reordered",
+            "concealed_frames",
+            "jitter_us",
+            "max_jitter_us",
+            "vad_segments",
+            "barge_ins",
+            "dtmf_digits",
+            "marks_sent",
+            "marks_played",
+            "marks_cleared",
+            "twilio_malformed",
+            "rtp_malformed",
+            "rtp_foreign_source",
+            "custom_parameters",
+        ];
+        // serde_json's Map is sorted unless preserve_order is on; compare as sets
+        // here and check the order on the raw text.
+        let mut sorted_names = names.clone();
+        sorted_names.sort_unstable();
+        let mut sorted_expected = expected.to_vec();
+        sorted_expected.sort_unstable();
+        assert_eq!(sorted_names, sorted_expected);
+        let positions: Vec<usize> =
+            expected.iter().map(|n| line.find(&format!("\"{n}\":")).unwrap()).collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{line}");
+    }
+
+    #[test]
+    fn custom_parameters_are_an_object_in_their_order() {
+        let line = serde_json::to_string(&sample(0)).unwrap();
+        assert!(line.ends_with(r#""custom_parameters":{"Zeta":"last \"quoted\"\n","Alpha":"ü"}}"#), "{line}");
+    }
+
+    #[test]
+    fn reading_tolerates_missing_fields() {
+        let record: CallRecord = serde_json::from_str(r#"{"call_sid":"CA1","rtp_lost":9}"#).unwrap();
+        assert_eq!(record, CallRecord { call_sid: "CA1".into(), rtp_lost: 9, ..CallRecord::default() });
+    }
+
+    #[test]
+    fn reopening_appends_after_earlier_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cdr.jsonl");
+        CdrWriter::open(&path).unwrap().write(&sample(1)).unwrap();
+        let mut writer = CdrWriter::open(&path).unwrap();
+        writer.write(&sample(2)).unwrap();
+        let lines = lines(&path);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(serde_json::from_str::<CallRecord>(&lines[0]).unwrap(), sample(1));
+        assert_eq!(serde_json::from_str::<CallRecord>(&lines[1]).unwrap(), sample(2));
+        assert_eq!(writer.torn_lines_repaired(), 0);
+    }
+
+    #[test]
+    fn a_torn_last_line_does_not_swallow_the_next_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cdr.jsonl");
+        let whole = serde_json::to_string(&sample(1)).unwrap();
+        let torn = &whole[..whole.len() / 2];
+        std::fs::write(&path, format!("{whole}\n{torn}")).unwrap();
+
+        let mut writer = CdrWriter::open(&path).unwrap();
+        assert_eq!(writer.torn_lines_repaired(), 1);
+        writer.write(&sample(2)).unwrap();
+
+        let lines = lines(&path);
+        assert_eq!(lines, vec![format!("{whole}\n"), format!("{torn}\n"), lines[2].clone()]);
+        assert!(serde_json::from_str::<CallRecord>(&lines[1]).is_err());
+        assert_eq!(serde_json::from_str::<CallRecord>(&lines[2]).unwrap(), sample(2));
+    }
+
+    #[test]
+    fn an_unwritable_path_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-dir").join("cdr.jsonl");
+        let err = CdrWriter::open(&missing).unwrap_err();
+        assert!(matches!(err, CdrError::Open { .. }));
+        assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
+
+        // A directory where the file should be.
+        let err = CdrWriter::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains(&dir.path().display().to_string()), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn new_files_are_not_world_readable() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cdr.jsonl");
+        let _writer = CdrWriter::open(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o007, 0, "mode {mode:o}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn dev_null_discards_records() {
+        let mut writer = CdrWriter::open("/dev/null").unwrap();
+        writer.write(&sample(1)).unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_failed_append_names_the_file() {
+        // /dev/full refuses every write with "no space left on device".
+        let mut writer = CdrWriter::open("/dev/full").unwrap();
+        let err = writer.write(&sample(1)).unwrap_err();
+        assert!(matches!(err, CdrError::Write { .. }));
+        assert!(err.to_string().contains("/dev/full"), "{err}");
+    }
+
+    fn at(ms: i64) -> SystemTime {
+        let magnitude = Duration::from_millis(ms.unsigned_abs());
+        if ms >= 0 { UNIX_EPOCH + magnitude } else { UNIX_EPOCH - magnitude }
+    }
+
+    #[test]
+    fn timestamps_at_known_instants() {
+        assert_eq!(rfc3339_utc(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_utc(at(-1)), "1969-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339_utc(UNIX_EPOCH - Duration::from_micros(1)), "1969-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339_utc(UNIX_EPOCH + Duration::from_micros(1999)), "1970-01-01T00:00:00.001Z");
+        assert_eq!(rfc3339_utc(at(951_782_400_000)), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339_utc(at(1_700_000_000_123)), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc3339_utc(at(4_107_542_399_000)), "2100-02-28T23:59:59.000Z");
+        assert_eq!(rfc3339_utc(at(4_107_542_400_000)), "2100-03-01T00:00:00.000Z");
+        assert_eq!(rfc3339_utc(at(-62_167_219_200_000)), "0000-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_utc(at(-62_167_219_200_001)), "0000-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_utc(at(i64::MAX)), "9999-12-31T23:59:59.999Z");
+    }
+
+    /// Slow but obviously right: walk whole years, then whole months.
+    fn naive_rfc3339(ms: i64) -> String {
+        let is_leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let mut days = ms.div_euclid(86_400_000);
+        let ms_of_day = ms.rem_euclid(86_400_000);
+        let mut year = 1970;
+        loop {
+            let len = if is_leap(year) { 366 } else { 365 };
+            if days >= len {
+                days -= len;
+                year += 1;
+            } else if days < 0 {
+                year -= 1;
+                days += if is_leap(year) { 366 } else { 365 };
+            } else {
+                break;
+            }
+        }
+        let mut month = 1;
+        for len in [31, if is_leap(year) { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31] {
+            if days < len {
+                break;
+            }
+            days -= len;
+            month += 1;
+        }
+        format!(
+            "{year:04}-{month:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            days + 1,
+            ms_of_day / 3_600_000,
+            ms_of_day / 60_000 % 60,
+            ms_of_day / 1000 % 60,
+            ms_of_day % 1000
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn timestamps_match_a_naive_calendar(ms in -30_000_000_000_000i64..=30_000_000_000_000) {
+            prop_assert_eq!(rfc3339_utc(at(ms)), naive_rfc3339(ms));
+        }
+
+        #[test]
+        fn records_round_trip_through_json(
+            sids in "[A-Za-z0-9]{0,34}",
+            reason in "\\PC{0,20}",
+            counters in proptest::collection::vec(any::<u64>(), 20),
+            params in proptest::collection::vec(("\\PC{1,12}", "\\PC{0,12}"), 0..5),
+            from in proptest::option::of("\\PC{0,16}"),
+        ) {
+            let mut params = params;
+            params.dedup_by(|a, b| a.0 == b.0);
+            let names: std::collections::HashSet<_> = params.iter().map(|p| p.0.clone()).collect();
+            prop_assume!(names.len() == params.len());
+            let record = CallRecord {
+                call_sid: sids.clone(),
+                stream_sid: sids.clone(),
+                account_sid: sids,
+                from,
+                end_reason: reason,
+                inbound_frames: counters[0],
+                inbound_bytes: counters[1],
+                outbound_frames: counters[2],
+                outbound_bytes: counters[3],
+                rtp_lost: counters[4],
+                rtp_late: counters[5],
+                rtp_duplicate: counters[6],
+                rtp_reordered: counters[7],
+                concealed_frames: counters[8],
+                jitter_us: counters[9],
+                max_jitter_us: counters[10],
+                vad_segments: counters[11],
+                barge_ins: counters[12],
+                dtmf_digits: counters[13],
+                marks_sent: counters[14],
+                marks_played: counters[15],
+                marks_cleared: counters[16],
+                twilio_malformed: counters[17],
+                rtp_malformed: counters[18],
+                rtp_foreign_source: counters[19],
+                custom_parameters: params,
+                ..CallRecord::default()
+            };
+            let line = serde_json::to_string(&record).unwrap();
+            prop_assert!(!line.contains('\n'));
+            prop_assert_eq!(serde_json::from_str::<CallRecord>(&line).unwrap(), record);
+        }
+    }
+}
