@@ -58,9 +58,10 @@
 //! speech from noise of the same level and spectrum.
 //!
 //! Per block, [`FEATURES`] numbers (see [`FEATURE_NAMES`]) describe the
-//! block: SNR per band and overall, absolute levels, periodicity and the
-//! stability of the pitch lag, a little SNR history, and the spectral shape
-//! of both the block and the noise floor. Two small networks turn them into
+//! block: SNR per band and overall, absolute levels and the level's running
+//! average over about 3 s, periodicity and the stability of the pitch lag, a
+//! little SNR history, and the spectral shape of both the block and the noise
+//! floor. Two small networks turn them into
 //! a decision: a *spotter* scores the block alone, and a *smoother* looks at
 //! the spotter's last 400 ms of scores (which lets it learn how long speech
 //! lingers under each kind of noise) and the slow level features. The weights
@@ -68,6 +69,9 @@
 //! tuning set of telephone speech in noise; the smoother's score is compared
 //! against a per-mode threshold, followed by a per-mode hangover.
 //! `vad-eval/RESULTS.md` compares it with WebRTC's VAD on a held-out set.
+//!
+//! The noise estimates need the first second or so of a stream to settle;
+//! speech right at the start is judged against whatever was heard so far.
 //!
 //! Everything is `f32` arithmetic without `libm` (logarithms are a bit-level
 //! approximation) and costs well under a microsecond per 20 ms frame.
@@ -347,6 +351,7 @@ impl Vad {
         }
         self.blocks = self.blocks.wrapping_add(1);
 
+        // Indices into `f` follow FEATURE_NAMES.
         let mut f = [0.0f32; FEATURES];
         let mut band_levels = [0.0f32; BANDS];
         let mut band_noise = [0.0f32; BANDS];
