@@ -140,11 +140,6 @@ def decide(score, threshold, hangover):
     return out[:2 * n].reshape(n, 2).any(axis=1)
 
 
-def fbeta(p, r, beta):
-    b2 = beta * beta
-    return (1 + b2) * p * r / max(b2 * p + r, 1e-12)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--example", default=os.path.join(
