@@ -83,7 +83,7 @@ fn talkspurt(c: &mut Criterion) {
     c.bench_function("vad/talkspurt_frame", |b| {
         b.iter(|| {
             // One second of speech, one of silence, alternating.
-            let speech = (n / 50) % 2 == 0;
+            let speech = (n / 50).is_multiple_of(2);
             n = n.wrapping_add(1);
             now += Duration::from_millis(20);
             spurts.handle_frame(black_box(now), black_box(speech));

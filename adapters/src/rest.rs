@@ -418,7 +418,7 @@ impl CreateCall {
             form.push("StatusCallbackEvent", event.as_str());
         }
         if let Some(secs) = self.timeout_secs {
-            form.push("Timeout", &secs.to_string());
+            form.push("Timeout", secs.to_string());
         }
         Ok(form.encode())
     }
@@ -532,8 +532,8 @@ impl StartStream {
             form.push("StatusCallbackMethod", method.as_str());
         }
         for (index, (name, value)) in (1..).zip(&self.parameters) {
-            form.push(&format!("Parameter{index}.Name"), non_empty("Parameter.Name", name)?);
-            form.push(&format!("Parameter{index}.Value"), value);
+            form.push(format!("Parameter{index}.Name"), non_empty("Parameter.Name", name)?);
+            form.push(format!("Parameter{index}.Value"), value);
         }
         Ok(form.encode())
     }

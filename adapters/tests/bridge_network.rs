@@ -348,7 +348,7 @@ impl BackendSim {
         let ts = (i as u64 * ptime_ms * u64::from(codec.clock_rate()) / 1000) as u32;
         let mut header =
             RtpHeader::new(codec.default_payload_type(), self.seq, 0x1000_0000u32.wrapping_add(ts), 0xBACC);
-        header.marker = i == 0 || marker_every.is_some_and(|n| i % n == 0);
+        header.marker = i == 0 || marker_every.is_some_and(|n| i.is_multiple_of(n));
         self.seq = self.seq.wrapping_add(1);
         let mut out = vec![0u8; 12 + frames[i].len()];
         let len = header.write(&frames[i], &mut out).expect("fits");
@@ -728,15 +728,13 @@ fn marks_follow_each_backend_talkspurt_and_are_reported_played() {
     );
     // Packets 0-49, 50-99, 100-149 sent as three separate talkspurts, 2 s apart.
     let mut t = 200u64;
-    let mut seq = 1u16;
     let mut sends = Vec::new();
-    for (i, f) in frames.iter().enumerate() {
+    for (seq, (i, f)) in (1u16..).zip(frames.iter().enumerate()) {
         if i % 50 == 0 && i > 0 {
             t += 2_000;
         }
         let mut h = RtpHeader::new(0, seq, i as u32 * 160, 0xB0B);
         h.marker = i % 50 == 0;
-        seq += 1;
         let mut d = vec![0u8; 200];
         let n = h.write(f, &mut d).expect("fits");
         d.truncate(n);

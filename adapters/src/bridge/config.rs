@@ -169,7 +169,7 @@ impl BridgeConfig {
     pub fn validate(&self) -> Result<(), BridgeError> {
         let bad = |key: &'static str, reason: &'static str| Err(BridgeError::Config { key, reason });
         let ptime_ms = self.ptime.as_millis();
-        if self.ptime.subsec_nanos() % 1_000_000 != 0
+        if !self.ptime.subsec_nanos().is_multiple_of(1_000_000)
             || !SUPPORTED_PTIMES_MS.iter().any(|&p| u128::from(p) == ptime_ms)
         {
             return bad("rtp.ptime_ms", "must be 10, 20, 30 or 40");
