@@ -14,13 +14,26 @@ use super::{Connected, Dtmf, Mark, Media, Start, Stop, StreamSid};
 /// Writes `{"event":"media","streamSid":…,"media":{"payload":…}}`: `mulaw`
 /// (raw μ-law, 8 kHz, no header) queued for playing to the caller.
 pub fn write_media(out: &mut Vec<u8>, stream_sid: &StreamSid, mulaw: &[u8]) {
+    const HEAD: &[u8] = br#"{"event":"media","streamSid":""#;
+    const MIDDLE: &[u8] = br#"","media":{"payload":""#;
+    const TAIL: &[u8] = br#""}}"#;
+    let sid = stream_sid.as_str().as_bytes();
+    let text_len = base64::encoded_len(mulaw.len()).unwrap_or(usize::MAX);
+    // One resize and plain slice copies: the frame's layout is known up
+    // front, so no piece needs its own capacity check.
+    let payload_at = HEAD.len() + sid.len() + MIDDLE.len();
+    let total = payload_at.saturating_add(text_len).saturating_add(TAIL.len());
     out.clear();
-    out.reserve(64 + stream_sid.as_str().len() + base64::encoded_len(mulaw.len()).unwrap_or(0));
-    out.extend_from_slice(br#"{"event":"media","streamSid":""#);
-    out.extend_from_slice(stream_sid.as_str().as_bytes());
-    out.extend_from_slice(br#"","media":{"payload":""#);
-    base64::encode_append(mulaw, out);
-    out.extend_from_slice(br#""}}"#);
+    out.resize(total, 0);
+    let (head, rest) = out.split_at_mut(HEAD.len());
+    head.copy_from_slice(HEAD);
+    let (sid_out, rest) = rest.split_at_mut(sid.len());
+    sid_out.copy_from_slice(sid);
+    let (middle, rest) = rest.split_at_mut(MIDDLE.len());
+    middle.copy_from_slice(MIDDLE);
+    let (text, tail) = rest.split_at_mut(rest.len() - TAIL.len());
+    let _ = base64::encode(mulaw, text);
+    tail.copy_from_slice(TAIL);
 }
 
 /// [`write_media`] for 16-bit linear PCM: the samples are μ-law-encoded
