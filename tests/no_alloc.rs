@@ -31,6 +31,12 @@ struct Counting;
 
 thread_local! {
     static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    /// Heap bytes allocated and not yet freed by this thread.
+    static LIVE_BYTES: Cell<i64> = const { Cell::new(0) };
+}
+
+fn track(delta: i64) {
+    LIVE_BYTES.with(|b| b.set(b.get() + delta));
 }
 
 // SAFETY: every method forwards to the system allocator unchanged; the only
@@ -38,15 +44,18 @@ thread_local! {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        track(layout.size() as i64);
         // SAFETY: same contract as our caller's.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        track(-(layout.size() as i64));
         // SAFETY: same contract as our caller's.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        track(new_size as i64 - layout.size() as i64);
         // SAFETY: same contract as our caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -172,6 +181,7 @@ fn call_bridge_steady_state_allocates_nothing_per_frame() {
     let backend: SocketAddr = BACKEND.parse().expect("addr");
     // Both sides "talk" at once; without barge-in both directions flow.
     let config = BridgeConfig { backend: Some(backend), barge_in: false, ..BridgeConfig::default() };
+    let heap_before = LIVE_BYTES.with(Cell::get);
     let mut bridge = CallBridge::new(config, Instant::ZERO).expect("config");
     let sid = StreamSid::new("MZ00000000000000000000000000000001").expect("sid");
     let start = Start {
@@ -227,6 +237,17 @@ fn call_bridge_steady_state_allocates_nothing_per_frame() {
     for i in 0..200 {
         step(i, &mut bridge, &mut frame);
     }
+    // What one call costs: the bridge itself plus the heap it holds (the
+    // start frame's box, buffers and queues at working size). The proxy's
+    // sockets come on top; DESIGN.md's budget for all of it is 64 KiB.
+    let heap = LIVE_BYTES.with(Cell::get) - heap_before - frame.capacity() as i64;
+    let inline = std::mem::size_of::<CallBridge>() as i64;
+    eprintln!("call bridge: {inline} bytes inline + {heap} bytes of heap = {} bytes", inline + heap);
+    assert!(
+        inline + heap < 48 * 1024,
+        "a call's bridge must leave room in a 64 KiB budget: {}",
+        inline + heap
+    );
     let n = allocations_in(|| {
         for i in 200..1_200 {
             step(i, &mut bridge, &mut frame);

@@ -89,6 +89,9 @@ pub const MAX_RTP_PAYLOAD: usize = 640;
 /// pitch period to repeat.
 const CONCEALER_HISTORY: usize = 640;
 
+/// Largest uplink packet in samples: 40 ms at 8 kHz.
+const MAX_UPLINK_PACKET: usize = 320;
+
 /// Packets the jitter buffer can hold.
 pub const JITTER_SLOTS: usize = 16;
 
@@ -286,8 +289,6 @@ struct Uplink {
     next_media_ms: Option<u64>,
     marker_due: bool,
     upsampler: Upsampler,
-    pcm: Vec<i16>,
-    wide: Vec<i16>,
     dtmf: Option<DtmfSender>,
     digits: VecDeque<char>,
     vad: Vad,
@@ -406,8 +407,6 @@ impl CallBridge {
                 next_media_ms: None,
                 marker_due: true,
                 upsampler: Upsampler::new(),
-                pcm: vec![0; MAX_MEDIA_BYTES],
-                wide: vec![0; 2 * MAX_MEDIA_BYTES],
                 dtmf: None,
                 digits: VecDeque::with_capacity(MAX_QUEUED_DIGITS),
                 vad: Vad::new(VadConfig { mode: vad_mode }),
@@ -423,9 +422,11 @@ impl CallBridge {
                 }),
                 downsampler: Downsampler::new(),
                 telephone_events: DtmfReceiver::new(DtmfReceiverConfig::default(), now),
-                pcm: vec![0; MAX_RTP_PAYLOAD * 2],
-                narrow: vec![0; MAX_RTP_PAYLOAD * 2],
-                mulaw: vec![0; MAX_RTP_PAYLOAD * 2],
+                // L16 payloads hold half as many samples as bytes; G.711 and
+                // concealment at most one sample per payload byte.
+                pcm: vec![0; MAX_RTP_PAYLOAD / 2],
+                narrow: vec![0; MAX_RTP_PAYLOAD],
+                mulaw: vec![0; MAX_RTP_PAYLOAD],
                 mulaw_framer: Framer::new(),
                 pcm_framer: Framer::new(),
                 vad: Vad::new(VadConfig { mode: VadMode::Quality }),
@@ -777,16 +778,17 @@ impl CallBridge {
 
     /// Runs the caller's audio through the VAD in exact 20 ms frames.
     fn detect_caller_speech(&mut self, timestamp_ms: u64, len: usize) {
-        let _ = g711::decode(g711::Law::Mu, &self.audio[..len], &mut self.uplink.pcm[..len]);
+        let mut pcm = [0i16; FRAME_SAMPLES];
         let mut at = 0;
         while at < len {
-            let Uplink { vad, talkspurt, vad_framer, vad_frame_ms, pcm, .. } = &mut self.uplink;
+            let Uplink { vad, talkspurt, vad_framer, vad_frame_ms, .. } = &mut self.uplink;
             if vad_framer.buffered() == 0 {
                 *vad_frame_ms = timestamp_ms + at as u64 / 8;
             }
             let take = (FRAME_SAMPLES - vad_framer.buffered()).min(len - at);
             let frame_ms = *vad_frame_ms;
-            vad_framer.push(&pcm[at..at + take], |frame| {
+            let _ = g711::decode(g711::Law::Mu, &self.audio[at..at + take], &mut pcm[..take]);
+            vad_framer.push(&pcm[..take], |frame| {
                 let speech = vad.classify(frame).unwrap_or(false);
                 talkspurt.handle_frame(Instant::from_millis(frame_ms), speech);
             });
@@ -873,15 +875,16 @@ impl CallBridge {
                 g711::transcode(g711::Law::Mu, g711::Law::A, mulaw, &mut buf[at..]).unwrap_or(0)
             }
             BackendCodec::L16Narrowband => {
-                let pcm = &mut up.pcm[..mulaw.len()];
-                let _ = g711::decode(g711::Law::Mu, mulaw, pcm);
-                write_l16(pcm, &mut buf[at..])
+                let mut pcm = [0i16; MAX_UPLINK_PACKET];
+                let n = g711::decode(g711::Law::Mu, mulaw, &mut pcm).unwrap_or(0);
+                write_l16(&pcm[..n], &mut buf[at..])
             }
             BackendCodec::L16Wideband => {
-                let pcm = &mut up.pcm[..mulaw.len()];
-                let _ = g711::decode(g711::Law::Mu, mulaw, pcm);
-                let n = up.upsampler.upsample(pcm, &mut up.wide).unwrap_or(0);
-                write_l16(&up.wide[..n], &mut buf[at..])
+                let mut pcm = [0i16; MAX_UPLINK_PACKET];
+                let mut wide = [0i16; 2 * MAX_UPLINK_PACKET];
+                let n = g711::decode(g711::Law::Mu, mulaw, &mut pcm).unwrap_or(0);
+                let n = up.upsampler.upsample(&pcm[..n], &mut wide).unwrap_or(0);
+                write_l16(&wide[..n], &mut buf[at..])
             }
         };
         up.pending.clear();
