@@ -241,7 +241,7 @@ fn call_bridge_steady_state_allocates_nothing_per_frame() {
     // start frame's box, buffers and queues at working size). The proxy's
     // sockets come on top; DESIGN.md's budget for all of it is 64 KiB.
     let heap = LIVE_BYTES.with(Cell::get) - heap_before - frame.capacity() as i64;
-    let inline = std::mem::size_of::<CallBridge>() as i64;
+    let inline = size_of::<CallBridge>() as i64;
     eprintln!("call bridge: {inline} bytes inline + {heap} bytes of heap = {} bytes", inline + heap);
     assert!(
         inline + heap < 48 * 1024,
