@@ -468,6 +468,11 @@ impl Run {
     }
 }
 
+/// A backend talking PCMU at 20 ms from t = 100 ms, one talkspurt.
+fn pcmu_source(frames: Vec<Vec<u8>>) -> BackendMode {
+    BackendMode::Source { codec: BackendCodec::Pcmu, ptime_ms: 20, frames, start_ms: 100, marker_every: None }
+}
+
 fn config() -> BridgeConfig {
     BridgeConfig {
         backend: Some(backend_addr()),
@@ -530,13 +535,7 @@ fn caller_audio_reaches_the_backend_bit_exact_with_timestamps_from_twilio() {
 #[test]
 fn backend_audio_reaches_twilio_bit_exact_through_jitter_reordering_and_duplicates() {
     let frames = marked_frames(400, 160, 11);
-    let backend = BackendMode::Source {
-        codec: BackendCodec::Pcmu,
-        ptime_ms: 20,
-        frames: frames.clone(),
-        start_ms: 100,
-        marker_every: None,
-    };
+    let backend = pcmu_source(frames.clone());
     // Up to 45 ms of extra delay reorders packets two or three deep.
     let down = Impairment { jitter_ms: 45, duplicate: 0.05, ..Impairment::default() };
     let config = BridgeConfig { jitter_max_delay: Duration::from_millis(120), ..config() };
@@ -561,13 +560,7 @@ fn backend_audio_reaches_twilio_bit_exact_through_jitter_reordering_and_duplicat
 #[test]
 fn lost_backend_packets_are_concealed_and_everything_else_is_bit_exact() {
     let frames = marked_frames(500, 160, 13);
-    let backend = BackendMode::Source {
-        codec: BackendCodec::Pcmu,
-        ptime_ms: 20,
-        frames: frames.clone(),
-        start_ms: 100,
-        marker_every: None,
-    };
+    let backend = pcmu_source(frames.clone());
     let down = Impairment { loss: 0.03, burst: (0.01, 3), jitter_ms: 8, ..Impairment::default() };
     let mut run = Run::new(config(), TwilioSim::new(quiet_caller(560)), backend, Impairment::default(), down);
     run.run_until(ms(11_000));
