@@ -480,6 +480,28 @@ mod tests {
     }
 
     proptest! {
+        /// The SIMD fast path and the scalar loop agree exactly on a payload
+        /// inside a JSON string, whether it is clean or has a byte replaced
+        /// (by one outside the alphabet, padding, a backslash or a quote).
+        #[test]
+        fn fast_path_matches_scalar_inside_a_json_string(
+            bytes in proptest::collection::vec(any::<u8>(), 0..400),
+            damage in proptest::option::of((any::<prop::sample::Index>(), prop::sample::select(vec![b'=', b'\\', b'"', b'-', b'_', b' ', 0xC3, b'A']))),
+        ) {
+            let mut frame = enc(&bytes);
+            if let Some((at, byte)) = damage && !frame.is_empty() {
+                let i = at.index(frame.len());
+                frame[i] = byte;
+            }
+            frame.extend_from_slice(br#""}}"#);
+            let mut fast = vec![0u8; 400];
+            let mut slow = vec![0u8; 400];
+            let (c1, w1) = decode_prefix(&frame, &mut fast);
+            let (c2, w2) = decode_prefix_scalar(&frame, &mut slow);
+            prop_assert_eq!((c1, w1), (c2, w2));
+            prop_assert_eq!(&fast[..w1], &slow[..w2]);
+        }
+
         #[test]
         fn encode_matches_reference_and_decodes_back(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let text = enc(&bytes);
