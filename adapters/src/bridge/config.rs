@@ -70,16 +70,6 @@ impl BackendCodec {
             BackendCodec::L16Wideband => 97,
         }
     }
-
-    /// The SDP `rtpmap` encoding name.
-    #[must_use]
-    pub const fn encoding_name(self) -> &'static str {
-        match self {
-            BackendCodec::Pcmu => "PCMU",
-            BackendCodec::Pcma => "PCMA",
-            BackendCodec::L16Narrowband | BackendCodec::L16Wideband => "L16",
-        }
-    }
 }
 
 /// Everything a [`CallBridge`](crate::bridge::CallBridge) needs to know about

@@ -490,7 +490,7 @@ impl CallBridge {
         self.ended.is_some()
     }
 
-    /// Whether caller audio sent to Twilio is still waiting to be played.
+    /// Whether backend audio sent to Twilio is still waiting to be played.
     #[must_use]
     pub fn has_unplayed_audio(&self) -> bool {
         self.downlink.playout.has_unplayed() || self.downlink.unmarked_frames > 0
@@ -547,7 +547,7 @@ impl CallBridge {
                 if self.uplink.digits.len() < MAX_QUEUED_DIGITS {
                     self.uplink.digits.push_back(dtmf.digit);
                 }
-                self.start_next_digit(now);
+                self.drive_dtmf(now);
                 Ok(())
             }
             Inbound::Mark(mark) => {
@@ -929,33 +929,19 @@ impl CallBridge {
         self.push_rtp(now, buf);
     }
 
-    fn start_next_digit(&mut self, now: Instant) {
-        if self.uplink.dtmf.as_ref().is_some_and(|sender| !sender.is_finished()) {
-            return;
-        }
-        let Some(digit) = self.uplink.digits.pop_front() else {
-            self.uplink.dtmf = None;
-            return;
-        };
-        let rate = self.config.codec.clock_rate();
-        let dtmf = DtmfConfig {
-            clock_rate: rate,
-            packet_interval: rtp::timestamp_for(Duration::from_millis(20), rate) as u16,
-            volume: 10,
-        };
-        let duration = rtp::timestamp_for(self.config.dtmf_duration, rate);
-        let timestamp = self.uplink_timestamp_now();
-        // The parser only lets DTMF digits through, so this cannot fail; a
-        // digit it could not send would simply be skipped.
-        self.uplink.dtmf = DtmfSender::for_digit(&dtmf, digit, timestamp, duration, now).ok();
-        self.drive_dtmf(now);
-    }
-
+    /// Sends what the current digit has due; when it is done, starts the
+    /// next queued one. Each pass of the loop returns or takes a queued
+    /// digit, so it ends.
     fn drive_dtmf(&mut self, now: Instant) {
         loop {
-            let Some(sender) = self.uplink.dtmf.as_mut() else { return };
-            sender.handle_timeout(now);
-            let mut sent = false;
+            if self.uplink.dtmf.is_none() {
+                let Some(digit) = self.uplink.digits.pop_front() else { return };
+                self.uplink.dtmf = self.dtmf_sender(digit, now);
+                continue;
+            }
+            if let Some(sender) = self.uplink.dtmf.as_mut() {
+                sender.handle_timeout(now);
+            }
             while let Some(packet) = self.uplink.dtmf.as_mut().and_then(DtmfSender::poll_packet) {
                 let mut header = RtpHeader::new(
                     self.config.dtmf_payload_type,
@@ -971,21 +957,26 @@ impl CallBridge {
                     buf.truncate(len);
                     self.push_rtp(now, buf);
                 }
-                sent = true;
             }
-            let finished = self.uplink.dtmf.as_ref().is_some_and(DtmfSender::is_finished);
-            if !finished {
+            if !self.uplink.dtmf.as_ref().is_some_and(DtmfSender::is_finished) {
                 return;
             }
             self.uplink.dtmf = None;
-            if self.uplink.digits.is_empty() {
-                return;
-            }
-            self.start_next_digit(now);
-            if !sent {
-                return;
-            }
         }
+    }
+
+    /// A sender for one digit, starting at the uplink's current media time.
+    fn dtmf_sender(&self, digit: char, now: Instant) -> Option<DtmfSender> {
+        let rate = self.config.codec.clock_rate();
+        let dtmf = DtmfConfig {
+            clock_rate: rate,
+            packet_interval: rtp::timestamp_for(Duration::from_millis(20), rate) as u16,
+            volume: 10,
+        };
+        let duration = rtp::timestamp_for(self.config.dtmf_duration, rate);
+        // The parser only lets DTMF digits through, so this cannot fail; a
+        // digit it could not send would simply be skipped.
+        DtmfSender::for_digit(&dtmf, digit, self.uplink_timestamp_now(), duration, now).ok()
     }
 
     fn drain_backend_dtmf(&mut self) {
