@@ -40,7 +40,7 @@
 //! | `twilio.api_base` | string | `"https://api.twilio.com"` | `http://` or `https://` URL without query or fragment |
 //! | `twilio.validate_signatures` | boolean | `true` | |
 //! | `rtp.bind` | string | `"127.0.0.1"` | IP address the RTP sockets bind to |
-//! | `rtp.ports` | string | `"40000-40999"` | `"LO-HI"`, 1024 to 65535 |
+//! | `rtp.ports` | string | `"40000-44999"` | `"LO-HI"`, 1024 to 65535; one port per call, so at least `limits.max_calls` ports |
 //! | `rtp.allow_privileged_ports` | boolean | `false` | `true` lets `rtp.ports` go below 1024 |
 //! | `rtp.backend` | string | `"127.0.0.1:4000"` | IP address and non-zero port of the voice stack |
 //! | `rtp.codec` | string | `"pcmu"` | `pcmu`, `pcma`, `l16-8k`, `l16-16k` |
@@ -58,6 +58,8 @@
 //! | `limits.max_body_bytes` | integer | `65536` | 1024 to 16 MiB: largest HTTP request body |
 //! | `cdr.path` | string | `"voxproxy-cdr.jsonl"` (working directory) | file path, not a directory |
 //! | `drain.timeout` | duration | `"5s"` | 0 to 1 h |
+//! | `log.format` | string | `"text"` | `text` (human-readable lines) or `json` (one JSON object per line) |
+//! | `log.level` | string | `"info"` | a tracing filter such as `info`, `warn`, `voxproxy=debug` |
 //!
 //! Durations are strings of one or more `<integer><unit>` parts with the units
 //! `h`, `m`, `s` and `ms`, largest first and each at most once: `"250ms"`,
@@ -127,6 +129,8 @@ pub struct Config {
     pub limits: Limits,
     /// `[cdr]`: call records.
     pub cdr: CdrSettings,
+    /// `[log]`: structured logs on stderr.
+    pub log: LogSettings,
     /// `[drain]`: graceful shutdown.
     pub drain: DrainSettings,
     /// Secrets, read only from the environment.
@@ -255,58 +259,9 @@ impl fmt::Display for PortRange {
     }
 }
 
-/// The audio encoding on the RTP leg (`rtp.codec`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Codec {
-    /// G.711 μ-law, 8 kHz: what Twilio sends, so no transcoding.
-    Pcmu,
-    /// G.711 A-law, 8 kHz.
-    Pcma,
-    /// 16-bit linear PCM, big-endian, 8 kHz.
-    L16At8kHz,
-    /// 16-bit linear PCM, big-endian, 16 kHz.
-    L16At16kHz,
-}
-
-impl Codec {
-    /// The spelling used in the file and the environment.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Codec::Pcmu => "pcmu",
-            Codec::Pcma => "pcma",
-            Codec::L16At8kHz => "l16-8k",
-            Codec::L16At16kHz => "l16-16k",
-        }
-    }
-
-    /// RTP clock rate in Hz.
-    #[must_use]
-    pub fn clock_rate(self) -> u32 {
-        match self {
-            Codec::Pcmu | Codec::Pcma | Codec::L16At8kHz => 8_000,
-            Codec::L16At16kHz => 16_000,
-        }
-    }
-
-    /// The payload type used when `rtp.payload_type` is not set: the static
-    /// types of RFC 3551 for G.711, and the first dynamic type for L16 (its
-    /// static types are for 44.1 kHz only).
-    #[must_use]
-    pub fn default_payload_type(self) -> u8 {
-        match self {
-            Codec::Pcmu => 0,
-            Codec::Pcma => 8,
-            Codec::L16At8kHz | Codec::L16At16kHz => 96,
-        }
-    }
-}
-
-impl fmt::Display for Codec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The audio encoding on the RTP leg (`rtp.codec`): the call bridge's own
+/// codec type, so the config, SDP and the bridge cannot disagree on names.
+pub use voxproxy_adapters::bridge::BackendCodec as Codec;
 
 /// `[jitter]` settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -354,6 +309,24 @@ pub struct Limits {
 pub struct CdrSettings {
     /// `cdr.path`: the JSON-lines file call records are appended to.
     pub path: PathBuf,
+}
+
+/// `[log]` settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogSettings {
+    /// `log.format`: how each log event is written.
+    pub format: LogFormat,
+    /// `log.level`: which events are written (a `tracing` filter directive).
+    pub level: String,
+}
+
+/// How log events are written (`log.format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line, with the call's ids as fields.
+    Json,
 }
 
 /// `[drain]` settings.
@@ -425,7 +398,7 @@ pub struct ServeArgs {
     /// Address and port the voice stack receives RTP on (rtp.backend) [default: 127.0.0.1:4000].
     #[arg(long, value_name = "ADDR")]
     pub backend: Option<String>,
-    /// Local UDP port range for RTP (rtp.ports) [default: 40000-40999].
+    /// Local UDP port range for RTP (rtp.ports) [default: 40000-44999].
     #[arg(long, value_name = "LO-HI")]
     pub rtp_ports: Option<String>,
     /// Number of worker threads, 1 to 1024 (server.workers) [default: number of CPUs].
@@ -434,6 +407,10 @@ pub struct ServeArgs {
     /// I/O backend of the workers (server.io) [default: auto].
     #[arg(long, value_name = "MODE", value_parser = ["auto", "uring", "epoll"])]
     pub io: Option<String>,
+    /// Start without TWILIO_AUTH_TOKEN and let unsigned Twilio requests in,
+    /// logging a warning on every one. For local experiments only.
+    #[arg(long)]
+    pub insecure_skip_signature: bool,
 }
 
 // ---------------------------------------------------------------------------
@@ -784,6 +761,8 @@ enum Setting {
     LimitsMaxBodyBytes,
     CdrPath,
     DrainTimeout,
+    LogFormat,
+    LogLevel,
 }
 
 /// What the messages need to know about a key. Indexed by `Setting as usize`.
@@ -813,7 +792,7 @@ const EXPECT_PAYLOAD_TYPE: &str =
 const EXPECT_DURATION: &str = "expected a duration string such as \"250ms\", \"5s\", \"1m30s\" or \"1h\"";
 const EXPECT_BOOL: &str = "expected true or false";
 
-const KEYS: [KeyInfo; 28] = [
+const KEYS: [KeyInfo; 30] = [
     info(
         Setting::ServerListen,
         "server.listen",
@@ -888,8 +867,8 @@ const KEYS: [KeyInfo; 28] = [
         Setting::RtpPorts,
         "rtp.ports",
         "VOXPROXY_RTP_PORTS",
-        "\"40000-40999\"",
-        "expected a port range \"LO-HI\" such as \"40000-40999\"",
+        "\"40000-44999\"",
+        "expected a port range \"LO-HI\" such as \"40000-44999\"",
     ),
     info(
         Setting::RtpAllowPrivilegedPorts,
@@ -980,6 +959,14 @@ const KEYS: [KeyInfo; 28] = [
     ),
     info(Setting::CdrPath, "cdr.path", "VOXPROXY_CDR_PATH", "\"voxproxy-cdr.jsonl\"", "expected a file path"),
     info(Setting::DrainTimeout, "drain.timeout", "VOXPROXY_DRAIN_TIMEOUT", "\"5s\"", EXPECT_DURATION),
+    info(Setting::LogFormat, "log.format", "VOXPROXY_LOG_FORMAT", "\"text\"", "expected \"text\" or \"json\""),
+    info(
+        Setting::LogLevel,
+        "log.level",
+        "VOXPROXY_LOG_LEVEL",
+        "\"info\"",
+        "expected a filter such as \"info\" or \"voxproxy=debug,warn\"",
+    ),
 ];
 
 impl Setting {
@@ -1049,6 +1036,7 @@ struct FileConfig {
     limits: FileLimits,
     cdr: FileCdr,
     drain: FileDrain,
+    log: FileLog,
 }
 
 #[derive(Default, Deserialize)]
@@ -1122,6 +1110,13 @@ struct FileLimits {
 #[serde(default, deny_unknown_fields)]
 struct FileCdr {
     path: Text,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileLog {
+    format: Text,
+    level: Text,
 }
 
 #[derive(Default, Deserialize)]
@@ -1234,7 +1229,7 @@ impl Layers {
         let s = Raw::Str;
         let i = Raw::Int;
         let b = Raw::Bool;
-        let FileConfig { server, twilio, rtp, jitter, vad, keepalive, limits, cdr, drain } = parsed;
+        let FileConfig { server, twilio, rtp, jitter, vad, keepalive, limits, cdr, drain, log } = parsed;
         self.put_file(&file, Setting::ServerListen, server.listen, s);
         self.put_file(&file, Setting::ServerPublicUrl, server.public_url, s);
         self.put_file(&file, Setting::ServerWorkers, server.workers, i);
@@ -1263,6 +1258,8 @@ impl Layers {
         self.put_file(&file, Setting::LimitsMaxBodyBytes, limits.max_body_bytes, i);
         self.put_file(&file, Setting::CdrPath, cdr.path, s);
         self.put_file(&file, Setting::DrainTimeout, drain.timeout, s);
+        self.put_file(&file, Setting::LogFormat, log.format, s);
+        self.put_file(&file, Setting::LogLevel, log.level, s);
         Ok(())
     }
 
@@ -1687,6 +1684,24 @@ impl Layers {
                     .duration(Setting::DrainTimeout, Duration::from_secs(3600), true)?
                     .unwrap_or(Duration::from_secs(5)),
             },
+            log: LogSettings {
+                format: self
+                    .parsed(Setting::LogFormat, |s| match s {
+                        "text" => Ok(LogFormat::Text),
+                        "json" => Ok(LogFormat::Json),
+                        _ => Err(Setting::LogFormat.info().expected.to_owned()),
+                    })?
+                    .unwrap_or(LogFormat::Text),
+                level: self
+                    .parsed(Setting::LogLevel, |s| {
+                        if s.is_empty() || s.len() > 1024 || s.chars().any(char::is_whitespace) {
+                            Err(Setting::LogLevel.info().expected.to_owned())
+                        } else {
+                            Ok(s.to_owned())
+                        }
+                    })?
+                    .unwrap_or_else(|| "info".to_owned()),
+            },
             secrets,
         })
     }
@@ -1750,7 +1765,7 @@ impl Layers {
             .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
         let ports = self
             .parsed(Setting::RtpPorts, parse_port_range)?
-            .unwrap_or(PortRange { low: 40_000, high: 40_999 });
+            .unwrap_or(PortRange { low: 40_000, high: 44_999 });
         let allow_privileged = self.boolean(Setting::RtpAllowPrivilegedPorts)?.unwrap_or(false);
         if ports.low < 1024 && !allow_privileged {
             return Err(self.invalid(
@@ -1773,12 +1788,8 @@ impl Layers {
             })?
             .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 4000));
         let codec = self
-            .parsed(Setting::RtpCodec, |s| match s {
-                "pcmu" => Ok(Codec::Pcmu),
-                "pcma" => Ok(Codec::Pcma),
-                "l16-8k" => Ok(Codec::L16At8kHz),
-                "l16-16k" => Ok(Codec::L16At16kHz),
-                _ => Err(Setting::RtpCodec.info().expected.to_owned()),
+            .parsed(Setting::RtpCodec, |s| {
+                Codec::from_name(s).ok_or_else(|| Setting::RtpCodec.info().expected.to_owned())
             })?
             .unwrap_or(Codec::Pcmu);
         let ptime_ms = match self.integer(Setting::RtpPtimeMs, 10..=40)? {
@@ -1896,7 +1907,7 @@ impl Config {
         }
         if self.secrets.admin_token.is_none() {
             warnings.push(
-                "VOXPROXY_ADMIN_TOKEN is not set, so the /v1 control API refuses every request".to_owned(),
+                "VOXPROXY_ADMIN_TOKEN is not set, so the /v1 control API is off (its routes answer 404)".to_owned(),
             );
         }
         warnings
@@ -1950,8 +1961,8 @@ mod tests {
         assert_eq!(c.twilio.api_base, "https://api.twilio.com");
         assert!(c.twilio.validate_signatures);
         assert_eq!(c.rtp.bind, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)));
-        assert_eq!(c.rtp.ports, PortRange { low: 40000, high: 40999 });
-        assert_eq!(c.rtp.ports.len(), 1000);
+        assert_eq!(c.rtp.ports, PortRange { low: 40000, high: 44999 });
+        assert_eq!(c.rtp.ports.len(), 5000);
         assert_eq!(c.rtp.backend, "127.0.0.1:4000".parse().unwrap());
         assert_eq!(c.rtp.codec, Codec::Pcmu);
         assert_eq!(c.rtp.ptime_ms, 20);
@@ -2058,7 +2069,7 @@ timeout = "0s"
         assert_eq!(c.rtp.bind, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         assert_eq!(c.rtp.ports, PortRange { low: 20000, high: 20009 });
         assert_eq!(c.rtp.backend, "10.1.2.3:5004".parse().unwrap());
-        assert_eq!(c.rtp.codec, Codec::L16At16kHz);
+        assert_eq!(c.rtp.codec, Codec::L16Wideband);
         assert_eq!((c.rtp.ptime_ms, c.rtp.dtmf_payload_type, c.rtp.payload_type), (40, 110, 98));
         assert_eq!(c.jitter.max_delay_ms, 120);
         assert_eq!(c.vad, VadSettings { mode: 0, barge_in: false });
@@ -2280,6 +2291,8 @@ timeout = "0s"
         ("[twilio]\nvalidate_signatures = \"yes\"", "twilio.validate_signatures", "\"yes\""),
         ("[rtp]\nbind = \"127.0.0.1:5\"", "rtp.bind", "\"127.0.0.1:5\""),
         ("[rtp]\nports = \"5000-4000\"", "rtp.ports", "\"5000-4000\""),
+        ("[log]\nformat = \"xml\"", "log.format", "\"xml\""),
+        ("[log]\nlevel = \"info debug\"", "log.level", "\"info debug\""),
         ("[rtp]\nports = \"5000\"", "rtp.ports", "\"5000\""),
         ("[rtp]\nports = \"0-10\"", "rtp.ports", "\"0-10\""),
         ("[rtp]\nports = \"5000-70000\"", "rtp.ports", "\"5000-70000\""),
