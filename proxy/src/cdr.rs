@@ -433,6 +433,60 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
+/// A [`CdrWriter`] on its own thread, so a slow disk's `fsync` never stalls
+/// a worker's other calls. Calls hand their record over and wait for the
+/// answer before they release their resources.
+#[derive(Clone, Debug)]
+pub struct CdrService {
+    sender: crossbeam_channel::Sender<(CallRecord, tokio::sync::oneshot::Sender<Result<(), String>>)>,
+}
+
+impl CdrService {
+    /// Records waiting for the disk before writers are told to wait.
+    pub const QUEUE: usize = 4096;
+
+    /// Opens the file (see [`CdrWriter::open`]) and starts the writer thread,
+    /// which ends when every clone of the service is dropped.
+    pub fn spawn(path: impl AsRef<Path>) -> Result<Self, CdrError> {
+        let mut writer = CdrWriter::open(path)?;
+        let (sender, receiver) = crossbeam_channel::bounded::<(CallRecord, tokio::sync::oneshot::Sender<Result<(), String>>)>(Self::QUEUE);
+        std::thread::Builder::new()
+            .name("voxproxy-cdr".into())
+            .spawn(move || {
+                for (record, done) in receiver {
+                    let result = writer.write(&record).map_err(|e| e.to_string());
+                    // The call may have given up waiting; the record is written regardless.
+                    let _ = done.send(result);
+                }
+            })
+            .map_err(|source| CdrError::Open { path: PathBuf::from("<cdr writer thread>"), source })?;
+        Ok(CdrService { sender })
+    }
+
+    /// Writes `record` durably. `Err` carries a sentence for the log; the
+    /// caller should then log the record itself so it is not lost.
+    pub async fn write(&self, record: CallRecord) -> Result<(), String> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let sender = self.sender.clone();
+        // `send` blocks only when 4,096 records wait for the disk; checking
+        // with try_send first keeps the worker's thread from ever blocking.
+        match sender.try_send((record, done)) {
+            Ok(()) => {}
+            Err(crossbeam_channel::TrySendError::Full(item)) => {
+                let sender = sender.clone();
+                let handed = tokio::task::spawn_blocking(move || sender.send(item).is_ok()).await;
+                if !matches!(handed, Ok(true)) {
+                    return Err("the call-record writer has stopped".into());
+                }
+            }
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                return Err("the call-record writer has stopped".into());
+            }
+        }
+        wait.await.unwrap_or_else(|_| Err("the call-record writer has stopped".into()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -39,6 +39,7 @@
 //! | `twilio.account_sid` | string | none | `AC` and 32 hex digits |
 //! | `twilio.api_base` | string | `"https://api.twilio.com"` | `http://` or `https://` URL without query or fragment |
 //! | `twilio.validate_signatures` | boolean | `true` | |
+//! | `twilio.stream_parameters` | string | `""` | `"Name=value,Name2=value2"`: extra `<Parameter>`s on every stream (names of letters, digits, `_` and `-`; values without `,`) |
 //! | `rtp.bind` | string | `"127.0.0.1"` | IP address the RTP sockets bind to |
 //! | `rtp.ports` | string | `"40000-44999"` | `"LO-HI"`, 1024 to 65535; one port per call, so at least `limits.max_calls` ports |
 //! | `rtp.allow_privileged_ports` | boolean | `false` | `true` lets `rtp.ports` go below 1024 |
@@ -201,6 +202,9 @@ pub struct TwilioSettings {
     /// `twilio.validate_signatures`: whether Twilio's requests must carry a
     /// valid `X-Twilio-Signature`.
     pub validate_signatures: bool,
+    /// `twilio.stream_parameters`: extra `<Parameter>`s the voice webhook's
+    /// TwiML puts on every stream, after `CallSid`, `From` and `To`.
+    pub stream_parameters: Vec<(String, String)>,
 }
 
 /// `[rtp]` settings.
@@ -742,6 +746,7 @@ enum Setting {
     TwilioAccountSid,
     TwilioApiBase,
     TwilioValidateSignatures,
+    TwilioStreamParameters,
     RtpBind,
     RtpPorts,
     RtpAllowPrivilegedPorts,
@@ -792,7 +797,7 @@ const EXPECT_PAYLOAD_TYPE: &str =
 const EXPECT_DURATION: &str = "expected a duration string such as \"250ms\", \"5s\", \"1m30s\" or \"1h\"";
 const EXPECT_BOOL: &str = "expected true or false";
 
-const KEYS: [KeyInfo; 30] = [
+const KEYS: [KeyInfo; 31] = [
     info(
         Setting::ServerListen,
         "server.listen",
@@ -855,6 +860,13 @@ const KEYS: [KeyInfo; 30] = [
         "VOXPROXY_TWILIO_VALIDATE_SIGNATURES",
         "true",
         EXPECT_BOOL,
+    ),
+    info(
+        Setting::TwilioStreamParameters,
+        "twilio.stream_parameters",
+        "VOXPROXY_TWILIO_STREAM_PARAMETERS",
+        "\"\"",
+        "expected comma-separated Name=value pairs such as \"Tenant=acme,Queue=sales\"",
     ),
     info(
         Setting::RtpBind,
@@ -1062,6 +1074,7 @@ struct FileTwilio {
     account_sid: Text,
     api_base: Text,
     validate_signatures: Flag,
+    stream_parameters: Text,
 }
 
 #[derive(Default, Deserialize)]
@@ -1123,6 +1136,29 @@ struct FileLog {
 #[serde(default, deny_unknown_fields)]
 struct FileDrain {
     timeout: Text,
+}
+
+/// `"A=1,B=2"` → `[("A", "1"), ("B", "2")]`; an empty string is no parameter.
+fn parse_stream_parameters(text: &str) -> Result<Vec<(String, String)>, String> {
+    let expected = Setting::TwilioStreamParameters.info().expected;
+    let mut pairs = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+        let Some((name, value)) = item.split_once('=') else {
+            return Err(format!("{expected}; {item:?} has no '='"));
+        };
+        let name = name.trim();
+        let valid_name = !name.is_empty()
+            && name.len() <= 64
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid_name {
+            return Err(format!("{expected}; {name:?} is not a parameter name (letters, digits, _ and -)"));
+        }
+        if pairs.len() >= 32 {
+            return Err(format!("{expected}; at most 32 parameters"));
+        }
+        pairs.push((name.to_owned(), value.trim().to_owned()));
+    }
+    Ok(pairs)
 }
 
 // ---------------------------------------------------------------------------
@@ -1239,6 +1275,7 @@ impl Layers {
         self.put_file(&file, Setting::TwilioAccountSid, twilio.account_sid, s);
         self.put_file(&file, Setting::TwilioApiBase, twilio.api_base, s);
         self.put_file(&file, Setting::TwilioValidateSignatures, twilio.validate_signatures, b);
+        self.put_file(&file, Setting::TwilioStreamParameters, twilio.stream_parameters, s);
         self.put_file(&file, Setting::RtpBind, rtp.bind, s);
         self.put_file(&file, Setting::RtpPorts, rtp.ports, s);
         self.put_file(&file, Setting::RtpAllowPrivilegedPorts, rtp.allow_privileged_ports, b);
@@ -1754,6 +1791,7 @@ impl Layers {
                 .parsed(Setting::TwilioApiBase, check_base_url)?
                 .unwrap_or_else(|| "https://api.twilio.com".to_owned()),
             validate_signatures: self.boolean(Setting::TwilioValidateSignatures)?.unwrap_or(true),
+            stream_parameters: self.parsed(Setting::TwilioStreamParameters, parse_stream_parameters)?.unwrap_or_default(),
         })
     }
 
@@ -2292,6 +2330,7 @@ timeout = "0s"
         ("[rtp]\nbind = \"127.0.0.1:5\"", "rtp.bind", "\"127.0.0.1:5\""),
         ("[rtp]\nports = \"5000-4000\"", "rtp.ports", "\"5000-4000\""),
         ("[log]\nformat = \"xml\"", "log.format", "\"xml\""),
+        ("[twilio]\nstream_parameters = \"Tenant\"", "twilio.stream_parameters", "\"Tenant\""),
         ("[log]\nlevel = \"info debug\"", "log.level", "\"info debug\""),
         ("[rtp]\nports = \"5000\"", "rtp.ports", "\"5000\""),
         ("[rtp]\nports = \"0-10\"", "rtp.ports", "\"0-10\""),

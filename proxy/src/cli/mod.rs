@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod codec;
+pub mod serve;
 pub mod vad;
 
 /// voxproxy: a low-latency media proxy between Twilio Media Streams and RTP voice stacks.
@@ -26,6 +27,9 @@ pub enum Command {
     /// Detect speech in an 8 kHz mono WAV file (PCM16 or μ-law): prints
     /// `start_ms end_ms` per speech segment, or with --frames one 0/1 per 20 ms frame.
     Vad(vad::VadArgs),
+    /// Run the proxy: answer Twilio's webhooks, accept media streams and
+    /// bridge each call to the voice stack over RTP, until SIGTERM or SIGINT.
+    Serve(crate::config::ServeArgs),
 }
 
 /// Runs a parsed command line and turns its outcome into an exit code.
@@ -33,5 +37,6 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Codec(args) => codec::run(&args),
         Command::Vad(args) => vad::run(&args),
+        Command::Serve(args) => serve::run(&args),
     }
 }

@@ -1,0 +1,548 @@
+//! One call's task: the WebSocket from Twilio, the RTP socket towards the
+//! voice stack, and the sans-IO [`CallBridge`] between them, all on one
+//! worker for the call's whole life.
+//!
+//! The task is the loop DESIGN.md sketches: wait for a WebSocket message, a
+//! datagram, the bridge's deadline, a control command or shutdown; hand it to
+//! the bridge; drain every output into the sockets. It makes no telephony
+//! decision of its own. One receive is always in flight on the RTP socket
+//! (the io_uring backend needs the buffer to stay with the kernel), and the
+//! WebSocket is never waited on for writing: when Twilio reads too slowly,
+//! outbound frames are dropped and counted rather than queued without bound.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
+use tracing::Instrument as _;
+use voxproxy_adapters::bridge::{BridgeConfig, BridgeEvent, CallBridge, CallStats, EndReason, Output};
+
+use super::WorkerContext;
+use super::directory::{CallCommand, CallEvent, Registration, SessionInfo};
+use super::ports::PortLease;
+use crate::cdr::{CallRecord, rfc3339_utc};
+use crate::metrics::{Direction, RefuseReason, RtpErrorKind, WsErrorKind};
+use crate::runtime::{RtpSocket as _, RtpUdp};
+
+/// How long the upgraded connection may take to appear after the 101.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a close frame may take to leave.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a call publishes its counters to metrics and the directory.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+/// Largest datagram read from the backend: bigger ones are truncated, which
+/// the bridge then rejects as a bad payload.
+const RTP_RECV_BYTES: usize = 2048;
+/// Outbound bytes tungstenite may hold for a slow Twilio before frames are
+/// dropped: about 0.4 s of media messages.
+const MAX_WS_WRITE_BUFFER: usize = 8 * 1024;
+/// Commands a call may have waiting.
+const COMMAND_QUEUE: usize = 4;
+
+/// A place in `limits.max_calls`; dropping it frees the place.
+#[derive(Debug)]
+pub struct CallSlot {
+    ctx: Rc<WorkerContext>,
+}
+
+impl Drop for CallSlot {
+    fn drop(&mut self) {
+        self.ctx.shared.active_calls.fetch_sub(1, Ordering::AcqRel);
+        self.ctx.local_calls.set(self.ctx.local_calls.get().saturating_sub(1));
+        self.ctx.calls_changed.notify_waiters();
+    }
+}
+
+/// What the capacity check decided for a new media WebSocket.
+#[derive(Debug)]
+pub enum Admission {
+    /// The call has its place and its RTP port.
+    Admitted {
+        /// The place in `limits.max_calls`.
+        slot: CallSlot,
+        /// The call's RTP socket.
+        socket: RtpUdp,
+        /// The socket's port, returned when the lease drops.
+        lease: PortLease,
+    },
+    /// The call is refused; the WebSocket is closed with this reason.
+    Refused(RefuseReason),
+}
+
+/// Takes a place and an RTP port for a new call, or says why not.
+pub fn admit(ctx: &Rc<WorkerContext>) -> Admission {
+    let shared = &ctx.shared;
+    let metrics = ctx.metrics();
+    if shared.draining.load(Ordering::Acquire) {
+        metrics.call_refused(RefuseReason::Draining);
+        return Admission::Refused(RefuseReason::Draining);
+    }
+    let max = shared.config.limits.max_calls as usize;
+    if shared.active_calls.fetch_add(1, Ordering::AcqRel) >= max {
+        shared.active_calls.fetch_sub(1, Ordering::AcqRel);
+        metrics.call_refused(RefuseReason::MaxCalls);
+        return Admission::Refused(RefuseReason::MaxCalls);
+    }
+    ctx.local_calls.set(ctx.local_calls.get() + 1);
+    let slot = CallSlot { ctx: Rc::clone(ctx) };
+    match shared.ports.bind(ctx.backend) {
+        Ok((socket, lease)) => Admission::Admitted { slot, socket, lease },
+        Err(e) => {
+            tracing::warn!(error = %e, "media stream refused");
+            metrics.call_refused(RefuseReason::NoRtpPort);
+            Admission::Refused(RefuseReason::NoRtpPort)
+        }
+    }
+}
+
+fn refusal_text(reason: RefuseReason) -> &'static str {
+    match reason {
+        RefuseReason::Draining => "server draining",
+        RefuseReason::MaxCalls => "call limit reached (limits.max_calls)",
+        RefuseReason::NoRtpPort => "no free RTP port",
+        _ => "call refused",
+    }
+}
+
+type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Runs one call from the upgraded connection to its written record.
+pub async fn run(ctx: Rc<WorkerContext>, peer: SocketAddr, upgrade: OnUpgrade, admission: Admission) {
+    let span = tracing::info_span!("call", worker = ctx.index, %peer, call_sid = tracing::field::Empty, stream_sid = tracing::field::Empty);
+    async move {
+        let upgraded = match tokio::time::timeout(UPGRADE_TIMEOUT, upgrade).await {
+            Ok(Ok(upgraded)) => upgraded,
+            Ok(Err(e)) => {
+                ctx.metrics().websocket_error(WsErrorKind::Handshake);
+                tracing::info!(error = %e, "WebSocket upgrade failed");
+                return;
+            }
+            Err(_) => {
+                ctx.metrics().websocket_error(WsErrorKind::Handshake);
+                tracing::info!("WebSocket upgrade did not complete in time");
+                return;
+            }
+        };
+        let max_frame = ctx.shared.config.limits.max_frame_bytes as usize;
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0)
+            .max_write_buffer_size(MAX_WS_WRITE_BUFFER)
+            .max_message_size(Some(max_frame))
+            .max_frame_size(Some(max_frame));
+        let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+        match admission {
+            Admission::Refused(reason) => {
+                let text = refusal_text(reason);
+                tracing::warn!(reason = text, "media stream refused");
+                let frame = CloseFrame { code: CloseCode::Again, reason: text.into() };
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(Some(frame))).await;
+            }
+            Admission::Admitted { slot, socket, lease } => {
+                bridge_call(&ctx, ws, socket, lease).await;
+                drop(slot);
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Fresh random SSRC, sequence and timestamp for a call (RFC 3550 §5.1).
+fn random_rtp_origin() -> (u32, u16, u32) {
+    let mut bytes = [0u8; 10];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No entropy source: the stream still works, just predictably.
+        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        bytes.copy_from_slice(&nanos.to_le_bytes()[..10]);
+    }
+    let ssrc = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    let seq = u16::from_le_bytes([bytes[4], bytes[5]]);
+    let ts = u32::from_le_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]);
+    (ssrc, seq, ts)
+}
+
+/// The bridge's settings from the server's config.
+pub fn bridge_config(config: &crate::config::Config) -> BridgeConfig {
+    let (ssrc, initial_sequence, initial_timestamp) = random_rtp_origin();
+    BridgeConfig {
+        backend: Some(config.rtp.backend),
+        codec: config.rtp.codec,
+        payload_type: config.rtp.payload_type,
+        ptime: Duration::from_millis(u64::from(config.rtp.ptime_ms)),
+        dtmf_payload_type: config.rtp.dtmf_payload_type,
+        jitter_max_delay: Duration::from_millis(u64::from(config.jitter.max_delay_ms)),
+        vad_mode: config.vad.mode,
+        barge_in: config.vad.barge_in,
+        ping_interval: config.keepalive.ping_interval,
+        idle_timeout: config.keepalive.idle_timeout,
+        max_frame_bytes: config.limits.max_frame_bytes as usize,
+        ssrc,
+        initial_sequence,
+        initial_timestamp,
+        ..BridgeConfig::default()
+    }
+}
+
+/// What woke the call up.
+enum Wake {
+    Twilio(Option<Result<Message, WsError>>),
+    Rtp(crate::runtime::RecvResult),
+    Deadline,
+    Command(Option<CallCommand>),
+    Shutdown,
+    Writable(Result<(), WsError>),
+    StatsTick,
+}
+
+/// Facts about the call kept for its record.
+struct CallFacts {
+    started_wall: SystemTime,
+    started: std::time::Instant,
+    registration: Option<Registration>,
+}
+
+#[allow(clippy::too_many_lines)] // one loop; splitting it would scatter the call's state
+async fn bridge_call(ctx: &Rc<WorkerContext>, ws: Ws, socket: RtpUdp, lease: PortLease) {
+    let shared = &ctx.shared;
+    let clock = shared.clock;
+    let metrics = ctx.metrics();
+    let mut bridge = match CallBridge::new(bridge_config(&shared.config), clock.now()) {
+        Ok(b) => b,
+        Err(e) => {
+            // The config was validated at start, so this is a bug; the call
+            // is closed rather than the worker stopped.
+            tracing::error!(error = %e, "call bridge refused the server's configuration");
+            return;
+        }
+    };
+    let backend = shared.config.rtp.backend;
+    metrics.call_started();
+    let (mut sink, mut stream) = ws.split();
+    let (commands_tx, mut commands) = mpsc::channel(COMMAND_QUEUE);
+    let mut shutdown = shared.shutdown.subscribe();
+    let mut frame = Vec::with_capacity(1024);
+    let mut tx_buf = Vec::with_capacity(RTP_RECV_BYTES);
+    let recv = socket.recv_from(vec![0u8; RTP_RECV_BYTES]);
+    tokio::pin!(recv);
+    let sleep = tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_secs(3600));
+    tokio::pin!(sleep);
+    let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
+    stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ws_blocked = false;
+    let mut reported = CallStats::default();
+    let mut facts = CallFacts { started_wall: SystemTime::now(), started: std::time::Instant::now(), registration: None };
+    let mut close: Option<(u16, String)> = None;
+    let mut ws_open = true;
+    let dropped_frames = Cell::new(0u64);
+
+    loop {
+        match bridge.poll_timeout() {
+            Some(deadline) => sleep.as_mut().reset(clock.to_tokio(deadline)),
+            None => sleep.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(3600)),
+        }
+        let wake = tokio::select! {
+            biased;
+            _ = shutdown.changed() => Wake::Shutdown,
+            command = commands.recv() => Wake::Command(command),
+            result = &mut recv => Wake::Rtp(result),
+            message = stream.next(), if ws_open => Wake::Twilio(message),
+            () = &mut sleep => Wake::Deadline,
+            ready = futures_util::future::poll_fn(|cx| sink.poll_ready_unpin(cx)), if ws_blocked => Wake::Writable(ready),
+            _ = stats_tick.tick() => Wake::StatsTick,
+        };
+        let woke = std::time::Instant::now();
+        let now = clock.to_core(woke);
+        let mut direction = None;
+        match wake {
+            Wake::Twilio(Some(Ok(message))) => {
+                bridge.handle_twilio_activity(now);
+                match message {
+                    Message::Text(text) => {
+                        direction = Some(Direction::Inbound);
+                        // Parse in place when tungstenite's buffer is ours
+                        // alone (the usual case); copy into the call's buffer otherwise.
+                        let bytes = bytes::Bytes::from(text);
+                        let result = match bytes.try_into_mut() {
+                            Ok(mut owned) => bridge.handle_twilio(now, &mut owned),
+                            Err(shared_bytes) => {
+                                frame.clear();
+                                frame.extend_from_slice(&shared_bytes);
+                                bridge.handle_twilio(now, &mut frame)
+                            }
+                        };
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, "frame from Twilio rejected");
+                        }
+                    }
+                    Message::Binary(_) => {
+                        // Media Streams is text only; the bridge counts the
+                        // frame as malformed through an empty text frame.
+                        let _ = bridge.handle_twilio(now, &mut []);
+                    }
+                    Message::Close(_) => {
+                        ws_open = false;
+                        bridge.handle_close(now, EndReason::WebSocketClosed);
+                    }
+                    // tungstenite queues the pong; the flush below sends it.
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                }
+            }
+            Wake::Twilio(Some(Err(e))) => {
+                ws_open = false;
+                match e {
+                    WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
+                        metrics.websocket_error(WsErrorKind::Oversize);
+                        tracing::warn!(size, max_size, "WebSocket message over limits.max_frame_bytes; closing with 1009");
+                        close = Some((1009, "message too big".to_owned()));
+                    }
+                    WsError::Io(e) => {
+                        metrics.websocket_error(WsErrorKind::Io);
+                        tracing::info!(error = %e, "WebSocket read failed");
+                    }
+                    WsError::ConnectionClosed | WsError::AlreadyClosed => {}
+                    other => {
+                        metrics.websocket_error(WsErrorKind::Protocol);
+                        tracing::info!(error = %other, "WebSocket protocol error; closing with 1002");
+                        close = Some((1002, "protocol error".to_owned()));
+                    }
+                }
+                bridge.handle_close(now, EndReason::WebSocketClosed);
+            }
+            Wake::Twilio(None) => {
+                ws_open = false;
+                bridge.handle_close(now, EndReason::WebSocketClosed);
+            }
+            Wake::Rtp((result, buf)) => {
+                match result {
+                    Ok((len, from)) => {
+                        direction = Some(Direction::Outbound);
+                        bridge.handle_rtp(now, from, &buf[..len.min(buf.len())]);
+                    }
+                    Err(e) => {
+                        // ICMP port unreachable from a backend that is down
+                        // shows up here on Linux: count and keep receiving.
+                        metrics.rtp_error(RtpErrorKind::Recv);
+                        tracing::debug!(error = %e, "RTP receive failed");
+                    }
+                }
+                recv.set(socket.recv_from(buf));
+            }
+            Wake::Deadline => bridge.handle_timeout(now),
+            Wake::Command(Some(CallCommand::Hangup)) => {
+                tracing::info!("ended through the control API");
+                bridge.handle_close(now, EndReason::Hangup);
+            }
+            Wake::Command(None) => {}
+            Wake::Shutdown => {
+                tracing::info!("drain timeout: closing the call");
+                bridge.handle_close(now, EndReason::Drain);
+            }
+            Wake::Writable(result) => {
+                ws_blocked = false;
+                if result.is_err() {
+                    ws_open = false;
+                    bridge.handle_close(now, EndReason::WebSocketClosed);
+                }
+            }
+            Wake::StatsTick => {
+                let stats = bridge.stats();
+                metrics.add_call_stats(&reported, &stats);
+                metrics.observe_jitter_us(stats.jitter_us);
+                if let Some(registration) = &facts.registration {
+                    registration.publish(&stats);
+                }
+                reported = stats;
+            }
+        }
+
+        // Drain every output into the sockets.
+        let mut wrote_ws = false;
+        while let Some(output) = bridge.poll_output() {
+            match output {
+                Output::Twilio(bytes) => {
+                    let Ok(text) = std::str::from_utf8(bytes) else { continue };
+                    let message = Message::Text(text.into());
+                    if !ws_open || ws_blocked {
+                        dropped_frames.set(dropped_frames.get() + 1);
+                        continue;
+                    }
+                    match sink.feed(message).now_or_never() {
+                        Some(Ok(())) => wrote_ws = true,
+                        Some(Err(WsError::WriteBufferFull(_))) | None => {
+                            ws_blocked = true;
+                            dropped_frames.set(dropped_frames.get() + 1);
+                        }
+                        Some(Err(e)) => {
+                            tracing::info!(error = %e, "WebSocket write failed");
+                            metrics.websocket_error(WsErrorKind::Io);
+                            ws_open = false;
+                        }
+                    }
+                }
+                Output::Ping => {
+                    if ws_open && !ws_blocked {
+                        wrote_ws |= matches!(sink.feed(Message::Ping(bytes::Bytes::new())).now_or_never(), Some(Ok(())));
+                    }
+                }
+                Output::Rtp(datagram) => {
+                    tx_buf.clear();
+                    tx_buf.extend_from_slice(datagram);
+                    let (result, buf) = socket.send_to(std::mem::take(&mut tx_buf), backend).await;
+                    tx_buf = buf;
+                    if let Err(e) = result {
+                        metrics.rtp_error(RtpErrorKind::Send);
+                        tracing::debug!(error = %e, "RTP send failed");
+                    }
+                }
+                Output::Event(event) => on_event(ctx, &bridge, event, &mut facts, &commands_tx, lease.port()),
+                Output::Close { code, reason } => {
+                    if close.is_none() {
+                        close = Some((code, reason.to_owned()));
+                    }
+                }
+            }
+        }
+        if dropped_frames.get() > 0 {
+            metrics.websocket_frames_dropped(dropped_frames.replace(0));
+        }
+        if wrote_ws || ws_blocked {
+            // Push what tungstenite holds (including pongs) without waiting.
+            match sink.flush().now_or_never() {
+                Some(Ok(())) => ws_blocked = false,
+                Some(Err(_)) => ws_open = false,
+                None => ws_blocked = true,
+            }
+        }
+        if let Some(direction) = direction {
+            let nanos = u64::try_from(woke.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            metrics.observe_frame_processing(direction, nanos);
+        }
+        if bridge.is_finished() {
+            break;
+        }
+    }
+
+    // Say goodbye on the WebSocket, bounded.
+    if ws_open {
+        let (code, reason) = close.unwrap_or((1000, "call ended".to_owned()));
+        let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+    }
+    drop(sink);
+    drop(stream);
+
+    let end = bridge.end_reason().unwrap_or(EndReason::WebSocketClosed);
+    let stats = bridge.stats();
+    metrics.add_call_stats(&reported, &stats);
+    metrics.observe_jitter_us(stats.jitter_us);
+    let record = call_record(ctx, &bridge, &stats, end, &facts);
+    if let Err(e) = shared.cdr.write(record.clone()).await {
+        metrics.cdr_write_error();
+        // The log keeps the record when the file cannot.
+        let line = serde_json::to_string(&record).unwrap_or_default();
+        tracing::error!(error = %e, record = %line, "call record not written");
+    }
+    metrics.call_ended(end);
+    if let Some(start) = bridge.stream() {
+        shared.events.publish(start.stream_sid.as_str(), start.call_sid.as_str(), &CallEvent::Ended { reason: end.name() });
+    }
+    tracing::info!(
+        reason = end.name(),
+        inbound_frames = stats.twilio_frames_in,
+        outbound_frames = stats.twilio_frames_out,
+        rtp_lost = stats.rtp_lost,
+        "call ended"
+    );
+    // Resources go only now that the record is on disk.
+    drop(facts);
+    drop(recv);
+    drop(socket);
+    drop(lease);
+}
+
+fn on_event(
+    ctx: &WorkerContext,
+    bridge: &CallBridge,
+    event: BridgeEvent,
+    facts: &mut CallFacts,
+    commands: &mpsc::Sender<CallCommand>,
+    rtp_port: u16,
+) {
+    let Some(start) = bridge.stream() else { return };
+    let (stream_sid, call_sid) = (start.stream_sid.as_str(), start.call_sid.as_str());
+    if let BridgeEvent::StreamStarted = event {
+        let span = tracing::Span::current();
+        span.record("call_sid", call_sid);
+        span.record("stream_sid", stream_sid);
+        facts.started_wall = SystemTime::now();
+        facts.started = std::time::Instant::now();
+        let info = SessionInfo {
+            stream_sid: stream_sid.to_owned(),
+            call_sid: call_sid.to_owned(),
+            account_sid: start.account_sid.as_str().to_owned(),
+            from: start.custom_parameter("From").map(str::to_owned),
+            to: start.custom_parameter("To").map(str::to_owned),
+            started_at: rfc3339_utc(facts.started_wall),
+            worker: ctx.index,
+            rtp_port,
+        };
+        facts.registration = ctx.shared.directory.register(info, commands.clone());
+        if facts.registration.is_none() {
+            tracing::warn!("a call with this streamSid is already running; this one is not in /v1/sessions");
+        }
+        tracing::info!(rtp_port, "stream started");
+    } else {
+        tracing::debug!(event = event.name(), "call event");
+    }
+    ctx.shared.events.publish(stream_sid, call_sid, &CallEvent::Bridge(event));
+}
+
+fn call_record(ctx: &WorkerContext, bridge: &CallBridge, stats: &CallStats, end: EndReason, facts: &CallFacts) -> CallRecord {
+    let start = bridge.stream();
+    let ended = SystemTime::now();
+    CallRecord {
+        call_sid: start.map(|s| s.call_sid.as_str().to_owned()).unwrap_or_default(),
+        stream_sid: start.map(|s| s.stream_sid.as_str().to_owned()).unwrap_or_default(),
+        account_sid: start.map(|s| s.account_sid.as_str().to_owned()).unwrap_or_default(),
+        from: start.and_then(|s| s.custom_parameter("From")).map(str::to_owned),
+        to: start.and_then(|s| s.custom_parameter("To")).map(str::to_owned),
+        started_at: rfc3339_utc(facts.started_wall),
+        ended_at: rfc3339_utc(ended),
+        duration_ms: u64::try_from(facts.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        end_reason: end.name().to_owned(),
+        io_backend: ctx.backend.name().to_owned(),
+        worker: u32::try_from(ctx.index).unwrap_or(u32::MAX),
+        inbound_frames: stats.twilio_frames_in,
+        inbound_bytes: stats.twilio_audio_bytes_in,
+        outbound_frames: stats.twilio_frames_out,
+        outbound_bytes: stats.twilio_audio_bytes_out,
+        rtp_lost: stats.rtp_lost,
+        rtp_late: stats.rtp_late,
+        rtp_duplicate: stats.rtp_duplicate,
+        rtp_reordered: stats.rtp_reordered,
+        concealed_frames: stats.concealed_frames,
+        jitter_us: stats.jitter_us,
+        max_jitter_us: stats.max_jitter_us,
+        vad_segments: stats.vad_segments,
+        barge_ins: stats.barge_ins,
+        dtmf_digits: stats.dtmf_digits,
+        marks_sent: stats.marks_sent,
+        marks_played: stats.marks_played,
+        marks_cleared: stats.marks_cleared,
+        twilio_malformed: stats.twilio_malformed,
+        rtp_malformed: stats.rtp_malformed,
+        rtp_foreign_source: stats.rtp_foreign_source,
+        custom_parameters: start.map(|s| s.custom_parameters.clone()).unwrap_or_default(),
+    }
+}

@@ -1,0 +1,344 @@
+//! The control plane's view of the calls: the session directory behind
+//! `/v1/sessions` and the event hub behind `/v1/events`.
+//!
+//! Workers register a call when Twilio's `start` names its stream and remove
+//! it when the call's record is written; neither happens per frame. The
+//! control API reaches a call only through its command channel, so a
+//! `DELETE` never touches the call's state from another thread.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc};
+use voxproxy_adapters::bridge::{BridgeEvent, CallStats};
+
+/// What the control plane can ask of a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallCommand {
+    /// End the call now (`DELETE /v1/sessions/{streamSid}`).
+    Hangup,
+}
+
+/// What `/v1/sessions` shows of a call.
+#[derive(Clone, Debug, Serialize)]
+pub struct SessionInfo {
+    /// `MZ…`.
+    pub stream_sid: String,
+    /// `CA…`.
+    pub call_sid: String,
+    /// `AC…`.
+    pub account_sid: String,
+    /// Caller, when the webhook passed it on.
+    pub from: Option<String>,
+    /// Called number, when the webhook passed it on.
+    pub to: Option<String>,
+    /// RFC 3339 UTC.
+    pub started_at: String,
+    /// Worker thread carrying the call.
+    pub worker: usize,
+    /// Local RTP port of the call.
+    pub rtp_port: u16,
+}
+
+/// A call's entry: its fixed facts, its latest counters (refreshed about
+/// once a second by the call itself) and its command channel.
+#[derive(Debug)]
+struct Entry {
+    info: SessionInfo,
+    stats: Arc<Mutex<CallStats>>,
+    commands: mpsc::Sender<CallCommand>,
+}
+
+/// A call's handle on its own directory entry; dropping it removes the entry.
+#[derive(Debug)]
+pub struct Registration {
+    directory: Arc<Directory>,
+    stream_sid: String,
+    stats: Arc<Mutex<CallStats>>,
+}
+
+impl Registration {
+    /// Publishes the call's latest counters for `GET /v1/sessions/{sid}`.
+    pub fn publish(&self, stats: &CallStats) {
+        *lock(&self.stats) = *stats;
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.directory.remove(&self.stream_sid);
+    }
+}
+
+/// A session as the control API returns it.
+#[derive(Clone, Debug, Serialize)]
+pub struct SessionView {
+    /// Fixed facts.
+    #[serde(flatten)]
+    pub info: SessionInfo,
+    /// Counters as of the call's last refresh.
+    pub stats: StatsView,
+}
+
+/// The subset of [`CallStats`] the control API shows, with stable names.
+#[derive(Clone, Copy, Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct StatsView {
+    pub inbound_frames: u64,
+    pub outbound_frames: u64,
+    pub rtp_packets_in: u64,
+    pub rtp_packets_out: u64,
+    pub rtp_lost: u64,
+    pub rtp_late: u64,
+    pub concealed_frames: u64,
+    pub jitter_us: u64,
+    pub vad_segments: u64,
+    pub barge_ins: u64,
+    pub dtmf_digits: u64,
+    pub marks_sent: u64,
+    pub marks_played: u64,
+    pub marks_cleared: u64,
+}
+
+impl From<&CallStats> for StatsView {
+    fn from(s: &CallStats) -> Self {
+        StatsView {
+            inbound_frames: s.twilio_frames_in,
+            outbound_frames: s.twilio_frames_out,
+            rtp_packets_in: s.rtp_packets_in,
+            rtp_packets_out: s.rtp_packets_out,
+            rtp_lost: s.rtp_lost,
+            rtp_late: s.rtp_late,
+            concealed_frames: s.concealed_frames,
+            jitter_us: s.jitter_us,
+            vad_segments: s.vad_segments,
+            barge_ins: s.barge_ins,
+            dtmf_digits: s.dtmf_digits,
+            marks_sent: s.marks_sent,
+            marks_played: s.marks_played,
+            marks_cleared: s.marks_cleared,
+        }
+    }
+}
+
+/// Every call that has started, by stream SID.
+#[derive(Debug, Default)]
+pub struct Directory {
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here is a single map or struct operation, so a
+    // panic elsewhere cannot leave the data half-written.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Directory {
+    /// An empty directory.
+    #[must_use]
+    pub fn new() -> Arc<Self> {
+        Arc::new(Directory::default())
+    }
+
+    /// Adds a call. `None` when a call with this stream SID is already
+    /// registered (a replayed `start`): the second one stays out of the
+    /// directory rather than hiding the first.
+    pub fn register(self: &Arc<Self>, info: SessionInfo, commands: mpsc::Sender<CallCommand>) -> Option<Registration> {
+        let stream_sid = info.stream_sid.clone();
+        let stats = Arc::new(Mutex::new(CallStats::default()));
+        let mut entries = lock(&self.entries);
+        if entries.contains_key(&stream_sid) {
+            return None;
+        }
+        entries.insert(stream_sid.clone(), Entry { info, stats: Arc::clone(&stats), commands });
+        Some(Registration { directory: Arc::clone(self), stream_sid, stats })
+    }
+
+    fn remove(&self, stream_sid: &str) {
+        lock(&self.entries).remove(stream_sid);
+    }
+
+    /// How many calls are registered.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        lock(&self.entries).len()
+    }
+
+    /// Whether no call is registered.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every session, ordered by start time then stream SID.
+    #[must_use]
+    pub fn list(&self) -> Vec<SessionView> {
+        let mut views: Vec<SessionView> = lock(&self.entries).values().map(view).collect();
+        views.sort_by(|a, b| (&a.info.started_at, &a.info.stream_sid).cmp(&(&b.info.started_at, &b.info.stream_sid)));
+        views
+    }
+
+    /// One session.
+    #[must_use]
+    pub fn get(&self, stream_sid: &str) -> Option<SessionView> {
+        lock(&self.entries).get(stream_sid).map(view)
+    }
+
+    /// Asks a call to do something. `false` when there is no such call (or
+    /// it is already ending and has stopped listening).
+    #[must_use]
+    pub fn command(&self, stream_sid: &str, command: CallCommand) -> bool {
+        let sender = lock(&self.entries).get(stream_sid).map(|e| e.commands.clone());
+        sender.is_some_and(|s| s.try_send(command).is_ok())
+    }
+}
+
+fn view(entry: &Entry) -> SessionView {
+    SessionView { info: entry.info.clone(), stats: StatsView::from(&*lock(&entry.stats)) }
+}
+
+/// Fan-out of call events to `/v1/events` subscribers.
+///
+/// Bounded: a subscriber that falls more than [`EventHub::CAPACITY`] events
+/// behind loses the oldest ones, and the loss is counted; a call never waits
+/// for a subscriber.
+#[derive(Debug)]
+pub struct EventHub {
+    sender: broadcast::Sender<Arc<str>>,
+}
+
+impl EventHub {
+    /// Events a subscriber may fall behind before it loses some.
+    pub const CAPACITY: usize = 4096;
+
+    /// A hub with no subscribers.
+    #[must_use]
+    pub fn new() -> Arc<Self> {
+        let (sender, _) = broadcast::channel(Self::CAPACITY);
+        Arc::new(EventHub { sender })
+    }
+
+    /// Whether anyone listens (formatting an event is skipped otherwise).
+    #[must_use]
+    pub fn has_subscribers(&self) -> bool {
+        self.sender.receiver_count() > 0
+    }
+
+    /// A new subscriber, seeing events from now on.
+    #[must_use]
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
+        self.sender.subscribe()
+    }
+
+    /// Publishes one event: a JSON object with `event`, `stream_sid`,
+    /// `call_sid` and the event's own fields.
+    pub fn publish(&self, stream_sid: &str, call_sid: &str, event: &CallEvent) {
+        if !self.has_subscribers() {
+            return;
+        }
+        let mut object = serde_json::Map::new();
+        object.insert("event".into(), event.name().into());
+        object.insert("stream_sid".into(), stream_sid.into());
+        object.insert("call_sid".into(), call_sid.into());
+        match event {
+            CallEvent::Bridge(e) => match *e {
+                BridgeEvent::SpeechStarted { media_ms }
+                | BridgeEvent::SpeechStopped { media_ms }
+                | BridgeEvent::BargeIn { media_ms } => {
+                    object.insert("media_ms".into(), media_ms.into());
+                }
+                BridgeEvent::Dtmf { digit } | BridgeEvent::BackendDtmf { digit } => {
+                    object.insert("digit".into(), digit.to_string().into());
+                }
+                BridgeEvent::MarkPlayed { id } | BridgeEvent::MarkCleared { id } => {
+                    object.insert("mark".into(), id.into());
+                }
+                _ => {}
+            },
+            CallEvent::Ended { reason } => {
+                object.insert("reason".into(), (*reason).into());
+            }
+        }
+        let line: Arc<str> = serde_json::Value::Object(object).to_string().into();
+        // An error only means every subscriber left since the check above.
+        let _ = self.sender.send(line);
+    }
+}
+
+/// An event a call reports to the control plane.
+#[derive(Clone, Copy, Debug)]
+pub enum CallEvent {
+    /// Something the bridge reported.
+    Bridge(BridgeEvent),
+    /// The call is over and its record is written.
+    Ended {
+        /// The end reason's name.
+        reason: &'static str,
+    },
+}
+
+impl CallEvent {
+    /// The `event` field.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            CallEvent::Bridge(e) => e.name(),
+            CallEvent::Ended { .. } => "call_ended",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(sid: &str, started_at: &str) -> SessionInfo {
+        SessionInfo {
+            stream_sid: sid.into(),
+            call_sid: "CA1".into(),
+            account_sid: "AC1".into(),
+            from: None,
+            to: None,
+            started_at: started_at.into(),
+            worker: 0,
+            rtp_port: 40_000,
+        }
+    }
+
+    #[test]
+    fn registration_lives_as_long_as_its_handle_and_refuses_duplicates() {
+        let dir = Directory::new();
+        let (tx, mut rx) = mpsc::channel(4);
+        let reg = dir.register(info("MZb", "2026-01-01T00:00:01Z"), tx.clone()).unwrap();
+        assert!(dir.register(info("MZb", "2026-01-01T00:00:02Z"), tx.clone()).is_none());
+        let _other = dir.register(info("MZa", "2026-01-01T00:00:00Z"), tx).unwrap();
+        let sids: Vec<_> = dir.list().into_iter().map(|v| v.info.stream_sid).collect();
+        assert_eq!(sids, ["MZa", "MZb"]);
+        let stats = CallStats { twilio_frames_in: 7, ..CallStats::default() };
+        reg.publish(&stats);
+        assert_eq!(dir.get("MZb").unwrap().stats.inbound_frames, 7);
+        assert!(dir.command("MZb", CallCommand::Hangup));
+        assert_eq!(rx.try_recv().unwrap(), CallCommand::Hangup);
+        drop(reg);
+        assert!(dir.get("MZb").is_none());
+        assert!(!dir.command("MZb", CallCommand::Hangup));
+        assert_eq!(dir.len(), 1);
+    }
+
+    #[test]
+    fn events_are_json_and_only_built_for_subscribers() {
+        let hub = EventHub::new();
+        hub.publish("MZ1", "CA1", &CallEvent::Bridge(BridgeEvent::BargeIn { media_ms: 40 }));
+        let mut rx = hub.subscribe();
+        hub.publish("MZ1", "CA1", &CallEvent::Bridge(BridgeEvent::Dtmf { digit: '#' }));
+        hub.publish("MZ1", "CA1", &CallEvent::Ended { reason: "twilio_stop" });
+        let first: serde_json::Value = serde_json::from_str(&rx.try_recv().unwrap()).unwrap();
+        assert_eq!(first["event"], "dtmf");
+        assert_eq!(first["digit"], "#");
+        assert_eq!(first["stream_sid"], "MZ1");
+        let second: serde_json::Value = serde_json::from_str(&rx.try_recv().unwrap()).unwrap();
+        assert_eq!((second["event"].as_str(), second["reason"].as_str()), (Some("call_ended"), Some("twilio_stop")));
+        assert!(rx.try_recv().is_err());
+    }
+}

@@ -1,0 +1,474 @@
+//! `voxproxy serve`: the daemon.
+//!
+//! [`Server::start`] binds one listener per worker on the same address
+//! (`SO_REUSEPORT`, so the kernel spreads connections), starts the workers
+//! (see [`crate::runtime`]) and returns a [`Server`] handle. The HTTP surface
+//! is in `http`, a call's life in `call`, the control plane's view of calls
+//! in [`directory`]. [`Server::drain`] is the graceful stop: `/readyz` turns
+//! 503, new calls are refused, running calls get `drain.timeout` to finish
+//! and are then closed with their records written.
+//!
+//! ```no_run
+//! use voxproxy::config::{Config, ServeArgs};
+//! use voxproxy::server::Server;
+//!
+//! let args = ServeArgs { insecure_skip_signature: true, ..ServeArgs::default() };
+//! let config = Config::load(&args, std::env::vars_os()).unwrap();
+//! let server = Server::start(config, &args).unwrap();
+//! println!("listening on {}", server.local_addr());
+//! server.drain(); // returns when every call has ended and its record is written
+//! ```
+
+use std::cell::{Cell, OnceCell};
+use std::fmt;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::{Notify, watch};
+use voxproxy_adapters::rest::{AuthToken, RestConfig, TwilioClient};
+use voxproxy_adapters::signature::SignatureValidator;
+
+use crate::cdr::CdrService;
+use crate::config::{Config, IoMode, ServeArgs};
+use crate::metrics::{Metrics, WorkerMetrics};
+use crate::ratelimit::WebhookRateLimiter;
+use crate::runtime::{Clock, IoBackend, Worker, usable_cpus};
+
+mod call;
+pub mod directory;
+mod http;
+pub mod ports;
+
+use directory::{Directory, EventHub};
+use ports::PortPool;
+
+/// How long request headers may take to arrive.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a TLS handshake may take.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections per worker beyond the calls it may carry (webhooks, scrapes).
+const EXTRA_CONNECTIONS: usize = 1024;
+/// Clients the webhook rate limiter tracks at once.
+const RATE_LIMIT_CLIENTS: usize = 65_536;
+/// After the drain timeout, how long closed calls get to write their records.
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
+
+/// Why the server did not start. Each message names what to fix.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// Neither `TWILIO_AUTH_TOKEN` nor `--insecure-skip-signature`.
+    NoAuthToken,
+    /// `server.io = "uring"` but the kernel refuses io_uring.
+    UringUnavailable(std::io::Error),
+    /// The listener could not be bound.
+    Listen {
+        /// `server.listen`.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `server.tls` could not be loaded.
+    Tls(crate::tls::TlsError),
+    /// `cdr.path` could not be opened.
+    Cdr(crate::cdr::CdrError),
+    /// `server.public_url` is not a URL signatures can be checked against.
+    PublicUrl(String),
+    /// A worker thread could not be started.
+    Worker(std::io::Error),
+}
+
+impl fmt::Display for ServeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServeError::NoAuthToken => f.write_str(
+                "TWILIO_AUTH_TOKEN is not set, so Twilio's signatures cannot be checked; set it, or pass \
+                 --insecure-skip-signature for a local experiment",
+            ),
+            ServeError::UringUnavailable(e) => write!(
+                f,
+                "server.io = \"uring\" but this kernel refuses io_uring ({e}); use io = \"auto\" or \"epoll\""
+            ),
+            ServeError::Listen { addr, source } => write!(f, "cannot listen on {addr} (server.listen): {source}"),
+            ServeError::Tls(e) => write!(f, "server.tls: {e}"),
+            ServeError::Cdr(e) => write!(f, "cdr.path: {e}"),
+            ServeError::PublicUrl(e) => write!(f, "server.public_url: {e}"),
+            ServeError::Worker(e) => write!(f, "cannot start a worker thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {}
+
+/// What every worker shares.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) directory: Arc<Directory>,
+    pub(crate) events: Arc<EventHub>,
+    pub(crate) ports: Arc<PortPool>,
+    pub(crate) cdr: CdrService,
+    /// `None` with `--insecure-skip-signature`.
+    pub(crate) validator: Option<SignatureValidator>,
+    pub(crate) rate_limiter: Option<Mutex<WebhookRateLimiter>>,
+    pub(crate) draining: AtomicBool,
+    pub(crate) active_calls: AtomicUsize,
+    /// Set when drain.timeout runs out: every call closes now.
+    pub(crate) shutdown: watch::Sender<bool>,
+    /// Set when the workers should stop accepting and exit.
+    stop: watch::Sender<bool>,
+    /// `{public_url}/twilio/media` with ws/wss.
+    pub(crate) media_url: String,
+    pub(crate) clock: Clock,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// One worker's state, owned by its thread.
+pub(crate) struct WorkerContext {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) index: usize,
+    pub(crate) backend: IoBackend,
+    /// Calls running on this worker.
+    pub(crate) local_calls: Cell<usize>,
+    pub(crate) calls_changed: Notify,
+    connections: Cell<usize>,
+    rest: OnceCell<Result<Rc<TwilioClient>, String>>,
+}
+
+impl fmt::Debug for WorkerContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerContext").field("index", &self.index).field("backend", &self.backend).finish_non_exhaustive()
+    }
+}
+
+/// A worker's metrics that can move into a `'static` body stream.
+#[derive(Clone)]
+pub(crate) struct MetricsHandle {
+    metrics: Arc<Metrics>,
+    index: usize,
+}
+
+impl MetricsHandle {
+    pub(crate) fn get(&self) -> &WorkerMetrics {
+        self.metrics.worker(self.index)
+    }
+}
+
+impl WorkerContext {
+    pub(crate) fn metrics(&self) -> &WorkerMetrics {
+        self.shared.metrics.worker(self.index)
+    }
+
+    pub(crate) fn metrics_handle(&self) -> MetricsHandle {
+        MetricsHandle { metrics: Arc::clone(&self.shared.metrics), index: self.index }
+    }
+
+    /// The REST client of this worker, made on first use.
+    pub(crate) fn rest_client(&self) -> Result<Rc<TwilioClient>, String> {
+        self.rest
+            .get_or_init(|| {
+                let config = &self.shared.config;
+                let sid = config.twilio.account_sid.clone().ok_or_else(|| {
+                    "placing calls needs TWILIO_ACCOUNT_SID (or twilio.account_sid)".to_owned()
+                })?;
+                let token = config
+                    .secrets
+                    .twilio_auth_token
+                    .as_ref()
+                    .ok_or_else(|| "placing calls needs TWILIO_AUTH_TOKEN".to_owned())?;
+                let mut rest = RestConfig::new(sid, AuthToken::new(token.expose()));
+                rest.base_url.clone_from(&config.twilio.api_base);
+                TwilioClient::new(rest).map(Rc::new).map_err(|e| e.to_string())
+            })
+            .clone()
+    }
+}
+
+/// A running `voxproxy serve`.
+pub struct Server {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    backend: IoBackend,
+    workers: Vec<Worker<()>>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server").field("local_addr", &self.local_addr).field("backend", &self.backend).finish_non_exhaustive()
+    }
+}
+
+/// Picks the I/O backend for `server.io`, logging why `auto` fell back.
+pub fn choose_backend(mode: IoMode) -> Result<IoBackend, ServeError> {
+    match mode {
+        IoMode::Epoll => Ok(IoBackend::Epoll),
+        IoMode::Uring => IoBackend::probe_uring().map(|()| IoBackend::Uring).map_err(ServeError::UringUnavailable),
+        IoMode::Auto => match IoBackend::probe_uring() {
+            Ok(()) => Ok(IoBackend::Uring),
+            Err(e) => {
+                tracing::warn!(error = %e, "io_uring is not available here, using epoll");
+                Ok(IoBackend::Epoll)
+            }
+        },
+    }
+}
+
+fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// `http(s)://host/path` → `ws(s)://host/path/twilio/media`.
+fn media_url(public_url: &str) -> Result<String, ServeError> {
+    let rest = if let Some(rest) = public_url.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = public_url.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        return Err(ServeError::PublicUrl(format!("{public_url:?} is neither http:// nor https://")));
+    };
+    Ok(format!("{rest}/twilio/media"))
+}
+
+impl Server {
+    /// Validates what only the server can (token, io_uring, TLS files, the
+    /// call-record file), binds the listeners and starts the workers.
+    pub fn start(config: Config, args: &ServeArgs) -> Result<Server, ServeError> {
+        let skip_signatures = args.insecure_skip_signature || !config.twilio.validate_signatures;
+        let validator = match (&config.secrets.twilio_auth_token, skip_signatures) {
+            (_, true) => {
+                tracing::warn!("Twilio signatures are NOT checked: anyone who can reach this proxy can start calls");
+                None
+            }
+            (Some(token), false) => Some(
+                SignatureValidator::new(token.expose(), &config.server.public_url)
+                    .map_err(|e| ServeError::PublicUrl(e.to_string()))?,
+            ),
+            (None, false) => return Err(ServeError::NoAuthToken),
+        };
+        let backend = choose_backend(config.server.io)?;
+        let tls = match &config.server.tls {
+            Some(files) => Some(tokio_rustls::TlsAcceptor::from(
+                crate::tls::load_server_config(&files.cert, &files.key).map_err(ServeError::Tls)?,
+            )),
+            None => None,
+        };
+        let cdr = CdrService::spawn(&config.cdr.path).map_err(ServeError::Cdr)?;
+        let media_url = media_url(&config.server.public_url)?;
+        let workers = usize::from(config.server.workers.get());
+        let metrics = Arc::new(Metrics::new(workers, backend.name()));
+        let first = listener(config.server.listen).map_err(|source| ServeError::Listen { addr: config.server.listen, source })?;
+        let local_addr = first.local_addr().map_err(|source| ServeError::Listen { addr: config.server.listen, source })?;
+        let mut listeners = vec![first];
+        for _ in 1..workers {
+            // Same concrete port, so `server.listen` with port 0 works too.
+            listeners.push(listener(local_addr).map_err(|source| ServeError::Listen { addr: local_addr, source })?);
+        }
+        let rate_limiter = config
+            .limits
+            .webhook_rate_per_ip
+            .map(|rate| Mutex::new(WebhookRateLimiter::new(rate, RATE_LIMIT_CLIENTS)));
+        let shared = Arc::new(Shared {
+            ports: PortPool::new(config.rtp.bind, config.rtp.ports),
+            config,
+            metrics,
+            directory: Directory::new(),
+            events: EventHub::new(),
+            cdr,
+            validator,
+            rate_limiter,
+            draining: AtomicBool::new(false),
+            active_calls: AtomicUsize::new(0),
+            shutdown: watch::channel(false).0,
+            stop: watch::channel(false).0,
+            media_url,
+            clock: Clock::new(),
+            tls,
+        });
+        let cpus = usable_cpus();
+        let mut handles = Vec::with_capacity(workers);
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let cpu = if cpus.is_empty() { None } else { Some(cpus[index % cpus.len()]) };
+            let shared = Arc::clone(&shared);
+            let worker = Worker::spawn(index, backend, cpu, move || worker_main(shared, index, backend, listener))
+                .map_err(ServeError::Worker)?;
+            handles.push(worker);
+        }
+        tracing::info!(
+            %local_addr,
+            io = backend.name(),
+            workers,
+            public_url = %shared.config.server.public_url,
+            backend = %shared.config.rtp.backend,
+            rtp_ports = %shared.config.rtp.ports,
+            tls = shared.tls.is_some(),
+            "voxproxy serving"
+        );
+        Ok(Server { shared, local_addr, backend, workers: handles })
+    }
+
+    /// The bound address of the listener.
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The I/O backend the workers run.
+    #[must_use]
+    pub fn io_backend(&self) -> IoBackend {
+        self.backend
+    }
+
+    /// The server's metrics (for in-process use such as `voxproxy demo`).
+    #[must_use]
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.shared.metrics)
+    }
+
+    /// Calls running now.
+    #[must_use]
+    pub fn active_calls(&self) -> usize {
+        self.shared.active_calls.load(Ordering::Acquire)
+    }
+
+    /// Graceful stop: refuse new calls (`/readyz` 503), let running calls go
+    /// on for up to `drain.timeout`, then close them (records written) and
+    /// stop the workers. Returns when every worker has exited.
+    pub fn drain(self) {
+        let shared = &self.shared;
+        shared.draining.store(true, Ordering::Release);
+        shared.metrics.set_draining(true);
+        let timeout = shared.config.drain.timeout;
+        tracing::info!(active_calls = self.active_calls(), timeout_ms = timeout.as_millis() as u64, "draining");
+        let deadline = std::time::Instant::now() + timeout;
+        while self.active_calls() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if self.active_calls() > 0 {
+            tracing::warn!(active_calls = self.active_calls(), "drain.timeout reached: closing the remaining calls");
+            shared.shutdown.send_replace(true);
+            let grace = std::time::Instant::now() + CLOSE_GRACE;
+            while self.active_calls() > 0 && std::time::Instant::now() < grace {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        shared.stop.send_replace(true);
+        for worker in self.workers {
+            if worker.join().is_err() {
+                tracing::error!("a worker thread panicked while stopping");
+            }
+        }
+        tracing::info!("drained; exiting");
+    }
+}
+
+async fn worker_main(shared: Arc<Shared>, index: usize, backend: IoBackend, listener: std::net::TcpListener) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(worker = index, error = %e, "worker cannot use its listener");
+            return;
+        }
+    };
+    let max_connections = shared.config.limits.max_calls as usize / usize::from(shared.config.server.workers.get()).max(1)
+        + EXTRA_CONNECTIONS;
+    let ctx = Rc::new(WorkerContext {
+        shared: Arc::clone(&shared),
+        index,
+        backend,
+        local_calls: Cell::new(0),
+        calls_changed: Notify::new(),
+        connections: Cell::new(0),
+        rest: OnceCell::new(),
+    });
+    let mut stop = shared.stop.subscribe();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    if ctx.connections.get() >= max_connections {
+                        // Over the bound: close at once rather than queue.
+                        ctx.metrics().call_refused(crate::metrics::RefuseReason::BadRequest);
+                        drop(tcp);
+                        continue;
+                    }
+                    let _ = tcp.set_nodelay(true);
+                    ctx.connections.set(ctx.connections.get() + 1);
+                    let ctx = Rc::clone(&ctx);
+                    tokio::task::spawn_local(async move {
+                        serve_connection(&ctx, tcp, peer).await;
+                        ctx.connections.set(ctx.connections.get().saturating_sub(1));
+                    });
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(worker = index, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    // Calls closed by drain are writing their records: wait for them.
+    let grace = tokio::time::Instant::now() + CLOSE_GRACE;
+    while ctx.local_calls.get() > 0 {
+        let notified = ctx.calls_changed.notified();
+        if tokio::time::timeout_at(grace, notified).await.is_err() {
+            tracing::error!(worker = index, calls = ctx.local_calls.get(), "calls still running at exit");
+            break;
+        }
+    }
+}
+
+async fn serve_connection(ctx: &Rc<WorkerContext>, tcp: tokio::net::TcpStream, peer: SocketAddr) {
+    match &ctx.shared.tls {
+        Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => serve_http(ctx, TokioIo::new(tls), peer).await,
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        },
+        None => serve_http(ctx, TokioIo::new(tcp), peer).await,
+    }
+}
+
+async fn serve_http<I>(ctx: &Rc<WorkerContext>, io: I, peer: SocketAddr)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+{
+    let service_ctx = Rc::clone(ctx);
+    let service = service_fn(move |req| http::handle(Rc::clone(&service_ctx), peer, req));
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(16 * 1024)
+        .serve_connection(io, service)
+        .with_upgrades();
+    if let Err(e) = connection.await {
+        tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_url_follows_the_public_scheme() {
+        assert_eq!(media_url("https://voice.example.com").unwrap(), "wss://voice.example.com/twilio/media");
+        assert_eq!(media_url("http://127.0.0.1:8080/vp").unwrap(), "ws://127.0.0.1:8080/vp/twilio/media");
+        assert!(media_url("ftp://x").is_err());
+    }
+}
