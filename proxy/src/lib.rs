@@ -11,4 +11,5 @@
 pub mod cdr;
 pub mod cli;
 pub mod config;
+pub mod metrics;
 pub mod wav;
