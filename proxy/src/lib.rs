@@ -12,4 +12,5 @@ pub mod cdr;
 pub mod cli;
 pub mod config;
 pub mod metrics;
+pub mod ratelimit;
 pub mod wav;
