@@ -13,4 +13,5 @@ pub mod cli;
 pub mod config;
 pub mod metrics;
 pub mod ratelimit;
+pub mod tls;
 pub mod wav;
