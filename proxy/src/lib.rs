@@ -11,6 +11,7 @@
 pub mod cdr;
 pub mod cli;
 pub mod config;
+pub mod logging;
 pub mod metrics;
 pub mod ratelimit;
 pub mod tls;
