@@ -11,6 +11,10 @@
 pub mod cdr;
 pub mod cli;
 pub mod config;
+pub mod logging;
+pub mod metrics;
+pub mod ratelimit;
 pub mod runtime;
 pub mod server;
+pub mod tls;
 pub mod wav;
