@@ -449,7 +449,10 @@ impl CdrService {
     /// which ends when every clone of the service is dropped.
     pub fn spawn(path: impl AsRef<Path>) -> Result<Self, CdrError> {
         let mut writer = CdrWriter::open(path)?;
-        let (sender, receiver) = crossbeam_channel::bounded::<(CallRecord, tokio::sync::oneshot::Sender<Result<(), String>>)>(Self::QUEUE);
+        let (sender, receiver) = crossbeam_channel::bounded::<(
+            CallRecord,
+            tokio::sync::oneshot::Sender<Result<(), String>>,
+        )>(Self::QUEUE);
         std::thread::Builder::new()
             .name("voxproxy-cdr".into())
             .spawn(move || {

@@ -325,13 +325,7 @@ pub struct LogSettings {
 }
 
 /// How log events are written (`log.format`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum LogFormat {
-    /// One human-readable line per event.
-    Text,
-    /// One JSON object per line, with the call's ids as fields.
-    Json,
-}
+pub use crate::logging::LogFormat;
 
 /// `[drain]` settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -971,7 +965,13 @@ const KEYS: [KeyInfo; 31] = [
     ),
     info(Setting::CdrPath, "cdr.path", "VOXPROXY_CDR_PATH", "\"voxproxy-cdr.jsonl\"", "expected a file path"),
     info(Setting::DrainTimeout, "drain.timeout", "VOXPROXY_DRAIN_TIMEOUT", "\"5s\"", EXPECT_DURATION),
-    info(Setting::LogFormat, "log.format", "VOXPROXY_LOG_FORMAT", "\"text\"", "expected \"text\" or \"json\""),
+    info(
+        Setting::LogFormat,
+        "log.format",
+        "VOXPROXY_LOG_FORMAT",
+        "\"text\"",
+        "expected \"text\" or \"json\"",
+    ),
     info(
         Setting::LogLevel,
         "log.level",
@@ -1791,7 +1791,9 @@ impl Layers {
                 .parsed(Setting::TwilioApiBase, check_base_url)?
                 .unwrap_or_else(|| "https://api.twilio.com".to_owned()),
             validate_signatures: self.boolean(Setting::TwilioValidateSignatures)?.unwrap_or(true),
-            stream_parameters: self.parsed(Setting::TwilioStreamParameters, parse_stream_parameters)?.unwrap_or_default(),
+            stream_parameters: self
+                .parsed(Setting::TwilioStreamParameters, parse_stream_parameters)?
+                .unwrap_or_default(),
         })
     }
 
@@ -1945,7 +1947,8 @@ impl Config {
         }
         if self.secrets.admin_token.is_none() {
             warnings.push(
-                "VOXPROXY_ADMIN_TOKEN is not set, so the /v1 control API is off (its routes answer 404)".to_owned(),
+                "VOXPROXY_ADMIN_TOKEN is not set, so the /v1 control API is off (its routes answer 404)"
+                    .to_owned(),
             );
         }
         warnings

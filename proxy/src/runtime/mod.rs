@@ -66,7 +66,8 @@ impl IoBackend {
         runtime.block_on(async {
             // A UDP round through the ring: some sandboxes allow setup but
             // refuse the operations themselves.
-            let socket = tokio_uring::net::UdpSocket::bind("127.0.0.1:0".parse().expect("literal address")).await?;
+            let socket =
+                tokio_uring::net::UdpSocket::bind("127.0.0.1:0".parse().expect("literal address")).await?;
             let to = socket.local_addr()?;
             let (sent, _) = socket.send_to(vec![0u8; 1], to).await;
             sent.map(|_| ())
@@ -156,7 +157,12 @@ impl<T: Send + 'static> Worker<T> {
     /// running `main()` to completion on a fresh runtime of `backend`.
     /// `main` is called on the new thread, so the future it returns need not
     /// be `Send` (calls spawn `!Send` tasks with `tokio::task::spawn_local`).
-    pub fn spawn<F, Fut>(index: usize, backend: IoBackend, cpu: Option<core_affinity::CoreId>, main: F) -> io::Result<Self>
+    pub fn spawn<F, Fut>(
+        index: usize,
+        backend: IoBackend,
+        cpu: Option<core_affinity::CoreId>,
+        main: F,
+    ) -> io::Result<Self>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = T> + 'static,
@@ -165,7 +171,11 @@ impl<T: Send + 'static> Worker<T> {
             if let Some(cpu) = cpu
                 && !core_affinity::set_for_current(cpu)
             {
-                tracing::warn!(worker = index, cpu = cpu.id, "could not pin the worker to its CPU; it runs unpinned");
+                tracing::warn!(
+                    worker = index,
+                    cpu = cpu.id,
+                    "could not pin the worker to its CPU; it runs unpinned"
+                );
             }
             run_on(backend, main)
         })?;
@@ -249,7 +259,10 @@ impl Clock {
     pub fn to_tokio(&self, at: voxproxy_core::time::Instant) -> tokio::time::Instant {
         let offset = Duration::from_nanos(at.as_nanos());
         // A deadline centuries away cannot be represented; a year is "never" enough.
-        let at = self.epoch.checked_add(offset).unwrap_or_else(|| std::time::Instant::now() + Duration::from_secs(365 * 86_400));
+        let at = self
+            .epoch
+            .checked_add(offset)
+            .unwrap_or_else(|| std::time::Instant::now() + Duration::from_secs(365 * 86_400));
         tokio::time::Instant::from_std(at)
     }
 }

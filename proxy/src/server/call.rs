@@ -140,7 +140,8 @@ pub async fn run(ctx: Rc<WorkerContext>, peer: SocketAddr, upgrade: OnUpgrade, a
             .max_write_buffer_size(MAX_WS_WRITE_BUFFER)
             .max_message_size(Some(max_frame))
             .max_frame_size(Some(max_frame));
-        let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
         match admission {
             Admission::Refused(reason) => {
                 let text = refusal_text(reason);
@@ -149,7 +150,13 @@ pub async fn run(ctx: Rc<WorkerContext>, peer: SocketAddr, upgrade: OnUpgrade, a
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(Some(frame))).await;
             }
             Admission::Admitted { slot, socket, lease } => {
-                bridge_call(&ctx, ws, socket, lease).await;
+                let ended = media_loop(&ctx, ws, &socket, lease.port()).await;
+                if let Some((bridge, facts, reported)) = ended {
+                    finish_call(&ctx, &bridge, &facts, &reported).await;
+                }
+                // Resources go only now that the record is on disk.
+                drop(socket);
+                drop(lease);
                 drop(slot);
             }
         }
@@ -212,8 +219,14 @@ struct CallFacts {
     registration: Option<Registration>,
 }
 
+/// Runs the call until the bridge is finished; returns what its record needs.
 #[allow(clippy::too_many_lines)] // one loop; splitting it would scatter the call's state
-async fn bridge_call(ctx: &Rc<WorkerContext>, ws: Ws, socket: RtpUdp, lease: PortLease) {
+async fn media_loop(
+    ctx: &Rc<WorkerContext>,
+    ws: Ws,
+    socket: &RtpUdp,
+    rtp_port: u16,
+) -> Option<(CallBridge, CallFacts, CallStats)> {
     let shared = &ctx.shared;
     let clock = shared.clock;
     let metrics = ctx.metrics();
@@ -223,7 +236,7 @@ async fn bridge_call(ctx: &Rc<WorkerContext>, ws: Ws, socket: RtpUdp, lease: Por
             // The config was validated at start, so this is a bug; the call
             // is closed rather than the worker stopped.
             tracing::error!(error = %e, "call bridge refused the server's configuration");
-            return;
+            return None;
         }
     };
     let backend = shared.config.rtp.backend;
@@ -241,7 +254,8 @@ async fn bridge_call(ctx: &Rc<WorkerContext>, ws: Ws, socket: RtpUdp, lease: Por
     stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ws_blocked = false;
     let mut reported = CallStats::default();
-    let mut facts = CallFacts { started_wall: SystemTime::now(), started: std::time::Instant::now(), registration: None };
+    let mut facts =
+        CallFacts { started_wall: SystemTime::now(), started: std::time::Instant::now(), registration: None };
     let mut close: Option<(u16, String)> = None;
     let mut ws_open = true;
     let dropped_frames = Cell::new(0u64);
@@ -303,7 +317,11 @@ async fn bridge_call(ctx: &Rc<WorkerContext>, ws: Ws, socket: RtpUdp, lease: Por
                 match e {
                     WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
                         metrics.websocket_error(WsErrorKind::Oversize);
-                        tracing::warn!(size, max_size, "WebSocket message over limits.max_frame_bytes; closing with 1009");
+                        tracing::warn!(
+                            size,
+                            max_size,
+                            "WebSocket message over limits.max_frame_bytes; closing with 1009"
+                        );
                         close = Some((1009, "message too big".to_owned()));
                     }
                     WsError::Io(e) => {
@@ -392,7 +410,10 @@ async fn bridge_call(ctx: &Rc<WorkerContext>, ws: Ws, socket: RtpUdp, lease: Por
                 }
                 Output::Ping => {
                     if ws_open && !ws_blocked {
-                        wrote_ws |= matches!(sink.feed(Message::Ping(bytes::Bytes::new())).now_or_never(), Some(Ok(())));
+                        wrote_ws |= matches!(
+                            sink.feed(Message::Ping(bytes::Bytes::new())).now_or_never(),
+                            Some(Ok(()))
+                        );
                     }
                 }
                 Output::Rtp(datagram) => {
@@ -405,7 +426,7 @@ async fn bridge_call(ctx: &Rc<WorkerContext>, ws: Ws, socket: RtpUdp, lease: Por
                         tracing::debug!(error = %e, "RTP send failed");
                     }
                 }
-                Output::Event(event) => on_event(ctx, &bridge, event, &mut facts, &commands_tx, lease.port()),
+                Output::Event(event) => on_event(ctx, &bridge, event, &mut facts, &commands_tx, rtp_port),
                 Output::Close { code, reason } => {
                     if close.is_none() {
                         close = Some((code, reason.to_owned()));
@@ -441,12 +462,18 @@ async fn bridge_call(ctx: &Rc<WorkerContext>, ws: Ws, socket: RtpUdp, lease: Por
     }
     drop(sink);
     drop(stream);
+    Some((bridge, facts, reported))
+}
 
+/// Counts the call's last numbers and writes its record.
+async fn finish_call(ctx: &WorkerContext, bridge: &CallBridge, facts: &CallFacts, reported: &CallStats) {
+    let shared = &ctx.shared;
+    let metrics = ctx.metrics();
     let end = bridge.end_reason().unwrap_or(EndReason::WebSocketClosed);
     let stats = bridge.stats();
-    metrics.add_call_stats(&reported, &stats);
+    metrics.add_call_stats(reported, &stats);
     metrics.observe_jitter_us(stats.jitter_us);
-    let record = call_record(ctx, &bridge, &stats, end, &facts);
+    let record = call_record(ctx, bridge, &stats, end, facts);
     if let Err(e) = shared.cdr.write(record.clone()).await {
         metrics.cdr_write_error();
         // The log keeps the record when the file cannot.
@@ -455,7 +482,11 @@ async fn bridge_call(ctx: &Rc<WorkerContext>, ws: Ws, socket: RtpUdp, lease: Por
     }
     metrics.call_ended(end);
     if let Some(start) = bridge.stream() {
-        shared.events.publish(start.stream_sid.as_str(), start.call_sid.as_str(), &CallEvent::Ended { reason: end.name() });
+        shared.events.publish(
+            start.stream_sid.as_str(),
+            start.call_sid.as_str(),
+            &CallEvent::Ended { reason: end.name() },
+        );
     }
     tracing::info!(
         reason = end.name(),
@@ -464,11 +495,6 @@ async fn bridge_call(ctx: &Rc<WorkerContext>, ws: Ws, socket: RtpUdp, lease: Por
         rtp_lost = stats.rtp_lost,
         "call ended"
     );
-    // Resources go only now that the record is on disk.
-    drop(facts);
-    drop(recv);
-    drop(socket);
-    drop(lease);
 }
 
 fn on_event(
@@ -508,7 +534,13 @@ fn on_event(
     ctx.shared.events.publish(stream_sid, call_sid, &CallEvent::Bridge(event));
 }
 
-fn call_record(ctx: &WorkerContext, bridge: &CallBridge, stats: &CallStats, end: EndReason, facts: &CallFacts) -> CallRecord {
+fn call_record(
+    ctx: &WorkerContext,
+    bridge: &CallBridge,
+    stats: &CallStats,
+    end: EndReason,
+    facts: &CallFacts,
+) -> CallRecord {
     let start = bridge.stream();
     let ended = SystemTime::now();
     CallRecord {

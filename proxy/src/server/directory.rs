@@ -144,7 +144,11 @@ impl Directory {
     /// Adds a call. `None` when a call with this stream SID is already
     /// registered (a replayed `start`): the second one stays out of the
     /// directory rather than hiding the first.
-    pub fn register(self: &Arc<Self>, info: SessionInfo, commands: mpsc::Sender<CallCommand>) -> Option<Registration> {
+    pub fn register(
+        self: &Arc<Self>,
+        info: SessionInfo,
+        commands: mpsc::Sender<CallCommand>,
+    ) -> Option<Registration> {
         let stream_sid = info.stream_sid.clone();
         let stats = Arc::new(Mutex::new(CallStats::default()));
         let mut entries = lock(&self.entries);
@@ -175,7 +179,9 @@ impl Directory {
     #[must_use]
     pub fn list(&self) -> Vec<SessionView> {
         let mut views: Vec<SessionView> = lock(&self.entries).values().map(view).collect();
-        views.sort_by(|a, b| (&a.info.started_at, &a.info.stream_sid).cmp(&(&b.info.started_at, &b.info.stream_sid)));
+        views.sort_by(|a, b| {
+            (&a.info.started_at, &a.info.stream_sid).cmp(&(&b.info.started_at, &b.info.stream_sid))
+        });
         views
     }
 
@@ -205,7 +211,7 @@ fn view(entry: &Entry) -> SessionView {
 /// for a subscriber.
 #[derive(Debug)]
 pub struct EventHub {
-    sender: broadcast::Sender<Arc<str>>,
+    sender: broadcast::Sender<PublishedEvent>,
 }
 
 impl EventHub {
@@ -227,7 +233,7 @@ impl EventHub {
 
     /// A new subscriber, seeing events from now on.
     #[must_use]
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<PublishedEvent> {
         self.sender.subscribe()
     }
 
@@ -260,10 +266,19 @@ impl EventHub {
                 object.insert("reason".into(), (*reason).into());
             }
         }
-        let line: Arc<str> = serde_json::Value::Object(object).to_string().into();
+        let json: Arc<str> = serde_json::Value::Object(object).to_string().into();
         // An error only means every subscriber left since the check above.
-        let _ = self.sender.send(line);
+        let _ = self.sender.send(PublishedEvent { name: event.name(), json });
     }
+}
+
+/// An event as subscribers receive it.
+#[derive(Clone, Debug)]
+pub struct PublishedEvent {
+    /// The `event` field, for the SSE `event:` line.
+    pub name: &'static str,
+    /// The whole event as one JSON object.
+    pub json: Arc<str>,
 }
 
 /// An event a call reports to the control plane.
@@ -333,12 +348,17 @@ mod tests {
         let mut rx = hub.subscribe();
         hub.publish("MZ1", "CA1", &CallEvent::Bridge(BridgeEvent::Dtmf { digit: '#' }));
         hub.publish("MZ1", "CA1", &CallEvent::Ended { reason: "twilio_stop" });
-        let first: serde_json::Value = serde_json::from_str(&rx.try_recv().unwrap()).unwrap();
+        let first = rx.try_recv().unwrap();
+        assert_eq!(first.name, "dtmf");
+        let first: serde_json::Value = serde_json::from_str(&first.json).unwrap();
         assert_eq!(first["event"], "dtmf");
         assert_eq!(first["digit"], "#");
         assert_eq!(first["stream_sid"], "MZ1");
-        let second: serde_json::Value = serde_json::from_str(&rx.try_recv().unwrap()).unwrap();
-        assert_eq!((second["event"].as_str(), second["reason"].as_str()), (Some("call_ended"), Some("twilio_stop")));
+        let second: serde_json::Value = serde_json::from_str(&rx.try_recv().unwrap().json).unwrap();
+        assert_eq!(
+            (second["event"].as_str(), second["reason"].as_str()),
+            (Some("call_ended"), Some("twilio_stop"))
+        );
         assert!(rx.try_recv().is_err());
     }
 }

@@ -21,9 +21,9 @@ use voxproxy_adapters::form::Form;
 use voxproxy_adapters::twiml::{Connect, Reject, RejectReason, Response as Twiml, Stream};
 use voxproxy_adapters::webhook::VoiceWebhook;
 
-use super::call::{self, Admission};
-use super::directory::CallCommand;
 use super::WorkerContext;
+use super::call;
+use super::directory::CallCommand;
 use crate::metrics::{RefuseReason, Route, SignatureKind};
 
 /// The body of every response.
@@ -61,7 +61,11 @@ fn empty(status: StatusCode) -> Response<Body> {
 }
 
 /// Handles one request. Never fails: every problem is a status code.
-pub async fn handle(ctx: Rc<WorkerContext>, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    ctx: Rc<WorkerContext>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let (route, response) = match (method, path.as_str()) {
@@ -73,9 +77,16 @@ pub async fn handle(ctx: Rc<WorkerContext>, peer: SocketAddr, req: Request<Incom
         (Method::GET, "/readyz") => (Route::Readyz, readyz(&ctx)),
         (Method::GET, "/metrics") => (Route::Metrics, metrics(&ctx)),
         (_, p) if p == "/v1" || p.starts_with("/v1/") => (route_of_v1(p), control(&ctx, req).await),
-        (_, "/twilio/voice" | "/twilio/status" | "/twilio/stream-status" | "/twilio/media" | "/healthz" | "/readyz" | "/metrics") => {
-            (Route::NotFound, text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"))
-        }
+        (
+            _,
+            "/twilio/voice"
+            | "/twilio/status"
+            | "/twilio/stream-status"
+            | "/twilio/media"
+            | "/healthz"
+            | "/readyz"
+            | "/metrics",
+        ) => (Route::NotFound, text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")),
         _ => (Route::NotFound, text(StatusCode::NOT_FOUND, "not found\n")),
     };
     ctx.metrics().http_request(route, response.status().as_u16());
@@ -120,7 +131,10 @@ fn signature_header(req: &Request<Incoming>) -> Option<String> {
 /// Per-IP rate limit of webhooks.
 fn rate_limited(ctx: &WorkerContext, peer: IpAddr) -> bool {
     let Some(limiter) = &ctx.shared.rate_limiter else { return false };
-    let allowed = limiter.lock().unwrap_or_else(std::sync::PoisonError::into_inner).check(peer, std::time::Instant::now());
+    let allowed = limiter
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .check(peer, std::time::Instant::now());
     if !allowed {
         ctx.metrics().rate_limited();
     }
@@ -130,7 +144,11 @@ fn rate_limited(ctx: &WorkerContext, peer: IpAddr) -> bool {
 /// Reads a body of at most `limits.max_body_bytes` within the read timeout.
 async fn read_body(ctx: &WorkerContext, req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
     let limit = ctx.shared.config.limits.max_body_bytes as usize;
-    if let Some(length) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+    if let Some(length) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
         && length > limit as u64
     {
         ctx.metrics().body_too_large();
@@ -149,7 +167,11 @@ async fn read_body(ctx: &WorkerContext, req: Request<Incoming>) -> Result<Bytes,
 }
 
 /// Checks a form webhook's signature; `Ok` carries the parsed form.
-async fn signed_form(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incoming>) -> Result<Form, Response<Body>> {
+async fn signed_form(
+    ctx: &WorkerContext,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Form, Response<Body>> {
     if rate_limited(ctx, peer.ip()) {
         return Err(text(StatusCode::TOO_MANY_REQUESTS, "too many requests\n"));
     }
@@ -209,7 +231,10 @@ async fn voice(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incoming>) ->
             }
         };
         stream.status_callback = Some(format!("{}/twilio/stream-status", shared.config.server.public_url));
-        stream = stream.parameter("CallSid", call.call_sid.clone()).parameter("From", call.from.clone()).parameter("To", call.to.clone());
+        stream = stream
+            .parameter("CallSid", call.call_sid.clone())
+            .parameter("From", call.from.clone())
+            .parameter("To", call.to.clone());
         for (name, value) in &shared.config.twilio.stream_parameters {
             stream = stream.parameter(name.clone(), value.clone());
         }
@@ -252,11 +277,13 @@ fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &s
 
 fn media(ctx: &Rc<WorkerContext>, peer: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
-    let is_upgrade = header_has_token(&req, header::CONNECTION, "upgrade") && header_has_token(&req, header::UPGRADE, "websocket");
+    let is_upgrade = header_has_token(&req, header::CONNECTION, "upgrade")
+        && header_has_token(&req, header::UPGRADE, "websocket");
     let version_ok = req.headers().get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v.as_bytes() == b"13");
     let Some(key) = key.filter(|_| is_upgrade && version_ok) else {
         ctx.metrics().websocket_error(crate::metrics::WsErrorKind::Handshake);
-        let mut response = text(StatusCode::UPGRADE_REQUIRED, "this is the Media Streams WebSocket endpoint\n");
+        let mut response =
+            text(StatusCode::UPGRADE_REQUIRED, "this is the Media Streams WebSocket endpoint\n");
         response.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
         return response;
     };
@@ -289,8 +316,12 @@ fn media(ctx: &Rc<WorkerContext>, peer: SocketAddr, mut req: Request<Incoming>) 
 /// Whether the request carries `Authorization: Bearer <VOXPROXY_ADMIN_TOKEN>`.
 fn authorized(ctx: &WorkerContext, req: &Request<Incoming>) -> bool {
     let Some(token) = &ctx.shared.config.secrets.admin_token else { return false };
-    let Some(given) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
-    let Some(given) = given.strip_prefix("Bearer ").or_else(|| given.strip_prefix("bearer ")) else { return false };
+    let Some(given) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some(given) = given.strip_prefix("Bearer ").or_else(|| given.strip_prefix("bearer ")) else {
+        return false;
+    };
     constant_time_eq(given.trim().as_bytes(), token.expose().as_bytes())
 }
 
@@ -300,14 +331,19 @@ async fn control(ctx: &WorkerContext, req: Request<Incoming>) -> Response<Body> 
         return text(StatusCode::NOT_FOUND, "not found\n");
     }
     if !authorized(ctx, &req) {
-        let mut response = json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token (VOXPROXY_ADMIN_TOKEN)");
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"voxproxy\""));
+        let mut response =
+            json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token (VOXPROXY_ADMIN_TOKEN)");
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"voxproxy\""));
         return response;
     }
     let path = req.uri().path().to_owned();
     let directory = &ctx.shared.directory;
     match (req.method().clone(), path.as_str()) {
-        (Method::GET, "/v1/sessions") => json(StatusCode::OK, &serde_json::json!({ "sessions": directory.list() })),
+        (Method::GET, "/v1/sessions") => {
+            json(StatusCode::OK, &serde_json::json!({ "sessions": directory.list() }))
+        }
         (method, p) if p.starts_with("/v1/sessions/") => {
             let sid = &p["/v1/sessions/".len()..];
             match method {
@@ -317,7 +353,10 @@ async fn control(ctx: &WorkerContext, req: Request<Incoming>) -> Response<Body> 
                 },
                 Method::DELETE => {
                     if directory.command(sid, CallCommand::Hangup) {
-                        json(StatusCode::ACCEPTED, &serde_json::json!({ "stream_sid": sid, "status": "ending" }))
+                        json(
+                            StatusCode::ACCEPTED,
+                            &serde_json::json!({ "stream_sid": sid, "status": "ending" }),
+                        )
                     } else {
                         json_error(StatusCode::NOT_FOUND, "no such session")
                     }
@@ -327,7 +366,9 @@ async fn control(ctx: &WorkerContext, req: Request<Incoming>) -> Response<Body> 
         }
         (Method::GET, "/v1/events") => events(ctx),
         (Method::POST, "/v1/calls") => place_call(ctx, req).await,
-        (_, "/v1/sessions" | "/v1/events" | "/v1/calls") => json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        (_, "/v1/sessions" | "/v1/events" | "/v1/calls") => {
+            json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
         _ => json_error(StatusCode::NOT_FOUND, "not found"),
     }
 }
@@ -345,8 +386,8 @@ fn events(ctx: &WorkerContext) -> Response<Body> {
         loop {
             tokio::select! {
                 event = receiver.recv() => match event {
-                    Ok(line) => {
-                        let frame = Frame::data(Bytes::from(format!("event: {}\ndata: {line}\n\n", event_name(&line))));
+                    Ok(event) => {
+                        let frame = Frame::data(Bytes::from(format!("event: {}\ndata: {}\n\n", event.name, event.json)));
                         return Some((Ok(frame), (receiver, heartbeat, None, metrics)));
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => metrics.get().events_dropped(n),
@@ -365,17 +406,6 @@ fn events(ctx: &WorkerContext) -> Response<Body> {
     response
 }
 
-/// The `event` field of a published line, for the SSE `event:` line.
-fn event_name(line: &str) -> &str {
-    serde_json::from_str::<serde_json::Value>(line)
-        .ok()
-        .and_then(|v| v.get("event").and_then(|e| e.as_str()).map(|e| match e {
-            // Borrow from the line rather than the temporary value.
-            _ => line.find(e).map_or("message", |i| &line[i..i + e.len()]),
-        }))
-        .unwrap_or("message")
-}
-
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PlaceCall {
@@ -390,7 +420,12 @@ async fn place_call(ctx: &WorkerContext, req: Request<Incoming>) -> Response<Bod
     };
     let request: PlaceCall = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("expected {{\"to\": \"+1…\", \"from\": \"+1…\"}}: {e}")),
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                &format!("expected {{\"to\": \"+1…\", \"from\": \"+1…\"}}: {e}"),
+            );
+        }
     };
     let client = match ctx.rest_client() {
         Ok(client) => client,
@@ -403,7 +438,10 @@ async fn place_call(ctx: &WorkerContext, req: Request<Incoming>) -> Response<Bod
         voxproxy_adapters::rest::CallInstructions::Url(voice_url),
     );
     match client.create_call(&create).await {
-        Ok(call) => json(StatusCode::CREATED, &serde_json::json!({ "call_sid": call.sid, "status": call.status.as_str() })),
+        Ok(call) => json(
+            StatusCode::CREATED,
+            &serde_json::json!({ "call_sid": call.sid, "status": call.status.as_str() }),
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "POST /v1/calls: Twilio refused the call");
             json_error(StatusCode::BAD_GATEWAY, &e.to_string())

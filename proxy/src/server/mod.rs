@@ -95,7 +95,9 @@ impl fmt::Display for ServeError {
                 f,
                 "server.io = \"uring\" but this kernel refuses io_uring ({e}); use io = \"auto\" or \"epoll\""
             ),
-            ServeError::Listen { addr, source } => write!(f, "cannot listen on {addr} (server.listen): {source}"),
+            ServeError::Listen { addr, source } => {
+                write!(f, "cannot listen on {addr} (server.listen): {source}")
+            }
             ServeError::Tls(e) => write!(f, "server.tls: {e}"),
             ServeError::Cdr(e) => write!(f, "cdr.path: {e}"),
             ServeError::PublicUrl(e) => write!(f, "server.public_url: {e}"),
@@ -143,7 +145,10 @@ pub(crate) struct WorkerContext {
 
 impl fmt::Debug for WorkerContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WorkerContext").field("index", &self.index).field("backend", &self.backend).finish_non_exhaustive()
+        f.debug_struct("WorkerContext")
+            .field("index", &self.index)
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
     }
 }
 
@@ -200,7 +205,10 @@ pub struct Server {
 
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Server").field("local_addr", &self.local_addr).field("backend", &self.backend).finish_non_exhaustive()
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
     }
 }
 
@@ -208,7 +216,9 @@ impl fmt::Debug for Server {
 pub fn choose_backend(mode: IoMode) -> Result<IoBackend, ServeError> {
     match mode {
         IoMode::Epoll => Ok(IoBackend::Epoll),
-        IoMode::Uring => IoBackend::probe_uring().map(|()| IoBackend::Uring).map_err(ServeError::UringUnavailable),
+        IoMode::Uring => {
+            IoBackend::probe_uring().map(|()| IoBackend::Uring).map_err(ServeError::UringUnavailable)
+        }
         IoMode::Auto => match IoBackend::probe_uring() {
             Ok(()) => Ok(IoBackend::Uring),
             Err(e) => {
@@ -249,7 +259,9 @@ impl Server {
         let skip_signatures = args.insecure_skip_signature || !config.twilio.validate_signatures;
         let validator = match (&config.secrets.twilio_auth_token, skip_signatures) {
             (_, true) => {
-                tracing::warn!("Twilio signatures are NOT checked: anyone who can reach this proxy can start calls");
+                tracing::warn!(
+                    "Twilio signatures are NOT checked: anyone who can reach this proxy can start calls"
+                );
                 None
             }
             (Some(token), false) => Some(
@@ -269,12 +281,16 @@ impl Server {
         let media_url = media_url(&config.server.public_url)?;
         let workers = usize::from(config.server.workers.get());
         let metrics = Arc::new(Metrics::new(workers, backend.name()));
-        let first = listener(config.server.listen).map_err(|source| ServeError::Listen { addr: config.server.listen, source })?;
-        let local_addr = first.local_addr().map_err(|source| ServeError::Listen { addr: config.server.listen, source })?;
+        let first = listener(config.server.listen)
+            .map_err(|source| ServeError::Listen { addr: config.server.listen, source })?;
+        let local_addr =
+            first.local_addr().map_err(|source| ServeError::Listen { addr: config.server.listen, source })?;
         let mut listeners = vec![first];
         for _ in 1..workers {
             // Same concrete port, so `server.listen` with port 0 works too.
-            listeners.push(listener(local_addr).map_err(|source| ServeError::Listen { addr: local_addr, source })?);
+            listeners.push(
+                listener(local_addr).map_err(|source| ServeError::Listen { addr: local_addr, source })?,
+            );
         }
         let rate_limiter = config
             .limits
@@ -302,8 +318,9 @@ impl Server {
         for (index, listener) in listeners.into_iter().enumerate() {
             let cpu = if cpus.is_empty() { None } else { Some(cpus[index % cpus.len()]) };
             let shared = Arc::clone(&shared);
-            let worker = Worker::spawn(index, backend, cpu, move || worker_main(shared, index, backend, listener))
-                .map_err(ServeError::Worker)?;
+            let worker =
+                Worker::spawn(index, backend, cpu, move || worker_main(shared, index, backend, listener))
+                    .map_err(ServeError::Worker)?;
             handles.push(worker);
         }
         tracing::info!(
@@ -351,13 +368,20 @@ impl Server {
         shared.draining.store(true, Ordering::Release);
         shared.metrics.set_draining(true);
         let timeout = shared.config.drain.timeout;
-        tracing::info!(active_calls = self.active_calls(), timeout_ms = timeout.as_millis() as u64, "draining");
+        tracing::info!(
+            active_calls = self.active_calls(),
+            timeout_ms = timeout.as_millis() as u64,
+            "draining"
+        );
         let deadline = std::time::Instant::now() + timeout;
         while self.active_calls() > 0 && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
         if self.active_calls() > 0 {
-            tracing::warn!(active_calls = self.active_calls(), "drain.timeout reached: closing the remaining calls");
+            tracing::warn!(
+                active_calls = self.active_calls(),
+                "drain.timeout reached: closing the remaining calls"
+            );
             shared.shutdown.send_replace(true);
             let grace = std::time::Instant::now() + CLOSE_GRACE;
             while self.active_calls() > 0 && std::time::Instant::now() < grace {
@@ -382,7 +406,8 @@ async fn worker_main(shared: Arc<Shared>, index: usize, backend: IoBackend, list
             return;
         }
     };
-    let max_connections = shared.config.limits.max_calls as usize / usize::from(shared.config.server.workers.get()).max(1)
+    let max_connections = shared.config.limits.max_calls as usize
+        / usize::from(shared.config.server.workers.get()).max(1)
         + EXTRA_CONNECTIONS;
     let ctx = Rc::new(WorkerContext {
         shared: Arc::clone(&shared),
@@ -446,7 +471,7 @@ async fn serve_connection(ctx: &Rc<WorkerContext>, tcp: tokio::net::TcpStream, p
 
 async fn serve_http<I>(ctx: &Rc<WorkerContext>, io: I, peer: SocketAddr)
 where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service_ctx = Rc::clone(ctx);
     let service = service_fn(move |req| http::handle(Rc::clone(&service_ctx), peer, req));

@@ -35,7 +35,10 @@ impl std::fmt::Display for PortError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PortError::Exhausted { size } => {
-                write!(f, "no free RTP port: all {size} ports of rtp.ports are in use; widen rtp.ports or lower limits.max_calls")
+                write!(
+                    f,
+                    "no free RTP port: all {size} ports of rtp.ports are in use; widen rtp.ports or lower limits.max_calls"
+                )
             }
         }
     }
