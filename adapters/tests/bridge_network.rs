@@ -975,3 +975,41 @@ fn a_ptime_whose_packets_would_not_fit_is_refused_naming_the_key() {
         }
     }
 }
+
+#[test]
+fn a_latching_backend_is_learned_from_its_first_packet_and_then_enforced() {
+    let latch: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let config = BridgeConfig { backend: Some(latch), ..config() };
+    let mut bridge = CallBridge::new(config, Instant::ZERO).expect("config");
+    let mut twilio = TwilioSim::new(vec![0xFF; 160 * 3]);
+    let mut start = twilio.start_frame();
+    bridge.handle_twilio(Instant::ZERO, &mut start).expect("start");
+    let mut first = twilio.poll_send(ms(20)).expect("first media frame");
+    bridge.handle_twilio(ms(20), &mut first).expect("media");
+    let mut sent_rtp = 0;
+    while let Some(out) = bridge.poll_output() {
+        sent_rtp += usize::from(matches!(out, Output::Rtp(_)));
+    }
+    assert_eq!(sent_rtp, 0, "nothing goes out before the backend's port is known");
+    assert_eq!(bridge.stats().rtp_unsent_awaiting_backend, 1);
+    assert_eq!(bridge.backend_peer(), None);
+
+    let mut packet = vec![0u8; 172];
+    let n = RtpHeader::new(0, 1, 0, 9).write(&[0xFF; 160], &mut packet).expect("fits");
+    bridge.handle_rtp(ms(25), "10.0.0.9:5004".parse().expect("addr"), &packet[..n]);
+    assert_eq!(bridge.backend_peer(), None, "another host does not latch");
+    let asterisk: SocketAddr = "127.0.0.1:17234".parse().expect("addr");
+    bridge.handle_rtp(ms(26), asterisk, &packet[..n]);
+    assert_eq!(bridge.backend_peer(), Some(asterisk));
+    bridge.handle_rtp(ms(27), "127.0.0.1:17236".parse().expect("addr"), &packet[..n]);
+    assert_eq!(bridge.stats().rtp_foreign_source, 2, "the other host and then another port of the same host");
+
+    while bridge.poll_output().is_some() {}
+    let mut second = twilio.poll_send(ms(40)).expect("second media frame");
+    bridge.handle_twilio(ms(40), &mut second).expect("media");
+    let mut sent_rtp = 0;
+    while let Some(out) = bridge.poll_output() {
+        sent_rtp += usize::from(matches!(out, Output::Rtp(_)));
+    }
+    assert_eq!(sent_rtp, 1, "audio flows once latched");
+}

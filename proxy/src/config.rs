@@ -43,7 +43,7 @@
 //! | `rtp.bind` | string | `"127.0.0.1"` | IP address the RTP sockets bind to |
 //! | `rtp.ports` | string | `"40000-44999"` | `"LO-HI"`, 1024 to 65535; one port per call, so at least `limits.max_calls` ports |
 //! | `rtp.allow_privileged_ports` | boolean | `false` | `true` lets `rtp.ports` go below 1024 |
-//! | `rtp.backend` | string | `"127.0.0.1:4000"` | IP address and non-zero port of the voice stack |
+//! | `rtp.backend` | string | `"127.0.0.1:4000"` | IP address and port of the voice stack; port 0 learns each call's port from the backend's first packet (symmetric RTP, e.g. Asterisk external media) |
 //! | `rtp.codec` | string | `"pcmu"` | `pcmu`, `pcma`, `l16-8k`, `l16-16k` |
 //! | `rtp.ptime_ms` | integer | `20` | 10, 20, 30, 40 |
 //! | `rtp.dtmf_payload_type` | integer | `101` | 0 to 127 but not 72 to 76 |
@@ -1820,8 +1820,6 @@ impl Layers {
                     parse_socket_addr(s).map_err(|_| Setting::RtpBackend.info().expected.to_owned())?;
                 if addr.ip().is_unspecified() {
                     Err("the backend needs a concrete address, not the unspecified address".to_owned())
-                } else if addr.port() == 0 {
-                    Err("the backend's port must not be 0".to_owned())
                 } else {
                     Ok(addr)
                 }

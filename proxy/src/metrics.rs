@@ -196,6 +196,9 @@ impl Metrics {
         self.counter(&mut x, "voxproxy_rtcp_received_total", "RTCP packets received on RTP ports.", |m| {
             &m.rtcp_received
         });
+        self.counter(&mut x, "voxproxy_rtp_unsent_awaiting_backend_total", "RTP packets not sent because a latching backend (rtp.backend port 0) had not sent its first packet yet.", |m| {
+            &m.rtp_unsent_awaiting_backend
+        });
         self.counter(
             &mut x,
             "voxproxy_rtp_lost_total",
@@ -568,6 +571,7 @@ pub struct WorkerMetrics {
     rtp_bytes: [Counter; 2],
     rtp_rejected: [Counter; RTP_REJECT_REASONS.len()],
     rtcp_received: Counter,
+    rtp_unsent_awaiting_backend: Counter,
     rtp_lost: Counter,
     rtp_late: Counter,
     rtp_duplicate: Counter,
@@ -608,6 +612,7 @@ impl WorkerMetrics {
             rtp_bytes: Default::default(),
             rtp_rejected: Default::default(),
             rtcp_received: Counter::default(),
+            rtp_unsent_awaiting_backend: Counter::default(),
             rtp_lost: Counter::default(),
             rtp_late: Counter::default(),
             rtp_duplicate: Counter::default(),
@@ -684,6 +689,7 @@ impl WorkerMetrics {
             rtp_unknown_payload_type,
             rtp_bad_payload,
             rtcp_in,
+            rtp_unsent_awaiting_backend,
             rtp_lost,
             rtp_late,
             rtp_duplicate,
@@ -721,6 +727,8 @@ impl WorkerMetrics {
         self.rtp_rejected[2].add(rtp_unknown_payload_type.saturating_sub(prev.rtp_unknown_payload_type));
         self.rtp_rejected[3].add(rtp_bad_payload.saturating_sub(prev.rtp_bad_payload));
         self.rtcp_received.add(rtcp_in.saturating_sub(prev.rtcp_in));
+        self.rtp_unsent_awaiting_backend
+            .add(rtp_unsent_awaiting_backend.saturating_sub(prev.rtp_unsent_awaiting_backend));
         self.rtp_lost.add(rtp_lost.saturating_sub(prev.rtp_lost));
         self.rtp_late.add(rtp_late.saturating_sub(prev.rtp_late));
         self.rtp_duplicate.add(rtp_duplicate.saturating_sub(prev.rtp_duplicate));
@@ -1485,6 +1493,7 @@ mod tests {
             rtp_unknown_payload_type: 7,
             rtp_bad_payload: 8,
             rtcp_in: 9,
+            rtp_unsent_awaiting_backend: 31,
             rtp_lost: 10,
             rtp_late: 11,
             rtp_duplicate: 12,
@@ -1522,6 +1531,7 @@ mod tests {
             rtp_unknown_payload_type: 7 + 107,
             rtp_bad_payload: 8 + 108,
             rtcp_in: 9 + 109,
+            rtp_unsent_awaiting_backend: 31 + 131,
             rtp_lost: 10 + 110,
             rtp_late: 11 + 111,
             rtp_duplicate: 12 + 112,
@@ -1560,6 +1570,7 @@ mod tests {
             ("voxproxy_rtp_rejected_total{reason=\"unknown_payload_type\"}", 107.0),
             ("voxproxy_rtp_rejected_total{reason=\"bad_payload\"}", 108.0),
             ("voxproxy_rtcp_received_total", 109.0),
+            ("voxproxy_rtp_unsent_awaiting_backend_total", 131.0),
             ("voxproxy_rtp_lost_total", 110.0),
             ("voxproxy_rtp_late_total", 111.0),
             ("voxproxy_rtp_duplicate_total", 112.0),

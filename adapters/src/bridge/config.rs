@@ -78,8 +78,11 @@ impl BackendCodec {
 /// call (RFC 3550 §5.1), since the bridge has no randomness of its own.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BridgeConfig {
-    /// Where backend RTP must come from; datagrams from anywhere else are
-    /// dropped and counted. `None` accepts any source (tests, symmetric NAT).
+    /// Where backend RTP must come from and go to; datagrams from anywhere
+    /// else are dropped and counted. Port 0 latches (symmetric RTP): the
+    /// first datagram from this IP address fixes the port, for voice stacks
+    /// that pick a port per call (Asterisk external media); until then
+    /// nothing is sent. `None` accepts any source (tests).
     pub backend: Option<SocketAddr>,
     /// Codec on the RTP leg.
     pub codec: BackendCodec,

@@ -337,6 +337,8 @@ pub struct CallBridge {
     downlink: Downlink,
     twilio_keepalive: Keepalive,
     rtp_keepalive: Keepalive,
+    /// Where backend RTP comes from and goes to, once known.
+    backend_peer: Option<SocketAddr>,
 }
 
 fn talkspurt_detector(config: TalkspurtConfig, now: Instant) -> TalkspurtDetector {
@@ -357,6 +359,7 @@ impl CallBridge {
     /// [`BridgeError::Config`] naming the first invalid setting.
     pub fn new(config: BridgeConfig, now: Instant) -> Result<Self, BridgeError> {
         config.validate()?;
+        let backend_peer = config.backend.filter(|a| a.port() != 0);
         let vad_mode = VadMode::try_from(config.vad_mode)
             .map_err(|_| BridgeError::Config { key: "vad.mode", reason: "must be 0, 1, 2 or 3" })?;
         let packet_bytes = config.codec.bytes_per_ms() * config.ptime.as_millis() as usize;
@@ -447,6 +450,7 @@ impl CallBridge {
             audio: vec![0; MAX_MEDIA_BYTES],
             twilio_keepalive,
             rtp_keepalive,
+            backend_peer,
         })
     }
 
@@ -583,15 +587,33 @@ impl CallBridge {
         self.twilio_keepalive.handle_received(now);
     }
 
+    /// Where RTP outputs go: the configured backend, or with a latching
+    /// backend (port 0) the address its first packet came from; `None` while
+    /// that is not known yet (and with no backend configured).
+    #[must_use]
+    pub fn backend_peer(&self) -> Option<SocketAddr> {
+        self.backend_peer
+    }
+
     /// Feeds one UDP datagram that arrived on the call's RTP socket from `from`.
     /// Anything that is not usable backend audio is counted and dropped.
     pub fn handle_rtp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         if self.ended.is_some() {
             return;
         }
-        if self.config.backend.is_some_and(|backend| backend != from) {
-            self.stats.rtp_foreign_source += 1;
-            return;
+        match (self.config.backend, self.backend_peer) {
+            (Some(_), Some(peer)) if peer != from => {
+                self.stats.rtp_foreign_source += 1;
+                return;
+            }
+            (Some(latch), None) => {
+                if latch.ip() != from.ip() {
+                    self.stats.rtp_foreign_source += 1;
+                    return;
+                }
+                self.backend_peer = Some(from);
+            }
+            _ => {}
         }
         if rtp::is_probably_rtcp(datagram) {
             self.stats.rtcp_in += 1;
@@ -893,6 +915,10 @@ impl CallBridge {
     }
 
     fn push_rtp(&mut self, now: Instant, buf: Vec<u8>) {
+        if self.config.backend.is_some() && self.backend_peer.is_none() {
+            self.stats.rtp_unsent_awaiting_backend += 1;
+            return;
+        }
         self.stats.rtp_packets_out += 1;
         self.stats.rtp_bytes_out += buf.len() as u64;
         self.rtp_keepalive.handle_sent(now);

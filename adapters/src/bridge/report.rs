@@ -148,6 +148,9 @@ pub struct CallStats {
     pub rtp_malformed: u64,
     /// Datagrams from an address other than the backend's.
     pub rtp_foreign_source: u64,
+    /// RTP packets not sent because the backend's port was still to be
+    /// learned from its first packet (`backend` with port 0).
+    pub rtp_unsent_awaiting_backend: u64,
     /// RTP with a payload type that is neither audio nor telephone-event.
     pub rtp_unknown_payload_type: u64,
     /// RTP whose payload size does not fit the codec (odd L16, too large).

@@ -239,7 +239,6 @@ async fn media_loop(
             return None;
         }
     };
-    let backend = shared.config.rtp.backend;
     metrics.call_started();
     let (mut sink, mut stream) = ws.split();
     let (commands_tx, mut commands) = mpsc::channel(COMMAND_QUEUE);
@@ -419,6 +418,8 @@ async fn media_loop(
                 Output::Rtp(datagram) => {
                     tx_buf.clear();
                     tx_buf.extend_from_slice(datagram);
+                    // The bridge emits RTP only once it knows where it goes.
+                    let Some(backend) = bridge.backend_peer() else { continue };
                     let (result, buf) = socket.send_to(std::mem::take(&mut tx_buf), backend).await;
                     tx_buf = buf;
                     if let Err(e) = result {
