@@ -11,4 +11,6 @@
 pub mod cdr;
 pub mod cli;
 pub mod config;
+pub mod echo;
+pub mod sim;
 pub mod wav;

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod codec;
+pub mod echo;
+pub mod sim;
 pub mod vad;
 
 /// voxproxy: a low-latency media proxy between Twilio Media Streams and RTP voice stacks.
@@ -26,6 +28,13 @@ pub enum Command {
     /// Detect speech in an 8 kHz mono WAV file (PCM16 or μ-law): prints
     /// `start_ms end_ms` per speech segment, or with --frames one 0/1 per 20 ms frame.
     Vad(vad::VadArgs),
+    /// Simulate Twilio: place N concurrent calls against a Media Streams
+    /// server (webhook, TwiML, signed WebSocket, paced media) and measure
+    /// round-trip latency and loss of the audio it sends back.
+    Sim(sim::SimArgs),
+    /// RTP echo backend: send every RTP packet back to where it came from,
+    /// optionally with delay, jitter and loss.
+    Echo(echo::EchoArgs),
 }
 
 /// Runs a parsed command line and turns its outcome into an exit code.
@@ -33,5 +42,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Codec(args) => codec::run(&args),
         Command::Vad(args) => vad::run(&args),
+        Command::Sim(args) => sim::run(&args),
+        Command::Echo(args) => echo::run(&args),
     }
 }
