@@ -42,7 +42,7 @@
 //! use voxproxy::echo::{EchoConfig, EchoServer};
 //! use voxproxy_core::rtp::{RtpHeader, RtpPacket};
 //!
-//! let echo = EchoServer::spawn(EchoConfig::default())?;
+//! let echo = EchoServer::spawn(&EchoConfig::default())?;
 //! let client = UdpSocket::bind("127.0.0.1:0")?;
 //! client.set_read_timeout(Some(Duration::from_secs(5)))?;
 //!
@@ -368,7 +368,10 @@ impl Reflector {
             self.free.push(index);
         }
         if let Some((destination, len)) = self.immediate.take() {
-            return Some(Transmit { destination, datagram: self.immediate_buf.get(..len).unwrap_or_default() });
+            return Some(Transmit {
+                destination,
+                datagram: self.immediate_buf.get(..len).unwrap_or_default(),
+            });
         }
         if self.queue.peek().is_none_or(|Reverse(q)| q.due > self.now) {
             return None;
@@ -506,9 +509,9 @@ impl EchoServer {
     /// # Errors
     /// The socket could not be bound, or the configuration is invalid
     /// (an [`EchoError`] turned into [`io::ErrorKind::InvalidInput`]).
-    pub fn spawn(config: EchoConfig) -> io::Result<EchoHandle> {
+    pub fn spawn(config: &EchoConfig) -> io::Result<EchoHandle> {
         let epoch = std::time::Instant::now();
-        let reflector = Reflector::new(&config, Instant::ZERO)?;
+        let reflector = Reflector::new(config, Instant::ZERO)?;
         let socket = UdpSocket::bind(config.listen)
             .map_err(|source| EchoError::Socket { listen: config.listen, source })?;
         socket.set_read_timeout(Some(SHUTDOWN_POLL))?;
@@ -582,10 +585,8 @@ fn echo_loop(
         let wanted = reflector.poll_timeout().map_or(SHUTDOWN_POLL, |due| {
             due.saturating_duration_since(now()).clamp(Duration::from_micros(50), SHUTDOWN_POLL)
         });
-        if wanted != timeout {
-            if let Ok(()) = socket.set_read_timeout(Some(wanted)) {
-                timeout = wanted;
-            }
+        if wanted != timeout && socket.set_read_timeout(Some(wanted)).is_ok() {
+            timeout = wanted;
         }
         let due_now = reflector.poll_timeout().is_some_and(|due| due <= now());
         if due_now {
@@ -669,7 +670,11 @@ mod tests {
         for i in 0..10u16 {
             for port in [1, 2] {
                 // The sources' own sequence numbers jump about; the echo's must not.
-                r.handle_datagram(Instant::ZERO, addr(port), &rtp(i * 7 + port, 160 * u32::from(i), false, &[1]));
+                r.handle_datagram(
+                    Instant::ZERO,
+                    addr(port),
+                    &rtp(i * 7 + port, 160 * u32::from(i), false, &[1]),
+                );
                 for (to, d) in drain(&mut r) {
                     let p = RtpPacket::parse(&d).unwrap();
                     seen.entry(to).or_default().push((p.sequence_number(), p.ssrc()));
@@ -748,18 +753,16 @@ mod tests {
         r.handle_timeout(Instant::from_millis(29));
         assert!(r.poll_transmit().is_none());
         r.handle_timeout(Instant::from_millis(50));
-        let ts: Vec<u32> = drain(&mut r).iter().map(|(_, d)| RtpPacket::parse(d).unwrap().timestamp()).collect();
+        let ts: Vec<u32> =
+            drain(&mut r).iter().map(|(_, d)| RtpPacket::parse(d).unwrap().timestamp()).collect();
         assert_eq!(ts, [0, 160]);
         assert_eq!(r.poll_timeout(), None);
     }
 
     #[test]
     fn jitter_may_reorder_but_delivers_everything_within_its_bounds() {
-        let config = EchoConfig {
-            delay: Duration::from_millis(50),
-            jitter: Duration::from_millis(40),
-            ..seeded(5)
-        };
+        let config =
+            EchoConfig { delay: Duration::from_millis(50), jitter: Duration::from_millis(40), ..seeded(5) };
         let mut r = Reflector::new(&config, Instant::ZERO).unwrap();
         for i in 0..200u32 {
             r.handle_datagram(Instant::from_millis(u64::from(i) * 20), addr(1), &rtp(0, i, false, &[0]));
@@ -768,7 +771,8 @@ mod tests {
         // but none has been drained yet, so the whole run comes out below.
         // The last packet (sent at 3980 ms) is due by 3980 + 90 ms.
         r.handle_timeout(Instant::from_millis(3980 + 90));
-        let order: Vec<u32> = drain(&mut r).iter().map(|(_, d)| RtpPacket::parse(d).unwrap().timestamp()).collect();
+        let order: Vec<u32> =
+            drain(&mut r).iter().map(|(_, d)| RtpPacket::parse(d).unwrap().timestamp()).collect();
         let mut sorted = order.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, (0..200).collect::<Vec<_>>());
@@ -814,7 +818,7 @@ mod tests {
 
     #[test]
     fn server_echoes_on_loopback_and_counts_garbage() {
-        let echo = EchoServer::spawn(seeded(11)).unwrap();
+        let echo = EchoServer::spawn(&seeded(11)).unwrap();
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
         client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         client.send_to(b"not rtp", echo.local_addr()).unwrap();
@@ -838,7 +842,7 @@ mod tests {
     #[test]
     fn server_honours_the_delay() {
         let config = EchoConfig { delay: Duration::from_millis(50), ..seeded(12) };
-        let echo = EchoServer::spawn(config).unwrap();
+        let echo = EchoServer::spawn(&config).unwrap();
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
         client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let sent_at = std::time::Instant::now();

@@ -65,7 +65,7 @@ fn serve(args: &EchoArgs) -> Result<EchoStats, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the signal handler: {e}"))?;
-    let echo = EchoServer::spawn(config).map_err(|e| e.to_string())?;
+    let echo = EchoServer::spawn(&config).map_err(|e| e.to_string())?;
     eprintln!("voxproxy echo: echoing RTP on {}", echo.local_addr());
     runtime.block_on(async {
         let mut tick = tokio::time::interval(Duration::from_secs(1));

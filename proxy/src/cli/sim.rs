@@ -63,7 +63,8 @@ pub fn run(args: &SimArgs) -> ExitCode {
 }
 
 fn seconds(name: &str, value: f64) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(value).map_err(|_| format!("--{name} must be a non-negative number of seconds, not {value}"))
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| format!("--{name} must be a non-negative number of seconds, not {value}"))
 }
 
 fn simulate(args: &SimArgs) -> Result<SimReport, String> {
@@ -93,7 +94,10 @@ fn simulate(args: &SimArgs) -> Result<SimReport, String> {
 
 fn write_json(report: &SimReport, path: &Path) -> Result<(), String> {
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg")) {
-        return Err(format!("--json {} would be overwritten by the plot; name the report *.json", path.display()));
+        return Err(format!(
+            "--json {} would be overwritten by the plot; name the report *.json",
+            path.display()
+        ));
     }
     let json = serde_json::to_string_pretty(report).map_err(|e| format!("cannot encode the report: {e}"))?;
     std::fs::write(path, json + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))?;

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use voxproxy_core::g711::{ulaw_encode, Law};
+use voxproxy_core::g711::{Law, ulaw_encode};
 use voxproxy_core::resample::Downsampler;
 
 use super::SimError;
@@ -44,7 +44,8 @@ pub fn test_signal() -> Vec<u8> {
                 k += 1.0;
             }
             // Syllable envelope: a raised sine with a short gap between syllables.
-            let envelope = if within < 0.85 { (std::f64::consts::PI * within / 0.85).sin().powi(2) } else { 0.0 };
+            let envelope =
+                if within < 0.85 { (std::f64::consts::PI * within / 0.85).sin().powi(2) } else { 0.0 };
             let sample = 0.25 * 32_767.0 * envelope * voiced / 2.0;
             ulaw_encode(sample.clamp(-32_768.0, 32_767.0) as i16)
         })
@@ -69,7 +70,9 @@ pub fn load_wav(path: &Path) -> Result<Vec<u8>, SimError> {
     let format = parsed.format;
     let rate_ok = format.sample_rate == 8_000 || format.sample_rate == 16_000;
     if !rate_ok || format.channels != 1 || format.encoding().is_none() {
-        return Err(fail(format!("it is {format}; the simulator needs 8000 or 16000 Hz mono PCM16 or μ-law")));
+        return Err(fail(format!(
+            "it is {format}; the simulator needs 8000 or 16000 Hz mono PCM16 or μ-law"
+        )));
     }
     let mulaw = if format.sample_rate == 8_000 && format.encoding() == Some(Encoding::MuLaw) {
         parsed.data.to_vec()

@@ -11,7 +11,7 @@ use voxproxy_core::time::Instant;
 use super::identity::{FrameIdentity, IDENTITY_LEN};
 use super::meter::{CallMeter, MAX_LATENCY_US};
 use super::playout::{Playout, PlayoutEvent};
-use super::report::{CallReport, PlaybackCounts, Percentiles};
+use super::report::{CallReport, Percentiles, PlaybackCounts};
 use super::twilio::{CLOSE_TIMEOUT, CallParams, ServerFrame, TwilioCall, TwilioReceiver, TwilioSender};
 use super::{RunContext, SimError};
 
@@ -241,7 +241,8 @@ async fn receive_half(
                 {
                     let mut histogram = ctx.latency[shard].lock().unwrap_or_else(PoisonError::into_inner);
                     s.meter.on_media(now, audio, |rtt| {
-                        let micros = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).clamp(1, MAX_LATENCY_US);
+                        let micros =
+                            u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).clamp(1, MAX_LATENCY_US);
                         histogram.saturating_record(micros);
                         matched += 1;
                     });

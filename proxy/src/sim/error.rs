@@ -100,7 +100,9 @@ impl SimError {
             SimError::InvalidConfig { .. } => "invalid configuration".into(),
             SimError::InvalidUrl { reason, .. } => format!("invalid URL: {reason}"),
             SimError::Audio { .. } => "audio file unusable".into(),
-            SimError::Connect { what, source, .. } => format!("cannot connect to the {what}: {}", source.kind()),
+            SimError::Connect { what, source, .. } => {
+                format!("cannot connect to the {what}: {}", source.kind())
+            }
             SimError::Http { .. } => "voice webhook HTTP error".into(),
             SimError::WebhookStatus { status } => format!("voice webhook answered HTTP {status}"),
             SimError::Twiml(_) => "voice webhook answer is not valid TwiML".into(),
@@ -120,8 +122,12 @@ impl fmt::Display for SimError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SimError::InvalidConfig { what } => write!(f, "{what}"),
-            SimError::InvalidUrl { url, reason } => write!(f, "URL \"{}\" cannot be used: {reason}", url.escape_debug()),
-            SimError::Audio { path, reason } => write!(f, "audio file {} cannot be used: {reason}", path.display()),
+            SimError::InvalidUrl { url, reason } => {
+                write!(f, "URL \"{}\" cannot be used: {reason}", url.escape_debug())
+            }
+            SimError::Audio { path, reason } => {
+                write!(f, "audio file {} cannot be used: {reason}", path.display())
+            }
             SimError::Connect { what, authority, source } => {
                 write!(f, "cannot connect to the {what} at {authority}: {source}")
             }
@@ -141,9 +147,15 @@ impl fmt::Display for SimError {
             ),
             SimError::Handshake { reason } => write!(f, "media stream WebSocket handshake failed: {reason}"),
             SimError::WebSocket { reason } => write!(f, "media stream WebSocket failed: {reason}"),
-            SimError::Protocol { reason } => write!(f, "server sent an invalid Media Streams message: {reason}"),
+            SimError::Protocol { reason } => {
+                write!(f, "server sent an invalid Media Streams message: {reason}")
+            }
             SimError::ClosedEarly { after } => {
-                write!(f, "server closed the media stream {:.1} s after it started, before the call ended", after.as_secs_f64())
+                write!(
+                    f,
+                    "server closed the media stream {:.1} s after it started, before the call ended",
+                    after.as_secs_f64()
+                )
             }
             SimError::Timeout { what } => write!(f, "timed out waiting for {what}"),
             SimError::Runtime(e) => write!(f, "cannot start the simulator's runtime: {e}"),

@@ -83,7 +83,9 @@ impl FrameIdentity {
         if (0..4).any(|i| nibble(i) != MAGIC[i]) {
             return None;
         }
-        let number = |from: usize, count: usize| (from..from + count).fold(0u32, |n, i| (n << 4) | u32::from(nibble(i)));
+        let number = |from: usize, count: usize| {
+            (from..from + count).fold(0u32, |n, i| (n << 4) | u32::from(nibble(i)))
+        };
         let call = number(4, 4) as u16;
         let frame = number(8, 5);
         let check = number(13, 3);
@@ -194,7 +196,10 @@ mod tests {
         let id = FrameIdentity::new(0x1234, 0xABCDE).unwrap();
         let mut out = [0u8; IDENTITY_LEN];
         id.write(&mut out);
-        assert_eq!(&out[..13], &[0xF5, 0xFA, 0xF3, 0xFC, 0xF1, 0xF2, 0xF3, 0xF4, 0xFA, 0xFB, 0xFC, 0xFD, 0xFE]);
+        assert_eq!(
+            &out[..13],
+            &[0xF5, 0xFA, 0xF3, 0xFC, 0xF1, 0xF2, 0xF3, 0xF4, 0xFA, 0xFB, 0xFC, 0xFD, 0xFE]
+        );
         assert!(out.iter().all(|&b| b >= 0xF0));
     }
 

@@ -92,7 +92,8 @@ const EMPTY: u32 = u32::MAX;
 /// Never: the bounds are constants hdrhistogram accepts.
 #[must_use]
 pub fn call_histogram() -> Histogram<u32> {
-    Histogram::new_with_bounds(1, MAX_LATENCY_US, 2).unwrap_or_else(|_| unreachable!("constant bounds are valid"))
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 2)
+        .unwrap_or_else(|_| unreachable!("constant bounds are valid"))
 }
 
 /// One call's frame bookkeeping. See the [module docs](self).
@@ -114,7 +115,8 @@ impl CallMeter {
     pub fn new(call: u16) -> Self {
         CallMeter {
             call,
-            slots: vec![Slot { frame: EMPTY, sent_at: Instant::ZERO, copies: 0 }; SEND_WINDOW].into_boxed_slice(),
+            slots: vec![Slot { frame: EMPTY, sent_at: Instant::ZERO, copies: 0 }; SEND_WINDOW]
+                .into_boxed_slice(),
             counts: FrameCounts::default(),
             outstanding: 0,
             highest_received: None,
@@ -140,7 +142,8 @@ impl CallMeter {
     /// trip of every frame of this call found in it for the first time.
     pub fn on_media(&mut self, now: Instant, payload: &[u8], mut latency: impl FnMut(Duration)) {
         let mut identified = false;
-        let CallMeter { call, slots, counts, outstanding, highest_received, scanner, latency: histogram } = self;
+        let CallMeter { call, slots, counts, outstanding, highest_received, scanner, latency: histogram } =
+            self;
         scanner.scan(payload, |id: FrameIdentity| {
             identified = true;
             if id.call != *call {

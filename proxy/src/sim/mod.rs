@@ -161,7 +161,10 @@ impl SimConfig {
             calls: self.calls,
             seconds: self.media.as_secs_f64(),
             ramp_per_second: self.ramp,
-            audio: self.audio.as_ref().map_or_else(|| "built-in test signal".to_owned(), |p| p.display().to_string()),
+            audio: self
+                .audio
+                .as_ref()
+                .map_or_else(|| "built-in test signal".to_owned(), |p| p.display().to_string()),
             dtmf: self.dtmf.clone(),
             signed: self.auth_token.is_some(),
         }
@@ -223,7 +226,8 @@ impl RunContext {
 }
 
 fn run_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).unwrap_or_else(|_| unreachable!("constant bounds are valid"))
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
+        .unwrap_or_else(|_| unreachable!("constant bounds are valid"))
 }
 
 /// Runs the calls of worker `shard` of `shards` on the current runtime.
@@ -346,7 +350,11 @@ impl ProgressLine {
         let seconds = self.last.elapsed().as_secs_f64().max(1e-3);
         let p99 = {
             let merged = ctx.merged_latency();
-            if merged.is_empty() { "-".to_owned() } else { format!("{:.2}", merged.value_at_quantile(0.99) as f64 / 1000.0) }
+            if merged.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{:.2}", merged.value_at_quantile(0.99) as f64 / 1000.0)
+            }
         };
         eprint!(
             "\r\x1b[K{:>6.0} s  calls up {}/{}  failed {}  frames/s out {:.0} in {:.0}  p99 {} ms",
@@ -474,11 +482,13 @@ mod tests {
         (http_base, seen)
     }
 
+    #[allow(clippy::result_large_err, reason = "the handshake callback's signature is tungstenite's")]
     async fn echo_stream(tcp: tokio::net::TcpStream, ws_base: &str, seen: &Mutex<Seen>) {
         let mut signature = None;
         let mut path = String::new();
         let ws = tokio_tungstenite::accept_hdr_async(tcp, |request: &Request, response: WsResponse| {
-            signature = request.headers().get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            signature =
+                request.headers().get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
             path = request.uri().path().to_owned();
             Ok(response)
         })
@@ -498,7 +508,10 @@ mod tests {
             let mut frame = text.as_bytes().to_vec();
             match media_stream::parse_inbound(&mut frame, &mut audio).unwrap() {
                 Inbound::Start(start) => {
-                    seen.lock().unwrap().custom_parameter.push(start.custom_parameter("From").unwrap().to_owned());
+                    seen.lock()
+                        .unwrap()
+                        .custom_parameter
+                        .push(start.custom_parameter("From").unwrap().to_owned());
                     sid = Some(start.stream_sid);
                 }
                 Inbound::Media(m) => {
@@ -615,7 +628,7 @@ mod tests {
             SimConfig { ramp: 0.0, ..ok.clone() },
             SimConfig { ramp: f64::NAN, ..ok.clone() },
             SimConfig { dtmf: "12x".into(), ..ok.clone() },
-            SimConfig { url: "https://example.com".into(), ..ok.clone() },
+            SimConfig { url: "https://example.com".into(), ..ok },
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }
@@ -624,7 +637,8 @@ mod tests {
     #[test]
     fn run_blocking_runs_its_own_runtimes() {
         // Nothing listens: the call fails fast, and the report says why.
-        let report = run_blocking(SimConfig { workers: 2, ..config("http://127.0.0.1:9".into(), 2) }).unwrap();
+        let report =
+            run_blocking(SimConfig { workers: 2, ..config("http://127.0.0.1:9".into(), 2) }).unwrap();
         assert_eq!((report.calls.attempted, report.calls.failed), (2, 2));
     }
 }

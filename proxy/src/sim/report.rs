@@ -238,7 +238,8 @@ impl SimReport {
         let mut frames = FrameCounts::default();
         let mut playback = PlaybackCounts::default();
         let mut dtmf_sent = 0;
-        let mut setup = Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable!("3 significant figures are valid"));
+        let mut setup =
+            Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable!("3 significant figures are valid"));
         for call in &per_call {
             calls.attempted += 1;
             if let Some(us) = call.setup_us {
@@ -314,7 +315,11 @@ impl SimReport {
             p.media_bytes, p.marks_echoed, p.marks_played, p.marks_cleared, p.clears, self.dtmf_sent
         );
         let _ = writeln!(out);
-        let _ = writeln!(out, "{:<24}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}", "ms", "count", "p50", "p90", "p99", "p99.9", "max");
+        let _ = writeln!(
+            out,
+            "{:<24}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
+            "ms", "count", "p50", "p90", "p99", "p99.9", "max"
+        );
         for (name, value) in [("round-trip latency", &self.latency_us), ("call setup", &self.setup_us)] {
             match value {
                 Some(v) => {
@@ -388,18 +393,41 @@ pub fn render_svg(report: &SimReport) -> String {
         ),
         None => format!("Round-trip latency, {} calls: no frame came back", report.settings.calls),
     };
-    let _ = writeln!(svg, "<text x=\"{}\" y=\"30\" text-anchor=\"middle\" font-size=\"14\">{}</text>", W / 2.0, escape(&title));
+    let _ = writeln!(
+        svg,
+        "<text x=\"{}\" y=\"30\" text-anchor=\"middle\" font-size=\"14\">{}</text>",
+        W / 2.0,
+        escape(&title)
+    );
     // Grid and axis labels.
     for (i, label) in ["0", "90", "99", "99.9", "99.99"].iter().enumerate() {
         let gx = LEFT + i as f64 / 4.0 * plot_w;
-        let _ = writeln!(svg, "<line x1=\"{gx:.1}\" y1=\"{TOP}\" x2=\"{gx:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/>", TOP + plot_h);
-        let _ = writeln!(svg, "<text x=\"{gx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{label}</text>", TOP + plot_h + 18.0);
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{gx:.1}\" y1=\"{TOP}\" x2=\"{gx:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/>",
+            TOP + plot_h
+        );
+        let _ = writeln!(
+            svg,
+            "<text x=\"{gx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{label}</text>",
+            TOP + plot_h + 18.0
+        );
     }
     for i in 0..=5 {
         let ms = top_ms * f64::from(i) / 5.0;
         let gy = y(ms);
-        let _ = writeln!(svg, "<line x1=\"{LEFT}\" y1=\"{gy:.1}\" x2=\"{:.1}\" y2=\"{gy:.1}\" stroke=\"#ddd\"/>", LEFT + plot_w);
-        let _ = writeln!(svg, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>", LEFT - 6.0, gy + 4.0, trim_number(ms));
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{LEFT}\" y1=\"{gy:.1}\" x2=\"{:.1}\" y2=\"{gy:.1}\" stroke=\"#ddd\"/>",
+            LEFT + plot_w
+        );
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            LEFT - 6.0,
+            gy + 4.0,
+            trim_number(ms)
+        );
     }
     let _ = writeln!(
         svg,
@@ -497,7 +525,8 @@ mod tests {
             failure: Some("voice webhook answered HTTP 403".into()),
             ..CallReport::default()
         };
-        let settings = RunSettings { url: "http://x".into(), calls: 2, seconds: 1.0, ..RunSettings::default() };
+        let settings =
+            RunSettings { url: "http://x".into(), calls: 2, seconds: 1.0, ..RunSettings::default() };
         SimReport::assemble(settings, 1.5, vec![ok, failed], &h)
     }
 
@@ -519,7 +548,9 @@ mod tests {
         let curve = &r.latency_curve;
         assert_eq!(curve.first().unwrap().percentile, 0.0);
         assert!((curve[80].percentile - 99.99).abs() < 1e-9);
-        assert!(curve.windows(2).all(|w| w[0].latency_us <= w[1].latency_us && w[0].percentile < w[1].percentile));
+        assert!(
+            curve.windows(2).all(|w| w[0].latency_us <= w[1].latency_us && w[0].percentile < w[1].percentile)
+        );
         assert!(close(curve.last().unwrap().latency_us, 100_000));
     }
 

@@ -49,7 +49,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use voxproxy_adapters::form::Form;
 use voxproxy_adapters::media_stream::{
-    self, AccountSid, CallSid, Connected, Dtmf, Media, MediaFormat, Outbound, Start, Stop, StreamSid, Track, Tracks,
+    self, AccountSid, CallSid, Connected, Dtmf, Media, MediaFormat, Outbound, Start, Stop, StreamSid, Track,
+    Tracks,
 };
 use voxproxy_adapters::signature::{SIGNATURE_HEADER, SignatureValidator};
 use voxproxy_adapters::twiml::{MediaNoun, Response, Stream, Verb};
@@ -153,9 +154,8 @@ fn random_sid<T, E>(make: impl Fn(&str) -> Result<T, E>, prefix: &str) -> T {
     // Without OS randomness, fall back to the clock: SIDs need to be
     // unique within a run, not secret.
     if getrandom::fill(&mut bytes).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         bytes = nanos.to_le_bytes();
     }
     let mut text = String::with_capacity(34);
@@ -210,7 +210,10 @@ impl TwilioFrames {
 
     /// `connected` (no sequence number, as Twilio sends it).
     pub fn connected(&mut self) -> &[u8] {
-        media_stream::write_connected(&mut self.out, &Connected { protocol: Some("Call"), version: Some("1.0.0") });
+        media_stream::write_connected(
+            &mut self.out,
+            &Connected { protocol: Some("Call"), version: Some("1.0.0") },
+        );
         &self.out
     }
 
@@ -247,8 +250,12 @@ impl TwilioFrames {
 
     /// `dtmf` for `digit`.
     pub fn dtmf(&mut self, digit: char) -> &[u8] {
-        let dtmf =
-            Dtmf { sequence_number: self.sequence(), stream_sid: self.stream_sid, track: Track::Inbound, digit };
+        let dtmf = Dtmf {
+            sequence_number: self.sequence(),
+            stream_sid: self.stream_sid,
+            track: Track::Inbound,
+            digit,
+        };
         media_stream::write_dtmf(&mut self.out, &dtmf);
         &self.out
     }
@@ -351,15 +358,21 @@ fn parse_target(url: &str, schemes: &[&str]) -> Result<Target, SimError> {
     let host = authority.host();
     let port = authority.port_u16().unwrap_or(80);
     let connect_host = host.trim_start_matches('[').trim_end_matches(']');
-    let connect = if connect_host.contains(':') { format!("[{connect_host}]:{port}") } else { format!("{connect_host}:{port}") };
+    let connect = if connect_host.contains(':') {
+        format!("[{connect_host}]:{port}")
+    } else {
+        format!("{connect_host}:{port}")
+    };
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
     Ok(Target { authority: connect, origin: format!("{scheme}://{authority}"), path })
 }
 
 async fn connect(what: &'static str, authority: &str) -> Result<TcpStream, SimError> {
-    let tcp = TcpStream::connect(authority)
-        .await
-        .map_err(|source| SimError::Connect { what, authority: authority.to_owned(), source })?;
+    let tcp = TcpStream::connect(authority).await.map_err(|source| SimError::Connect {
+        what,
+        authority: authority.to_owned(),
+        source,
+    })?;
     // Media frames are small and latency-sensitive.
     let _ = tcp.set_nodelay(true);
     Ok(tcp)
@@ -405,7 +418,8 @@ pub async fn post_voice_webhook(
             .await
             .map_err(|e| SimError::Http { reason: e.to_string() })?;
         tokio::spawn(connection);
-        let response = sender.send_request(request).await.map_err(|e| SimError::Http { reason: e.to_string() })?;
+        let response =
+            sender.send_request(request).await.map_err(|e| SimError::Http { reason: e.to_string() })?;
         let status = response.status();
         if !status.is_success() {
             return Err(SimError::WebhookStatus { status: status.as_u16() });
@@ -415,10 +429,13 @@ pub async fn post_voice_webhook(
             .await
             .map_err(|e| SimError::Http { reason: format!("reading the answer: {e}") })?
             .to_bytes();
-        let text = std::str::from_utf8(&body).map_err(|_| SimError::Http { reason: "the answer is not UTF-8".into() })?;
+        let text = std::str::from_utf8(&body)
+            .map_err(|_| SimError::Http { reason: "the answer is not UTF-8".into() })?;
         Ok(Response::from_xml(text)?)
     };
-    tokio::time::timeout(WEBHOOK_TIMEOUT, exchange).await.map_err(|_| SimError::Timeout { what: "the voice webhook" })?
+    tokio::time::timeout(WEBHOOK_TIMEOUT, exchange)
+        .await
+        .map_err(|_| SimError::Timeout { what: "the voice webhook" })?
 }
 
 type Ws = WebSocketStream<TcpStream>;
@@ -438,7 +455,8 @@ pub async fn open_stream(url: &str, auth_token: Option<&str>) -> Result<Ws, SimE
         let signature = signer(token, &target.origin)?
             .sign_websocket(&target.path)
             .map_err(|e| SimError::InvalidConfig { what: e.to_string() })?;
-        let value = http::HeaderValue::from_str(&signature).map_err(|e| SimError::Handshake { reason: e.to_string() })?;
+        let value = http::HeaderValue::from_str(&signature)
+            .map_err(|e| SimError::Handshake { reason: e.to_string() })?;
         request.headers_mut().insert(SIGNATURE_HEADER, value);
     }
     let config = WebSocketConfig::default()
@@ -448,14 +466,17 @@ pub async fn open_stream(url: &str, auth_token: Option<&str>) -> Result<Ws, SimE
         .max_frame_size(Some(MAX_MESSAGE_BYTES));
     let handshake = async {
         let tcp = connect("media stream", &target.authority).await?;
-        let (ws, _) = tokio_tungstenite::client_async_with_config(request, tcp, Some(config)).await.map_err(|e| {
-            SimError::Handshake {
-                reason: match e {
-                    tungstenite::Error::Http(response) => format!("the server answered HTTP {}", response.status()),
-                    other => other.to_string(),
-                },
-            }
-        })?;
+        let (ws, _) =
+            tokio_tungstenite::client_async_with_config(request, tcp, Some(config)).await.map_err(|e| {
+                SimError::Handshake {
+                    reason: match e {
+                        tungstenite::Error::Http(response) => {
+                            format!("the server answered HTTP {}", response.status())
+                        }
+                        other => other.to_string(),
+                    },
+                }
+            })?;
         Ok(ws)
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
@@ -488,7 +509,11 @@ impl TwilioSender {
         self.frames.stream_sid()
     }
 
-    async fn send_text(sink: &mut SplitSink<Ws, Message>, staging: &mut BytesMut, text: &[u8]) -> Result<(), SimError> {
+    async fn send_text(
+        sink: &mut SplitSink<Ws, Message>,
+        staging: &mut BytesMut,
+        text: &[u8],
+    ) -> Result<(), SimError> {
         staging.reserve(text.len());
         staging.extend_from_slice(text);
         let text = Utf8Bytes::try_from(staging.split())
@@ -612,7 +637,9 @@ impl TwilioReceiver {
                 Some(Err(e)) => return Err(ws_error(&e)),
                 Some(Ok(Message::Text(text))) => break text,
                 Some(Ok(Message::Binary(_))) => {
-                    return Err(SimError::Protocol { reason: "a binary frame (Media Streams uses text)".into() });
+                    return Err(SimError::Protocol {
+                        reason: "a binary frame (Media Streams uses text)".into(),
+                    });
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
             }
@@ -627,20 +654,26 @@ impl TwilioReceiver {
         let message = media_stream::parse_outbound(&mut self.frame, &mut self.audio)
             .map_err(|e| SimError::Protocol { reason: e.to_string() })?;
         let sid = match &message {
-            Outbound::Media { stream_sid, .. } | Outbound::Mark { stream_sid, .. } | Outbound::Clear { stream_sid } => {
-                Some(*stream_sid)
-            }
+            Outbound::Media { stream_sid, .. }
+            | Outbound::Mark { stream_sid, .. }
+            | Outbound::Clear { stream_sid } => Some(*stream_sid),
             Outbound::Unknown { .. } => None,
         };
         if let Some(sid) = sid
             && sid != self.stream_sid
         {
             return Err(SimError::Protocol {
-                reason: format!("a message for stream {} on stream {}", sid.as_str(), self.stream_sid.as_str()),
+                reason: format!(
+                    "a message for stream {} on stream {}",
+                    sid.as_str(),
+                    self.stream_sid.as_str()
+                ),
             });
         }
         Ok(Some(match message {
-            Outbound::Media { payload_len, .. } => ServerFrame::Media(self.audio.get(..payload_len).unwrap_or_default()),
+            Outbound::Media { payload_len, .. } => {
+                ServerFrame::Media(self.audio.get(..payload_len).unwrap_or_default())
+            }
             Outbound::Mark { name, .. } => ServerFrame::Mark(name),
             Outbound::Clear { .. } => ServerFrame::Clear,
             Outbound::Unknown { event } => ServerFrame::Unknown(event),
@@ -665,7 +698,11 @@ impl TwilioCall {
     /// # Errors
     /// Any [`SimError`] of [`post_voice_webhook`], [`find_stream`] and
     /// [`open_stream`], or [`SimError::WebSocket`] sending the first messages.
-    pub async fn dial(base_url: &str, auth_token: Option<&str>, params: CallParams) -> Result<TwilioCall, SimError> {
+    pub async fn dial(
+        base_url: &str,
+        auth_token: Option<&str>,
+        params: CallParams,
+    ) -> Result<TwilioCall, SimError> {
         let began = std::time::Instant::now();
         let twiml = post_voice_webhook(base_url, auth_token, &params).await?;
         let answer = find_stream(&twiml)?;
@@ -683,7 +720,8 @@ impl TwilioCall {
         let custom = answer.stream.parameters.iter().map(|p| (p.name.clone(), p.value.clone())).collect();
         let start = sender.frames.start(custom);
         TwilioSender::send_text(&mut sender.sink, &mut sender.staging, start).await?;
-        let receiver = TwilioReceiver { stream, stream_sid: params.stream_sid, frame: Vec::new(), audio: Vec::new() };
+        let receiver =
+            TwilioReceiver { stream, stream_sid: params.stream_sid, frame: Vec::new(), audio: Vec::new() };
         Ok(TwilioCall { sender, receiver, params, answer, setup: began.elapsed() })
     }
 
@@ -750,10 +788,10 @@ impl TwilioCall {
     /// does not close within [`CLOSE_TIMEOUT`].
     pub async fn stop(mut self) -> Result<(), SimError> {
         self.sender.send_stop_and_close().await?;
-        let drain = async {
-            while let Ok(Some(_)) = self.receiver.next_frame().await {}
-        };
-        tokio::time::timeout(CLOSE_TIMEOUT, drain).await.map_err(|_| SimError::Timeout { what: "the server to close" })
+        let drain = async { while let Ok(Some(_)) = self.receiver.next_frame().await {} };
+        tokio::time::timeout(CLOSE_TIMEOUT, drain)
+            .await
+            .map_err(|_| SimError::Timeout { what: "the server to close" })
     }
 
     /// Separate halves for concurrent reading and writing.
@@ -809,8 +847,16 @@ mod tests {
         assert!(start.contains(r#""customParameters":{"k":"v"}"#), "{start}");
         let m1 = String::from_utf8(frames.media(0, &[0xff; 3]).to_vec()).unwrap();
         let m2 = String::from_utf8(frames.media(20, &[0xff; 3]).to_vec()).unwrap();
-        assert!(m1.contains(r#""sequenceNumber":"2""#) && m1.contains(r#""chunk":"1""#) && m1.contains(r#""timestamp":"0""#));
-        assert!(m2.contains(r#""sequenceNumber":"3""#) && m2.contains(r#""chunk":"2""#) && m2.contains(r#""timestamp":"20""#));
+        assert!(
+            m1.contains(r#""sequenceNumber":"2""#)
+                && m1.contains(r#""chunk":"1""#)
+                && m1.contains(r#""timestamp":"0""#)
+        );
+        assert!(
+            m2.contains(r#""sequenceNumber":"3""#)
+                && m2.contains(r#""chunk":"2""#)
+                && m2.contains(r#""timestamp":"20""#)
+        );
         assert!(m1.contains(r#""payload":"////""#), "{m1}");
         let mark = String::from_utf8(frames.mark("m1").to_vec()).unwrap();
         assert_eq!(
@@ -827,7 +873,9 @@ mod tests {
         let mut frames = TwilioFrames::new(&params());
         let mut audio = [0u8; 256];
         let mut start = frames.start(vec![("From".into(), "+1555".into())]).to_vec();
-        let Inbound::Start(start) = parse_inbound(&mut start, &mut audio).unwrap() else { panic!("not start") };
+        let Inbound::Start(start) = parse_inbound(&mut start, &mut audio).unwrap() else {
+            panic!("not start")
+        };
         assert_eq!(start.custom_parameter("From"), Some("+1555"));
         let mut dtmf = frames.dtmf('#').to_vec();
         let Inbound::Dtmf(dtmf) = parse_inbound(&mut dtmf, &mut audio).unwrap() else { panic!("not dtmf") };
@@ -856,7 +904,10 @@ mod tests {
     #[test]
     fn urls_are_checked() {
         let t = parse_target("http://127.0.0.1:8080/base/twilio/voice", &["http"]).unwrap();
-        assert_eq!((t.authority.as_str(), t.origin.as_str(), t.path.as_str()), ("127.0.0.1:8080", "http://127.0.0.1:8080", "/base/twilio/voice"));
+        assert_eq!(
+            (t.authority.as_str(), t.origin.as_str(), t.path.as_str()),
+            ("127.0.0.1:8080", "http://127.0.0.1:8080", "/base/twilio/voice")
+        );
         let t = parse_target("ws://[::1]/twilio/media", &["ws"]).unwrap();
         assert_eq!((t.authority.as_str(), t.path.as_str()), ("[::1]:80", "/twilio/media"));
         assert!(matches!(parse_target("https://x/y", &["http"]), Err(SimError::InvalidUrl { .. })));
