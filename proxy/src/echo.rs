@@ -512,8 +512,8 @@ impl EchoServer {
     pub fn spawn(config: &EchoConfig) -> io::Result<EchoHandle> {
         let epoch = std::time::Instant::now();
         let reflector = Reflector::new(config, Instant::ZERO)?;
-        let socket = UdpSocket::bind(config.listen)
-            .map_err(|source| EchoError::Socket { listen: config.listen, source })?;
+        let socket =
+            bind(config.listen).map_err(|source| EchoError::Socket { listen: config.listen, source })?;
         socket.set_read_timeout(Some(SHUTDOWN_POLL))?;
         let local_addr = socket.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -525,6 +525,21 @@ impl EchoServer {
         })?;
         Ok(EchoHandle { local_addr, stop, stats, thread: Some(thread) })
     }
+}
+
+/// Socket buffers asked for (the kernel may cap them, e.g. at
+/// `net.core.rmem_max`): bursts from thousands of calls must not overflow
+/// while the echo thread is descheduled.
+const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+
+fn bind(listen: SocketAddr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(listen), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: a smaller buffer still works, it only drops sooner.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    socket.bind(&listen.into())?;
+    Ok(socket.into())
 }
 
 /// A running echo backend. Dropping it stops it too.

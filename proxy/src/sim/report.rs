@@ -14,7 +14,7 @@ use std::path::Path;
 use hdrhistogram::{Counter, Histogram};
 use serde::Serialize;
 
-use super::meter::FrameCounts;
+use super::meter::{FrameCounts, MAX_LATENCY_US};
 use super::playout::PlayoutStats;
 
 /// Summary of a latency distribution, in microseconds.
@@ -238,8 +238,8 @@ impl SimReport {
         let mut frames = FrameCounts::default();
         let mut playback = PlaybackCounts::default();
         let mut dtmf_sent = 0;
-        let mut setup =
-            Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable!("3 significant figures are valid"));
+        let mut setup = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3)
+            .unwrap_or_else(|_| unreachable!("constant bounds are valid"));
         for call in &per_call {
             calls.attempted += 1;
             if let Some(us) = call.setup_us {
@@ -519,7 +519,7 @@ mod tests {
         for v in 1..=10_000u64 {
             h.record(v * 10).unwrap();
         }
-        let ok = CallReport { index: 1, setup_us: Some(2_000), ..CallReport::default() };
+        let ok = CallReport { index: 1, setup_us: Some(52_000), ..CallReport::default() };
         let failed = CallReport {
             index: 0,
             failure: Some("voice webhook answered HTTP 403".into()),
@@ -536,7 +536,7 @@ mod tests {
         assert_eq!((r.calls.attempted, r.calls.connected, r.calls.completed, r.calls.failed), (2, 1, 1, 1));
         assert_eq!(r.calls.failures.get("voice webhook answered HTTP 403"), Some(&1));
         assert_eq!(r.per_call[0].index, 0, "calls are listed in order");
-        assert_eq!(r.setup_us.unwrap().max, 2_000);
+        assert!(close(r.setup_us.unwrap().max, 52_000), "setup times are not clamped");
         let table = r.render_table();
         assert!(table.contains("voice webhook answered HTTP 403"), "{table}");
         assert!(table.contains("round-trip latency"), "{table}");

@@ -459,8 +459,10 @@ pub async fn open_stream(url: &str, auth_token: Option<&str>) -> Result<Ws, SimE
             .map_err(|e| SimError::Handshake { reason: e.to_string() })?;
         request.headers_mut().insert(SIGNATURE_HEADER, value);
     }
+    // Small buffers: messages are a few hundred bytes, and thousands of
+    // calls each hold a pair (tungstenite's defaults are 128 KiB).
     let config = WebSocketConfig::default()
-        .read_buffer_size(8 * 1024)
+        .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_message_size(Some(MAX_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_MESSAGE_BYTES));
