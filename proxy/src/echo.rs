@@ -855,6 +855,29 @@ mod tests {
     }
 
     #[test]
+    fn server_keeps_one_sequence_per_source() {
+        let echo = EchoServer::spawn(&seeded(13)).unwrap();
+        let clients: Vec<UdpSocket> = (0..2).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+        let mut seen: Vec<Vec<(u16, u32)>> = vec![Vec::new(), Vec::new()];
+        for i in 0..10u16 {
+            for (c, client) in clients.iter().enumerate() {
+                client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                client.send_to(&rtp(i * 3, 0, false, &[c as u8; 20]), echo.local_addr()).unwrap();
+                let mut buf = [0u8; 1500];
+                let (n, _) = client.recv_from(&mut buf).unwrap();
+                let p = RtpPacket::parse(&buf[..n]).unwrap();
+                assert_eq!(p.payload(), &[c as u8; 20][..], "each source gets its own packets back");
+                seen[c].push((p.sequence_number(), p.ssrc()));
+            }
+        }
+        for list in &seen {
+            assert!(list.windows(2).all(|w| w[1].0 == w[0].0.wrapping_add(1) && w[1].1 == w[0].1));
+        }
+        assert_ne!(seen[0][0].1, seen[1][0].1);
+        drop(echo);
+    }
+
+    #[test]
     fn server_honours_the_delay() {
         let config = EchoConfig { delay: Duration::from_millis(50), ..seeded(12) };
         let echo = EchoServer::spawn(&config).unwrap();

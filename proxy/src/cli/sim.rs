@@ -36,7 +36,8 @@ pub struct SimArgs {
     /// default: a built-in speech-like test signal.
     #[arg(long)]
     pub audio: Option<PathBuf>,
-    /// Write the full report as JSON to FILE, and the latency plot beside it as FILE.svg.
+    /// Write the full report as JSON to FILE, and the latency plot beside it
+    /// (FILE with the extension .svg).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// DTMF digits each call sends, spread over its media (0-9, *, #, A-D).
@@ -69,9 +70,6 @@ fn seconds(name: &str, value: f64) -> Result<Duration, String> {
 
 fn simulate(args: &SimArgs) -> Result<SimReport, String> {
     let auth_token = std::env::var("TWILIO_AUTH_TOKEN").ok().filter(|t| !t.is_empty());
-    if auth_token.is_none() {
-        eprintln!("voxproxy sim: warning: TWILIO_AUTH_TOKEN is not set; requests are sent unsigned");
-    }
     let config = SimConfig {
         url: args.url.clone(),
         calls: args.calls,
@@ -84,6 +82,10 @@ fn simulate(args: &SimArgs) -> Result<SimReport, String> {
         workers: args.workers,
         progress: true,
     };
+    config.validate().map_err(|e| e.to_string())?;
+    if config.auth_token.is_none() {
+        eprintln!("voxproxy sim: warning: TWILIO_AUTH_TOKEN is not set; requests are sent unsigned");
+    }
     let report = sim::run_blocking(config).map_err(|e| e.to_string())?;
     match &args.json {
         Some(path) => write_json(&report, path)?,

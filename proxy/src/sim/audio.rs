@@ -1,5 +1,14 @@
 //! The audio the simulated callers speak, as 8 kHz μ-law bytes that the
 //! calls loop over: a WAV file, or a built-in speech-like test signal.
+//!
+//! ```
+//! use voxproxy::sim::audio::{TEST_SIGNAL_SAMPLES, test_signal};
+//!
+//! let signal = test_signal();
+//! assert_eq!(signal.len(), TEST_SIGNAL_SAMPLES);
+//! // The second half is a pause: μ-law silence.
+//! assert!(signal[TEST_SIGNAL_SAMPLES / 2..].iter().all(|&code| code == 0xff));
+//! ```
 
 use std::fs::File;
 use std::io::Read;

@@ -5,6 +5,23 @@
 //! Latencies are in microseconds. The plot's x axis is the "nines" scale
 //! (x = −log₁₀(1 − p/100): 0, 90, 99, 99.9, 99.99 are evenly spaced), the
 //! y axis is milliseconds.
+//!
+//! ```
+//! use hdrhistogram::Histogram;
+//! use voxproxy::sim::report::{CallReport, RunSettings, SimReport, render_svg};
+//!
+//! let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+//! for us in [800, 900, 1_000, 5_000] {
+//!     latency.record(us).unwrap();
+//! }
+//! let call = CallReport { index: 0, setup_us: Some(1_500), ..CallReport::default() };
+//! let report = SimReport::assemble(RunSettings::default(), 1.0, vec![call], &latency);
+//! assert_eq!(report.calls.completed, 1);
+//! // Three significant figures: 5,000 µs reads back within 0.1 %.
+//! assert!((5_000..=5_005).contains(&report.latency_us.unwrap().max));
+//! assert!(report.render_table().contains("round-trip latency"));
+//! assert!(render_svg(&report).starts_with("<svg"));
+//! ```
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
