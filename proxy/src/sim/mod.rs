@@ -362,8 +362,8 @@ impl ProgressLine {
             p.calls_up.load(Ordering::Relaxed),
             ctx.config.calls,
             p.calls_failed.load(Ordering::Relaxed),
-            (sent - self.sent) as f64 / seconds,
-            (received - self.received) as f64 / seconds,
+            sent.saturating_sub(self.sent) as f64 / seconds,
+            received.saturating_sub(self.received) as f64 / seconds,
             p99
         );
         let _ = std::io::stderr().flush();
