@@ -11,10 +11,12 @@
 pub mod cdr;
 pub mod cli;
 pub mod config;
+pub mod echo;
 pub mod logging;
 pub mod metrics;
 pub mod ratelimit;
 pub mod runtime;
 pub mod server;
+pub mod sim;
 pub mod tls;
 pub mod wav;

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod codec;
+pub mod echo;
 pub mod serve;
+pub mod sim;
 pub mod vad;
 
 /// voxproxy: a low-latency media proxy between Twilio Media Streams and RTP voice stacks.
@@ -30,6 +32,13 @@ pub enum Command {
     /// Run the proxy: answer Twilio's webhooks, accept media streams and
     /// bridge each call to the voice stack over RTP, until SIGTERM or SIGINT.
     Serve(crate::config::ServeArgs),
+    /// Simulate Twilio: place N concurrent calls against a Media Streams
+    /// server (webhook, TwiML, signed WebSocket, paced media) and measure
+    /// round-trip latency and loss of the audio it sends back.
+    Sim(sim::SimArgs),
+    /// RTP echo backend: send every RTP packet back to where it came from,
+    /// optionally with delay, jitter and loss.
+    Echo(echo::EchoArgs),
 }
 
 /// Runs a parsed command line and turns its outcome into an exit code.
@@ -38,5 +47,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Codec(args) => codec::run(&args),
         Command::Vad(args) => vad::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::Sim(args) => sim::run(&args),
+        Command::Echo(args) => echo::run(&args),
     }
 }
