@@ -1179,6 +1179,31 @@ impl Exposition<'_> {
     }
 }
 
+/// CPU time, resident memory and open file descriptors of another process
+/// (`/proc/<pid>`), as the simulator reports the cost of a `voxproxy serve`
+/// it drives. `None` where `/proc` does not tell.
+#[must_use]
+pub fn process_usage(pid: u32) -> ProcessUsage {
+    let clock_ticks = std::fs::read("/proc/self/auxv").ok().and_then(|auxv| parse_clock_ticks(&auxv));
+    let stats = ProcessStats::read_dir(&format!("/proc/{pid}"), clock_ticks);
+    ProcessUsage {
+        cpu_time: stats.cpu_time,
+        resident_memory_bytes: stats.resident_memory_bytes,
+        open_fds: stats.open_fds,
+    }
+}
+
+/// What [`process_usage`] reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessUsage {
+    /// User plus system CPU time.
+    pub cpu_time: Option<Duration>,
+    /// `VmRSS`.
+    pub resident_memory_bytes: Option<u64>,
+    /// Entries of `/proc/<pid>/fd`.
+    pub open_fds: Option<u64>,
+}
+
 /// What `/proc/self` tells about the process; each part is `None` when it
 /// could not be read or parsed.
 #[derive(Debug, Default)]
@@ -1192,7 +1217,11 @@ struct ProcessStats {
 
 impl ProcessStats {
     fn read(clock_ticks: Option<u64>) -> ProcessStats {
-        let stat = std::fs::read_to_string("/proc/self/stat").ok();
+        Self::read_dir("/proc/self", clock_ticks)
+    }
+
+    fn read_dir(dir: &str, clock_ticks: Option<u64>) -> ProcessStats {
+        let stat = std::fs::read_to_string(format!("{dir}/stat")).ok();
         let times = stat.as_deref().and_then(parse_stat);
         let ticks_to_duration = |ticks: u64| {
             let hz = clock_ticks.filter(|&hz| hz > 0)?;
@@ -1202,12 +1231,12 @@ impl ProcessStats {
         let boot_time = std::fs::read_to_string("/proc/stat").ok().as_deref().and_then(parse_boot_time);
         ProcessStats {
             cpu_time: times.and_then(|t| ticks_to_duration(t.utime.saturating_add(t.stime))),
-            resident_memory_bytes: std::fs::read_to_string("/proc/self/status")
+            resident_memory_bytes: std::fs::read_to_string(format!("{dir}/status"))
                 .ok()
                 .as_deref()
                 .and_then(parse_vm_rss_bytes),
-            open_fds: std::fs::read_dir("/proc/self/fd").ok().map(|dir| dir.count() as u64),
-            max_fds: std::fs::read_to_string("/proc/self/limits").ok().as_deref().and_then(parse_max_fds),
+            open_fds: std::fs::read_dir(format!("{dir}/fd")).ok().map(|fds| fds.count() as u64),
+            max_fds: std::fs::read_to_string(format!("{dir}/limits")).ok().as_deref().and_then(parse_max_fds),
             start_time_seconds: match (times, boot_time) {
                 (Some(t), Some(boot)) => {
                     ticks_to_duration(t.start_ticks).map(|since_boot| boot as f64 + since_boot.as_secs_f64())

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod codec;
+pub mod demo;
 pub mod echo;
 pub mod serve;
 pub mod sim;
@@ -32,6 +33,9 @@ pub enum Command {
     /// Run the proxy: answer Twilio's webhooks, accept media streams and
     /// bridge each call to the voice stack over RTP, until SIGTERM or SIGINT.
     Serve(crate::config::ServeArgs),
+    /// Start the proxy, an RTP echo backend and the Twilio simulator in one
+    /// process on free loopback ports, and print the latency table.
+    Demo(demo::DemoArgs),
     /// Simulate Twilio: place N concurrent calls against a Media Streams
     /// server (webhook, TwiML, signed WebSocket, paced media) and measure
     /// round-trip latency and loss of the audio it sends back.
@@ -47,6 +51,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Codec(args) => codec::run(&args),
         Command::Vad(args) => vad::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::Demo(args) => demo::run(&args),
         Command::Sim(args) => sim::run(&args),
         Command::Echo(args) => echo::run(&args),
     }

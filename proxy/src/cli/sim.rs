@@ -49,6 +49,10 @@ pub struct SimArgs {
     /// Worker threads (0: one per CPU).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
+    /// Process ID of the `voxproxy serve` under test: its CPU time per
+    /// bridged frame and memory per active call go in the report (from /proc).
+    #[arg(long, value_name = "PID")]
+    pub proxy_pid: Option<u32>,
 }
 
 /// Runs `voxproxy sim`.
@@ -81,6 +85,7 @@ fn simulate(args: &SimArgs) -> Result<SimReport, String> {
         grace: seconds("grace", args.grace)?,
         workers: args.workers,
         progress: true,
+        proxy_cost: args.proxy_pid.map(sim::cost::CostTarget::Process),
     };
     config.validate().map_err(|e| e.to_string())?;
     if config.auth_token.is_none() {

@@ -16,6 +16,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use futures_util::future::FusedFuture as _;
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -203,6 +204,7 @@ pub fn bridge_config(config: &crate::config::Config) -> BridgeConfig {
 
 /// What woke the call up.
 enum Wake {
+    Sent(crate::runtime::SendResult),
     Twilio(Option<Result<Message, WsError>>),
     Rtp(crate::runtime::RecvResult),
     Deadline,
@@ -210,6 +212,46 @@ enum Wake {
     Shutdown,
     Writable(Result<(), WsError>),
     StatsTick,
+}
+
+/// Datagrams waiting for the socket, with their buffers reused.
+struct SendQueue {
+    queued: std::collections::VecDeque<(Vec<u8>, SocketAddr)>,
+    spare: Vec<Vec<u8>>,
+}
+
+impl SendQueue {
+    /// Datagrams that may wait; more means the socket is stuck, and the
+    /// newest are dropped (and counted by the caller).
+    const DEPTH: usize = 16;
+
+    fn new() -> Self {
+        SendQueue {
+            queued: std::collections::VecDeque::with_capacity(Self::DEPTH),
+            spare: Vec::with_capacity(2),
+        }
+    }
+
+    fn push(&mut self, datagram: &[u8], to: SocketAddr) -> bool {
+        if self.queued.len() >= Self::DEPTH {
+            return false;
+        }
+        let mut buf = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(RTP_RECV_BYTES));
+        buf.clear();
+        buf.extend_from_slice(datagram);
+        self.queued.push_back((buf, to));
+        true
+    }
+
+    fn next(&mut self) -> Option<(Vec<u8>, SocketAddr)> {
+        self.queued.pop_front()
+    }
+
+    fn recycle(&mut self, buf: Vec<u8>) {
+        if self.spare.len() < 2 {
+            self.spare.push(buf);
+        }
+    }
 }
 
 /// Facts about the call kept for its record.
@@ -244,7 +286,11 @@ async fn media_loop(
     let (commands_tx, mut commands) = mpsc::channel(COMMAND_QUEUE);
     let mut shutdown = shared.shutdown.subscribe();
     let mut frame = Vec::with_capacity(1024);
-    let mut tx_buf = Vec::with_capacity(RTP_RECV_BYTES);
+    // One send in flight on the socket at a time (the io_uring backend owns
+    // its buffer until the kernel is done); the call never waits for it.
+    let mut sends = SendQueue::new();
+    let send = futures_util::future::Fuse::terminated();
+    tokio::pin!(send);
     let recv = socket.recv_from(vec![0u8; RTP_RECV_BYTES]);
     tokio::pin!(recv);
     let sleep = tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_secs(3600));
@@ -269,6 +315,7 @@ async fn media_loop(
             _ = shutdown.changed() => Wake::Shutdown,
             command = commands.recv() => Wake::Command(command),
             result = &mut recv => Wake::Rtp(result),
+            result = &mut send => Wake::Sent(result),
             message = stream.next(), if ws_open => Wake::Twilio(message),
             () = &mut sleep => Wake::Deadline,
             ready = futures_util::future::poll_fn(|cx| sink.poll_ready_unpin(cx)), if ws_blocked => Wake::Writable(ready),
@@ -355,6 +402,13 @@ async fn media_loop(
                 }
                 recv.set(socket.recv_from(buf));
             }
+            Wake::Sent((result, buf)) => {
+                if let Err(e) = result {
+                    metrics.rtp_error(RtpErrorKind::Send);
+                    tracing::debug!(error = %e, "RTP send failed");
+                }
+                sends.recycle(buf);
+            }
             Wake::Deadline => bridge.handle_timeout(now),
             Wake::Command(Some(CallCommand::Hangup)) => {
                 tracing::info!("ended through the control API");
@@ -385,6 +439,7 @@ async fn media_loop(
 
         // Drain every output into the sockets.
         let mut wrote_ws = false;
+        let backend_peer = bridge.backend_peer();
         while let Some(output) = bridge.poll_output() {
             match output {
                 Output::Twilio(bytes) => {
@@ -416,15 +471,11 @@ async fn media_loop(
                     }
                 }
                 Output::Rtp(datagram) => {
-                    tx_buf.clear();
-                    tx_buf.extend_from_slice(datagram);
                     // The bridge emits RTP only once it knows where it goes.
-                    let Some(backend) = bridge.backend_peer() else { continue };
-                    let (result, buf) = socket.send_to(std::mem::take(&mut tx_buf), backend).await;
-                    tx_buf = buf;
-                    if let Err(e) = result {
+                    if let Some(backend) = backend_peer
+                        && !sends.push(datagram, backend)
+                    {
                         metrics.rtp_error(RtpErrorKind::Send);
-                        tracing::debug!(error = %e, "RTP send failed");
                     }
                 }
                 Output::Event(event) => on_event(ctx, &bridge, event, &mut facts, &commands_tx, rtp_port),
@@ -433,6 +484,21 @@ async fn media_loop(
                         close = Some((code, reason.to_owned()));
                     }
                 }
+            }
+        }
+        if send.is_terminated()
+            && let Some((buf, to)) = sends.next()
+        {
+            send.set(socket.send_to(buf, to).fuse());
+            // Poll once now: the epoll backend sends right here, and the
+            // io_uring backend queues the operation on the ring at once.
+            if let Some((result, buf)) = send.as_mut().now_or_never() {
+                if let Err(e) = result {
+                    metrics.rtp_error(RtpErrorKind::Send);
+                    tracing::debug!(error = %e, "RTP send failed");
+                }
+                sends.recycle(buf);
+                // Anything else queued goes on the next turn of the loop.
             }
         }
         if dropped_frames.get() > 0 {

@@ -41,6 +41,7 @@
 
 pub mod audio;
 mod call;
+pub mod cost;
 mod error;
 pub mod identity;
 pub mod meter;
@@ -97,6 +98,9 @@ pub struct SimConfig {
     /// Print a progress line on stderr about once a second (only when
     /// stderr is a terminal).
     pub progress: bool,
+    /// Whose cost to put in the report: a `voxproxy serve` process, or a
+    /// proxy in this process (see [`cost`]).
+    pub proxy_cost: Option<cost::CostTarget>,
 }
 
 impl SimConfig {
@@ -115,6 +119,7 @@ impl SimConfig {
             grace: Duration::from_secs(2),
             workers: 0,
             progress: false,
+            proxy_cost: None,
         }
     }
 
@@ -174,7 +179,7 @@ impl SimConfig {
 /// Live counters, read by the progress line.
 #[derive(Debug, Default)]
 struct Progress {
-    calls_up: AtomicU64,
+    calls_up: Arc<AtomicU64>,
     calls_failed: AtomicU64,
     frames_sent: AtomicU64,
     frames_received: AtomicU64,
@@ -219,9 +224,17 @@ impl RunContext {
         merged
     }
 
-    fn report(&self, per_call: Vec<CallReport>) -> SimReport {
+    fn report(&self, per_call: Vec<CallReport>, cost: Option<cost::CostMeter>) -> SimReport {
         let duration = self.epoch.elapsed().as_secs_f64();
-        SimReport::assemble(self.config.settings(), duration, per_call, &self.merged_latency())
+        let mut report =
+            SimReport::assemble(self.config.settings(), duration, per_call, &self.merged_latency());
+        report.proxy_cost = cost.map(|meter| meter.finish(report.frames.sent + report.frames.received));
+        report
+    }
+
+    fn cost_meter(&self) -> Option<cost::CostMeter> {
+        let target = self.config.proxy_cost.clone()?;
+        Some(cost::CostMeter::start(target, Arc::clone(&self.progress.calls_up)))
     }
 }
 
@@ -265,6 +278,7 @@ async fn run_shard(ctx: Arc<RunContext>, shard: usize, shards: usize) -> Vec<Cal
 /// The configuration is invalid or the audio file cannot be used.
 pub async fn run(config: SimConfig) -> Result<SimReport, SimError> {
     let ctx = RunContext::new(config, 1)?;
+    let cost = ctx.cost_meter();
     let printer = ctx.config.progress && std::io::stderr().is_terminal();
     let progress = printer.then(|| {
         let ctx = Arc::clone(&ctx);
@@ -281,7 +295,7 @@ pub async fn run(config: SimConfig) -> Result<SimReport, SimError> {
         task.abort();
         eprintln!();
     }
-    Ok(ctx.report(reports))
+    Ok(ctx.report(reports, cost))
 }
 
 /// Runs the simulation on runtimes of its own, one current-thread runtime
@@ -296,6 +310,7 @@ pub fn run_blocking(config: SimConfig) -> Result<SimReport, SimError> {
     let wanted = if config.workers == 0 { cpus } else { config.workers };
     let shards = wanted.clamp(1, config.calls.max(1) as usize);
     let ctx = RunContext::new(config, shards)?;
+    let cost = ctx.cost_meter();
     let mut workers = Vec::with_capacity(shards);
     for shard in 0..shards {
         let ctx = Arc::clone(&ctx);
@@ -324,7 +339,7 @@ pub fn run_blocking(config: SimConfig) -> Result<SimReport, SimError> {
             Err(_) => return Err(SimError::Runtime(std::io::Error::other("a worker thread panicked"))),
         }
     }
-    Ok(ctx.report(reports))
+    Ok(ctx.report(reports, cost))
 }
 
 /// The live progress line: calls up, frames per second, p99 so far.

@@ -239,6 +239,8 @@ pub struct SimReport {
     pub latency_curve: Vec<CurvePoint>,
     /// Every call.
     pub per_call: Vec<CallReport>,
+    /// What the proxy spent, when the run was told whose cost to measure.
+    pub proxy_cost: Option<super::cost::ProxyCost>,
 }
 
 impl SimReport {
@@ -285,6 +287,7 @@ impl SimReport {
             dtmf_sent,
             latency_curve: latency_curve(latency),
             per_call,
+            proxy_cost: None,
         }
     }
 
@@ -357,6 +360,28 @@ impl SimReport {
                     let _ = writeln!(out, "{name:<24}{:>10}", "none");
                 }
             }
+        }
+        if let Some(cost) = &self.proxy_cost {
+            let _ = writeln!(out);
+            let us = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1} µs"));
+            let kib =
+                |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{:.1} KiB", v / 1024.0));
+            let _ = writeln!(
+                out,
+                "proxy cost ({}): CPU {} per bridged frame over {} frames; media path {} per frame",
+                cost.measured,
+                us(cost.cpu_us_per_frame),
+                cost.frames,
+                us(cost.processing_us_per_frame)
+            );
+            let _ = writeln!(
+                out,
+                "           memory {} per active call ({} calls at the peak); open fds {} before, {} after",
+                kib(cost.rss_bytes_per_call),
+                cost.calls_at_peak,
+                cost.open_fds_before.map_or_else(|| "n/a".to_owned(), |v| v.to_string()),
+                cost.open_fds_after.map_or_else(|| "n/a".to_owned(), |v| v.to_string()),
+            );
         }
         out
     }
