@@ -47,6 +47,8 @@ const RTP_RECV_BYTES: usize = 2048;
 /// Outbound bytes tungstenite may hold for a slow Twilio before frames are
 /// dropped: about 0.4 s of media messages.
 const MAX_WS_WRITE_BUFFER: usize = 8 * 1024;
+/// How long the socket's last operations may take to finish at the end.
+const RELEASE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Commands a call may have waiting.
 const COMMAND_QUEUE: usize = 4;
 
@@ -529,6 +531,16 @@ async fn media_loop(
     }
     drop(sink);
     drop(stream);
+    // An io_uring receive cannot be dropped mid-flight without keeping the
+    // socket open until it completes, so complete it: a datagram to
+    // ourselves. The epoll backend needs none of this, and it is harmless there.
+    if let Ok(own) = socket.local_addr() {
+        let (_, _) = socket.send_to(vec![0], own).await;
+        let _ = tokio::time::timeout(RELEASE_TIMEOUT, &mut recv).await;
+    }
+    if !send.is_terminated() {
+        let _ = tokio::time::timeout(RELEASE_TIMEOUT, &mut send).await;
+    }
     Some((bridge, facts, reported))
 }
 
