@@ -1,8 +1,9 @@
 //! # voxproxy
 //!
-//! The voxproxy binary's library half: the command line, and (as they land)
-//! the runtime, sockets, HTTP and WebSocket server, config, metrics, control
-//! API and call records. It moves bytes between sockets and the sans-IO
+//! The voxproxy binary's library half: the command line, the runtime and
+//! sockets ([`runtime`]), the HTTP and WebSocket server with its control API
+//! ([`server`]), config, metrics, call records, the Twilio simulator
+//! ([`sim`]) and the RTP echo backend ([`echo`]). It moves bytes between sockets and the sans-IO
 //! pieces of `voxproxy-core` and `voxproxy-adapters` and makes no telephony
 //! decisions of its own.
 #![forbid(unsafe_code)]
