@@ -976,6 +976,15 @@ fn a_ptime_whose_packets_would_not_fit_is_refused_naming_the_key() {
     }
 }
 
+/// Drains every output and counts the RTP datagrams among them.
+fn drain_counting_rtp(bridge: &mut CallBridge) -> usize {
+    let mut sent_rtp = 0;
+    while let Some(out) = bridge.poll_output() {
+        sent_rtp += usize::from(matches!(out, Output::Rtp(_)));
+    }
+    sent_rtp
+}
+
 #[test]
 fn a_latching_backend_is_learned_from_its_first_packet_and_then_enforced() {
     let latch: SocketAddr = "127.0.0.1:0".parse().expect("addr");
@@ -986,10 +995,7 @@ fn a_latching_backend_is_learned_from_its_first_packet_and_then_enforced() {
     bridge.handle_twilio(Instant::ZERO, &mut start).expect("start");
     let mut first = twilio.poll_send(ms(20)).expect("first media frame");
     bridge.handle_twilio(ms(20), &mut first).expect("media");
-    let mut sent_rtp = 0;
-    while let Some(out) = bridge.poll_output() {
-        sent_rtp += usize::from(matches!(out, Output::Rtp(_)));
-    }
+    let sent_rtp = drain_counting_rtp(&mut bridge);
     assert_eq!(sent_rtp, 0, "nothing goes out before the backend's port is known");
     assert_eq!(bridge.stats().rtp_unsent_awaiting_backend, 1);
     assert_eq!(bridge.backend_peer(), None);
@@ -1007,9 +1013,6 @@ fn a_latching_backend_is_learned_from_its_first_packet_and_then_enforced() {
     while bridge.poll_output().is_some() {}
     let mut second = twilio.poll_send(ms(40)).expect("second media frame");
     bridge.handle_twilio(ms(40), &mut second).expect("media");
-    let mut sent_rtp = 0;
-    while let Some(out) = bridge.poll_output() {
-        sent_rtp += usize::from(matches!(out, Output::Rtp(_)));
-    }
+    let sent_rtp = drain_counting_rtp(&mut bridge);
     assert_eq!(sent_rtp, 1, "audio flows once latched");
 }
