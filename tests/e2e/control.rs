@@ -51,7 +51,6 @@ async fn sigterm_drains(io: Io) {
     assert_eq!(record["end_reason"], "drain");
     let status = proxy.wait_exit(Duration::from_secs(15)).await;
     assert!(status.success(), "voxproxy exits 0 after draining, got {status}");
-    assert!(proxy.stderr_text().contains("draining"), "the drain is logged:\n{}", proxy.stderr_text());
 }
 
 async fn control_api_needs_token(io: Io) {

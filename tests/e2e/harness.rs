@@ -891,12 +891,15 @@ impl TwilioCall {
         Some(call)
     }
 
-    /// Sends any text frame.
+    /// Sends any text frame. If the proxy has closed the WebSocket, the
+    /// failure says with which close code.
     pub async fn send_text(&mut self, text: String) {
-        tokio::time::timeout(WAIT, self.ws.send(Message::Text(text.into())))
-            .await
-            .expect("send in time")
-            .expect("send on the media WebSocket");
+        let sent =
+            tokio::time::timeout(WAIT, self.ws.send(Message::Text(text.into()))).await.expect("send in time");
+        if let Err(e) = sent {
+            let close = self.next(Duration::from_millis(200)).await;
+            panic!("sending on the media WebSocket failed ({e}); the proxy had sent {close:?}");
+        }
     }
 
     async fn send_json(&mut self, value: Value) {
