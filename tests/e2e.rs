@@ -1,0 +1,36 @@
+//! End-to-end tests of the real `voxproxy serve` binary: a fake Twilio
+//! (signed webhooks, Media Streams over WebSocket, plain and TLS), a fake
+//! voice stack on UDP, a fake Twilio REST API, and ffmpeg as a real RTP peer.
+//!
+//! Every behavioural test runs once per I/O backend (`…::uring`,
+//! `…::epoll`). `VOXPROXY_E2E_SKIP_URING=1` skips the io_uring variants on a
+//! kernel that refuses io_uring; without it they fail there, loudly.
+
+/// Generates `<name>::uring` and `<name>::epoll` from `async fn <name>(io: Io)`.
+macro_rules! both_io {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn uring() {
+                crate::harness::run(crate::harness::Io::Uring, super::$name).await;
+            }
+            #[tokio::test]
+            async fn epoll() {
+                crate::harness::run(crate::harness::Io::Epoll, super::$name).await;
+            }
+        }
+    )+};
+}
+
+#[path = "e2e/audio.rs"]
+mod audio;
+#[path = "e2e/control.rs"]
+mod control;
+#[path = "e2e/ffmpeg.rs"]
+mod ffmpeg;
+#[path = "e2e/guard.rs"]
+mod guard;
+#[path = "e2e/harness.rs"]
+mod harness;
+#[path = "e2e/media.rs"]
+mod media;
