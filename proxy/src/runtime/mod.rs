@@ -2,7 +2,8 @@
 //!
 //! A worker is one OS thread pinned to one CPU, running one single-threaded
 //! runtime: io_uring ([`IoBackend::Uring`], tokio-uring: tokio's TCP types and
-//! timers keep working inside it, UDP goes through the ring) or epoll
+//! timers keep working inside it, UDP receives go through the ring, see
+//! [`UringUdp`] for sends) or epoll
 //! ([`IoBackend::Epoll`], tokio's current-thread runtime). Everything a call
 //! owns — its WebSocket, its RTP socket, its bridge and its timers — lives on
 //! the worker that accepted its connection, so the media path takes no locks
@@ -80,7 +81,7 @@ impl IoBackend {
         let socket = std::net::UdpSocket::bind(addr)?;
         socket.set_nonblocking(true)?;
         Ok(match self {
-            IoBackend::Uring => RtpUdp::Uring(UringUdp::from_std(socket)),
+            IoBackend::Uring => RtpUdp::Uring(UringUdp::from_std(socket)?),
             IoBackend::Epoll => RtpUdp::Epoll(EpollUdp::from_std(socket)?),
         })
     }

@@ -22,9 +22,10 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::Instrument as _;
 use voxproxy_adapters::bridge::{BridgeConfig, BridgeEvent, CallBridge, CallStats, EndReason, Output};
 
@@ -304,7 +305,11 @@ async fn media_loop(
     let mut facts =
         CallFacts { started_wall: SystemTime::now(), started: std::time::Instant::now(), registration: None };
     let mut close: Option<(u16, String)> = None;
+    // Writing and reading end separately: after an oversize or malformed
+    // message nothing more is read, but the close frame saying why is sent.
     let mut ws_open = true;
+    let mut reading = true;
+    let mut peer_closed = false;
     let dropped_frames = Cell::new(0u64);
 
     loop {
@@ -318,7 +323,7 @@ async fn media_loop(
             command = commands.recv() => Wake::Command(command),
             result = &mut recv => Wake::Rtp(result),
             result = &mut send => Wake::Sent(result),
-            message = stream.next(), if ws_open => Wake::Twilio(message),
+            message = stream.next(), if reading => Wake::Twilio(message),
             () = &mut sleep => Wake::Deadline,
             ready = futures_util::future::poll_fn(|cx| sink.poll_ready_unpin(cx)), if ws_blocked => Wake::Writable(ready),
             _ = stats_tick.tick() => Wake::StatsTick,
@@ -326,6 +331,7 @@ async fn media_loop(
         let woke = std::time::Instant::now();
         let now = clock.to_core(woke);
         let mut direction = None;
+        let mut flush_pong = false;
         match wake {
             Wake::Twilio(Some(Ok(message))) => {
                 bridge.handle_twilio_activity(now);
@@ -353,15 +359,18 @@ async fn media_loop(
                         let _ = bridge.handle_twilio(now, &mut []);
                     }
                     Message::Close(_) => {
-                        ws_open = false;
+                        // tungstenite has queued the reply; the goodbye flushes it.
+                        reading = false;
+                        peer_closed = true;
                         bridge.handle_close(now, EndReason::WebSocketClosed);
                     }
                     // tungstenite queues the pong; the flush below sends it.
-                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                    Message::Ping(_) => flush_pong = true,
+                    Message::Pong(_) | Message::Frame(_) => {}
                 }
             }
             Wake::Twilio(Some(Err(e))) => {
-                ws_open = false;
+                reading = false;
                 match e {
                     WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
                         metrics.websocket_error(WsErrorKind::Oversize);
@@ -373,10 +382,18 @@ async fn media_loop(
                         close = Some((1009, "message too big".to_owned()));
                     }
                     WsError::Io(e) => {
+                        ws_open = false;
                         metrics.websocket_error(WsErrorKind::Io);
                         tracing::info!(error = %e, "WebSocket read failed");
                     }
-                    WsError::ConnectionClosed | WsError::AlreadyClosed => {}
+                    WsError::ConnectionClosed
+                    | WsError::AlreadyClosed
+                    | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                        // The TCP connection ended without a close frame:
+                        // nobody is left to say goodbye to.
+                        ws_open = false;
+                        tracing::info!("WebSocket dropped without a close frame");
+                    }
                     other => {
                         metrics.websocket_error(WsErrorKind::Protocol);
                         tracing::info!(error = %other, "WebSocket protocol error; closing with 1002");
@@ -386,6 +403,7 @@ async fn media_loop(
                 bridge.handle_close(now, EndReason::WebSocketClosed);
             }
             Wake::Twilio(None) => {
+                reading = false;
                 ws_open = false;
                 bridge.handle_close(now, EndReason::WebSocketClosed);
             }
@@ -506,7 +524,7 @@ async fn media_loop(
         if dropped_frames.get() > 0 {
             metrics.websocket_frames_dropped(dropped_frames.replace(0));
         }
-        if wrote_ws || ws_blocked {
+        if ws_open && (wrote_ws || ws_blocked || flush_pong) {
             // Push what tungstenite holds (including pongs) without waiting.
             match sink.flush().now_or_never() {
                 Some(Ok(())) => ws_blocked = false,
@@ -524,7 +542,10 @@ async fn media_loop(
     }
 
     // Say goodbye on the WebSocket, bounded.
-    if ws_open {
+    if peer_closed {
+        // Twilio closed first: send tungstenite's queued reply.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.flush()).await;
+    } else if ws_open {
         let (code, reason) = close.unwrap_or((1000, "call ended".to_owned()));
         let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
