@@ -1016,3 +1016,48 @@ fn a_latching_backend_is_learned_from_its_first_packet_and_then_enforced() {
     let sent_rtp = drain_counting_rtp(&mut bridge);
     assert_eq!(sent_rtp, 1, "audio flows once latched");
 }
+
+#[test]
+fn digits_without_audio_between_them_still_get_their_own_timestamps() {
+    let mut bridge = CallBridge::new(config(), Instant::ZERO).expect("config");
+    let mut twilio = TwilioSim::new(vec![0xFF; 160]);
+    let mut start = twilio.start_frame();
+    bridge.handle_twilio(Instant::ZERO, &mut start).expect("start");
+    let mut media = twilio.poll_send(ms(20)).expect("the one media frame");
+    bridge.handle_twilio(ms(20), &mut media).expect("media");
+    let mut events: Vec<(u8, u32, bool)> = Vec::new();
+    let mut collect = |bridge: &mut CallBridge| {
+        while let Some(out) = bridge.poll_output() {
+            if let Output::Rtp(d) = out {
+                let p = RtpPacket::parse(d).expect("rtp");
+                if p.payload_type() == 101 {
+                    events.push((p.payload()[0], p.timestamp(), p.payload()[1] & 0x80 != 0));
+                }
+            }
+        }
+    };
+    collect(&mut bridge);
+    // Twilio sends no more audio: both digits arrive on a stalled media clock.
+    for (at, digit) in [(100, '1'), (400, '2')] {
+        let mut frame = Vec::new();
+        twilio.sequence += 1;
+        media_stream::write_dtmf(
+            &mut frame,
+            &media_stream::Dtmf { sequence_number: twilio.sequence, stream_sid: twilio.sid, track: Track::Inbound, digit },
+        );
+        bridge.handle_twilio(ms(at), &mut frame).expect("dtmf");
+        let mut t = at;
+        while t < at + 300 {
+            bridge.handle_timeout(ms(t));
+            collect(&mut bridge);
+            t += 5;
+        }
+    }
+    let first: Vec<u32> = events.iter().filter(|e| e.0 == 1).map(|e| e.1).collect();
+    let second: Vec<u32> = events.iter().filter(|e| e.0 == 2).map(|e| e.1).collect();
+    assert!(!first.is_empty() && !second.is_empty(), "{events:?}");
+    assert!(first.iter().all(|&t| t == first[0]) && second.iter().all(|&t| t == second[0]));
+    // 100 ms of event at 8 kHz: the second digit starts no earlier than 800 units later.
+    let gap = second[0].wrapping_sub(first[0]);
+    assert!((800..8_000).contains(&gap), "second event starts {gap} units after the first");
+}

@@ -333,6 +333,13 @@ impl DtmfSender {
         self.event
     }
 
+    /// The RTP timestamp just after the event: where a following event may
+    /// start at the earliest.
+    #[must_use]
+    pub fn end_timestamp(&self) -> u32 {
+        self.start_timestamp.wrapping_add(self.duration)
+    }
+
     /// Whether every packet, the three final ones included, has been handed out.
     #[must_use]
     pub fn is_finished(&self) -> bool {

@@ -290,6 +290,9 @@ struct Uplink {
     marker_due: bool,
     upsampler: Upsampler,
     dtmf: Option<DtmfSender>,
+    /// RTP timestamp just after the last digit sent: a new event must start
+    /// later (RFC 4733 §2.5.1.2), even when no audio came in between.
+    dtmf_next_timestamp: Option<u32>,
     digits: VecDeque<char>,
     vad: Vad,
     talkspurt: TalkspurtDetector,
@@ -411,6 +414,7 @@ impl CallBridge {
                 marker_due: true,
                 upsampler: Upsampler::new(),
                 dtmf: None,
+                dtmf_next_timestamp: None,
                 digits: VecDeque::with_capacity(MAX_QUEUED_DIGITS),
                 vad: Vad::new(VadConfig { mode: vad_mode }),
                 talkspurt: talkspurt_detector(TalkspurtConfig::default(), Instant::ZERO),
@@ -963,6 +967,9 @@ impl CallBridge {
             if self.uplink.dtmf.is_none() {
                 let Some(digit) = self.uplink.digits.pop_front() else { return };
                 self.uplink.dtmf = self.dtmf_sender(digit, now);
+                if let Some(sender) = &self.uplink.dtmf {
+                    self.uplink.dtmf_next_timestamp = Some(sender.end_timestamp());
+                }
                 continue;
             }
             if let Some(sender) = self.uplink.dtmf.as_mut() {
@@ -1000,9 +1007,15 @@ impl CallBridge {
             volume: 10,
         };
         let duration = rtp::timestamp_for(self.config.dtmf_duration, rate);
+        let mut start = self.uplink_timestamp_now();
+        if let Some(next) = self.uplink.dtmf_next_timestamp
+            && voxproxy_core::seq::timestamp_delta(next, start) > 0
+        {
+            start = next;
+        }
         // The parser only lets DTMF digits through, so this cannot fail; a
         // digit it could not send would simply be skipped.
-        DtmfSender::for_digit(&dtmf, digit, self.uplink_timestamp_now(), duration, now).ok()
+        DtmfSender::for_digit(&dtmf, digit, start, duration, now).ok()
     }
 
     fn drain_backend_dtmf(&mut self) {
