@@ -1043,7 +1043,12 @@ fn digits_without_audio_between_them_still_get_their_own_timestamps() {
         twilio.sequence += 1;
         media_stream::write_dtmf(
             &mut frame,
-            &media_stream::Dtmf { sequence_number: twilio.sequence, stream_sid: twilio.sid, track: Track::Inbound, digit },
+            &media_stream::Dtmf {
+                sequence_number: twilio.sequence,
+                stream_sid: twilio.sid,
+                track: Track::Inbound,
+                digit,
+            },
         );
         bridge.handle_twilio(ms(at), &mut frame).expect("dtmf");
         let mut t = at;

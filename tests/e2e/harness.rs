@@ -196,6 +196,9 @@ pub struct Proxy {
     pub cdr_path: PathBuf,
     /// The I/O backend it announced.
     pub io: String,
+    /// Receive buffer of the test's connections to the proxy, when set: a
+    /// small one (no autotuning) makes a Twilio that reads slowly.
+    pub client_receive_buffer: Option<u32>,
     stderr: Arc<Mutex<Vec<u8>>>,
     _dir: tempfile::TempDir,
 }
@@ -328,6 +331,7 @@ impl Proxy {
             auth_token,
             cdr_path,
             io: String::new(),
+            client_receive_buffer: None,
             stderr,
             _dir: dir,
         };
@@ -415,7 +419,17 @@ impl Proxy {
 
     /// A connection to the listener, TLS when the proxy speaks it.
     pub async fn connect(&self) -> Conn {
-        let tcp = tokio::time::timeout(WAIT, TcpStream::connect(self.addr))
+        let connect = async {
+            match self.client_receive_buffer {
+                None => TcpStream::connect(self.addr).await,
+                Some(size) => {
+                    let socket = tokio::net::TcpSocket::new_v4()?;
+                    socket.set_recv_buffer_size(size)?;
+                    socket.connect(self.addr).await
+                }
+            }
+        };
+        let tcp = tokio::time::timeout(WAIT, connect)
             .await
             .expect("connect in time")
             .expect("connect to the proxy");

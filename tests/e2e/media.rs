@@ -23,6 +23,7 @@ both_io!(
     backend_timeout_and_resume,
     websocket_drop_frees_port,
     foreign_and_malformed_rtp,
+    slow_twilio_is_dropped_not_buffered,
 );
 
 /// Barge-in off: these tests send loud audio both ways and want all of it back.
@@ -447,4 +448,50 @@ async fn foreign_and_malformed_rtp(io: Io) {
     let metrics = proxy.metrics().await;
     assert_eq!(metrics.get("voxproxy_rtp_rejected_total{reason=\"malformed\"}"), 3.0);
     assert_eq!(metrics.get("voxproxy_rtp_rejected_total{reason=\"foreign_source\"}"), 2.0);
+}
+
+/// Resident memory of a process, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kib * 1024
+}
+
+async fn slow_twilio_is_dropped_not_buffered(io: Io) {
+    let mut backend = Backend::bind().await;
+    let mut proxy = Proxy::start(io, &[("VOXPROXY_VAD_BARGE_IN", "false")], &["--backend", &backend.arg()]);
+    proxy.client_receive_buffer = Some(4096);
+    let mut call = TwilioCall::start(&proxy).await;
+    uplink(&mut call, &mut backend, &[vec![0xFF; FRAME]], 0).await;
+    let before = rss_bytes(proxy.pid());
+    // Twilio stops reading (and its receive buffer is small) while the
+    // backend sends audio as fast as it can: the proxy's WebSocket blocks.
+    // Paced so the proxy's UDP receive buffer mostly keeps up, until the
+    // WebSocket has blocked and frames are being dropped (a bounded number
+    // of rounds: ~38 MB of media messages at most).
+    let mut dropped = 0.0;
+    for _round in 0..100 {
+        for i in 0..1_000u32 {
+            backend.send_audio(0, &[0x55; FRAME], 160, false).await;
+            if i % 32 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        dropped = proxy.metrics().await.get("voxproxy_websocket_dropped_frames_total");
+        if dropped > 0.0 {
+            break;
+        }
+    }
+    assert!(dropped > 0.0, "the proxy never dropped a frame for the slow Twilio side");
+    let after = rss_bytes(proxy.pid());
+    assert!(
+        after < before + (8 << 20),
+        "memory grew by {} KiB while Twilio was not reading ({dropped} frames dropped)",
+        (after.saturating_sub(before)) / 1024
+    );
+    call.drop_connection();
 }
