@@ -2340,7 +2340,6 @@ timeout = "0s"
         ("[rtp]\nports = 5000", "rtp.ports", "5000"),
         ("[rtp]\nallow_privileged_ports = 1", "rtp.allow_privileged_ports", "1"),
         ("[rtp]\nbackend = \"0.0.0.0:4000\"", "rtp.backend", "\"0.0.0.0:4000\""),
-        ("[rtp]\nbackend = \"127.0.0.1:0\"", "rtp.backend", "\"127.0.0.1:0\""),
         ("[rtp]\nbackend = \"backend:4000\"", "rtp.backend", "\"backend:4000\""),
         ("[rtp]\ncodec = \"opus\"", "rtp.codec", "\"opus\""),
         ("[rtp]\nptime_ms = 25", "rtp.ptime_ms", "25"),
@@ -2371,6 +2370,12 @@ timeout = "0s"
         ("[drain]\ntimeout = \"5\"", "drain.timeout", "\"5\""),
         ("[drain]\ntimeout = \"2h\"", "drain.timeout", "\"2h\""),
     ];
+
+    #[test]
+    fn backend_port_zero_means_learn_it_from_the_backend() {
+        let c = from_file("[rtp]\nbackend = \"10.0.0.7:0\"\n").expect("port 0 latches");
+        assert_eq!(c.rtp.backend, "10.0.0.7:0".parse().unwrap());
+    }
 
     #[test]
     fn every_bad_file_value_names_its_key_and_value() {

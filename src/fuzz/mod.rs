@@ -9,6 +9,7 @@
 mod bridge;
 mod jitter;
 mod media_stream;
+mod proxy;
 mod rtp;
 mod sdp;
 mod twiml;
@@ -18,6 +19,7 @@ mod webhook;
 pub use bridge::bridge_events;
 pub use jitter::jitter_ops;
 pub use media_stream::twilio_inbound;
+pub use proxy::{config_file, echo_datagrams, sim_identity};
 pub use rtp::{rtcp_packet, rtp_packet, telephone_event};
 pub use sdp::sdp_parse;
 pub use twiml::twiml_parse;
@@ -40,4 +42,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("bridge_events", bridge_events),
     ("twilio_inbound", twilio_inbound),
     ("vad_frames", vad_frames),
+    ("config_file", config_file),
+    ("echo_datagrams", echo_datagrams),
+    ("sim_identity", sim_identity),
 ];
