@@ -835,14 +835,19 @@ pub enum RefuseReason {
     MaxCalls,
     /// The server is draining.
     Draining,
-    /// The WebSocket upgrade request was not acceptable.
-    BadRequest,
+    /// A connection over a worker's connection bound (its share of
+    /// `limits.max_calls` plus room for webhooks and scrapes) was closed at once.
+    ConnectionLimit,
 }
 
 impl RefuseReason {
     /// Every reason, in label order.
-    pub const ALL: [RefuseReason; 4] =
-        [RefuseReason::NoRtpPort, RefuseReason::MaxCalls, RefuseReason::Draining, RefuseReason::BadRequest];
+    pub const ALL: [RefuseReason; 4] = [
+        RefuseReason::NoRtpPort,
+        RefuseReason::MaxCalls,
+        RefuseReason::Draining,
+        RefuseReason::ConnectionLimit,
+    ];
 
     /// The `reason` label value.
     #[must_use]
@@ -851,7 +856,7 @@ impl RefuseReason {
             RefuseReason::NoRtpPort => "no_rtp_port",
             RefuseReason::MaxCalls => "max_calls",
             RefuseReason::Draining => "draining",
-            RefuseReason::BadRequest => "bad_request",
+            RefuseReason::ConnectionLimit => "connection_limit",
         }
     }
 }

@@ -51,11 +51,7 @@ fn free_port() -> Result<u16, String> {
 }
 
 fn random_token() -> String {
-    let mut bytes = [0u8; 16];
-    // Without entropy the token is still unique enough for a loopback demo.
-    if getrandom::fill(&mut bytes).is_err() {
-        bytes = u128::from(std::process::id()).wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes();
-    }
+    let bytes: [u8; 16] = crate::runtime::random_bytes();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -222,6 +222,24 @@ where
     }
 }
 
+/// `N` random bytes from the operating system. Without an entropy source
+/// (never seen on Linux) the bytes come from the clock and the process ID:
+/// unpredictability is lost, uniqueness mostly kept, and nothing stops.
+#[must_use]
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let seed = (nanos ^ u128::from(std::process::id())).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = seed.rotate_left((i % 16) as u32 * 8).to_le_bytes()[0];
+        }
+    }
+    bytes
+}
+
 /// The CPUs the process may run on, for pinning workers round-robin.
 #[must_use]
 pub fn usable_cpus() -> Vec<core_affinity::CoreId> {

@@ -10,7 +10,6 @@
 //! WebSocket is never waited on for writing: when Twilio reads too slowly,
 //! outbound frames are dropped and counted rather than queued without bound.
 
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -114,7 +113,7 @@ fn refusal_text(reason: RefuseReason) -> &'static str {
         RefuseReason::Draining => "server draining",
         RefuseReason::MaxCalls => "call limit reached (limits.max_calls)",
         RefuseReason::NoRtpPort => "no free RTP port",
-        _ => "call refused",
+        RefuseReason::ConnectionLimit => "too many connections",
     }
 }
 
@@ -171,12 +170,7 @@ pub async fn run(ctx: Rc<WorkerContext>, peer: SocketAddr, upgrade: OnUpgrade, a
 
 /// Fresh random SSRC, sequence and timestamp for a call (RFC 3550 §5.1).
 fn random_rtp_origin() -> (u32, u16, u32) {
-    let mut bytes = [0u8; 10];
-    if getrandom::fill(&mut bytes).is_err() {
-        // No entropy source: the stream still works, just predictably.
-        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        bytes.copy_from_slice(&nanos.to_le_bytes()[..10]);
-    }
+    let bytes: [u8; 10] = crate::runtime::random_bytes();
     let ssrc = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     let seq = u16::from_le_bytes([bytes[4], bytes[5]]);
     let ts = u32::from_le_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]);
@@ -310,7 +304,7 @@ async fn media_loop(
     let mut ws_open = true;
     let mut reading = true;
     let mut peer_closed = false;
-    let dropped_frames = Cell::new(0u64);
+    let mut dropped_frames = 0u64;
 
     loop {
         match bridge.poll_timeout() {
@@ -466,14 +460,14 @@ async fn media_loop(
                     let Ok(text) = std::str::from_utf8(bytes) else { continue };
                     let message = Message::Text(text.into());
                     if !ws_open || ws_blocked {
-                        dropped_frames.set(dropped_frames.get() + 1);
+                        dropped_frames += 1;
                         continue;
                     }
                     match sink.feed(message).now_or_never() {
                         Some(Ok(())) => wrote_ws = true,
                         Some(Err(WsError::WriteBufferFull(_))) | None => {
                             ws_blocked = true;
-                            dropped_frames.set(dropped_frames.get() + 1);
+                            dropped_frames += 1;
                         }
                         Some(Err(e)) => {
                             tracing::info!(error = %e, "WebSocket write failed");
@@ -521,8 +515,8 @@ async fn media_loop(
                 // Anything else queued goes on the next turn of the loop.
             }
         }
-        if dropped_frames.get() > 0 {
-            metrics.websocket_frames_dropped(dropped_frames.replace(0));
+        if dropped_frames > 0 {
+            metrics.websocket_frames_dropped(std::mem::take(&mut dropped_frames));
         }
         if ws_open && (wrote_ws || ws_blocked || flush_pong) {
             // Push what tungstenite holds (including pongs) without waiting.

@@ -426,7 +426,7 @@ async fn worker_main(shared: Arc<Shared>, index: usize, backend: IoBackend, list
                 Ok((tcp, peer)) => {
                     if ctx.connections.get() >= max_connections {
                         // Over the bound: close at once rather than queue.
-                        ctx.metrics().call_refused(crate::metrics::RefuseReason::BadRequest);
+                        ctx.metrics().call_refused(crate::metrics::RefuseReason::ConnectionLimit);
                         drop(tcp);
                         continue;
                     }
