@@ -2,7 +2,7 @@
 //!
 //! Two buffer sizes: one 20 ms frame at 8 kHz (160 samples, what a call
 //! converts per packet) and 64 KiB of input (the bulk rate, which the
-//! DESIGN.md targets are stated in). Throughput is in bytes of *input*:
+//! targets in docs/ARCHITECTURE.md are stated in). Throughput is in bytes of *input*:
 //! μ-law/A-law bytes for decode and transcode, PCM bytes (2 per sample) for
 //! encode. The resampler is timed per 20 ms frame (ns/frame).
 

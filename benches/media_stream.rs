@@ -1,6 +1,6 @@
 //! Twilio Media Streams hot paths, and the alternatives they were chosen over.
 //!
-//! DESIGN.md targets: a `media` event to PCM16 (JSON + base64 + μ-law) in
+//! Targets (docs/ARCHITECTURE.md): a `media` event to PCM16 (JSON + base64 + μ-law) in
 //! ≤ 150 ns per 20 ms frame; μ-law or PCM to the outbound `media` JSON in
 //! ≤ 100 ns per frame. Frames are real-shaped: 160 μ-law bytes (216 base64
 //! characters) and 34-character SIDs.

@@ -29,7 +29,7 @@
 //! assert_eq!(datagrams, 1);
 //! ```
 //!
-//! ## What it does (DESIGN.md, "Media path of one call")
+//! ## What it does (docs/ARCHITECTURE.md, *Media path*)
 //!
 //! Twilio → backend: each `media` frame is base64-decoded into a per-call
 //! buffer, decoded to PCM for the VAD, transcoded to the backend codec and

@@ -2,9 +2,9 @@
 //! voice stack, and the sans-IO [`CallBridge`] between them, all on one
 //! worker for the call's whole life.
 //!
-//! The task is the loop DESIGN.md sketches: wait for a WebSocket message, a
-//! datagram, the bridge's deadline, a control command or shutdown; hand it to
-//! the bridge; drain every output into the sockets. It makes no telephony
+//! The task is the sans-IO loop of docs/ARCHITECTURE.md (*Threading and
+//! I/O*): wait for a WebSocket message, a datagram, the bridge's deadline, a
+//! control command or shutdown; hand it to the bridge; drain every output into the sockets. It makes no telephony
 //! decision of its own. One receive is always in flight on the RTP socket
 //! (the io_uring backend needs the buffer to stay with the kernel), and the
 //! WebSocket is never waited on for writing: when Twilio reads too slowly,

@@ -1,5 +1,5 @@
 //! The HTTP surface: one hyper service per connection, routing every path of
-//! DESIGN.md "Surfaces". Webhooks are checked (size, rate, signature) before
+//! docs/ARCHITECTURE.md, *The HTTP surface*. Webhooks are checked (size, rate, signature) before
 //! they are parsed; the media WebSocket is checked (signature, capacity)
 //! before the call task takes over the upgraded connection.
 
