@@ -1101,3 +1101,73 @@ fn digits_without_audio_between_them_still_get_their_own_timestamps() {
     let gap = second[0].wrapping_sub(first[0]);
     assert!((800..8_000).contains(&gap), "second event starts {gap} units after the first");
 }
+
+/// Serves every deadline of `bridge` up to `until`, collecting its events.
+fn advance(bridge: &mut CallBridge, until: Instant, events: &mut Vec<(Instant, BridgeEvent)>) {
+    loop {
+        while let Some(output) = bridge.poll_output() {
+            if let Output::Event(event) = output {
+                events.push((until, event));
+            }
+        }
+        match bridge.poll_timeout().filter(|t| *t <= until) {
+            Some(deadline) => {
+                bridge.handle_timeout(deadline);
+                while let Some(output) = bridge.poll_output() {
+                    if let Output::Event(event) = output {
+                        events.push((deadline, event));
+                    }
+                }
+            }
+            None => return,
+        }
+    }
+}
+
+#[test]
+fn backend_outages_are_counted_with_their_silence_until_resumed_or_hung_up() {
+    let config = BridgeConfig { backend_timeout: Duration::from_secs(1), ..config() };
+    let mut bridge = CallBridge::new(config, Instant::ZERO).expect("valid config");
+    let mut start = TwilioSim::new(quiet_caller(1)).start_frame();
+    bridge.handle_twilio(Instant::ZERO, &mut start).expect("start parses");
+    let mut events = Vec::new();
+    let mut seq = 0u16;
+    // The backend talks at 20 ms in [from, to) milliseconds.
+    let mut talk = |bridge: &mut CallBridge, events: &mut Vec<_>, from: u64, to: u64| {
+        for t in (from..to).step_by(20) {
+            advance(bridge, ms(t), events);
+            let header = RtpHeader::new(0, seq, u32::from(seq) * 160, 0xBACC);
+            seq = seq.wrapping_add(1);
+            let mut datagram = vec![0u8; 12 + 160];
+            let len = header.write(&[0xFF; 160], &mut datagram).expect("fits");
+            bridge.handle_rtp(ms(t), backend_addr(), &datagram[..len]);
+            advance(bridge, ms(t), events);
+        }
+    };
+    talk(&mut bridge, &mut events, 100, 2_100); // last packet at 2,080 ms
+    // Quiet for 2,920 ms: an outage from 3,080 ms (1 s after the last packet).
+    talk(&mut bridge, &mut events, 5_000, 6_000); // last packet at 5,980 ms
+    assert_eq!(bridge.stats().backend_outages, 1);
+    assert_eq!(bridge.stats().backend_outage_ms, 2_920);
+    // Quiet again, and the call ends in the middle of it, at 8,000 ms.
+    advance(&mut bridge, ms(8_000), &mut events);
+    let mid_outage = bridge.stats();
+    assert_eq!((mid_outage.backend_outages, mid_outage.backend_outage_ms), (2, 2_920), "added when it ends");
+    bridge.handle_close(ms(8_000), EndReason::Hangup);
+    let stats = bridge.stats();
+    assert_eq!(stats.backend_outages, 2);
+    assert_eq!(stats.backend_outage_ms, 2_920 + 2_020, "the second outage lasted until the hang-up");
+    let outage_events: Vec<_> = events
+        .iter()
+        .filter(|(_, e)| matches!(e, BridgeEvent::BackendTimeout | BridgeEvent::BackendResumed { .. }))
+        .copied()
+        .collect();
+    assert_eq!(
+        outage_events,
+        [
+            (ms(3_080), BridgeEvent::BackendTimeout),
+            (ms(5_000), BridgeEvent::BackendResumed { silent_ms: 2_920 }),
+            (ms(6_980), BridgeEvent::BackendTimeout),
+        ]
+    );
+}
