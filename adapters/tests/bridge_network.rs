@@ -41,6 +41,12 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         if n == 0 { 0 } else { self.next() % n }
     }
+    /// Standard normal (Box–Muller).
+    fn gaussian(&mut self) -> f64 {
+        let mut unit = || ((self.next() >> 11) + 1) as f64 / (1u64 << 53) as f64;
+        let (u, v) = (unit(), unit());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
 }
 
 /// What the network does to datagrams on one direction of the RTP leg.
@@ -54,6 +60,9 @@ struct Impairment {
     jitter_ms: u64,
     /// Probability that a packet arrives twice.
     duplicate: f64,
+    /// Standard deviation of a gaussian delay around 50 ms (floored at
+    /// 1 ms), in milliseconds; replaces `jitter_ms` when above zero.
+    gaussian_ms: f64,
 }
 
 /// A one-way datagram path: what goes in comes out later, maybe.
@@ -95,7 +104,12 @@ impl Link {
         }
         let copies = if self.rng.chance(imp.duplicate) { 2 } else { 1 };
         for _ in 0..copies {
-            let delay = Duration::from_millis(1 + self.rng.below(imp.jitter_ms + 1));
+            let delay = if imp.gaussian_ms > 0.0 {
+                let ms = 50.0 + imp.gaussian_ms * self.rng.gaussian();
+                Duration::from_micros((ms * 1_000.0).max(1_000.0) as u64)
+            } else {
+                Duration::from_millis(1 + self.rng.below(imp.jitter_ms + 1))
+            };
             self.in_flight.push((now + delay, index, datagram.to_vec()));
         }
     }
@@ -593,6 +607,27 @@ fn lost_backend_packets_are_concealed_and_everything_else_is_bit_exact() {
 }
 
 #[test]
+fn heavy_gaussian_jitter_loses_at_most_one_percent_of_packets_late() {
+    // 15 ms gaussian jitter, 2 % loss, 1 % duplicates (issue 9): at most 1 %
+    // of the packets may arrive after their slot was concealed.
+    let packets = 6_000;
+    let frames = marked_frames(packets, 160, 19);
+    let down = Impairment { loss: 0.02, duplicate: 0.01, gaussian_ms: 15.0, ..Impairment::default() };
+    let mut run = Run::new(
+        config(),
+        TwilioSim::new(quiet_caller(packets + 50)),
+        pcmu_source(frames),
+        Impairment::default(),
+        down,
+    );
+    run.run_until(ms(packets as u64 * 20 + 1_000));
+    let stats = run.bridge.stats();
+    let late = 100.0 * stats.rtp_late as f64 / packets as f64;
+    eprintln!("late {late:.2} % {stats:?}");
+    assert!(late <= 1.0, "late loss {late:.2} %: {stats:?}");
+}
+
+#[test]
 fn backend_ptimes_are_repacketized_into_twenty_ms_frames() {
     for ptime_ms in [10u64, 30, 40] {
         let bytes = (ptime_ms * 8) as usize;
@@ -1065,4 +1100,74 @@ fn digits_without_audio_between_them_still_get_their_own_timestamps() {
     // 100 ms of event at 8 kHz: the second digit starts no earlier than 800 units later.
     let gap = second[0].wrapping_sub(first[0]);
     assert!((800..8_000).contains(&gap), "second event starts {gap} units after the first");
+}
+
+/// Serves every deadline of `bridge` up to `until`, collecting its events.
+fn advance(bridge: &mut CallBridge, until: Instant, events: &mut Vec<(Instant, BridgeEvent)>) {
+    loop {
+        while let Some(output) = bridge.poll_output() {
+            if let Output::Event(event) = output {
+                events.push((until, event));
+            }
+        }
+        match bridge.poll_timeout().filter(|t| *t <= until) {
+            Some(deadline) => {
+                bridge.handle_timeout(deadline);
+                while let Some(output) = bridge.poll_output() {
+                    if let Output::Event(event) = output {
+                        events.push((deadline, event));
+                    }
+                }
+            }
+            None => return,
+        }
+    }
+}
+
+#[test]
+fn backend_outages_are_counted_with_their_silence_until_resumed_or_hung_up() {
+    let config = BridgeConfig { backend_timeout: Duration::from_secs(1), ..config() };
+    let mut bridge = CallBridge::new(config, Instant::ZERO).expect("valid config");
+    let mut start = TwilioSim::new(quiet_caller(1)).start_frame();
+    bridge.handle_twilio(Instant::ZERO, &mut start).expect("start parses");
+    let mut events = Vec::new();
+    let mut seq = 0u16;
+    // The backend talks at 20 ms in [from, to) milliseconds.
+    let mut talk = |bridge: &mut CallBridge, events: &mut Vec<_>, from: u64, to: u64| {
+        for t in (from..to).step_by(20) {
+            advance(bridge, ms(t), events);
+            let header = RtpHeader::new(0, seq, u32::from(seq) * 160, 0xBACC);
+            seq = seq.wrapping_add(1);
+            let mut datagram = vec![0u8; 12 + 160];
+            let len = header.write(&[0xFF; 160], &mut datagram).expect("fits");
+            bridge.handle_rtp(ms(t), backend_addr(), &datagram[..len]);
+            advance(bridge, ms(t), events);
+        }
+    };
+    talk(&mut bridge, &mut events, 100, 2_100); // last packet at 2,080 ms
+    // Quiet for 2,920 ms: an outage from 3,080 ms (1 s after the last packet).
+    talk(&mut bridge, &mut events, 5_000, 6_000); // last packet at 5,980 ms
+    assert_eq!(bridge.stats().backend_outages, 1);
+    assert_eq!(bridge.stats().backend_outage_ms, 2_920);
+    // Quiet again, and the call ends in the middle of it, at 8,000 ms.
+    advance(&mut bridge, ms(8_000), &mut events);
+    let mid_outage = bridge.stats();
+    assert_eq!((mid_outage.backend_outages, mid_outage.backend_outage_ms), (2, 2_920), "added when it ends");
+    bridge.handle_close(ms(8_000), EndReason::Hangup);
+    let stats = bridge.stats();
+    assert_eq!(stats.backend_outages, 2);
+    assert_eq!(stats.backend_outage_ms, 2_920 + 2_020, "the second outage lasted until the hang-up");
+    let outage_events: Vec<_> = events
+        .iter()
+        .filter(|(_, e)| matches!(e, BridgeEvent::BackendTimeout | BridgeEvent::BackendResumed { .. }))
+        .copied()
+        .collect();
+    assert_eq!(
+        outage_events,
+        [
+            (ms(3_080), BridgeEvent::BackendTimeout),
+            (ms(5_000), BridgeEvent::BackendResumed { silent_ms: 2_920 }),
+            (ms(6_980), BridgeEvent::BackendTimeout),
+        ]
+    );
 }

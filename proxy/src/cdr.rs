@@ -139,6 +139,13 @@ pub struct CallRecord {
     pub rtp_malformed: u64,
     /// Datagrams dropped because they came from an address other than the backend.
     pub rtp_foreign_source: u64,
+    /// Backend outages: times the backend, after it had started sending,
+    /// sent no RTP for `rtp.backend_timeout`.
+    pub backend_outages: u64,
+    /// Total time without backend RTP in those outages, in milliseconds: from
+    /// the backend's last packet before each outage to its first packet after
+    /// it, or to the end of the call.
+    pub backend_outage_ms: u64,
     /// `start.customParameters`, written as a JSON object whose members keep
     /// this order. Names are unique (they come from one JSON object).
     #[serde(with = "ordered_object")]
@@ -531,6 +538,8 @@ mod tests {
             twilio_malformed: 0,
             rtp_malformed: 0,
             rtp_foreign_source: 2,
+            backend_outages: 1,
+            backend_outage_ms: 6_240,
             custom_parameters: vec![
                 ("Zeta".into(), "last \"quoted\"\n".into()),
                 ("Alpha".into(), "ü".into()),
@@ -558,6 +567,7 @@ mod tests {
             assert_eq!(value["call_sid"], format!("CA{n:032x}"));
             assert_eq!(value["to"], serde_json::Value::Null);
             assert_eq!(value["rtp_foreign_source"], 2);
+            assert_eq!((&value["backend_outages"], &value["backend_outage_ms"]), (&1.into(), &6_240.into()));
             assert_eq!(serde_json::from_str::<CallRecord>(line).unwrap(), sample(n));
         }
         assert_eq!(writer.torn_lines_repaired(), 0);
@@ -600,6 +610,8 @@ mod tests {
             "twilio_malformed",
             "rtp_malformed",
             "rtp_foreign_source",
+            "backend_outages",
+            "backend_outage_ms",
             "custom_parameters",
         ];
         // serde_json's Map is sorted unless preserve_order is on; compare as sets
@@ -765,7 +777,7 @@ mod tests {
         fn records_round_trip_through_json(
             sids in "[A-Za-z0-9]{0,34}",
             reason in "\\PC{0,20}",
-            counters in proptest::collection::vec(any::<u64>(), 20),
+            counters in proptest::collection::vec(any::<u64>(), 22),
             params in proptest::collection::vec(("\\PC{1,12}", "\\PC{0,12}"), 0..5),
             from in proptest::option::of("\\PC{0,16}"),
         ) {
@@ -799,6 +811,8 @@ mod tests {
                 twilio_malformed: counters[17],
                 rtp_malformed: counters[18],
                 rtp_foreign_source: counters[19],
+                backend_outages: counters[20],
+                backend_outage_ms: counters[21],
                 custom_parameters: params,
                 ..CallRecord::default()
             };

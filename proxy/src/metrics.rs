@@ -272,6 +272,19 @@ impl Metrics {
             "Bridge outputs dropped because they were not drained (should stay 0).",
             |m| &m.bridge_outputs_dropped,
         );
+        self.counter(
+            &mut x,
+            "voxproxy_backend_outages_total",
+            "Backend outages: rtp.backend_timeout passed without RTP from a backend that had been sending.",
+            |m| &m.backend_outages,
+        );
+        let outage = "voxproxy_backend_outage_seconds_total";
+        x.family(
+            outage,
+            "Time without backend RTP during backend outages (added when each outage ends).",
+            "counter",
+        );
+        x.sample(outage, &[], self.sum(|m| Some(&m.backend_outage_ms)) as f64 / 1_000.0);
 
         x.family(
             "voxproxy_backend_jitter_seconds",
@@ -585,6 +598,9 @@ pub struct WorkerMetrics {
     websocket_pings: Counter,
     rtp_keepalives: Counter,
     bridge_outputs_dropped: Counter,
+    backend_outages: Counter,
+    /// Milliseconds, rendered as seconds.
+    backend_outage_ms: Counter,
     jitter: Histogram<JITTER_SLOTS>,
     frame_processing: [Histogram<FRAME_PROCESSING_SLOTS>; 2],
     http_requests: [Counter; Route::ALL.len() * STATUS_CLASSES.len()],
@@ -626,6 +642,8 @@ impl WorkerMetrics {
             websocket_pings: Counter::default(),
             rtp_keepalives: Counter::default(),
             bridge_outputs_dropped: Counter::default(),
+            backend_outages: Counter::default(),
+            backend_outage_ms: Counter::default(),
             jitter: Histogram::new(),
             frame_processing: [Histogram::new(), Histogram::new()],
             http_requests: std::array::from_fn(|_| Counter::default()),
@@ -708,6 +726,8 @@ impl WorkerMetrics {
             pings_sent,
             rtp_keepalives_sent,
             outputs_dropped,
+            backend_outages,
+            backend_outage_ms,
         } = *now;
 
         self.twilio_frames[IN].add(twilio_frames_in.saturating_sub(prev.twilio_frames_in));
@@ -746,6 +766,8 @@ impl WorkerMetrics {
         self.websocket_pings.add(pings_sent.saturating_sub(prev.pings_sent));
         self.rtp_keepalives.add(rtp_keepalives_sent.saturating_sub(prev.rtp_keepalives_sent));
         self.bridge_outputs_dropped.add(outputs_dropped.saturating_sub(prev.outputs_dropped));
+        self.backend_outages.add(backend_outages.saturating_sub(prev.backend_outages));
+        self.backend_outage_ms.add(backend_outage_ms.saturating_sub(prev.backend_outage_ms));
     }
 
     /// Records one observation of backend jitter in microseconds (a call's
@@ -1546,6 +1568,8 @@ mod tests {
             pings_sent: 23,
             rtp_keepalives_sent: 24,
             outputs_dropped: 25,
+            backend_outages: 26,
+            backend_outage_ms: 27_000,
         };
         let now = CallStats {
             twilio_frames_in: 1050,
@@ -1584,6 +1608,8 @@ mod tests {
             pings_sent: 23 + 123,
             rtp_keepalives_sent: 24 + 124,
             outputs_dropped: 25 + 125,
+            backend_outages: 26 + 126,
+            backend_outage_ms: 27_000 + 12_750,
         };
         w.add_call_stats(&prev, &now);
         let expected: &[(&str, f64)] = &[
@@ -1621,6 +1647,8 @@ mod tests {
             ("voxproxy_websocket_pings_total", 123.0),
             ("voxproxy_rtp_keepalives_total", 124.0),
             ("voxproxy_bridge_outputs_dropped_total", 125.0),
+            ("voxproxy_backend_outages_total", 126.0),
+            ("voxproxy_backend_outage_seconds_total", 12.75),
             ("voxproxy_backend_jitter_seconds_count", 0.0),
         ];
         let samples = rendered(&metrics);

@@ -576,7 +576,7 @@ impl CallBridge {
                 // The caller's last words still go out.
                 self.flush_uplink(now);
                 self.out.push(Queued::Event(BridgeEvent::StreamStopped));
-                self.end(EndReason::TwilioStop);
+                self.end(now, EndReason::TwilioStop);
                 Ok(())
             }
             Inbound::Unknown { .. } => {
@@ -633,11 +633,14 @@ impl CallBridge {
         self.stats.rtp_packets_in += 1;
         self.stats.rtp_bytes_in += datagram.len() as u64;
         let down = &mut self.downlink;
-        down.last_rx = Some(now);
         if down.timed_out {
             down.timed_out = false;
-            self.out.push(Queued::Event(BridgeEvent::BackendResumed));
+            let silent = down.last_rx.map_or(Duration::ZERO, |last| now.saturating_duration_since(last));
+            let silent_ms = silent.as_millis() as u64;
+            self.stats.backend_outage_ms = self.stats.backend_outage_ms.saturating_add(silent_ms);
+            self.out.push(Queued::Event(BridgeEvent::BackendResumed { silent_ms }));
         }
+        down.last_rx = Some(now);
         let payload_type = packet.payload_type();
         if payload_type == self.config.dtmf_payload_type {
             if down.telephone_events.handle_packet(now, packet.timestamp(), packet.payload()).is_err() {
@@ -680,7 +683,7 @@ impl CallBridge {
                     self.out.push(Queued::Ping);
                 }
                 KeepaliveEvent::IdleTimeout | KeepaliveEvent::Unresponsive => {
-                    self.end(EndReason::IdleTimeout);
+                    self.end(now, EndReason::IdleTimeout);
                     return;
                 }
             }
@@ -706,6 +709,7 @@ impl CallBridge {
             }
             if !self.downlink.timed_out && now >= last + self.config.backend_timeout {
                 self.downlink.timed_out = true;
+                self.stats.backend_outages += 1;
                 self.out.push(Queued::Event(BridgeEvent::BackendTimeout));
             }
         }
@@ -714,8 +718,8 @@ impl CallBridge {
     /// The WebSocket is gone, or the proxy ends the call (`Hangup`, `Drain`).
     /// For a reason other than [`EndReason::WebSocketClosed`] a close frame
     /// is yielded.
-    pub fn handle_close(&mut self, _now: Instant, reason: EndReason) {
-        self.end(reason);
+    pub fn handle_close(&mut self, now: Instant, reason: EndReason) {
+        self.end(now, reason);
     }
 
     /// The next thing to do. Call until `None` after every `handle_*`.
@@ -748,11 +752,19 @@ impl CallBridge {
         next
     }
 
-    fn end(&mut self, reason: EndReason) {
+    fn end(&mut self, now: Instant, reason: EndReason) {
         if self.ended.is_some() {
             return;
         }
         self.ended = Some(reason);
+        let down = &mut self.downlink;
+        if let (true, Some(last)) = (down.timed_out, down.last_rx) {
+            // An outage the call ended in lasted until the end: the record
+            // must say so, since no `BackendResumed` will.
+            down.timed_out = false;
+            let silent_ms = now.saturating_duration_since(last).as_millis() as u64;
+            self.stats.backend_outage_ms = self.stats.backend_outage_ms.saturating_add(silent_ms);
+        }
         if reason != EndReason::WebSocketClosed {
             self.out.push(Queued::Close(reason));
         }

@@ -44,10 +44,16 @@ pub enum BridgeEvent {
         /// Media time of the caller's speech onset, in milliseconds.
         media_ms: u64,
     },
-    /// No RTP from the backend for `backend_timeout`.
+    /// No RTP from the backend for `backend_timeout`: an outage began
+    /// (counted in [`CallStats::backend_outages`]).
     BackendTimeout,
     /// Backend RTP is flowing again after a [`BridgeEvent::BackendTimeout`].
-    BackendResumed,
+    BackendResumed {
+        /// How long the backend sent nothing, from its last packet before the
+        /// outage to this one, in milliseconds (added to
+        /// [`CallStats::backend_outage_ms`]).
+        silent_ms: u64,
+    },
     /// Twilio's `stop` arrived.
     StreamStopped,
 }
@@ -66,7 +72,7 @@ impl BridgeEvent {
             BridgeEvent::MarkCleared { .. } => "mark_cleared",
             BridgeEvent::BargeIn { .. } => "barge_in",
             BridgeEvent::BackendTimeout => "backend_timeout",
-            BridgeEvent::BackendResumed => "backend_resumed",
+            BridgeEvent::BackendResumed { .. } => "backend_resumed",
             BridgeEvent::StreamStopped => "stream_stopped",
         }
     }
@@ -193,4 +199,12 @@ pub struct CallStats {
     pub rtp_keepalives_sent: u64,
     /// Outputs dropped because the caller did not drain them (should stay 0).
     pub outputs_dropped: u64,
+    /// Backend outages: times the backend sent no RTP for `backend_timeout`
+    /// after it had started sending (one [`BridgeEvent::BackendTimeout`] each).
+    pub backend_outages: u64,
+    /// Total time without backend RTP in those outages, in milliseconds: from
+    /// the backend's last packet before each outage to its first packet after
+    /// it, or to the end of the call. An outage still going on is added when
+    /// it ends, so during one this lags behind [`CallStats::backend_outages`].
+    pub backend_outage_ms: u64,
 }

@@ -587,6 +587,8 @@ async fn finish_call(ctx: &WorkerContext, bridge: &CallBridge, facts: &CallFacts
         inbound_frames = stats.twilio_frames_in,
         outbound_frames = stats.twilio_frames_out,
         rtp_lost = stats.rtp_lost,
+        backend_outages = stats.backend_outages,
+        backend_outage_ms = stats.backend_outage_ms,
         "call ended"
     );
 }
@@ -623,9 +625,28 @@ fn on_event(
         }
         tracing::info!(rtp_port, "stream started");
     } else {
-        tracing::debug!(event = event.name(), "call event");
+        log_event(bridge, event);
     }
     ctx.shared.events.publish(stream_sid, call_sid, &CallEvent::Bridge(event));
+}
+
+/// Backend outages are an operator's business (the voice stack stopped
+/// answering): one line when each starts and ends. Other events are debug.
+fn log_event(bridge: &CallBridge, event: BridgeEvent) {
+    match event {
+        BridgeEvent::BackendTimeout => {
+            let silent_ms = bridge.config().backend_timeout.as_millis() as u64;
+            tracing::warn!(
+                silent_ms,
+                backend = ?bridge.backend_peer(),
+                "backend outage: no RTP from the backend for rtp.backend_timeout; the caller hears nothing from it"
+            );
+        }
+        BridgeEvent::BackendResumed { silent_ms } => {
+            tracing::info!(silent_ms, "backend outage over: backend RTP resumed");
+        }
+        other => tracing::debug!(event = other.name(), "call event"),
+    }
 }
 
 fn call_record(
@@ -669,6 +690,8 @@ fn call_record(
         twilio_malformed: stats.twilio_malformed,
         rtp_malformed: stats.rtp_malformed,
         rtp_foreign_source: stats.rtp_foreign_source,
+        backend_outages: stats.backend_outages,
+        backend_outage_ms: stats.backend_outage_ms,
         custom_parameters: start.map(|s| s.custom_parameters.clone()).unwrap_or_default(),
     }
 }
