@@ -14,4 +14,5 @@ pub mod rest;
 pub mod sdp;
 pub mod signature;
 pub mod twiml;
+pub mod url;
 pub mod webhook;

@@ -99,13 +99,14 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU16;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
+use voxproxy_adapters::url::{Scheme, Url};
 
 // ---------------------------------------------------------------------------
 // Public result types
@@ -143,9 +144,10 @@ pub struct Config {
 pub struct ServerSettings {
     /// `server.listen`: address of the HTTP and WebSocket listener.
     pub listen: SocketAddr,
-    /// `server.public_url`: the base URL Twilio reaches this proxy at, without a
-    /// trailing `/`; webhooks and the media stream URL are built from it.
-    pub public_url: String,
+    /// `server.public_url`: the base URL Twilio reaches this proxy at, scheme
+    /// and host lower-case and without a trailing `/` (so `{public_url}/path`
+    /// formats a URL); webhooks and the media stream URL are built from it.
+    pub public_url: Url,
     /// `server.workers`: number of worker threads, 1 to 1024.
     pub workers: NonZeroU16,
     /// `server.io`: which I/O backend the workers use.
@@ -198,7 +200,7 @@ pub struct TwilioSettings {
     /// `twilio.account_sid` or `TWILIO_ACCOUNT_SID`: needed to place calls.
     pub account_sid: Option<String>,
     /// `twilio.api_base`: base URL of the REST API, without a trailing `/`.
-    pub api_base: String,
+    pub api_base: Url,
     /// `twilio.validate_signatures`: whether Twilio's requests must carry a
     /// valid `X-Twilio-Signature`.
     pub validate_signatures: bool,
@@ -1565,64 +1567,15 @@ fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
     s.parse::<SocketAddr>().map_err(|_| String::new())
 }
 
-/// Checks an http(s) base URL and returns it without trailing slashes.
-fn check_base_url(s: &str) -> Result<String, String> {
-    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("a URL must not contain spaces or control characters".to_owned());
-    }
-    let Some((scheme, rest)) = s.split_once("://") else {
-        return Err("expected a URL starting with http:// or https://".to_owned());
-    };
-    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
-        return Err("the URL must start with http:// or https://".to_owned());
-    }
-    if s.contains('?') {
-        return Err("the URL must not have a query string (\"?…\")".to_owned());
-    }
-    if s.contains('#') {
-        return Err("the URL must not have a fragment (\"#…\")".to_owned());
-    }
-    let authority = rest.split('/').next().unwrap_or(rest);
-    if authority.contains('@') {
-        return Err("the URL must not carry a user name or password".to_owned());
-    }
-    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
-        let Some((inside, after)) = bracketed.split_once(']') else {
-            return Err("the URL's IPv6 address lacks its closing \"]\"".to_owned());
-        };
-        if inside.parse::<Ipv6Addr>().is_err() {
-            return Err("the URL's host in brackets is not an IPv6 address".to_owned());
-        }
-        match after {
-            "" => (inside, None),
-            _ => match after.strip_prefix(':') {
-                Some(port) => (inside, Some(port)),
-                None => {
-                    return Err(
-                        "the URL's IPv6 address is followed by something other than a port".to_owned()
-                    );
-                }
-            },
-        }
-    } else {
-        match authority.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        }
-    };
-    if host.is_empty() {
-        return Err("the URL has no host".to_owned());
-    }
-    if !authority.starts_with('[') && !host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-    {
-        return Err("the URL's host may hold only letters, digits, \"-\" and \".\"".to_owned());
-    }
-    if let Some(port) = port
-        && !port.parse::<u16>().is_ok_and(|p| p != 0)
-    {
-        return Err("the URL's port must be a number from 1 to 65535".to_owned());
-    }
-    Ok(s.trim_end_matches('/').to_owned())
+/// An `http`/`https` base URL ([`Url::parse_base`]): the one URL type of
+/// the code base, so the config, the signature check and the server agree.
+fn check_base_url(s: &str) -> Result<Url, String> {
+    Url::parse_base(s, &[Scheme::Http, Scheme::Https]).map_err(|e| e.to_string())
+}
+
+fn default_url(text: &str) -> Url {
+    Url::parse_base(text, &[Scheme::Http, Scheme::Https])
+        .unwrap_or_else(|e| unreachable!("default {text}: {e}"))
 }
 
 fn parse_port_range(s: &str) -> Result<PortRange, String> {
@@ -1750,7 +1703,7 @@ impl Layers {
             .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080));
         let public_url = self
             .parsed(Setting::ServerPublicUrl, check_base_url)?
-            .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
+            .unwrap_or_else(|| default_url("http://127.0.0.1:8080"));
         let workers = self
             .integer::<u16>(Setting::ServerWorkers, 1..=1024)?
             .and_then(NonZeroU16::new)
@@ -1789,7 +1742,7 @@ impl Layers {
             account_sid: self.parsed(Setting::TwilioAccountSid, check_account_sid)?,
             api_base: self
                 .parsed(Setting::TwilioApiBase, check_base_url)?
-                .unwrap_or_else(|| "https://api.twilio.com".to_owned()),
+                .unwrap_or_else(|| default_url("https://api.twilio.com")),
             validate_signatures: self.boolean(Setting::TwilioValidateSignatures)?.unwrap_or(true),
             stream_parameters: self
                 .parsed(Setting::TwilioStreamParameters, parse_stream_parameters)?
@@ -1993,11 +1946,11 @@ mod tests {
     fn empty_config_is_valid_and_uses_documented_defaults() {
         let c = Config::from_sources(None, &ServeArgs::default(), NO_ENV).unwrap();
         assert_eq!(c.server.listen, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(c.server.public_url, "http://127.0.0.1:8080");
+        assert_eq!(c.server.public_url.as_str(), "http://127.0.0.1:8080");
         assert_eq!(c.server.io, IoMode::Auto);
         assert_eq!(c.server.tls, None);
         assert_eq!(c.twilio.account_sid, None);
-        assert_eq!(c.twilio.api_base, "https://api.twilio.com");
+        assert_eq!(c.twilio.api_base.as_str(), "https://api.twilio.com");
         assert!(c.twilio.validate_signatures);
         assert_eq!(c.rtp.bind, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)));
         assert_eq!(c.rtp.ports, PortRange { low: 40000, high: 44999 });
@@ -2098,12 +2051,12 @@ timeout = "0s"
         );
         let c = from_file(&text).unwrap();
         assert_eq!(c.server.listen, "[::1]:9443".parse().unwrap());
-        assert_eq!(c.server.public_url, "https://voice.example.com/proxy");
+        assert_eq!(c.server.public_url.as_str(), "https://voice.example.com/proxy");
         assert_eq!(c.server.workers.get(), 3);
         assert_eq!(c.server.io, IoMode::Epoll);
         assert_eq!(c.server.tls, Some(TlsFiles { cert, key }));
         assert_eq!(c.twilio.account_sid.as_deref(), Some("AC0123456789abcdef0123456789ABCDEF"));
-        assert_eq!(c.twilio.api_base, "http://127.0.0.1:9999");
+        assert_eq!(c.twilio.api_base.as_str(), "http://127.0.0.1:9999");
         assert!(!c.twilio.validate_signatures);
         assert_eq!(c.rtp.bind, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         assert_eq!(c.rtp.ports, PortRange { low: 20000, high: 20009 });
@@ -2162,7 +2115,7 @@ timeout = "0s"
             Config::from_sources(Some((Path::new("f.toml"), file)), &args, [("VOXPROXY_SERVER_IO", "auto")])
                 .unwrap();
         assert_eq!(c.server.listen, "0.0.0.0:80".parse().unwrap());
-        assert_eq!(c.server.public_url, "https://a.example");
+        assert_eq!(c.server.public_url.as_str(), "https://a.example");
         assert_eq!(c.rtp.backend, "192.0.2.1:7000".parse().unwrap());
         assert_eq!(c.rtp.ports, PortRange { low: 30000, high: 30001 });
         assert_eq!(c.server.workers.get(), 7);
@@ -2206,7 +2159,7 @@ timeout = "0s"
             ("TWILIO_OTHER_THING", "ignored"),
         ])
         .unwrap();
-        assert_eq!(c.server.public_url, "https://b.example:8443");
+        assert_eq!(c.server.public_url.as_str(), "https://b.example:8443");
         assert_eq!(c.server.workers.get(), 5);
         assert!(!c.twilio.validate_signatures);
         assert_eq!((c.rtp.codec, c.rtp.payload_type), (Codec::Pcma, 8));
@@ -2478,10 +2431,29 @@ timeout = "0s"
 
     #[test]
     fn base_urls_lose_trailing_slashes() {
-        assert_eq!(check_base_url("https://x.example/"), Ok("https://x.example".to_owned()));
-        assert_eq!(check_base_url("HTTP://[::1]:80/a/"), Ok("HTTP://[::1]:80/a".to_owned()));
+        let base = |s| check_base_url(s).map(|u| u.to_string());
+        assert_eq!(base("https://x.example/"), Ok("https://x.example".to_owned()));
+        assert_eq!(base("HTTP://[::1]:80/a/"), Ok("http://[::1]:80/a".to_owned()));
         assert!(check_base_url("https://x.example:0").is_err());
         assert!(check_base_url("https://bad host").is_err());
+    }
+
+    #[test]
+    fn upper_case_scheme_and_host_are_accepted_and_normalised() {
+        // Issue 9 item 8: this was refused with a wrong message.
+        let c = from_env(&[
+            ("VOXPROXY_SERVER_PUBLIC_URL", "HTTPS://Voice.Example.com/"),
+            ("VOXPROXY_TWILIO_API_BASE", "Http://API.Example.com:8080/Base/"),
+        ])
+        .unwrap();
+        assert_eq!(c.server.public_url.as_str(), "https://voice.example.com");
+        assert_eq!(c.twilio.api_base.as_str(), "http://api.example.com:8080/Base");
+        let msg = error_text(from_env(&[("VOXPROXY_SERVER_PUBLIC_URL", "wss://x.example")]));
+        assert_eq!(
+            msg,
+            "server.public_url = \"wss://x.example\" (from VOXPROXY_SERVER_PUBLIC_URL): the URL's scheme is \
+             \"wss\"; it must start with http:// or https://"
+        );
     }
 
     #[test]

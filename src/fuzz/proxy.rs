@@ -29,7 +29,7 @@ pub fn config_file(data: &[u8]) {
         Ok(config) => {
             assert!(config.rtp.ports.low <= config.rtp.ports.high);
             assert!(config.keepalive.ping_interval < config.keepalive.idle_timeout);
-            assert!(!config.server.public_url.ends_with('/'));
+            assert!(!config.server.public_url.as_str().ends_with('/'));
         }
         Err(e) => assert!(!e.to_string().is_empty()),
     }
