@@ -11,6 +11,7 @@ pub mod bridge;
 pub mod form;
 pub mod media_stream;
 pub mod rest;
+pub mod route;
 pub mod sdp;
 pub mod signature;
 pub mod twiml;
