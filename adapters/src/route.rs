@@ -149,6 +149,14 @@ impl fmt::Display for Backend {
     }
 }
 
+impl core::str::FromStr for Backend {
+    type Err = BackendError;
+
+    fn from_str(text: &str) -> Result<Backend, BackendError> {
+        Backend::parse(text)
+    }
+}
+
 /// SIP transport (`;transport=`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SipTransport {

@@ -83,6 +83,9 @@ pub enum ServeError {
     PublicUrl(String),
     /// A worker thread could not be started.
     Worker(std::io::Error),
+    /// The configuration asks for what this version cannot run yet
+    /// ([`Config::not_runnable_yet`]); the text names the key.
+    NotRunnableYet(String),
 }
 
 impl fmt::Display for ServeError {
@@ -103,6 +106,7 @@ impl fmt::Display for ServeError {
             ServeError::Cdr(e) => write!(f, "cdr.path: {e}"),
             ServeError::PublicUrl(e) => write!(f, "server.public_url: {e}"),
             ServeError::Worker(e) => write!(f, "cannot start a worker thread: {e}"),
+            ServeError::NotRunnableYet(problem) => f.write_str(problem),
         }
     }
 }
@@ -252,6 +256,9 @@ impl Server {
     /// Validates what only the server can (token, io_uring, TLS files, the
     /// call-record file), binds the listeners and starts the workers.
     pub fn start(config: Config, args: &ServeArgs) -> Result<Server, ServeError> {
+        if let Some(problem) = config.not_runnable_yet() {
+            return Err(ServeError::NotRunnableYet(problem));
+        }
         let skip_signatures = args.insecure_skip_signature || !config.twilio.validate_signatures;
         let validator = match (&config.secrets.twilio_auth_token, skip_signatures) {
             (_, true) => {
