@@ -1,6 +1,6 @@
 //! The one declaration of every scalar configuration key.
 //!
-//! Each row of [`keys!`] gives a key its dotted name, its type, its default
+//! Each row of `keys!` gives a key its dotted name, its type, its default
 //! (as it would be written in the file, so the default goes through the same
 //! parser and checks as any value), the documentation of what it accepts and
 //! what a wrongly typed value is told. From that row come: the [`Setting`]
