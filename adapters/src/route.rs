@@ -34,6 +34,41 @@
 //! decision with an [`AnswerContext`] built once from `server.public_url`,
 //! and serve `Response::to_xml()`. For `/twilio/stream-ended` the proxy
 //! knows how the call's leg ended ([`StreamEnd`]) from its call record.
+//!
+//! ```
+//! use voxproxy_adapters::form::Form;
+//! use voxproxy_adapters::route::{
+//!     AnswerContext, Backend, OnMissed, Route, RouteTo, after_dial, answer_voice, dial_call_status, match_route,
+//! };
+//! use voxproxy_adapters::url::{Scheme, Url};
+//! use voxproxy_adapters::webhook::VoiceWebhook;
+//!
+//! // Built once from the configuration.
+//! let mut clinic = Route::new(RouteTo::parse("+14155550199")?, Backend::parse("sip:frontdesk@10.0.0.7")?);
+//! clinic.forward_to = Some("+14155550111".to_owned());
+//! clinic.on_missed = OnMissed::Sms;
+//! clinic.sms_text = Some("Sorry we missed you.".to_owned());
+//! let routes = [clinic];
+//! let default = Route::new(RouteTo::Any, Backend::parse("127.0.0.1:4000")?);
+//! let ctx = AnswerContext::new(Url::parse_base("https://voice.example.com", &[Scheme::Https])?, "vp")?;
+//!
+//! // POST /twilio/voice (signature checked first).
+//! let body = b"CallSid=CA1&AccountSid=AC1&From=%2B14155550100&To=%2B14155550199&CallStatus=ringing&Direction=inbound";
+//! let call = VoiceWebhook::from_form(Form::parse(body)?)?;
+//! let matched = match_route(&routes, &default, &call.call.to);
+//! assert_eq!(matched.label(), "routes[0]");
+//! let xml = answer_voice(matched.route, &call, &ctx).to_xml()?;
+//! assert!(xml.contains("<Dial action=\"https://voice.example.com/twilio/dial-status\" timeout=\"20\">"));
+//!
+//! // POST /twilio/dial-status: nobody answered, so an SMS goes out and the call ends.
+//! let body = b"CallSid=CA1&AccountSid=AC1&From=%2B14155550100&To=%2B14155550199&CallStatus=in-progress\
+//!              &Direction=inbound&DialCallStatus=no-answer";
+//! let callback = VoiceWebhook::from_form(Form::parse(body)?)?;
+//! let next = after_dial(matched.route, &callback, dial_call_status(&callback).unwrap_or(""), &ctx);
+//! assert_eq!(next.sms.map(|sms| sms.to), Some("+14155550100".to_owned()));
+//! assert!(next.twiml.to_xml()?.ends_with("<Hangup/></Response>"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use core::fmt;
 use std::net::SocketAddr;
