@@ -24,6 +24,8 @@ macro_rules! both_io {
 
 #[path = "e2e/audio.rs"]
 mod audio;
+#[path = "e2e/config.rs"]
+mod config;
 #[path = "e2e/control.rs"]
 mod control;
 #[path = "e2e/ffmpeg.rs"]

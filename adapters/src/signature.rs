@@ -77,6 +77,7 @@ use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
 use crate::media_stream::base64;
+use crate::url::{Scheme, Url, UrlError};
 
 /// Name of the HTTP header that carries the signature.
 pub const SIGNATURE_HEADER: &str = "X-Twilio-Signature";
@@ -122,10 +123,10 @@ pub enum SignatureError {
     EmptyAuthToken,
     /// The configured public base URL cannot be signed against.
     InvalidPublicUrl {
-        /// The URL as configured.
+        /// The URL as configured (its first 200 characters).
         url: String,
         /// What is wrong with it.
-        reason: &'static str,
+        reason: UrlError,
     },
     /// The request target is not an origin-form path that can be joined to
     /// the public base URL.
@@ -199,14 +200,22 @@ pub struct SignatureValidator {
     /// HMAC state after absorbing the key; cloned per signature so the key is
     /// not rehashed on every request.
     keyed: HmacSha1,
-    base_url: String,
+    /// The public base URL, normalised ([`Url::parse_base`]).
+    base: Url,
+    /// Every accepted spelling of the base URL for plain HTTP requests: as
+    /// configured, then with the default port added or removed. Computed once
+    /// so a request costs no URL parsing, only the MACs.
+    http_bases: Vec<String>,
+    /// The same for the WebSocket handshake: the HTTP spellings and their
+    /// `ws`/`wss` twins.
+    websocket_bases: Vec<String>,
 }
 
 impl fmt::Debug for SignatureValidator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SignatureValidator")
             .field("auth_token", &"<redacted>")
-            .field("public_base_url", &self.base_url)
+            .field("public_base_url", &self.base.as_str())
             .finish()
     }
 }
@@ -214,48 +223,28 @@ impl fmt::Debug for SignatureValidator {
 impl SignatureValidator {
     /// A validator for `auth_token` and the public URL Twilio is given
     /// (`https://voice.example.com` or `https://example.com/voxproxy`; a
-    /// trailing `/` is ignored).
+    /// trailing `/` is ignored; scheme and host are case-insensitive and
+    /// written lower-case, see [`crate::url`]).
     ///
     /// # Errors
     /// [`SignatureError::EmptyAuthToken`], or
-    /// [`SignatureError::InvalidPublicUrl`] when the URL is not
-    /// `http`/`https`/`ws`/`wss` with a host, or has a query, a fragment,
-    /// spaces or control characters.
+    /// [`SignatureError::InvalidPublicUrl`] when [`Url::parse_base`] refuses
+    /// the URL for the schemes `http`, `https`, `ws` and `wss`.
     pub fn new(auth_token: &str, public_base_url: &str) -> Result<Self, SignatureError> {
-        let invalid = |reason| SignatureError::InvalidPublicUrl { url: public_base_url.to_owned(), reason };
-        if public_base_url.len() > MAX_URL_BYTES / 2 {
-            return Err(invalid("it is longer than 4096 bytes"));
-        }
-        if public_base_url.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-            return Err(invalid("it contains spaces or control characters"));
-        }
-        if public_base_url.contains(['?', '#']) {
-            return Err(invalid("it has a query or fragment; give the scheme, host and optional path only"));
-        }
-        let Some((scheme, rest)) = public_base_url.split_once("://") else {
-            return Err(invalid("it does not start with http://, https://, ws:// or wss://"));
-        };
-        if default_port(scheme).is_none() {
-            return Err(invalid("its scheme is not http, https, ws or wss"));
-        }
-        let authority = rest.split('/').next().unwrap_or_default();
-        if split_authority(authority).is_none_or(|parts| parts.host.is_empty()) {
-            return Err(invalid("it has no host, or a malformed host or port"));
-        }
-        if split_authority(authority)
-            .and_then(|parts| parts.port)
-            .is_some_and(|port| parse_port(port).is_none())
-        {
-            return Err(invalid("its port is not a number from 0 to 65535"));
-        }
+        let base = Url::parse_base(public_base_url, &Scheme::ALL).map_err(|reason| {
+            SignatureError::InvalidPublicUrl { url: public_base_url.chars().take(200).collect(), reason }
+        })?;
         let keyed = keyed_mac(auth_token)?;
-        Ok(SignatureValidator { keyed, base_url: public_base_url.trim_end_matches('/').to_owned() })
+        let http_bases = spellings(&base);
+        let mut websocket_bases = http_bases.clone();
+        websocket_bases.extend(spellings(&base.websocket_twin()));
+        Ok(SignatureValidator { keyed, base, http_bases, websocket_bases })
     }
 
-    /// The public base URL, without a trailing `/`.
+    /// The public base URL, normalised and without a trailing `/`.
     #[must_use]
     pub fn public_base_url(&self) -> &str {
-        &self.base_url
+        self.base.as_str()
     }
 
     /// The URL Twilio requested for `target`: the public base URL followed by
@@ -270,14 +259,15 @@ impl SignatureValidator {
         if !target.starts_with('/') {
             return Err(invalid("it does not start with '/'"));
         }
-        if self.base_url.len().saturating_add(target.len()) > MAX_URL_BYTES {
+        let base = self.base.as_str();
+        if base.len().saturating_add(target.len()) > MAX_URL_BYTES {
             return Err(invalid("the URL would be longer than 8192 bytes"));
         }
         if target.bytes().any(|b| b.is_ascii_control() || b == b' ' || b == b'#') {
             return Err(invalid("it contains a fragment, spaces or control characters"));
         }
-        let mut url = String::with_capacity(self.base_url.len() + target.len());
-        url.push_str(&self.base_url);
+        let mut url = String::with_capacity(base.len() + target.len());
+        url.push_str(base);
         url.push_str(target);
         Ok(url)
     }
@@ -298,7 +288,7 @@ impl SignatureValidator {
         let received = decode_header(signature)?;
         let url = self.request_url(target)?;
         let params = sorted_params(params);
-        self.check(&received, url, &params, false)
+        self.check(&received, target, url, &params, false)
     }
 
     /// Checks a GET: the signature covers the URL alone.
@@ -308,7 +298,7 @@ impl SignatureValidator {
     pub fn validate_get(&self, target: &str, signature: Option<&str>) -> Result<(), SignatureError> {
         let received = decode_header(signature)?;
         let url = self.request_url(target)?;
-        self.check(&received, url, &[], false)
+        self.check(&received, target, url, &[], false)
     }
 
     /// Checks the Media Streams WebSocket handshake: the URL alone, spelled
@@ -320,7 +310,7 @@ impl SignatureValidator {
     pub fn validate_websocket(&self, target: &str, signature: Option<&str>) -> Result<(), SignatureError> {
         let received = decode_header(signature)?;
         let url = self.request_url(target)?;
-        self.check(&received, url, &[], true)
+        self.check(&received, target, url, &[], true)
     }
 
     /// Checks a request with a JSON body: `target` carries `bodySHA256` in
@@ -344,7 +334,7 @@ impl SignatureValidator {
         // The hash is decoded before the signature is checked so the parameter is
         // known to be present; a malformed one can never match any body.
         let claimed = decode_hex_sha256(claimed);
-        self.check(&received, url, &[], false)?;
+        self.check(&received, target, url, &[], false)?;
         let actual: [u8; SHA256_BYTES] = Sha256::digest(body).into();
         match claimed {
             Some(claimed) if bool::from(claimed.ct_eq(&actual)) => Ok(()),
@@ -362,7 +352,7 @@ impl SignatureValidator {
         params: &[(N, V)],
     ) -> Result<String, SignatureError> {
         let url = self.request_url(target)?;
-        Ok(base64_text(&self.mac(&url, &sorted_params(params))))
+        Ok(base64_text(&self.mac(&[&url], &sorted_params(params))))
     }
 
     /// The signature Twilio would send with a GET of `target`.
@@ -371,7 +361,7 @@ impl SignatureValidator {
     /// [`SignatureError::InvalidRequestTarget`].
     pub fn sign_get(&self, target: &str) -> Result<String, SignatureError> {
         let url = self.request_url(target)?;
-        Ok(base64_text(&self.mac(&url, &[])))
+        Ok(base64_text(&self.mac(&[&url], &[])))
     }
 
     /// The signature Twilio would send with the WebSocket handshake to
@@ -381,13 +371,12 @@ impl SignatureValidator {
     /// # Errors
     /// [`SignatureError::InvalidRequestTarget`].
     pub fn sign_websocket(&self, target: &str) -> Result<String, SignatureError> {
-        let url = self.request_url(target)?;
-        let ws_url = match url.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => format!("wss://{rest}"),
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => format!("ws://{rest}"),
-            _ => url,
+        self.request_url(target)?;
+        let base = match self.base.scheme() {
+            Scheme::Http | Scheme::Https => self.base.websocket_twin(),
+            Scheme::Ws | Scheme::Wss => self.base.clone(),
         };
-        Ok(base64_text(&self.mac(&ws_url, &[])))
+        Ok(base64_text(&self.mac(&[base.as_str(), target], &[])))
     }
 
     /// Signs a request with a JSON body as Twilio does: adds
@@ -410,42 +399,60 @@ impl SignatureValidator {
         signed_target.push('=');
         push_hex(&Sha256::digest(body), &mut signed_target);
         let url = self.request_url(&signed_target)?;
-        let signature = base64_text(&self.mac(&url, &[]));
+        let signature = base64_text(&self.mac(&[&url], &[]));
         Ok(SignedJson { target: signed_target, signature })
     }
 
-    /// Compares `received` with the MAC of every accepted spelling of `url`.
+    /// Compares `received` with the MAC of `target` after every accepted
+    /// spelling of the base URL; `url` is the configured spelling joined
+    /// with `target`, for the error.
     fn check(
         &self,
         received: &[u8; MAC_BYTES],
+        target: &str,
         url: String,
         params: &[(&str, &str)],
         websocket: bool,
     ) -> Result<(), SignatureError> {
-        let mut spellings = Vec::with_capacity(4);
-        if websocket && let Some(twin) = websocket_twin(&url) {
-            spellings.extend(default_port_twin(&twin));
-            spellings.push(twin);
-        }
-        spellings.extend(default_port_twin(&url));
+        let bases = if websocket { &self.websocket_bases } else { &self.http_bases };
         // Every spelling is tried and the results OR-ed, so timing does not
         // reveal which one matched.
         let mut matched = Choice::from(0);
-        for spelling in spellings.iter().map(String::as_str).chain([url.as_str()]) {
-            matched |= self.mac(spelling, params).ct_eq(received);
+        for base in bases {
+            matched |= self.mac(&[base, target], params).ct_eq(received);
         }
         if bool::from(matched) { Ok(()) } else { Err(SignatureError::Mismatch { url }) }
     }
 
-    fn mac(&self, url: &str, sorted_params: &[(&str, &str)]) -> [u8; MAC_BYTES] {
+    /// The MAC of the concatenated `url_parts` followed by the parameters.
+    fn mac(&self, url_parts: &[&str], sorted_params: &[(&str, &str)]) -> [u8; MAC_BYTES] {
         let mut mac = self.keyed.clone();
-        mac.update(url.as_bytes());
+        for part in url_parts {
+            mac.update(part.as_bytes());
+        }
         for (name, value) in sorted_params {
             mac.update(name.as_bytes());
             mac.update(value.as_bytes());
         }
         mac.finalize().into_bytes().into()
     }
+}
+
+/// The spellings of `base` Twilio's libraries accept: as given, then with
+/// the scheme's default port removed (when given) or added (when absent).
+/// An explicit non-default port has one spelling only.
+fn spellings(base: &Url) -> Vec<String> {
+    let mut out = vec![base.as_str().to_owned()];
+    let default = base.scheme().default_port();
+    let twin_port = match base.port() {
+        None => Some(format!(":{default}")),
+        Some(port) if port == default => Some(String::new()),
+        Some(_) => None,
+    };
+    if let Some(port) = twin_port {
+        out.push(format!("{}://{}{port}{}", base.scheme(), base.host(), base.path_and_query()));
+    }
+    out
 }
 
 /// Twilio's signature of `url` and form `params` (empty for a GET or a JSON
@@ -514,91 +521,6 @@ fn decode_header(signature: Option<&str>) -> Result<[u8; MAC_BYTES], SignatureEr
         }
         _ => Err(malformed),
     }
-}
-
-fn default_port(scheme: &str) -> Option<u16> {
-    if scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("wss") {
-        Some(443)
-    } else if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("ws") {
-        Some(80)
-    } else {
-        None
-    }
-}
-
-/// `url` with the scheme swapped for its WebSocket/HTTP twin (wss ↔ https,
-/// ws ↔ http), or `None` for any other scheme.
-fn websocket_twin(url: &str) -> Option<String> {
-    let (scheme, rest) = url.split_once("://")?;
-    let twin = match scheme.to_ascii_lowercase().as_str() {
-        "https" => "wss",
-        "wss" => "https",
-        "http" => "ws",
-        "ws" => "http",
-        _ => return None,
-    };
-    Some(format!("{twin}://{rest}"))
-}
-
-/// Host and port of an authority (`userinfo@host:port`).
-struct Authority<'a> {
-    host: &'a str,
-    /// The digits after `:`, `None` when there is no `:`.
-    port: Option<&'a str>,
-    /// Byte offset in the authority where `host` starts.
-    host_start: usize,
-}
-
-/// Splits an authority, or `None` when it is malformed (an unclosed IPv6
-/// bracket, a `:` inside an unbracketed host, junk after `]`).
-fn split_authority(authority: &str) -> Option<Authority<'_>> {
-    // Userinfo ends at the last '@': it may itself contain ':' (user:password),
-    // which must not be mistaken for a port separator.
-    let host_start = authority.rfind('@').map_or(0, |at| at + 1);
-    let host_port = authority.get(host_start..)?;
-    let (host, port) = if host_port.starts_with('[') {
-        let close = host_port.find(']')?;
-        let (host, after) = host_port.split_at(close + 1);
-        match after {
-            "" => (host, None),
-            _ => (host, Some(after.strip_prefix(':')?)),
-        }
-    } else {
-        match host_port.split_once(':') {
-            Some((_, port)) if port.contains(':') => return None,
-            Some((host, port)) => (host, Some(port)),
-            None => (host_port, None),
-        }
-    };
-    Some(Authority { host, port, host_start })
-}
-
-/// The other accepted spelling of `url` for Twilio's default-port rule:
-/// without the port when it is the scheme's default, with the default port
-/// when there is none, and `None` when the port is explicit and not the
-/// default (or the URL cannot be taken apart safely).
-fn default_port_twin(url: &str) -> Option<String> {
-    let (scheme, rest) = url.split_once("://")?;
-    let default = default_port(scheme)?;
-    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_len);
-    let parts = split_authority(authority)?;
-    if parts.host.is_empty() {
-        return None;
-    }
-    // Everything up to the end of the host: scheme, "://", userinfo, host.
-    let through_host = url.get(..(url.len() - rest.len()) + parts.host_start + parts.host.len())?;
-    match parts.port {
-        None => Some(format!("{through_host}:{default}{tail}")),
-        Some(port) if parse_port(port) == Some(default) => Some(format!("{through_host}{tail}")),
-        Some(_) => None,
-    }
-}
-
-/// A port as written in a URL: 1 to 5 ASCII digits (leading zeros allowed).
-fn parse_port(port: &str) -> Option<u16> {
-    let digits_only = !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
-    if digits_only { port.parse().ok() } else { None }
 }
 
 /// The raw value of the first `bodySHA256` parameter in `url`'s query.
@@ -713,7 +635,10 @@ mod tests {
             assert_eq!(v.validate_form("/twilio/voice", &SHORT_PARAMS, signed_with_80), Ok(()), "{base}");
             assert_eq!(v.validate_form("/twilio/voice", &SHORT_PARAMS, signed_without), Ok(()), "{base}");
         }
-        assert_eq!(default_port_twin("http://example.com:080/x").as_deref(), Some("http://example.com/x"));
+        assert_eq!(
+            spellings(&Url::parse("http://example.com:080/x").unwrap()),
+            ["http://example.com:80/x", "http://example.com/x"]
+        );
         // :443 is not http's default, so an https-style port is not stripped.
         let v = validator("http://example.com:443");
         assert!(is_mismatch(&v.validate_form("/twilio/voice", &SHORT_PARAMS, signed_without)));
@@ -732,43 +657,43 @@ mod tests {
             &SHORT_PARAMS,
             Some("EZTr9QUAysdXn92ujaVDwNA5vGQ=")
         )));
-        assert_eq!(default_port_twin("https://example.com:8443/x"), None);
-        assert_eq!(default_port_twin("https://example.com:/x"), None);
+        assert_eq!(
+            spellings(&Url::parse("https://example.com:8443/x").unwrap()),
+            ["https://example.com:8443/x"]
+        );
     }
 
     #[test]
-    fn default_port_spellings_with_userinfo_and_ipv6() {
-        assert_eq!(
-            default_port_twin("https://u:p@example.com/x?y=1").as_deref(),
-            Some("https://u:p@example.com:443/x?y=1")
-        );
-        assert_eq!(
-            default_port_twin("https://u:p@example.com:443/x").as_deref(),
-            Some("https://u:p@example.com/x")
-        );
-        assert_eq!(default_port_twin("https://u:p@example.com:8443/x"), None);
-        assert_eq!(default_port_twin("ws://[2001:db8::1]/m").as_deref(), Some("ws://[2001:db8::1]:80/m"));
-        assert_eq!(default_port_twin("wss://[::1]:443").as_deref(), Some("wss://[::1]"));
-        assert_eq!(default_port_twin("https://[::1]:8443/x"), None);
-        assert_eq!(default_port_twin("https://[::1/x"), None);
-        assert_eq!(default_port_twin("https://a:b:c/x"), None);
-        assert_eq!(default_port_twin("ftp://example.com/x"), None);
-        // Schemes compare case-insensitively, but the URL keeps its spelling: it is what was signed.
-        assert_eq!(default_port_twin("HTTPS://example.com/x").as_deref(), Some("HTTPS://example.com:443/x"));
-        assert_eq!(
-            default_port_twin("https://example.com?q=1").as_deref(),
-            Some("https://example.com:443?q=1")
-        );
+    fn default_port_spellings_with_ipv6_and_upper_case() {
+        let spelled = |base: &str| spellings(&Url::parse(base).unwrap());
+        assert_eq!(spelled("ws://[2001:db8::1]/m"), ["ws://[2001:db8::1]/m", "ws://[2001:db8::1]:80/m"]);
+        assert_eq!(spelled("wss://[::1]:443"), ["wss://[::1]:443", "wss://[::1]"]);
+        assert_eq!(spelled("https://[::1]:8443/x"), ["https://[::1]:8443/x"]);
+        // Scheme and host compare case-insensitively and are signed lower-case.
+        assert_eq!(spelled("HTTPS://Example.com/X"), ["https://example.com/X", "https://example.com:443/X"]);
 
-        let v = validator("https://twilio:s3cr:et@example.com");
-        assert_eq!(
-            v.validate_form("/twilio/voice", &SHORT_PARAMS, Some("77msNRJSIxveb9U5Ei9g5yuj6MM=")),
-            Ok(())
-        );
         let v = validator("http://[2001:db8::1]");
         assert_eq!(
             v.validate_form("/twilio/voice", &SHORT_PARAMS, Some("8pz7leE416VrXejG0x//7RayD5Q=")),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn upper_case_public_url_checks_the_twilio_md_vectors() {
+        // Issue 9 item 8: `HTTPS://…` was refused by one validator and
+        // accepted by another; now it is one URL, normalised.
+        let target = "/myapp.php?foo=1&bar=2";
+        for base in ["HTTPS://MyCompany.com", "Https://MYCOMPANY.COM/", "HTTPS://mycompany.com:443"] {
+            let v = validator(base);
+            assert_eq!(v.public_base_url().to_ascii_lowercase(), v.public_base_url(), "{base}");
+            for sig in ["RSOYDt4T1cUTdK1PDd93/VVr8B8=", "kvajT1Ptam85bY51eRf/AJRuM3w="] {
+                assert_eq!(v.validate_form(target, &TWILIO_PARAMS, Some(sig)), Ok(()), "{base} {sig}");
+            }
+        }
+        assert_eq!(
+            validator("HTTPS://MyCompany.com").sign_form(target, &TWILIO_PARAMS).unwrap(),
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8="
         );
     }
 
@@ -919,6 +844,8 @@ mod tests {
             "https://a.example:",
             "https://[::1",
             "https://user@",
+            "https://user@a.example",
+            "https://a.example:0",
         ] {
             assert!(
                 matches!(SignatureValidator::new(TOKEN, bad), Err(SignatureError::InvalidPublicUrl { .. })),
@@ -959,7 +886,7 @@ mod tests {
             params in proptest::collection::vec(("\\PC{0,8}", "\\PC{0,12}"), 0..8),
             base in prop_oneof![
                 Just("https://example.com"), Just("https://example.com:443"), Just("http://[::1]:8080"),
-                Just("http://u:p@10.0.0.1"), Just("wss://example.com/base")
+                Just("http://10.0.0.1"), Just("wss://example.com/base"), Just("HTTPS://Example.COM")
             ],
             body in proptest::collection::vec(any::<u8>(), 0..64),
         ) {

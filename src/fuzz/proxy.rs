@@ -9,6 +9,7 @@ use std::time::Duration;
 use voxproxy::config::{Config, ServeArgs};
 use voxproxy::echo::{EchoConfig, Reflector};
 use voxproxy::sim::identity::{FrameIdentity, IDENTITY_LEN, IdentityScanner};
+use voxproxy_adapters::route::{OnMissed, StreamMode};
 use voxproxy_core::Instant;
 use voxproxy_core::rtp::RtpPacket;
 
@@ -29,7 +30,13 @@ pub fn config_file(data: &[u8]) {
         Ok(config) => {
             assert!(config.rtp.ports.low <= config.rtp.ports.high);
             assert!(config.keepalive.ping_interval < config.keepalive.idle_timeout);
-            assert!(!config.server.public_url.ends_with('/'));
+            assert!(!config.server.public_url.as_str().ends_with('/'));
+            // An accepted route can be answered: a fork always has a forward to
+            // keep the call up, and an SMS always has its text.
+            for route in &config.routes {
+                assert!(route.mode != StreamMode::Fork || route.forward_to.is_some());
+                assert!(route.on_missed != OnMissed::Sms || route.sms_text.is_some());
+            }
         }
         Err(e) => assert!(!e.to_string().is_empty()),
     }

@@ -39,7 +39,7 @@ const FUZZ_TOKEN: &str = "fuzz-auth-token";
 const FUZZ_BASES: &[&str] = &[
     "https://mycompany.com",
     "https://mycompany.com:443",
-    "http://u:p@[::1]:80/base",
+    "HTTP://[::1]:80/Base",
     "wss://example.com:8443",
     "http://example.com",
 ];

@@ -181,7 +181,7 @@ fn random_rtp_origin() -> (u32, u16, u32) {
 pub fn bridge_config(config: &crate::config::Config) -> BridgeConfig {
     let (ssrc, initial_sequence, initial_timestamp) = random_rtp_origin();
     BridgeConfig {
-        backend: Some(config.rtp.backend),
+        backend: config.rtp.backend.rtp(),
         codec: config.rtp.codec,
         payload_type: config.rtp.payload_type,
         ptime: Duration::from_millis(u64::from(config.rtp.ptime_ms)),

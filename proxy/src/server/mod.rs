@@ -33,6 +33,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{Notify, watch};
 use voxproxy_adapters::rest::{AuthToken, RestConfig, TwilioClient};
 use voxproxy_adapters::signature::SignatureValidator;
+use voxproxy_adapters::url::Url;
 
 use crate::cdr::CdrService;
 use crate::config::{Config, IoMode, ServeArgs};
@@ -82,6 +83,9 @@ pub enum ServeError {
     PublicUrl(String),
     /// A worker thread could not be started.
     Worker(std::io::Error),
+    /// The configuration asks for what this version cannot run yet
+    /// ([`Config::not_runnable_yet`]); the text names the key.
+    NotRunnableYet(String),
 }
 
 impl fmt::Display for ServeError {
@@ -102,6 +106,7 @@ impl fmt::Display for ServeError {
             ServeError::Cdr(e) => write!(f, "cdr.path: {e}"),
             ServeError::PublicUrl(e) => write!(f, "server.public_url: {e}"),
             ServeError::Worker(e) => write!(f, "cannot start a worker thread: {e}"),
+            ServeError::NotRunnableYet(problem) => f.write_str(problem),
         }
     }
 }
@@ -188,7 +193,7 @@ impl WorkerContext {
                     .as_ref()
                     .ok_or_else(|| "placing calls needs TWILIO_AUTH_TOKEN".to_owned())?;
                 let mut rest = RestConfig::new(sid, AuthToken::new(token.expose()));
-                rest.base_url.clone_from(&config.twilio.api_base);
+                rest.base_url = config.twilio.api_base.to_string();
                 TwilioClient::new(rest).map(Rc::new).map_err(|e| e.to_string())
             })
             .clone()
@@ -240,22 +245,20 @@ fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// `http(s)://host/path` → `ws(s)://host/path/twilio/media`.
-fn media_url(public_url: &str) -> Result<String, ServeError> {
-    let rest = if let Some(rest) = public_url.strip_prefix("https://") {
-        format!("wss://{rest}")
-    } else if let Some(rest) = public_url.strip_prefix("http://") {
-        format!("ws://{rest}")
-    } else {
-        return Err(ServeError::PublicUrl(format!("{public_url:?} is neither http:// nor https://")));
-    };
-    Ok(format!("{rest}/twilio/media"))
+/// `http(s)://host/path` → `ws(s)://host/path/twilio/media`. The public URL
+/// is a validated `http`/`https` base URL (`config`), so the twin is always
+/// `ws`/`wss`.
+fn media_url(public_url: &Url) -> String {
+    format!("{}/twilio/media", public_url.websocket_twin())
 }
 
 impl Server {
     /// Validates what only the server can (token, io_uring, TLS files, the
     /// call-record file), binds the listeners and starts the workers.
     pub fn start(config: Config, args: &ServeArgs) -> Result<Server, ServeError> {
+        if let Some(problem) = config.not_runnable_yet() {
+            return Err(ServeError::NotRunnableYet(problem));
+        }
         let skip_signatures = args.insecure_skip_signature || !config.twilio.validate_signatures;
         let validator = match (&config.secrets.twilio_auth_token, skip_signatures) {
             (_, true) => {
@@ -265,7 +268,7 @@ impl Server {
                 None
             }
             (Some(token), false) => Some(
-                SignatureValidator::new(token.expose(), &config.server.public_url)
+                SignatureValidator::new(token.expose(), config.server.public_url.as_str())
                     .map_err(|e| ServeError::PublicUrl(e.to_string()))?,
             ),
             (None, false) => return Err(ServeError::NoAuthToken),
@@ -278,7 +281,7 @@ impl Server {
             None => None,
         };
         let cdr = CdrService::spawn(&config.cdr.path).map_err(ServeError::Cdr)?;
-        let media_url = media_url(&config.server.public_url)?;
+        let media_url = media_url(&config.server.public_url);
         let workers = usize::from(config.server.workers.get());
         let metrics = Arc::new(Metrics::new(workers, backend.name()));
         let first = listener(config.server.listen)
@@ -489,11 +492,13 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use voxproxy_adapters::url::Scheme;
 
     #[test]
     fn media_url_follows_the_public_scheme() {
-        assert_eq!(media_url("https://voice.example.com").unwrap(), "wss://voice.example.com/twilio/media");
-        assert_eq!(media_url("http://127.0.0.1:8080/vp").unwrap(), "ws://127.0.0.1:8080/vp/twilio/media");
-        assert!(media_url("ftp://x").is_err());
+        let media = |base: &str| media_url(&Url::parse_base(base, &[Scheme::Http, Scheme::Https]).unwrap());
+        assert_eq!(media("https://voice.example.com"), "wss://voice.example.com/twilio/media");
+        assert_eq!(media("http://127.0.0.1:8080/vp/"), "ws://127.0.0.1:8080/vp/twilio/media");
+        assert_eq!(media("HTTPS://Voice.Example.com"), "wss://voice.example.com/twilio/media");
     }
 }

@@ -1,0 +1,47 @@
+//! Start-up checks of the configuration the running binary makes: backends
+//! whose leg `serve` cannot run yet and `[[routes]]` are refused with one
+//! sentence naming the key, never served as RTP or ignored.
+
+use crate::harness::{self, AUTH_TOKEN};
+
+fn refused(env: &[(&str, &str)], args: &[&str]) -> String {
+    let mut env = env.to_vec();
+    env.push(("TWILIO_AUTH_TOKEN", AUTH_TOKEN));
+    let (status, stderr) = harness::run_to_exit(&env, args);
+    assert!(!status.success(), "voxproxy serve {args:?} {env:?} must refuse to start; stderr: {stderr}");
+    stderr
+}
+
+#[test]
+fn sip_and_websocket_backends_are_refused_naming_the_key() {
+    let stderr = refused(&[], &["--io", "epoll", "--backend", "sip:agent@127.0.0.1:5060;transport=tcp"]);
+    assert!(
+        stderr.contains("rtp.backend = \"sip:agent@127.0.0.1:5060;transport=tcp\" needs the SIP leg"),
+        "{stderr}"
+    );
+    let stderr = refused(&[("VOXPROXY_RTP_BACKEND", "wss://bot.example.com/agent")], &["--io", "epoll"]);
+    assert!(
+        stderr.contains("rtp.backend = \"wss://bot.example.com/agent\" needs the WebSocket leg"),
+        "{stderr}"
+    );
+    let stderr = refused(&[], &["--io", "epoll", "--backend", "sip:agent@127.0.0.1;transport=sctp"]);
+    assert!(
+        stderr.contains("rtp.backend = \"sip:agent@127.0.0.1;transport=sctp\" (from --backend)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn routes_are_checked_and_refused_until_the_webhooks_apply_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("voxproxy.toml");
+    std::fs::write(&file, "[[routes]]\nto = \"*\"\nforward_timeout = \"20s\"\n").expect("write config");
+    let path = file.to_str().expect("UTF-8 path");
+    let stderr = refused(&[], &["--io", "epoll", "--config", path]);
+    assert!(stderr.contains("routes[0].forward_timeout = \"20s\""), "{stderr}");
+    assert!(stderr.contains("forward_to, which is not set"), "{stderr}");
+
+    std::fs::write(&file, "[[routes]]\nto = \"*\"\ngreeting = \"Hello\"\n").expect("write config");
+    let stderr = refused(&[], &["--io", "epoll", "--config", path]);
+    assert!(stderr.contains("[[routes]] are checked but this version's webhook handlers"), "{stderr}");
+}
