@@ -569,7 +569,7 @@ impl CdrService {
         let job = Job::Started { id, started_unix_ms, record };
         if let Err(crossbeam_channel::TrySendError::Full(job)) = self.sender.try_send(job) {
             let sender = self.sender.clone();
-            drop(tokio::task::spawn_blocking(move || sender.send(job)));
+            drop(tokio::task::spawn_blocking(move || sender.send(job).is_ok()));
         }
         Some(JournalId(id))
     }

@@ -124,7 +124,8 @@ pub(crate) struct Shared {
     pub(crate) rate_limiter: Option<Mutex<WebhookRateLimiter>>,
     pub(crate) draining: AtomicBool,
     pub(crate) active_calls: AtomicUsize,
-    /// Open connections on all workers (each one a descriptor).
+    /// Open HTTP connections on all workers (each one a descriptor), not
+    /// counting those upgraded to a call's WebSocket.
     pub(crate) connections: AtomicUsize,
     /// How many descriptors are left for calls.
     pub(crate) fds: FdBudget,
@@ -141,8 +142,11 @@ pub(crate) struct Shared {
 impl Shared {
     /// Whether the descriptors left hold one more call (see [`fds`]).
     pub(crate) fn fds_for_one_more_call(&self) -> bool {
-        let tracked = self.connections.load(Ordering::Relaxed) + self.ports.leased();
-        self.fds.room_for_call(tracked as u64)
+        // An upgraded connection leaves hyper (and `connections`) for its
+        // call task, so each call is counted by its RTP port: the port's
+        // socket and the call's WebSocket.
+        let calls = self.ports.leased() as u64;
+        self.fds.room_for_call(self.connections.load(Ordering::Relaxed) as u64 + calls * fds::FDS_PER_CALL)
     }
 }
 
