@@ -62,9 +62,17 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+use crate::metrics::Metrics;
+
+pub mod journal;
+
+use journal::{Journal, JournalId, journal_path};
 
 /// What is known about one finished call, written as one JSON line.
 ///
@@ -283,6 +291,8 @@ pub struct CdrWriter {
     /// Whether the file may end in a partial line (after a failed write).
     check_tail: bool,
     torn_lines_repaired: u64,
+    /// Part of `torn_lines_repaired` already handed to [`CdrWriter::take_torn_lines`].
+    torn_reported: u64,
 }
 
 impl CdrWriter {
@@ -304,6 +314,7 @@ impl CdrWriter {
             regular,
             check_tail: regular,
             torn_lines_repaired: 0,
+            torn_reported: 0,
         };
         if regular {
             if meta.len() == 0 {
@@ -329,9 +340,24 @@ impl CdrWriter {
         self.torn_lines_repaired
     }
 
+    /// [`CdrWriter::torn_lines_repaired`] since the last call, for a counter.
+    pub fn take_torn_lines(&mut self) -> u64 {
+        let n = self.torn_lines_repaired - self.torn_reported;
+        self.torn_reported = self.torn_lines_repaired;
+        n
+    }
+
     /// Appends `record` as one line and flushes it to disk. When this returns
     /// `Ok`, the record survives a crash; release the call's resources after.
     pub fn write(&mut self, record: &CallRecord) -> Result<(), CdrError> {
+        self.append(record)?;
+        self.sync()
+    }
+
+    /// Appends `record` as one line without flushing it: several records
+    /// share one [`CdrWriter::sync`], which must follow before any of them
+    /// counts as durable.
+    pub fn append(&mut self, record: &CallRecord) -> Result<(), CdrError> {
         self.line.clear();
         serde_json::to_writer(&mut self.line, record)
             .map_err(|source| CdrError::Encode { path: self.path.clone(), source })?;
@@ -343,33 +369,43 @@ impl CdrWriter {
             self.check_tail = self.regular;
             return Err(CdrError::Write { path: self.path.clone(), source });
         }
-        self.sync()
+        Ok(())
     }
 
-    /// Ends the file with `\n` if it ends mid-line, and syncs that.
+    /// Whether the file is a regular file (not `/dev/null` or a pipe): only
+    /// then are records kept, and only then does a journal make sense.
+    #[must_use]
+    pub fn is_regular(&self) -> bool {
+        self.regular
+    }
+
+    /// Ends the file with `\n` if it ends mid-line, and syncs that. The
+    /// repair is logged once, naming the file and the torn line's length.
     fn repair_tail(&mut self) -> Result<(), CdrError> {
         let inspect = |source| CdrError::Inspect { path: self.path.clone(), source };
         let len = self.file.metadata().map_err(inspect)?.len();
         if len > 0 {
-            let mut last = [0u8];
-            // Reading moves only the read position; O_APPEND writes still go to the end.
-            self.file
-                .seek(SeekFrom::End(-1))
-                .and_then(|_| self.file.read_exact(&mut last))
-                .map_err(inspect)?;
-            if last[0] != b'\n' {
+            let torn = torn_tail_len(&mut self.file, len).map_err(inspect)?;
+            if torn > 0 {
                 self.file
                     .write_all(b"\n")
                     .map_err(|source| CdrError::Write { path: self.path.clone(), source })?;
                 self.sync()?;
                 self.torn_lines_repaired += 1;
+                tracing::warn!(
+                    path = %self.path.display(),
+                    torn_bytes = torn,
+                    "call-record file ended in a torn line (a crash or a failed write): closed it off \
+                     with a newline; readers skip that one unparsable line"
+                );
             }
         }
         self.check_tail = false;
         Ok(())
     }
 
-    fn sync(&self) -> Result<(), CdrError> {
+    /// Flushes every appended record to disk.
+    pub fn sync(&self) -> Result<(), CdrError> {
         if !self.regular {
             return Ok(());
         }
@@ -377,16 +413,44 @@ impl CdrWriter {
     }
 
     fn sync_directory(&self) -> Result<(), CdrError> {
-        let dir = match self.path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
-        };
-        match File::open(dir).and_then(|d| d.sync_all()) {
-            Ok(()) => Ok(()),
-            // Some file systems cannot sync a directory; there is nothing more to do.
-            Err(e) if matches!(e.kind(), io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported) => Ok(()),
-            Err(source) => Err(CdrError::Sync { path: dir.to_path_buf(), source }),
+        sync_parent(&self.path)
+    }
+}
+
+/// How far back from the end a torn line is measured; a longer one is
+/// reported as at least this long.
+const TORN_SCAN_BYTES: u64 = 1 << 20;
+
+/// Bytes after the last `\n` of a file of `len` bytes (0 when it ends in
+/// one), looking back at most [`TORN_SCAN_BYTES`]. Moves only the read
+/// position; `O_APPEND` writes still go to the end.
+fn torn_tail_len(file: &mut File, len: u64) -> io::Result<u64> {
+    let mut chunk = [0u8; 4096];
+    let mut end = len;
+    while end > 0 && len - end < TORN_SCAN_BYTES {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let part = &mut chunk[..usize::try_from(end - start).unwrap_or(0)];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(part)?;
+        if let Some(at) = part.iter().rposition(|&b| b == b'\n') {
+            return Ok(len - (start + at as u64 + 1));
         }
+        end = start;
+    }
+    Ok(len - end)
+}
+
+/// Makes the directory entries of `path`'s directory durable (a new or
+/// renamed file). File systems that cannot sync a directory are accepted.
+fn sync_parent(path: &Path) -> Result<(), CdrError> {
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    match File::open(dir).and_then(|d| d.sync_all()) {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.kind(), io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported) => Ok(()),
+        Err(source) => Err(CdrError::Sync { path: dir.to_path_buf(), source }),
     }
 }
 
@@ -440,60 +504,263 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
-/// A [`CdrWriter`] on its own thread, so a slow disk's `fsync` never stalls
-/// a worker's other calls. Calls hand their record over and wait for the
-/// answer before they release their resources.
+/// What the call-record thread is asked to do.
+enum Job {
+    /// A stream started: journal it.
+    Started { id: u64, started_unix_ms: u64, record: CallRecord },
+    /// A call ended: write its record, then retire its journal entry.
+    Write { record: CallRecord, journal: Option<JournalId>, done: Done },
+    /// Reopen the call-record file at the same path (log rotation).
+    Reopen { done: Done },
+}
+
+type Done = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// A [`CdrWriter`] and the [`Journal`] of calls in progress on their own
+/// thread, so a slow disk's `fsync` never stalls a worker's other calls.
+/// Calls hand their record over and wait for the answer before they release
+/// their resources.
 #[derive(Clone, Debug)]
 pub struct CdrService {
-    sender: crossbeam_channel::Sender<(CallRecord, tokio::sync::oneshot::Sender<Result<(), String>>)>,
+    sender: crossbeam_channel::Sender<Job>,
+    next_id: Arc<AtomicU64>,
+    journaling: bool,
+}
+
+impl fmt::Debug for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Job::Started { .. } => "Started",
+            Job::Write { .. } => "Write",
+            Job::Reopen { .. } => "Reopen",
+        })
+    }
 }
 
 impl CdrService {
-    /// Records waiting for the disk before writers are told to wait.
+    /// Jobs waiting for the disk before writers are told to wait.
     pub const QUEUE: usize = 4096;
 
-    /// Opens the file (see [`CdrWriter::open`]) and starts the writer thread,
-    /// which ends when every clone of the service is dropped.
-    pub fn spawn(path: impl AsRef<Path>) -> Result<Self, CdrError> {
-        let mut writer = CdrWriter::open(path)?;
-        let (sender, receiver) = crossbeam_channel::bounded::<(
-            CallRecord,
-            tokio::sync::oneshot::Sender<Result<(), String>>,
-        )>(Self::QUEUE);
+    /// Opens the file (see [`CdrWriter::open`]), writes the records of calls
+    /// a crash cut in the previous run (see [`journal`]), starts a new
+    /// journal and starts the writer thread, which ends when every clone of
+    /// the service is dropped. Call this before serving. A file that is not
+    /// a regular file (`/dev/null`) gets no journal.
+    pub fn spawn(path: impl AsRef<Path>, metrics: Arc<Metrics>) -> Result<Self, CdrError> {
+        let path = path.as_ref().to_path_buf();
+        let mut writer = CdrWriter::open(&path)?;
+        metrics.cdr_torn_lines(writer.take_torn_lines());
+        let journal = if writer.is_regular() { Some(recover(&mut writer, &metrics)?) } else { None };
+        let journaling = journal.is_some();
+        let (sender, receiver) = crossbeam_channel::bounded::<Job>(Self::QUEUE);
+        let mut thread = WriterThread { path, writer, journal, metrics };
         std::thread::Builder::new()
             .name("voxproxy-cdr".into())
-            .spawn(move || {
-                for (record, done) in receiver {
-                    let result = writer.write(&record).map_err(|e| e.to_string());
-                    // The call may have given up waiting; the record is written regardless.
-                    let _ = done.send(result);
-                }
-            })
+            .spawn(move || thread.run(&receiver))
             .map_err(|source| CdrError::Open { path: PathBuf::from("<cdr writer thread>"), source })?;
-        Ok(CdrService { sender })
+        Ok(CdrService { sender, next_id: Arc::new(AtomicU64::new(1)), journaling })
     }
 
-    /// Writes `record` durably. `Err` carries a sentence for the log; the
-    /// caller should then log the record itself so it is not lost.
-    pub async fn write(&self, record: CallRecord) -> Result<(), String> {
+    /// Journals a call whose stream just started, so a crash before its
+    /// record is written still leaves one at the next start. Never waits:
+    /// with a full queue the entry is handed over from a blocking-pool thread.
+    /// `None` when there is no journal (records go to `/dev/null`).
+    #[must_use]
+    pub fn journal_start(&self, record: CallRecord, started: SystemTime) -> Option<JournalId> {
+        if !self.journaling {
+            return None;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let started_unix_ms =
+            u64::try_from(started.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(0);
+        let job = Job::Started { id, started_unix_ms, record };
+        if let Err(crossbeam_channel::TrySendError::Full(job)) = self.sender.try_send(job) {
+            let sender = self.sender.clone();
+            drop(tokio::task::spawn_blocking(move || sender.send(job).is_ok()));
+        }
+        Some(JournalId(id))
+    }
+
+    /// Writes `record` durably and retires its journal entry. `Err` carries
+    /// a sentence for the log; the caller should then log the record itself
+    /// (it is also kept in the journal and written at the next start).
+    pub async fn write(&self, record: CallRecord, journal: Option<JournalId>) -> Result<(), String> {
         let (done, wait) = tokio::sync::oneshot::channel();
-        let sender = self.sender.clone();
-        // `send` blocks only when 4,096 records wait for the disk; checking
+        self.send(Job::Write { record, journal, done }).await?;
+        wait.await.unwrap_or_else(|_| Err("the call-record writer has stopped".into()))
+    }
+
+    /// Reopens the call-record file at its path, for log rotation: records
+    /// written after this go to a fresh file there. On failure records keep
+    /// going to the old file.
+    pub async fn reopen(&self) -> Result<(), String> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.send(Job::Reopen { done }).await?;
+        wait.await.unwrap_or_else(|_| Err("the call-record writer has stopped".into()))
+    }
+
+    async fn send(&self, job: Job) -> Result<(), String> {
+        // `send` blocks only when 4,096 jobs wait for the disk; checking
         // with try_send first keeps the worker's thread from ever blocking.
-        match sender.try_send((record, done)) {
-            Ok(()) => {}
-            Err(crossbeam_channel::TrySendError::Full(item)) => {
-                let sender = sender.clone();
-                let handed = tokio::task::spawn_blocking(move || sender.send(item).is_ok()).await;
-                if !matches!(handed, Ok(true)) {
-                    return Err("the call-record writer has stopped".into());
+        match self.sender.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(crossbeam_channel::TrySendError::Full(job)) => {
+                let sender = self.sender.clone();
+                match tokio::task::spawn_blocking(move || sender.send(job).is_ok()).await {
+                    Ok(true) => Ok(()),
+                    _ => Err("the call-record writer has stopped".into()),
                 }
             }
             Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
-                return Err("the call-record writer has stopped".into());
+                Err("the call-record writer has stopped".into())
             }
         }
-        wait.await.unwrap_or_else(|_| Err("the call-record writer has stopped".into()))
+    }
+}
+
+/// Writes the previous run's unrecorded calls and starts a fresh journal.
+fn recover(writer: &mut CdrWriter, metrics: &Metrics) -> Result<Journal, CdrError> {
+    let path = journal_path(writer.path());
+    let recovered = journal::recover(&path, writer.path())?;
+    for record in &recovered.records {
+        writer.append(record)?;
+    }
+    writer.sync()?;
+    let count = recovered.records.len();
+    if count > 0 || recovered.already_written > 0 || recovered.unreadable_lines > 0 {
+        tracing::warn!(
+            journal = %path.display(),
+            recovered = count,
+            already_written = recovered.already_written,
+            unreadable_lines = recovered.unreadable_lines,
+            "the previous run stopped with calls in progress (a crash or kill -9): wrote their records \
+             with end_reason \"crash\""
+        );
+    }
+    metrics.journal_recovered(count as u64);
+    // Only now that those records are on disk may the old journal go.
+    Journal::create(&path)
+}
+
+/// The call-record thread's state.
+struct WriterThread {
+    path: PathBuf,
+    writer: CdrWriter,
+    journal: Option<Journal>,
+    metrics: Arc<Metrics>,
+}
+
+impl WriterThread {
+    fn run(&mut self, receiver: &crossbeam_channel::Receiver<Job>) {
+        let mut batch = Vec::with_capacity(journal::BATCH);
+        loop {
+            match receiver.recv_timeout(journal::HEARTBEAT) {
+                Ok(job) => batch.push(job),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            }
+            // Group whatever else is waiting under the same fsyncs.
+            while batch.len() < journal::BATCH {
+                let Ok(job) = receiver.try_recv() else { break };
+                batch.push(job);
+            }
+            self.run_batch(&mut batch);
+            if let Some(journal) = &mut self.journal
+                && let Err(e) = journal.heartbeat()
+            {
+                tracing::warn!(error = %e, "cannot refresh the journal's time");
+            }
+        }
+    }
+
+    fn run_batch(&mut self, batch: &mut Vec<Job>) {
+        let mut appended: Vec<(Done, Option<JournalId>, CallRecord)> = Vec::new();
+        let mut answers: Vec<(Done, Result<(), String>)> = Vec::new();
+        for job in batch.drain(..) {
+            match job {
+                Job::Started { id, started_unix_ms, record } => {
+                    if let Some(journal) = &mut self.journal {
+                        journal.stage_start(id, started_unix_ms, &record);
+                    }
+                }
+                Job::Write { record, journal, done } => match self.writer.append(&record) {
+                    Ok(()) => appended.push((done, journal, record)),
+                    Err(e) => self.unwritten(done, journal, &record, &e, &mut answers),
+                },
+                Job::Reopen { done } => {
+                    // Records appended so far belong to the old file: settle them first.
+                    self.settle(&mut appended, &mut answers);
+                    answers.push((done, self.reopen()));
+                }
+            }
+        }
+        self.settle(&mut appended, &mut answers);
+        if let Some(journal) = &mut self.journal
+            && let Err(e) = journal.commit()
+        {
+            tracing::error!(error = %e, "cannot write the journal of calls in progress");
+        }
+        for (done, result) in answers {
+            // The call may have given up waiting; the record is written regardless.
+            let _ = done.send(result);
+        }
+        self.metrics.cdr_torn_lines(self.writer.take_torn_lines());
+    }
+
+    /// One `fsync` for every record appended; then their entries retire.
+    fn settle(
+        &mut self,
+        appended: &mut Vec<(Done, Option<JournalId>, CallRecord)>,
+        answers: &mut Vec<(Done, Result<(), String>)>,
+    ) {
+        if appended.is_empty() {
+            return;
+        }
+        match self.writer.sync() {
+            Ok(()) => {
+                for (done, id, _) in appended.drain(..) {
+                    if let (Some(journal), Some(id)) = (&mut self.journal, id) {
+                        journal.stage_end(id.0);
+                    }
+                    answers.push((done, Ok(())));
+                }
+            }
+            Err(e) => {
+                // The lines may or may not be on disk: recovery looks in the
+                // file before writing any of them again.
+                for (done, id, record) in appended.drain(..) {
+                    self.unwritten(done, id, &record, &e, answers);
+                }
+            }
+        }
+    }
+
+    fn unwritten(
+        &mut self,
+        done: Done,
+        id: Option<JournalId>,
+        record: &CallRecord,
+        error: &CdrError,
+        answers: &mut Vec<(Done, Result<(), String>)>,
+    ) {
+        if let (Some(journal), Some(id)) = (&mut self.journal, id) {
+            journal.stage_unwritten(id.0, record);
+        }
+        answers.push((done, Err(error.to_string())));
+    }
+
+    fn reopen(&mut self) -> Result<(), String> {
+        match CdrWriter::open(&self.path) {
+            Ok(writer) => {
+                self.metrics.cdr_torn_lines(self.writer.take_torn_lines());
+                self.writer = writer;
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.cdr_reopen_error();
+                Err(e.to_string())
+            }
+        }
     }
 }
 

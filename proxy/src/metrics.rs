@@ -82,6 +82,21 @@ pub struct Metrics {
     draining: AtomicBool,
     /// Kernel clock ticks per second, read once; `None` where unknown.
     clock_ticks: Option<u64>,
+    /// Process-wide events of the daemon's life (signals, the call-record
+    /// file, descriptors), recorded from any thread.
+    lifecycle: Lifecycle,
+}
+
+/// Counters of the daemon's life, written from several threads (the signal
+/// handler, the call-record writer, every worker), so each is an atomic
+/// `fetch_add` rather than a single-writer [`Counter`].
+#[derive(Debug, Default)]
+struct Lifecycle {
+    sighups: AtomicU64,
+    cdr_reopen_errors: AtomicU64,
+    cdr_torn_lines: AtomicU64,
+    journal_recovered: AtomicU64,
+    fd_exhausted: AtomicU64,
 }
 
 impl Metrics {
@@ -94,7 +109,37 @@ impl Metrics {
             io_backend,
             draining: AtomicBool::new(false),
             clock_ticks: std::fs::read("/proc/self/auxv").ok().and_then(|auxv| parse_clock_ticks(&auxv)),
+            lifecycle: Lifecycle::default(),
         }
+    }
+
+    /// A SIGHUP was handled: `voxproxy_sighup_total` +1.
+    pub fn sighup(&self) {
+        self.lifecycle.sighups.fetch_add(1, Relaxed);
+    }
+
+    /// Reopening the call-record file failed (records keep going to the old
+    /// file): `voxproxy_cdr_reopen_errors_total` +1.
+    pub fn cdr_reopen_error(&self) {
+        self.lifecycle.cdr_reopen_errors.fetch_add(1, Relaxed);
+    }
+
+    /// A torn last line of the call-record file was closed off:
+    /// `voxproxy_cdr_torn_lines_total` +`n`.
+    pub fn cdr_torn_lines(&self, n: u64) {
+        self.lifecycle.cdr_torn_lines.fetch_add(n, Relaxed);
+    }
+
+    /// `n` calls cut by a crash got their records from the journal at
+    /// start-up: `voxproxy_journal_recovered_calls_total` +`n`.
+    pub fn journal_recovered(&self, n: u64) {
+        self.lifecycle.journal_recovered.fetch_add(n, Relaxed);
+    }
+
+    /// An operation failed because the process (`EMFILE`) or the system
+    /// (`ENFILE`) ran out of file descriptors: `voxproxy_fd_exhausted_total` +1.
+    pub fn fd_exhausted(&self) {
+        self.lifecycle.fd_exhausted.fetch_add(1, Relaxed);
     }
 
     /// The slot of worker `index`, which only that worker's thread records
@@ -382,6 +427,34 @@ impl Metrics {
             "Control API events not delivered because the subscriber lagged.",
             |m| &m.events_dropped,
         );
+
+        let life = &self.lifecycle;
+        for (name, help, value) in [
+            ("voxproxy_sighup_total", "SIGHUPs handled (each reopens the call-record file).", &life.sighups),
+            (
+                "voxproxy_cdr_reopen_errors_total",
+                "Reopens of the call-record file that failed (records stay in the old file).",
+                &life.cdr_reopen_errors,
+            ),
+            (
+                "voxproxy_cdr_torn_lines_total",
+                "Torn last lines of the call-record file closed off (left by a crash or a failed write).",
+                &life.cdr_torn_lines,
+            ),
+            (
+                "voxproxy_journal_recovered_calls_total",
+                "Calls cut by a crash whose records were written from the journal at start-up.",
+                &life.journal_recovered,
+            ),
+            (
+                "voxproxy_fd_exhausted_total",
+                "Operations that failed for want of a file descriptor (EMFILE or ENFILE).",
+                &life.fd_exhausted,
+            ),
+        ] {
+            x.family(name, help, "counter");
+            x.sample(name, &[], value.load(Relaxed));
+        }
 
         x.family("voxproxy_io_backend", "The I/O backend the workers run on (always 1).", "gauge");
         x.sample("voxproxy_io_backend", &[("backend", self.io_backend)], 1);
@@ -860,15 +933,19 @@ pub enum RefuseReason {
     /// A connection over a worker's connection bound (its share of
     /// `limits.max_calls` plus room for webhooks and scrapes) was closed at once.
     ConnectionLimit,
+    /// The process is out of file descriptors (or too close to its limit to
+    /// carry one more call).
+    FdLimit,
 }
 
 impl RefuseReason {
     /// Every reason, in label order.
-    pub const ALL: [RefuseReason; 4] = [
+    pub const ALL: [RefuseReason; 5] = [
         RefuseReason::NoRtpPort,
         RefuseReason::MaxCalls,
         RefuseReason::Draining,
         RefuseReason::ConnectionLimit,
+        RefuseReason::FdLimit,
     ];
 
     /// The `reason` label value.
@@ -879,6 +956,7 @@ impl RefuseReason {
             RefuseReason::MaxCalls => "max_calls",
             RefuseReason::Draining => "draining",
             RefuseReason::ConnectionLimit => "connection_limit",
+            RefuseReason::FdLimit => "fd_limit",
         }
     }
 }
@@ -1326,6 +1404,20 @@ fn parse_vm_rss_bytes(status: &str) -> Option<u64> {
 /// `btime` of `/proc/stat`: boot time in seconds since the Unix epoch.
 fn parse_boot_time(proc_stat: &str) -> Option<u64> {
     proc_stat.lines().find_map(|line| line.strip_prefix("btime "))?.trim().parse().ok()
+}
+
+/// This process's open file descriptors and their soft limit
+/// (`RLIMIT_NOFILE`), from `/proc/self`: `None` for what cannot be read (or
+/// an unlimited limit). Costs a directory listing of every open descriptor,
+/// so it is for start-up, not for every request.
+#[must_use]
+pub fn own_fds() -> (Option<u64>, Option<u64>) {
+    let stats = ProcessStats {
+        open_fds: std::fs::read_dir("/proc/self/fd").ok().map(|fds| fds.count() as u64),
+        max_fds: std::fs::read_to_string("/proc/self/limits").ok().as_deref().and_then(parse_max_fds),
+        ..ProcessStats::default()
+    };
+    (stats.open_fds, stats.max_fds)
 }
 
 /// The soft limit of `Max open files` in `/proc/self/limits`; `None` when

@@ -213,7 +213,21 @@ fn has_flag(args: &[&str], flag: &str) -> bool {
 /// Spawns `voxproxy serve` with a clean environment (no inherited
 /// `VOXPROXY_*`/`TWILIO_*`), `env` on top; an empty value removes a variable.
 fn command(env: &[(&str, &str)], args: &[&str]) -> Command {
-    let mut cmd = Command::new(binary());
+    command_limited(env, args, None)
+}
+
+/// As [`command`]; with `nofile`, the child runs under that `RLIMIT_NOFILE`
+/// (soft and hard), set by `sh`'s `ulimit -n` right before it execs the
+/// binary, so the pid stays the binary's.
+fn command_limited(env: &[(&str, &str)], args: &[&str], nofile: Option<u64>) -> Command {
+    let mut cmd = match nofile {
+        Some(n) => {
+            let mut sh = Command::new("sh");
+            sh.arg("-c").arg(format!("ulimit -n {n} && exec \"$@\"")).arg("sh").arg(binary());
+            sh
+        }
+        None => Command::new(binary()),
+    };
     cmd.arg("serve").args(args);
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy().into_owned();
@@ -268,6 +282,11 @@ impl Proxy {
     /// [`AUTH_TOKEN`] (unless `env` sets it; `""` removes it). Returns once
     /// the binary printed its `voxproxy listening` line.
     pub fn start(io: Io, env: &[(&str, &str)], args: &[&str]) -> Proxy {
+        Self::start_limited(io, env, args, None)
+    }
+
+    /// As [`Proxy::start`], under `RLIMIT_NOFILE` = `nofile` when given.
+    pub fn start_limited(io: Io, env: &[(&str, &str)], args: &[&str], nofile: Option<u64>) -> Proxy {
         let dir = tempfile::tempdir().expect("temp dir");
         let cdr_path = dir.path().join("cdr.jsonl");
         let port = free_tcp_port();
@@ -294,7 +313,7 @@ impl Proxy {
             full_args.extend(["--rtp-ports", &window]);
         }
         full_args.extend_from_slice(args);
-        let mut child = command(&full_env, &full_args)
+        let mut child = command_limited(&full_env, &full_args, nofile)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -381,6 +400,11 @@ impl Proxy {
     pub fn stderr_text(&self) -> String {
         String::from_utf8_lossy(&self.stderr.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
             .into_owned()
+    }
+
+    /// Whether the process is still running.
+    pub fn child_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// The child's process id.

@@ -1,12 +1,14 @@
 //! `voxproxy serve`: load the config, start the server, drain on SIGTERM or
-//! SIGINT, exit 0.
+//! SIGINT, exit 0. SIGHUP never stops it: it reopens the call-record file
+//! (see [`Server::reload`]).
 
 use std::process::ExitCode;
 
 use crate::config::{Config, ServeArgs};
 use crate::server::Server;
 
-/// Runs the daemon until SIGTERM or SIGINT, then drains.
+/// Runs the daemon until SIGTERM or SIGINT, then drains; SIGHUP reopens
+/// the call-record file.
 pub fn run(args: &ServeArgs) -> ExitCode {
     let config = match Config::load(args, std::env::vars_os()) {
         Ok(config) => config,
@@ -33,9 +35,13 @@ pub fn run(args: &ServeArgs) -> ExitCode {
     };
     let signals = runtime.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
-        Ok::<_, std::io::Error>((signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?))
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::hangup())?,
+        ))
     });
-    let (mut term, mut int) = match signals {
+    let (mut term, mut int, mut hup) = match signals {
         Ok(s) => s,
         Err(e) => {
             eprintln!("voxproxy serve: cannot install signal handlers: {e}");
@@ -51,9 +57,12 @@ pub fn run(args: &ServeArgs) -> ExitCode {
     };
     println!("voxproxy listening on {} (io {})", server.local_addr(), server.io_backend());
     let signal = runtime.block_on(async {
-        tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
+        loop {
+            tokio::select! {
+                _ = term.recv() => break "SIGTERM",
+                _ = int.recv() => break "SIGINT",
+                _ = hup.recv() => server.reload().await,
+            }
         }
     });
     tracing::info!(signal, "shutting down");

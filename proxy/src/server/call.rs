@@ -30,7 +30,8 @@ use voxproxy_adapters::bridge::{BridgeConfig, BridgeEvent, CallBridge, CallStats
 
 use super::WorkerContext;
 use super::directory::{CallCommand, CallEvent, Registration, SessionInfo};
-use super::ports::PortLease;
+use super::ports::{PortError, PortLease};
+use crate::cdr::journal::JournalId;
 use crate::cdr::{CallRecord, rfc3339_utc};
 use crate::metrics::{Direction, RefuseReason, RtpErrorKind, WsErrorKind};
 use crate::runtime::{RtpSocket as _, RtpUdp};
@@ -100,6 +101,11 @@ pub fn admit(ctx: &Rc<WorkerContext>) -> Admission {
     let slot = CallSlot { ctx: Rc::clone(ctx) };
     match shared.ports.bind(ctx.backend) {
         Ok((socket, lease)) => Admission::Admitted { slot, socket, lease },
+        Err(PortError::NoDescriptors(e)) => {
+            shared.fds.exhausted(&shared.metrics, "RTP socket", &e);
+            metrics.call_refused(RefuseReason::FdLimit);
+            Admission::Refused(RefuseReason::FdLimit)
+        }
         Err(e) => {
             tracing::warn!(error = %e, "media stream refused");
             metrics.call_refused(RefuseReason::NoRtpPort);
@@ -114,6 +120,7 @@ fn refusal_text(reason: RefuseReason) -> &'static str {
         RefuseReason::MaxCalls => "call limit reached (limits.max_calls)",
         RefuseReason::NoRtpPort => "no free RTP port",
         RefuseReason::ConnectionLimit => "too many connections",
+        RefuseReason::FdLimit => "out of file descriptors",
     }
 }
 
@@ -148,7 +155,10 @@ pub async fn run(ctx: Rc<WorkerContext>, peer: SocketAddr, upgrade: OnUpgrade, a
         match admission {
             Admission::Refused(reason) => {
                 let text = refusal_text(reason);
-                tracing::warn!(reason = text, "media stream refused");
+                // Descriptor shortage has its own rate-limited line.
+                if reason != RefuseReason::FdLimit {
+                    tracing::warn!(reason = text, "media stream refused");
+                }
                 let frame = CloseFrame { code: CloseCode::Again, reason: text.into() };
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(Some(frame))).await;
             }
@@ -256,6 +266,8 @@ struct CallFacts {
     started_wall: SystemTime,
     started: std::time::Instant,
     registration: Option<Registration>,
+    /// The call's entry in the journal of calls in progress.
+    journal: Option<JournalId>,
 }
 
 /// Runs the call until the bridge is finished; returns what its record needs.
@@ -296,8 +308,12 @@ async fn media_loop(
     stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ws_blocked = false;
     let mut reported = CallStats::default();
-    let mut facts =
-        CallFacts { started_wall: SystemTime::now(), started: std::time::Instant::now(), registration: None };
+    let mut facts = CallFacts {
+        started_wall: SystemTime::now(),
+        started: std::time::Instant::now(),
+        registration: None,
+        journal: None,
+    };
     let mut close: Option<(u16, String)> = None;
     // Writing and reading end separately: after an oversize or malformed
     // message nothing more is read, but the close frame saying why is sent.
@@ -568,7 +584,7 @@ async fn finish_call(ctx: &WorkerContext, bridge: &CallBridge, facts: &CallFacts
     metrics.add_call_stats(reported, &stats);
     metrics.observe_jitter_us(stats.jitter_us);
     let record = call_record(ctx, bridge, &stats, end, facts);
-    if let Err(e) = shared.cdr.write(record.clone()).await {
+    if let Err(e) = shared.cdr.write(record.clone(), facts.journal).await {
         metrics.cdr_write_error();
         // The log keeps the record when the file cannot.
         let line = serde_json::to_string(&record).unwrap_or_default();
@@ -620,6 +636,12 @@ fn on_event(
             rtp_port,
         };
         facts.registration = ctx.shared.directory.register(info, commands.clone());
+        // What is known now, so a crash before the record still leaves one.
+        let mut known = call_record(ctx, bridge, &CallStats::default(), EndReason::WebSocketClosed, facts);
+        known.end_reason.clear();
+        known.ended_at.clear();
+        known.duration_ms = 0;
+        facts.journal = ctx.shared.cdr.journal_start(known, facts.started_wall);
         if facts.registration.is_none() {
             tracing::warn!("a call with this streamSid is already running; this one is not in /v1/sessions");
         }

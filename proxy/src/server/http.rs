@@ -215,12 +215,19 @@ async fn voice(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incoming>) ->
         Some(RefuseReason::MaxCalls)
     } else if shared.ports.available() == 0 {
         Some(RefuseReason::NoRtpPort)
+    } else if !shared.fds_for_one_more_call() {
+        Some(RefuseReason::FdLimit)
     } else {
         None
     };
     let twiml = if let Some(reason) = refuse {
         ctx.metrics().call_refused(reason);
-        tracing::warn!(call_sid = %call.call_sid, ?reason, "call rejected with TwiML <Reject reason=\"busy\">");
+        if reason == RefuseReason::FdLimit {
+            // One line per LOG_EVERY, not per call: a shortage refuses many.
+            shared.fds.refused_near_limit();
+        } else {
+            tracing::warn!(call_sid = %call.call_sid, ?reason, "call rejected with TwiML <Reject reason=\"busy\">");
+        }
         Twiml::new().reject(Reject::new().reason(RejectReason::Busy))
     } else {
         let mut stream = match Stream::new(shared.media_url.clone()) {

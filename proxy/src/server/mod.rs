@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -43,10 +44,12 @@ use crate::runtime::{Clock, IoBackend, Worker, usable_cpus};
 
 mod call;
 pub mod directory;
+pub mod fds;
 mod http;
 pub mod ports;
 
 use directory::{Directory, EventHub};
+use fds::FdBudget;
 use ports::PortPool;
 
 /// How long request headers may take to arrive.
@@ -126,6 +129,11 @@ pub(crate) struct Shared {
     pub(crate) rate_limiter: Option<Mutex<WebhookRateLimiter>>,
     pub(crate) draining: AtomicBool,
     pub(crate) active_calls: AtomicUsize,
+    /// Open HTTP connections on all workers (each one a descriptor), not
+    /// counting those upgraded to a call's WebSocket.
+    pub(crate) connections: AtomicUsize,
+    /// How many descriptors are left for calls.
+    pub(crate) fds: FdBudget,
     /// Set when drain.timeout runs out: every call closes now.
     pub(crate) shutdown: watch::Sender<bool>,
     /// Set when the workers should stop accepting and exit.
@@ -134,6 +142,17 @@ pub(crate) struct Shared {
     pub(crate) media_url: String,
     pub(crate) clock: Clock,
     tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Shared {
+    /// Whether the descriptors left hold one more call (see [`fds`]).
+    pub(crate) fn fds_for_one_more_call(&self) -> bool {
+        // An upgraded connection leaves hyper (and `connections`) for its
+        // call task, so each call is counted by its RTP port: the port's
+        // socket and the call's WebSocket.
+        let calls = self.ports.leased() as u64;
+        self.fds.room_for_call(self.connections.load(Ordering::Relaxed) as u64 + calls * fds::FDS_PER_CALL)
+    }
 }
 
 /// One worker's state, owned by its thread.
@@ -280,10 +299,11 @@ impl Server {
             )),
             None => None,
         };
-        let cdr = CdrService::spawn(&config.cdr.path).map_err(ServeError::Cdr)?;
         let media_url = media_url(&config.server.public_url);
         let workers = usize::from(config.server.workers.get());
         let metrics = Arc::new(Metrics::new(workers, backend.name()));
+        // Before serving: this writes the records of calls a crash cut.
+        let cdr = CdrService::spawn(&config.cdr.path, Arc::clone(&metrics)).map_err(ServeError::Cdr)?;
         let first = listener(config.server.listen)
             .map_err(|source| ServeError::Listen { addr: config.server.listen, source })?;
         let local_addr =
@@ -310,6 +330,8 @@ impl Server {
             rate_limiter,
             draining: AtomicBool::new(false),
             active_calls: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
+            fds: FdBudget::new(crate::metrics::own_fds().1),
             shutdown: watch::channel(false).0,
             stop: watch::channel(false).0,
             media_url,
@@ -326,6 +348,7 @@ impl Server {
                     .map_err(ServeError::Worker)?;
             handles.push(worker);
         }
+        warn_if_fds_are_short(&shared);
         tracing::info!(
             %local_addr,
             io = backend.name(),
@@ -361,6 +384,25 @@ impl Server {
     #[must_use]
     pub fn active_calls(&self) -> usize {
         self.shared.active_calls.load(Ordering::Acquire)
+    }
+
+    /// What SIGHUP does: everything the daemon takes up again without a
+    /// restart. Today that is the call-record file, reopened at `cdr.path`
+    /// so records after the signal go to a fresh file there (log rotation:
+    /// move the file, then send SIGHUP). Calls go on untouched. Reloading the
+    /// configuration belongs here too, as its own step, once it exists.
+    /// Logs one line and counts `voxproxy_sighup_total`.
+    pub async fn reload(&self) {
+        self.shared.metrics.sighup();
+        let path = self.shared.config.cdr.path.display().to_string();
+        match self.shared.cdr.reopen().await {
+            Ok(()) => tracing::info!(cdr = %path, "SIGHUP: reopened the call-record file"),
+            Err(e) => tracing::error!(
+                cdr = %path,
+                error = %e,
+                "SIGHUP: could not reopen the call-record file; records keep going to the old one"
+            ),
+        }
     }
 
     /// Graceful stop: refuse new calls (`/readyz` 503), let running calls go
@@ -401,6 +443,31 @@ impl Server {
     }
 }
 
+/// Says at start when `RLIMIT_NOFILE` cannot hold `limits.max_calls`.
+fn warn_if_fds_are_short(shared: &Shared) {
+    let max_calls = u64::from(shared.config.limits.max_calls);
+    if let Some(fit) = shared.fds.calls_that_fit()
+        && fit < max_calls
+    {
+        tracing::warn!(
+            limit = shared.fds.limit(),
+            calls_that_fit = fit,
+            max_calls,
+            "the open-file limit holds fewer calls than limits.max_calls (each call needs {} descriptors); \
+             calls beyond it are answered busy. Raise it (systemd LimitNOFILE=, ulimit -n)",
+            fds::FDS_PER_CALL
+        );
+    }
+}
+
+/// A descriptor held back so that, when `accept` fails for want of
+/// descriptors, one can be freed to take the waiting connection off the
+/// queue and close it: the client learns at once instead of waiting in the
+/// backlog, and the accept loop does not spin on the same error.
+fn spare_descriptor() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
 async fn worker_main(shared: Arc<Shared>, index: usize, backend: IoBackend, listener: std::net::TcpListener) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
@@ -422,6 +489,7 @@ async fn worker_main(shared: Arc<Shared>, index: usize, backend: IoBackend, list
         rest: OnceCell::new(),
     });
     let mut stop = shared.stop.subscribe();
+    let mut spare = spare_descriptor();
     loop {
         tokio::select! {
             _ = stop.changed() => break,
@@ -435,11 +503,27 @@ async fn worker_main(shared: Arc<Shared>, index: usize, backend: IoBackend, list
                     }
                     let _ = tcp.set_nodelay(true);
                     ctx.connections.set(ctx.connections.get() + 1);
+                    shared.connections.fetch_add(1, Ordering::Relaxed);
                     let ctx = Rc::clone(&ctx);
                     tokio::task::spawn_local(async move {
                         serve_connection(&ctx, tcp, peer).await;
                         ctx.connections.set(ctx.connections.get().saturating_sub(1));
+                        ctx.shared.connections.fetch_sub(1, Ordering::Relaxed);
                     });
+                }
+                Err(e) if fds::is_exhaustion(&e) => {
+                    shared.fds.exhausted(&shared.metrics, "accept", &e);
+                    ctx.metrics().call_refused(crate::metrics::RefuseReason::FdLimit);
+                    if spare.take().is_some() {
+                        // The freed descriptor takes the connection that is waiting.
+                        if let Some(Ok((tcp, _))) = listener.accept().now_or_never() {
+                            drop(tcp);
+                        }
+                        spare = spare_descriptor();
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        spare = spare_descriptor();
+                    }
                 }
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.

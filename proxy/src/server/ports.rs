@@ -19,16 +19,22 @@ use crate::runtime::{IoBackend, RtpSocket as _, RtpUdp};
 pub struct PortPool {
     bind: IpAddr,
     free: Mutex<VecDeque<u16>>,
+    /// Ports of the range.
+    size: usize,
 }
 
 /// Why no RTP socket could be had for a call.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum PortError {
     /// Every port of the range is held by a call (or by another program).
     Exhausted {
         /// How many ports the range has.
         size: u32,
     },
+    /// The process or the system is out of file descriptors: no port would
+    /// do, so the pool stopped at the first try.
+    NoDescriptors(io::Error),
 }
 
 impl std::fmt::Display for PortError {
@@ -40,6 +46,11 @@ impl std::fmt::Display for PortError {
                     "no free RTP port: all {size} ports of rtp.ports are in use; widen rtp.ports or lower limits.max_calls"
                 )
             }
+            PortError::NoDescriptors(e) => write!(
+                f,
+                "cannot open an RTP socket: {e}; the process is out of file descriptors, not of ports \
+                 (raise the limit: systemd LimitNOFILE=, ulimit -n)"
+            ),
         }
     }
 }
@@ -50,7 +61,14 @@ impl PortPool {
     /// A pool holding every port of `range` on `bind`.
     #[must_use]
     pub fn new(bind: IpAddr, range: PortRange) -> Arc<Self> {
-        Arc::new(PortPool { bind, free: Mutex::new((range.low..=range.high).collect()) })
+        let free: VecDeque<u16> = (range.low..=range.high).collect();
+        Arc::new(PortPool { bind, size: free.len(), free: Mutex::new(free) })
+    }
+
+    /// Ports leased to calls now (each one an open socket).
+    #[must_use]
+    pub fn leased(&self) -> usize {
+        self.size.saturating_sub(self.available())
     }
 
     /// Ports currently free.
@@ -67,9 +85,12 @@ impl PortPool {
 
     /// Takes a free port and binds a socket of `backend` to it. Ports that
     /// fail to bind (another program has them) go to the back of the queue;
-    /// at most one pass over the pool is made.
+    /// at most one pass over the pool is made, and none at all once the
+    /// process is out of descriptors (no other port would do better). Other
+    /// failures are logged once per call, not once per port.
     pub fn bind(self: &Arc<Self>, backend: IoBackend) -> Result<(RtpUdp, PortLease), PortError> {
         let attempts = self.available();
+        let mut failed: Option<(u16, io::Error, usize)> = None;
         for _ in 0..attempts {
             let Some(port) = self.lock().pop_front() else { break };
             match backend.bind_rtp(SocketAddr::new(self.bind, port)) {
@@ -78,13 +99,24 @@ impl PortPool {
                     debug_assert_eq!(socket.local_addr().map(|a| a.port()).ok(), Some(port));
                     return Ok((socket, lease));
                 }
+                Err(e) if super::fds::is_exhaustion(&e) => {
+                    // Not the port's fault: it keeps its place in the queue.
+                    self.lock().push_front(port);
+                    return Err(PortError::NoDescriptors(e));
+                }
                 Err(e) => {
-                    if e.kind() != io::ErrorKind::AddrInUse {
-                        tracing::warn!(port, error = %e, "could not bind an RTP port");
-                    }
                     self.lock().push_back(port);
+                    if e.kind() != io::ErrorKind::AddrInUse {
+                        match &mut failed {
+                            Some((_, _, count)) => *count += 1,
+                            None => failed = Some((port, e, 1)),
+                        }
+                    }
                 }
             }
+        }
+        if let Some((port, error, ports)) = failed {
+            tracing::warn!(port, ports, error = %error, "could not bind RTP ports");
         }
         let size = u32::try_from(self.available()).unwrap_or(u32::MAX);
         Err(PortError::Exhausted { size })
