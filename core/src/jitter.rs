@@ -1350,23 +1350,30 @@ mod tests {
             marker: false,
         };
         let mut jb: JitterBuffer<S, 4> = JitterBuffer::new(cfg, Instant::ZERO);
-        let mut first_arrival: HashMap<u32, Instant> = HashMap::new();
-        // (index, was a packet, when it was handed out)
-        let mut out: Vec<(u32, bool, Instant)> = Vec::new();
-        let drain_at = |jb: &mut JitterBuffer<S, 4>, now: Instant, out: &mut Vec<(u32, bool, Instant)>| {
+        // Index → (time, step) of its first arrival. Several packets may
+        // arrive at one instant, so "arrived before it was reported lost" is
+        // decided by the step (one per handle_* call), not by the time.
+        let mut first_arrival: HashMap<u32, (Instant, u64)> = HashMap::new();
+        // (index, was a packet, when it was handed out, at which step)
+        let mut out: Vec<(u32, bool, Instant, u64)> = Vec::new();
+        let mut step = 0u64;
+        let drain_at = |jb: &mut JitterBuffer<S, 4>,
+                        now: Instant,
+                        step: u64,
+                        out: &mut Vec<(u32, bool, Instant, u64)>| {
             while let Some(entry) = jb.poll_playout() {
                 match entry {
                     Playout::Packet { meta, payload } => {
                         let index = u32::from_le_bytes(payload.try_into().expect("4-byte payload"));
                         assert_eq!(meta, meta_of(index), "payload and header belong together");
-                        out.push((index, true, now));
+                        out.push((index, true, now, step));
                     }
                     Playout::Lost { sequence, timestamp, duration } => {
                         let index = u32::from(sequence.wrapping_sub(start_seq));
                         // Constant 20 ms packets: the estimate must be exact.
                         assert_eq!(timestamp, meta_of(index).timestamp, "lost timestamp of {index}");
                         assert_eq!(duration, 160, "lost duration of {index}");
-                        out.push((index, false, now));
+                        out.push((index, false, now, step));
                     }
                 }
             }
@@ -1374,14 +1381,16 @@ mod tests {
         for a in arrivals {
             let now = Instant::from_micros(a.at_us);
             while let Some(deadline) = jb.poll_timeout().filter(|d| *d <= now) {
+                step += 1;
                 jb.handle_timeout(deadline);
-                drain_at(&mut jb, deadline, &mut out);
+                drain_at(&mut jb, deadline, step, &mut out);
             }
             let expected_next = out.last().map(|o| o.0 + 1);
             let before = out.len();
+            step += 1;
             let arrival = jb.handle_packet(now, meta_of(a.index), &a.index.to_le_bytes());
-            first_arrival.entry(a.index).or_insert(now);
-            drain_at(&mut jb, now, &mut out);
+            first_arrival.entry(a.index).or_insert((now, step));
+            drain_at(&mut jb, now, step, &mut out);
             if expected_next.is_none_or(|n| n == a.index) {
                 prop_assert!(
                     out[before..].iter().any(|o| o.0 == a.index && o.1),
@@ -1392,8 +1401,9 @@ mod tests {
             prop_assert!(jb.stats().is_balanced(), "{:?}", jb.stats());
         }
         while let Some(deadline) = jb.poll_timeout() {
+            step += 1;
             jb.handle_timeout(deadline);
-            drain_at(&mut jb, deadline, &mut out);
+            drain_at(&mut jb, deadline, step, &mut out);
         }
         let stats = jb.stats();
         prop_assert!(stats.is_balanced());
@@ -1408,12 +1418,12 @@ mod tests {
             prop_assert_eq!(pair[1].0, pair[0].0 + 1, "order: {:?}", pair);
         }
         let mut evicted = 0;
-        for &(index, is_packet, when) in &out {
+        for &(index, is_packet, when, reported_at) in &out {
             let arrived = first_arrival.get(&index).copied();
             if is_packet {
-                let held = when - arrived.expect("a played packet arrived");
+                let held = when - arrived.expect("a played packet arrived").0;
                 prop_assert!(held <= cfg.max_delay, "packet {index} held {held:?}");
-            } else if arrived.is_some_and(|arrived| arrived < when) {
+            } else if arrived.is_some_and(|(_, arrived_at)| arrived_at < reported_at) {
                 // Only a packet pushed out of a full buffer is reported lost
                 // after it arrived.
                 evicted += 1;
@@ -1421,6 +1431,30 @@ mod tests {
         }
         prop_assert_eq!(evicted, stats.overflow);
         Ok(())
+    }
+
+    /// Found by `invariants_hold_with_few_slots`: packets 2 and 5 arrive at
+    /// the same instant, 5 pushes 2 out of a three-slot buffer, and 2 is
+    /// reported lost at the instant it arrived. The checker once compared
+    /// times and missed that eviction; it now orders events by step.
+    #[test]
+    fn eviction_at_the_instant_of_arrival_is_counted_as_overflow() {
+        let cfg = JitterConfig {
+            clock_rate: 8000,
+            min_delay: Duration::ZERO,
+            max_delay: Duration::from_millis(1),
+            jitter_multiplier: 1,
+            max_gap: 1_000,
+        };
+        let fates = [
+            (10, 0, 0, 0),
+            (0, 0, 0, 0),
+            (10, 70_488, 0, 70_488),
+            (0, 0, 0, 0),
+            (0, 0, 0, 0),
+            (10, 10_488, 0, 10_488),
+        ];
+        check_invariants::<3>(cfg, 0, 0, &schedule(&fates)).unwrap();
     }
 
     fn fates() -> impl Strategy<Value = Vec<(u8, u32, u8, u32)>> {

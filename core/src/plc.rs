@@ -574,7 +574,13 @@ mod tests {
         let mut plc: LossConcealer<H> = LossConcealer::new(config);
         for &(lost, len, amplitude, step) in ops {
             let mut buf: Vec<i16> = (0..len)
-                .map(|i| if (i / usize::from(step.max(1))) % 2 == 0 { amplitude } else { amplitude.saturating_neg() })
+                .map(|i| {
+                    if (i / usize::from(step.max(1))) % 2 == 0 {
+                        amplitude
+                    } else {
+                        amplitude.saturating_neg()
+                    }
+                })
                 .collect();
             if lost {
                 plc.conceal(&mut buf);
