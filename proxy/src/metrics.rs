@@ -680,6 +680,9 @@ impl WorkerMetrics {
             twilio_unknown_events,
             twilio_oversize,
             twilio_out_of_order,
+            // A refused `start` never becomes a call whose stats are
+            // reported: it is counted as `calls_refused{reason="invalid_start"}`.
+            twilio_unauthorized: _,
             rtp_packets_out,
             rtp_bytes_out,
             rtp_packets_in,
@@ -838,15 +841,33 @@ pub enum RefuseReason {
     /// A connection over a worker's connection bound (its share of
     /// `limits.max_calls` plus room for webhooks and scrapes) was closed at once.
     ConnectionLimit,
+    /// A connection from a client address (IPv4 address, IPv6 /64) that
+    /// already held its share of a worker's connections was closed at once.
+    AddressConnectionLimit,
+    /// A media WebSocket sent no `start` in time; it held no call place.
+    NoStart,
+    /// A `start` without a valid stream token for its `callSid`, or with
+    /// ids not shaped like Twilio's.
+    InvalidStart,
+    /// A `start` whose `streamSid` another live call already has.
+    DuplicateStream,
+    /// A voice webhook with a malformed `CallSid`/`AccountSid`, an oversize
+    /// `From`/`To` or a missing field got a 400.
+    InvalidWebhook,
 }
 
 impl RefuseReason {
     /// Every reason, in label order.
-    pub const ALL: [RefuseReason; 4] = [
+    pub const ALL: [RefuseReason; 9] = [
         RefuseReason::NoRtpPort,
         RefuseReason::MaxCalls,
         RefuseReason::Draining,
         RefuseReason::ConnectionLimit,
+        RefuseReason::AddressConnectionLimit,
+        RefuseReason::NoStart,
+        RefuseReason::InvalidStart,
+        RefuseReason::DuplicateStream,
+        RefuseReason::InvalidWebhook,
     ];
 
     /// The `reason` label value.
@@ -857,6 +878,11 @@ impl RefuseReason {
             RefuseReason::MaxCalls => "max_calls",
             RefuseReason::Draining => "draining",
             RefuseReason::ConnectionLimit => "connection_limit",
+            RefuseReason::AddressConnectionLimit => "address_connection_limit",
+            RefuseReason::NoStart => "no_start",
+            RefuseReason::InvalidStart => "invalid_start",
+            RefuseReason::DuplicateStream => "duplicate_stream",
+            RefuseReason::InvalidWebhook => "invalid_webhook",
         }
     }
 }
@@ -1518,6 +1544,7 @@ mod tests {
             twilio_unknown_events: 2,
             twilio_oversize: 3,
             twilio_out_of_order: 4,
+            twilio_unauthorized: 0,
             rtp_packets_out: 1005,
             rtp_bytes_out: 172_860,
             rtp_packets_in: 905,
@@ -1556,6 +1583,7 @@ mod tests {
             twilio_unknown_events: 2 + 102,
             twilio_oversize: 3 + 103,
             twilio_out_of_order: 4 + 104,
+            twilio_unauthorized: 0,
             rtp_packets_out: 1057,
             rtp_bytes_out: 181_804,
             rtp_packets_in: 958,

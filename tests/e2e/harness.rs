@@ -860,6 +860,13 @@ impl TwilioCall {
         if is_busy_reject(&answer) {
             return None;
         }
+        Some(Self::follow(proxy, call_sid, &answer).await)
+    }
+
+    /// Follows a `<Connect><Stream>` answer for `call_sid` as Twilio does:
+    /// signed handshake, then `connected` and `start` with the TwiML's
+    /// `<Parameter>`s (the stream token among them) as custom parameters.
+    pub async fn follow(proxy: &Proxy, call_sid: String, answer: &twiml::Response) -> TwilioCall {
         let stream = answer
             .bidirectional_stream()
             .unwrap_or_else(|| panic!("the webhook answer has no <Connect><Stream>: {answer:?}"));
@@ -902,7 +909,7 @@ impl TwilioCall {
             "streamSid": call.stream_sid,
         });
         call.send_json(start).await;
-        Some(call)
+        call
     }
 
     /// Sends any text frame. If the proxy has closed the WebSocket, the

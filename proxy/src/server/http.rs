@@ -19,6 +19,7 @@ use hyper::body::{Frame, Incoming};
 use subtle_compare::constant_time_eq;
 use voxproxy_adapters::form::Form;
 use voxproxy_adapters::twiml::{Connect, Reject, RejectReason, Response as Twiml, Stream};
+use voxproxy_adapters::stream_token::STREAM_TOKEN_PARAMETER;
 use voxproxy_adapters::webhook::VoiceWebhook;
 
 use super::WorkerContext;
@@ -203,8 +204,11 @@ async fn voice(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incoming>) ->
     let webhook = match VoiceWebhook::from_form(form) {
         Ok(w) => w,
         Err(e) => {
-            tracing::info!(%peer, error = %e, "voice webhook without the fields Twilio always sends");
-            return text(StatusCode::BAD_REQUEST, "not a Twilio voice webhook\n");
+            ctx.metrics().call_refused(RefuseReason::InvalidWebhook);
+            tracing::info!(%peer, error = %e, "voice webhook refused");
+            // The message names the field, never echoes its value.
+            let body = format!("not a Twilio voice webhook: {e}\n");
+            return full(StatusCode::BAD_REQUEST, "text/plain; charset=utf-8", body);
         }
     };
     let call = &webhook.call;
@@ -236,7 +240,13 @@ async fn voice(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incoming>) ->
             .parameter("From", call.from.clone())
             .parameter("To", call.to.clone());
         for (name, value) in &shared.config.twilio.stream_parameters {
-            stream = stream.parameter(name.clone(), value.clone());
+            if name != STREAM_TOKEN_PARAMETER {
+                stream = stream.parameter(name.clone(), value.clone());
+            }
+        }
+        if let Some(key) = &shared.stream_token {
+            // Twilio echoes it in `start`: proof that this deployment answered the call.
+            stream = stream.parameter(STREAM_TOKEN_PARAMETER, key.token(&call.call_sid));
         }
         tracing::info!(call_sid = %call.call_sid, from = %call.from, to = %call.to, "voice webhook answered with <Connect><Stream>");
         Twiml::new().connect(Connect::new().stream(stream))
@@ -298,10 +308,11 @@ fn media(ctx: &Rc<WorkerContext>, peer: SocketAddr, mut req: Request<Incoming>) 
         }
         None => tracing::warn!(%peer, target, "signature NOT checked (--insecure-skip-signature)"),
     }
-    let admission = call::admit(ctx);
+    // No call place or RTP port yet: the stream takes them once its `start`
+    // is accepted (see `call`), so sockets that never start hold neither.
     let upgrade = hyper::upgrade::on(&mut req);
     let ctx = Rc::clone(ctx);
-    tokio::task::spawn_local(call::run(ctx, peer, upgrade, admission));
+    tokio::task::spawn_local(call::run(ctx, peer, upgrade));
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let mut response = empty(StatusCode::SWITCHING_PROTOCOLS);
     let headers = response.headers_mut();

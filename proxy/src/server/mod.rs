@@ -33,6 +33,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{Notify, watch};
 use voxproxy_adapters::rest::{AuthToken, RestConfig, TwilioClient};
 use voxproxy_adapters::signature::SignatureValidator;
+use voxproxy_adapters::stream_token::StreamTokenKey;
 
 use crate::cdr::CdrService;
 use crate::config::{Config, IoMode, ServeArgs};
@@ -118,6 +119,8 @@ pub(crate) struct Shared {
     pub(crate) cdr: CdrService,
     /// `None` with `--insecure-skip-signature`.
     pub(crate) validator: Option<SignatureValidator>,
+    /// Issues and checks stream tokens whenever signatures are checked.
+    pub(crate) stream_token: Option<StreamTokenKey>,
     pub(crate) rate_limiter: Option<Mutex<WebhookRateLimiter>>,
     pub(crate) draining: AtomicBool,
     pub(crate) active_calls: AtomicUsize,
@@ -296,6 +299,10 @@ impl Server {
             .limits
             .webhook_rate_per_ip
             .map(|rate| Mutex::new(WebhookRateLimiter::new(rate, RATE_LIMIT_CLIENTS)));
+        let stream_token = match (&validator, &config.secrets.twilio_auth_token) {
+            (Some(_), Some(token)) => StreamTokenKey::new(token.expose()),
+            _ => None,
+        };
         let shared = Arc::new(Shared {
             ports: PortPool::new(config.rtp.bind, config.rtp.ports),
             config,
@@ -304,6 +311,7 @@ impl Server {
             events: EventHub::new(),
             cdr,
             validator,
+            stream_token,
             rate_limiter,
             draining: AtomicBool::new(false),
             active_calls: AtomicUsize::new(0),
