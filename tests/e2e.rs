@@ -32,5 +32,7 @@ mod ffmpeg;
 mod guard;
 #[path = "e2e/harness.rs"]
 mod harness;
+#[path = "e2e/hostile.rs"]
+mod hostile;
 #[path = "e2e/media.rs"]
 mod media;

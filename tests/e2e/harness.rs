@@ -417,6 +417,42 @@ impl Proxy {
         SignatureValidator::new(token, &self.public_url).expect("signer")
     }
 
+    /// A plain TCP connection to the listener from `source` (another
+    /// loopback address, so that it counts as another client).
+    pub async fn connect_from(&self, source: std::net::IpAddr) -> std::io::Result<TcpStream> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(source, 0))?;
+        match tokio::time::timeout(WAIT, socket.connect(self.addr)).await {
+            Ok(result) => result,
+            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
+        }
+    }
+
+    /// The signed voice webhook of `call_sid`, sent from `source`; `None`
+    /// when the proxy closed the connection instead of answering.
+    pub async fn webhook_from(&self, source: std::net::IpAddr, call_sid: &str) -> Option<HttpResponse> {
+        assert!(!self.tls, "webhook_from speaks plain HTTP");
+        let params = voice_params(call_sid);
+        let signature = self.signer().sign_form("/twilio/voice", &params).expect("sign");
+        let tcp = self.connect_from(source).await.ok()?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.ok()?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let request = http::Request::builder()
+            .method("POST")
+            .uri("/twilio/voice")
+            .header("host", self.addr.to_string())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-twilio-signature", signature)
+            .body(Full::new(Bytes::from(form_encode(&params))))
+            .expect("request");
+        let response = tokio::time::timeout(WAIT, sender.send_request(request)).await.ok()?.ok()?;
+        let (parts, body) = response.into_parts();
+        let body = tokio::time::timeout(WAIT, body.collect()).await.ok()?.ok()?.to_bytes();
+        Some(HttpResponse { status: parts.status.as_u16(), headers: parts.headers, body })
+    }
+
     /// A connection to the listener, TLS when the proxy speaks it.
     pub async fn connect(&self) -> Conn {
         let connect = async {
@@ -879,13 +915,25 @@ impl TwilioCall {
         );
         let parameters: Vec<(String, String)> =
             stream.parameters.iter().map(|p| (p.name.clone(), p.value.clone())).collect();
-        let path = &url[url.find("/twilio").expect("path")..];
+        Self::open_stream(proxy, call_sid, sid("MZ"), parameters).await
+    }
+
+    /// Opens a signed media WebSocket and sends `connected` and a `start`
+    /// for `call_sid` and `stream_sid` with `parameters` as its custom
+    /// parameters, whatever the webhook said (a forged or replayed stream).
+    pub async fn open_stream(
+        proxy: &Proxy,
+        call_sid: String,
+        stream_sid: String,
+        parameters: Vec<(String, String)>,
+    ) -> TwilioCall {
+        let path = "/twilio/media";
         let signature = proxy.signer().sign_websocket(path).expect("sign");
         let ws = open_media_ws(proxy, path, Some(&signature)).await.expect("media WebSocket opens");
         let mut call = TwilioCall {
             ws,
             call_sid,
-            stream_sid: sid("MZ"),
+            stream_sid,
             parameters,
             sequence: 0,
             chunk: 0,

@@ -133,7 +133,12 @@ type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Runs one media WebSocket from the upgrade to its written record (or,
 /// for a stream that never properly starts, to its close and a counter).
-pub async fn run(ctx: Rc<WorkerContext>, peer: SocketAddr, upgrade: OnUpgrade) {
+pub async fn run(
+    ctx: Rc<WorkerContext>,
+    peer: SocketAddr,
+    upgrade: OnUpgrade,
+    place: Option<super::ConnectionPlace>,
+) {
     let span = tracing::info_span!("call", worker = ctx.index, %peer, call_sid = tracing::field::Empty, stream_sid = tracing::field::Empty);
     async move {
         let upgraded = match tokio::time::timeout(UPGRADE_TIMEOUT, upgrade).await {
@@ -199,6 +204,7 @@ pub async fn run(ctx: Rc<WorkerContext>, peer: SocketAddr, upgrade: OnUpgrade) {
         drop(socket);
         drop(lease);
         drop(slot);
+        drop(place);
     }
     .instrument(span)
     .await;

@@ -22,7 +22,7 @@ use voxproxy_adapters::twiml::{Connect, Reject, RejectReason, Response as Twiml,
 use voxproxy_adapters::stream_token::STREAM_TOKEN_PARAMETER;
 use voxproxy_adapters::webhook::VoiceWebhook;
 
-use super::WorkerContext;
+use super::{HeldPlace, WorkerContext};
 use super::call;
 use super::directory::CallCommand;
 use crate::metrics::{RefuseReason, Route, SignatureKind};
@@ -65,6 +65,7 @@ fn empty(status: StatusCode) -> Response<Body> {
 pub async fn handle(
     ctx: Rc<WorkerContext>,
     peer: SocketAddr,
+    place: HeldPlace,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
@@ -73,7 +74,7 @@ pub async fn handle(
         (Method::POST, "/twilio/voice") => (Route::Voice, voice(&ctx, peer, req).await),
         (Method::POST, "/twilio/status") => (Route::Status, callback(&ctx, peer, req).await),
         (Method::POST, "/twilio/stream-status") => (Route::StreamStatus, callback(&ctx, peer, req).await),
-        (Method::GET, "/twilio/media") => (Route::Media, media(&ctx, peer, req)),
+        (Method::GET, "/twilio/media") => (Route::Media, media(&ctx, peer, &place, req)),
         (Method::GET, "/healthz") => (Route::Healthz, text(StatusCode::OK, "ok\n")),
         (Method::GET, "/readyz") => (Route::Readyz, readyz(&ctx)),
         (Method::GET, "/metrics") => (Route::Metrics, metrics(&ctx)),
@@ -285,7 +286,12 @@ fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &s
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-fn media(ctx: &Rc<WorkerContext>, peer: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
+fn media(
+    ctx: &Rc<WorkerContext>,
+    peer: SocketAddr,
+    place: &HeldPlace,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
     let is_upgrade = header_has_token(&req, header::CONNECTION, "upgrade")
         && header_has_token(&req, header::UPGRADE, "websocket");
@@ -312,7 +318,9 @@ fn media(ctx: &Rc<WorkerContext>, peer: SocketAddr, mut req: Request<Incoming>) 
     // is accepted (see `call`), so sockets that never start hold neither.
     let upgrade = hyper::upgrade::on(&mut req);
     let ctx = Rc::clone(ctx);
-    tokio::task::spawn_local(call::run(ctx, peer, upgrade));
+    // The WebSocket outlives this HTTP connection's task: it keeps the
+    // connection's place in the worker's bounds until the call ends.
+    tokio::task::spawn_local(call::run(ctx, peer, upgrade, place.take()));
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let mut response = empty(StatusCode::SWITCHING_PROTOCOLS);
     let headers = response.headers_mut();

@@ -44,6 +44,7 @@ use crate::runtime::{Clock, IoBackend, Worker, usable_cpus};
 mod call;
 pub mod directory;
 mod http;
+mod peers;
 pub mod ports;
 
 use directory::{Directory, EventHub};
@@ -143,6 +144,8 @@ pub(crate) struct WorkerContext {
     pub(crate) local_calls: Cell<usize>,
     pub(crate) calls_changed: Notify,
     connections: Cell<usize>,
+    /// This worker's connections by client address.
+    peers: peers::PeerConnections,
     rest: OnceCell<Result<Rc<TwilioClient>, String>>,
 }
 
@@ -424,8 +427,15 @@ async fn worker_main(shared: Arc<Shared>, index: usize, backend: IoBackend, list
         local_calls: Cell::new(0),
         calls_changed: Notify::new(),
         connections: Cell::new(0),
+        peers: peers::PeerConnections::new(max_connections),
         rest: OnceCell::new(),
     });
+    tracing::debug!(
+        worker = index,
+        max_connections,
+        per_address = ctx.peers.per_address(),
+        "connection bounds"
+    );
     let mut stop = shared.stop.subscribe();
     loop {
         tokio::select! {
@@ -438,12 +448,18 @@ async fn worker_main(shared: Arc<Shared>, index: usize, backend: IoBackend, list
                         drop(tcp);
                         continue;
                     }
+                    if !ctx.peers.try_add(peer.ip()) {
+                        // One client holds its share: the rest stays for others.
+                        ctx.metrics().call_refused(crate::metrics::RefuseReason::AddressConnectionLimit);
+                        drop(tcp);
+                        continue;
+                    }
                     let _ = tcp.set_nodelay(true);
                     ctx.connections.set(ctx.connections.get() + 1);
+                    let place = ConnectionPlace { ctx: Rc::clone(&ctx), ip: peer.ip() };
                     let ctx = Rc::clone(&ctx);
                     tokio::task::spawn_local(async move {
-                        serve_connection(&ctx, tcp, peer).await;
-                        ctx.connections.set(ctx.connections.get().saturating_sub(1));
+                        serve_connection(&ctx, tcp, peer, place).await;
                     });
                 }
                 Err(e) => {
@@ -466,23 +482,49 @@ async fn worker_main(shared: Arc<Shared>, index: usize, backend: IoBackend, list
     }
 }
 
-async fn serve_connection(ctx: &Rc<WorkerContext>, tcp: tokio::net::TcpStream, peer: SocketAddr) {
-    match &ctx.shared.tls {
-        Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => serve_http(ctx, TokioIo::new(tls), peer).await,
-            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-        },
-        None => serve_http(ctx, TokioIo::new(tcp), peer).await,
+/// A connection's place in its worker's bounds (per worker and per client
+/// address), given back when dropped: by the connection task, or by the
+/// call task once a media WebSocket has taken the connection over.
+#[derive(Debug)]
+pub(crate) struct ConnectionPlace {
+    ctx: Rc<WorkerContext>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for ConnectionPlace {
+    fn drop(&mut self) {
+        self.ctx.connections.set(self.ctx.connections.get().saturating_sub(1));
+        self.ctx.peers.remove(self.ip);
     }
 }
 
-async fn serve_http<I>(ctx: &Rc<WorkerContext>, io: I, peer: SocketAddr)
+/// The place of a connection until a request (the media WebSocket) takes it.
+pub(crate) type HeldPlace = Rc<Cell<Option<ConnectionPlace>>>;
+
+async fn serve_connection(
+    ctx: &Rc<WorkerContext>,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    place: ConnectionPlace,
+) {
+    let place: HeldPlace = Rc::new(Cell::new(Some(place)));
+    match &ctx.shared.tls {
+        Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => serve_http(ctx, TokioIo::new(tls), peer, place).await,
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        },
+        None => serve_http(ctx, TokioIo::new(tcp), peer, place).await,
+    }
+}
+
+async fn serve_http<I>(ctx: &Rc<WorkerContext>, io: I, peer: SocketAddr, place: HeldPlace)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service_ctx = Rc::clone(ctx);
-    let service = service_fn(move |req| http::handle(Rc::clone(&service_ctx), peer, req));
+    let service =
+        service_fn(move |req| http::handle(Rc::clone(&service_ctx), peer, Rc::clone(&place), req));
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
