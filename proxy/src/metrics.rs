@@ -369,6 +369,15 @@ impl Metrics {
             "Control API events not delivered because the subscriber lagged.",
             |m| &m.events_dropped,
         );
+        self.labeled(
+            &mut x,
+            "voxproxy_sse_subscribers_dropped_total",
+            "Event stream subscribers disconnected: lagged (fell a whole event backlog behind) \
+             or stalled (took no data for a while).",
+            "reason",
+            &SSE_DROP_REASONS,
+            |m| &m.sse_subscribers_dropped,
+        );
 
         x.family("voxproxy_io_backend", "The I/O backend the workers run on (always 1).", "gauge");
         x.sample("voxproxy_io_backend", &[("backend", self.io_backend)], 1);
@@ -596,6 +605,20 @@ pub struct WorkerMetrics {
     rtp_socket_errors: [Counter; RtpErrorKind::ALL.len()],
     cdr_write_errors: Counter,
     events_dropped: Counter,
+    sse_subscribers_dropped: [Counter; SSE_DROP_REASONS.len()],
+}
+
+/// `reason` labels of `voxproxy_sse_subscribers_dropped_total`, in
+/// [`SseDrop`] order.
+const SSE_DROP_REASONS: [&str; 2] = ["lagged", "stalled"];
+
+/// Why an event stream subscriber was disconnected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SseDrop {
+    /// It fell a whole event backlog behind.
+    Lagged,
+    /// It took no data for the stall timeout.
+    Stalled,
 }
 
 impl WorkerMetrics {
@@ -637,6 +660,7 @@ impl WorkerMetrics {
             rtp_socket_errors: Default::default(),
             cdr_write_errors: Counter::default(),
             events_dropped: Counter::default(),
+            sse_subscribers_dropped: Default::default(),
         }
     }
 
@@ -826,6 +850,12 @@ impl WorkerMetrics {
     /// `voxproxy_events_dropped_total` +`n`.
     pub fn events_dropped(&self, n: u64) {
         self.events_dropped.add(n);
+    }
+
+    /// An event stream subscriber was disconnected:
+    /// `voxproxy_sse_subscribers_dropped_total{reason}` +1.
+    pub fn sse_subscriber_dropped(&self, reason: SseDrop) {
+        self.sse_subscribers_dropped[reason as usize].add(1);
     }
 }
 
@@ -1697,6 +1727,7 @@ mod tests {
         b.rtp_error(RtpErrorKind::Recv);
         a.cdr_write_error();
         b.events_dropped(9);
+        b.sse_subscriber_dropped(SseDrop::Stalled);
         a.body_too_large();
         a.observe_frame_processing(Direction::Inbound, 1_500);
         b.observe_frame_processing(Direction::Inbound, 2_500);
@@ -1714,6 +1745,8 @@ mod tests {
         assert_eq!(s["voxproxy_rtp_socket_errors_total{kind=\"recv\"}"], 1.0);
         assert_eq!(s["voxproxy_cdr_write_errors_total"], 1.0);
         assert_eq!(s["voxproxy_events_dropped_total"], 9.0);
+        assert_eq!(s["voxproxy_sse_subscribers_dropped_total{reason=\"stalled\"}"], 1.0);
+        assert_eq!(s["voxproxy_sse_subscribers_dropped_total{reason=\"lagged\"}"], 0.0);
         assert_eq!(s["voxproxy_http_body_too_large_total"], 1.0);
         assert_eq!(s["voxproxy_frame_processing_seconds_count{direction=\"inbound\"}"], 2.0);
         assert!((s["voxproxy_frame_processing_seconds_sum{direction=\"inbound\"}"] - 4e-6).abs() < 1e-12);

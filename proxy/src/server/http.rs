@@ -10,19 +10,18 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::stream;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full, Limited, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Incoming;
 use subtle_compare::constant_time_eq;
 use voxproxy_adapters::form::Form;
 use voxproxy_adapters::twiml::{Connect, Reject, RejectReason, Response as Twiml, Stream};
 use voxproxy_adapters::stream_token::STREAM_TOKEN_PARAMETER;
 use voxproxy_adapters::webhook::VoiceWebhook;
 
-use super::{HeldPlace, WorkerContext};
+use super::{ConnState, WorkerContext, sse};
 use super::call;
 use super::directory::CallCommand;
 use crate::metrics::{RefuseReason, Route, SignatureKind};
@@ -32,8 +31,6 @@ pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// How long a request body may take to arrive.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Server-sent events comment sent this often, so dead subscribers are noticed.
-const SSE_HEARTBEAT: Duration = Duration::from_secs(15);
 
 fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(Full::new(body.into()).boxed_unsync());
@@ -65,7 +62,7 @@ fn empty(status: StatusCode) -> Response<Body> {
 pub async fn handle(
     ctx: Rc<WorkerContext>,
     peer: SocketAddr,
-    place: HeldPlace,
+    connection: Rc<ConnState>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
@@ -74,11 +71,11 @@ pub async fn handle(
         (Method::POST, "/twilio/voice") => (Route::Voice, voice(&ctx, peer, req).await),
         (Method::POST, "/twilio/status") => (Route::Status, callback(&ctx, peer, req).await),
         (Method::POST, "/twilio/stream-status") => (Route::StreamStatus, callback(&ctx, peer, req).await),
-        (Method::GET, "/twilio/media") => (Route::Media, media(&ctx, peer, &place, req)),
+        (Method::GET, "/twilio/media") => (Route::Media, media(&ctx, peer, &connection, req)),
         (Method::GET, "/healthz") => (Route::Healthz, text(StatusCode::OK, "ok\n")),
         (Method::GET, "/readyz") => (Route::Readyz, readyz(&ctx)),
         (Method::GET, "/metrics") => (Route::Metrics, metrics(&ctx)),
-        (_, p) if p == "/v1" || p.starts_with("/v1/") => (route_of_v1(p), control(&ctx, req).await),
+        (_, p) if p == "/v1" || p.starts_with("/v1/") => (route_of_v1(p), control(&ctx, &connection, req).await),
         (
             _,
             "/twilio/voice"
@@ -289,7 +286,7 @@ fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &s
 fn media(
     ctx: &Rc<WorkerContext>,
     peer: SocketAddr,
-    place: &HeldPlace,
+    connection: &ConnState,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
@@ -320,7 +317,7 @@ fn media(
     let ctx = Rc::clone(ctx);
     // The WebSocket outlives this HTTP connection's task: it keeps the
     // connection's place in the worker's bounds until the call ends.
-    tokio::task::spawn_local(call::run(ctx, peer, upgrade, place.take()));
+    tokio::task::spawn_local(call::run(ctx, peer, upgrade, connection.take_place()));
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let mut response = empty(StatusCode::SWITCHING_PROTOCOLS);
     let headers = response.headers_mut();
@@ -344,7 +341,7 @@ fn authorized(ctx: &WorkerContext, req: &Request<Incoming>) -> bool {
     constant_time_eq(given.trim().as_bytes(), token.expose().as_bytes())
 }
 
-async fn control(ctx: &WorkerContext, req: Request<Incoming>) -> Response<Body> {
+async fn control(ctx: &WorkerContext, connection: &ConnState, req: Request<Incoming>) -> Response<Body> {
     // Without an admin token the control API does not exist.
     if ctx.shared.config.secrets.admin_token.is_none() {
         return text(StatusCode::NOT_FOUND, "not found\n");
@@ -383,7 +380,7 @@ async fn control(ctx: &WorkerContext, req: Request<Incoming>) -> Response<Body> 
                 _ => json_error(StatusCode::METHOD_NOT_ALLOWED, "use GET or DELETE"),
             }
         }
-        (Method::GET, "/v1/events") => events(ctx),
+        (Method::GET, "/v1/events") => events(ctx, connection),
         (Method::POST, "/v1/calls") => place_call(ctx, req).await,
         (_, "/v1/sessions" | "/v1/events" | "/v1/calls") => {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
@@ -392,32 +389,10 @@ async fn control(ctx: &WorkerContext, req: Request<Incoming>) -> Response<Body> 
     }
 }
 
-fn events(ctx: &WorkerContext) -> Response<Body> {
+fn events(ctx: &WorkerContext, connection: &ConnState) -> Response<Body> {
     let receiver = ctx.shared.events.subscribe();
-    let metrics_ctx = ctx.metrics_handle();
-    let heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + SSE_HEARTBEAT, SSE_HEARTBEAT);
-    let hello = Bytes::from_static(b": voxproxy events\n\n");
-    let state = (receiver, heartbeat, Some(hello), metrics_ctx);
-    let body = stream::unfold(state, |(mut receiver, mut heartbeat, hello, metrics)| async move {
-        if let Some(hello) = hello {
-            return Some((Ok(Frame::data(hello)), (receiver, heartbeat, None, metrics)));
-        }
-        loop {
-            tokio::select! {
-                event = receiver.recv() => match event {
-                    Ok(event) => {
-                        let frame = Frame::data(Bytes::from(format!("event: {}\ndata: {}\n\n", event.name, event.json)));
-                        return Some((Ok(frame), (receiver, heartbeat, None, metrics)));
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => metrics.get().events_dropped(n),
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                },
-                _ = heartbeat.tick() => {
-                    return Some((Ok(Frame::data(Bytes::from_static(b": keep-alive\n\n"))), (receiver, heartbeat, None, metrics)));
-                }
-            }
-        }
-    });
+    let watch = connection.watch_sse();
+    let body = sse::event_stream(receiver, sse::SSE_HEARTBEAT, watch, ctx.metrics_handle());
     let mut response = Response::new(StreamBody::new(body).boxed_unsync());
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

@@ -46,6 +46,7 @@ pub mod directory;
 mod http;
 mod peers;
 pub mod ports;
+mod sse;
 
 use directory::{Directory, EventHub};
 use ports::PortPool;
@@ -498,8 +499,33 @@ impl Drop for ConnectionPlace {
     }
 }
 
-/// The place of a connection until a request (the media WebSocket) takes it.
-pub(crate) type HeldPlace = Rc<Cell<Option<ConnectionPlace>>>;
+/// What a connection's task shares with the requests it serves.
+pub(crate) struct ConnState {
+    /// The connection's place, until a media WebSocket takes it over.
+    place: Cell<Option<ConnectionPlace>>,
+    /// Set when the connection carries `GET /v1/events`.
+    sse: Arc<sse::SseWatch>,
+    sse_opened: Notify,
+}
+
+impl fmt::Debug for ConnState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnState").field("sse", &self.sse).finish_non_exhaustive()
+    }
+}
+
+impl ConnState {
+    /// Hands the connection's place to whoever outlives the HTTP task.
+    pub(crate) fn take_place(&self) -> Option<ConnectionPlace> {
+        self.place.take()
+    }
+
+    /// Marks the connection as an event stream and returns its watch.
+    pub(crate) fn watch_sse(&self) -> Arc<sse::SseWatch> {
+        self.sse_opened.notify_one();
+        Arc::clone(&self.sse)
+    }
+}
 
 async fn serve_connection(
     ctx: &Rc<WorkerContext>,
@@ -507,32 +533,62 @@ async fn serve_connection(
     peer: SocketAddr,
     place: ConnectionPlace,
 ) {
-    let place: HeldPlace = Rc::new(Cell::new(Some(place)));
+    let state = Rc::new(ConnState {
+        place: Cell::new(Some(place)),
+        sse: Arc::default(),
+        sse_opened: Notify::new(),
+    });
     match &ctx.shared.tls {
         Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => serve_http(ctx, TokioIo::new(tls), peer, place).await,
+            Ok(Ok(tls)) => serve_http(ctx, TokioIo::new(tls), peer, state).await,
             Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
         },
-        None => serve_http(ctx, TokioIo::new(tcp), peer, place).await,
+        None => serve_http(ctx, TokioIo::new(tcp), peer, state).await,
     }
 }
 
-async fn serve_http<I>(ctx: &Rc<WorkerContext>, io: I, peer: SocketAddr, place: HeldPlace)
+async fn serve_http<I>(ctx: &Rc<WorkerContext>, io: I, peer: SocketAddr, state: Rc<ConnState>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service_ctx = Rc::clone(ctx);
+    let service_state = Rc::clone(&state);
     let service =
-        service_fn(move |req| http::handle(Rc::clone(&service_ctx), peer, Rc::clone(&place), req));
+        service_fn(move |req| http::handle(Rc::clone(&service_ctx), peer, Rc::clone(&service_state), req));
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(16 * 1024)
         .serve_connection(io, service)
         .with_upgrades();
-    if let Err(e) = connection.await {
-        tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+    tokio::pin!(connection);
+    loop {
+        // Only an event stream is watched for stalls; other connections
+        // wait on hyper alone.
+        let watch = async {
+            if state.sse.is_active() {
+                tokio::time::sleep(sse::SSE_STALL_CHECK).await;
+            } else {
+                state.sse_opened.notified().await;
+            }
+        };
+        tokio::select! {
+            result = &mut connection => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+                }
+                return;
+            }
+            () = watch => {
+                if state.sse.stalled(std::time::Instant::now(), sse::SSE_STALL_TIMEOUT) {
+                    ctx.metrics().sse_subscriber_dropped(crate::metrics::SseDrop::Stalled);
+                    tracing::info!(%peer, "event subscriber took no data for 30 s; disconnected");
+                    // Dropping the connection closes the socket.
+                    return;
+                }
+            }
+        }
     }
 }
 
