@@ -194,6 +194,11 @@ pub async fn run(
             close_now(&mut ws, CloseCode::from(code), reason).await;
             return;
         };
+        // The RTP socket is brand new and Twilio's first frames are often
+        // already buffered: let the reactor see the socket once (epoll
+        // reports it writable only then), or the loop, always finding a
+        // WebSocket frame ready, would queue sends until the queue overflows.
+        tokio::task::yield_now().await;
         let ended = media_loop(&ctx, ws, bridge, &socket, lease.port(), facts, commands).await;
         // Held until here so the command channel never closes under the loop.
         drop(commands_tx);
