@@ -756,9 +756,21 @@ mod tests {
         let cases = [
             ("CallSid=CA0123456789abcdef0123456789abcdef", "CallSid=CA1".to_owned(), "CallSid"),
             ("CallSid=CA0123456789abcdef0123456789abcdef", format!("CallSid=CA{huge}"), "CallSid"),
-            ("CallSid=CA0123456789abcdef0123456789abcdef", "CallSid=CA0123456789ABCDEF0123456789abcdef".into(), "CallSid"),
-            ("CallSid=CA0123456789abcdef0123456789abcdef", "CallSid=AC0123456789abcdef0123456789abcdef".into(), "CallSid"),
-            ("AccountSid=AC0123456789abcdef0123456789abcdef", "AccountSid=AC0123456789abcdef0123456789abcdeg".into(), "AccountSid"),
+            (
+                "CallSid=CA0123456789abcdef0123456789abcdef",
+                "CallSid=CA0123456789ABCDEF0123456789abcdef".into(),
+                "CallSid",
+            ),
+            (
+                "CallSid=CA0123456789abcdef0123456789abcdef",
+                "CallSid=AC0123456789abcdef0123456789abcdef".into(),
+                "CallSid",
+            ),
+            (
+                "AccountSid=AC0123456789abcdef0123456789abcdef",
+                "AccountSid=AC0123456789abcdef0123456789abcdeg".into(),
+                "AccountSid",
+            ),
             ("From=a", format!("From={huge}"), "From"),
             ("To=b", format!("To={huge}"), "To"),
         ];

@@ -447,9 +447,15 @@ mod tests {
         });
         assert_eq!(text.lines().count(), 1, "one event, one line: {text}");
         assert!(!text.contains(['\r', '\u{1b}', '\u{85}']), "{text}");
-        assert!(text.contains("from=+1555\\n2026-01-01T00:00:00Z  INFO voxproxy: forged\\r\\u{1b}[2J\\u{85}"), "{text}");
+        assert!(
+            text.contains("from=+1555\\n2026-01-01T00:00:00Z  INFO voxproxy: forged\\r\\u{1b}[2J\\u{85}"),
+            "{text}"
+        );
         assert!(text.contains("say +1555\\n2026"), "the message is escaped too: {text}");
-        assert!(text.contains("call{call_sid=\"+1555\\n2026"), "string fields keep their Debug quoting: {text}");
+        assert!(
+            text.contains("call{call_sid=\"+1555\\n2026"),
+            "string fields keep their Debug quoting: {text}"
+        );
     }
 
     #[test]

@@ -930,15 +930,8 @@ impl TwilioCall {
         let path = "/twilio/media";
         let signature = proxy.signer().sign_websocket(path).expect("sign");
         let ws = open_media_ws(proxy, path, Some(&signature)).await.expect("media WebSocket opens");
-        let mut call = TwilioCall {
-            ws,
-            call_sid,
-            stream_sid,
-            parameters,
-            sequence: 0,
-            chunk: 0,
-            media_ms: 0,
-        };
+        let mut call =
+            TwilioCall { ws, call_sid, stream_sid, parameters, sequence: 0, chunk: 0, media_ms: 0 };
         call.send_json(json!({"event": "connected", "protocol": "Call", "version": "1.0.0"})).await;
         let custom: serde_json::Map<String, Value> =
             call.parameters.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect();

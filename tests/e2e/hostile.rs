@@ -58,7 +58,8 @@ async fn one_address_cannot_lock_out_the_others(io: Io) {
         idle.push(proxy.connect_from(attacker).await.expect("the kernel completes every handshake"));
     }
     // The header timeout (10 s) has not run out: every accepted one is still held.
-    let refused = proxy.wait_metric(&metric_refused("address_connection_limit"), (IDLE - PER_ADDRESS) as f64).await;
+    let refused =
+        proxy.wait_metric(&metric_refused("address_connection_limit"), (IDLE - PER_ADDRESS) as f64).await;
     assert_eq!(refused, (IDLE - PER_ADDRESS) as f64, "exactly the connections over the address's share");
 
     let honest = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
@@ -82,7 +83,9 @@ async fn streams_that_never_start_hold_no_call_place(io: Io) {
     for _ in 0..3 {
         let mut ws = open_media_ws(&proxy, "/twilio/media", Some(&signature)).await.expect("handshake");
         let connected = r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#;
-        futures_util::SinkExt::send(&mut ws, tungstenite::Message::Text(connected.into())).await.expect("send");
+        futures_util::SinkExt::send(&mut ws, tungstenite::Message::Text(connected.into()))
+            .await
+            .expect("send");
         idle.push(ws);
     }
     let mut call = TwilioCall::start(&proxy).await;
@@ -112,7 +115,12 @@ async fn streams_that_never_start_hold_no_call_place(io: Io) {
     call.send_stop().await;
     let record = proxy.wait_record(&call.stream_sid).await;
     assert_eq!(record["call_sid"], call.call_sid.as_str());
-    assert_eq!(proxy.records().len(), 1, "no record for the streams that never started: {:?}", proxy.records());
+    assert_eq!(
+        proxy.records().len(),
+        1,
+        "no record for the streams that never started: {:?}",
+        proxy.records()
+    );
 }
 
 async fn start_must_carry_the_webhooks_token(io: Io) {

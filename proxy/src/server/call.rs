@@ -262,10 +262,9 @@ async fn await_start(ctx: &WorkerContext, bridge: &mut CallBridge, ws: &mut Ws) 
     let mut ws_open = true;
     let mut close: Option<(u16, String)> = None;
     while !bridge.is_finished() {
-        let deadline = bridge.poll_timeout().map_or_else(
-            || tokio::time::Instant::now() + Duration::from_secs(3600),
-            |at| clock.to_tokio(at),
-        );
+        let deadline = bridge
+            .poll_timeout()
+            .map_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600), |at| clock.to_tokio(at));
         let wake = tokio::select! {
             biased;
             _ = shutdown.changed() => PreStart::Shutdown,
@@ -316,7 +315,8 @@ async fn await_start(ctx: &WorkerContext, bridge: &mut CallBridge, ws: &mut Ws) 
         while let Some(output) = bridge.poll_output() {
             match output {
                 Output::Ping if ws_open => {
-                    ws_open = ws.send(Message::Ping(bytes::Bytes::new())).now_or_never().is_none_or(|r| r.is_ok());
+                    ws_open =
+                        ws.send(Message::Ping(bytes::Bytes::new())).now_or_never().is_none_or(|r| r.is_ok());
                 }
                 Output::Close { code, reason } => {
                     close.get_or_insert((code, reason.to_owned()));
@@ -327,7 +327,8 @@ async fn await_start(ctx: &WorkerContext, bridge: &mut CallBridge, ws: &mut Ws) 
         }
     }
     let end = bridge.end_reason().unwrap_or(EndReason::WebSocketClosed);
-    let reason = if end == EndReason::Unauthorized { RefuseReason::InvalidStart } else { RefuseReason::NoStart };
+    let reason =
+        if end == EndReason::Unauthorized { RefuseReason::InvalidStart } else { RefuseReason::NoStart };
     ctx.metrics().call_refused(reason);
     tracing::info!(reason = end.name(), "media stream ended before it started; no call record");
     if ws_open && let Some((code, text)) = close {
@@ -343,7 +344,11 @@ fn ws_error_close(ctx: &WorkerContext, e: WsError) -> Option<(u16, String)> {
     match e {
         WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
             metrics.websocket_error(WsErrorKind::Oversize);
-            tracing::warn!(size, max_size, "WebSocket message over limits.max_frame_bytes; closing with 1009");
+            tracing::warn!(
+                size,
+                max_size,
+                "WebSocket message over limits.max_frame_bytes; closing with 1009"
+            );
             Some((1009, "message too big".to_owned()))
         }
         WsError::Io(e) => {
@@ -763,12 +768,7 @@ async fn finish_call(ctx: &WorkerContext, bridge: &CallBridge, facts: &CallFacts
     );
 }
 
-fn on_event(
-    ctx: &WorkerContext,
-    bridge: &CallBridge,
-    event: BridgeEvent,
-    rtp_port: u16,
-) {
+fn on_event(ctx: &WorkerContext, bridge: &CallBridge, event: BridgeEvent, rtp_port: u16) {
     let Some(start) = bridge.stream() else { return };
     let (stream_sid, call_sid) = (start.stream_sid.as_str(), start.call_sid.as_str());
     if let BridgeEvent::StreamStarted = event {

@@ -17,13 +17,13 @@ use http_body_util::{BodyExt as _, Full, Limited, StreamBody};
 use hyper::body::Incoming;
 use subtle_compare::constant_time_eq;
 use voxproxy_adapters::form::Form;
-use voxproxy_adapters::twiml::{Connect, Reject, RejectReason, Response as Twiml, Stream};
 use voxproxy_adapters::stream_token::STREAM_TOKEN_PARAMETER;
+use voxproxy_adapters::twiml::{Connect, Reject, RejectReason, Response as Twiml, Stream};
 use voxproxy_adapters::webhook::VoiceWebhook;
 
-use super::{ConnState, WorkerContext, sse};
 use super::call;
 use super::directory::CallCommand;
+use super::{ConnState, WorkerContext, sse};
 use crate::metrics::{RefuseReason, Route, SignatureKind};
 
 /// The body of every response.
@@ -75,7 +75,9 @@ pub async fn handle(
         (Method::GET, "/healthz") => (Route::Healthz, text(StatusCode::OK, "ok\n")),
         (Method::GET, "/readyz") => (Route::Readyz, readyz(&ctx)),
         (Method::GET, "/metrics") => (Route::Metrics, metrics(&ctx)),
-        (_, p) if p == "/v1" || p.starts_with("/v1/") => (route_of_v1(p), control(&ctx, &connection, req).await),
+        (_, p) if p == "/v1" || p.starts_with("/v1/") => {
+            (route_of_v1(p), control(&ctx, &connection, req).await)
+        }
         (
             _,
             "/twilio/voice"

@@ -533,11 +533,8 @@ async fn serve_connection(
     peer: SocketAddr,
     place: ConnectionPlace,
 ) {
-    let state = Rc::new(ConnState {
-        place: Cell::new(Some(place)),
-        sse: Arc::default(),
-        sse_opened: Notify::new(),
-    });
+    let state =
+        Rc::new(ConnState { place: Cell::new(Some(place)), sse: Arc::default(), sse_opened: Notify::new() });
     match &ctx.shared.tls {
         Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => serve_http(ctx, TokioIo::new(tls), peer, state).await,

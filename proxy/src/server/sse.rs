@@ -53,7 +53,11 @@ const NOT_WAITING: u64 = u64::MAX;
 
 impl Default for SseWatch {
     fn default() -> Self {
-        SseWatch { active: AtomicBool::new(false), origin: Instant::now(), waiting_ns: AtomicU64::new(NOT_WAITING) }
+        SseWatch {
+            active: AtomicBool::new(false),
+            origin: Instant::now(),
+            waiting_ns: AtomicU64::new(NOT_WAITING),
+        }
     }
 }
 
@@ -65,7 +69,8 @@ impl SseWatch {
 
     /// A frame was handed to hyper at `now`.
     fn yielded(&self, now: Instant) {
-        let ns = u64::try_from(now.saturating_duration_since(self.origin).as_nanos()).unwrap_or(NOT_WAITING - 1);
+        let ns =
+            u64::try_from(now.saturating_duration_since(self.origin).as_nanos()).unwrap_or(NOT_WAITING - 1);
         self.waiting_ns.store(ns, Ordering::Relaxed);
     }
 
@@ -99,20 +104,18 @@ pub(crate) fn event_stream(
         watch.taken();
         let bytes = match hello {
             Some(hello) => hello,
-            None => loop {
-                tokio::select! {
-                    event = receiver.recv() => match event {
-                        Ok(event) => break Bytes::from(format!("event: {}\ndata: {}\n\n", event.name, event.json)),
-                        Err(broadcast::error::RecvError::Lagged(n)) => {
-                            metrics.get().events_dropped(n);
-                            metrics.get().sse_subscriber_dropped(SseDrop::Lagged);
-                            tracing::info!(lost = n, "event subscriber fell a whole backlog behind; disconnected");
-                            return None;
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    },
-                    _ = ticks.tick() => break Bytes::from_static(b": keep-alive\n\n"),
-                }
+            None => tokio::select! {
+                event = receiver.recv() => match event {
+                    Ok(event) => Bytes::from(format!("event: {}\ndata: {}\n\n", event.name, event.json)),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        metrics.get().events_dropped(n);
+                        metrics.get().sse_subscriber_dropped(SseDrop::Lagged);
+                        tracing::info!(lost = n, "event subscriber fell a whole backlog behind; disconnected");
+                        return None;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                _ = ticks.tick() => Bytes::from_static(b": keep-alive\n\n"),
             },
         };
         watch.yielded(Instant::now());
@@ -141,7 +144,8 @@ mod tests {
         let hub = EventHub::new();
         let metrics = handle();
         let watch = Arc::new(SseWatch::default());
-        let stream = event_stream(hub.subscribe(), Duration::from_secs(3600), Arc::clone(&watch), metrics.clone());
+        let stream =
+            event_stream(hub.subscribe(), Duration::from_secs(3600), Arc::clone(&watch), metrics.clone());
         futures_util::pin_mut!(stream);
         assert!(data(stream.next().await.expect("hello").expect("frame")).starts_with(": voxproxy"));
         hub.publish("MZ1", "CA1", &CallEvent::Ended { reason: "hangup" });
@@ -154,7 +158,10 @@ mod tests {
         assert!(stream.next().await.is_none(), "a lagged subscriber's stream ends");
         let mut rendered = String::new();
         metrics.metrics.render(&mut rendered);
-        assert!(rendered.contains("voxproxy_sse_subscribers_dropped_total{reason=\"lagged\"} 1"), "{rendered}");
+        assert!(
+            rendered.contains("voxproxy_sse_subscribers_dropped_total{reason=\"lagged\"} 1"),
+            "{rendered}"
+        );
         assert!(rendered.contains("voxproxy_events_dropped_total 1\n"), "{rendered}");
     }
 
