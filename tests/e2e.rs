@@ -34,6 +34,8 @@ mod ffmpeg;
 mod guard;
 #[path = "e2e/harness.rs"]
 mod harness;
+#[path = "e2e/hostile.rs"]
+mod hostile;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
 #[path = "e2e/media.rs"]

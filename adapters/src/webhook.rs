@@ -10,7 +10,8 @@
 //! use voxproxy_adapters::signature::SignatureValidator;
 //! use voxproxy_adapters::webhook::{CallStatus, Direction, VoiceWebhook};
 //!
-//! let body = b"CallSid=CA0123&AccountSid=AC4567&From=%2B14155550199&To=%2B14155550100\
+//! let body = b"CallSid=CA0123456789abcdef0123456789abcdef&AccountSid=AC0123456789abcdef0123456789abcdef\
+//!              &From=%2B14155550199&To=%2B14155550100\
 //!              &CallStatus=ringing&Direction=inbound&ApiVersion=2010-04-01&StirVerstat=TN-Validation-Passed-A";
 //! let form = Form::parse(body).unwrap();
 //!
@@ -53,6 +54,25 @@ pub enum WebhookError {
         /// The field's name, as Twilio spells it.
         field: &'static str,
     },
+    /// A SID field does not have Twilio's shape: a two-letter prefix and 32
+    /// lower-case hex digits.
+    InvalidSid {
+        /// The field's name, as Twilio spells it.
+        field: &'static str,
+        /// The prefix it must start with.
+        prefix: &'static str,
+        /// The value's length in bytes (the value itself may be huge or hostile).
+        len: usize,
+    },
+    /// A text field is longer than any value Twilio sends.
+    TooLong {
+        /// The field's name, as Twilio spells it.
+        field: &'static str,
+        /// The value's length in bytes.
+        len: usize,
+        /// The most accepted.
+        max: usize,
+    },
     /// A numeric field does not hold a number in range.
     InvalidNumber {
         /// The field's name, as Twilio spells it.
@@ -71,6 +91,13 @@ impl fmt::Display for WebhookError {
             }
             WebhookError::DuplicateField { field } => {
                 write!(f, "webhook body has the {field} field more than once")
+            }
+            WebhookError::InvalidSid { field, prefix, len } => write!(
+                f,
+                "webhook field {field} ({len} bytes) is not a Twilio SID: {prefix} followed by 32 lower-case hex digits"
+            ),
+            WebhookError::TooLong { field, len, max } => {
+                write!(f, "webhook field {field} is {len} bytes long; at most {max} are accepted")
             }
             WebhookError::InvalidNumber { field, value } => {
                 write!(
@@ -413,16 +440,40 @@ impl VoiceWebhook {
         Self::from_form(Form::parse(body)?)
     }
 
-    /// Converts a parsed form.
+    /// Converts a parsed form. Its answer echoes `CallSid`, `From` and `To`
+    /// into TwiML and logs, so their shape and length are checked here.
     ///
     /// # Errors
     /// [`WebhookError::MissingField`] when `CallSid`, `AccountSid`, `From`,
     /// `To`, `CallStatus` or `Direction` is absent;
-    /// [`WebhookError::DuplicateField`] when a known field repeats.
+    /// [`WebhookError::DuplicateField`] when a known field repeats;
+    /// [`WebhookError::InvalidSid`] when `CallSid` or `AccountSid` is not
+    /// Twilio-shaped; [`WebhookError::TooLong`] when `From` or `To` is
+    /// longer than [`MAX_ADDRESS_LEN`].
     pub fn from_form(form: Form) -> Result<Self, WebhookError> {
         let mut fields = Fields::split(form, &[CALL_FIELDS])?;
         let call = fields.call_details()?;
+        check_sid("CallSid", &call.call_sid, "CA")?;
+        check_sid("AccountSid", &call.account_sid, "AC")?;
+        for (field, value) in [("From", &call.from), ("To", &call.to)] {
+            if value.len() > MAX_ADDRESS_LEN {
+                return Err(WebhookError::TooLong { field, len: value.len(), max: MAX_ADDRESS_LEN });
+            }
+        }
         Ok(VoiceWebhook { call, extra: fields.extra })
+    }
+}
+
+/// Longest `From` or `To` accepted, in bytes: E.164 numbers are at most 16,
+/// `client:` identities and SIP URIs far below this.
+pub const MAX_ADDRESS_LEN: usize = 256;
+
+fn check_sid(field: &'static str, value: &str, prefix: &'static str) -> Result<(), WebhookError> {
+    let hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+    if value.len() == 34 && value.starts_with(prefix) && value.bytes().skip(2).all(hex) {
+        Ok(())
+    } else {
+        Err(WebhookError::InvalidSid { field, prefix, len: value.len() })
     }
 }
 
@@ -645,7 +696,7 @@ mod tests {
 
     #[test]
     fn unknown_enum_values_are_preserved() {
-        let body = b"CallSid=CA1&AccountSid=AC1&From=&To=sip%3Abot%40example.com&CallStatus=answered\
+        let body = b"CallSid=CA0123456789abcdef0123456789abcdef&AccountSid=AC0123456789abcdef0123456789abcdef&From=&To=sip%3Abot%40example.com&CallStatus=answered\
                      &Direction=trunking-originating";
         let hook = VoiceWebhook::parse(body).unwrap();
         assert_eq!(hook.call.call_status, CallStatus::Other("answered".into()));
@@ -664,7 +715,7 @@ mod tests {
 
     #[test]
     fn missing_required_fields_are_named() {
-        let full = "CallSid=CA1&AccountSid=AC1&From=a&To=b&CallStatus=ringing&Direction=inbound";
+        let full = "CallSid=CA0123456789abcdef0123456789abcdef&AccountSid=AC0123456789abcdef0123456789abcdef&From=a&To=b&CallStatus=ringing&Direction=inbound";
         for field in ["CallSid", "AccountSid", "From", "To", "CallStatus", "Direction"] {
             let body: Vec<&str> =
                 full.split('&').filter(|kv| !kv.starts_with(&format!("{field}="))).collect();
@@ -683,11 +734,12 @@ mod tests {
 
     #[test]
     fn duplicate_known_fields_are_refused_but_unknown_ones_kept() {
-        let body = b"CallSid=CA1&AccountSid=AC1&From=a&To=b&CallStatus=ringing&Direction=inbound&CallSid=CA2";
+        let body = b"CallSid=CA0123456789abcdef0123456789abcdef&AccountSid=AC0123456789abcdef0123456789abcdef&From=a&To=b\
+                     &CallStatus=ringing&Direction=inbound&CallSid=CA2";
         assert_eq!(VoiceWebhook::parse(body).unwrap_err(), WebhookError::DuplicateField { field: "CallSid" });
-        let body = b"CallSid=CA1&AccountSid=AC1&From=a&To=b&CallStatus=ringing&Direction=inbound&X=1&X=2";
+        let body = b"CallSid=CA0123456789abcdef0123456789abcdef&AccountSid=AC0123456789abcdef0123456789abcdef&From=a&To=b&CallStatus=ringing&Direction=inbound&X=1&X=2";
         assert_eq!(VoiceWebhook::parse(body).unwrap().extra, [pair("X", "1"), pair("X", "2")]);
-        let body = b"CallSid=CA1&AccountSid=AC1&From=a&To=b&CallStatus=completed&Direction=inbound\
+        let body = b"CallSid=CA0123456789abcdef0123456789abcdef&AccountSid=AC0123456789abcdef0123456789abcdef&From=a&To=b&CallStatus=completed&Direction=inbound\
                      &SequenceNumber=1&SequenceNumber=2";
         assert_eq!(
             CallStatusCallback::parse(body).unwrap_err(),
@@ -696,8 +748,47 @@ mod tests {
     }
 
     #[test]
+    fn malformed_sids_and_oversize_addresses_are_refused_without_echoing_them() {
+        let good = "CallSid=CA0123456789abcdef0123456789abcdef&AccountSid=AC0123456789abcdef0123456789abcdef\
+                    &From=a&To=b&CallStatus=ringing&Direction=inbound";
+        assert!(VoiceWebhook::parse(good.as_bytes()).is_ok());
+        let huge = "9".repeat(10_000);
+        let cases = [
+            ("CallSid=CA0123456789abcdef0123456789abcdef", "CallSid=CA1".to_owned(), "CallSid"),
+            ("CallSid=CA0123456789abcdef0123456789abcdef", format!("CallSid=CA{huge}"), "CallSid"),
+            (
+                "CallSid=CA0123456789abcdef0123456789abcdef",
+                "CallSid=CA0123456789ABCDEF0123456789abcdef".into(),
+                "CallSid",
+            ),
+            (
+                "CallSid=CA0123456789abcdef0123456789abcdef",
+                "CallSid=AC0123456789abcdef0123456789abcdef".into(),
+                "CallSid",
+            ),
+            (
+                "AccountSid=AC0123456789abcdef0123456789abcdef",
+                "AccountSid=AC0123456789abcdef0123456789abcdeg".into(),
+                "AccountSid",
+            ),
+            ("From=a", format!("From={huge}"), "From"),
+            ("To=b", format!("To={huge}"), "To"),
+        ];
+        for (from, to, field) in cases {
+            let err = VoiceWebhook::parse(good.replace(from, &to).as_bytes()).unwrap_err();
+            assert!(
+                matches!(err, WebhookError::InvalidSid { field: f, .. } | WebhookError::TooLong { field: f, .. } if f == field),
+                "{field}: {err:?}"
+            );
+            assert!(err.to_string().len() < 200, "the message does not echo the value: {err}");
+        }
+        let at_limit = good.replace("From=a", &format!("From={}", "9".repeat(MAX_ADDRESS_LEN)));
+        assert!(VoiceWebhook::parse(at_limit.as_bytes()).is_ok());
+    }
+
+    #[test]
     fn numbers_are_checked() {
-        let base = "CallSid=CA1&AccountSid=AC1&From=a&To=b&CallStatus=completed&Direction=inbound";
+        let base = "CallSid=CA0123456789abcdef0123456789abcdef&AccountSid=AC0123456789abcdef0123456789abcdef&From=a&To=b&CallStatus=completed&Direction=inbound";
         let with = |extra: &str| CallStatusCallback::parse(format!("{base}&{extra}").as_bytes());
         assert_eq!(with("SipResponseCode=").unwrap().sip_response_code, None);
         assert_eq!(with("CallDuration=0").unwrap().call_duration, Some(0));

@@ -1171,3 +1171,149 @@ fn backend_outages_are_counted_with_their_silence_until_resumed_or_hung_up() {
         ]
     );
 }
+
+/// A `start` frame for `call_sid` with these custom parameters.
+fn start_with(call_sid: &str, parameters: Vec<(String, String)>) -> Vec<u8> {
+    let start = Start {
+        sequence_number: 1,
+        stream_sid: StreamSid::new("MZ00000000000000000000000000000001").expect("sid"),
+        account_sid: AccountSid::new("AC00000000000000000000000000000001").expect("sid"),
+        call_sid: CallSid::new(call_sid).expect("sid"),
+        tracks: Tracks { inbound: true, outbound: false },
+        media_format: MediaFormat::mulaw_8k_mono(),
+        custom_parameters: parameters,
+    };
+    let mut out = Vec::new();
+    media_stream::write_start(&mut out, &start);
+    out
+}
+
+fn close_of(bridge: &mut CallBridge) -> Option<(u16, &'static str)> {
+    let mut close = None;
+    while let Some(output) = bridge.poll_output() {
+        if let Output::Close { code, reason } = output {
+            close = Some((code, reason));
+        }
+    }
+    close
+}
+
+#[test]
+fn a_websocket_that_never_starts_ends_at_the_start_deadline_even_while_it_answers_pings() {
+    let mut bridge = CallBridge::new(config(), Instant::ZERO).expect("config");
+    assert!(bridge.poll_timeout().expect("a deadline") <= ms(10_000));
+    let mut now = Instant::ZERO;
+    while !bridge.is_finished() && now < ms(60_000) {
+        now = bridge.poll_timeout().expect("a deadline while the call runs");
+        bridge.handle_timeout(now);
+        // The peer answers every ping at once.
+        bridge.handle_twilio_activity(now);
+    }
+    assert_eq!(bridge.end_reason(), Some(EndReason::StartTimeout));
+    assert_eq!(now, ms(10_000), "the deadline is start_timeout after the WebSocket opened");
+    assert_eq!(close_of(&mut bridge), Some((1008, "no start message in time")));
+}
+
+#[test]
+fn a_started_stream_has_no_start_deadline() {
+    let mut bridge = CallBridge::new(config(), Instant::ZERO).expect("config");
+    let mut twilio = TwilioSim::new(vec![0xFF; 160]);
+    let mut start = twilio.start_frame();
+    bridge.handle_twilio(ms(5), &mut start).expect("start");
+    for t in (1_000..20_000).step_by(1_000) {
+        bridge.handle_twilio_activity(ms(t));
+        bridge.handle_timeout(ms(t));
+    }
+    assert!(!bridge.is_finished(), "{:?}", bridge.end_reason());
+}
+
+#[test]
+fn with_a_token_key_start_needs_the_token_of_its_call_and_twilio_shaped_ids() {
+    use voxproxy_adapters::stream_token::{STREAM_TOKEN_PARAMETER, StreamTokenKey};
+    let key = StreamTokenKey::new("auth-token").expect("key");
+    let call = "CA00000000000000000000000000000001";
+    let other = "CA00000000000000000000000000000002";
+    let token = |sid: &str| (STREAM_TOKEN_PARAMETER.to_owned(), key.token(sid));
+    let from = ("From".to_owned(), "+15551230000".to_owned());
+    let refused: [(&str, Vec<(String, String)>); 4] = [
+        (call, vec![from.clone()]),
+        (call, vec![from.clone(), token(other)]),
+        (call, vec![(STREAM_TOKEN_PARAMETER.to_owned(), "00".repeat(32))]),
+        ("CA1", vec![token("CA1")]),
+    ];
+    for (sid, parameters) in refused {
+        let config = BridgeConfig { stream_token: Some(key.clone()), ..config() };
+        let mut bridge = CallBridge::new(config, Instant::ZERO).expect("config");
+        let mut frame = start_with(sid, parameters.clone());
+        let result = bridge.handle_twilio(ms(1), &mut frame);
+        assert!(
+            matches!(result, Err(voxproxy_adapters::bridge::BridgeError::Unauthorized { .. })),
+            "{sid} {parameters:?}: {result:?}"
+        );
+        assert_eq!(bridge.end_reason(), Some(EndReason::Unauthorized));
+        assert_eq!(bridge.stats().twilio_unauthorized, 1);
+        assert_eq!(close_of(&mut bridge), Some((1008, "start not authorized for this call")));
+    }
+
+    let config = BridgeConfig { stream_token: Some(key.clone()), ..config() };
+    let mut bridge = CallBridge::new(config, Instant::ZERO).expect("config");
+    let mut frame = start_with(call, vec![from.clone(), token(call)]);
+    bridge.handle_twilio(ms(1), &mut frame).expect("the right token is accepted");
+    assert!(!bridge.is_finished());
+    assert_eq!(
+        bridge.stream().expect("started").custom_parameters,
+        vec![from],
+        "the token is not reported anywhere"
+    );
+}
+
+#[test]
+fn without_a_token_key_the_token_parameter_is_still_not_reported() {
+    use voxproxy_adapters::stream_token::STREAM_TOKEN_PARAMETER;
+    let mut bridge = CallBridge::new(config(), Instant::ZERO).expect("config");
+    let mut frame = start_with("CA1", vec![(STREAM_TOKEN_PARAMETER.to_owned(), "x".to_owned())]);
+    bridge.handle_twilio(ms(1), &mut frame).expect("accepted without a key");
+    assert!(bridge.stream().expect("started").custom_parameters.is_empty());
+}
+
+#[test]
+fn a_latching_backend_latches_only_a_plausible_rtp_answer_after_start() {
+    let latch: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let config = BridgeConfig { backend: Some(latch), ..config() };
+    let mut bridge = CallBridge::new(config, Instant::ZERO).expect("config");
+    let rogue: SocketAddr = "127.0.0.1:5353".parse().expect("addr");
+    let mut audio = vec![0u8; 172];
+    let n = RtpHeader::new(0, 1, 0, 9).write(&[0xFF; 160], &mut audio).expect("fits");
+    let audio = &audio[..n];
+    bridge.handle_rtp(ms(1), rogue, audio);
+    assert_eq!(bridge.backend_peer(), None, "nothing latches before start");
+
+    let mut twilio = TwilioSim::new(vec![0xFF; 160]);
+    let mut start = twilio.start_frame();
+    bridge.handle_twilio(ms(2), &mut start).expect("start");
+    let mut wrong_type = vec![0u8; 172];
+    let w = RtpHeader::new(8, 1, 0, 9).write(&[0xD5; 160], &mut wrong_type).expect("fits");
+    let rtcp = [0x80u8, 200, 0, 6, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let empty = {
+        let mut b = vec![0u8; 12];
+        let e = RtpHeader::new(0, 1, 0, 9).write(&[], &mut b).expect("fits");
+        b.truncate(e);
+        b
+    };
+    for (what, datagram) in [
+        ("a DNS-like answer", &b"\x12\x34\x81\x80\x00\x01\x00\x01"[..]),
+        ("RTP of another payload type", &wrong_type[..w]),
+        ("RTCP", &rtcp[..]),
+        ("RTP without payload", &empty[..]),
+        ("not RTP version 2", &[0x40u8; 172][..]),
+    ] {
+        bridge.handle_rtp(ms(3), rogue, datagram);
+        assert_eq!(bridge.backend_peer(), None, "{what} does not latch");
+    }
+    assert_eq!(bridge.stats().rtp_foreign_source, 6, "each refused candidate is counted");
+    let asterisk: SocketAddr = "127.0.0.1:17234".parse().expect("addr");
+    bridge.handle_rtp(ms(4), asterisk, audio);
+    assert_eq!(bridge.backend_peer(), Some(asterisk), "valid RTP of the audio type latches");
+    bridge.handle_rtp(ms(5), rogue, audio);
+    assert_eq!(bridge.backend_peer(), Some(asterisk), "and stays");
+}

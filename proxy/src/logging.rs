@@ -157,9 +157,14 @@ where
         .map_err(|e| LoggingError::BadFilter { filter: filter.to_owned(), detail: e.to_string() })?;
     let registry = tracing_subscriber::registry().with(filter);
     Ok(match format {
-        LogFormat::Text => {
-            Box::new(registry.with(tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi)))
-        }
+        LogFormat::Text => Box::new(
+            registry.with(
+                tracing_subscriber::fmt::layer()
+                    .fmt_fields(escaped_text_fields())
+                    .with_writer(writer)
+                    .with_ansi(ansi),
+            ),
+        ),
         LogFormat::Json => Box::new(
             registry.with(
                 tracing_subscriber::fmt::layer()
@@ -170,6 +175,38 @@ where
             ),
         ),
     })
+}
+
+/// Text-format fields with every control character escaped, in the message
+/// and in span and event fields alike: a caller's `From` with a newline (or
+/// a terminal escape) in it must not forge a log line of its own.
+fn escaped_text_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + Send + Sync + 'static {
+    use tracing_subscriber::field::MakeExt as _;
+    tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let text = format!("{value:?}");
+        if field.name() != "message" {
+            write!(writer, "{field}=")?;
+        }
+        write_escaped(writer, &text)
+    })
+    .delimited(" ")
+}
+
+/// Writes `text` with control characters as `\n`, `\r`, `\t` or `\u{…}`.
+fn write_escaped(writer: &mut Writer<'_>, text: &str) -> fmt::Result {
+    let mut rest = text;
+    while let Some(at) = rest.find(char::is_control) {
+        writer.write_str(&rest[..at])?;
+        let c = rest[at..].chars().next().unwrap_or_default();
+        match c {
+            '\n' => writer.write_str("\\n")?,
+            '\r' => writer.write_str("\\r")?,
+            '\t' => writer.write_str("\\t")?,
+            other => write!(writer, "\\u{{{:x}}}", u32::from(other))?,
+        }
+        rest = &rest[at + c.len_utf8()..];
+    }
+    writer.write_str(rest)
 }
 
 /// The JSON line format: fixed keys, then span and event fields in one
@@ -398,6 +435,27 @@ mod tests {
         assert!(text.contains(" call{call_sid=\"CA9\" stream_sid=\"MZ9\"}: "), "{text}");
         assert!(text.contains("dtmf") && text.contains("digit=\"5\"") && text.contains("INFO"), "{text}");
         assert!(!text.contains('\u{1b}'), "no colours when not asked: {text}");
+    }
+
+    #[test]
+    fn text_lines_escape_control_characters_in_every_field() {
+        let forged = "+1555\n2026-01-01T00:00:00Z  INFO voxproxy: forged\r\u{1b}[2J\u{85}";
+        let text = capture(LogFormat::Text, "info", || {
+            let call = tracing::info_span!("call", call_sid = forged);
+            let _call = call.enter();
+            tracing::info!(from = %forged, to = forged, error = %io::Error::other(forged), "say {forged}");
+        });
+        assert_eq!(text.lines().count(), 1, "one event, one line: {text}");
+        assert!(!text.contains(['\r', '\u{1b}', '\u{85}']), "{text}");
+        assert!(
+            text.contains("from=+1555\\n2026-01-01T00:00:00Z  INFO voxproxy: forged\\r\\u{1b}[2J\\u{85}"),
+            "{text}"
+        );
+        assert!(text.contains("say +1555\\n2026"), "the message is escaped too: {text}");
+        assert!(
+            text.contains("call{call_sid=\"+1555\\n2026"),
+            "string fields keep their Debug quoting: {text}"
+        );
     }
 
     #[test]

@@ -427,6 +427,15 @@ impl Metrics {
             "Control API events not delivered because the subscriber lagged.",
             |m| &m.events_dropped,
         );
+        self.labeled(
+            &mut x,
+            "voxproxy_sse_subscribers_dropped_total",
+            "Event stream subscribers disconnected: lagged (fell a whole event backlog behind) \
+             or stalled (took no data for a while).",
+            "reason",
+            &SSE_DROP_REASONS,
+            |m| &m.sse_subscribers_dropped,
+        );
 
         let life = &self.lifecycle;
         for (name, help, value) in [
@@ -685,6 +694,20 @@ pub struct WorkerMetrics {
     rtp_socket_errors: [Counter; RtpErrorKind::ALL.len()],
     cdr_write_errors: Counter,
     events_dropped: Counter,
+    sse_subscribers_dropped: [Counter; SSE_DROP_REASONS.len()],
+}
+
+/// `reason` labels of `voxproxy_sse_subscribers_dropped_total`, in
+/// [`SseDrop`] order.
+const SSE_DROP_REASONS: [&str; 2] = ["lagged", "stalled"];
+
+/// Why an event stream subscriber was disconnected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SseDrop {
+    /// It fell a whole event backlog behind.
+    Lagged,
+    /// It took no data for the stall timeout.
+    Stalled,
 }
 
 impl WorkerMetrics {
@@ -728,6 +751,7 @@ impl WorkerMetrics {
             rtp_socket_errors: Default::default(),
             cdr_write_errors: Counter::default(),
             events_dropped: Counter::default(),
+            sse_subscribers_dropped: Default::default(),
         }
     }
 
@@ -771,6 +795,9 @@ impl WorkerMetrics {
             twilio_unknown_events,
             twilio_oversize,
             twilio_out_of_order,
+            // A refused `start` never becomes a call whose stats are
+            // reported: it is counted as `calls_refused{reason="invalid_start"}`.
+            twilio_unauthorized: _,
             rtp_packets_out,
             rtp_bytes_out,
             rtp_packets_in,
@@ -919,6 +946,12 @@ impl WorkerMetrics {
     pub fn events_dropped(&self, n: u64) {
         self.events_dropped.add(n);
     }
+
+    /// An event stream subscriber was disconnected:
+    /// `voxproxy_sse_subscribers_dropped_total{reason}` +1.
+    pub fn sse_subscriber_dropped(&self, reason: SseDrop) {
+        self.sse_subscribers_dropped[reason as usize].add(1);
+    }
 }
 
 /// Why a call was refused before it started.
@@ -936,16 +969,34 @@ pub enum RefuseReason {
     /// The process is out of file descriptors (or too close to its limit to
     /// carry one more call).
     FdLimit,
+    /// A connection from a client address (IPv4 address, IPv6 /64) that
+    /// already held its share of a worker's connections was closed at once.
+    AddressConnectionLimit,
+    /// A media WebSocket sent no `start` in time; it held no call place.
+    NoStart,
+    /// A `start` without a valid stream token for its `callSid`, or with
+    /// ids not shaped like Twilio's.
+    InvalidStart,
+    /// A `start` whose `streamSid` another live call already has.
+    DuplicateStream,
+    /// A voice webhook with a malformed `CallSid`/`AccountSid`, an oversize
+    /// `From`/`To` or a missing field got a 400.
+    InvalidWebhook,
 }
 
 impl RefuseReason {
     /// Every reason, in label order.
-    pub const ALL: [RefuseReason; 5] = [
+    pub const ALL: [RefuseReason; 10] = [
         RefuseReason::NoRtpPort,
         RefuseReason::MaxCalls,
         RefuseReason::Draining,
         RefuseReason::ConnectionLimit,
         RefuseReason::FdLimit,
+        RefuseReason::AddressConnectionLimit,
+        RefuseReason::NoStart,
+        RefuseReason::InvalidStart,
+        RefuseReason::DuplicateStream,
+        RefuseReason::InvalidWebhook,
     ];
 
     /// The `reason` label value.
@@ -957,6 +1008,11 @@ impl RefuseReason {
             RefuseReason::Draining => "draining",
             RefuseReason::ConnectionLimit => "connection_limit",
             RefuseReason::FdLimit => "fd_limit",
+            RefuseReason::AddressConnectionLimit => "address_connection_limit",
+            RefuseReason::NoStart => "no_start",
+            RefuseReason::InvalidStart => "invalid_start",
+            RefuseReason::DuplicateStream => "duplicate_stream",
+            RefuseReason::InvalidWebhook => "invalid_webhook",
         }
     }
 }
@@ -1632,6 +1688,7 @@ mod tests {
             twilio_unknown_events: 2,
             twilio_oversize: 3,
             twilio_out_of_order: 4,
+            twilio_unauthorized: 0,
             rtp_packets_out: 1005,
             rtp_bytes_out: 172_860,
             rtp_packets_in: 905,
@@ -1672,6 +1729,7 @@ mod tests {
             twilio_unknown_events: 2 + 102,
             twilio_oversize: 3 + 103,
             twilio_out_of_order: 4 + 104,
+            twilio_unauthorized: 0,
             rtp_packets_out: 1057,
             rtp_bytes_out: 181_804,
             rtp_packets_in: 958,
@@ -1789,6 +1847,7 @@ mod tests {
         b.rtp_error(RtpErrorKind::Recv);
         a.cdr_write_error();
         b.events_dropped(9);
+        b.sse_subscriber_dropped(SseDrop::Stalled);
         a.body_too_large();
         a.observe_frame_processing(Direction::Inbound, 1_500);
         b.observe_frame_processing(Direction::Inbound, 2_500);
@@ -1806,6 +1865,8 @@ mod tests {
         assert_eq!(s["voxproxy_rtp_socket_errors_total{kind=\"recv\"}"], 1.0);
         assert_eq!(s["voxproxy_cdr_write_errors_total"], 1.0);
         assert_eq!(s["voxproxy_events_dropped_total"], 9.0);
+        assert_eq!(s["voxproxy_sse_subscribers_dropped_total{reason=\"stalled\"}"], 1.0);
+        assert_eq!(s["voxproxy_sse_subscribers_dropped_total{reason=\"lagged\"}"], 0.0);
         assert_eq!(s["voxproxy_http_body_too_large_total"], 1.0);
         assert_eq!(s["voxproxy_frame_processing_seconds_count{direction=\"inbound\"}"], 2.0);
         assert!((s["voxproxy_frame_processing_seconds_sum{direction=\"inbound\"}"] - 4e-6).abs() < 1e-12);

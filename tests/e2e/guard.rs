@@ -93,6 +93,9 @@ async fn no_free_port(io: Io) {
     let port = free_udp_port(false);
     let range = format!("{port}-{port}");
     let proxy = Proxy::start(io, &[], &["--backend", &backend.arg(), "--rtp-ports", &range]);
+    // A call answered while the port was still free, whose stream comes late.
+    let late_sid = sid("CA");
+    let late_answer = proxy.webhook(&late_sid).await.twiml();
     let mut first = TwilioCall::start(&proxy).await;
     first.send_media(&[0x33; FRAME]).await;
     backend.recv_audio(1, 0).await;
@@ -100,22 +103,9 @@ async fn no_free_port(io: Io) {
     // The only port is taken: the webhook answers busy…
     let answer = proxy.webhook(&sid("CA")).await.twiml();
     assert!(is_busy_reject(&answer), "second call while the port is taken: {answer:?}");
-    // …and a media WebSocket that comes anyway is closed with 1013.
-    let signature = proxy.signer().sign_websocket("/twilio/media").expect("sign");
-    let mut ws = open_media_ws(&proxy, "/twilio/media", Some(&signature)).await.expect("handshake");
-    let close = tokio::time::timeout(WAIT, async {
-        use futures_util::StreamExt as _;
-        loop {
-            match ws.next().await {
-                Some(Ok(tungstenite::Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => panic!("expected a close frame, got {e}"),
-                None => return None,
-            }
-        }
-    })
-    .await
-    .expect("the refused WebSocket is closed in time");
+    // …and a stream that starts anyway is closed with 1013.
+    let mut late = TwilioCall::follow(&proxy, late_sid, &late_answer).await;
+    let close = late.wait_closed(WAIT).await;
     assert_eq!(close, Some(1013), "no RTP port: close code 1013 (try again later)");
 
     let metrics = proxy.metrics().await;

@@ -444,6 +444,42 @@ impl Proxy {
         SignatureValidator::new(token, &self.public_url).expect("signer")
     }
 
+    /// A plain TCP connection to the listener from `source` (another
+    /// loopback address, so that it counts as another client).
+    pub async fn connect_from(&self, source: std::net::IpAddr) -> std::io::Result<TcpStream> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(source, 0))?;
+        match tokio::time::timeout(WAIT, socket.connect(self.addr)).await {
+            Ok(result) => result,
+            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
+        }
+    }
+
+    /// The signed voice webhook of `call_sid`, sent from `source`; `None`
+    /// when the proxy closed the connection instead of answering.
+    pub async fn webhook_from(&self, source: std::net::IpAddr, call_sid: &str) -> Option<HttpResponse> {
+        assert!(!self.tls, "webhook_from speaks plain HTTP");
+        let params = voice_params(call_sid);
+        let signature = self.signer().sign_form("/twilio/voice", &params).expect("sign");
+        let tcp = self.connect_from(source).await.ok()?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.ok()?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let request = http::Request::builder()
+            .method("POST")
+            .uri("/twilio/voice")
+            .header("host", self.addr.to_string())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-twilio-signature", signature)
+            .body(Full::new(Bytes::from(form_encode(&params))))
+            .expect("request");
+        let response = tokio::time::timeout(WAIT, sender.send_request(request)).await.ok()?.ok()?;
+        let (parts, body) = response.into_parts();
+        let body = tokio::time::timeout(WAIT, body.collect()).await.ok()?.ok()?.to_bytes();
+        Some(HttpResponse { status: parts.status.as_u16(), headers: parts.headers, body })
+    }
+
     /// A connection to the listener, TLS when the proxy speaks it.
     pub async fn connect(&self) -> Conn {
         let connect = async {
@@ -887,6 +923,13 @@ impl TwilioCall {
         if is_busy_reject(&answer) {
             return None;
         }
+        Some(Self::follow(proxy, call_sid, &answer).await)
+    }
+
+    /// Follows a `<Connect><Stream>` answer for `call_sid` as Twilio does:
+    /// signed handshake, then `connected` and `start` with the TwiML's
+    /// `<Parameter>`s (the stream token among them) as custom parameters.
+    pub async fn follow(proxy: &Proxy, call_sid: String, answer: &twiml::Response) -> TwilioCall {
         let stream = answer
             .bidirectional_stream()
             .unwrap_or_else(|| panic!("the webhook answer has no <Connect><Stream>: {answer:?}"));
@@ -899,18 +942,23 @@ impl TwilioCall {
         );
         let parameters: Vec<(String, String)> =
             stream.parameters.iter().map(|p| (p.name.clone(), p.value.clone())).collect();
-        let path = &url[url.find("/twilio").expect("path")..];
+        Self::open_stream(proxy, call_sid, sid("MZ"), parameters).await
+    }
+
+    /// Opens a signed media WebSocket and sends `connected` and a `start`
+    /// for `call_sid` and `stream_sid` with `parameters` as its custom
+    /// parameters, whatever the webhook said (a forged or replayed stream).
+    pub async fn open_stream(
+        proxy: &Proxy,
+        call_sid: String,
+        stream_sid: String,
+        parameters: Vec<(String, String)>,
+    ) -> TwilioCall {
+        let path = "/twilio/media";
         let signature = proxy.signer().sign_websocket(path).expect("sign");
         let ws = open_media_ws(proxy, path, Some(&signature)).await.expect("media WebSocket opens");
-        let mut call = TwilioCall {
-            ws,
-            call_sid,
-            stream_sid: sid("MZ"),
-            parameters,
-            sequence: 0,
-            chunk: 0,
-            media_ms: 0,
-        };
+        let mut call =
+            TwilioCall { ws, call_sid, stream_sid, parameters, sequence: 0, chunk: 0, media_ms: 0 };
         call.send_json(json!({"event": "connected", "protocol": "Call", "version": "1.0.0"})).await;
         let custom: serde_json::Map<String, Value> =
             call.parameters.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect();
@@ -929,7 +977,7 @@ impl TwilioCall {
             "streamSid": call.stream_sid,
         });
         call.send_json(start).await;
-        Some(call)
+        call
     }
 
     /// Sends any text frame. If the proxy has closed the WebSocket, the

@@ -4,6 +4,7 @@ use core::time::Duration;
 use std::net::SocketAddr;
 
 use crate::bridge::BridgeError;
+use crate::stream_token::StreamTokenKey;
 
 /// The audio codec spoken on the RTP leg towards the backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -113,6 +114,14 @@ pub struct BridgeConfig {
     pub talkspurt_gap: Duration,
     /// Largest WebSocket text frame accepted from Twilio, in bytes.
     pub max_frame_bytes: usize,
+    /// The call ends (no record: it never started) when `start` has not
+    /// arrived this long after the WebSocket opened. Twilio sends
+    /// `connected` and `start` at once, so 10 s is generous.
+    pub start_timeout: Duration,
+    /// With a key, `start` must carry the token of its `callSid` (see
+    /// [`crate::stream_token`]) and Twilio-shaped ids, or the stream is
+    /// refused. `None` accepts any `start` (signature checks off, tests).
+    pub stream_token: Option<StreamTokenKey>,
     /// SSRC of the RTP we send.
     pub ssrc: u32,
     /// First RTP sequence number we send.
@@ -139,6 +148,8 @@ impl Default for BridgeConfig {
             backend_timeout: Duration::from_secs(5),
             talkspurt_gap: Duration::from_millis(100),
             max_frame_bytes: 16 * 1024,
+            start_timeout: Duration::from_secs(10),
+            stream_token: None,
             ssrc: 0x5650_0001,
             initial_sequence: 0,
             initial_timestamp: 0,
@@ -197,6 +208,7 @@ impl BridgeConfig {
             ("rtp.keepalive_interval", self.rtp_keepalive_interval),
             ("rtp.backend_timeout", self.backend_timeout),
             ("rtp.talkspurt_gap", self.talkspurt_gap),
+            ("start_timeout", self.start_timeout),
         ] {
             if d.is_zero() {
                 return Err(BridgeError::Config { key, reason: "must be longer than zero" });

@@ -72,6 +72,7 @@ pub use playout::{
 pub use report::{BridgeEvent, CallStats, EndReason};
 
 use crate::media_stream::{self, Inbound, MessageError, Start, StreamSid, Track};
+use crate::stream_token::STREAM_TOKEN_PARAMETER;
 
 /// Samples in one 20 ms frame at 8 kHz: what Twilio gets from us and what
 /// the VAD classifies.
@@ -136,6 +137,12 @@ pub enum BridgeError {
         /// What was wrong about its timing.
         reason: &'static str,
     },
+    /// `start` did not prove it belongs to a call this deployment answered
+    /// (see [`crate::stream_token`]); the stream is refused.
+    Unauthorized {
+        /// What was wrong.
+        reason: &'static str,
+    },
     /// Twilio's `start` announced audio the bridge cannot relay.
     UnsupportedMediaFormat {
         /// The announced encoding.
@@ -166,6 +173,10 @@ impl core::fmt::Display for BridgeError {
                 "stream announced {encoding} at {sample_rate} Hz with {channels} channel(s); only audio/x-mulaw 8000 Hz mono can be bridged"
             ),
             BridgeError::Ended => f.write_str("the call has already ended; input ignored"),
+            BridgeError::Unauthorized { reason } => write!(
+                f,
+                "`start` refused: {reason}; only streams of calls this proxy's voice webhook answered are accepted"
+            ),
         }
     }
 }
@@ -342,6 +353,8 @@ pub struct CallBridge {
     rtp_keepalive: Keepalive,
     /// Where backend RTP comes from and goes to, once known.
     backend_peer: Option<SocketAddr>,
+    /// When the WebSocket opened: `start` is due by `start_timeout` after.
+    opened: Instant,
 }
 
 fn talkspurt_detector(config: TalkspurtConfig, now: Instant) -> TalkspurtDetector {
@@ -455,6 +468,7 @@ impl CallBridge {
             twilio_keepalive,
             rtp_keepalive,
             backend_peer,
+            opened: now,
         })
     }
 
@@ -528,7 +542,7 @@ impl CallBridge {
         };
         match message {
             Inbound::Connected(_) => Ok(()),
-            Inbound::Start(start) => self.on_start(start),
+            Inbound::Start(start) => self.on_start(now, start),
             Inbound::Media(media) => {
                 if self.stream.is_none() {
                     self.stats.twilio_out_of_order += 1;
@@ -611,7 +625,8 @@ impl CallBridge {
                 return;
             }
             (Some(latch), None) => {
-                if latch.ip() != from.ip() {
+                // Not latched yet: only a plausible answer fixes the port.
+                if latch.ip() != from.ip() || !self.is_latchable(datagram) {
                     self.stats.rtp_foreign_source += 1;
                     return;
                 }
@@ -670,9 +685,40 @@ impl CallBridge {
         self.drain_jitter_buffer();
     }
 
+    /// Whether a datagram may fix a latching backend's port: the stream has
+    /// started (so there is a call to answer) and it is RTP version 2, not
+    /// RTCP, of the configured audio or telephone-event payload type, with a
+    /// payload this codec can carry. Anything else on the backend's host that
+    /// speaks first (a stray DNS answer, a port scan, a stale stream) does
+    /// not take the call's audio. A process there that sends well-formed RTP
+    /// of the right type first still can: README "Latching backends".
+    fn is_latchable(&self, datagram: &[u8]) -> bool {
+        if self.stream.is_none() || rtp::is_probably_rtcp(datagram) {
+            return false;
+        }
+        let Ok(packet) = RtpPacket::parse(datagram) else { return false };
+        let payload_type = packet.payload_type();
+        if payload_type == self.config.dtmf_payload_type {
+            // RFC 4733 events are 4 bytes each.
+            return !packet.payload().is_empty() && packet.payload().len() % 4 == 0;
+        }
+        let len = packet.payload().len();
+        let is_l16 = matches!(self.config.codec, BackendCodec::L16Narrowband | BackendCodec::L16Wideband);
+        payload_type == self.config.payload_type
+            && len > 0
+            && len <= MAX_RTP_PAYLOAD
+            && (!is_l16 || len % 2 == 0)
+    }
+
     /// Time passed: `now` is at or after [`CallBridge::poll_timeout`].
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.ended.is_some() {
+            return;
+        }
+        if self.stream.is_none() && now >= self.opened + self.config.start_timeout {
+            // A socket that answers pings but never starts would hold its
+            // place forever.
+            self.end(now, EndReason::StartTimeout);
             return;
         }
         self.twilio_keepalive.handle_timeout(now);
@@ -737,6 +783,8 @@ impl CallBridge {
         let mut next = self.twilio_keepalive.poll_timeout();
         if self.stream.is_some() {
             next = earliest(next, self.rtp_keepalive.poll_timeout());
+        } else {
+            next = earliest(next, Some(self.opened + self.config.start_timeout));
         }
         next = earliest(next, self.downlink.jitter.poll_timeout());
         next = earliest(next, self.downlink.telephone_events.poll_timeout());
@@ -770,11 +818,18 @@ impl CallBridge {
         }
     }
 
-    fn on_start(&mut self, start: Box<Start>) -> Result<(), BridgeError> {
+    fn on_start(&mut self, now: Instant, mut start: Box<Start>) -> Result<(), BridgeError> {
         if self.stream.is_some() {
             self.stats.twilio_out_of_order += 1;
             return Err(BridgeError::OutOfOrder { event: "start", reason: "a second start on one stream" });
         }
+        if let Err(reason) = self.authorize(&start) {
+            self.stats.twilio_unauthorized += 1;
+            self.end(now, EndReason::Unauthorized);
+            return Err(BridgeError::Unauthorized { reason });
+        }
+        // The token has done its work; nothing downstream reports it.
+        start.custom_parameters.retain(|(name, _)| name != STREAM_TOKEN_PARAMETER);
         let format = &start.media_format;
         if !format.is_mulaw_8k_mono() {
             self.stats.twilio_malformed += 1;
@@ -787,6 +842,24 @@ impl CallBridge {
         self.stream = Some(start);
         self.out.push(Queued::Event(BridgeEvent::StreamStarted));
         Ok(())
+    }
+
+    /// With a stream token key: Twilio-shaped ids and the token of `callSid`.
+    fn authorize(&self, start: &Start) -> Result<(), &'static str> {
+        let Some(key) = &self.config.stream_token else { return Ok(()) };
+        if !start.call_sid.is_twilio_format()
+            || !start.account_sid.is_twilio_format()
+            || !start.stream_sid.is_twilio_format()
+        {
+            return Err("callSid, accountSid and streamSid must be a two-letter prefix and 32 hex digits");
+        }
+        match start.custom_parameter(STREAM_TOKEN_PARAMETER) {
+            None => Err("no stream token among the custom parameters"),
+            Some(token) if !key.verify(start.call_sid.as_str(), token) => {
+                Err("the stream token is not the one issued for this callSid")
+            }
+            Some(_) => Ok(()),
+        }
     }
 
     fn stream_sid(&self) -> Option<StreamSid> {

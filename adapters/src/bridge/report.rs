@@ -94,6 +94,13 @@ pub enum EndReason {
     Drain,
     /// The proxy could not serve the call (for example no free RTP port).
     Refused,
+    /// No `start` arrived within `start_timeout` of the WebSocket opening.
+    StartTimeout,
+    /// `start` lacked a valid stream token for its `callSid`, or its ids
+    /// did not have Twilio's shape.
+    Unauthorized,
+    /// Another live call already has this `streamSid`.
+    DuplicateStream,
 }
 
 impl EndReason {
@@ -107,6 +114,9 @@ impl EndReason {
             EndReason::Hangup => "hangup",
             EndReason::Drain => "drain",
             EndReason::Refused => "refused",
+            EndReason::StartTimeout => "start_timeout",
+            EndReason::Unauthorized => "unauthorized",
+            EndReason::DuplicateStream => "duplicate_stream",
         }
     }
 
@@ -118,6 +128,10 @@ impl EndReason {
             EndReason::IdleTimeout => (1001, "idle timeout"),
             EndReason::Drain => (1001, "server draining"),
             EndReason::Refused => (1013, "no capacity, try again later"),
+            // 1008: policy violation (RFC 6455 §7.4.1).
+            EndReason::StartTimeout => (1008, "no start message in time"),
+            EndReason::Unauthorized => (1008, "start not authorized for this call"),
+            EndReason::DuplicateStream => (1008, "streamSid already in use"),
         }
     }
 }
@@ -142,6 +156,9 @@ pub struct CallStats {
     pub twilio_oversize: u64,
     /// Frames from Twilio out of protocol order (media before start, a second start).
     pub twilio_out_of_order: u64,
+    /// `start` messages refused for a missing or wrong stream token or
+    /// ids without Twilio's shape.
+    pub twilio_unauthorized: u64,
     /// RTP packets sent to the backend (audio, DTMF and keep-alives).
     pub rtp_packets_out: u64,
     /// RTP bytes sent to the backend (whole datagrams).

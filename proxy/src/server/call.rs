@@ -2,9 +2,17 @@
 //! voice stack, and the sans-IO [`CallBridge`] between them, all on one
 //! worker for the call's whole life.
 //!
-//! The task is the sans-IO loop of docs/ARCHITECTURE.md (*Threading and
-//! I/O*): wait for a WebSocket message, a datagram, the bridge's deadline, a
-//! control command or shutdown; hand it to the bridge; drain every output into the sockets. It makes no telephony
+//! A new WebSocket first holds nothing but its connection: it has
+//! `start_timeout` to send a `start` that proves (with the stream token the
+//! voice webhook issued) that it belongs to a call this deployment answered.
+//! Only then does it take a place in `limits.max_calls`, an RTP port and an
+//! entry in the session directory; a stream that never starts writes no
+//! record, it is only counted (`voxproxy_calls_refused_total{reason}`).
+//!
+//! The call then runs the sans-IO loop of docs/ARCHITECTURE.md (*Threading
+//! and I/O*): wait for a WebSocket message, a datagram, the bridge's
+//! deadline, a control command or shutdown; hand it to the bridge; drain
+//! every output into the sockets. It makes no telephony
 //! decision of its own. One receive is always in flight on the RTP socket
 //! (the io_uring backend needs the buffer to stay with the kernel), and the
 //! WebSocket is never waited on for writing: when Twilio reads too slowly,
@@ -121,13 +129,24 @@ fn refusal_text(reason: RefuseReason) -> &'static str {
         RefuseReason::NoRtpPort => "no free RTP port",
         RefuseReason::ConnectionLimit => "too many connections",
         RefuseReason::FdLimit => "out of file descriptors",
+        RefuseReason::AddressConnectionLimit => "too many connections from this address",
+        RefuseReason::NoStart => "no start message in time",
+        RefuseReason::InvalidStart => "start not authorized for this call",
+        RefuseReason::DuplicateStream => "streamSid already in use",
+        RefuseReason::InvalidWebhook => "not a Twilio voice webhook",
     }
 }
 
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
-/// Runs one call from the upgraded connection to its written record.
-pub async fn run(ctx: Rc<WorkerContext>, peer: SocketAddr, upgrade: OnUpgrade, admission: Admission) {
+/// Runs one media WebSocket from the upgrade to its written record (or,
+/// for a stream that never properly starts, to its close and a counter).
+pub async fn run(
+    ctx: Rc<WorkerContext>,
+    peer: SocketAddr,
+    upgrade: OnUpgrade,
+    place: Option<super::ConnectionPlace>,
+) {
     let span = tracing::info_span!("call", worker = ctx.index, %peer, call_sid = tracing::field::Empty, stream_sid = tracing::field::Empty);
     async move {
         let upgraded = match tokio::time::timeout(UPGRADE_TIMEOUT, upgrade).await {
@@ -152,30 +171,229 @@ pub async fn run(ctx: Rc<WorkerContext>, peer: SocketAddr, upgrade: OnUpgrade, a
             .max_frame_size(Some(max_frame));
         let mut ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-        match admission {
+        let mut bridge_settings = bridge_config(&ctx.shared.config);
+        bridge_settings.stream_token.clone_from(&ctx.shared.stream_token);
+        let mut bridge = match CallBridge::new(bridge_settings, ctx.shared.clock.now()) {
+            Ok(b) => b,
+            Err(e) => {
+                // The config was validated at start, so this is a bug; the
+                // call is closed rather than the worker stopped.
+                tracing::error!(error = %e, "call bridge refused the server's configuration");
+                return;
+            }
+        };
+        if !await_start(&ctx, &mut bridge, &mut ws).await {
+            return;
+        }
+        let (slot, socket, lease) = match admit(&ctx) {
+            Admission::Admitted { slot, socket, lease } => (slot, socket, lease),
             Admission::Refused(reason) => {
                 let text = refusal_text(reason);
                 // Descriptor shortage has its own rate-limited line.
                 if reason != RefuseReason::FdLimit {
                     tracing::warn!(reason = text, "media stream refused");
                 }
-                let frame = CloseFrame { code: CloseCode::Again, reason: text.into() };
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(Some(frame))).await;
+                close_now(&mut ws, CloseCode::Again, text).await;
+                return;
             }
-            Admission::Admitted { slot, socket, lease } => {
-                let ended = media_loop(&ctx, ws, &socket, lease.port()).await;
-                if let Some((bridge, facts, reported)) = ended {
-                    finish_call(&ctx, &bridge, &facts, &reported).await;
-                }
-                // Resources go only now that the record is on disk.
-                drop(socket);
-                drop(lease);
-                drop(slot);
-            }
+        };
+        let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
+        let Some(facts) = register(&ctx, &bridge, lease.port(), &commands_tx) else {
+            ctx.metrics().call_refused(RefuseReason::DuplicateStream);
+            tracing::warn!("a live call already has this streamSid; the second stream is refused");
+            let (code, reason) = EndReason::DuplicateStream.close_frame();
+            close_now(&mut ws, CloseCode::from(code), reason).await;
+            return;
+        };
+        // The RTP socket is brand new and Twilio's first frames are often
+        // already buffered: let the reactor see the socket once (epoll
+        // reports it writable only then), or the loop, always finding a
+        // WebSocket frame ready, would queue sends until the queue overflows.
+        tokio::task::yield_now().await;
+        let ended = media_loop(&ctx, ws, bridge, &socket, lease.port(), facts, commands).await;
+        // Held until here so the command channel never closes under the loop.
+        drop(commands_tx);
+        if let Some((bridge, facts, reported)) = ended {
+            finish_call(&ctx, &bridge, &facts, &reported).await;
         }
+        // Resources go only now that the record is on disk.
+        drop(socket);
+        drop(lease);
+        drop(slot);
+        drop(place);
     }
     .instrument(span)
     .await;
+}
+
+/// Sends a close frame, bounded by [`CLOSE_TIMEOUT`].
+async fn close_now(ws: &mut Ws, code: CloseCode, reason: &str) {
+    let frame = CloseFrame { code, reason: reason.to_owned().into() };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(Some(frame))).await;
+}
+
+/// Puts a started call in the session directory; `None` when a live call
+/// already has its `streamSid` (the control API would see only one of them).
+fn register(
+    ctx: &WorkerContext,
+    bridge: &CallBridge,
+    rtp_port: u16,
+    commands: &mpsc::Sender<CallCommand>,
+) -> Option<CallFacts> {
+    let start = bridge.stream()?;
+    let started_wall = SystemTime::now();
+    let info = SessionInfo {
+        stream_sid: start.stream_sid.as_str().to_owned(),
+        call_sid: start.call_sid.as_str().to_owned(),
+        account_sid: start.account_sid.as_str().to_owned(),
+        from: start.custom_parameter("From").map(str::to_owned),
+        to: start.custom_parameter("To").map(str::to_owned),
+        started_at: rfc3339_utc(started_wall),
+        worker: ctx.index,
+        rtp_port,
+    };
+    let registration = ctx.shared.directory.register(info, commands.clone())?;
+    let mut facts = CallFacts {
+        started_wall,
+        started: std::time::Instant::now(),
+        registration: Some(registration),
+        journal: None,
+    };
+    // What is known now goes to the journal of calls in progress, so a crash
+    // before the record is written still leaves one at the next start.
+    let mut known = call_record(ctx, bridge, &CallStats::default(), EndReason::WebSocketClosed, &facts);
+    known.end_reason.clear();
+    known.ended_at.clear();
+    known.duration_ms = 0;
+    facts.journal = ctx.shared.cdr.journal_start(known, started_wall);
+    Some(facts)
+}
+
+/// What woke a stream that has not started yet.
+enum PreStart {
+    Twilio(Option<Result<Message, WsError>>),
+    Deadline,
+    Shutdown,
+}
+
+/// Feeds the bridge until Twilio's `start` is accepted (`true`). A stream
+/// that ends first (no `start` by the deadline, a refused `start`, a closed
+/// socket, a drain) is counted and closed here, and `false` is returned: it
+/// never held a call place or a port, and it gets no record.
+async fn await_start(ctx: &WorkerContext, bridge: &mut CallBridge, ws: &mut Ws) -> bool {
+    let clock = ctx.shared.clock;
+    let mut shutdown = ctx.shared.shutdown.subscribe();
+    let mut ws_open = true;
+    let mut close: Option<(u16, String)> = None;
+    while !bridge.is_finished() {
+        let deadline = bridge
+            .poll_timeout()
+            .map_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600), |at| clock.to_tokio(at));
+        let wake = tokio::select! {
+            biased;
+            _ = shutdown.changed() => PreStart::Shutdown,
+            message = ws.next() => PreStart::Twilio(message),
+            () = tokio::time::sleep_until(deadline) => PreStart::Deadline,
+        };
+        let now = clock.now();
+        match wake {
+            PreStart::Twilio(Some(Ok(message))) => {
+                bridge.handle_twilio_activity(now);
+                match message {
+                    Message::Text(text) => {
+                        let mut bytes = bytes::BytesMut::from(text.as_bytes());
+                        if let Err(e) = bridge.handle_twilio(now, &mut bytes) {
+                            tracing::info!(error = %e, "frame before the stream started rejected");
+                        }
+                    }
+                    Message::Binary(_) => {
+                        let _ = bridge.handle_twilio(now, &mut []);
+                    }
+                    Message::Close(_) => {
+                        // tungstenite answers the close itself.
+                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.flush()).await;
+                        ws_open = false;
+                        bridge.handle_close(now, EndReason::WebSocketClosed);
+                    }
+                    // tungstenite queues the pong; flushing sends it.
+                    Message::Ping(_) => ws_open &= ws.flush().now_or_never().is_none_or(|r| r.is_ok()),
+                    Message::Pong(_) | Message::Frame(_) => {}
+                }
+            }
+            PreStart::Twilio(Some(Err(e))) => {
+                close = ws_error_close(ctx, e);
+                ws_open &= close.is_some();
+                bridge.handle_close(now, EndReason::WebSocketClosed);
+            }
+            PreStart::Twilio(None) => {
+                ws_open = false;
+                bridge.handle_close(now, EndReason::WebSocketClosed);
+            }
+            PreStart::Deadline => bridge.handle_timeout(now),
+            PreStart::Shutdown => bridge.handle_close(now, EndReason::Drain),
+        }
+        if bridge.stream().is_some() && !bridge.is_finished() {
+            // The call's own loop drains what `start` produced.
+            return true;
+        }
+        while let Some(output) = bridge.poll_output() {
+            match output {
+                Output::Ping if ws_open => {
+                    ws_open =
+                        ws.send(Message::Ping(bytes::Bytes::new())).now_or_never().is_none_or(|r| r.is_ok());
+                }
+                Output::Close { code, reason } => {
+                    close.get_or_insert((code, reason.to_owned()));
+                }
+                // Nothing else exists before `start`.
+                Output::Ping | Output::Twilio(_) | Output::Rtp(_) | Output::Event(_) => {}
+            }
+        }
+    }
+    let end = bridge.end_reason().unwrap_or(EndReason::WebSocketClosed);
+    let reason =
+        if end == EndReason::Unauthorized { RefuseReason::InvalidStart } else { RefuseReason::NoStart };
+    ctx.metrics().call_refused(reason);
+    tracing::info!(reason = end.name(), "media stream ended before it started; no call record");
+    if ws_open && let Some((code, text)) = close {
+        close_now(ws, CloseCode::from(code), &text).await;
+    }
+    false
+}
+
+/// What a WebSocket read error means: the close frame to answer with, or
+/// `None` when the connection is gone. Counted.
+fn ws_error_close(ctx: &WorkerContext, e: WsError) -> Option<(u16, String)> {
+    let metrics = ctx.metrics();
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
+            metrics.websocket_error(WsErrorKind::Oversize);
+            tracing::warn!(
+                size,
+                max_size,
+                "WebSocket message over limits.max_frame_bytes; closing with 1009"
+            );
+            Some((1009, "message too big".to_owned()))
+        }
+        WsError::Io(e) => {
+            metrics.websocket_error(WsErrorKind::Io);
+            tracing::info!(error = %e, "WebSocket read failed");
+            None
+        }
+        WsError::ConnectionClosed
+        | WsError::AlreadyClosed
+        | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            // The TCP connection ended without a close frame: nobody is
+            // left to say goodbye to.
+            tracing::info!("WebSocket dropped without a close frame");
+            None
+        }
+        other => {
+            metrics.websocket_error(WsErrorKind::Protocol);
+            tracing::info!(error = %other, "WebSocket protocol error; closing with 1002");
+            Some((1002, "protocol error".to_owned()))
+        }
+    }
 }
 
 /// Fresh random SSRC, sequence and timestamp for a call (RFC 3550 §5.1).
@@ -219,6 +437,8 @@ enum Wake {
     Shutdown,
     Writable(Result<(), WsError>),
     StatsTick,
+    /// The first turn: drain what `start` produced.
+    Started,
 }
 
 /// Datagrams waiting for the socket, with their buffers reused.
@@ -275,24 +495,17 @@ struct CallFacts {
 async fn media_loop(
     ctx: &Rc<WorkerContext>,
     ws: Ws,
+    mut bridge: CallBridge,
     socket: &RtpUdp,
     rtp_port: u16,
+    facts: CallFacts,
+    mut commands: mpsc::Receiver<CallCommand>,
 ) -> Option<(CallBridge, CallFacts, CallStats)> {
     let shared = &ctx.shared;
     let clock = shared.clock;
     let metrics = ctx.metrics();
-    let mut bridge = match CallBridge::new(bridge_config(&shared.config), clock.now()) {
-        Ok(b) => b,
-        Err(e) => {
-            // The config was validated at start, so this is a bug; the call
-            // is closed rather than the worker stopped.
-            tracing::error!(error = %e, "call bridge refused the server's configuration");
-            return None;
-        }
-    };
     metrics.call_started();
     let (mut sink, mut stream) = ws.split();
-    let (commands_tx, mut commands) = mpsc::channel(COMMAND_QUEUE);
     let mut shutdown = shared.shutdown.subscribe();
     let mut frame = Vec::with_capacity(1024);
     // One send in flight on the socket at a time (the io_uring backend owns
@@ -308,12 +521,8 @@ async fn media_loop(
     stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ws_blocked = false;
     let mut reported = CallStats::default();
-    let mut facts = CallFacts {
-        started_wall: SystemTime::now(),
-        started: std::time::Instant::now(),
-        registration: None,
-        journal: None,
-    };
+    // `start` has been handled already: its outputs are drained first.
+    let mut started = true;
     let mut close: Option<(u16, String)> = None;
     // Writing and reading end separately: after an oversize or malformed
     // message nothing more is read, but the close frame saying why is sent.
@@ -327,7 +536,10 @@ async fn media_loop(
             Some(deadline) => sleep.as_mut().reset(clock.to_tokio(deadline)),
             None => sleep.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(3600)),
         }
-        let wake = tokio::select! {
+        let wake = if std::mem::take(&mut started) {
+            Wake::Started
+        } else {
+            tokio::select! {
             biased;
             _ = shutdown.changed() => Wake::Shutdown,
             command = commands.recv() => Wake::Command(command),
@@ -337,6 +549,7 @@ async fn media_loop(
             () = &mut sleep => Wake::Deadline,
             ready = futures_util::future::poll_fn(|cx| sink.poll_ready_unpin(cx)), if ws_blocked => Wake::Writable(ready),
             _ = stats_tick.tick() => Wake::StatsTick,
+            }
         };
         let woke = std::time::Instant::now();
         let now = clock.to_core(woke);
@@ -381,35 +594,8 @@ async fn media_loop(
             }
             Wake::Twilio(Some(Err(e))) => {
                 reading = false;
-                match e {
-                    WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
-                        metrics.websocket_error(WsErrorKind::Oversize);
-                        tracing::warn!(
-                            size,
-                            max_size,
-                            "WebSocket message over limits.max_frame_bytes; closing with 1009"
-                        );
-                        close = Some((1009, "message too big".to_owned()));
-                    }
-                    WsError::Io(e) => {
-                        ws_open = false;
-                        metrics.websocket_error(WsErrorKind::Io);
-                        tracing::info!(error = %e, "WebSocket read failed");
-                    }
-                    WsError::ConnectionClosed
-                    | WsError::AlreadyClosed
-                    | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
-                        // The TCP connection ended without a close frame:
-                        // nobody is left to say goodbye to.
-                        ws_open = false;
-                        tracing::info!("WebSocket dropped without a close frame");
-                    }
-                    other => {
-                        metrics.websocket_error(WsErrorKind::Protocol);
-                        tracing::info!(error = %other, "WebSocket protocol error; closing with 1002");
-                        close = Some((1002, "protocol error".to_owned()));
-                    }
-                }
+                close = ws_error_close(ctx, e);
+                ws_open &= close.is_some();
                 bridge.handle_close(now, EndReason::WebSocketClosed);
             }
             Wake::Twilio(None) => {
@@ -440,6 +626,7 @@ async fn media_loop(
                 sends.recycle(buf);
             }
             Wake::Deadline => bridge.handle_timeout(now),
+            Wake::Started => {}
             Wake::Command(Some(CallCommand::Hangup)) => {
                 tracing::info!("ended through the control API");
                 bridge.handle_close(now, EndReason::Hangup);
@@ -508,7 +695,7 @@ async fn media_loop(
                         metrics.rtp_error(RtpErrorKind::Send);
                     }
                 }
-                Output::Event(event) => on_event(ctx, &bridge, event, &mut facts, &commands_tx, rtp_port),
+                Output::Event(event) => on_event(ctx, &bridge, event, rtp_port),
                 Output::Close { code, reason } => {
                     if close.is_none() {
                         close = Some((code, reason.to_owned()));
@@ -609,42 +796,13 @@ async fn finish_call(ctx: &WorkerContext, bridge: &CallBridge, facts: &CallFacts
     );
 }
 
-fn on_event(
-    ctx: &WorkerContext,
-    bridge: &CallBridge,
-    event: BridgeEvent,
-    facts: &mut CallFacts,
-    commands: &mpsc::Sender<CallCommand>,
-    rtp_port: u16,
-) {
+fn on_event(ctx: &WorkerContext, bridge: &CallBridge, event: BridgeEvent, rtp_port: u16) {
     let Some(start) = bridge.stream() else { return };
     let (stream_sid, call_sid) = (start.stream_sid.as_str(), start.call_sid.as_str());
     if let BridgeEvent::StreamStarted = event {
         let span = tracing::Span::current();
         span.record("call_sid", call_sid);
         span.record("stream_sid", stream_sid);
-        facts.started_wall = SystemTime::now();
-        facts.started = std::time::Instant::now();
-        let info = SessionInfo {
-            stream_sid: stream_sid.to_owned(),
-            call_sid: call_sid.to_owned(),
-            account_sid: start.account_sid.as_str().to_owned(),
-            from: start.custom_parameter("From").map(str::to_owned),
-            to: start.custom_parameter("To").map(str::to_owned),
-            started_at: rfc3339_utc(facts.started_wall),
-            worker: ctx.index,
-            rtp_port,
-        };
-        facts.registration = ctx.shared.directory.register(info, commands.clone());
-        // What is known now, so a crash before the record still leaves one.
-        let mut known = call_record(ctx, bridge, &CallStats::default(), EndReason::WebSocketClosed, facts);
-        known.end_reason.clear();
-        known.ended_at.clear();
-        known.duration_ms = 0;
-        facts.journal = ctx.shared.cdr.journal_start(known, facts.started_wall);
-        if facts.registration.is_none() {
-            tracing::warn!("a call with this streamSid is already running; this one is not in /v1/sessions");
-        }
         tracing::info!(rtp_port, "stream started");
     } else {
         log_event(bridge, event);

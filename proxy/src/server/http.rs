@@ -10,20 +10,20 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::stream;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full, Limited, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Incoming;
 use subtle_compare::constant_time_eq;
 use voxproxy_adapters::form::Form;
+use voxproxy_adapters::stream_token::STREAM_TOKEN_PARAMETER;
 use voxproxy_adapters::twiml::{Connect, Reject, RejectReason, Response as Twiml, Stream};
 use voxproxy_adapters::webhook::VoiceWebhook;
 
-use super::WorkerContext;
 use super::call;
 use super::directory::CallCommand;
+use super::{ConnState, WorkerContext, sse};
 use crate::metrics::{RefuseReason, Route, SignatureKind};
 
 /// The body of every response.
@@ -31,8 +31,6 @@ pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// How long a request body may take to arrive.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Server-sent events comment sent this often, so dead subscribers are noticed.
-const SSE_HEARTBEAT: Duration = Duration::from_secs(15);
 
 fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(Full::new(body.into()).boxed_unsync());
@@ -64,6 +62,7 @@ fn empty(status: StatusCode) -> Response<Body> {
 pub async fn handle(
     ctx: Rc<WorkerContext>,
     peer: SocketAddr,
+    connection: Rc<ConnState>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
@@ -72,11 +71,13 @@ pub async fn handle(
         (Method::POST, "/twilio/voice") => (Route::Voice, voice(&ctx, peer, req).await),
         (Method::POST, "/twilio/status") => (Route::Status, callback(&ctx, peer, req).await),
         (Method::POST, "/twilio/stream-status") => (Route::StreamStatus, callback(&ctx, peer, req).await),
-        (Method::GET, "/twilio/media") => (Route::Media, media(&ctx, peer, req)),
+        (Method::GET, "/twilio/media") => (Route::Media, media(&ctx, peer, &connection, req)),
         (Method::GET, "/healthz") => (Route::Healthz, text(StatusCode::OK, "ok\n")),
         (Method::GET, "/readyz") => (Route::Readyz, readyz(&ctx)),
         (Method::GET, "/metrics") => (Route::Metrics, metrics(&ctx)),
-        (_, p) if p == "/v1" || p.starts_with("/v1/") => (route_of_v1(p), control(&ctx, req).await),
+        (_, p) if p == "/v1" || p.starts_with("/v1/") => {
+            (route_of_v1(p), control(&ctx, &connection, req).await)
+        }
         (
             _,
             "/twilio/voice"
@@ -203,8 +204,11 @@ async fn voice(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incoming>) ->
     let webhook = match VoiceWebhook::from_form(form) {
         Ok(w) => w,
         Err(e) => {
-            tracing::info!(%peer, error = %e, "voice webhook without the fields Twilio always sends");
-            return text(StatusCode::BAD_REQUEST, "not a Twilio voice webhook\n");
+            ctx.metrics().call_refused(RefuseReason::InvalidWebhook);
+            tracing::info!(%peer, error = %e, "voice webhook refused");
+            // The message names the field, never echoes its value.
+            let body = format!("not a Twilio voice webhook: {e}\n");
+            return full(StatusCode::BAD_REQUEST, "text/plain; charset=utf-8", body);
         }
     };
     let call = &webhook.call;
@@ -243,7 +247,13 @@ async fn voice(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incoming>) ->
             .parameter("From", call.from.clone())
             .parameter("To", call.to.clone());
         for (name, value) in &shared.config.twilio.stream_parameters {
-            stream = stream.parameter(name.clone(), value.clone());
+            if name != STREAM_TOKEN_PARAMETER {
+                stream = stream.parameter(name.clone(), value.clone());
+            }
+        }
+        if let Some(key) = &shared.stream_token {
+            // Twilio echoes it in `start`: proof that this deployment answered the call.
+            stream = stream.parameter(STREAM_TOKEN_PARAMETER, key.token(&call.call_sid));
         }
         tracing::info!(call_sid = %call.call_sid, from = %call.from, to = %call.to, "voice webhook answered with <Connect><Stream>");
         Twiml::new().connect(Connect::new().stream(stream))
@@ -282,7 +292,12 @@ fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &s
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-fn media(ctx: &Rc<WorkerContext>, peer: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
+fn media(
+    ctx: &Rc<WorkerContext>,
+    peer: SocketAddr,
+    connection: &ConnState,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
     let is_upgrade = header_has_token(&req, header::CONNECTION, "upgrade")
         && header_has_token(&req, header::UPGRADE, "websocket");
@@ -305,10 +320,13 @@ fn media(ctx: &Rc<WorkerContext>, peer: SocketAddr, mut req: Request<Incoming>) 
         }
         None => tracing::warn!(%peer, target, "signature NOT checked (--insecure-skip-signature)"),
     }
-    let admission = call::admit(ctx);
+    // No call place or RTP port yet: the stream takes them once its `start`
+    // is accepted (see `call`), so sockets that never start hold neither.
     let upgrade = hyper::upgrade::on(&mut req);
     let ctx = Rc::clone(ctx);
-    tokio::task::spawn_local(call::run(ctx, peer, upgrade, admission));
+    // The WebSocket outlives this HTTP connection's task: it keeps the
+    // connection's place in the worker's bounds until the call ends.
+    tokio::task::spawn_local(call::run(ctx, peer, upgrade, connection.take_place()));
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let mut response = empty(StatusCode::SWITCHING_PROTOCOLS);
     let headers = response.headers_mut();
@@ -332,7 +350,7 @@ fn authorized(ctx: &WorkerContext, req: &Request<Incoming>) -> bool {
     constant_time_eq(given.trim().as_bytes(), token.expose().as_bytes())
 }
 
-async fn control(ctx: &WorkerContext, req: Request<Incoming>) -> Response<Body> {
+async fn control(ctx: &WorkerContext, connection: &ConnState, req: Request<Incoming>) -> Response<Body> {
     // Without an admin token the control API does not exist.
     if ctx.shared.config.secrets.admin_token.is_none() {
         return text(StatusCode::NOT_FOUND, "not found\n");
@@ -371,7 +389,7 @@ async fn control(ctx: &WorkerContext, req: Request<Incoming>) -> Response<Body> 
                 _ => json_error(StatusCode::METHOD_NOT_ALLOWED, "use GET or DELETE"),
             }
         }
-        (Method::GET, "/v1/events") => events(ctx),
+        (Method::GET, "/v1/events") => events(ctx, connection),
         (Method::POST, "/v1/calls") => place_call(ctx, req).await,
         (_, "/v1/sessions" | "/v1/events" | "/v1/calls") => {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
@@ -380,32 +398,10 @@ async fn control(ctx: &WorkerContext, req: Request<Incoming>) -> Response<Body> 
     }
 }
 
-fn events(ctx: &WorkerContext) -> Response<Body> {
+fn events(ctx: &WorkerContext, connection: &ConnState) -> Response<Body> {
     let receiver = ctx.shared.events.subscribe();
-    let metrics_ctx = ctx.metrics_handle();
-    let heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + SSE_HEARTBEAT, SSE_HEARTBEAT);
-    let hello = Bytes::from_static(b": voxproxy events\n\n");
-    let state = (receiver, heartbeat, Some(hello), metrics_ctx);
-    let body = stream::unfold(state, |(mut receiver, mut heartbeat, hello, metrics)| async move {
-        if let Some(hello) = hello {
-            return Some((Ok(Frame::data(hello)), (receiver, heartbeat, None, metrics)));
-        }
-        loop {
-            tokio::select! {
-                event = receiver.recv() => match event {
-                    Ok(event) => {
-                        let frame = Frame::data(Bytes::from(format!("event: {}\ndata: {}\n\n", event.name, event.json)));
-                        return Some((Ok(frame), (receiver, heartbeat, None, metrics)));
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => metrics.get().events_dropped(n),
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                },
-                _ = heartbeat.tick() => {
-                    return Some((Ok(Frame::data(Bytes::from_static(b": keep-alive\n\n"))), (receiver, heartbeat, None, metrics)));
-                }
-            }
-        }
-    });
+    let watch = connection.watch_sse();
+    let body = sse::event_stream(receiver, sse::SSE_HEARTBEAT, watch, ctx.metrics_handle());
     let mut response = Response::new(StreamBody::new(body).boxed_unsync());
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

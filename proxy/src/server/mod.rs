@@ -34,6 +34,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{Notify, watch};
 use voxproxy_adapters::rest::{AuthToken, RestConfig, TwilioClient};
 use voxproxy_adapters::signature::SignatureValidator;
+use voxproxy_adapters::stream_token::StreamTokenKey;
 use voxproxy_adapters::url::Url;
 
 use crate::cdr::CdrService;
@@ -46,7 +47,9 @@ mod call;
 pub mod directory;
 pub mod fds;
 mod http;
+mod peers;
 pub mod ports;
+mod sse;
 
 use directory::{Directory, EventHub};
 use fds::FdBudget;
@@ -126,6 +129,8 @@ pub(crate) struct Shared {
     pub(crate) cdr: CdrService,
     /// `None` with `--insecure-skip-signature`.
     pub(crate) validator: Option<SignatureValidator>,
+    /// Issues and checks stream tokens whenever signatures are checked.
+    pub(crate) stream_token: Option<StreamTokenKey>,
     pub(crate) rate_limiter: Option<Mutex<WebhookRateLimiter>>,
     pub(crate) draining: AtomicBool,
     pub(crate) active_calls: AtomicUsize,
@@ -164,6 +169,8 @@ pub(crate) struct WorkerContext {
     pub(crate) local_calls: Cell<usize>,
     pub(crate) calls_changed: Notify,
     connections: Cell<usize>,
+    /// This worker's connections by client address.
+    peers: peers::PeerConnections,
     rest: OnceCell<Result<Rc<TwilioClient>, String>>,
 }
 
@@ -319,6 +326,10 @@ impl Server {
             .limits
             .webhook_rate_per_ip
             .map(|rate| Mutex::new(WebhookRateLimiter::new(rate, RATE_LIMIT_CLIENTS)));
+        let stream_token = match (&validator, &config.secrets.twilio_auth_token) {
+            (Some(_), Some(token)) => StreamTokenKey::new(token.expose()),
+            _ => None,
+        };
         let shared = Arc::new(Shared {
             ports: PortPool::new(config.rtp.bind, config.rtp.ports),
             config,
@@ -327,6 +338,7 @@ impl Server {
             events: EventHub::new(),
             cdr,
             validator,
+            stream_token,
             rate_limiter,
             draining: AtomicBool::new(false),
             active_calls: AtomicUsize::new(0),
@@ -486,8 +498,15 @@ async fn worker_main(shared: Arc<Shared>, index: usize, backend: IoBackend, list
         local_calls: Cell::new(0),
         calls_changed: Notify::new(),
         connections: Cell::new(0),
+        peers: peers::PeerConnections::new(max_connections),
         rest: OnceCell::new(),
     });
+    tracing::debug!(
+        worker = index,
+        max_connections,
+        per_address = ctx.peers.per_address(),
+        "connection bounds"
+    );
     let mut stop = shared.stop.subscribe();
     let mut spare = spare_descriptor();
     loop {
@@ -501,14 +520,19 @@ async fn worker_main(shared: Arc<Shared>, index: usize, backend: IoBackend, list
                         drop(tcp);
                         continue;
                     }
+                    if !ctx.peers.try_add(peer.ip()) {
+                        // One client holds its share: the rest stays for others.
+                        ctx.metrics().call_refused(crate::metrics::RefuseReason::AddressConnectionLimit);
+                        drop(tcp);
+                        continue;
+                    }
                     let _ = tcp.set_nodelay(true);
                     ctx.connections.set(ctx.connections.get() + 1);
                     shared.connections.fetch_add(1, Ordering::Relaxed);
+                    let place = ConnectionPlace { ctx: Rc::clone(&ctx), ip: peer.ip() };
                     let ctx = Rc::clone(&ctx);
                     tokio::task::spawn_local(async move {
-                        serve_connection(&ctx, tcp, peer).await;
-                        ctx.connections.set(ctx.connections.get().saturating_sub(1));
-                        ctx.shared.connections.fetch_sub(1, Ordering::Relaxed);
+                        serve_connection(&ctx, tcp, peer, place).await;
                     });
                 }
                 Err(e) if fds::is_exhaustion(&e) => {
@@ -545,31 +569,110 @@ async fn worker_main(shared: Arc<Shared>, index: usize, backend: IoBackend, list
     }
 }
 
-async fn serve_connection(ctx: &Rc<WorkerContext>, tcp: tokio::net::TcpStream, peer: SocketAddr) {
-    match &ctx.shared.tls {
-        Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => serve_http(ctx, TokioIo::new(tls), peer).await,
-            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-        },
-        None => serve_http(ctx, TokioIo::new(tcp), peer).await,
+/// A connection's place in its worker's bounds (per worker and per client
+/// address), given back when dropped: by the connection task, or by the
+/// call task once a media WebSocket has taken the connection over.
+#[derive(Debug)]
+pub(crate) struct ConnectionPlace {
+    ctx: Rc<WorkerContext>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for ConnectionPlace {
+    fn drop(&mut self) {
+        self.ctx.connections.set(self.ctx.connections.get().saturating_sub(1));
+        self.ctx.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        self.ctx.peers.remove(self.ip);
     }
 }
 
-async fn serve_http<I>(ctx: &Rc<WorkerContext>, io: I, peer: SocketAddr)
+/// What a connection's task shares with the requests it serves.
+pub(crate) struct ConnState {
+    /// The connection's place, until a media WebSocket takes it over.
+    place: Cell<Option<ConnectionPlace>>,
+    /// Set when the connection carries `GET /v1/events`.
+    sse: Arc<sse::SseWatch>,
+    sse_opened: Notify,
+}
+
+impl fmt::Debug for ConnState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnState").field("sse", &self.sse).finish_non_exhaustive()
+    }
+}
+
+impl ConnState {
+    /// Hands the connection's place to whoever outlives the HTTP task.
+    pub(crate) fn take_place(&self) -> Option<ConnectionPlace> {
+        self.place.take()
+    }
+
+    /// Marks the connection as an event stream and returns its watch.
+    pub(crate) fn watch_sse(&self) -> Arc<sse::SseWatch> {
+        self.sse_opened.notify_one();
+        Arc::clone(&self.sse)
+    }
+}
+
+async fn serve_connection(
+    ctx: &Rc<WorkerContext>,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    place: ConnectionPlace,
+) {
+    let state =
+        Rc::new(ConnState { place: Cell::new(Some(place)), sse: Arc::default(), sse_opened: Notify::new() });
+    match &ctx.shared.tls {
+        Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => serve_http(ctx, TokioIo::new(tls), peer, state).await,
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        },
+        None => serve_http(ctx, TokioIo::new(tcp), peer, state).await,
+    }
+}
+
+async fn serve_http<I>(ctx: &Rc<WorkerContext>, io: I, peer: SocketAddr, state: Rc<ConnState>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service_ctx = Rc::clone(ctx);
-    let service = service_fn(move |req| http::handle(Rc::clone(&service_ctx), peer, req));
+    let service_state = Rc::clone(&state);
+    let service =
+        service_fn(move |req| http::handle(Rc::clone(&service_ctx), peer, Rc::clone(&service_state), req));
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(16 * 1024)
         .serve_connection(io, service)
         .with_upgrades();
-    if let Err(e) = connection.await {
-        tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+    tokio::pin!(connection);
+    loop {
+        // Only an event stream is watched for stalls; other connections
+        // wait on hyper alone.
+        let watch = async {
+            if state.sse.is_active() {
+                tokio::time::sleep(sse::SSE_STALL_CHECK).await;
+            } else {
+                state.sse_opened.notified().await;
+            }
+        };
+        tokio::select! {
+            result = &mut connection => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+                }
+                return;
+            }
+            () = watch => {
+                if state.sse.stalled(std::time::Instant::now(), sse::SSE_STALL_TIMEOUT) {
+                    ctx.metrics().sse_subscriber_dropped(crate::metrics::SseDrop::Stalled);
+                    tracing::info!(%peer, "event subscriber took no data for 30 s; disconnected");
+                    // Dropping the connection closes the socket.
+                    return;
+                }
+            }
+        }
     }
 }
 
