@@ -53,7 +53,7 @@
 //! let ctx = AnswerContext::new(Url::parse_base("https://voice.example.com", &[Scheme::Https])?, "vp")?;
 //!
 //! // POST /twilio/voice (signature checked first).
-//! let body = b"CallSid=CA1&AccountSid=AC1&From=%2B14155550100&To=%2B14155550199&CallStatus=ringing&Direction=inbound";
+//! let body = b"CallSid=CA0123456789abcdef0123456789abcdef&AccountSid=AC0123456789abcdef0123456789abcdef&From=%2B14155550100&To=%2B14155550199&CallStatus=ringing&Direction=inbound";
 //! let call = VoiceWebhook::from_form(Form::parse(body)?)?;
 //! let matched = match_route(&routes, &default, &call.call.to);
 //! assert_eq!(matched.label(), "routes[0]");
@@ -61,7 +61,7 @@
 //! assert!(xml.contains("<Dial action=\"https://voice.example.com/twilio/dial-status\" timeout=\"20\">"));
 //!
 //! // POST /twilio/dial-status: nobody answered, so an SMS goes out and the call ends.
-//! let body = b"CallSid=CA1&AccountSid=AC1&From=%2B14155550100&To=%2B14155550199&CallStatus=in-progress\
+//! let body = b"CallSid=CA0123456789abcdef0123456789abcdef&AccountSid=AC0123456789abcdef0123456789abcdef&From=%2B14155550100&To=%2B14155550199&CallStatus=in-progress\
 //!              &Direction=inbound&DialCallStatus=no-answer";
 //! let callback = VoiceWebhook::from_form(Form::parse(body)?)?;
 //! let next = after_dial(matched.route, &callback, dial_call_status(&callback).unwrap_or(""), &ctx);

@@ -157,6 +157,10 @@ async fn a_live_stream_sid_cannot_be_started_twice(io: Io) {
     let mut backend = Backend::bind().await;
     let proxy = Proxy::start(io, &[], &["--backend", &backend.arg()]);
     let mut first = TwilioCall::start(&proxy).await;
+    // The first call is registered once its audio flows; before that its
+    // `start` may still be in flight and the second stream could win.
+    first.send_media(&[0x43; FRAME]).await;
+    assert_eq!(backend.recv_audio(1, 0).await[0].payload, vec![0x43; FRAME]);
     let second_sid = sid("CA");
     let answer = proxy.webhook(&second_sid).await.twiml();
     let stream = answer.bidirectional_stream().expect("<Connect><Stream>");

@@ -212,7 +212,7 @@ fn dial_status_decides_per_on_missed() {
 
 #[test]
 fn dial_call_status_is_read_from_the_callback() {
-    let body = b"CallSid=CA1&AccountSid=AC1&From=%2B1&To=%2B2&CallStatus=in-progress&Direction=inbound&DialCallStatus=no-answer";
+    let body = b"CallSid=CA0123456789abcdef0123456789abcdef&AccountSid=AC0123456789abcdef0123456789abcdef&From=%2B1&To=%2B2&CallStatus=in-progress&Direction=inbound&DialCallStatus=no-answer";
     let webhook = VoiceWebhook::from_form(Form::parse(body).unwrap()).unwrap();
     assert_eq!(dial_call_status(&webhook), Some("no-answer"));
     assert_eq!(dial_call_status(&call("+1")), None);
