@@ -13,5 +13,6 @@ pub mod media_stream;
 pub mod rest;
 pub mod sdp;
 pub mod signature;
+pub mod sip;
 pub mod twiml;
 pub mod webhook;
