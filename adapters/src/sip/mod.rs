@@ -11,6 +11,7 @@
 //! ([`MAX_MESSAGE_BYTES`], [`MAX_HEADERS`], [`MAX_LINE_BYTES`]) and fuzzed.
 
 mod error;
+pub mod auth;
 pub mod message;
 pub mod uri;
 
