@@ -13,10 +13,12 @@
 mod error;
 pub mod auth;
 pub mod message;
+pub mod transaction;
 pub mod uri;
 
 pub use error::SipError;
 pub use message::{Header, Message, Method, StartLine, StreamFramer};
+pub use transaction::{Timers, Transmit, Transport};
 pub use uri::{Scheme, SipUri};
 
 /// Messages longer than this are refused (a UDP datagram cannot exceed
