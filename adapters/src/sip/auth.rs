@@ -8,8 +8,8 @@ use core::fmt::Write as _;
 use md5::Md5;
 use sha2::{Digest, Sha256};
 
-use super::{Message, SipError};
 use super::message::split_list;
+use super::{Message, SipError};
 
 /// Longest challenge parameter value accepted.
 const MAX_PARAM_BYTES: usize = 512;
@@ -29,7 +29,9 @@ pub enum Algorithm {
 
 impl Algorithm {
     fn from_name(name: &str) -> Option<Self> {
-        [Self::Md5, Self::Md5Sess, Self::Sha256, Self::Sha256Sess].into_iter().find(|a| a.name().eq_ignore_ascii_case(name))
+        [Self::Md5, Self::Md5Sess, Self::Sha256, Self::Sha256Sess]
+            .into_iter()
+            .find(|a| a.name().eq_ignore_ascii_case(name))
     }
 
     /// The name as written in the header.
@@ -114,7 +116,9 @@ impl Challenge {
                 "realm" => realm = Some(value),
                 "nonce" => nonce = Some(value),
                 "opaque" => opaque = Some(value),
-                "algorithm" => algorithm = Algorithm::from_name(&value).ok_or(bad("unsupported algorithm"))?,
+                "algorithm" => {
+                    algorithm = Algorithm::from_name(&value).ok_or(bad("unsupported algorithm"))?
+                }
                 "qop" => qop_auth = value.split(',').any(|q| q.trim().eq_ignore_ascii_case("auth")),
                 "stale" => stale = value.eq_ignore_ascii_case("true"),
                 _ => {}
@@ -148,7 +152,14 @@ impl Challenge {
     /// The `Authorization` value answering this challenge for `method` on
     /// `uri`, as request number `nc` with client nonce `cnonce`.
     #[must_use]
-    pub fn answer(&self, credentials: &Credentials, method: &str, uri: &str, cnonce: &str, nc: u32) -> String {
+    pub fn answer(
+        &self,
+        credentials: &Credentials,
+        method: &str,
+        uri: &str,
+        cnonce: &str,
+        nc: u32,
+    ) -> String {
         let algorithm = self.algorithm;
         let mut ha1 = algorithm.hex(&[&credentials.username, &self.realm, &credentials.password]);
         if algorithm.is_sess() {
@@ -189,7 +200,10 @@ pub struct Credentials {
 
 impl core::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Credentials").field("username", &self.username).field("password", &"<redacted>").finish()
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
     }
 }
 

@@ -60,7 +60,12 @@ impl Method {
         if token.is_empty() || token.len() > 32 || !token.bytes().all(is_token_char) {
             return None;
         }
-        Some(Self::KNOWN.into_iter().find(|(_, s)| *s == token).map_or_else(|| Self::Other(token.to_owned()), |(m, _)| m))
+        Some(
+            Self::KNOWN
+                .into_iter()
+                .find(|(_, s)| *s == token)
+                .map_or_else(|| Self::Other(token.to_owned()), |(m, _)| m),
+        )
     }
 }
 
@@ -239,7 +244,7 @@ impl Message {
     /// `CSeq` number and method.
     #[must_use]
     pub fn cseq(&self) -> Option<(u32, Method)> {
-        let (number, method) = self.header("CSeq")?.split_once(|c: char| c == ' ' || c == '\t')?;
+        let (number, method) = self.header("CSeq")?.split_once([' ', '\t'])?;
         Some((number.parse().ok()?, Method::from_token(method.trim())?))
     }
 
@@ -381,7 +386,9 @@ pub fn name_addr_uri(value: &str) -> Option<&str> {
 
 /// Finds the end of the header block: the index just past the blank line.
 fn header_end(input: &[u8]) -> Option<usize> {
-    memchr::memmem::find(input, b"\r\n\r\n").map(|i| i + 4).or_else(|| memchr::memmem::find(input, b"\n\n").map(|i| i + 2))
+    memchr::memmem::find(input, b"\r\n\r\n")
+        .map(|i| i + 4)
+        .or_else(|| memchr::memmem::find(input, b"\n\n").map(|i| i + 2))
 }
 
 /// Parses one message from the front of `input`. With `stream`,
@@ -389,7 +396,11 @@ fn header_end(input: &[u8]) -> Option<usize> {
 /// caller can keep the rest; otherwise the datagram rules apply.
 pub(crate) fn parse_framed(input: &[u8], stream: bool) -> Result<(Message, usize), SipError> {
     let Some(head_len) = header_end(input) else {
-        return Err(if input.len() > MAX_MESSAGE_BYTES { SipError::TooLarge { len: input.len() } } else { SipError::Incomplete });
+        return Err(if input.len() > MAX_MESSAGE_BYTES {
+            SipError::TooLarge { len: input.len() }
+        } else {
+            SipError::Incomplete
+        });
     };
     if head_len > MAX_MESSAGE_BYTES {
         return Err(SipError::TooLarge { len: head_len });
@@ -399,7 +410,9 @@ pub(crate) fn parse_framed(input: &[u8], stream: bool) -> Result<(Message, usize
     let (start, headers, content_length) = parse_head(head)?;
     let available = input.len() - head_len;
     let body_len = match content_length {
-        Some(len) if len > available => return Err(if stream { SipError::Incomplete } else { SipError::BadContentLength }),
+        Some(len) if len > available => {
+            return Err(if stream { SipError::Incomplete } else { SipError::BadContentLength });
+        }
         Some(len) => len,
         None if stream => return Err(SipError::BadContentLength),
         None => available,
@@ -433,7 +446,9 @@ fn parse_head(head: &str) -> Result<Head, SipError> {
         }
         if line.starts_with([' ', '\t']) {
             // Obsolete line folding (RFC 3261 §7.3.1): continues the previous value.
-            let previous = headers.last_mut().ok_or(SipError::Malformed { line: number, reason: "continuation line before any header" })?;
+            let previous = headers
+                .last_mut()
+                .ok_or(SipError::Malformed { line: number, reason: "continuation line before any header" })?;
             if previous.value.len() + line.len() > MAX_LINE_BYTES {
                 return Err(SipError::LineTooLong { line: number });
             }
@@ -441,7 +456,9 @@ fn parse_head(head: &str) -> Result<Head, SipError> {
             previous.value.push_str(line.trim());
             continue;
         }
-        let (name, value) = line.split_once(':').ok_or(SipError::Malformed { line: number, reason: "header line has no `:`" })?;
+        let (name, value) = line
+            .split_once(':')
+            .ok_or(SipError::Malformed { line: number, reason: "header line has no `:`" })?;
         let name = name.trim_end_matches([' ', '\t']);
         if name.is_empty() || !name.bytes().all(is_token_char) {
             return Err(SipError::Malformed { line: number, reason: "header name is not a token" });
@@ -453,9 +470,13 @@ fn parse_head(head: &str) -> Result<Head, SipError> {
         let canonical = canonical_name(name);
         if canonical == Some("Content-Length") {
             let len = value.parse::<usize>().ok().filter(|_| value.bytes().all(|b| b.is_ascii_digit()));
-            let len = len.ok_or(SipError::Malformed { line: number, reason: "Content-Length is not a number" })?;
+            let len =
+                len.ok_or(SipError::Malformed { line: number, reason: "Content-Length is not a number" })?;
             if content_length.is_some_and(|l| l != len) {
-                return Err(SipError::Malformed { line: number, reason: "two different Content-Length values" });
+                return Err(SipError::Malformed {
+                    line: number,
+                    reason: "two different Content-Length values",
+                });
             }
             content_length = Some(len);
             continue;
@@ -463,7 +484,10 @@ fn parse_head(head: &str) -> Result<Head, SipError> {
         if headers.len() == MAX_HEADERS {
             return Err(SipError::TooManyHeaders);
         }
-        headers.push(Header { name: canonical.map_or_else(|| name.to_owned(), str::to_owned), value: value.to_owned() });
+        headers.push(Header {
+            name: canonical.map_or_else(|| name.to_owned(), str::to_owned),
+            value: value.to_owned(),
+        });
     }
     Ok((start, headers, content_length))
 }
@@ -483,7 +507,9 @@ fn parse_start_line(line: &str) -> Result<StartLine, SipError> {
         return Ok(StartLine::Response { status, reason: reason.to_owned() });
     }
     let mut parts = line.split(' ');
-    let (Some(method), Some(uri), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(method), Some(uri), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(bad("request line is not `METHOD URI SIP/2.0`"));
     };
     if version != "SIP/2.0" {
@@ -592,11 +618,20 @@ mod tests {
         assert!(matches!(bad("SIP/2.0 99 Odd\r\n\r\n"), SipError::Malformed { line: 1, .. }));
         assert!(matches!(bad("INVITE http://h SIP/2.0\r\n\r\n"), SipError::BadUri { .. }));
         let base = INVITE.replace("l: 4\r\n", "");
-        assert_eq!(bad(&base.replace("i: a84b4c76e66710@pc33.atlanta.com\r\n", "")), SipError::MissingHeader { name: "Call-ID" });
-        assert!(matches!(bad(&base.replace("CSeq: 314159 INVITE", "CSeq: 1 BYE")), SipError::Malformed { .. }));
+        assert_eq!(
+            bad(&base.replace("i: a84b4c76e66710@pc33.atlanta.com\r\n", "")),
+            SipError::MissingHeader { name: "Call-ID" }
+        );
+        assert!(matches!(
+            bad(&base.replace("CSeq: 314159 INVITE", "CSeq: 1 BYE")),
+            SipError::Malformed { .. }
+        ));
         assert_eq!(bad(&INVITE.replace("l: 4", "l: 400")), SipError::BadContentLength);
         assert!(matches!(bad(&INVITE.replace("l: 4", "l: 4x")), SipError::Malformed { .. }));
-        assert!(matches!(bad(&INVITE.replace("Max-Forwards: 70", "Max Forwards: 70")), SipError::Malformed { .. }));
+        assert!(matches!(
+            bad(&INVITE.replace("Max-Forwards: 70", "Max Forwards: 70")),
+            SipError::Malformed { .. }
+        ));
         let long = INVITE.replace("Subject: folded", &format!("Subject: {}", "x".repeat(MAX_LINE_BYTES)));
         assert!(matches!(bad(&long), SipError::LineTooLong { .. }));
         let many: String = (0..=MAX_HEADERS).map(|i| format!("X-H{i}: v\r\n")).collect();
@@ -661,7 +696,10 @@ mod tests {
 
     fn message() -> impl Strategy<Value = Message> {
         let start = prop_oneof![
-            (token(), "[a-z0-9]{1,8}").prop_map(|(m, h)| StartLine::Request { method: Method::from_token(&m).unwrap(), uri: format!("sip:u@{h}") }),
+            (token(), "[a-z0-9]{1,8}").prop_map(|(m, h)| StartLine::Request {
+                method: Method::from_token(&m).unwrap(),
+                uri: format!("sip:u@{h}")
+            }),
             (100u16..700, "[ -~]{0,20}").prop_map(|(status, reason)| StartLine::Response { status, reason }),
         ];
         let extra = proptest::collection::vec(("X-[A-Za-z0-9-]{1,10}", value()), 0..8);

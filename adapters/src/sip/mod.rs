@@ -10,13 +10,18 @@
 //! subset a call leg needs is small, and this one is bounded
 //! ([`MAX_MESSAGE_BYTES`], [`MAX_HEADERS`], [`MAX_LINE_BYTES`]) and fuzzed.
 
-mod error;
 pub mod auth;
+pub mod counters;
+pub mod dialog;
+mod error;
+pub mod leg;
 pub mod message;
 pub mod transaction;
 pub mod uri;
 
+pub use counters::SipCounters;
 pub use error::SipError;
+pub use leg::{CallInfo, EndReason, LegEvent, LegState, Media, MediaOffer, SipLeg, SipLegConfig};
 pub use message::{Header, Message, Method, StartLine, StreamFramer};
 pub use transaction::{Timers, Transmit, Transport};
 pub use uri::{Scheme, SipUri};
@@ -28,3 +33,29 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 pub const MAX_HEADERS: usize = 64;
 /// Longest header line (after unfolding).
 pub const MAX_LINE_BYTES: usize = 2048;
+
+/// Tags, branches, Call-IDs and cnonces (SplitMix64). The caller seeds it
+/// from the OS per leg, so values are unpredictable across legs; within a
+/// leg they only need to be unique (RFC 3261 §19.3 asks for 32 random bits
+/// per tag, which 64-bit tokens exceed).
+#[derive(Debug, Clone)]
+pub(crate) struct Ids(u64);
+
+impl Ids {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// 16 lower-case hex digits.
+    pub(crate) fn token(&mut self) -> String {
+        format!("{:016x}", self.next_u64())
+    }
+}

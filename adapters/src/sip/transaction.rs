@@ -127,7 +127,13 @@ impl ClientTransaction {
     /// Starts the transaction and queues the request for sending. The request
     /// must carry a top `Via` with a unique `branch`.
     #[must_use]
-    pub fn new(now: Instant, request: Message, dest: SocketAddr, transport: Transport, timers: Timers) -> Self {
+    pub fn new(
+        now: Instant,
+        request: Message,
+        dest: SocketAddr,
+        transport: Transport,
+        timers: Timers,
+    ) -> Self {
         let bytes = request.to_bytes();
         let reliable = transport.is_reliable();
         let mut outbox = VecDeque::with_capacity(2);
@@ -280,7 +286,8 @@ impl ClientTransaction {
         {
             self.outbox.push_back(self.bytes.clone());
             self.retransmissions += 1;
-            self.interval = if self.is_invite() { self.interval * 2 } else { (self.interval * 2).min(self.timers.t2) };
+            self.interval =
+                if self.is_invite() { self.interval * 2 } else { (self.interval * 2).min(self.timers.t2) };
             self.retransmit_at = Some(now + self.interval);
         }
         if self.end_at.is_some_and(|at| now >= at) {
@@ -334,6 +341,7 @@ pub enum RequestAction {
 pub struct ServerTransaction {
     branch: String,
     method: Method,
+    cseq: u32,
     dest: SocketAddr,
     transport: Transport,
     timers: Timers,
@@ -355,6 +363,7 @@ impl ServerTransaction {
         Self {
             branch: request.top_branch().unwrap_or_default().to_owned(),
             method: request.method().unwrap_or(Method::Other(String::new())),
+            cseq: request.cseq().map_or(0, |(n, _)| n),
             dest: source,
             transport,
             timers,
@@ -389,6 +398,16 @@ impl ServerTransaction {
         request.top_branch() == Some(self.branch.as_str())
             && !self.branch.is_empty()
             && (method == self.method || (method == Method::Ack && self.method == Method::Invite))
+    }
+
+    /// Whether `ack` acknowledges our 2xx to this INVITE. Such an ACK is a
+    /// transaction of its own with a new branch (§17.1.1.3), so it is
+    /// matched by CSeq number within the dialog instead.
+    #[must_use]
+    pub fn matches_ack_for_2xx(&self, ack: &Message) -> bool {
+        self.method == Method::Invite
+            && self.state == ServerState::Accepted
+            && ack.cseq() == Some((self.cseq, Method::Ack))
     }
 
     /// Feeds a matching request.
@@ -545,7 +564,8 @@ mod tests {
     #[test]
     fn invite_timer_a_doubles_until_timer_b() {
         let start = Instant::now();
-        let mut t = ClientTransaction::new(start, request(Method::Invite), peer(), Transport::Udp, Timers::default());
+        let mut t =
+            ClientTransaction::new(start, request(Method::Invite), peer(), Transport::Udp, Timers::default());
         let (sent, timed_out) = run_client(&mut t, start, Duration::from_secs(40));
         let ms: Vec<u128> = sent.iter().map(Duration::as_millis).collect();
         assert_eq!(ms, vec![0, 500, 1500, 3500, 7500, 15_500, 31_500]);
@@ -578,7 +598,8 @@ mod tests {
     #[test]
     fn reliable_transport_sends_once_and_still_times_out() {
         let start = Instant::now();
-        let mut t = ClientTransaction::new(start, request(Method::Invite), peer(), Transport::Tcp, Timers::default());
+        let mut t =
+            ClientTransaction::new(start, request(Method::Invite), peer(), Transport::Tcp, Timers::default());
         let (sent, timed_out) = run_client(&mut t, start, Duration::from_secs(33));
         assert_eq!(sent, vec![Duration::ZERO]);
         assert!(timed_out);
@@ -618,7 +639,7 @@ mod tests {
         assert_eq!(t.handle_response(start, &response(&invite, 180)), ResponseAction::Absorb, "late 1xx");
         t.handle_timeout(start + Duration::from_secs(32));
         assert_eq!(t.state(), ClientState::Terminated);
-        let mut cancel = invite.clone();
+        let mut cancel = invite;
         cancel.remove("CSeq");
         cancel.push("CSeq", "1 CANCEL");
         assert!(!t.matches(&response(&cancel, 200)), "CANCEL shares the branch, not the method");
@@ -642,7 +663,7 @@ mod tests {
             now += Duration::from_millis(10);
         }
         assert_eq!(sent, vec![0, 500, 1500, 3500, 7500]);
-        let mut ack = invite.clone();
+        let mut ack = invite;
         ack.start = StartLine::Request { method: Method::Ack, uri: "sip:bob@192.0.2.9".into() };
         ack.remove("CSeq");
         ack.push("CSeq", "1 ACK");
@@ -672,7 +693,7 @@ mod tests {
         let sent: Vec<_> = core::iter::from_fn(|| t.poll_transmit()).collect();
         assert_eq!(sent.len(), 1, "the second final response is ignored");
         assert_eq!(t.state(), ServerState::Completed);
-        let mut ack = invite.clone();
+        let mut ack = invite;
         ack.start = StartLine::Request { method: Method::Ack, uri: "sip:bob@192.0.2.9".into() };
         assert_eq!(t.handle_request(start, &ack), RequestAction::AckForFailure);
         t.handle_timeout(start + Duration::from_secs(5));

@@ -108,9 +108,10 @@ impl SipUri {
     #[must_use]
     pub fn wants_stream(&self) -> bool {
         self.scheme == Scheme::Sips
-            || self.param("transport").flatten().is_some_and(|t| {
-                t.eq_ignore_ascii_case("tcp") || t.eq_ignore_ascii_case("tls")
-            })
+            || self
+                .param("transport")
+                .flatten()
+                .is_some_and(|t| t.eq_ignore_ascii_case("tcp") || t.eq_ignore_ascii_case("tls"))
     }
 
     /// The socket address when the host is an IP literal; the port defaults
