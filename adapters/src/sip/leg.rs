@@ -10,7 +10,7 @@
 use core::time::Duration;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use voxproxy_core::Instant;
 
 use super::auth::{Challenge, Credentials};
 use super::counters::{SipCounters, class_index, method_index};

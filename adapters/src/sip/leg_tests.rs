@@ -46,7 +46,7 @@ fn info() -> CallInfo {
 }
 
 fn start(config: SipLegConfig) -> (SipLeg, Instant, Message) {
-    let now = Instant::now();
+    let now = Instant::ZERO;
     let mut leg = SipLeg::new(config, &info(), now).unwrap();
     let sent = drain(&mut leg);
     assert_eq!(sent.len(), 1);

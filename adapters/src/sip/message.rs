@@ -384,11 +384,15 @@ pub fn name_addr_uri(value: &str) -> Option<&str> {
     }
 }
 
-/// Finds the end of the header block: the index just past the blank line.
+/// Finds the end of the header block: the index just past the first blank
+/// line, whether written CRLF CRLF or (leniently) LF LF.
 fn header_end(input: &[u8]) -> Option<usize> {
-    memchr::memmem::find(input, b"\r\n\r\n")
-        .map(|i| i + 4)
-        .or_else(|| memchr::memmem::find(input, b"\n\n").map(|i| i + 2))
+    let crlf = memchr::memmem::find(input, b"\r\n\r\n").map(|i| i + 4);
+    let lf = memchr::memmem::find(input, b"\n\n").map(|i| i + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Parses one message from the front of `input`. With `stream`,
@@ -678,6 +682,14 @@ mod tests {
         assert_eq!(framer.next_message(), Err(SipError::BadContentLength));
         let mut framer = StreamFramer::default();
         assert!(framer.push(&vec![b'x'; 2 * MAX_MESSAGE_BYTES + 1]).is_err());
+    }
+
+    #[test]
+    fn the_first_blank_line_ends_the_headers() {
+        let lf = "OPTIONS sip:a@h SIP/2.0\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\nFrom: <sip:a@h>;tag=1\nTo: <sip:a@h>\n\
+            Call-ID: c\nCSeq: 1 OPTIONS\n\nbody\r\n\r\nmore";
+        let m = Message::parse(lf.as_bytes()).unwrap();
+        assert_eq!(m.body, b"body\r\n\r\nmore");
     }
 
     #[test]

@@ -15,7 +15,7 @@
 use core::time::Duration;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Instant;
+use voxproxy_core::Instant;
 
 use super::{Message, Method, StartLine};
 
@@ -563,7 +563,7 @@ mod tests {
 
     #[test]
     fn invite_timer_a_doubles_until_timer_b() {
-        let start = Instant::now();
+        let start = Instant::ZERO;
         let mut t =
             ClientTransaction::new(start, request(Method::Invite), peer(), Transport::Udp, Timers::default());
         let (sent, timed_out) = run_client(&mut t, start, Duration::from_secs(40));
@@ -576,7 +576,7 @@ mod tests {
 
     #[test]
     fn non_invite_timer_e_caps_at_t2_and_continues_after_1xx() {
-        let start = Instant::now();
+        let start = Instant::ZERO;
         let bye = request(Method::Bye);
         let mut t = ClientTransaction::new(start, bye.clone(), peer(), Transport::Udp, Timers::default());
         let (sent, timed_out) = run_client(&mut t, start, Duration::from_secs(33));
@@ -597,7 +597,7 @@ mod tests {
 
     #[test]
     fn reliable_transport_sends_once_and_still_times_out() {
-        let start = Instant::now();
+        let start = Instant::ZERO;
         let mut t =
             ClientTransaction::new(start, request(Method::Invite), peer(), Transport::Tcp, Timers::default());
         let (sent, timed_out) = run_client(&mut t, start, Duration::from_secs(33));
@@ -607,7 +607,7 @@ mod tests {
 
     #[test]
     fn invite_failure_is_acked_and_retransmissions_re_acked() {
-        let start = Instant::now();
+        let start = Instant::ZERO;
         let invite = request(Method::Invite);
         let mut t = ClientTransaction::new(start, invite.clone(), peer(), Transport::Udp, Timers::default());
         let _ = drain_client(&mut t);
@@ -629,7 +629,7 @@ mod tests {
 
     #[test]
     fn invite_2xx_is_delivered_every_time_until_timer_m() {
-        let start = Instant::now();
+        let start = Instant::ZERO;
         let invite = request(Method::Invite);
         let mut t = ClientTransaction::new(start, invite.clone(), peer(), Transport::Udp, Timers::default());
         let ok = response(&invite, 200);
@@ -647,7 +647,7 @@ mod tests {
 
     #[test]
     fn invite_server_retransmits_2xx_until_ack() {
-        let start = Instant::now();
+        let start = Instant::ZERO;
         let invite = request(Method::Invite);
         let mut t = ServerTransaction::new(&invite, peer(), Transport::Udp, Timers::default());
         t.respond(start, &response(&invite, 200));
@@ -676,7 +676,7 @@ mod tests {
 
     #[test]
     fn invite_server_gives_up_without_ack_and_handles_failures() {
-        let start = Instant::now();
+        let start = Instant::ZERO;
         let invite = request(Method::Invite);
         let mut t = ServerTransaction::new(&invite, peer(), Transport::Tcp, Timers::default());
         t.respond(start, &response(&invite, 200));
@@ -702,7 +702,7 @@ mod tests {
 
     #[test]
     fn non_invite_server_answers_retransmissions_until_timer_j() {
-        let start = Instant::now();
+        let start = Instant::ZERO;
         let bye = request(Method::Bye);
         let mut t = ServerTransaction::new(&bye, peer(), Transport::Udp, Timers::default());
         assert_eq!(t.handle_request(start, &bye), RequestAction::Retransmission);
