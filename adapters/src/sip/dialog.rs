@@ -45,9 +45,13 @@ impl Dialog {
             .list_values("Contact")
             .next()
             .and_then(name_addr_uri)
+            .filter(|uri| SipUri::parse(uri).is_ok())
             .map_or_else(|| uri_of(request), str::to_owned);
         let mut route_set: Vec<String> =
             response.list_values("Record-Route").filter_map(name_addr_uri).map(str::to_owned).collect();
+        // An unparseable route or target would make every request in the
+        // dialog unparseable for the peer: use only valid SIP URIs.
+        route_set.retain(|uri| SipUri::parse(uri).is_ok());
         route_set.reverse();
         route_set.truncate(MAX_ROUTE_SET);
         Some(Self {
@@ -163,10 +167,17 @@ mod tests {
         );
         let ack = dialog.request(&Method::Ack, "SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK3".into(), Some(7));
         assert_eq!(ack.cseq(), Some((7, Method::Ack)));
-        let mut untagged = ok;
+        let mut untagged = ok.clone();
         untagged.remove("To");
         untagged.push("To", "<sip:bob@192.0.2.9>");
         assert!(Dialog::from_uac(&invite, &untagged).is_none());
+        let mut junk = ok;
+        junk.remove("Contact");
+        junk.push("Contact", "<sip:bob@bad host>");
+        junk.push("Record-Route", "<http://x>");
+        let fallback = Dialog::from_uac(&invite, &junk).unwrap();
+        assert_eq!(fallback.remote_target, "sip:bob@192.0.2.9", "invalid Contact: the Request-URI is kept");
+        assert_eq!(fallback.route_set.len(), 2);
         dialog.route_set.clear();
         dialog.remote_target = "sip:bob@pbx.example".into();
         assert_eq!(dialog.next_hop("127.0.0.1:1".parse().unwrap()), "127.0.0.1:1".parse().unwrap());

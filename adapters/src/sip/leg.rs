@@ -593,20 +593,19 @@ impl SipLeg {
         self.ack = Some((tag, ack));
         self.dialog = Some(dialog);
         let media = self.remote_media(response);
-        if self.state == LegState::Cancelling || self.state == LegState::Ended {
+        if matches!(self.state, LegState::Cancelling | LegState::Ended) {
             // The 2xx crossed our CANCEL (or the leg already gave up): end it.
             self.give_up_at = None;
             self.send_bye(now);
-            self.state = LegState::Terminating;
+            if self.state == LegState::Cancelling {
+                self.state = LegState::Terminating;
+            }
             return;
         }
         let Some(media) = media else {
+            // The BYE runs on; the outcome is this failure, reported once.
             self.send_bye(now);
-            self.state = LegState::Terminating;
-            self.events.push_back(LegEvent::Failed {
-                status: 488,
-                reason: "2xx without a usable SDP answer".into(),
-            });
+            self.fail(488, "2xx without a usable SDP answer");
             return;
         };
         self.state = LegState::Confirmed;
@@ -631,7 +630,9 @@ impl SipLeg {
             response.list_values("Contact").filter_map(name_addr_uri).find_map(|c| SipUri::parse(c).ok());
         let target = contact.as_ref().and_then(|uri| uri.socket_addr().map(|addr| (uri.clone(), addr)));
         match target {
-            Some((uri, addr)) if !self.redirected && self.state != LegState::Cancelling => {
+            Some((uri, addr))
+                if !self.redirected && matches!(self.state, LegState::Calling | LegState::Early) =>
+            {
                 self.redirected = true;
                 self.config.target = uri;
                 self.config.next_hop = addr;
