@@ -16,6 +16,7 @@ pub mod dialog;
 mod error;
 pub mod leg;
 pub mod message;
+pub mod server;
 pub mod transaction;
 pub mod uri;
 
