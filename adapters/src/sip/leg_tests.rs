@@ -557,3 +557,43 @@ fn bad_targets_and_media_are_refused() {
     assert_eq!(sent, vec![Method::Ack, Method::Bye]);
     assert!(matches!(events(&mut leg)[..], [LegEvent::Failed { status: 488, .. }]));
 }
+
+/// Messages captured from baresip 1.0.0 (Debian `baresip-core`, auto-answer,
+/// on loopback) answering this leg's INVITE (seed 7), replayed: the leg must
+/// understand a real peer's 180, 200 + SDP and the 200 to its BYE.
+#[test]
+fn replays_a_real_baresip_call() {
+    let mut config = config();
+    config.target = SipUri::parse("sip:bob@127.0.0.1:5099").unwrap();
+    config.next_hop = "127.0.0.1:5099".parse().unwrap();
+    config.local = "127.0.0.1:5098".parse().unwrap();
+    config.media.address = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let mut info = info();
+    info.params = vec![("tenant".into(), "acme".into())];
+    let now = Instant::ZERO;
+    let mut leg = SipLeg::new(config, &info, now).unwrap();
+    let invite = drain(&mut leg).remove(0);
+    assert_eq!(invite.call_id(), Some("044c3cd7f43c661c@voxproxy"), "same seed, same INVITE as captured");
+    let peer: SocketAddr = "127.0.0.1:5099".parse().unwrap();
+    leg.handle_datagram(now, peer, include_bytes!("testdata/baresip_180.sip"));
+    leg.handle_datagram(now, peer, include_bytes!("testdata/baresip_200_invite.sip"));
+    let got = events(&mut leg);
+    let media = Media {
+        address: "192.0.2.2:41064".parse().unwrap(),
+        codec: Codec::Pcmu,
+        payload_type: 0,
+        telephone_event: Some(101),
+        direction: Direction::SendRecv,
+        ptime: Some(20),
+    };
+    assert_eq!(got, vec![LegEvent::Ringing, LegEvent::Answered(media)]);
+    let ack = drain(&mut leg).remove(0);
+    let StartLine::Request { uri, .. } = &ack.start else { panic!() };
+    assert_eq!(uri, "sip:bob-0x55de46c2e0d0@127.0.0.1:5099");
+    leg.hangup(now);
+    let bye = drain(&mut leg).remove(0);
+    assert_eq!(bye.top_branch(), Some("z9hG4bK3fdabe86cbbeaa11"));
+    leg.handle_datagram(now, peer, include_bytes!("testdata/baresip_200_bye.sip"));
+    assert_eq!(events(&mut leg), vec![LegEvent::Ended { by_remote: false, reason: EndReason::LocalHangup }]);
+    assert_eq!(leg.counters().parse_errors + leg.counters().unmatched, 0);
+}
