@@ -214,6 +214,7 @@ pub struct SipLeg {
     cancel_pending: bool,
     give_up_at: Option<Instant>,
     auth_used: bool,
+    interval_raised: bool,
     redirected: bool,
     dialog: Option<Dialog>,
     ack: Option<(String, Transmit)>,
@@ -275,6 +276,7 @@ impl SipLeg {
             cancel_pending: false,
             give_up_at: None,
             auth_used: false,
+            interval_raised: false,
             redirected: false,
             dialog: None,
             ack: None,
@@ -537,6 +539,7 @@ impl SipLeg {
             200..=299 => self.on_invite_2xx(now, response),
             300..=399 => self.on_redirect(now, response),
             401 | 407 => self.on_challenge(now, response),
+            422 => self.on_interval_too_small(now, response),
             _ => self.on_invite_failure(response),
         }
         if (100..200).contains(&status) && self.cancel_pending {
@@ -661,9 +664,26 @@ impl SipLeg {
         }
     }
 
+    /// RFC 4028 §6: a 422 names the smallest interval the peer accepts in
+    /// `Min-SE`; ask again once with that.
+    fn on_interval_too_small(&mut self, now: Instant, response: &Message) {
+        let min_se = response.header("Min-SE").and_then(|v| v.split(';').next()?.trim().parse::<u32>().ok());
+        match min_se {
+            Some(seconds)
+                if !self.interval_raised
+                    && (90..=86_400).contains(&seconds)
+                    && self.state != LegState::Cancelling =>
+            {
+                self.interval_raised = true;
+                self.reinvite_with(now, Some(("Session-Expires", seconds.to_string())));
+            }
+            _ => self.on_invite_failure(response),
+        }
+    }
+
     /// A fresh INVITE transaction after a challenge or redirect: same
     /// Call-ID and From tag, CSeq + 1, new branch.
-    fn reinvite_with(&mut self, now: Instant, authorization: Option<(&'static str, String)>) {
+    fn reinvite_with(&mut self, now: Instant, header: Option<(&'static str, String)>) {
         let mut invite = self.invite.request().clone();
         let number = invite.cseq().map_or(1, |(n, _)| n) + 1;
         invite.start = StartLine::Request { method: Method::Invite, uri: self.config.target.to_string() };
@@ -674,8 +694,9 @@ impl SipLeg {
             .headers
             .insert(0, super::Header { name: "Via".into(), value: via(&self.config, &mut self.ids) });
         invite.push("CSeq", format!("{number} INVITE"));
-        if let Some((header, value)) = authorization {
-            invite.push(header, value);
+        if let Some((name, value)) = header {
+            invite.remove(name);
+            invite.push(name, value);
         }
         self.counters.requests_sent[0] += 1;
         let fresh = ClientTransaction::new(

@@ -487,6 +487,21 @@ fn session_timer_refreshes_when_we_are_refresher_and_expires_otherwise() {
 }
 
 #[test]
+fn interval_too_small_is_retried_once_with_min_se() {
+    let (mut leg, now, invite) = start(config());
+    feed(&mut leg, now, &reply(&invite, 422, Some("p"), None).with("Min-SE", "3600"));
+    let sent = drain(&mut leg);
+    assert_eq!(
+        sent.iter().map(|m| m.method().unwrap()).collect::<Vec<_>>(),
+        vec![Method::Ack, Method::Invite]
+    );
+    assert_eq!(sent[1].header("Session-Expires"), Some("3600"));
+    assert_eq!(sent[1].header_values("Session-Expires").count(), 1);
+    feed(&mut leg, now, &reply(&sent[1], 422, Some("p"), None).with("Min-SE", "7200"));
+    assert!(matches!(events(&mut leg)[..], [LegEvent::Failed { status: 422, .. }]));
+}
+
+#[test]
 fn local_hangup_sends_bye() {
     let (mut leg, now, invite) = start(config());
     answered(&mut leg, now, &invite);
