@@ -4,11 +4,11 @@
 //! socket: the proxy hands in datagrams, stream bytes and the time, and
 //! sends what it polls out.
 //!
-//! Why hand-written rather than a crate: the SIP parser crates on crates.io
-//! (rsip, sip-rs, …) build an owned tree of every header with many small
-//! allocations, accept unbounded input and are lightly maintained; the
-//! subset a call leg needs is small, and this one is bounded
-//! ([`MAX_MESSAGE_BYTES`], [`MAX_HEADERS`], [`MAX_LINE_BYTES`]) and fuzzed.
+//! Why hand-written rather than a crate (rsip was the candidate; its
+//! bounds were not evaluated in depth): the subset a call leg needs is small; this one
+//! enforces the limits below before allocating, keeps compact forms and
+//! folding under test, and is fuzzed with the rest of voxproxy. A crate
+//! would still need those bounds wrapped around it.
 
 pub mod auth;
 pub mod counters;
