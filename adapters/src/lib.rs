@@ -14,6 +14,7 @@ pub mod rest;
 pub mod route;
 pub mod sdp;
 pub mod signature;
+pub mod sip;
 pub mod stream_token;
 pub mod twiml;
 pub mod url;

@@ -12,6 +12,7 @@ mod media_stream;
 mod proxy;
 mod rtp;
 mod sdp;
+mod sip;
 mod twiml;
 mod vad;
 mod webhook;
@@ -22,6 +23,7 @@ pub use media_stream::twilio_inbound;
 pub use proxy::{config_file, echo_datagrams, sim_identity};
 pub use rtp::{rtcp_packet, rtp_packet, telephone_event};
 pub use sdp::sdp_parse;
+pub use sip::{sip_parse, sip_ua};
 pub use twiml::twiml_parse;
 pub use vad::vad_frames;
 pub use webhook::{form_body, signature_inputs};
@@ -45,4 +47,6 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("config_file", config_file),
     ("echo_datagrams", echo_datagrams),
     ("sim_identity", sim_identity),
+    ("sip_parse", sip_parse),
+    ("sip_ua", sip_ua),
 ];
