@@ -65,7 +65,7 @@
 //! [`BotConfig::max_queued_ms`] (the excess is dropped and counted), marks
 //! and notifies in flight to [`MAX_MARKS`], a notify payload to
 //! [`MAX_NOTIFY_PAYLOAD`]. Messages waiting for a slow bot are bounded too
-//! (64, of which at most 48 caller audio frames); past that, caller audio is
+//! (32, of which at most 24 caller audio frames, 480 ms); past that, caller audio is
 //! dropped and counted, never blocking the call. Bad bot input is a
 //! [`BotError`], counted in [`BotStats::bad_messages`] and dropped.
 //!
@@ -97,8 +97,9 @@ use queue::{Marker, PlayoutQueue, Release};
 /// μ-law bytes (8 kHz samples) in one 20 ms frame.
 pub const FRAME_BYTES: usize = 160;
 
-/// Largest text message accepted from the bot (a `media` of about 2.4 s).
-pub const MAX_TEXT_BYTES: usize = 32 * 1024;
+/// Largest text message accepted from the bot (a `media` of about 1.5 s).
+/// The leg keeps a buffer of ¾ of this to decode a payload into.
+pub const MAX_TEXT_BYTES: usize = 16 * 1024;
 
 /// Largest binary message accepted from the bot: 2 s of 24 kHz L16.
 pub const MAX_BINARY_BYTES: usize = 96_000;
@@ -380,11 +381,14 @@ impl BotLeg {
         }
     }
 
-    /// The caller pressed `digit`.
-    pub fn handle_caller_dtmf(&mut self, now: Instant, digit: char) {
+    /// The caller pressed `digit` (`0`–`9`, `*`, `#`, `A`–`D`; a lower-case
+    /// letter is taken as upper case). Returns `false`, sending nothing, for
+    /// any other character or after the call ended.
+    pub fn handle_caller_dtmf(&mut self, now: Instant, digit: char) -> bool {
         self.handle_timeout(now);
-        if self.finished {
-            return;
+        let digit = digit.to_ascii_uppercase();
+        if self.finished || !matches!(digit, '0'..='9' | '*' | '#' | 'A'..='D') {
+            return false;
         }
         let queued = match &mut self.codec {
             Codec::Twilio { sequence, .. } => {
@@ -395,6 +399,7 @@ impl BotLeg {
         if !queued {
             self.stats.events_to_bot_dropped += 1;
         }
+        true
     }
 
     /// Twilio echoed mark `name`. Returns whether it was one of this leg's

@@ -2,13 +2,15 @@
 //! reused buffers, so queueing a message never allocates once every slot has
 //! grown to the largest message it carries.
 
-/// Slots in the ring: the bound on messages waiting for the bot.
-pub(crate) const SLOTS: usize = 64;
+/// Slots in the ring: the bound on messages waiting for the bot. Each slot
+/// keeps the capacity of the largest message it carried (up to 960 bytes of
+/// 24 kHz audio), so this bounds a leg's heap as well (a config key candidate).
+pub(crate) const SLOTS: usize = 32;
 
-/// Slots caller audio may fill. The rest are kept for control messages
+/// Slots caller audio may fill (480 ms). The rest are kept for control messages
 /// (mark echoes, DTMF, `stop`, the close), so a bot that reads slowly loses
 /// audio (counted) before it loses an event.
-pub(crate) const AUDIO_SLOTS: usize = 48;
+pub(crate) const AUDIO_SLOTS: usize = 24;
 
 /// What a slot holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
