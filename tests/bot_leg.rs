@@ -172,8 +172,10 @@ fn twilio_protocol_call_end_to_end() {
     assert!(bot.when(r#""digit":"7""#).is_some_and(|at| at == ms(1000)));
 
     // The bot talks again, then interrupts itself half a second in.
-    media_stream::write_media(&mut frame, &sid, &[0x42; 16_000]);
-    leg.handle_bot_text(ms(3000), &mut frame).expect("media");
+    for _ in 0..4 {
+        media_stream::write_media(&mut frame, &sid, &[0x42; 4000]);
+        leg.handle_bot_text(ms(3000), &mut frame).expect("media");
+    }
     media_stream::write_mark(&mut frame, &sid, "cut");
     leg.handle_bot_text(ms(3000), &mut frame).expect("mark");
     let played_before = player.played.len();
