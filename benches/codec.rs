@@ -11,6 +11,7 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use voxproxy_core::g711::{self, Law};
 use voxproxy_core::resample::{Downsampler, Upsampler};
+use voxproxy_core::resample3::{Downsampler3, Upsampler3};
 
 const FRAME: usize = 160;
 const BULK_BYTES: usize = 64 * 1024;
@@ -85,7 +86,8 @@ fn g711_transcode(c: &mut Criterion) {
     group.finish();
 }
 
-/// One 20 ms frame per iteration: 160 samples up to 320, or 320 down to 160.
+/// One 20 ms frame per iteration: 160 samples up to 320 (or 480), or 320
+/// (or 480) down to 160.
 fn resample(c: &mut Criterion) {
     let mut group = c.benchmark_group("resample_20ms_frame");
     let narrow = pcm(FRAME);
@@ -98,6 +100,16 @@ fn resample(c: &mut Criterion) {
     let wide = pcm(2 * FRAME);
     group.bench_function("down_16k_to_8k", |b| {
         b.iter(|| down.downsample(black_box(&wide), black_box(&mut back)))
+    });
+    let mut up3 = Upsampler3::new();
+    let mut wide3 = vec![0i16; 3 * FRAME];
+    group.bench_function("up_8k_to_24k", |b| {
+        b.iter(|| up3.upsample(black_box(&narrow), black_box(&mut wide3)))
+    });
+    let mut down3 = Downsampler3::new();
+    let wide3 = pcm(3 * FRAME);
+    group.bench_function("down_24k_to_8k", |b| {
+        b.iter(|| down3.downsample(black_box(&wide3), black_box(&mut back)))
     });
     group.finish();
 }

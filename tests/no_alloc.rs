@@ -258,3 +258,95 @@ fn call_bridge_steady_state_allocates_nothing_per_frame() {
     assert_eq!(n, 0, "allocations in 1,000 steady-state frames each way");
     assert!(sent_rtp >= 1_000 && sent_twilio >= 1_000, "both directions flowed: {sent_rtp} {sent_twilio}");
 }
+
+/// One bot leg in steady state, each protocol: a caller frame to the bot,
+/// 20 ms of bot audio (with a mark or notify every fifth frame) paced to
+/// Twilio, Twilio's mark echoes, and the echoes to the bot.
+#[test]
+fn bot_leg_steady_state_allocates_nothing_per_frame() {
+    use voxproxy_adapters::bot::{BotConfig, BotLeg, BotProtocol, CallInfo, CallerAction, L16Rate};
+
+    let protocols = [
+        BotProtocol::Twilio,
+        BotProtocol::L16(L16Rate::Hz8000),
+        BotProtocol::L16(L16Rate::Hz16000),
+        BotProtocol::L16(L16Rate::Hz24000),
+    ];
+    for protocol in protocols {
+        let sid = StreamSid::new("MZ00000000000000000000000000000001").expect("sid");
+        let info = CallInfo {
+            call_sid: CallSid::new("CA00000000000000000000000000000001").expect("sid"),
+            account_sid: AccountSid::new("AC00000000000000000000000000000001").expect("sid"),
+            stream_sid: sid,
+            from: "+15550001".to_owned(),
+            to: "+15550002".to_owned(),
+            custom_parameters: vec![("lang".to_owned(), "en".to_owned())],
+            tracks: Tracks { inbound: true, outbound: false },
+        };
+        let heap_before = LIVE_BYTES.with(Cell::get);
+        let config = BotConfig { protocol, ..BotConfig::default() };
+        let mut leg = BotLeg::new(config, &info, Instant::ZERO).expect("config");
+        let caller: Vec<u8> = tone(160, 3).iter().map(|&s| g711::ulaw_encode(s)).collect();
+        let factor = match protocol {
+            BotProtocol::L16(rate) => rate.hz() as usize / 8000,
+            _ => 1,
+        };
+        let pcm: Vec<u8> = tone(160 * factor, 4).iter().flat_map(|s| s.to_le_bytes()).collect();
+        let mut text = Vec::with_capacity(1024);
+        let mut echo = String::with_capacity(32);
+        let (mut to_bot, mut to_caller) = (0u64, 0u64);
+        let mut step = |i: u64, leg: &mut BotLeg, text: &mut Vec<u8>| {
+            let now = Instant::from_millis(i * 20);
+            leg.handle_caller_media(now, &caller, i * 20);
+            while leg.poll_bot().is_some() {
+                to_bot += 1;
+            }
+            if protocol == BotProtocol::Twilio {
+                media_stream::write_media(text, &sid, &caller);
+                leg.handle_bot_text(now, text).expect("media");
+                if i.is_multiple_of(5) {
+                    media_stream::write_mark(text, &sid, "sentence");
+                    leg.handle_bot_text(now, text).expect("mark");
+                }
+            } else {
+                leg.handle_bot_binary(now, &pcm).expect("pcm");
+                if i.is_multiple_of(5) {
+                    text.clear();
+                    text.extend_from_slice(br#"{"action":"notify","payload":{"n":1}}"#);
+                    leg.handle_bot_text(now, text).expect("notify");
+                }
+            }
+            leg.handle_timeout(now);
+            while let Some(action) = leg.poll_caller() {
+                match action {
+                    CallerAction::Audio(_) => to_caller += 1,
+                    CallerAction::Mark(name) => {
+                        echo.clear();
+                        echo.push_str(name);
+                    }
+                    CallerAction::Clear => {}
+                }
+            }
+            // Twilio echoes the last mark a frame later (played).
+            if !echo.is_empty() {
+                leg.handle_caller_mark(now, &echo);
+                echo.clear();
+            }
+            while leg.poll_bot().is_some() {
+                to_bot += 1;
+            }
+        };
+        for i in 0..200 {
+            step(i, &mut leg, &mut text);
+        }
+        let heap = LIVE_BYTES.with(Cell::get) - heap_before - text.capacity() as i64;
+        eprintln!("bot leg {protocol:?}: {} bytes inline + {heap} bytes of heap", size_of::<BotLeg>());
+        let n = allocations_in(|| {
+            for i in 200..1_200 {
+                step(i, &mut leg, &mut text);
+            }
+        });
+        assert_eq!(n, 0, "{protocol:?}: allocations in 1,000 steady-state frames each way");
+        assert!(to_bot >= 1_200 && to_caller >= 1_150, "{protocol:?}: {to_bot} {to_caller}");
+    }
+}

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod bot;
 pub mod bridge;
 pub mod form;
 pub mod media_stream;

@@ -60,6 +60,7 @@ pub mod jitter;
 pub mod keepalive;
 pub mod plc;
 pub mod resample;
+pub mod resample3;
 pub mod rtcp;
 pub mod rtp;
 pub mod seq;

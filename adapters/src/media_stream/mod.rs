@@ -81,7 +81,8 @@
 
 pub mod base64;
 mod error;
-mod json;
+// The scanner and the string writer are shared with the bot leg's L16 messages.
+pub(crate) mod json;
 mod parse;
 mod sid;
 mod write;
@@ -89,6 +90,7 @@ mod write;
 pub use error::{Excerpt, Field, MessageError, SyntaxError};
 pub use parse::{parse_inbound, parse_inbound_pcm16, parse_outbound};
 pub use sid::{AccountSid, CallSid, MAX_SID_LEN, SidError, StreamSid};
+pub(crate) use write::push_string;
 pub use write::{
     write_clear, write_connected, write_dtmf, write_inbound_mark, write_inbound_media, write_mark,
     write_media, write_media_pcm16, write_start, write_stop,

@@ -197,7 +197,7 @@ pub fn write_stop(out: &mut Vec<u8>, stop: &Stop) {
 }
 
 /// Appends `text` as a JSON string, quotes included.
-fn push_string(out: &mut Vec<u8>, text: &str) {
+pub(crate) fn push_string(out: &mut Vec<u8>, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = text.as_bytes();
     out.push(b'"');
