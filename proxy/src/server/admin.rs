@@ -39,8 +39,9 @@ const MAX_STREAM_NAME: usize = 256;
 
 /// The health state the workers share.
 pub(crate) struct HealthState {
-    /// Per worker: milliseconds since `epoch` of its last heartbeat, plus one
-    /// (0 means it never beat).
+    /// Per worker: milliseconds since `epoch` of its last heartbeat, plus
+    /// one. Starts at the epoch, so a worker gets [`WORKER_STALE`] to start
+    /// beating before it counts as stuck.
     beats: Box<[AtomicU64]>,
     epoch: Instant,
     /// The last credentials check and when it was made; the lock is held for
@@ -51,7 +52,7 @@ pub(crate) struct HealthState {
 impl HealthState {
     pub(crate) fn new(workers: usize) -> Self {
         HealthState {
-            beats: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            beats: (0..workers).map(|_| AtomicU64::new(1)).collect(),
             epoch: Instant::now(),
             credentials: tokio::sync::Mutex::new(None),
         }
