@@ -76,7 +76,7 @@ fn answer(path: &str, account_status: u16) -> (u16, Value) {
     }
 }
 
-fn with_twilio<'a>(base: &'a str) -> Vec<(&'a str, &'a str)> {
+fn with_twilio(base: &str) -> Vec<(&str, &str)> {
     vec![
         ("VOXPROXY_ADMIN_TOKEN", ADMIN_TOKEN),
         ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),

@@ -9,13 +9,14 @@
 //! ([`CREDENTIALS_TTL`]) and bounded ([`PROBE_TIMEOUT`]), with one probe in
 //! flight at a time for the whole process.
 
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
-use voxproxy_adapters::rest::{RestError, UpdateCall};
+use voxproxy_adapters::rest::{RestError, TwilioClient, UpdateCall};
 use voxproxy_adapters::route::{Backend, LegKind};
 
 use super::directory::CallCommand;
@@ -258,26 +259,22 @@ pub(crate) fn config(ctx: &WorkerContext) -> Response<Body> {
     json(StatusCode::OK, &ctx.shared.config.redacted_json())
 }
 
-/// The REST client for an operation on a live call, or the answer saying
-/// why there is none: 409 when the credentials are not configured (the
-/// request cannot work on this deployment), 503 when they do not make a
-/// client.
-fn rest_for(
-    ctx: &WorkerContext,
-    what: &str,
-    sid: &str,
-) -> Result<std::rc::Rc<voxproxy_adapters::rest::TwilioClient>, Response<Body>> {
+/// The REST client for an operation on a live call, or the status and
+/// sentence saying why there is none: 409 when the credentials are not
+/// configured (the request cannot work on this deployment), 503 when they do
+/// not make a client.
+fn rest_for(ctx: &WorkerContext, what: &str, sid: &str) -> Result<Rc<TwilioClient>, (StatusCode, String)> {
     let config = &ctx.shared.config;
     if config.twilio.account_sid.is_none() || config.secrets.twilio_auth_token.is_none() {
-        return Err(json_error(
+        return Err((
             StatusCode::CONFLICT,
-            &format!(
+            format!(
                 "{what} goes through Twilio's REST API, which needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN; \
                  without them DELETE /v1/sessions/{sid} closes the media stream only"
             ),
         ));
     }
-    ctx.rest_client().map_err(|message| json_error(StatusCode::SERVICE_UNAVAILABLE, &message))
+    ctx.rest_client().map_err(|message| (StatusCode::SERVICE_UNAVAILABLE, message))
 }
 
 /// `POST /v1/sessions/{streamSid}/hangup`: ends the Twilio call
@@ -289,7 +286,7 @@ pub(crate) async fn hangup(ctx: &WorkerContext, sid: &str) -> Response<Body> {
     };
     let client = match rest_for(ctx, "hanging up the call", sid) {
         Ok(client) => client,
-        Err(response) => return response,
+        Err((status, message)) => return json_error(status, &message),
     };
     let call_sid = session.info.call_sid;
     match client.update_call(&call_sid, &UpdateCall::Complete).await {
@@ -361,7 +358,7 @@ pub(crate) async fn stream(ctx: &WorkerContext, sid: &str, req: Request<Incoming
     };
     let client = match rest_for(ctx, "stopping a stream", sid) {
         Ok(client) => client,
-        Err(response) => return response,
+        Err((status, message)) => return json_error(status, &message),
     };
     let call_sid = session.info.call_sid;
     match client.stop_stream(&call_sid, &name).await {
