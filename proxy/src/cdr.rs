@@ -801,6 +801,23 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn the_service_reports_its_writer_alive_until_the_thread_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new(1, "epoll"));
+        let service = CdrService::spawn(dir.path().join("cdr.jsonl"), metrics).unwrap();
+        assert!(service.is_alive());
+        assert_eq!(service.queued(), 0);
+        let alive = Arc::clone(&service.alive);
+        // The thread ends once every sender is gone; the guard clears the flag.
+        drop(service);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while alive.load(Ordering::Acquire) {
+            assert!(std::time::Instant::now() < deadline, "the writer thread never ended");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn sample(n: u64) -> CallRecord {
         CallRecord {
             call_sid: format!("CA{n:032x}"),

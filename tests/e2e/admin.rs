@@ -202,6 +202,7 @@ async fn health_reports_ports_and_credentials(io: Io) {
     assert_eq!(during.status, 503, "{}", during.text());
     let during = during.json();
     assert_eq!(during["status"], "unhealthy", "{during}");
+    assert_eq!(during["active_calls"], 1, "{during}");
     assert_eq!(check(&during, "rtp_ports")["status"], "unhealthy", "{during}");
     let probes = seen.lock().expect("log").iter().filter(|(m, _, _)| m == "GET").count();
     // Cached for 5 s: a second probe only if this machine took longer than that.

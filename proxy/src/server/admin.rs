@@ -251,7 +251,13 @@ pub(crate) async fn health(ctx: &WorkerContext) -> Response<Body> {
     checks.extend(credentials_check(ctx).await);
     let status = overall(&checks);
     let code = if status == "unhealthy" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-    json(code, &serde_json::json!({ "status": status, "checks": checks }))
+    let body = serde_json::json!({
+        "status": status,
+        "active_calls": shared.active_calls.load(Ordering::Acquire),
+        "draining": shared.draining.load(Ordering::Acquire),
+        "checks": checks,
+    });
+    json(code, &body)
 }
 
 /// `GET /v1/config`.
@@ -331,7 +337,8 @@ enum StreamAction {
 
 /// `POST /v1/sessions/{streamSid}/stream` with `{"action": "stop"}` and an
 /// optional `"name"`: `POST …/Calls/{CallSid}/Streams/{name}.json
-/// Status=stopped` on the session's call.
+/// Status=stopped` on the session's call. Twilio stops only unidirectional
+/// streams this way; its refusal for a `<Connect><Stream>` is passed on.
 pub(crate) async fn stream(ctx: &WorkerContext, sid: &str, req: Request<Incoming>) -> Response<Body> {
     let body = match read_body(ctx, req).await {
         Ok(b) => b,
