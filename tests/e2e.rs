@@ -22,6 +22,8 @@ macro_rules! both_io {
     )+};
 }
 
+#[path = "e2e/admin.rs"]
+mod admin;
 #[path = "e2e/audio.rs"]
 mod audio;
 #[path = "e2e/config.rs"]

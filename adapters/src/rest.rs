@@ -763,6 +763,17 @@ pub struct Message {
     pub from: Option<String>,
 }
 
+/// The account resource Twilio returns (see [`TwilioClient::fetch_account`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct Account {
+    /// `AC…`
+    pub sid: String,
+    /// `active`, `suspended` or `closed`.
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
 /// A Twilio REST client for one account. Operations may run concurrently.
 pub struct TwilioClient {
     http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
@@ -855,18 +866,38 @@ impl TwilioClient {
         self.post("/Messages.json", form).await
     }
 
+    /// `GET /Accounts/{AccountSid}.json`: the account itself. Changes
+    /// nothing, so it is the cheap way to check that the credentials work
+    /// (a wrong token is [`RestError::Api`] with status 401).
+    pub async fn fetch_account(&self) -> Result<Account, RestError> {
+        self.request(Method::GET, ".json", None).await
+    }
+
     async fn post<T: DeserializeOwned>(&self, path: &str, form: String) -> Result<T, RestError> {
+        self.request(Method::POST, path, Some(form)).await
+    }
+
+    /// One operation: `path` is appended to the account URL; `form` is the
+    /// body of a POST (`None` sends a GET without a body).
+    async fn request<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        form: Option<String>,
+    ) -> Result<T, RestError> {
         let url = format!("{}{path}", self.account_url);
         let uri: Uri = url.parse().map_err(|e: http::uri::InvalidUri| RestError::InvalidConfig {
             field: "base_url",
             reason: e.to_string(),
         })?;
-        let body = Bytes::from(form);
+        let body = form.map(Bytes::from);
         let max_attempts = self.retry.max_attempts.max(1);
         let mut attempt = 1;
         loop {
             let (status, headers, bytes) =
-                match tokio::time::timeout(self.request_timeout, self.send_once(&uri, body.clone())).await {
+                match tokio::time::timeout(self.request_timeout, self.send_once(&method, &uri, body.clone()))
+                    .await
+                {
                     Ok(result) => {
                         result.map_err(|reason| RestError::Transport { url: url.clone(), reason })?
                     }
@@ -901,16 +932,22 @@ impl TwilioClient {
     }
 
     /// One HTTP exchange; the error is the flattened cause chain.
-    async fn send_once(&self, uri: &Uri, body: Bytes) -> Result<(StatusCode, HeaderMap, Bytes), String> {
-        let request = Request::builder()
-            .method(Method::POST)
+    async fn send_once(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+        let mut builder = Request::builder()
+            .method(method.clone())
             .uri(uri.clone())
             .header(AUTHORIZATION, self.authorization.clone())
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(ACCEPT, "application/json")
-            .header(USER_AGENT, concat!("voxproxy/", env!("CARGO_PKG_VERSION")))
-            .body(Full::new(body))
-            .map_err(|e| cause_chain(&e))?;
+            .header(USER_AGENT, concat!("voxproxy/", env!("CARGO_PKG_VERSION")));
+        if body.is_some() {
+            builder = builder.header(CONTENT_TYPE, "application/x-www-form-urlencoded");
+        }
+        let request = builder.body(Full::new(body.unwrap_or_default())).map_err(|e| cause_chain(&e))?;
         let response = self.http.request(request).await.map_err(|e| cause_chain(&e))?;
         let (parts, body) = response.into_parts();
         let collected = Limited::new(body, MAX_RESPONSE_BYTES).collect().await;

@@ -258,6 +258,31 @@ async fn update_start_stop_and_sms_hit_their_resources() {
     assert!(seen.iter().all(|s| s.header("authorization") == Some(AUTHORIZATION)));
 }
 
+#[tokio::test]
+async fn fetch_account_is_an_authenticated_get_and_a_wrong_token_is_401() {
+    let server = Server::start(vec![
+        Reply::With(200, &[], r#"{"sid":"AC0123456789abcdef0123456789abcdef","status":"active"}"#),
+        Reply::With(401, &[], r#"{"code":20003,"message":"Authenticate","status":401}"#),
+    ])
+    .await;
+    let client = server.client(fast_retries(3));
+    let account = bounded(client.fetch_account()).await.unwrap();
+    assert_eq!((account.sid.as_str(), account.status.as_deref()), (SID, Some("active")));
+    let refused = bounded(client.fetch_account()).await.unwrap_err();
+    assert!(matches!(refused, RestError::Api { status: 401, code: Some(20003), .. }), "{refused:?}");
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2, "a 401 is not retried: {seen:?}");
+    for request in &seen {
+        assert_eq!(
+            (request.method.as_str(), request.path.as_str()),
+            ("GET", &*format!("/2010-04-01/Accounts/{SID}.json"))
+        );
+        assert_eq!(request.body, "", "a GET carries no body");
+        assert_eq!(request.header("content-type"), None);
+        assert_eq!(request.header("authorization"), Some(AUTHORIZATION));
+    }
+}
+
 const THROTTLED: &str = r#"{"code":20429,"message":"Too Many Requests","more_info":"https://www.twilio.com/docs/errors/20429","status":429}"#;
 
 #[tokio::test]

@@ -63,7 +63,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -525,6 +525,17 @@ pub struct CdrService {
     sender: crossbeam_channel::Sender<Job>,
     next_id: Arc<AtomicU64>,
     journaling: bool,
+    /// Cleared when the writer thread ends for any reason (a panic included).
+    alive: Arc<AtomicBool>,
+}
+
+/// Clears the writer's `alive` flag when its thread ends, even by a panic.
+struct AliveGuard(Arc<AtomicBool>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl fmt::Debug for Job {
@@ -554,11 +565,29 @@ impl CdrService {
         let journaling = journal.is_some();
         let (sender, receiver) = crossbeam_channel::bounded::<Job>(Self::QUEUE);
         let mut thread = WriterThread { path, writer, journal, metrics };
+        let alive = Arc::new(AtomicBool::new(true));
+        let guard = AliveGuard(Arc::clone(&alive));
         std::thread::Builder::new()
             .name("voxproxy-cdr".into())
-            .spawn(move || thread.run(&receiver))
+            .spawn(move || {
+                let _guard = guard;
+                thread.run(&receiver);
+            })
             .map_err(|source| CdrError::Open { path: PathBuf::from("<cdr writer thread>"), source })?;
-        Ok(CdrService { sender, next_id: Arc::new(AtomicU64::new(1)), journaling })
+        Ok(CdrService { sender, next_id: Arc::new(AtomicU64::new(1)), journaling, alive })
+    }
+
+    /// Whether the writer thread still runs (for `/v1/health`).
+    #[must_use]
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    /// Jobs waiting for the writer thread (for `/v1/health`): a queue that
+    /// grows means the disk is slower than the calls ending.
+    #[must_use]
+    pub fn queued(&self) -> usize {
+        self.sender.len()
     }
 
     /// Journals a call whose stream just started, so a crash before its
@@ -771,6 +800,23 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn the_service_reports_its_writer_alive_until_the_thread_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new(1, "epoll"));
+        let service = CdrService::spawn(dir.path().join("cdr.jsonl"), metrics).unwrap();
+        assert!(service.is_alive());
+        assert_eq!(service.queued(), 0);
+        let alive = Arc::clone(&service.alive);
+        // The thread ends once every sender is gone; the guard clears the flag.
+        drop(service);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while alive.load(Ordering::Acquire) {
+            assert!(std::time::Instant::now() < deadline, "the writer thread never ended");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 
     fn sample(n: u64) -> CallRecord {
         CallRecord {

@@ -1086,13 +1086,17 @@ pub enum Route {
     Events,
     /// `POST /v1/calls`.
     Calls,
+    /// `GET /v1/config`.
+    Config,
+    /// `GET /v1/health`.
+    Health,
     /// Any other path.
     NotFound,
 }
 
 impl Route {
     /// Every route, in label order.
-    pub const ALL: [Route; 11] = [
+    pub const ALL: [Route; 13] = [
         Route::Voice,
         Route::Status,
         Route::StreamStatus,
@@ -1103,6 +1107,8 @@ impl Route {
         Route::Sessions,
         Route::Events,
         Route::Calls,
+        Route::Config,
+        Route::Health,
         Route::NotFound,
     ];
 
@@ -1120,6 +1126,8 @@ impl Route {
             Route::Sessions => "sessions",
             Route::Events => "events",
             Route::Calls => "calls",
+            Route::Config => "config",
+            Route::Health => "health",
             Route::NotFound => "not_found",
         }
     }

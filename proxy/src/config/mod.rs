@@ -262,6 +262,8 @@ pub struct RtpSettings {
     pub bind: IpAddr,
     /// `rtp.ports`: the local port range the RTP sockets are taken from.
     pub ports: PortRange,
+    /// `rtp.allow_privileged_ports`: whether `ports` may go below 1024.
+    pub allow_privileged_ports: bool,
     /// `rtp.backend`: the voice stack, and the leg that reaches it. For
     /// RTP, datagrams from any other source are dropped.
     pub backend: Backend,
@@ -632,6 +634,8 @@ pub use duration::{DurationError, format_duration, parse_duration};
 mod file;
 mod keys;
 mod routes;
+mod show;
+pub use show::REDACTED;
 
 use keys::{DefaultValue, KEYS, Setting};
 
@@ -1217,7 +1221,16 @@ impl Layers {
                 ),
             ));
         }
-        Ok(RtpSettings { bind, ports, backend, codec, ptime_ms, dtmf_payload_type, payload_type })
+        Ok(RtpSettings {
+            bind,
+            ports,
+            allow_privileged_ports: allow_privileged,
+            backend,
+            codec,
+            ptime_ms,
+            dtmf_payload_type,
+            payload_type,
+        })
     }
 
     fn keepalive(&self) -> Result<KeepaliveSettings, ConfigError> {

@@ -21,9 +21,9 @@ use voxproxy_adapters::stream_token::STREAM_TOKEN_PARAMETER;
 use voxproxy_adapters::twiml::{Connect, Reject, RejectReason, Response as Twiml, Stream};
 use voxproxy_adapters::webhook::VoiceWebhook;
 
-use super::call;
 use super::directory::CallCommand;
 use super::{ConnState, WorkerContext, sse};
+use super::{admin, call};
 use crate::metrics::{RefuseReason, Route, SignatureKind};
 
 /// The body of every response.
@@ -43,12 +43,12 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     full(status, "text/plain; charset=utf-8", Bytes::from_static(body.as_bytes()))
 }
 
-fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+pub(super) fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
     let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
     full(status, "application/json", body)
 }
 
-fn json_error(status: StatusCode, message: &str) -> Response<Body> {
+pub(super) fn json_error(status: StatusCode, message: &str) -> Response<Body> {
     json(status, &serde_json::json!({ "error": message }))
 }
 
@@ -101,6 +101,10 @@ fn route_of_v1(path: &str) -> Route {
         Route::Events
     } else if path == "/v1/calls" {
         Route::Calls
+    } else if path == "/v1/config" {
+        Route::Config
+    } else if path == "/v1/health" {
+        Route::Health
     } else {
         Route::NotFound
     }
@@ -143,7 +147,7 @@ fn rate_limited(ctx: &WorkerContext, peer: IpAddr) -> bool {
 }
 
 /// Reads a body of at most `limits.max_body_bytes` within the read timeout.
-async fn read_body(ctx: &WorkerContext, req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
+pub(super) async fn read_body(ctx: &WorkerContext, req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
     let limit = ctx.shared.config.limits.max_body_bytes as usize;
     if let Some(length) = req
         .headers()
@@ -369,6 +373,9 @@ async fn control(ctx: &WorkerContext, connection: &ConnState, req: Request<Incom
         (Method::GET, "/v1/sessions") => {
             json(StatusCode::OK, &serde_json::json!({ "sessions": directory.list() }))
         }
+        (method, p) if p.starts_with("/v1/sessions/") && p.matches('/').count() == 4 => {
+            session_action(ctx, method, &p["/v1/sessions/".len()..], req).await
+        }
         (method, p) if p.starts_with("/v1/sessions/") => {
             let sid = &p["/v1/sessions/".len()..];
             match method {
@@ -391,9 +398,30 @@ async fn control(ctx: &WorkerContext, connection: &ConnState, req: Request<Incom
         }
         (Method::GET, "/v1/events") => events(ctx, connection),
         (Method::POST, "/v1/calls") => place_call(ctx, req).await,
-        (_, "/v1/sessions" | "/v1/events" | "/v1/calls") => {
+        (Method::GET, "/v1/config") => admin::config(ctx),
+        (Method::GET, "/v1/health") => admin::health(ctx).await,
+        (_, "/v1/sessions" | "/v1/events" | "/v1/calls" | "/v1/config" | "/v1/health") => {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
+        _ => json_error(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// `/v1/sessions/{streamSid}/{action}`: what the operator does to a call
+/// through Twilio (see `admin`).
+async fn session_action(
+    ctx: &WorkerContext,
+    method: Method,
+    rest: &str,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let Some((sid, action)) = rest.split_once('/') else {
+        return json_error(StatusCode::NOT_FOUND, "not found");
+    };
+    match (method, action) {
+        (Method::POST, "hangup") => admin::hangup(ctx, sid).await,
+        (Method::POST, "stream") => admin::stream(ctx, sid, req).await,
+        (_, "hangup" | "stream") => json_error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
         _ => json_error(StatusCode::NOT_FOUND, "not found"),
     }
 }

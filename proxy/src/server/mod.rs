@@ -43,6 +43,7 @@ use crate::metrics::{Metrics, WorkerMetrics};
 use crate::ratelimit::WebhookRateLimiter;
 use crate::runtime::{Clock, IoBackend, Worker, usable_cpus};
 
+mod admin;
 mod call;
 pub mod directory;
 pub mod fds;
@@ -147,6 +148,8 @@ pub(crate) struct Shared {
     pub(crate) media_url: String,
     pub(crate) clock: Clock,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Worker heartbeats and the cached probes of `/v1/health`.
+    pub(crate) health: admin::HealthState,
 }
 
 impl Shared {
@@ -349,6 +352,7 @@ impl Server {
             media_url,
             clock: Clock::new(),
             tls,
+            health: admin::HealthState::new(workers),
         });
         let cpus = usable_cpus();
         let mut handles = Vec::with_capacity(workers);
@@ -507,6 +511,8 @@ async fn worker_main(shared: Arc<Shared>, index: usize, backend: IoBackend, list
         per_address = ctx.peers.per_address(),
         "connection bounds"
     );
+    // Ends with the worker's runtime; a blocked loop stops it beating.
+    tokio::task::spawn_local(admin::heartbeat(Arc::clone(&shared), index));
     let mut stop = shared.stop.subscribe();
     let mut spare = spare_descriptor();
     loop {
