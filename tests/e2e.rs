@@ -34,3 +34,5 @@ mod guard;
 mod harness;
 #[path = "e2e/media.rs"]
 mod media;
+#[path = "e2e/vad_line.rs"]
+mod vad_line;
