@@ -44,3 +44,5 @@ mod lifecycle;
 mod media;
 #[path = "e2e/outage.rs"]
 mod outage;
+#[path = "e2e/vad_line.rs"]
+mod vad_line;

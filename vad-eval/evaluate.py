@@ -91,6 +91,51 @@ def noise_of(cond):
     return cond.split("_")[0]
 
 
+#: Lines with no speech on them: (name, μ-law codes). Ten seconds each, from the first sample.
+QUIET_SECONDS = 10
+
+
+def quiet_lines():
+    n = QUIET_SECONDS * 8000
+    t = np.arange(n) / 8000
+    rng = np.random.default_rng(303)
+
+    def at_dbfs(x, dbfs):
+        return np.round(x * 32768 * 10 ** (dbfs / 20) / np.sqrt(np.mean(x * x))).astype(np.int16)
+
+    def mains(f0):
+        # f0 and its harmonics up to 4 kHz at 1/k: a ground loop's sawtooth-like buzz.
+        return sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, int(4000 / f0)))
+
+    # μ-law's quietest segment: codes 0x70..0x7F and 0xF0..0xFF (±0..±120).
+    tiny = rng.integers(0, 32, n)
+    tiny = np.where(tiny < 16, 0x70 | tiny, 0xF0 | (tiny - 16)).astype(np.uint8)
+    return [
+        ("50 Hz buzz, -45 dBFS", ulaw_encode(at_dbfs(mains(50), -45))),
+        ("50 Hz buzz, -50 dBFS", ulaw_encode(at_dbfs(mains(50), -50))),
+        ("60 Hz buzz, -45 dBFS", ulaw_encode(at_dbfs(mains(60), -45))),
+        ("60 Hz buzz, -50 dBFS", ulaw_encode(at_dbfs(mains(60), -50))),
+        ("white noise, -60 dBFS", ulaw_encode(at_dbfs(rng.standard_normal(n), -60))),
+        ("random tiny μ-law codes", tiny),
+    ]
+
+
+def quiet_line_rates(binary, tmpdir):
+    """(name, {(vad, mode): fraction of frames called speech}) for each quiet line."""
+    rows = []
+    for i, (name, codes) in enumerate(quiet_lines()):
+        path = os.path.join(tmpdir, f"quiet{i}.wav")
+        write_ulaw_wav(path, codes)
+        frames = len(codes) // 160
+        rates = {}
+        for vad, decisions in (("voxproxy", run_ours(binary, path, frames)),
+                               ("webrtc", run_webrtc(ulaw_decode(codes), frames))):
+            for mode, d in decisions.items():
+                rates[(vad, mode)] = float(np.mean(d))
+        rows.append((name, rates))
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--set", default="test")
@@ -107,8 +152,9 @@ def main():
         results = dict(pool.map(lambda c: evaluate_condition(args.voxproxy, setdir, c, labels), conds))
         levels = dict(pool.map(lambda c: level_sweep(args.voxproxy, setdir, c, labels, tmp),
                                LEVEL_CONDITIONS))
+        quiet = quiet_line_rates(args.voxproxy, tmp)
 
-    write_report(args.output, args.set, meta, labels, conds, results, levels)
+    write_report(args.output, args.set, meta, labels, conds, results, levels, quiet)
     print(summary_table(conds, results))
     print(f"wrote {args.output}")
 
@@ -133,7 +179,7 @@ def summary_table(conds, results):
     return "\n".join(lines)
 
 
-def write_report(path, setname, meta, labels, conds, results, levels):
+def write_report(path, setname, meta, labels, conds, results, levels, quiet):
     minutes = meta["samples"] / meta["rate"] / 60
     out = []
     out.append("# VAD evaluation: voxproxy vs WebRTC\n")
@@ -186,6 +232,16 @@ def write_report(path, setname, meta, labels, conds, results, levels):
     for c, rows in levels.items():
         for gain, o, w in rows:
             out.append(f"| {c} | {gain:+d} | {o[2]:.3f} | {o[3]:.3f} | {w[2]:.3f} | {w[3]:.3f} |")
+    out.append("")
+    out.append("## Quiet lines\n")
+    out.append(f"Lines with no speech at all, {QUIET_SECONDS} s each from the first sample, μ-law: the "
+               "percentage of 20 ms frames each detector calls speech, modes 0 / 1 / 2 / 3. Anything "
+               "above 0 is a false alarm (a barge-in, if it lasts three frames).\n")
+    out.append("| line | voxproxy % | WebRTC % |")
+    out.append("| --- | ---: | ---: |")
+    for name, rates in quiet:
+        cells = [" / ".join(f"{100 * rates[(vad, m)]:.0f}" for m in MODES) for vad in ("voxproxy", "webrtc")]
+        out.append(f"| {name} | {cells[0]} | {cells[1]} |")
     out.append("")
     out.append("## Per condition and mode\n")
     out.append("P = precision, R = recall. Conditions are `<noise>_<SNR dB>`.\n")

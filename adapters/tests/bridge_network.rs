@@ -141,6 +141,9 @@ struct TwilioSim {
     /// Caller audio frames whose media.timestamp is shifted by this much
     /// from index `.0` on (to simulate a gap in Twilio's audio).
     gap: Option<(usize, u64)>,
+    /// From frame `.0` on, media.timestamp is this much later while frames
+    /// keep arriving every 20 ms (Twilio's clock jumps, its pacing does not).
+    timestamp_jump: Option<(usize, u64)>,
     dtmf_at: Vec<(u64, char)>,
     /// When each frame leaves Twilio, relative to its media time (a stall).
     stall: Option<(u64, u64)>,
@@ -162,6 +165,7 @@ impl TwilioSim {
             sent_frames: 0,
             sequence: 0,
             gap: None,
+            timestamp_jump: None,
             dtmf_at: Vec::new(),
             stall: None,
             echo_marks: true,
@@ -253,7 +257,8 @@ impl TwilioSim {
                 stream_sid: self.sid,
                 track: Track::Inbound,
                 chunk: frame as u64 + 1,
-                timestamp_ms: media_ms,
+                timestamp_ms: media_ms
+                    + self.timestamp_jump.filter(|(from, _)| frame >= *from).map_or(0, |(_, by)| by),
                 payload_len: 160,
             };
             let mut out = Vec::new();
@@ -823,6 +828,77 @@ fn caller_speech_over_unplayed_backend_audio_barges_in() {
         .expect("speech");
     assert!((900..1_400).contains(&speech_at), "caller speech starts after 1 s of silence: {speech_at}");
     let _ = first_barge;
+}
+
+/// The caller talks from 0.3 s and is mid-word at 1.2 s, when its audio is
+/// interrupted; then 0.2 s of quiet and its next sentence. The backend
+/// starts answering at 1.3 s, ten times faster than real time, so its audio
+/// is unplayed when the caller's next sentence comes.
+fn interrupted_caller_over_backend(twilio: impl FnOnce(&mut TwilioSim)) -> Run {
+    let speech = speech();
+    let mut caller = speech[..60 * 160].to_vec();
+    caller.extend_from_slice(&speech[80 * 160..145 * 160]);
+    let mut sim = TwilioSim::new(caller);
+    twilio(&mut sim);
+    let talk: Vec<Vec<u8>> = speech.chunks(160).cycle().take(150).map(<[u8]>::to_vec).collect();
+    let backend = BackendMode::Source {
+        codec: BackendCodec::Pcmu,
+        ptime_ms: 2,
+        frames: talk,
+        start_ms: 1_300,
+        marker_every: None,
+    };
+    let config = BridgeConfig { jitter_max_delay: Duration::from_millis(20), ..config() };
+    let mut run = Run::new(config, sim, backend, Impairment::default(), Impairment::default());
+    run.run_until(ms(5_000));
+    run
+}
+
+/// The caller's talkspurt edges as (wall time, event name, media time).
+fn caller_edges(run: &Run) -> Vec<(u64, &'static str, u64)> {
+    run.events
+        .iter()
+        .filter_map(|(at, e)| match e {
+            BridgeEvent::SpeechStarted { media_ms } | BridgeEvent::SpeechStopped { media_ms } => {
+                Some((at.as_nanos() / 1_000_000, e.name(), *media_ms))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_caller_talkspurt_ends_when_its_audio_stops_arriving() {
+    // Frames due between 1.22 s and 2.5 s arrive in a burst at 2.5 s, with
+    // their timestamps intact: nothing in the audio says it paused.
+    let run = interrupted_caller_over_backend(|t| t.stall = Some((1_220, 2_500)));
+    let edges = caller_edges(&run);
+    // The last frame before the stall arrived at 1.2 s; 300 ms later the
+    // talkspurt is over, ending where that audio ended.
+    assert!(
+        edges.contains(&(1_500, "speech_stopped", 1_200)),
+        "the talkspurt ends 300 ms after the audio stopped arriving: {edges:?}"
+    );
+    let restarted = edges.iter().find(|(at, name, _)| *at >= 2_500 && *name == "speech_started");
+    assert!(restarted.is_some(), "the caller's next sentence is a new talkspurt: {edges:?}");
+    assert!(run.bridge.stats().barge_ins >= 1, "and it barges in on the unplayed backend audio");
+    assert!(run.twilio.clears >= 1, "clear sent to Twilio");
+}
+
+#[test]
+fn a_caller_talkspurt_ends_when_twilio_s_timestamp_jumps() {
+    // Frames keep arriving every 20 ms, but from frame 60 on their
+    // media.timestamp is 1 s later: the audio in between never came.
+    let run = interrupted_caller_over_backend(|t| t.timestamp_jump = Some((60, 1_000)));
+    let edges = caller_edges(&run);
+    assert!(
+        edges.contains(&(1_220, "speech_stopped", 1_200)),
+        "the talkspurt ends where the audio before the jump ended: {edges:?}"
+    );
+    let restarted = edges.iter().find(|(_, name, media)| *name == "speech_started" && *media >= 2_200);
+    assert!(restarted.is_some(), "the caller's next sentence is a new talkspurt: {edges:?}");
+    assert!(run.bridge.stats().barge_ins >= 1, "and it barges in on the unplayed backend audio");
+    assert!(run.twilio.clears >= 1, "clear sent to Twilio");
 }
 
 #[test]

@@ -59,13 +59,16 @@ fn mulaw(samples: &[i16]) -> Vec<u8> {
 }
 
 /// 1 s of silence, 1 s of a 140 Hz buzz (a sawtooth: all harmonics, like a
-/// voiced vowel) at about -20 dBFS, 1 s of silence.
+/// voiced vowel) peaking at about -20 dBFS and rising and falling four times
+/// like syllables (a steady buzz is not speech), 1 s of silence.
 fn silence_buzz_silence() -> Vec<i16> {
     let n = RATE as usize;
     let mut x = vec![0i16; n];
     x.extend((0..n).map(|i| {
-        let phase = (140.0 * i as f32 / RATE as f32).fract();
-        (5_000.0 * (2.0 * phase - 1.0)) as i16
+        let t = i as f32 / RATE as f32;
+        let phase = (140.0 * t).fract();
+        let syllables = 0.6 - 0.4 * (2.0 * std::f32::consts::PI * 4.0 * t).cos();
+        (5_000.0 * syllables * (2.0 * phase - 1.0)) as i16
     }));
     x.extend(vec![0i16; n]);
     x

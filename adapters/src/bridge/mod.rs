@@ -310,6 +310,9 @@ struct Uplink {
     vad_framer: Framer<i16, FRAME_SAMPLES>,
     /// Media time of the first sample in `vad_framer`.
     vad_frame_ms: u64,
+    /// When the last caller audio arrived: a talkspurt cannot outlast the
+    /// audio by more than [`CALLER_AUDIO_TIMEOUT`].
+    last_media_rx: Option<Instant>,
 }
 
 /// Backend → Twilio: jitter buffer, concealment, transcoding and playout tracking.
@@ -362,6 +365,14 @@ fn talkspurt_detector(config: TalkspurtConfig, now: Instant) -> TalkspurtDetecto
     // constructs both, so an invalid one could not ship.
     TalkspurtDetector::new(config, now).expect("the bridge's talkspurt configs are valid constants")
 }
+
+/// Caller audio that stops arriving ends the caller's talkspurt after this
+/// long: as long as the talkspurt's hangover (15 frames of 20 ms), since no
+/// audio is as good as silence for deciding that speech is over. Without
+/// it a talkspurt open when the audio stalled would stay open, and the
+/// caller's next words would not be a new talkspurt, so not a barge-in.
+/// A candidate for a config key.
+pub const CALLER_AUDIO_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// The backend's talkspurts: a short onset (TTS starts cleanly) and a
 /// 200 ms hangover so a mark does not land between two words.
@@ -433,6 +444,7 @@ impl CallBridge {
                 talkspurt: talkspurt_detector(TalkspurtConfig::default(), Instant::ZERO),
                 vad_framer: Framer::new(),
                 vad_frame_ms: 0,
+                last_media_rx: None,
             },
             downlink: Downlink {
                 jitter: JitterBuffer::new(jitter, now),
@@ -742,6 +754,13 @@ impl CallBridge {
                 }
             }
         }
+        if self.uplink.talkspurt.in_talkspurt()
+            && self.uplink.last_media_rx.is_some_and(|last| now >= last + CALLER_AUDIO_TIMEOUT)
+        {
+            // The caller's audio stopped arriving mid-talkspurt.
+            let resume_ms = self.uplink.next_media_ms.unwrap_or(0);
+            self.end_caller_talkspurt(resume_ms);
+        }
         self.downlink.jitter.handle_timeout(now);
         self.drain_jitter_buffer();
         self.downlink.telephone_events.handle_timeout(now);
@@ -789,6 +808,9 @@ impl CallBridge {
         next = earliest(next, self.downlink.jitter.poll_timeout());
         next = earliest(next, self.downlink.telephone_events.poll_timeout());
         next = earliest(next, self.uplink.dtmf.as_ref().and_then(DtmfSender::poll_timeout));
+        if self.uplink.talkspurt.in_talkspurt() {
+            next = earliest(next, self.uplink.last_media_rx.map(|last| last + CALLER_AUDIO_TIMEOUT));
+        }
         if let Some(last) = self.downlink.last_rx {
             if self.downlink.talkspurt.in_talkspurt() || self.downlink.dropping {
                 next = earliest(next, Some(last + self.config.talkspurt_gap));
@@ -880,8 +902,13 @@ impl CallBridge {
         if self.uplink.next_media_ms.is_some_and(|next| timestamp_ms > next + 1) {
             self.flush_uplink(now);
             self.uplink.marker_due = true;
-            self.uplink.vad_framer.clear();
         }
+        // Either way the caller's audio is not continuous: whatever talkspurt
+        // was open ended with the audio before the jump.
+        if self.uplink.next_media_ms.is_some_and(|next| timestamp_ms.abs_diff(next) > 1) {
+            self.end_caller_talkspurt(timestamp_ms);
+        }
+        self.uplink.last_media_rx = Some(now);
         self.uplink.next_media_ms = Some(timestamp_ms + len as u64 / 8);
         self.detect_caller_speech(timestamp_ms, len);
         self.packetize_uplink(now, timestamp_ms, len);
@@ -926,6 +953,23 @@ impl CallBridge {
                 self.flush_uplink(now);
             }
         }
+    }
+
+    /// Ends the caller's talkspurt (if one is open) where the audio received
+    /// so far ends, and starts talkspurt detection afresh at media time
+    /// `resume_ms`: the next audio is not a continuation of the last.
+    fn end_caller_talkspurt(&mut self, resume_ms: u64) {
+        let end = Instant::from_millis(self.uplink.next_media_ms.unwrap_or(0));
+        let up = &mut self.uplink;
+        up.talkspurt.handle_end_of_stream(end);
+        up.vad_framer.clear();
+        while let Some(event) = self.uplink.talkspurt.poll_event() {
+            self.on_caller_talkspurt(event);
+        }
+        // A fresh detector: the media clock may have gone backwards, and
+        // frames from before the gap must not count towards the next onset.
+        self.uplink.talkspurt =
+            talkspurt_detector(TalkspurtConfig::default(), Instant::from_millis(resume_ms));
     }
 
     /// Handles an edge of the caller's talkspurts.
