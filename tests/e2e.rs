@@ -42,3 +42,5 @@ mod lifecycle;
 mod media;
 #[path = "e2e/outage.rs"]
 mod outage;
+#[path = "e2e/routes.rs"]
+mod routes;

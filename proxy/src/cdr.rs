@@ -71,6 +71,7 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::Metrics;
 
 pub mod journal;
+pub mod ledger;
 
 use journal::{Journal, JournalId, journal_path};
 
@@ -158,6 +159,31 @@ pub struct CallRecord {
     /// this order. Names are unique (they come from one JSON object).
     #[serde(with = "ordered_object")]
     pub custom_parameters: Vec<(String, String)>,
+    /// The route the call took: `routes[N]` or `default` (see
+    /// `voxproxy_adapters::route::MatchedRoute::label`).
+    pub route: Option<String>,
+    /// The last call status Twilio reported (`completed`, `busy`, …).
+    pub call_status: Option<String>,
+    /// Every call status seen (the voice webhook's, then each status
+    /// callback's), with when voxproxy received it; at most
+    /// [`ledger::MAX_STATUS_EVENTS`].
+    pub status_events: Vec<StatusEvent>,
+    /// The forward's `DialCallStatus`, for a route with `forward_to`.
+    pub dial_status: Option<String>,
+    /// What the route's `on_missed` did (`stream`, `sms`, `hangup`) when the
+    /// forward was missed or the leg failed.
+    pub missed_action: Option<String>,
+    /// Media streams the call had (0 for a call that never streamed).
+    pub streams: u32,
+}
+
+/// One call status in a record's `status_events`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusEvent {
+    /// The `CallStatus`.
+    pub status: String,
+    /// When voxproxy received it, RFC 3339 UTC with milliseconds.
+    pub at: String,
 }
 
 /// Writes `(name, value)` pairs as a JSON object and reads them back in the
@@ -508,6 +534,9 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 enum Job {
     /// A stream started: journal it.
     Started { id: u64, started_unix_ms: u64, record: CallRecord },
+    /// A call's record as it now stands: what a crash writes instead of
+    /// the `start` entry's.
+    Stash { id: u64, record: CallRecord },
     /// A call ended: write its record, then retire its journal entry.
     Write { record: CallRecord, journal: Option<JournalId>, done: Done },
     /// Reopen the call-record file at the same path (log rotation).
@@ -531,6 +560,7 @@ impl fmt::Debug for Job {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Job::Started { .. } => "Started",
+            Job::Stash { .. } => "Stash",
             Job::Write { .. } => "Write",
             Job::Reopen { .. } => "Reopen",
         })
@@ -579,6 +609,45 @@ impl CdrService {
             drop(tokio::task::spawn_blocking(move || sender.send(job).is_ok()));
         }
         Some(JournalId(id))
+    }
+
+    /// Replaces the journal's `start` entry of `id` (a call first journaled
+    /// by a status callback whose stream has now started: the record is the
+    /// stream's). Never waits.
+    pub fn journal_restart(&self, id: JournalId, record: CallRecord, started: SystemTime) {
+        let started_unix_ms =
+            u64::try_from(started.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(0);
+        self.hand_over(Job::Started { id: id.0, started_unix_ms, record });
+    }
+
+    /// Keeps `record` in the journal as the call's record so far: a crash
+    /// before its real record writes this one (a stream's counters survive
+    /// while the call waits for its final status). Never waits.
+    pub fn journal_stash(&self, id: JournalId, record: CallRecord) {
+        self.hand_over(Job::Stash { id: id.0, record });
+    }
+
+    fn hand_over(&self, job: Job) {
+        if !self.journaling {
+            return;
+        }
+        if let Err(crossbeam_channel::TrySendError::Full(job)) = self.sender.try_send(job) {
+            let sender = self.sender.clone();
+            drop(tokio::task::spawn_blocking(move || sender.send(job).is_ok()));
+        }
+    }
+
+    /// As [`CdrService::write`], for a thread outside the async runtime
+    /// (the table of calls in progress): blocks until the record is on disk.
+    ///
+    /// # Errors
+    /// A sentence for the log, as [`CdrService::write`].
+    pub fn write_blocking(&self, record: CallRecord, journal: Option<JournalId>) -> Result<(), String> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.sender
+            .send(Job::Write { record, journal, done })
+            .map_err(|_| "the call-record writer has stopped".to_owned())?;
+        wait.blocking_recv().unwrap_or_else(|_| Err("the call-record writer has stopped".into()))
     }
 
     /// Writes `record` durably and retires its journal entry. `Err` carries
@@ -681,6 +750,11 @@ impl WriterThread {
                 Job::Started { id, started_unix_ms, record } => {
                     if let Some(journal) = &mut self.journal {
                         journal.stage_start(id, started_unix_ms, &record);
+                    }
+                }
+                Job::Stash { id, record } => {
+                    if let Some(journal) = &mut self.journal {
+                        journal.stage_unwritten(id, &record);
                     }
                 }
                 Job::Write { record, journal, done } => match self.writer.append(&record) {
@@ -811,6 +885,15 @@ mod tests {
                 ("Zeta".into(), "last \"quoted\"\n".into()),
                 ("Alpha".into(), "ü".into()),
             ],
+            route: Some("routes[0]".into()),
+            call_status: Some("completed".into()),
+            status_events: vec![StatusEvent {
+                status: "completed".into(),
+                at: "2026-01-01T00:01:00.000Z".into(),
+            }],
+            dial_status: Some("no-answer".into()),
+            missed_action: Some("stream".into()),
+            streams: 1,
         }
     }
 
@@ -880,6 +963,12 @@ mod tests {
             "backend_outages",
             "backend_outage_ms",
             "custom_parameters",
+            "route",
+            "call_status",
+            "status_events",
+            "dial_status",
+            "missed_action",
+            "streams",
         ];
         // serde_json's Map is sorted unless preserve_order is on; compare as sets
         // here and check the order on the raw text.
@@ -896,7 +985,7 @@ mod tests {
     #[test]
     fn custom_parameters_are_an_object_in_their_order() {
         let line = serde_json::to_string(&sample(0)).unwrap();
-        assert!(line.ends_with(r#""custom_parameters":{"Zeta":"last \"quoted\"\n","Alpha":"ü"}}"#), "{line}");
+        assert!(line.contains(r#","custom_parameters":{"Zeta":"last \"quoted\"\n","Alpha":"ü"},"#), "{line}");
     }
 
     #[test]

@@ -140,6 +140,9 @@ pub fn recover(path: &Path, cdr_path: &Path) -> Result<Recovered, CdrError> {
             None => (id, crash_record(record, started_ms, last_alive)),
         })
         .collect();
+    // A compaction keeps only the `unwritten` line of an entry that has one
+    // (its `start` is gone from the file): still a call to record.
+    pending.extend(unwritten.into_iter().filter(|(id, _)| !ended.contains(id)));
     pending.sort_unstable_by_key(|(id, _)| *id);
     let before = pending.len();
     let written = recorded_keys(cdr_path, &pending)?;

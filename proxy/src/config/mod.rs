@@ -103,10 +103,9 @@
 //!
 //! Errors name `routes[N].key`, for example `routes[1].forward_timeout =
 //! "20x" (from voxproxy.toml line 14): …`. What each key does to the TwiML is
-//! decided in `voxproxy_adapters::route`. `voxproxy serve` checks routes but
-//! refuses to start with them until its webhook handlers apply them
-//! ([`Config::not_runnable_yet`]), and likewise a `sip:` or `ws://` backend
-//! until those legs are wired in.
+//! decided in `voxproxy_adapters::route`. `voxproxy serve` refuses a `sip:`
+//! or `ws://` backend, of the global settings or of a route, until those
+//! legs are wired in ([`Config::not_runnable_yet`]).
 //!
 //! # Validation
 //!
@@ -1286,9 +1285,9 @@ impl Config {
     }
 
     /// Why `voxproxy serve` cannot run this configuration yet, as one
-    /// sentence naming the key: a backend whose leg is not wired into the
-    /// daemon (SIP and WebSocket legs are parsed and checked, never treated
-    /// as RTP), or `[[routes]]`, which the webhook handlers do not apply yet.
+    /// sentence naming the key: a backend, global or of a route, whose leg is
+    /// not wired into the daemon (SIP and WebSocket legs are parsed and
+    /// checked, never treated as RTP).
     #[must_use]
     pub fn not_runnable_yet(&self) -> Option<String> {
         let check = |key: String, backend: &Backend| match backend.leg() {
@@ -1302,13 +1301,10 @@ impl Config {
         if let Some(problem) = check("rtp.backend".to_owned(), &self.rtp.backend) {
             return Some(problem);
         }
-        if let Some(first) = self.routes.first() {
-            let backend = check("routes[0].backend".to_owned(), &first.backend);
-            return Some(backend.unwrap_or_else(|| {
-                "[[routes]] are checked but this version's webhook handlers do not apply them yet, so every \
-                 call would take the global settings; remove the routes to serve"
-                    .to_owned()
-            }));
+        for (i, route) in self.routes.iter().enumerate() {
+            if let Some(problem) = check(format!("routes[{i}].backend"), &route.backend) {
+                return Some(problem);
+            }
         }
         None
     }

@@ -35,6 +35,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::Instrument as _;
 use voxproxy_adapters::bridge::{BridgeConfig, BridgeEvent, CallBridge, CallStats, EndReason, Output};
+use voxproxy_adapters::route::{ROUTE_PARAMETER, route_by_label};
 
 use super::WorkerContext;
 use super::directory::{CallCommand, CallEvent, Registration, SessionInfo};
@@ -185,6 +186,7 @@ pub async fn run(
         if !await_start(&ctx, &mut bridge, &mut ws).await {
             return;
         }
+        apply_route(&ctx.shared.config, &mut bridge);
         let (slot, socket, lease) = match admit(&ctx) {
             Admission::Admitted { slot, socket, lease } => (slot, socket, lease),
             Admission::Refused(reason) => {
@@ -258,6 +260,7 @@ fn register(
         started: std::time::Instant::now(),
         registration: Some(registration),
         journal: None,
+        in_ledger: false,
     };
     // What is known now goes to the journal of calls in progress, so a crash
     // before the record is written still leaves one at the next start.
@@ -265,7 +268,10 @@ fn register(
     known.end_reason.clear();
     known.ended_at.clear();
     known.duration_ms = 0;
-    facts.journal = ctx.shared.cdr.journal_start(known, started_wall);
+    match ctx.shared.calls.stream_started(&known, started_wall) {
+        Some(journal) => (facts.journal, facts.in_ledger) = (journal, true),
+        None => facts.journal = ctx.shared.cdr.journal_start(known, started_wall),
+    }
     Some(facts)
 }
 
@@ -405,6 +411,26 @@ fn random_rtp_origin() -> (u32, u16, u32) {
     (ssrc, seq, ts)
 }
 
+/// Points the call at the RTP backend of the route its `start` names (the
+/// [`ROUTE_PARAMETER`] the voice webhook added; the stream token, checked
+/// before this, proves the parameters came from our answer). A stream
+/// without one, or naming a route the config no longer has, keeps the
+/// global backend.
+fn apply_route(config: &crate::config::Config, bridge: &mut CallBridge) {
+    let Some(label) = bridge.stream().and_then(|s| s.custom_parameter(ROUTE_PARAMETER)) else { return };
+    match route_by_label(&config.routes, &config.default_route, label) {
+        Some(matched) => {
+            if let Some(addr) = matched.route.backend.rtp() {
+                let _ = bridge.set_backend(Some(addr));
+            }
+        }
+        None => tracing::info!(
+            route = label,
+            "the stream names a route this config does not have; global backend"
+        ),
+    }
+}
+
 /// The bridge's settings from the server's config.
 pub fn bridge_config(config: &crate::config::Config) -> BridgeConfig {
     let (ssrc, initial_sequence, initial_timestamp) = random_rtp_origin();
@@ -488,6 +514,9 @@ struct CallFacts {
     registration: Option<Registration>,
     /// The call's entry in the journal of calls in progress.
     journal: Option<JournalId>,
+    /// Whether the table of calls in progress takes the stream's record
+    /// (merged into the call's one record), rather than the stream writing it.
+    in_ledger: bool,
 }
 
 /// Runs the call until the bridge is finished; returns what its record needs.
@@ -771,7 +800,11 @@ async fn finish_call(ctx: &WorkerContext, bridge: &CallBridge, facts: &CallFacts
     metrics.add_call_stats(reported, &stats);
     metrics.observe_jitter_us(stats.jitter_us);
     let record = call_record(ctx, bridge, &stats, end, facts);
-    if let Err(e) = shared.cdr.write(record.clone(), facts.journal).await {
+    if facts.in_ledger {
+        // Durable already: the journal keeps it whole until the call's
+        // record (this stream's merged with the call's status) is written.
+        shared.calls.stream_ended(record);
+    } else if let Err(e) = shared.cdr.write(record.clone(), facts.journal).await {
         metrics.cdr_write_error();
         // The log keeps the record when the file cannot.
         let line = serde_json::to_string(&record).unwrap_or_default();
@@ -873,5 +906,7 @@ fn call_record(
         backend_outages: stats.backend_outages,
         backend_outage_ms: stats.backend_outage_ms,
         custom_parameters: start.map(|s| s.custom_parameters.clone()).unwrap_or_default(),
+        route: start.and_then(|s| s.custom_parameter(ROUTE_PARAMETER)).map(str::to_owned),
+        ..CallRecord::default()
     }
 }
