@@ -1335,13 +1335,14 @@ const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// `reason` labels of `voxproxy_calls_ended_total`: the known
 /// [`EndReason`]s, then `other` for variants added after this was written.
-const END_REASON_NAMES: [&str; 7] = [
+const END_REASON_NAMES: [&str; 8] = [
     EndReason::TwilioStop.name(),
     EndReason::WebSocketClosed.name(),
     EndReason::IdleTimeout.name(),
     EndReason::Hangup.name(),
     EndReason::Drain.name(),
     EndReason::Refused.name(),
+    EndReason::BackendFailed.name(),
     "other",
 ];
 
@@ -1353,7 +1354,8 @@ fn end_reason_slot(reason: EndReason) -> usize {
         EndReason::Hangup => 3,
         EndReason::Drain => 4,
         EndReason::Refused => 5,
-        _ => 6,
+        EndReason::BackendFailed => 6,
+        _ => 7,
     }
 }
 

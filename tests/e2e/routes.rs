@@ -13,7 +13,11 @@ use serde_json::Value;
 use crate::audio::FRAME;
 use crate::harness::{ACCOUNT_SID, ADMIN_TOKEN, Backend, HttpResponse, Io, Proxy, TwilioCall, WAIT, sid};
 
-both_io!(routes_answer_per_called_number, forwards_missed_calls_and_records_each_call_once);
+both_io!(
+    routes_answer_per_called_number,
+    forwards_missed_calls_and_records_each_call_once,
+    backend_down_plays_the_fallback
+);
 
 const CALLER: &str = "+15550001111";
 const CLINIC: &str = "+15550002222";
@@ -321,4 +325,50 @@ async fn fake_messages_api() -> (std::net::SocketAddr, Arc<Mutex<Vec<(String, St
         }
     });
     (addr, seen)
+}
+
+async fn backend_down_plays_the_fallback(io: Io) {
+    // Bound but silent: a voice stack that is down (plain RTP has no
+    // signalling, so silence for rtp.backend_timeout is how it shows).
+    let down = Backend::bind().await;
+    let (api, sent) = fake_messages_api().await;
+    let api_base = format!("http://{api}");
+    let (_dir, path) = config_file(&format!(
+        "[[routes]]\nto = \"{CLINIC}\"\nbackend = \"{}\"\non_missed = \"sms\"\nsms_text = \"We will call you back.\"\n\
+         fallback = \"Sorry, nobody can take your call right now.\"\n",
+        down.arg()
+    ));
+    let proxy = Proxy::start(
+        io,
+        &[("TWILIO_ACCOUNT_SID", ACCOUNT_SID), ("VOXPROXY_TWILIO_API_BASE", &api_base)],
+        &["--config", &path],
+    );
+    let call_sid = sid("CA");
+    let answer = voice(&proxy, &call_sid, CLINIC).await;
+    status(&proxy, &call_sid, CLINIC, "in-progress").await;
+    let mut call = TwilioCall::follow(&proxy, call_sid.clone(), &answer.twiml()).await;
+    call.send_media(&[0x55; FRAME]).await;
+    // rtp.backend_timeout is 5 s; the check runs every second.
+    assert_eq!(call.wait_closed(Duration::from_secs(9)).await, Some(1011), "voxproxy gives up on the leg");
+
+    // Twilio goes on with the <Connect action>: the fallback, the SMS, the end.
+    let response = signed(&proxy, "/twilio/stream-ended", &params(&call_sid, CLINIC, "in-progress")).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let xml = response.text();
+    assert!(
+        xml.ends_with("<Say>Sorry, nobody can take your call right now.</Say><Hangup/></Response>"),
+        "{xml}"
+    );
+    assert_eq!(sent.lock().expect("log").len(), 1, "the route's on_missed SMS");
+    status(&proxy, &call_sid, CLINIC, "completed").await;
+    let record = wait_call_record(&proxy, &call_sid).await;
+    assert_eq!(record["end_reason"], "backend_failed");
+    assert_eq!(record["missed_action"], "sms");
+    assert_eq!(record["call_status"], "completed");
+
+    // A stream that ends normally ends the call: no fallback.
+    let normal = sid("CA");
+    voice(&proxy, &normal, CLINIC).await;
+    let response = signed(&proxy, "/twilio/stream-ended", &params(&normal, CLINIC, "in-progress")).await;
+    assert!(response.text().ends_with("<Response><Hangup/></Response>"), "{}", response.text());
 }

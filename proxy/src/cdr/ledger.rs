@@ -71,6 +71,8 @@ struct Entry {
     final_seen: bool,
     streams_open: u32,
     streams: u32,
+    /// The proxy gave up on the call's backend leg.
+    leg_failed: bool,
     journal: Option<JournalId>,
     record: CallRecord,
 }
@@ -248,6 +250,20 @@ impl Ledger {
         snapshot
     }
 
+    /// The proxy gave up on the call's backend leg (before closing its
+    /// stream, so the `<Connect action>` that follows finds it).
+    pub fn handle_leg_failed(&mut self, call_sid: &str) {
+        if let Some(entry) = self.calls.get_mut(call_sid) {
+            entry.leg_failed = true;
+        }
+    }
+
+    /// Whether the call's backend leg failed.
+    #[must_use]
+    pub fn leg_failed(&self, call_sid: &str) -> bool {
+        self.calls.get(call_sid).is_some_and(|e| e.leg_failed)
+    }
+
     /// The journal id of a call the proxy just journaled.
     pub fn set_journal(&mut self, call_sid: &str, id: Option<JournalId>) {
         if let Some(entry) = self.calls.get_mut(call_sid) {
@@ -383,6 +399,7 @@ impl Ledger {
             final_seen: false,
             streams_open: 0,
             streams: 0,
+            leg_failed: false,
             journal: None,
             record,
         };

@@ -123,6 +123,16 @@ impl Calls {
         self.wake.notify_one();
     }
 
+    /// The call's backend leg failed; see [`Ledger::handle_leg_failed`].
+    pub(crate) fn leg_failed(&self, call_sid: &str) {
+        self.lock().handle_leg_failed(call_sid);
+    }
+
+    /// Whether this instance gave up on the call's backend leg.
+    pub(crate) fn leg_failed_of(&self, call_sid: &str) -> bool {
+        self.lock().leg_failed(call_sid)
+    }
+
     /// Counts what an input did and journals a new call.
     fn after(&self, ledger: &mut Ledger, outcome: Outcome, call_sid: &str) {
         match outcome {

@@ -391,11 +391,12 @@ async fn stream_ended(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incomi
     let shared = &ctx.shared;
     let call = &webhook.call;
     let matched = match_route(&shared.config.routes, &shared.config.default_route, &call.to);
-    // Twilio posts here only when voxproxy closed the stream with the
-    // caller still on the line (a hang-up through the control API, a
-    // drain, an idle Twilio): none of those is a failed leg, so the call
-    // ends. A backend that never answers is not detected yet: see the README.
-    let end = StreamEnd::Normal;
+    // Twilio posts here only when voxproxy closed the stream with the caller
+    // still on the line: a failed leg (the call task marks it before it
+    // closes the stream) gets the fallback; a hang-up through the control
+    // API, a drain or an idle Twilio ends the call.
+    let end =
+        if shared.calls.leg_failed_of(&call.call_sid) { StreamEnd::LegFailed } else { StreamEnd::Normal };
     let next = after_stream(matched.route, &webhook, end);
     tracing::info!(call_sid = %call.call_sid, route = %matched.label(), ?end, "stream ended with the caller on the line");
     shared.calls.dial(&call.call_sid, None, next.missed_action.map(OnMissed::as_str), true);
