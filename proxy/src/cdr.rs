@@ -554,6 +554,8 @@ pub struct CdrService {
     sender: crossbeam_channel::Sender<Job>,
     next_id: Arc<AtomicU64>,
     journaling: bool,
+    /// `CallSid`s whose records this start recovered from the journal.
+    recovered: Arc<Vec<String>>,
 }
 
 impl fmt::Debug for Job {
@@ -580,7 +582,12 @@ impl CdrService {
         let path = path.as_ref().to_path_buf();
         let mut writer = CdrWriter::open(&path)?;
         metrics.cdr_torn_lines(writer.take_torn_lines());
-        let journal = if writer.is_regular() { Some(recover(&mut writer, &metrics)?) } else { None };
+        let (journal, recovered) = if writer.is_regular() {
+            let (journal, recovered) = recover(&mut writer, &metrics)?;
+            (Some(journal), recovered)
+        } else {
+            (None, Vec::new())
+        };
         let journaling = journal.is_some();
         let (sender, receiver) = crossbeam_channel::bounded::<Job>(Self::QUEUE);
         let mut thread = WriterThread { path, writer, journal, metrics };
@@ -588,7 +595,20 @@ impl CdrService {
             .name("voxproxy-cdr".into())
             .spawn(move || thread.run(&receiver))
             .map_err(|source| CdrError::Open { path: PathBuf::from("<cdr writer thread>"), source })?;
-        Ok(CdrService { sender, next_id: Arc::new(AtomicU64::new(1)), journaling })
+        Ok(CdrService {
+            sender,
+            next_id: Arc::new(AtomicU64::new(1)),
+            journaling,
+            recovered: Arc::new(recovered),
+        })
+    }
+
+    /// The `CallSid`s of the calls whose records this start wrote from the
+    /// previous run's journal: a status callback for one of them that
+    /// arrives now must not make a second record.
+    #[must_use]
+    pub fn recovered_call_sids(&self) -> &[String] {
+        &self.recovered
     }
 
     /// Journals a call whose stream just started, so a crash before its
@@ -687,8 +707,9 @@ impl CdrService {
     }
 }
 
-/// Writes the previous run's unrecorded calls and starts a fresh journal.
-fn recover(writer: &mut CdrWriter, metrics: &Metrics) -> Result<Journal, CdrError> {
+/// Writes the previous run's unrecorded calls and starts a fresh journal;
+/// returns it and the recovered calls' `CallSid`s.
+fn recover(writer: &mut CdrWriter, metrics: &Metrics) -> Result<(Journal, Vec<String>), CdrError> {
     let path = journal_path(writer.path());
     let recovered = journal::recover(&path, writer.path())?;
     for record in &recovered.records {
@@ -708,7 +729,8 @@ fn recover(writer: &mut CdrWriter, metrics: &Metrics) -> Result<Journal, CdrErro
     }
     metrics.journal_recovered(count as u64);
     // Only now that those records are on disk may the old journal go.
-    Journal::create(&path)
+    let sids = recovered.records.into_iter().map(|r| r.call_sid).collect();
+    Ok((Journal::create(&path)?, sids))
 }
 
 /// The call-record thread's state.

@@ -16,7 +16,8 @@ use crate::harness::{ACCOUNT_SID, ADMIN_TOKEN, Backend, HttpResponse, Io, Proxy,
 both_io!(
     routes_answer_per_called_number,
     forwards_missed_calls_and_records_each_call_once,
-    backend_down_plays_the_fallback
+    backend_down_plays_the_fallback,
+    calls_waiting_for_their_status_survive_a_crash_once
 );
 
 const CALLER: &str = "+15550001111";
@@ -371,4 +372,55 @@ async fn backend_down_plays_the_fallback(io: Io) {
     voice(&proxy, &normal, CLINIC).await;
     let response = signed(&proxy, "/twilio/stream-ended", &params(&normal, CLINIC, "in-progress")).await;
     assert!(response.text().ends_with("<Response><Hangup/></Response>"), "{}", response.text());
+}
+
+async fn calls_waiting_for_their_status_survive_a_crash_once(io: Io) {
+    let mut backend = Backend::bind().await;
+    let (_dir, path) =
+        config_file(&format!("[[routes]]\nto = \"{CLINIC}\"\nbackend = \"{}\"\n", backend.arg()));
+    let first = Proxy::start(io, &[], &["--config", &path]);
+    let cdr = first.cdr_path.to_string_lossy().into_owned();
+    // A streamed call whose number sends status callbacks: after its stream
+    // it waits for the final status.
+    let streamed = sid("CA");
+    let answer = voice(&first, &streamed, CLINIC).await;
+    status(&first, &streamed, CLINIC, "in-progress").await;
+    let stream_sid = stream_to(&first, &streamed, &answer, &mut backend).await;
+    // A call still ringing: it never streamed.
+    let ringing = sid("CA");
+    status(&first, &ringing, OTHER, "ringing").await;
+    let journal = first.cdr_path.with_file_name(".cdr.jsonl.journal");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = std::fs::read_to_string(&journal).unwrap_or_default();
+        if text.contains("\"op\":\"unwritten\"") && text.contains(&stream_sid) && text.contains(&ringing) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "journal: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut first = first;
+    first.signal("KILL");
+    first.wait_exit(WAIT).await;
+    assert!(first.records().is_empty(), "both calls were waiting: {:?}", first.records());
+
+    let second = Proxy::start(io, &[("VOXPROXY_CDR_PATH", cdr.as_str())], &["--config", &path]);
+    // (Its records go to the first one's file: `cdr.path` named by env.)
+    let records = first.records();
+    assert_eq!(records.len(), 2, "{records:#?}");
+    let record = records.iter().find(|r| r["call_sid"] == streamed.as_str()).expect("the streamed call");
+    assert_eq!(record["end_reason"], "twilio_stop", "the stream's own record, counters and all");
+    assert!(record["inbound_frames"].as_u64() >= Some(1), "{record}");
+    assert_eq!(
+        (record["route"].as_str(), record["stream_sid"].as_str()),
+        (Some("routes[0]"), Some(stream_sid.as_str()))
+    );
+    assert_eq!(statuses(record), ["ringing", "in-progress"]);
+    let record = records.iter().find(|r| r["call_sid"] == ringing.as_str()).expect("the ringing call");
+    assert_eq!(record["end_reason"], "crash");
+    // Their final statuses reach the new process: counted, never a second line.
+    status(&second, &streamed, CLINIC, "completed").await;
+    status(&second, &ringing, OTHER, "completed").await;
+    second.wait_metric("voxproxy_call_ledger_total{event=\"late_callback\"}", 2.0).await;
+    assert_eq!(first.records().len(), 2);
 }

@@ -144,6 +144,14 @@ impl Ledger {
         self.calls.is_empty()
     }
 
+    /// A call whose record is already written (recovered from the journal
+    /// at start): later callbacks for it are late, not a new call.
+    pub fn remember_written(&mut self, now: Instant, call_sid: &str) {
+        if !call_sid.is_empty() && !self.tombstone_set.contains(call_sid) {
+            self.tombstone(now, call_sid);
+        }
+    }
+
     /// The voice webhook answered a call on `route`.
     pub fn handle_voice(
         &mut self,

@@ -38,8 +38,13 @@ pub(crate) struct Calls {
 impl Calls {
     /// The table and its writer thread, which runs until [`Calls::stop`].
     pub(crate) fn spawn(cdr: CdrService, metrics: Arc<Metrics>) -> std::io::Result<Arc<Calls>> {
+        let mut ledger = Ledger::new();
+        let now = Instant::now();
+        for call_sid in cdr.recovered_call_sids() {
+            ledger.remember_written(now, call_sid);
+        }
         let calls = Arc::new(Calls {
-            ledger: Mutex::new(Ledger::new()),
+            ledger: Mutex::new(ledger),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
             cdr,
