@@ -1120,11 +1120,14 @@ pub enum RefuseReason {
     /// A voice webhook with a malformed `CallSid`/`AccountSid`, an oversize
     /// `From`/`To` or a missing field got a 400.
     InvalidWebhook,
+    /// The caller placed more than `limits.calls_per_caller_per_minute`
+    /// calls in a minute: answered busy.
+    CallerRate,
 }
 
 impl RefuseReason {
     /// Every reason, in label order.
-    pub const ALL: [RefuseReason; 10] = [
+    pub const ALL: [RefuseReason; 11] = [
         RefuseReason::NoRtpPort,
         RefuseReason::MaxCalls,
         RefuseReason::Draining,
@@ -1135,6 +1138,7 @@ impl RefuseReason {
         RefuseReason::InvalidStart,
         RefuseReason::DuplicateStream,
         RefuseReason::InvalidWebhook,
+        RefuseReason::CallerRate,
     ];
 
     /// The `reason` label value.
@@ -1151,6 +1155,7 @@ impl RefuseReason {
             RefuseReason::InvalidStart => "invalid_start",
             RefuseReason::DuplicateStream => "duplicate_stream",
             RefuseReason::InvalidWebhook => "invalid_webhook",
+            RefuseReason::CallerRate => "caller_rate",
         }
     }
 }

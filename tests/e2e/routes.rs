@@ -11,13 +11,16 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 use crate::audio::FRAME;
-use crate::harness::{ACCOUNT_SID, ADMIN_TOKEN, Backend, HttpResponse, Io, Proxy, TwilioCall, WAIT, sid};
+use crate::harness::{
+    ACCOUNT_SID, ADMIN_TOKEN, Backend, HttpResponse, Io, Proxy, TwilioCall, WAIT, is_busy_reject, sid,
+};
 
 both_io!(
     routes_answer_per_called_number,
     forwards_missed_calls_and_records_each_call_once,
     backend_down_plays_the_fallback,
-    calls_waiting_for_their_status_survive_a_crash_once
+    calls_waiting_for_their_status_survive_a_crash_once,
+    callers_are_limited_per_minute
 );
 
 const CALLER: &str = "+15550001111";
@@ -423,4 +426,26 @@ async fn calls_waiting_for_their_status_survive_a_crash_once(io: Io) {
     status(&second, &ringing, OTHER, "completed").await;
     second.wait_metric("voxproxy_call_ledger_total{event=\"late_callback\"}", 2.0).await;
     assert_eq!(first.records().len(), 2);
+}
+
+async fn callers_are_limited_per_minute(io: Io) {
+    let proxy = Proxy::start(io, &[("VOXPROXY_LIMITS_CALLS_PER_CALLER_PER_MINUTE", "2")], &[]);
+    let calls: Vec<String> = (0..3).map(|_| sid("CA")).collect();
+    let mut answers = Vec::new();
+    for call in &calls {
+        answers.push(voice(&proxy, call, OTHER).await.twiml());
+    }
+    assert!(!is_busy_reject(&answers[0]) && !is_busy_reject(&answers[1]), "{answers:?}");
+    assert!(is_busy_reject(&answers[2]), "the third call in a minute is answered busy: {:?}", answers[2]);
+    let mut other = params(&calls[0], OTHER, "ringing");
+    let another = sid("CA");
+    other[2] = ("CallSid", &another);
+    other[5] = ("From", "+15550008888");
+    let response = signed(&proxy, "/twilio/voice", &other).await;
+    assert!(!is_busy_reject(&response.twiml()), "another caller is not limited");
+    assert_eq!(proxy.metrics().await.get("voxproxy_calls_refused_total{reason=\"caller_rate\"}"), 1.0);
+    // The refused call still gets its one record, with Twilio's final status.
+    status(&proxy, &calls[2], OTHER, "busy").await;
+    let record = wait_call_record(&proxy, &calls[2]).await;
+    assert_eq!((record["call_status"].as_str(), record["streams"].as_u64()), (Some("busy"), Some(0)));
 }

@@ -66,6 +66,7 @@
 //! | `limits.max_frame_bytes` | integer | `16384` | 1024 to 16 MiB: largest WebSocket message |
 //! | `limits.webhook_rate_per_ip` | integer | `20` | webhook requests per second per client IP, 0 = no limit |
 //! | `limits.max_body_bytes` | integer | `65536` | 1024 to 16 MiB: largest HTTP request body |
+//! | `limits.calls_per_caller_per_minute` | integer | `0` | new calls per minute per calling number (`From`), the rest answered busy; 0 = no limit |
 //! | `cdr.path` | string | `"voxproxy-cdr.jsonl"` | file path, not a directory (relative to the working directory) |
 //! | `drain.timeout` | duration | `"5s"` | 0 to 1 h |
 //! | `log.format` | string | `"text"` | `text` (human-readable lines) or `json` (one JSON object per line) |
@@ -353,6 +354,9 @@ pub struct Limits {
     pub webhook_rate_per_ip: Option<u32>,
     /// `limits.max_body_bytes`: largest HTTP request body accepted.
     pub max_body_bytes: u32,
+    /// `limits.calls_per_caller_per_minute`: new calls per minute per
+    /// calling number; `None` when set to 0 (no limit).
+    pub calls_per_caller_per_minute: Option<u32>,
 }
 
 /// `[cdr]` settings.
@@ -1064,6 +1068,10 @@ impl Layers {
                 webhook_rate_per_ip: Some(self.int(Setting::LimitsWebhookRatePerIp, 0..=1_000_000)?)
                     .filter(|&n| n > 0),
                 max_body_bytes: self.int(Setting::LimitsMaxBodyBytes, 1024..=16 << 20)?,
+                calls_per_caller_per_minute: Some(
+                    self.int(Setting::LimitsCallsPerCallerPerMinute, 0..=100_000)?,
+                )
+                .filter(|&n| n > 0),
             },
             cdr: CdrSettings {
                 path: self.value(Setting::CdrPath, |s| {

@@ -135,6 +135,7 @@ fn refusal_text(reason: RefuseReason) -> &'static str {
         RefuseReason::InvalidStart => "start not authorized for this call",
         RefuseReason::DuplicateStream => "streamSid already in use",
         RefuseReason::InvalidWebhook => "not a Twilio voice webhook",
+        RefuseReason::CallerRate => "too many calls from this caller (limits.calls_per_caller_per_minute)",
     }
 }
 

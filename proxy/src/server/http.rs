@@ -236,6 +236,8 @@ async fn voice(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incoming>) ->
         Some(RefuseReason::NoRtpPort)
     } else if !shared.fds_for_one_more_call() {
         Some(RefuseReason::FdLimit)
+    } else if !caller_allowed(shared, &call.from) {
+        Some(RefuseReason::CallerRate)
     } else {
         None
     };
@@ -259,6 +261,14 @@ async fn voice(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incoming>) ->
         answer_voice_tagged(matched.route, &webhook, &shared.answer, &tags)
     };
     twiml_response(&twiml)
+}
+
+/// `limits.calls_per_caller_per_minute`: whether `caller` may place one
+/// more call now (checked last, so a call refused for another reason takes
+/// no token).
+fn caller_allowed(shared: &super::Shared, caller: &str) -> bool {
+    let Some(limiter) = &shared.caller_limiter else { return true };
+    limiter.lock().unwrap_or_else(std::sync::PoisonError::into_inner).check(caller, std::time::Instant::now())
 }
 
 /// The proxy's own `<Parameter>`s on every stream it asks for: the route's

@@ -40,7 +40,7 @@ use voxproxy_adapters::stream_token::StreamTokenKey;
 use crate::cdr::CdrService;
 use crate::config::{Config, IoMode, ServeArgs};
 use crate::metrics::{Metrics, WorkerMetrics};
-use crate::ratelimit::WebhookRateLimiter;
+use crate::ratelimit::{CallerRateLimiter, WebhookRateLimiter};
 use crate::runtime::{Clock, IoBackend, Worker, usable_cpus};
 
 mod call;
@@ -64,6 +64,10 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const EXTRA_CONNECTIONS: usize = 1024;
 /// Clients the webhook rate limiter tracks at once.
 const RATE_LIMIT_CLIENTS: usize = 65_536;
+/// Callers with a bucket of their own under
+/// `limits.calls_per_caller_per_minute` (a few MB at most); beyond that,
+/// new callers share one bucket until a sweep frees room.
+const RATE_LIMIT_CALLERS: usize = 65_536;
 /// After the drain timeout, how long closed calls get to write their records.
 const CLOSE_GRACE: Duration = Duration::from_secs(10);
 
@@ -135,6 +139,8 @@ pub(crate) struct Shared {
     /// Issues and checks stream tokens whenever signatures are checked.
     pub(crate) stream_token: Option<StreamTokenKey>,
     pub(crate) rate_limiter: Option<Mutex<WebhookRateLimiter>>,
+    /// `limits.calls_per_caller_per_minute`, when set.
+    pub(crate) caller_limiter: Option<Mutex<CallerRateLimiter>>,
     pub(crate) draining: AtomicBool,
     pub(crate) active_calls: AtomicUsize,
     /// Open HTTP connections on all workers (each one a descriptor), not
@@ -334,6 +340,10 @@ impl Server {
             .limits
             .webhook_rate_per_ip
             .map(|rate| Mutex::new(WebhookRateLimiter::new(rate, RATE_LIMIT_CLIENTS)));
+        let caller_limiter = config
+            .limits
+            .calls_per_caller_per_minute
+            .map(|rate| Mutex::new(CallerRateLimiter::new(rate, RATE_LIMIT_CALLERS)));
         let stream_token = match (&validator, &config.secrets.twilio_auth_token) {
             (Some(_), Some(token)) => StreamTokenKey::new(token.expose()),
             _ => None,
@@ -349,6 +359,7 @@ impl Server {
             validator,
             stream_token,
             rate_limiter,
+            caller_limiter,
             draining: AtomicBool::new(false),
             active_calls: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
