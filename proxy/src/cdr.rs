@@ -657,17 +657,27 @@ impl CdrService {
         }
     }
 
-    /// As [`CdrService::write`], for a thread outside the async runtime
-    /// (the table of calls in progress): blocks until the record is on disk.
-    ///
-    /// # Errors
-    /// A sentence for the log, as [`CdrService::write`].
-    pub fn write_blocking(&self, record: CallRecord, journal: Option<JournalId>) -> Result<(), String> {
-        let (done, wait) = tokio::sync::oneshot::channel();
-        self.sender
-            .send(Job::Write { record, journal, done })
-            .map_err(|_| "the call-record writer has stopped".to_owned())?;
-        wait.blocking_recv().unwrap_or_else(|_| Err("the call-record writer has stopped".into()))
+    /// As [`CdrService::write`] for many records, from a thread outside the
+    /// async runtime (the table of calls in progress): hands them all over
+    /// first, so the writer puts them under one `fsync`, then blocks until
+    /// each is on disk. One result per record, in order.
+    #[must_use]
+    pub fn write_all_blocking(
+        &self,
+        records: Vec<(CallRecord, Option<JournalId>)>,
+    ) -> Vec<Result<(), String>> {
+        let stopped = || Err("the call-record writer has stopped".to_owned());
+        let waits: Vec<_> = records
+            .into_iter()
+            .map(|(record, journal)| {
+                let (done, wait) = tokio::sync::oneshot::channel();
+                self.sender.send(Job::Write { record, journal, done }).ok().map(|()| wait)
+            })
+            .collect();
+        waits
+            .into_iter()
+            .map(|wait| wait.map_or_else(stopped, |w| w.blocking_recv().unwrap_or_else(|_| stopped())))
+            .collect()
     }
 
     /// Writes `record` durably and retires its journal entry. `Err` carries

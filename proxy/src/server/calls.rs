@@ -160,9 +160,7 @@ impl Calls {
         self.stop.store(true, Ordering::Release);
         self.wake.notify_one();
         let ready = self.lock().drain_all(Instant::now());
-        for ready in ready {
-            self.write(ready, Some(SHUTDOWN));
-        }
+        self.write(ready, Some(SHUTDOWN));
     }
 
     /// Writes what is ready, or waits for the next timer (at most
@@ -183,26 +181,31 @@ impl Calls {
             return true;
         }
         drop(ledger);
-        for ready in batch {
-            self.write(ready, None);
-        }
+        self.write(batch, None);
         true
     }
 
-    fn write(&self, ready: Ready, slot: Option<usize>) {
-        let Ready { record, journal, why } = ready;
-        let slot = slot.unwrap_or(match why {
-            ReadyWhy::Complete => 0,
-            ReadyWhy::NoStatusCallback => 1,
-            ReadyWhy::Aged => 2,
-            ReadyWhy::Evicted => 3,
-        });
-        self.metrics.ledger(slot);
-        let line = || serde_json::to_string(&record).unwrap_or_default();
-        if let Err(e) = self.cdr.write_blocking(record.clone(), journal) {
-            self.metrics.ledger(WRITE_FAILED);
-            let line = line();
-            tracing::error!(error = %e, record = %line, "call record not written");
+    /// Writes a batch under one `fsync`; `slot` overrides why each was
+    /// written (shutdown).
+    fn write(&self, batch: Vec<Ready>, slot: Option<usize>) {
+        let mut records = Vec::with_capacity(batch.len());
+        for Ready { record, journal, why } in batch {
+            self.metrics.ledger(slot.unwrap_or(match why {
+                ReadyWhy::Complete => 0,
+                ReadyWhy::NoStatusCallback => 1,
+                ReadyWhy::Aged => 2,
+                ReadyWhy::Evicted => 3,
+            }));
+            records.push((record, journal));
+        }
+        // Kept for the log, should the writer refuse one.
+        let copies: Vec<CallRecord> = records.iter().map(|(r, _)| r.clone()).collect();
+        for (result, record) in self.cdr.write_all_blocking(records).into_iter().zip(copies) {
+            if let Err(e) = result {
+                self.metrics.ledger(WRITE_FAILED);
+                let line = serde_json::to_string(&record).unwrap_or_default();
+                tracing::error!(error = %e, record = %line, "call record not written");
+            }
         }
     }
 }
