@@ -117,19 +117,40 @@ pub enum Outcome {
 }
 
 /// The table; see the [module docs](self).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Ledger {
+    /// [`MAX_CALLS`]; smaller in tests.
+    max_calls: usize,
     calls: HashMap<String, Entry>,
     ready: VecDeque<Ready>,
     tombstones: VecDeque<(Instant, String)>,
     tombstone_set: std::collections::HashSet<String>,
 }
 
+impl Default for Ledger {
+    fn default() -> Ledger {
+        Ledger::new()
+    }
+}
+
 impl Ledger {
     /// An empty table.
     #[must_use]
     pub fn new() -> Ledger {
-        Ledger::default()
+        Ledger::with_max_calls(MAX_CALLS)
+    }
+
+    /// An empty table holding at most `max_calls` calls (and as many
+    /// tombstones).
+    #[must_use]
+    pub fn with_max_calls(max_calls: usize) -> Ledger {
+        Ledger {
+            max_calls,
+            calls: HashMap::new(),
+            ready: VecDeque::new(),
+            tombstones: VecDeque::new(),
+            tombstone_set: std::collections::HashSet::new(),
+        }
     }
 
     /// Calls tracked now.
@@ -372,7 +393,7 @@ impl Ledger {
     }
 
     fn tombstone(&mut self, now: Instant, call_sid: &str) {
-        if self.tombstones.len() >= MAX_CALLS
+        if self.tombstones.len() >= self.max_calls
             && let Some((_, old)) = self.tombstones.pop_front()
         {
             self.tombstone_set.remove(&old);
@@ -389,7 +410,7 @@ impl Ledger {
         if self.tombstone_set.contains(status.call_sid) {
             return Outcome::Late;
         }
-        if self.calls.len() >= MAX_CALLS && !self.evict_oldest(now) {
+        if self.calls.len() >= self.max_calls && !self.evict_oldest(now) {
             return Outcome::Full;
         }
         let record = CallRecord {

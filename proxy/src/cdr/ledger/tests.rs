@@ -130,18 +130,19 @@ fn a_second_stream_extends_the_first_streams_record() {
 
 #[test]
 fn calls_age_out_and_a_full_table_writes_its_oldest_call_early() {
+    const CAPACITY: usize = 64;
     let t = Instant::now();
-    let mut l = Ledger::new();
+    let mut l = Ledger::with_max_calls(CAPACITY);
     l.handle_voice(t, "w0", &status(SID, "ringing", false), "default");
     assert_eq!(l.poll_timeout(), Some(t + MAX_AGE));
     assert_eq!(l.poll_ready(t + MAX_AGE).map(|r| r.why), Some(ReadyWhy::Aged));
 
-    let sids: Vec<String> = (0..=MAX_CALLS).map(|i| format!("CA{i:032x}")).collect();
+    let sids: Vec<String> = (0..=CAPACITY).map(|i| format!("CA{i:032x}")).collect();
     for (i, sid) in sids.iter().enumerate() {
         let at = t + Duration::from_millis(i as u64);
         l.handle_voice(at, "w", &status(sid, "ringing", false), "default");
     }
-    assert_eq!(l.len(), MAX_CALLS, "bounded");
+    assert_eq!(l.len(), CAPACITY, "bounded");
     let evicted = l.poll_ready(t).expect("the oldest was written");
     assert_eq!((evicted.why, evicted.record.call_sid.as_str()), (ReadyWhy::Evicted, sids[0].as_str()));
 }
@@ -149,8 +150,8 @@ fn calls_age_out_and_a_full_table_writes_its_oldest_call_early() {
 #[test]
 fn a_table_full_of_open_streams_refuses_new_calls() {
     let t = Instant::now();
-    let mut l = Ledger::new();
-    for i in 0..MAX_CALLS {
+    let mut l = Ledger::with_max_calls(64);
+    for i in 0..64 {
         l.handle_stream_started(t, &stream_record(&format!("CA{i:032x}"), "MZ"));
     }
     assert_eq!(l.handle_voice(t, "w", &status(SID, "ringing", false), "default"), Outcome::Full);
