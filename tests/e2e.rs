@@ -44,5 +44,7 @@ mod lifecycle;
 mod media;
 #[path = "e2e/outage.rs"]
 mod outage;
+#[path = "e2e/routes.rs"]
+mod routes;
 #[path = "e2e/vad_line.rs"]
 mod vad_line;

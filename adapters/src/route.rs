@@ -594,6 +594,23 @@ impl MatchedRoute<'_> {
     }
 }
 
+/// The `<Parameter>` naming the route a call took (its [`MatchedRoute::label`]):
+/// the stream's `start` carries it back, so the instance taking the stream
+/// uses the route the webhook chose and the call record names it.
+pub const ROUTE_PARAMETER: &str = "voxproxy_route";
+
+/// The route a [`MatchedRoute::label`] names: `routes[N]` or `default`;
+/// `None` for any other text or an index past the end (a stream answered
+/// with a config since changed).
+#[must_use]
+pub fn route_by_label<'a>(routes: &'a [Route], default: &'a Route, label: &str) -> Option<MatchedRoute<'a>> {
+    if label == "default" {
+        return Some(MatchedRoute { index: None, route: default });
+    }
+    let index: usize = label.strip_prefix("routes[")?.strip_suffix(']')?.parse().ok()?;
+    routes.get(index).map(|route| MatchedRoute { index: Some(index), route })
+}
+
 /// The first route whose `to` matches the called number; `default` (the
 /// global settings) when none does.
 #[must_use]
@@ -634,8 +651,10 @@ impl AnswerContext {
         format!("{}{path}", self.public_url)
     }
 
-    /// The `n`th stream of `call`, its parameters and status callback set.
-    fn stream(&self, route: &Route, call: &VoiceWebhook, n: u32) -> Stream {
+    /// The `n`th stream of `call`, its parameters and status callback set;
+    /// `tags` (the proxy's own parameters) go last, and a route parameter
+    /// of the same name is dropped so a route cannot forge one.
+    fn stream(&self, route: &Route, call: &VoiceWebhook, n: u32, tags: &[(String, String)]) -> Stream {
         let details = &call.call;
         let mut stream = Stream::from_url(self.media_url.clone())
             .parameter("CallSid", details.call_sid.clone())
@@ -644,13 +663,18 @@ impl AnswerContext {
         stream.name = Some(format!("{}_{}_{n}", self.stream_name_prefix, details.call_sid));
         stream.status_callback = Some(self.url(STREAM_STATUS_PATH));
         for (name, value) in &route.parameters {
+            if !tags.iter().any(|(tag, _)| tag == name) {
+                stream = stream.parameter(name.clone(), value.clone());
+            }
+        }
+        for (name, value) in tags {
             stream = stream.parameter(name.clone(), value.clone());
         }
         stream
     }
 
-    fn connect(&self, route: &Route, call: &VoiceWebhook, n: u32) -> Connect {
-        let mut connect = Connect::new().stream(self.stream(route, call, n));
+    fn connect(&self, route: &Route, call: &VoiceWebhook, n: u32, tags: &[(String, String)]) -> Connect {
+        let mut connect = Connect::new().stream(self.stream(route, call, n, tags));
         connect.action = Some(self.url(STREAM_ENDED_PATH));
         connect
     }
@@ -659,6 +683,20 @@ impl AnswerContext {
 /// The TwiML answering the voice webhook `call` on `route`.
 #[must_use]
 pub fn answer_voice(route: &Route, call: &VoiceWebhook, ctx: &AnswerContext) -> Response {
+    answer_voice_tagged(route, call, ctx, &[])
+}
+
+/// As [`answer_voice`], every stream also carrying `tags` as its last
+/// `<Parameter>`s: the proxy's own (the stream token, the route's label),
+/// which Twilio echoes in the stream's `start`, so whichever instance takes
+/// the stream knows them.
+#[must_use]
+pub fn answer_voice_tagged(
+    route: &Route,
+    call: &VoiceWebhook,
+    ctx: &AnswerContext,
+    tags: &[(String, String)],
+) -> Response {
     let mut response = Response::new();
     if let Some(greeting) = &route.greeting {
         response = response.say(greeting.say(&greeting.text));
@@ -666,7 +704,7 @@ pub fn answer_voice(route: &Route, call: &VoiceWebhook, ctx: &AnswerContext) -> 
     match (&route.forward_to, route.mode) {
         (Some(number), mode) => {
             if mode == StreamMode::Fork {
-                let mut stream = ctx.stream(route, call, 1);
+                let mut stream = ctx.stream(route, call, 1, tags);
                 stream.track = route.track;
                 response = response.verb(Start::new().stream(stream));
             }
@@ -675,12 +713,12 @@ pub fn answer_voice(route: &Route, call: &VoiceWebhook, ctx: &AnswerContext) -> 
             dial.timeout = Some(route.forward_timeout_secs);
             response.dial(dial)
         }
-        (None, StreamMode::Connect) => response.connect(ctx.connect(route, call, 1)),
+        (None, StreamMode::Connect) => response.connect(ctx.connect(route, call, 1, tags)),
         // Config refuses fork mode without a forward (nothing would keep the
         // call up); should one arrive anyway, listen and hang up rather than
         // fail the call.
         (None, StreamMode::Fork) => {
-            let mut stream = ctx.stream(route, call, 1);
+            let mut stream = ctx.stream(route, call, 1, tags);
             stream.track = route.track;
             response.verb(Start::new().stream(stream)).hangup()
         }
@@ -735,11 +773,24 @@ fn sms_for(route: &Route, call: &VoiceWebhook) -> Option<SmsRequest> {
 /// reads it from the webhook).
 #[must_use]
 pub fn after_dial(route: &Route, call: &VoiceWebhook, dial_status: &str, ctx: &AnswerContext) -> Next {
+    after_dial_tagged(route, call, dial_status, ctx, &[])
+}
+
+/// As [`after_dial`], a stream it connects also carrying `tags` (see
+/// [`answer_voice_tagged`]).
+#[must_use]
+pub fn after_dial_tagged(
+    route: &Route,
+    call: &VoiceWebhook,
+    dial_status: &str,
+    ctx: &AnswerContext,
+    tags: &[(String, String)],
+) -> Next {
     if matches!(dial_status, "completed" | "answered") {
         return Next { twiml: Response::new().hangup(), sms: None, missed_action: None };
     }
     let (twiml, sms) = match route.on_missed {
-        OnMissed::Stream => (Response::new().connect(ctx.connect(route, call, 2)), None),
+        OnMissed::Stream => (Response::new().connect(ctx.connect(route, call, 2, tags)), None),
         OnMissed::Sms => (Response::new().hangup(), sms_for(route, call)),
         OnMissed::Hangup => (Response::new().hangup(), None),
     };

@@ -71,6 +71,7 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::Metrics;
 
 pub mod journal;
+pub mod ledger;
 
 use journal::{Journal, JournalId, journal_path};
 
@@ -158,6 +159,31 @@ pub struct CallRecord {
     /// this order. Names are unique (they come from one JSON object).
     #[serde(with = "ordered_object")]
     pub custom_parameters: Vec<(String, String)>,
+    /// The route the call took: `routes[N]` or `default` (see
+    /// `voxproxy_adapters::route::MatchedRoute::label`).
+    pub route: Option<String>,
+    /// The last call status Twilio reported (`completed`, `busy`, …).
+    pub call_status: Option<String>,
+    /// Every call status seen (the voice webhook's, then each status
+    /// callback's), with when voxproxy received it; at most
+    /// [`ledger::MAX_STATUS_EVENTS`].
+    pub status_events: Vec<StatusEvent>,
+    /// The forward's `DialCallStatus`, for a route with `forward_to`.
+    pub dial_status: Option<String>,
+    /// What the route's `on_missed` did (`stream`, `sms`, `hangup`) when the
+    /// forward was missed or the leg failed.
+    pub missed_action: Option<String>,
+    /// Media streams the call had (0 for a call that never streamed).
+    pub streams: u32,
+}
+
+/// One call status in a record's `status_events`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusEvent {
+    /// The `CallStatus`.
+    pub status: String,
+    /// When voxproxy received it, RFC 3339 UTC with milliseconds.
+    pub at: String,
 }
 
 /// Writes `(name, value)` pairs as a JSON object and reads them back in the
@@ -508,6 +534,9 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 enum Job {
     /// A stream started: journal it.
     Started { id: u64, started_unix_ms: u64, record: CallRecord },
+    /// A call's record as it now stands: what a crash writes instead of
+    /// the `start` entry's.
+    Stash { id: u64, record: CallRecord },
     /// A call ended: write its record, then retire its journal entry.
     Write { record: CallRecord, journal: Option<JournalId>, done: Done },
     /// Reopen the call-record file at the same path (log rotation).
@@ -527,6 +556,8 @@ pub struct CdrService {
     journaling: bool,
     /// Cleared when the writer thread ends for any reason (a panic included).
     alive: Arc<AtomicBool>,
+    /// `CallSid`s whose records this start recovered from the journal.
+    recovered: Arc<Vec<String>>,
 }
 
 /// Clears the writer's `alive` flag when its thread ends, even by a panic.
@@ -542,6 +573,7 @@ impl fmt::Debug for Job {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Job::Started { .. } => "Started",
+            Job::Stash { .. } => "Stash",
             Job::Write { .. } => "Write",
             Job::Reopen { .. } => "Reopen",
         })
@@ -561,7 +593,12 @@ impl CdrService {
         let path = path.as_ref().to_path_buf();
         let mut writer = CdrWriter::open(&path)?;
         metrics.cdr_torn_lines(writer.take_torn_lines());
-        let journal = if writer.is_regular() { Some(recover(&mut writer, &metrics)?) } else { None };
+        let (journal, recovered) = if writer.is_regular() {
+            let (journal, recovered) = recover(&mut writer, &metrics)?;
+            (Some(journal), recovered)
+        } else {
+            (None, Vec::new())
+        };
         let journaling = journal.is_some();
         let (sender, receiver) = crossbeam_channel::bounded::<Job>(Self::QUEUE);
         let mut thread = WriterThread { path, writer, journal, metrics };
@@ -574,7 +611,13 @@ impl CdrService {
                 thread.run(&receiver);
             })
             .map_err(|source| CdrError::Open { path: PathBuf::from("<cdr writer thread>"), source })?;
-        Ok(CdrService { sender, next_id: Arc::new(AtomicU64::new(1)), journaling, alive })
+        Ok(CdrService {
+            sender,
+            next_id: Arc::new(AtomicU64::new(1)),
+            journaling,
+            alive,
+            recovered: Arc::new(recovered),
+        })
     }
 
     /// Whether the writer thread still runs (for `/v1/health`).
@@ -588,6 +631,14 @@ impl CdrService {
     #[must_use]
     pub fn queued(&self) -> usize {
         self.sender.len()
+    }
+
+    /// The `CallSid`s of the calls whose records this start wrote from the
+    /// previous run's journal: a status callback for one of them that
+    /// arrives now must not make a second record.
+    #[must_use]
+    pub fn recovered_call_sids(&self) -> &[String] {
+        &self.recovered
     }
 
     /// Journals a call whose stream just started, so a crash before its
@@ -608,6 +659,55 @@ impl CdrService {
             drop(tokio::task::spawn_blocking(move || sender.send(job).is_ok()));
         }
         Some(JournalId(id))
+    }
+
+    /// Replaces the journal's `start` entry of `id` (a call first journaled
+    /// by a status callback whose stream has now started: the record is the
+    /// stream's). Never waits.
+    pub fn journal_restart(&self, id: JournalId, record: CallRecord, started: SystemTime) {
+        let started_unix_ms =
+            u64::try_from(started.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(0);
+        self.hand_over(Job::Started { id: id.0, started_unix_ms, record });
+    }
+
+    /// Keeps `record` in the journal as the call's record so far: a crash
+    /// before its real record writes this one (a stream's counters survive
+    /// while the call waits for its final status). Never waits.
+    pub fn journal_stash(&self, id: JournalId, record: CallRecord) {
+        self.hand_over(Job::Stash { id: id.0, record });
+    }
+
+    fn hand_over(&self, job: Job) {
+        if !self.journaling {
+            return;
+        }
+        if let Err(crossbeam_channel::TrySendError::Full(job)) = self.sender.try_send(job) {
+            let sender = self.sender.clone();
+            drop(tokio::task::spawn_blocking(move || sender.send(job).is_ok()));
+        }
+    }
+
+    /// As [`CdrService::write`] for many records, from a thread outside the
+    /// async runtime (the table of calls in progress): hands them all over
+    /// first, so the writer puts them under one `fsync`, then blocks until
+    /// each is on disk. One result per record, in order.
+    #[must_use]
+    pub fn write_all_blocking(
+        &self,
+        records: Vec<(CallRecord, Option<JournalId>)>,
+    ) -> Vec<Result<(), String>> {
+        let stopped = || Err("the call-record writer has stopped".to_owned());
+        let waits: Vec<_> = records
+            .into_iter()
+            .map(|(record, journal)| {
+                let (done, wait) = tokio::sync::oneshot::channel();
+                self.sender.send(Job::Write { record, journal, done }).ok().map(|()| wait)
+            })
+            .collect();
+        waits
+            .into_iter()
+            .map(|wait| wait.map_or_else(stopped, |w| w.blocking_recv().unwrap_or_else(|_| stopped())))
+            .collect()
     }
 
     /// Writes `record` durably and retires its journal entry. `Err` carries
@@ -647,8 +747,9 @@ impl CdrService {
     }
 }
 
-/// Writes the previous run's unrecorded calls and starts a fresh journal.
-fn recover(writer: &mut CdrWriter, metrics: &Metrics) -> Result<Journal, CdrError> {
+/// Writes the previous run's unrecorded calls and starts a fresh journal;
+/// returns it and the recovered calls' `CallSid`s.
+fn recover(writer: &mut CdrWriter, metrics: &Metrics) -> Result<(Journal, Vec<String>), CdrError> {
     let path = journal_path(writer.path());
     let recovered = journal::recover(&path, writer.path())?;
     for record in &recovered.records {
@@ -668,7 +769,8 @@ fn recover(writer: &mut CdrWriter, metrics: &Metrics) -> Result<Journal, CdrErro
     }
     metrics.journal_recovered(count as u64);
     // Only now that those records are on disk may the old journal go.
-    Journal::create(&path)
+    let sids = recovered.records.into_iter().map(|r| r.call_sid).collect();
+    Ok((Journal::create(&path)?, sids))
 }
 
 /// The call-record thread's state.
@@ -710,6 +812,11 @@ impl WriterThread {
                 Job::Started { id, started_unix_ms, record } => {
                     if let Some(journal) = &mut self.journal {
                         journal.stage_start(id, started_unix_ms, &record);
+                    }
+                }
+                Job::Stash { id, record } => {
+                    if let Some(journal) = &mut self.journal {
+                        journal.stage_unwritten(id, &record);
                     }
                 }
                 Job::Write { record, journal, done } => match self.writer.append(&record) {
@@ -857,6 +964,15 @@ mod tests {
                 ("Zeta".into(), "last \"quoted\"\n".into()),
                 ("Alpha".into(), "ü".into()),
             ],
+            route: Some("routes[0]".into()),
+            call_status: Some("completed".into()),
+            status_events: vec![StatusEvent {
+                status: "completed".into(),
+                at: "2026-01-01T00:01:00.000Z".into(),
+            }],
+            dial_status: Some("no-answer".into()),
+            missed_action: Some("stream".into()),
+            streams: 1,
         }
     }
 
@@ -926,6 +1042,12 @@ mod tests {
             "backend_outages",
             "backend_outage_ms",
             "custom_parameters",
+            "route",
+            "call_status",
+            "status_events",
+            "dial_status",
+            "missed_action",
+            "streams",
         ];
         // serde_json's Map is sorted unless preserve_order is on; compare as sets
         // here and check the order on the raw text.
@@ -942,7 +1064,7 @@ mod tests {
     #[test]
     fn custom_parameters_are_an_object_in_their_order() {
         let line = serde_json::to_string(&sample(0)).unwrap();
-        assert!(line.ends_with(r#""custom_parameters":{"Zeta":"last \"quoted\"\n","Alpha":"ü"}}"#), "{line}");
+        assert!(line.contains(r#","custom_parameters":{"Zeta":"last \"quoted\"\n","Alpha":"ü"},"#), "{line}");
     }
 
     #[test]

@@ -97,7 +97,22 @@ struct Lifecycle {
     cdr_torn_lines: AtomicU64,
     journal_recovered: AtomicU64,
     fd_exhausted: AtomicU64,
+    ledger: [AtomicU64; LEDGER_EVENTS.len()],
 }
+
+/// `event` labels of `voxproxy_call_ledger_total`, in [`Metrics::ledger`]
+/// slot order: how each call's record came to be written, and callbacks
+/// the table could not take.
+pub const LEDGER_EVENTS: [&str; 8] = [
+    "written_complete",
+    "written_no_status_callback",
+    "written_aged",
+    "written_evicted",
+    "written_shutdown",
+    "late_callback",
+    "untracked_full",
+    "write_failed",
+];
 
 impl Metrics {
     /// Metrics for `workers` worker threads whose runtimes use `io_backend`
@@ -128,6 +143,14 @@ impl Metrics {
     /// `voxproxy_cdr_torn_lines_total` +`n`.
     pub fn cdr_torn_lines(&self, n: u64) {
         self.lifecycle.cdr_torn_lines.fetch_add(n, Relaxed);
+    }
+
+    /// The table of calls in progress did `LEDGER_EVENTS[slot]`:
+    /// `voxproxy_call_ledger_total{event}` +1.
+    pub fn ledger(&self, slot: usize) {
+        if let Some(counter) = self.lifecycle.ledger.get(slot) {
+            counter.fetch_add(1, Relaxed);
+        }
     }
 
     /// `n` calls cut by a crash got their records from the journal at
@@ -379,6 +402,25 @@ impl Metrics {
             "HTTP requests refused with 413 because the body was too large.",
             |m| &m.body_too_large,
         );
+        x.family(
+            "voxproxy_twilio_callbacks_total",
+            "Twilio status callbacks accepted, by kind and the status they reported.",
+            "counter",
+        );
+        for kind in CallbackKind::ALL {
+            for (i, status) in kind.statuses().iter().enumerate() {
+                let n = self.sum(|m| m.callbacks.get(kind.offset() + i));
+                x.sample("voxproxy_twilio_callbacks_total", &[("kind", kind.name()), ("status", status)], n);
+            }
+        }
+        self.labeled(
+            &mut x,
+            "voxproxy_twilio_callbacks_refused_total",
+            "Twilio status callbacks refused with 400 because the body was not a valid callback, by kind.",
+            "kind",
+            &CallbackKind::ALL.map(CallbackKind::name),
+            |m| &m.callbacks_refused,
+        );
         self.counter(
             &mut x,
             "voxproxy_rate_limited_requests_total",
@@ -463,6 +505,17 @@ impl Metrics {
         ] {
             x.family(name, help, "counter");
             x.sample(name, &[], value.load(Relaxed));
+        }
+
+        x.family(
+            "voxproxy_call_ledger_total",
+            "Calls in progress whose one record was written, by why it was written then, and status \
+             callbacks dropped (late: after the record; untracked_full: the table was full), and records \
+             the writer refused (write_failed; the journal keeps them).",
+            "counter",
+        );
+        for (event, value) in LEDGER_EVENTS.iter().zip(&life.ledger) {
+            x.sample("voxproxy_call_ledger_total", &[("event", event)], value.load(Relaxed));
         }
 
         x.family("voxproxy_io_backend", "The I/O backend the workers run on (always 1).", "gauge");
@@ -688,6 +741,8 @@ pub struct WorkerMetrics {
     http_requests: [Counter; Route::ALL.len() * STATUS_CLASSES.len()],
     body_too_large: Counter,
     rate_limited: Counter,
+    callbacks: [Counter; CALLBACK_SLOTS],
+    callbacks_refused: [Counter; CallbackKind::ALL.len()],
     signature_failures: [Counter; SignatureKind::ALL.len()],
     websocket_errors: [Counter; WsErrorKind::ALL.len()],
     websocket_dropped_frames: Counter,
@@ -700,6 +755,70 @@ pub struct WorkerMetrics {
 /// `reason` labels of `voxproxy_sse_subscribers_dropped_total`, in
 /// [`SseDrop`] order.
 const SSE_DROP_REASONS: [&str; 2] = ["lagged", "stalled"];
+
+/// Which Twilio status callback (`kind` label of
+/// `voxproxy_twilio_callbacks_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CallbackKind {
+    /// `POST /twilio/status`: `CallStatus`.
+    CallStatus,
+    /// `POST /twilio/stream-status`: `StreamEvent`.
+    StreamStatus,
+    /// `POST /twilio/dial-status`: `DialCallStatus`.
+    DialStatus,
+}
+
+impl CallbackKind {
+    /// Every kind, in label order.
+    pub const ALL: [CallbackKind; 3] =
+        [CallbackKind::CallStatus, CallbackKind::StreamStatus, CallbackKind::DialStatus];
+
+    /// The `kind` label value.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            CallbackKind::CallStatus => "call_status",
+            CallbackKind::StreamStatus => "stream_status",
+            CallbackKind::DialStatus => "dial_status",
+        }
+    }
+
+    /// The `status` label values of this kind; a value Twilio adds later is
+    /// counted as `other`, so the label set stays bounded whatever arrives.
+    #[must_use]
+    pub const fn statuses(self) -> &'static [&'static str] {
+        match self {
+            CallbackKind::CallStatus => &[
+                "queued",
+                "initiated",
+                "ringing",
+                "in-progress",
+                "completed",
+                "busy",
+                "failed",
+                "no-answer",
+                "canceled",
+                "other",
+            ],
+            CallbackKind::StreamStatus => &["stream-started", "stream-stopped", "stream-error", "other"],
+            CallbackKind::DialStatus => {
+                &["completed", "answered", "busy", "no-answer", "failed", "canceled", "other"]
+            }
+        }
+    }
+
+    /// First slot of this kind in the flat counter array.
+    const fn offset(self) -> usize {
+        match self {
+            CallbackKind::CallStatus => 0,
+            CallbackKind::StreamStatus => 10,
+            CallbackKind::DialStatus => 14,
+        }
+    }
+}
+
+/// Slots of `voxproxy_twilio_callbacks_total`: every kind's statuses.
+const CALLBACK_SLOTS: usize = 21;
 
 /// Why an event stream subscriber was disconnected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -745,6 +864,8 @@ impl WorkerMetrics {
             http_requests: std::array::from_fn(|_| Counter::default()),
             body_too_large: Counter::default(),
             rate_limited: Counter::default(),
+            callbacks: std::array::from_fn(|_| Counter::default()),
+            callbacks_refused: Default::default(),
             signature_failures: Default::default(),
             websocket_errors: Default::default(),
             websocket_dropped_frames: Counter::default(),
@@ -890,6 +1011,23 @@ impl WorkerMetrics {
         self.signature_failures[kind as usize].add(1);
     }
 
+    /// A status callback of `kind` reported `status`:
+    /// `voxproxy_twilio_callbacks_total{kind,status}` +1 (`other` for a
+    /// status this version does not know).
+    pub fn callback(&self, kind: CallbackKind, status: &str) {
+        let statuses = kind.statuses();
+        let index = statuses.iter().position(|s| *s == status).unwrap_or(statuses.len() - 1);
+        if let Some(counter) = self.callbacks.get(kind.offset() + index) {
+            counter.add(1);
+        }
+    }
+
+    /// A status callback's body was refused (400):
+    /// `voxproxy_twilio_callbacks_refused_total{kind}` +1.
+    pub fn callback_refused(&self, kind: CallbackKind) {
+        self.callbacks_refused[kind as usize].add(1);
+    }
+
     /// A webhook was refused by the rate limit:
     /// `voxproxy_rate_limited_requests_total` +1.
     pub fn rate_limited(&self) {
@@ -982,11 +1120,14 @@ pub enum RefuseReason {
     /// A voice webhook with a malformed `CallSid`/`AccountSid`, an oversize
     /// `From`/`To` or a missing field got a 400.
     InvalidWebhook,
+    /// The caller placed more than `limits.calls_per_caller_per_minute`
+    /// calls in a minute: answered busy.
+    CallerRate,
 }
 
 impl RefuseReason {
     /// Every reason, in label order.
-    pub const ALL: [RefuseReason; 10] = [
+    pub const ALL: [RefuseReason; 11] = [
         RefuseReason::NoRtpPort,
         RefuseReason::MaxCalls,
         RefuseReason::Draining,
@@ -997,6 +1138,7 @@ impl RefuseReason {
         RefuseReason::InvalidStart,
         RefuseReason::DuplicateStream,
         RefuseReason::InvalidWebhook,
+        RefuseReason::CallerRate,
     ];
 
     /// The `reason` label value.
@@ -1013,6 +1155,7 @@ impl RefuseReason {
             RefuseReason::InvalidStart => "invalid_start",
             RefuseReason::DuplicateStream => "duplicate_stream",
             RefuseReason::InvalidWebhook => "invalid_webhook",
+            RefuseReason::CallerRate => "caller_rate",
         }
     }
 }
@@ -1072,6 +1215,10 @@ pub enum Route {
     Status,
     /// `POST /twilio/stream-status`.
     StreamStatus,
+    /// `POST /twilio/dial-status` (the forward's `<Dial action>`).
+    DialStatus,
+    /// `POST /twilio/stream-ended` (the stream's `<Connect action>`).
+    StreamEnded,
     /// `GET /twilio/media` (WebSocket upgrade; 101 counts as `1xx`).
     Media,
     /// `GET /healthz`.
@@ -1096,10 +1243,12 @@ pub enum Route {
 
 impl Route {
     /// Every route, in label order.
-    pub const ALL: [Route; 13] = [
+    pub const ALL: [Route; 15] = [
         Route::Voice,
         Route::Status,
         Route::StreamStatus,
+        Route::DialStatus,
+        Route::StreamEnded,
         Route::Media,
         Route::Healthz,
         Route::Readyz,
@@ -1119,6 +1268,8 @@ impl Route {
             Route::Voice => "voice",
             Route::Status => "status",
             Route::StreamStatus => "stream_status",
+            Route::DialStatus => "dial_status",
+            Route::StreamEnded => "stream_ended",
             Route::Media => "media",
             Route::Healthz => "healthz",
             Route::Readyz => "readyz",
@@ -1197,13 +1348,14 @@ const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// `reason` labels of `voxproxy_calls_ended_total`: the known
 /// [`EndReason`]s, then `other` for variants added after this was written.
-const END_REASON_NAMES: [&str; 7] = [
+const END_REASON_NAMES: [&str; 8] = [
     EndReason::TwilioStop.name(),
     EndReason::WebSocketClosed.name(),
     EndReason::IdleTimeout.name(),
     EndReason::Hangup.name(),
     EndReason::Drain.name(),
     EndReason::Refused.name(),
+    EndReason::BackendFailed.name(),
     "other",
 ];
 
@@ -1215,7 +1367,8 @@ fn end_reason_slot(reason: EndReason) -> usize {
         EndReason::Hangup => 3,
         EndReason::Drain => 4,
         EndReason::Refused => 5,
-        _ => 6,
+        EndReason::BackendFailed => 6,
+        _ => 7,
     }
 }
 
@@ -1937,6 +2090,14 @@ mod tests {
     #[test]
     fn enum_tables_match_discriminants() {
         assert!(Route::ALL.iter().enumerate().all(|(i, r)| *r as usize == i));
+        assert!(CallbackKind::ALL.iter().enumerate().all(|(i, k)| *k as usize == i));
+        // The kinds' status slots tile the flat array exactly.
+        let mut next = 0;
+        for kind in CallbackKind::ALL {
+            assert_eq!(kind.offset(), next, "{kind:?}");
+            next += kind.statuses().len();
+        }
+        assert_eq!(next, CALLBACK_SLOTS);
         assert!(RefuseReason::ALL.iter().enumerate().all(|(i, r)| *r as usize == i));
         assert!(Direction::ALL.iter().enumerate().all(|(i, r)| *r as usize == i));
         assert!(SignatureKind::ALL.iter().enumerate().all(|(i, r)| *r as usize == i));

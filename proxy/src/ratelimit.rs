@@ -1,4 +1,6 @@
-//! Per-client rate limit for Twilio webhooks (`limits.webhook_rate_per_ip`).
+//! Per-client rate limit for Twilio webhooks (`limits.webhook_rate_per_ip`),
+//! and per-caller limit of new calls (`limits.calls_per_caller_per_minute`,
+//! [`CallerRateLimiter`], the same buckets keyed by the calling number).
 //!
 //! # How to drive it
 //!
@@ -52,6 +54,12 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// See the [module documentation](self).
 #[derive(Debug)]
 pub struct WebhookRateLimiter {
+    buckets: Buckets<ClientKey>,
+}
+
+/// Token buckets keyed by `K`: the limiter of each kind of client.
+#[derive(Debug)]
+struct Buckets<K> {
     /// `None` when the rate is 0: no limit.
     limit: Option<Limit>,
     max_tracked: usize,
@@ -59,7 +67,7 @@ pub struct WebhookRateLimiter {
     /// "theoretical arrival time" form of a token bucket: one instant instead
     /// of a token count and a refill time). At or before `now` the bucket is
     /// full.
-    clients: HashMap<ClientKey, Instant>,
+    clients: HashMap<K, Instant>,
     /// The bucket shared by clients that found the table full.
     overflow: Option<Instant>,
     last_sweep: Option<Instant>,
@@ -67,7 +75,7 @@ pub struct WebhookRateLimiter {
 
 #[derive(Clone, Copy, Debug)]
 struct Limit {
-    /// Time for one token to come back: 1 s / rate.
+    /// Time for one token to come back: window / rate.
     per_token: Duration,
     /// How far a bucket's full-again instant may lie ahead of `now` and still
     /// have a token: (burst − 1) tokens' worth.
@@ -81,17 +89,7 @@ impl WebhookRateLimiter {
     /// nothing is tracked), as `limits.webhook_rate_per_ip = 0` does.
     #[must_use]
     pub fn new(rate_per_second: u32, max_tracked_ips: usize) -> WebhookRateLimiter {
-        let limit = (rate_per_second > 0).then(|| {
-            let per_token = Duration::from_secs(1) / rate_per_second;
-            Limit { per_token, burst_span: per_token * (rate_per_second - 1) }
-        });
-        WebhookRateLimiter {
-            limit,
-            max_tracked: max_tracked_ips,
-            clients: HashMap::new(),
-            overflow: None,
-            last_sweep: None,
-        }
+        WebhookRateLimiter { buckets: Buckets::new(rate_per_second, Duration::from_secs(1), max_tracked_ips) }
     }
 
     /// Whether a request from `ip` at `now` is allowed (`true`) or must be
@@ -100,10 +98,68 @@ impl WebhookRateLimiter {
     /// bucket's state simply finds fewer tokens.
     #[must_use]
     pub fn check(&mut self, ip: IpAddr, now: Instant) -> bool {
+        self.buckets.check(ClientKey::of(ip), now)
+    }
+
+    /// How many clients have a bucket of their own.
+    #[must_use]
+    pub fn tracked_clients(&self) -> usize {
+        self.buckets.clients.len()
+    }
+}
+
+/// New calls per calling number (`limits.calls_per_caller_per_minute`):
+/// the same token buckets and bounds as [`WebhookRateLimiter`], keyed by
+/// the caller's number as Twilio gives it (`From`), refilling over a minute.
+#[derive(Debug)]
+pub struct CallerRateLimiter {
+    buckets: Buckets<String>,
+}
+
+impl CallerRateLimiter {
+    /// A limiter allowing `calls_per_minute` calls per caller (a burst of as
+    /// many), tracking at most `max_tracked_callers` callers individually;
+    /// 0 means no limit.
+    #[must_use]
+    pub fn new(calls_per_minute: u32, max_tracked_callers: usize) -> CallerRateLimiter {
+        CallerRateLimiter {
+            buckets: Buckets::new(calls_per_minute, Duration::from_secs(60), max_tracked_callers),
+        }
+    }
+
+    /// Whether a new call from `caller` at `now` is allowed; see
+    /// [`WebhookRateLimiter::check`].
+    #[must_use]
+    pub fn check(&mut self, caller: &str, now: Instant) -> bool {
+        if self.buckets.limit.is_none() {
+            return true;
+        }
+        if let Some(full_at) = self.buckets.clients.get_mut(caller) {
+            return self.buckets.limit.is_some_and(|limit| limit.take(full_at, now));
+        }
+        self.buckets.check(caller.to_owned(), now)
+    }
+
+    /// How many callers have a bucket of their own.
+    #[must_use]
+    pub fn tracked_callers(&self) -> usize {
+        self.buckets.clients.len()
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Buckets<K> {
+    fn new(rate: u32, window: Duration, max_tracked: usize) -> Buckets<K> {
+        let limit = (rate > 0).then(|| {
+            let per_token = window / rate;
+            Limit { per_token, burst_span: per_token * (rate - 1) }
+        });
+        Buckets { limit, max_tracked, clients: HashMap::new(), overflow: None, last_sweep: None }
+    }
+
+    fn check(&mut self, key: K, now: Instant) -> bool {
         let Some(limit) = self.limit else {
             return true;
         };
-        let key = ClientKey::of(ip);
         if let Some(full_at) = self.clients.get_mut(&key) {
             return limit.take(full_at, now);
         }
@@ -117,12 +173,6 @@ impl WebhookRateLimiter {
             return allowed;
         }
         limit.take(self.overflow.get_or_insert(now), now)
-    }
-
-    /// How many clients have a bucket of their own.
-    #[must_use]
-    pub fn tracked_clients(&self) -> usize {
-        self.clients.len()
     }
 
     /// Drops buckets that are full again, unless that was done less than
@@ -187,6 +237,22 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn callers_get_their_calls_per_minute_then_one_more_each_refill() {
+        let mut limiter = CallerRateLimiter::new(3, 100);
+        let t0 = Instant::now();
+        let results: Vec<bool> = (0..5).map(|_| limiter.check("+15550001111", t0)).collect();
+        assert_eq!(results, [true, true, true, false, false]);
+        assert!(limiter.check("+15550002222", t0), "another caller has its own bucket");
+        assert!(!limiter.check("+15550001111", t0 + Duration::from_secs(19)));
+        assert!(limiter.check("+15550001111", t0 + Duration::from_secs(20)), "a call back every 20 s");
+        assert!(!limiter.check("+15550001111", t0 + Duration::from_secs(20)));
+        assert_eq!(limiter.tracked_callers(), 2);
+        let mut off = CallerRateLimiter::new(0, 100);
+        assert!((0..1000).all(|_| off.check("+15550001111", t0)));
+        assert_eq!(off.tracked_callers(), 0, "no limit tracks nothing");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Start-up checks of the configuration the running binary makes: backends
-//! whose leg `serve` cannot run yet and `[[routes]]` are refused with one
-//! sentence naming the key, never served as RTP or ignored.
+//! whose leg `serve` cannot run yet and invalid `[[routes]]` are refused
+//! with one sentence naming the key, never served as RTP or ignored.
 
 use crate::harness::{self, AUTH_TOKEN};
 
@@ -32,7 +32,7 @@ fn sip_and_websocket_backends_are_refused_naming_the_key() {
 }
 
 #[test]
-fn routes_are_checked_and_refused_until_the_webhooks_apply_them() {
+fn invalid_routes_and_routes_to_legs_not_wired_are_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("voxproxy.toml");
     std::fs::write(&file, "[[routes]]\nto = \"*\"\nforward_timeout = \"20s\"\n").expect("write config");
@@ -41,7 +41,8 @@ fn routes_are_checked_and_refused_until_the_webhooks_apply_them() {
     assert!(stderr.contains("routes[0].forward_timeout = \"20s\""), "{stderr}");
     assert!(stderr.contains("forward_to, which is not set"), "{stderr}");
 
-    std::fs::write(&file, "[[routes]]\nto = \"*\"\ngreeting = \"Hello\"\n").expect("write config");
+    std::fs::write(&file, "[[routes]]\nto = \"*\"\nbackend = \"sip:desk@127.0.0.1\"\n")
+        .expect("write config");
     let stderr = refused(&[], &["--io", "epoll", "--config", path]);
-    assert!(stderr.contains("[[routes]] are checked but this version's webhook handlers"), "{stderr}");
+    assert!(stderr.contains("routes[0].backend = \"sip:desk@127.0.0.1\" needs the SIP leg"), "{stderr}");
 }

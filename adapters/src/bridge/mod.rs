@@ -625,6 +625,18 @@ impl CallBridge {
         self.backend_peer
     }
 
+    /// Points the call at another RTP backend (the route the stream's `start`
+    /// named). Only before the first RTP datagram either way, so nothing
+    /// already latched or sent is redirected; `false` (and no change) after.
+    pub fn set_backend(&mut self, backend: Option<SocketAddr>) -> bool {
+        if self.stats.twilio_frames_in > 0 || self.downlink.last_rx.is_some() {
+            return false;
+        }
+        self.config.backend = backend;
+        self.backend_peer = backend.filter(|a| a.port() != 0);
+        true
+    }
+
     /// Feeds one UDP datagram that arrived on the call's RTP socket from `from`.
     /// Anything that is not usable backend audio is counted and dropped.
     pub fn handle_rtp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {

@@ -101,6 +101,9 @@ pub enum EndReason {
     Unauthorized,
     /// Another live call already has this `streamSid`.
     DuplicateStream,
+    /// The backend leg failed (the proxy decides when: it closes the stream
+    /// so Twilio goes on with the call's fallback).
+    BackendFailed,
 }
 
 impl EndReason {
@@ -117,6 +120,7 @@ impl EndReason {
             EndReason::StartTimeout => "start_timeout",
             EndReason::Unauthorized => "unauthorized",
             EndReason::DuplicateStream => "duplicate_stream",
+            EndReason::BackendFailed => "backend_failed",
         }
     }
 
@@ -132,6 +136,8 @@ impl EndReason {
             EndReason::StartTimeout => (1008, "no start message in time"),
             EndReason::Unauthorized => (1008, "start not authorized for this call"),
             EndReason::DuplicateStream => (1008, "streamSid already in use"),
+            // 1011: the server cannot go on (RFC 6455 §7.4.1).
+            EndReason::BackendFailed => (1011, "backend failed"),
         }
     }
 }

@@ -140,6 +140,9 @@ pub fn recover(path: &Path, cdr_path: &Path) -> Result<Recovered, CdrError> {
             None => (id, crash_record(record, started_ms, last_alive)),
         })
         .collect();
+    // A compaction keeps only the `unwritten` line of an entry that has one
+    // (its `start` is gone from the file): still a call to record.
+    pending.extend(unwritten.into_iter().filter(|(id, _)| !ended.contains(id)));
     pending.sort_unstable_by_key(|(id, _)| *id);
     let before = pending.len();
     let written = recorded_keys(cdr_path, &pending)?;
@@ -441,6 +444,25 @@ mod tests {
         journal.commit().unwrap();
         let recovered = recover(&path, &cdr).unwrap();
         assert_eq!(recovered.records, vec![real]);
+    }
+
+    #[test]
+    fn an_unwritten_record_survives_a_compaction() {
+        // A compaction keeps only the `unwritten` line of such an entry (the
+        // table of calls in progress stashes every streamed call's record so).
+        let (_dir, cdr, path) = setup();
+        let mut journal = Journal::create(&path).unwrap();
+        journal.stage_start(1, started_ms(1), &record(1));
+        let mut real = record(1);
+        real.end_reason = "twilio_stop".into();
+        journal.stage_unwritten(1, &real);
+        journal.stage_start(2, started_ms(2), &record(2));
+        journal.stage_unwritten(2, &record(2));
+        journal.stage_end(2);
+        journal.commit().unwrap();
+        journal.compact().unwrap();
+        let recovered = recover(&path, &cdr).unwrap();
+        assert_eq!(recovered.records, vec![real], "recorded once, and not the ended one");
     }
 
     #[test]

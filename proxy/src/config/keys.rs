@@ -150,6 +150,9 @@ keys! {
         "expected requests per second from 0 (no limit) to 1000000";
     LimitsMaxBodyBytes "limits.max_body_bytes" Int Value("65536"), "1024 to 16 MiB: largest HTTP request body",
         "expected a number of bytes from 1024 to 16777216";
+    LimitsCallsPerCallerPerMinute "limits.calls_per_caller_per_minute" Int Value("0"),
+        "new calls per minute per calling number (`From`), the rest answered busy; 0 = no limit",
+        "expected calls per minute from 0 (no limit) to 100000";
     CdrPath "cdr.path" Text Value("\"voxproxy-cdr.jsonl\""),
         "file path, not a directory (relative to the working directory)", "expected a file path";
     DrainTimeout "drain.timeout" Duration Value("\"5s\""), "0 to 1 h", EXPECT_DURATION;

@@ -66,6 +66,7 @@
 //! | `limits.max_frame_bytes` | integer | `16384` | 1024 to 16 MiB: largest WebSocket message |
 //! | `limits.webhook_rate_per_ip` | integer | `20` | webhook requests per second per client IP, 0 = no limit |
 //! | `limits.max_body_bytes` | integer | `65536` | 1024 to 16 MiB: largest HTTP request body |
+//! | `limits.calls_per_caller_per_minute` | integer | `0` | new calls per minute per calling number (`From`), the rest answered busy; 0 = no limit |
 //! | `cdr.path` | string | `"voxproxy-cdr.jsonl"` | file path, not a directory (relative to the working directory) |
 //! | `drain.timeout` | duration | `"5s"` | 0 to 1 h |
 //! | `log.format` | string | `"text"` | `text` (human-readable lines) or `json` (one JSON object per line) |
@@ -103,10 +104,9 @@
 //!
 //! Errors name `routes[N].key`, for example `routes[1].forward_timeout =
 //! "20x" (from voxproxy.toml line 14): …`. What each key does to the TwiML is
-//! decided in `voxproxy_adapters::route`. `voxproxy serve` checks routes but
-//! refuses to start with them until its webhook handlers apply them
-//! ([`Config::not_runnable_yet`]), and likewise a `sip:` or `ws://` backend
-//! until those legs are wired in.
+//! decided in `voxproxy_adapters::route`. `voxproxy serve` refuses a `sip:`
+//! or `ws://` backend, of the global settings or of a route, until those
+//! legs are wired in ([`Config::not_runnable_yet`]).
 //!
 //! # Validation
 //!
@@ -356,6 +356,9 @@ pub struct Limits {
     pub webhook_rate_per_ip: Option<u32>,
     /// `limits.max_body_bytes`: largest HTTP request body accepted.
     pub max_body_bytes: u32,
+    /// `limits.calls_per_caller_per_minute`: new calls per minute per
+    /// calling number; `None` when set to 0 (no limit).
+    pub calls_per_caller_per_minute: Option<u32>,
 }
 
 /// `[cdr]` settings.
@@ -1069,6 +1072,10 @@ impl Layers {
                 webhook_rate_per_ip: Some(self.int(Setting::LimitsWebhookRatePerIp, 0..=1_000_000)?)
                     .filter(|&n| n > 0),
                 max_body_bytes: self.int(Setting::LimitsMaxBodyBytes, 1024..=16 << 20)?,
+                calls_per_caller_per_minute: Some(
+                    self.int(Setting::LimitsCallsPerCallerPerMinute, 0..=100_000)?,
+                )
+                .filter(|&n| n > 0),
             },
             cdr: CdrSettings {
                 path: self.value(Setting::CdrPath, |s| {
@@ -1299,9 +1306,9 @@ impl Config {
     }
 
     /// Why `voxproxy serve` cannot run this configuration yet, as one
-    /// sentence naming the key: a backend whose leg is not wired into the
-    /// daemon (SIP and WebSocket legs are parsed and checked, never treated
-    /// as RTP), or `[[routes]]`, which the webhook handlers do not apply yet.
+    /// sentence naming the key: a backend, global or of a route, whose leg is
+    /// not wired into the daemon (SIP and WebSocket legs are parsed and
+    /// checked, never treated as RTP).
     #[must_use]
     pub fn not_runnable_yet(&self) -> Option<String> {
         let check = |key: String, backend: &Backend| match backend.leg() {
@@ -1315,13 +1322,10 @@ impl Config {
         if let Some(problem) = check("rtp.backend".to_owned(), &self.rtp.backend) {
             return Some(problem);
         }
-        if let Some(first) = self.routes.first() {
-            let backend = check("routes[0].backend".to_owned(), &first.backend);
-            return Some(backend.unwrap_or_else(|| {
-                "[[routes]] are checked but this version's webhook handlers do not apply them yet, so every \
-                 call would take the global settings; remove the routes to serve"
-                    .to_owned()
-            }));
+        for (i, route) in self.routes.iter().enumerate() {
+            if let Some(problem) = check(format!("routes[{i}].backend"), &route.backend) {
+                return Some(problem);
+            }
         }
         None
     }

@@ -70,6 +70,7 @@ fn shown(c: &Config, key: Setting) -> Value {
         Setting::LimitsMaxFrameBytes => c.limits.max_frame_bytes.into(),
         Setting::LimitsWebhookRatePerIp => c.limits.webhook_rate_per_ip.unwrap_or(0).into(),
         Setting::LimitsMaxBodyBytes => c.limits.max_body_bytes.into(),
+        Setting::LimitsCallsPerCallerPerMinute => c.limits.calls_per_caller_per_minute.unwrap_or(0).into(),
         Setting::CdrPath => text(&c.cdr.path.display()),
         Setting::DrainTimeout => secs(c.drain.timeout),
         Setting::LogFormat => c.log.format.name().into(),

@@ -35,6 +35,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::Instrument as _;
 use voxproxy_adapters::bridge::{BridgeConfig, BridgeEvent, CallBridge, CallStats, EndReason, Output};
+use voxproxy_adapters::route::{ROUTE_PARAMETER, route_by_label};
 
 use super::WorkerContext;
 use super::directory::{CallCommand, CallEvent, Registration, SessionInfo};
@@ -134,6 +135,7 @@ fn refusal_text(reason: RefuseReason) -> &'static str {
         RefuseReason::InvalidStart => "start not authorized for this call",
         RefuseReason::DuplicateStream => "streamSid already in use",
         RefuseReason::InvalidWebhook => "not a Twilio voice webhook",
+        RefuseReason::CallerRate => "too many calls from this caller (limits.calls_per_caller_per_minute)",
     }
 }
 
@@ -185,6 +187,7 @@ pub async fn run(
         if !await_start(&ctx, &mut bridge, &mut ws).await {
             return;
         }
+        let watch_leg = apply_route(&ctx.shared.config, &mut bridge);
         let (slot, socket, lease) = match admit(&ctx) {
             Admission::Admitted { slot, socket, lease } => (slot, socket, lease),
             Admission::Refused(reason) => {
@@ -198,7 +201,7 @@ pub async fn run(
             }
         };
         let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
-        let Some(facts) = register(&ctx, &bridge, lease.port(), &commands_tx) else {
+        let Some(mut facts) = register(&ctx, &bridge, lease.port(), &commands_tx) else {
             ctx.metrics().call_refused(RefuseReason::DuplicateStream);
             tracing::warn!("a live call already has this streamSid; the second stream is refused");
             let (code, reason) = EndReason::DuplicateStream.close_frame();
@@ -210,6 +213,9 @@ pub async fn run(
         // reports it writable only then), or the loop, always finding a
         // WebSocket frame ready, would queue sends until the queue overflows.
         tokio::task::yield_now().await;
+        if watch_leg {
+            facts.leg_watch = Some(LegWatch::new(bridge.config().backend_timeout, facts.started));
+        }
         let ended = media_loop(&ctx, ws, bridge, &socket, lease.port(), facts, commands).await;
         // Held until here so the command channel never closes under the loop.
         drop(commands_tx);
@@ -258,6 +264,8 @@ fn register(
         started: std::time::Instant::now(),
         registration: Some(registration),
         journal: None,
+        in_ledger: false,
+        leg_watch: None,
     };
     // What is known now goes to the journal of calls in progress, so a crash
     // before the record is written still leaves one at the next start.
@@ -265,7 +273,10 @@ fn register(
     known.end_reason.clear();
     known.ended_at.clear();
     known.duration_ms = 0;
-    facts.journal = ctx.shared.cdr.journal_start(known, started_wall);
+    match ctx.shared.calls.stream_started(&known, started_wall) {
+        Some(journal) => (facts.journal, facts.in_ledger) = (journal, true),
+        None => facts.journal = ctx.shared.cdr.journal_start(known, started_wall),
+    }
     Some(facts)
 }
 
@@ -405,6 +416,61 @@ fn random_rtp_origin() -> (u32, u16, u32) {
     (ssrc, seq, ts)
 }
 
+/// Points the call at the RTP backend of the route its `start` names (the
+/// [`ROUTE_PARAMETER`] the voice webhook added; the stream token, checked
+/// before this, proves the parameters came from our answer). A stream
+/// without one, or naming a route the config no longer has, keeps the
+/// global backend.
+///
+/// Returns whether the route has a `fallback`: then a silent backend is a
+/// failed leg ([`LegWatch`]).
+fn apply_route(config: &crate::config::Config, bridge: &mut CallBridge) -> bool {
+    let Some(label) = bridge.stream().and_then(|s| s.custom_parameter(ROUTE_PARAMETER)) else { return false };
+    match route_by_label(&config.routes, &config.default_route, label) {
+        Some(matched) => {
+            if let Some(addr) = matched.route.backend.rtp() {
+                let _ = bridge.set_backend(Some(addr));
+            }
+            matched.route.fallback.is_some()
+        }
+        None => {
+            tracing::info!(
+                route = label,
+                "the stream names a route this config does not have; global backend"
+            );
+            false
+        }
+    }
+}
+
+/// When a plain RTP leg counts as failed (it has no signalling to say so):
+/// its backend sent no RTP for `rtp.backend_timeout`, from the stream's
+/// start or since its last packet. Watched only on routes with a
+/// `fallback`, where closing the stream lets Twilio play it; elsewhere a
+/// silent backend is only an outage, logged and counted.
+#[derive(Debug)]
+struct LegWatch {
+    timeout: Duration,
+    packets: u64,
+    since: std::time::Instant,
+}
+
+impl LegWatch {
+    fn new(timeout: Duration, now: std::time::Instant) -> LegWatch {
+        LegWatch { timeout, packets: 0, since: now }
+    }
+
+    /// Whether the leg has failed by `now`, the backend having sent
+    /// `packets` RTP packets so far.
+    fn failed(&mut self, now: std::time::Instant, packets: u64) -> bool {
+        if packets != self.packets {
+            (self.packets, self.since) = (packets, now);
+            return false;
+        }
+        now.saturating_duration_since(self.since) >= self.timeout
+    }
+}
+
 /// The bridge's settings from the server's config.
 pub fn bridge_config(config: &crate::config::Config) -> BridgeConfig {
     let (ssrc, initial_sequence, initial_timestamp) = random_rtp_origin();
@@ -488,6 +554,11 @@ struct CallFacts {
     registration: Option<Registration>,
     /// The call's entry in the journal of calls in progress.
     journal: Option<JournalId>,
+    /// Whether the table of calls in progress takes the stream's record
+    /// (merged into the call's one record), rather than the stream writing it.
+    in_ledger: bool,
+    /// Set on routes with a fallback: when the backend counts as failed.
+    leg_watch: Option<LegWatch>,
 }
 
 /// Runs the call until the bridge is finished; returns what its record needs.
@@ -498,7 +569,7 @@ async fn media_loop(
     mut bridge: CallBridge,
     socket: &RtpUdp,
     rtp_port: u16,
-    facts: CallFacts,
+    mut facts: CallFacts,
     mut commands: mpsc::Receiver<CallCommand>,
 ) -> Option<(CallBridge, CallFacts, CallStats)> {
     let shared = &ctx.shared;
@@ -650,6 +721,12 @@ async fn media_loop(
                 if let Some(registration) = &facts.registration {
                     registration.publish(&stats);
                 }
+                if let Some(watch) = &mut facts.leg_watch
+                    && watch.failed(woke, stats.rtp_packets_in)
+                    && !bridge.is_finished()
+                {
+                    leg_failed(ctx, &mut bridge, now);
+                }
                 reported = stats;
             }
         }
@@ -762,6 +839,18 @@ async fn media_loop(
     Some((bridge, facts, reported))
 }
 
+/// Gives up on a failed backend leg: marked first, so the `<Connect
+/// action>` Twilio posts once the stream closes finds it (and plays the
+/// route's fallback), then the stream is closed.
+fn leg_failed(ctx: &WorkerContext, bridge: &mut CallBridge, now: voxproxy_core::Instant) {
+    let silent_ms = bridge.config().backend_timeout.as_millis() as u64;
+    tracing::warn!(silent_ms, backend = ?bridge.backend_peer(), "backend leg failed: no RTP for rtp.backend_timeout; closing the stream so the caller hears the route's fallback");
+    if let Some(start) = bridge.stream() {
+        ctx.shared.calls.leg_failed(start.call_sid.as_str());
+    }
+    bridge.handle_close(now, EndReason::BackendFailed);
+}
+
 /// Counts the call's last numbers and writes its record.
 async fn finish_call(ctx: &WorkerContext, bridge: &CallBridge, facts: &CallFacts, reported: &CallStats) {
     let shared = &ctx.shared;
@@ -771,7 +860,11 @@ async fn finish_call(ctx: &WorkerContext, bridge: &CallBridge, facts: &CallFacts
     metrics.add_call_stats(reported, &stats);
     metrics.observe_jitter_us(stats.jitter_us);
     let record = call_record(ctx, bridge, &stats, end, facts);
-    if let Err(e) = shared.cdr.write(record.clone(), facts.journal).await {
+    if facts.in_ledger {
+        // Durable already: the journal keeps it whole until the call's
+        // record (this stream's merged with the call's status) is written.
+        shared.calls.stream_ended(record);
+    } else if let Err(e) = shared.cdr.write(record.clone(), facts.journal).await {
         metrics.cdr_write_error();
         // The log keeps the record when the file cannot.
         let line = serde_json::to_string(&record).unwrap_or_default();
@@ -873,5 +966,26 @@ fn call_record(
         backend_outages: stats.backend_outages,
         backend_outage_ms: stats.backend_outage_ms,
         custom_parameters: start.map(|s| s.custom_parameters.clone()).unwrap_or_default(),
+        route: start.and_then(|s| s.custom_parameter(ROUTE_PARAMETER)).map(str::to_owned),
+        ..CallRecord::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leg_fails_after_the_timeout_without_rtp_from_the_start_or_the_last_packet() {
+        let t = std::time::Instant::now();
+        let timeout = Duration::from_secs(5);
+        let mut watch = LegWatch::new(timeout, t);
+        assert!(!watch.failed(t + Duration::from_secs(4), 0));
+        assert!(watch.failed(t + timeout, 0), "never answered");
+
+        let mut watch = LegWatch::new(timeout, t);
+        assert!(!watch.failed(t + Duration::from_secs(4), 10), "audio flows");
+        assert!(!watch.failed(t + Duration::from_secs(8), 10), "silent for 4 s only");
+        assert!(watch.failed(t + Duration::from_secs(9), 10), "dropped mid-call");
     }
 }

@@ -272,6 +272,23 @@ impl EventHub {
     }
 }
 
+impl EventHub {
+    /// Publishes an event that is not a stream's (the call's life as
+    /// Twilio's status callbacks tell it): `event` and `fields`, in order.
+    pub fn publish_fields(&self, event: &'static str, fields: &[(&str, &str)]) {
+        if !self.has_subscribers() {
+            return;
+        }
+        let mut object = serde_json::Map::new();
+        object.insert("event".into(), event.into());
+        for (name, value) in fields {
+            object.insert((*name).to_owned(), (*value).into());
+        }
+        let json: Arc<str> = serde_json::Value::Object(object).to_string().into();
+        let _ = self.sender.send(PublishedEvent { name: event, json });
+    }
+}
+
 /// An event as subscribers receive it.
 #[derive(Clone, Debug)]
 pub struct PublishedEvent {

@@ -17,17 +17,26 @@ use http_body_util::{BodyExt as _, Full, Limited, StreamBody};
 use hyper::body::Incoming;
 use subtle_compare::constant_time_eq;
 use voxproxy_adapters::form::Form;
+use voxproxy_adapters::rest::SendSms;
+use voxproxy_adapters::route::{
+    OnMissed, ROUTE_PARAMETER, SmsRequest, StreamEnd, after_dial_tagged, after_stream, answer_voice_tagged,
+    dial_call_status, match_route,
+};
 use voxproxy_adapters::stream_token::STREAM_TOKEN_PARAMETER;
-use voxproxy_adapters::twiml::{Connect, Reject, RejectReason, Response as Twiml, Stream};
-use voxproxy_adapters::webhook::VoiceWebhook;
+use voxproxy_adapters::twiml::{Reject, RejectReason, Response as Twiml};
+use voxproxy_adapters::webhook::{CallStatusCallback, StreamStatusCallback, VoiceWebhook, WebhookError};
 
 use super::directory::CallCommand;
 use super::{ConnState, WorkerContext, sse};
 use super::{admin, call};
-use crate::metrics::{RefuseReason, Route, SignatureKind};
+use crate::metrics::{CallbackKind, RefuseReason, Route, SignatureKind};
 
 /// The body of every response.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Longest wait for Twilio to accept a missed-call SMS: the webhook that
+/// sends it must answer Twilio within its 15 s limit.
+const SMS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a request body may take to arrive.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -69,8 +78,12 @@ pub async fn handle(
     let method = req.method().clone();
     let (route, response) = match (method, path.as_str()) {
         (Method::POST, "/twilio/voice") => (Route::Voice, voice(&ctx, peer, req).await),
-        (Method::POST, "/twilio/status") => (Route::Status, callback(&ctx, peer, req).await),
-        (Method::POST, "/twilio/stream-status") => (Route::StreamStatus, callback(&ctx, peer, req).await),
+        (Method::POST, "/twilio/status") => (Route::Status, call_status(&ctx, peer, req).await),
+        (Method::POST, "/twilio/stream-status") => {
+            (Route::StreamStatus, stream_status(&ctx, peer, req).await)
+        }
+        (Method::POST, "/twilio/dial-status") => (Route::DialStatus, dial_status(&ctx, peer, req).await),
+        (Method::POST, "/twilio/stream-ended") => (Route::StreamEnded, stream_ended(&ctx, peer, req).await),
         (Method::GET, "/twilio/media") => (Route::Media, media(&ctx, peer, &connection, req)),
         (Method::GET, "/healthz") => (Route::Healthz, text(StatusCode::OK, "ok\n")),
         (Method::GET, "/readyz") => (Route::Readyz, readyz(&ctx)),
@@ -83,6 +96,8 @@ pub async fn handle(
             "/twilio/voice"
             | "/twilio/status"
             | "/twilio/stream-status"
+            | "/twilio/dial-status"
+            | "/twilio/stream-ended"
             | "/twilio/media"
             | "/healthz"
             | "/readyz"
@@ -225,9 +240,16 @@ async fn voice(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incoming>) ->
         Some(RefuseReason::NoRtpPort)
     } else if !shared.fds_for_one_more_call() {
         Some(RefuseReason::FdLimit)
+    } else if !caller_allowed(shared, &call.from) {
+        Some(RefuseReason::CallerRate)
     } else {
         None
     };
+    let config = &shared.config;
+    let matched = match_route(&config.routes, &config.default_route, &call.to);
+    let label = matched.label();
+    // Every call gets its one record, the rejected ones too.
+    shared.calls.voice(call, &label);
     let twiml = if let Some(reason) = refuse {
         ctx.metrics().call_refused(reason);
         if reason == RefuseReason::FdLimit {
@@ -238,52 +260,191 @@ async fn voice(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incoming>) ->
         }
         Twiml::new().reject(Reject::new().reason(RejectReason::Busy))
     } else {
-        let mut stream = match Stream::new(shared.media_url.clone()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "server.public_url does not make a valid stream URL");
-                return text(StatusCode::INTERNAL_SERVER_ERROR, "misconfigured public URL\n");
-            }
-        };
-        stream.status_callback = Some(format!("{}/twilio/stream-status", shared.config.server.public_url));
-        stream = stream
-            .parameter("CallSid", call.call_sid.clone())
-            .parameter("From", call.from.clone())
-            .parameter("To", call.to.clone());
-        for (name, value) in &shared.config.twilio.stream_parameters {
-            if name != STREAM_TOKEN_PARAMETER {
-                stream = stream.parameter(name.clone(), value.clone());
-            }
-        }
-        if let Some(key) = &shared.stream_token {
-            // Twilio echoes it in `start`: proof that this deployment answered the call.
-            stream = stream.parameter(STREAM_TOKEN_PARAMETER, key.token(&call.call_sid));
-        }
-        tracing::info!(call_sid = %call.call_sid, from = %call.from, to = %call.to, "voice webhook answered with <Connect><Stream>");
-        Twiml::new().connect(Connect::new().stream(stream))
+        let tags = proxy_tags(shared, &call.call_sid, &label);
+        tracing::info!(call_sid = %call.call_sid, from = %call.from, to = %call.to, route = %label, "voice webhook answered");
+        answer_voice_tagged(matched.route, &webhook, &shared.answer, &tags)
     };
+    twiml_response(&twiml)
+}
+
+/// `limits.calls_per_caller_per_minute`: whether `caller` may place one
+/// more call now (checked last, so a call refused for another reason takes
+/// no token).
+fn caller_allowed(shared: &super::Shared, caller: &str) -> bool {
+    let Some(limiter) = &shared.caller_limiter else { return true };
+    limiter.lock().unwrap_or_else(std::sync::PoisonError::into_inner).check(caller, std::time::Instant::now())
+}
+
+/// The proxy's own `<Parameter>`s on every stream it asks for: the route's
+/// label and, when signatures are checked, the stream token (proof that this
+/// deployment answered the call, checked on `start`).
+fn proxy_tags(shared: &super::Shared, call_sid: &str, label: &str) -> Vec<(String, String)> {
+    let mut tags = vec![(ROUTE_PARAMETER.to_owned(), label.to_owned())];
+    if let Some(key) = &shared.stream_token {
+        tags.push((STREAM_TOKEN_PARAMETER.to_owned(), key.token(call_sid)));
+    }
+    tags
+}
+
+/// A callback body that is signed but not a valid callback: 400 naming the
+/// field (never echoing its value), counted by kind.
+fn refused_callback(
+    ctx: &WorkerContext,
+    peer: SocketAddr,
+    kind: CallbackKind,
+    e: &WebhookError,
+) -> Response<Body> {
+    ctx.metrics().callback_refused(kind);
+    tracing::info!(%peer, kind = kind.name(), error = %e, "status callback refused");
+    let body = format!("not a Twilio {} callback: {e}\n", kind.name().replace('_', " "));
+    full(StatusCode::BAD_REQUEST, "text/plain; charset=utf-8", body)
+}
+
+/// `POST /twilio/status`: a call status callback.
+async fn call_status(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let form = match signed_form(ctx, peer, req).await {
+        Ok(form) => form,
+        Err(response) => return response,
+    };
+    let callback = match CallStatusCallback::from_form(form) {
+        Ok(c) => c,
+        Err(e) => return refused_callback(ctx, peer, CallbackKind::CallStatus, &e),
+    };
+    let call = &callback.call;
+    let status = call.call_status.as_str();
+    ctx.metrics().callback(CallbackKind::CallStatus, status);
+    tracing::info!(call_sid = %call.call_sid, status, "call status callback");
+    ctx.shared.events.publish_fields(
+        "call_status",
+        &[("call_sid", &call.call_sid), ("status", status), ("from", &call.from), ("to", &call.to)],
+    );
+    ctx.shared.calls.status(call);
+    empty(StatusCode::NO_CONTENT)
+}
+
+/// `POST /twilio/stream-status`: a Media Streams status callback.
+async fn stream_status(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let form = match signed_form(ctx, peer, req).await {
+        Ok(form) => form,
+        Err(response) => return response,
+    };
+    let callback = match StreamStatusCallback::from_form(form) {
+        Ok(c) => c,
+        Err(e) => return refused_callback(ctx, peer, CallbackKind::StreamStatus, &e),
+    };
+    let event = callback.stream_event.as_str();
+    ctx.metrics().callback(CallbackKind::StreamStatus, event);
+    tracing::info!(call_sid = %callback.call_sid, stream_sid = %callback.stream_sid, event, error = ?callback.stream_error, "stream status callback");
+    let mut fields = vec![
+        ("call_sid", callback.call_sid.as_str()),
+        ("stream_sid", callback.stream_sid.as_str()),
+        ("status", event),
+    ];
+    if let Some(name) = &callback.stream_name {
+        fields.push(("stream_name", name));
+    }
+    if let Some(error) = &callback.stream_error {
+        fields.push(("error", error));
+    }
+    ctx.shared.events.publish_fields("stream_status", &fields);
+    empty(StatusCode::NO_CONTENT)
+}
+
+/// A signed webhook Twilio posts while the call is still up (the `<Dial>`
+/// and `<Connect>` actions): parsed, or the 400 answer.
+async fn action_webhook(
+    ctx: &WorkerContext,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    kind: CallbackKind,
+) -> Result<VoiceWebhook, Response<Body>> {
+    let form = signed_form(ctx, peer, req).await?;
+    VoiceWebhook::from_form(form).map_err(|e| refused_callback(ctx, peer, kind, &e))
+}
+
+/// `POST /twilio/dial-status`: the forward's `<Dial action>`. The route is
+/// matched again from `To` (stateless: any instance can answer it).
+async fn dial_status(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let webhook = match action_webhook(ctx, peer, req, CallbackKind::DialStatus).await {
+        Ok(w) => w,
+        Err(response) => return response,
+    };
+    let Some(dial) = dial_call_status(&webhook).map(str::to_owned) else {
+        let e = WebhookError::MissingField { field: "DialCallStatus" };
+        return refused_callback(ctx, peer, CallbackKind::DialStatus, &e);
+    };
+    ctx.metrics().callback(CallbackKind::DialStatus, &dial);
+    let shared = &ctx.shared;
+    let call = &webhook.call;
+    let matched = match_route(&shared.config.routes, &shared.config.default_route, &call.to);
+    let label = matched.label();
+    let tags = proxy_tags(shared, &call.call_sid, &label);
+    let next = after_dial_tagged(matched.route, &webhook, &dial, &shared.answer, &tags);
+    let missed = next.missed_action.map_or("", OnMissed::as_str);
+    tracing::info!(call_sid = %call.call_sid, dial_status = %dial, route = %label, missed_action = missed, "forward ended");
+    shared.events.publish_fields(
+        "dial_status",
+        &[("call_sid", &call.call_sid), ("status", &dial), ("route", &label), ("missed_action", missed)],
+    );
+    // The answer hangs up unless the stream takes over: then its end ends the call.
+    let ends_call = next.missed_action != Some(OnMissed::Stream);
+    shared.calls.dial(&call.call_sid, Some(&dial), next.missed_action.map(OnMissed::as_str), ends_call);
+    if let Some(sms) = next.sms {
+        send_sms(ctx, &call.call_sid, sms).await;
+    }
+    twiml_response(&next.twiml)
+}
+
+/// `POST /twilio/stream-ended`: the stream's `<Connect action>`, posted when
+/// the stream ends with the caller still on the line.
+async fn stream_ended(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let webhook = match action_webhook(ctx, peer, req, CallbackKind::StreamStatus).await {
+        Ok(w) => w,
+        Err(response) => return response,
+    };
+    let shared = &ctx.shared;
+    let call = &webhook.call;
+    let matched = match_route(&shared.config.routes, &shared.config.default_route, &call.to);
+    // Twilio posts here only when voxproxy closed the stream with the caller
+    // still on the line: a failed leg (the call task marks it before it
+    // closes the stream) gets the fallback; a hang-up through the control
+    // API, a drain or an idle Twilio ends the call.
+    let end =
+        if shared.calls.leg_failed_of(&call.call_sid) { StreamEnd::LegFailed } else { StreamEnd::Normal };
+    let next = after_stream(matched.route, &webhook, end);
+    tracing::info!(call_sid = %call.call_sid, route = %matched.label(), ?end, "stream ended with the caller on the line");
+    shared.calls.dial(&call.call_sid, None, next.missed_action.map(OnMissed::as_str), true);
+    if let Some(sms) = next.sms {
+        send_sms(ctx, &call.call_sid, sms).await;
+    }
+    twiml_response(&next.twiml)
+}
+
+/// Sends a missed-call SMS through the REST API. A failure is logged and
+/// the call goes on: the caller still hears the hang-up, not an error.
+async fn send_sms(ctx: &WorkerContext, call_sid: &str, sms: SmsRequest) {
+    let client = match ctx.rest_client() {
+        Ok(client) => client,
+        Err(message) => {
+            tracing::warn!(call_sid, problem = %message, "missed-call SMS not sent");
+            return;
+        }
+    };
+    let request = SendSms::new(sms.to, sms.from, sms.body);
+    match tokio::time::timeout(SMS_TIMEOUT, client.send_sms(&request)).await {
+        Ok(Ok(message)) => tracing::info!(call_sid, message_sid = %message.sid, "missed-call SMS sent"),
+        Ok(Err(e)) => tracing::warn!(call_sid, error = %e, "missed-call SMS refused by Twilio"),
+        Err(_) => tracing::warn!(call_sid, "missed-call SMS: Twilio did not answer within {SMS_TIMEOUT:?}"),
+    }
+}
+
+fn twiml_response(twiml: &Twiml) -> Response<Body> {
     match twiml.to_xml() {
         Ok(xml) => full(StatusCode::OK, "text/xml; charset=utf-8", xml),
         Err(e) => {
             tracing::error!(error = %e, "could not write TwiML");
             text(StatusCode::INTERNAL_SERVER_ERROR, "could not write TwiML\n")
         }
-    }
-}
-
-async fn callback(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
-    let path = req.uri().path().to_owned();
-    match signed_form(ctx, peer, req).await {
-        Ok(form) => {
-            tracing::info!(
-                path,
-                call_sid = form.get("CallSid").unwrap_or(""),
-                status = form.get("CallStatus").or_else(|| form.get("StreamEvent")).unwrap_or(""),
-                "status callback"
-            );
-            empty(StatusCode::NO_CONTENT)
-        }
-        Err(response) => response,
     }
 }
 

@@ -33,18 +33,19 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{Notify, watch};
 use voxproxy_adapters::rest::{AuthToken, RestConfig, TwilioClient};
+use voxproxy_adapters::route::AnswerContext;
 use voxproxy_adapters::signature::SignatureValidator;
 use voxproxy_adapters::stream_token::StreamTokenKey;
-use voxproxy_adapters::url::Url;
 
 use crate::cdr::CdrService;
 use crate::config::{Config, IoMode, ServeArgs};
 use crate::metrics::{Metrics, WorkerMetrics};
-use crate::ratelimit::WebhookRateLimiter;
+use crate::ratelimit::{CallerRateLimiter, WebhookRateLimiter};
 use crate::runtime::{Clock, IoBackend, Worker, usable_cpus};
 
 mod admin;
 mod call;
+mod calls;
 pub mod directory;
 pub mod fds;
 mod http;
@@ -64,6 +65,10 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const EXTRA_CONNECTIONS: usize = 1024;
 /// Clients the webhook rate limiter tracks at once.
 const RATE_LIMIT_CLIENTS: usize = 65_536;
+/// Callers with a bucket of their own under
+/// `limits.calls_per_caller_per_minute` (a few MB at most); beyond that,
+/// new callers share one bucket until a sweep frees room.
+const RATE_LIMIT_CALLERS: usize = 65_536;
 /// After the drain timeout, how long closed calls get to write their records.
 const CLOSE_GRACE: Duration = Duration::from_secs(10);
 
@@ -128,11 +133,15 @@ pub(crate) struct Shared {
     pub(crate) events: Arc<EventHub>,
     pub(crate) ports: Arc<PortPool>,
     pub(crate) cdr: CdrService,
+    /// Calls in progress, for their one record each.
+    pub(crate) calls: Arc<calls::Calls>,
     /// `None` with `--insecure-skip-signature`.
     pub(crate) validator: Option<SignatureValidator>,
     /// Issues and checks stream tokens whenever signatures are checked.
     pub(crate) stream_token: Option<StreamTokenKey>,
     pub(crate) rate_limiter: Option<Mutex<WebhookRateLimiter>>,
+    /// `limits.calls_per_caller_per_minute`, when set.
+    pub(crate) caller_limiter: Option<Mutex<CallerRateLimiter>>,
     pub(crate) draining: AtomicBool,
     pub(crate) active_calls: AtomicUsize,
     /// Open HTTP connections on all workers (each one a descriptor), not
@@ -144,8 +153,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: watch::Sender<bool>,
     /// Set when the workers should stop accepting and exit.
     stop: watch::Sender<bool>,
-    /// `{public_url}/twilio/media` with ws/wss.
-    pub(crate) media_url: String,
+    /// What the route decisions need (public URL, stream name prefix).
+    pub(crate) answer: AnswerContext,
     pub(crate) clock: Clock,
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// Worker heartbeats and the cached probes of `/v1/health`.
@@ -274,12 +283,10 @@ fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// `http(s)://host/path` → `ws(s)://host/path/twilio/media`. The public URL
-/// is a validated `http`/`https` base URL (`config`), so the twin is always
-/// `ws`/`wss`.
-fn media_url(public_url: &Url) -> String {
-    format!("{}/twilio/media", public_url.websocket_twin())
-}
+/// The `{prefix}` of stream names (`{prefix}_{CallSid}_{n}`): names are
+/// per call, so one fixed prefix is enough to tell voxproxy's streams from
+/// others on the account (a candidate for a config key).
+pub const STREAM_NAME_PREFIX: &str = "voxproxy";
 
 impl Server {
     /// Validates what only the server can (token, io_uring, TLS files, the
@@ -309,11 +316,18 @@ impl Server {
             )),
             None => None,
         };
-        let media_url = media_url(&config.server.public_url);
+        let answer = AnswerContext::new(config.server.public_url.clone(), STREAM_NAME_PREFIX)
+            .map_err(|e| ServeError::PublicUrl(e.to_string()))?;
         let workers = usize::from(config.server.workers.get());
         let metrics = Arc::new(Metrics::new(workers, backend.name()));
         // Before serving: this writes the records of calls a crash cut.
         let cdr = CdrService::spawn(&config.cdr.path, Arc::clone(&metrics)).map_err(ServeError::Cdr)?;
+        let calls = calls::Calls::spawn(cdr.clone(), Arc::clone(&metrics)).map_err(|source| {
+            ServeError::Cdr(crate::cdr::CdrError::Open {
+                path: std::path::PathBuf::from("<calls in progress thread>"),
+                source,
+            })
+        })?;
         let first = listener(config.server.listen)
             .map_err(|source| ServeError::Listen { addr: config.server.listen, source })?;
         let local_addr =
@@ -329,6 +343,10 @@ impl Server {
             .limits
             .webhook_rate_per_ip
             .map(|rate| Mutex::new(WebhookRateLimiter::new(rate, RATE_LIMIT_CLIENTS)));
+        let caller_limiter = config
+            .limits
+            .calls_per_caller_per_minute
+            .map(|rate| Mutex::new(CallerRateLimiter::new(rate, RATE_LIMIT_CALLERS)));
         let stream_token = match (&validator, &config.secrets.twilio_auth_token) {
             (Some(_), Some(token)) => StreamTokenKey::new(token.expose()),
             _ => None,
@@ -340,16 +358,18 @@ impl Server {
             directory: Directory::new(),
             events: EventHub::new(),
             cdr,
+            calls,
             validator,
             stream_token,
             rate_limiter,
+            caller_limiter,
             draining: AtomicBool::new(false),
             active_calls: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
             fds: FdBudget::new(crate::metrics::own_fds().1),
             shutdown: watch::channel(false).0,
             stop: watch::channel(false).0,
-            media_url,
+            answer,
             clock: Clock::new(),
             tls,
             health: admin::HealthState::new(workers),
@@ -455,6 +475,8 @@ impl Server {
                 tracing::error!("a worker thread panicked while stopping");
             }
         }
+        // Calls still waiting for their final status get their record now.
+        shared.calls.stop();
         tracing::info!("drained; exiting");
     }
 }
@@ -684,11 +706,15 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use voxproxy_adapters::url::Scheme;
+    use voxproxy_adapters::url::{Scheme, Url};
 
     #[test]
     fn media_url_follows_the_public_scheme() {
+        // The media URL `AnswerContext` builds: `http(s)://host/path` →
+        // `ws(s)://host/path/twilio/media`.
+        fn media_url(public_url: &Url) -> String {
+            format!("{}/twilio/media", public_url.websocket_twin())
+        }
         let media = |base: &str| media_url(&Url::parse_base(base, &[Scheme::Http, Scheme::Https]).unwrap());
         assert_eq!(media("https://voice.example.com"), "wss://voice.example.com/twilio/media");
         assert_eq!(media("http://127.0.0.1:8080/vp/"), "ws://127.0.0.1:8080/vp/twilio/media");
