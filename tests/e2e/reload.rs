@@ -15,9 +15,13 @@ both_io!(sighup_reloads_routes_and_limits_for_new_calls);
 const CALLER: &str = "+15550001111";
 const CLINIC: &str = "+15550002222";
 
-fn config_text(greeting: &str, max_calls: u32, workers: u16) -> String {
+/// Five frames in one `media` message: over 1024 bytes of JSON.
+const BIG: usize = 5 * FRAME;
+
+fn config_text(greeting: &str, max_calls: u32, max_frame_bytes: u32, workers: u16) -> String {
     format!(
-        "[server]\nworkers = {workers}\n[limits]\nmax_calls = {max_calls}\n\n\
+        "[server]\nworkers = {workers}\n[limits]\nmax_calls = {max_calls}\n\
+         max_frame_bytes = {max_frame_bytes}\n\n\
          [[routes]]\nto = \"{CLINIC}\"\ngreeting = \"{greeting}\"\n"
     )
 }
@@ -48,7 +52,7 @@ async fn sighup_reloads_routes_and_limits_for_new_calls(io: Io) {
     let mut backend = Backend::bind().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("voxproxy.toml");
-    std::fs::write(&path, config_text("Hello one.", 4, 1)).expect("write config");
+    std::fs::write(&path, config_text("Hello one.", 4, 16384, 1)).expect("write config");
     let path_arg = path.to_str().expect("UTF-8 path").to_owned();
     let mut proxy = Proxy::start(
         io,
@@ -65,20 +69,20 @@ async fn sighup_reloads_routes_and_limits_for_new_calls(io: Io) {
     assert!(backend.recv_datagram(WAIT).await.is_some(), "RTP before the reload");
     proxy.wait_metric("voxproxy_calls_active", 1.0).await;
 
-    // New greeting, max_calls 4 -> 1, and a restart-only key changed.
-    std::fs::write(&path, config_text("Hello two.", 1, 2)).expect("rewrite config");
+    // New greeting, max_calls 4 -> 1, max_frame_bytes 16384 -> 1024, and a
+    // restart-only key changed.
+    std::fs::write(&path, config_text("Hello two.", 1, 1024, 2)).expect("rewrite config");
     hup(&proxy, "ok", 1.0).await;
     assert!(proxy.child_alive(), "SIGHUP must not stop the daemon\n{}", proxy.stderr_text());
 
-    // The running call goes on.
-    running.send_media(&[0x22; FRAME]).await;
-    let (datagram, _) = backend.recv_datagram(WAIT).await.expect("RTP after the reload");
-    assert!(datagram.ends_with(&[0x22; FRAME]), "the running call's audio after the reload");
+    // The running call goes on, with the message size it started with.
+    running.send_media(&[0x22; BIG]).await;
+    recv_audio_of(&mut backend, 0x22).await;
     // A new call sees the new limit: one call is running, max_calls is 1.
     let refused = voice(&proxy, &sid("CA")).await;
     assert!(is_busy_reject(&refused.twiml()), "max_calls 1 after the reload: {}", refused.text());
     running.send_stop().await;
-    assert!(running.wait_closed(WAIT).await.is_some(), "the running call ends normally");
+    assert_eq!(running.wait_closed(WAIT).await, Some(1000), "the running call ends normally");
     wait_active_zero(&proxy).await;
 
     // The next call gets the new route and streams.
@@ -87,10 +91,10 @@ async fn sighup_reloads_routes_and_limits_for_new_calls(io: Io) {
     assert!(answer.text().contains("<Say>Hello two.</Say>"), "{}", answer.text());
     let mut call = TwilioCall::follow(&proxy, next, &answer.twiml()).await;
     call.send_media(&[0x33; FRAME]).await;
-    let (datagram, _) = backend.recv_datagram(WAIT).await.expect("RTP of the new call");
-    assert!(datagram.ends_with(&[0x33; FRAME]));
-    call.send_stop().await;
-    assert!(call.wait_closed(WAIT).await.is_some());
+    recv_audio_of(&mut backend, 0x33).await;
+    // The new limit: a message the running call could send closes this one.
+    call.send_media(&[0x33; BIG]).await;
+    assert_eq!(call.wait_closed(WAIT).await, Some(1009), "max_frame_bytes 1024 for the new call");
 
     // /v1/config shows the new configuration; server.workers kept its value.
     let config = proxy.admin("GET", "/v1/config", Vec::new()).await.json();
@@ -122,4 +126,16 @@ async fn wait_active_zero(proxy: &Proxy) {
         assert!(tokio::time::Instant::now() < deadline, "the call never ended");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Waits for RTP carrying `byte` (after what earlier frames left queued);
+/// at most 10 datagrams, each within [`WAIT`].
+async fn recv_audio_of(backend: &mut Backend, byte: u8) {
+    for _ in 0..10 {
+        let (datagram, _) = backend.recv_datagram(WAIT).await.expect("RTP");
+        if datagram.ends_with(&[byte; FRAME]) {
+            return;
+        }
+    }
+    panic!("no RTP carrying {byte:#04x} in 10 datagrams");
 }
