@@ -98,7 +98,14 @@ struct Lifecycle {
     journal_recovered: AtomicU64,
     fd_exhausted: AtomicU64,
     ledger: [AtomicU64; LEDGER_EVENTS.len()],
+    /// `voxproxy_config_reloads_total`, in [`RELOAD_RESULTS`] order.
+    config_reloads: [AtomicU64; RELOAD_RESULTS.len()],
 }
+
+/// `result` labels of `voxproxy_config_reloads_total`: `ok` (the new
+/// configuration serves new calls) and `error` (the file was refused; the
+/// old configuration stays).
+pub const RELOAD_RESULTS: [&str; 2] = ["ok", "error"];
 
 /// `event` labels of `voxproxy_call_ledger_total`, in [`Metrics::ledger`]
 /// slot order: how each call's record came to be written, and callbacks
@@ -131,6 +138,12 @@ impl Metrics {
     /// A SIGHUP was handled: `voxproxy_sighup_total` +1.
     pub fn sighup(&self) {
         self.lifecycle.sighups.fetch_add(1, Relaxed);
+    }
+
+    /// A SIGHUP re-read the configuration: `voxproxy_config_reloads_total`
+    /// +1 with `result="ok"` when it took effect, else `result="error"`.
+    pub fn config_reload(&self, ok: bool) {
+        self.lifecycle.config_reloads[usize::from(!ok)].fetch_add(1, Relaxed);
     }
 
     /// Reopening the call-record file failed (records keep going to the old
@@ -481,7 +494,11 @@ impl Metrics {
 
         let life = &self.lifecycle;
         for (name, help, value) in [
-            ("voxproxy_sighup_total", "SIGHUPs handled (each reopens the call-record file).", &life.sighups),
+            (
+                "voxproxy_sighup_total",
+                "SIGHUPs handled (each reopens the call-record file and re-reads the configuration).",
+                &life.sighups,
+            ),
             (
                 "voxproxy_cdr_reopen_errors_total",
                 "Reopens of the call-record file that failed (records stay in the old file).",
@@ -516,6 +533,16 @@ impl Metrics {
         );
         for (event, value) in LEDGER_EVENTS.iter().zip(&life.ledger) {
             x.sample("voxproxy_call_ledger_total", &[("event", event)], value.load(Relaxed));
+        }
+
+        x.family(
+            "voxproxy_config_reloads_total",
+            "Configuration reloads on SIGHUP, by result (error: the file was refused, the old \
+             configuration stays).",
+            "counter",
+        );
+        for (result, value) in RELOAD_RESULTS.iter().zip(&life.config_reloads) {
+            x.sample("voxproxy_config_reloads_total", &[("result", result)], value.load(Relaxed));
         }
 
         x.family("voxproxy_io_backend", "The I/O backend the workers run on (always 1).", "gauge");

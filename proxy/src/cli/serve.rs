@@ -1,6 +1,6 @@
 //! `voxproxy serve`: load the config, start the server, drain on SIGTERM or
 //! SIGINT, exit 0. SIGHUP never stops it: it reopens the call-record file
-//! (see [`Server::reload`]).
+//! and reloads the configuration for new calls (see [`Server::reload`]).
 
 use std::process::ExitCode;
 
@@ -8,7 +8,7 @@ use crate::config::{Config, ServeArgs};
 use crate::server::Server;
 
 /// Runs the daemon until SIGTERM or SIGINT, then drains; SIGHUP reopens
-/// the call-record file.
+/// the call-record file and reloads the configuration.
 pub fn run(args: &ServeArgs) -> ExitCode {
     let config = match Config::load(args, std::env::vars_os()) {
         Ok(config) => config,

@@ -636,6 +636,8 @@ pub use duration::{DurationError, format_duration, parse_duration};
 
 mod file;
 mod keys;
+mod reload;
+pub use reload::RESTART_ONLY_KEYS;
 mod routes;
 mod show;
 pub use show::REDACTED;

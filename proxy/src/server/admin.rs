@@ -190,7 +190,8 @@ fn backend_check(backend: &Backend) -> Check {
 
 /// Twilio's verdict on the account credentials, cached.
 async fn credentials_check(ctx: &WorkerContext) -> Option<Check> {
-    let config = &ctx.shared.config;
+    let live = ctx.shared.live_arc();
+    let config = &live.config;
     if config.twilio.account_sid.is_none() || config.secrets.twilio_auth_token.is_none() {
         return None;
     }
@@ -234,15 +235,16 @@ async fn credentials_check(ctx: &WorkerContext) -> Option<Check> {
 /// load balancer takes the instance out only when it cannot carry calls).
 pub(crate) async fn health(ctx: &WorkerContext) -> Response<Body> {
     let shared = &ctx.shared;
+    let live = shared.live_arc();
     let now_ms = shared.health.millis(Instant::now());
     let beats: Vec<u64> = shared.health.beats.iter().map(|b| b.load(Ordering::Relaxed)).collect();
     let mut checks = vec![
         workers_check(&beats, now_ms),
         cdr_check(shared.cdr.is_alive(), shared.cdr.queued()),
-        ports_check(shared.ports.available(), shared.config.rtp.ports.len() as usize),
+        ports_check(shared.ports.available(), live.config.rtp.ports.len() as usize),
     ];
-    let mut backends = vec![&shared.config.rtp.backend];
-    for route in &shared.config.routes {
+    let mut backends = vec![&live.config.rtp.backend];
+    for route in &live.config.routes {
         if !backends.contains(&&route.backend) {
             backends.push(&route.backend);
         }
@@ -262,7 +264,7 @@ pub(crate) async fn health(ctx: &WorkerContext) -> Response<Body> {
 
 /// `GET /v1/config`.
 pub(crate) fn config(ctx: &WorkerContext) -> Response<Body> {
-    json(StatusCode::OK, &ctx.shared.config.redacted_json())
+    json(StatusCode::OK, &ctx.shared.live().config.redacted_json())
 }
 
 /// The REST client for an operation on a live call, or the status and
@@ -270,7 +272,8 @@ pub(crate) fn config(ctx: &WorkerContext) -> Response<Body> {
 /// configured (the request cannot work on this deployment), 503 when they do
 /// not make a client.
 fn rest_for(ctx: &WorkerContext, what: &str, sid: &str) -> Result<Rc<TwilioClient>, (StatusCode, String)> {
-    let config = &ctx.shared.config;
+    let live = ctx.shared.live();
+    let config = &live.config;
     if config.twilio.account_sid.is_none() || config.secrets.twilio_auth_token.is_none() {
         return Err((
             StatusCode::CONFLICT,

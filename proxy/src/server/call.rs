@@ -100,7 +100,7 @@ pub fn admit(ctx: &Rc<WorkerContext>) -> Admission {
         metrics.call_refused(RefuseReason::Draining);
         return Admission::Refused(RefuseReason::Draining);
     }
-    let max = shared.config.limits.max_calls as usize;
+    let max = shared.live().config.limits.max_calls as usize;
     if shared.active_calls.fetch_add(1, Ordering::AcqRel) >= max {
         shared.active_calls.fetch_sub(1, Ordering::AcqRel);
         metrics.call_refused(RefuseReason::MaxCalls);
@@ -164,7 +164,10 @@ pub async fn run(
                 return;
             }
         };
-        let max_frame = ctx.shared.config.limits.max_frame_bytes as usize;
+        // The call's configuration for its whole life: a SIGHUP reload
+        // after this point changes new calls only.
+        let live = ctx.shared.live_arc();
+        let max_frame = live.config.limits.max_frame_bytes as usize;
         let config = WebSocketConfig::default()
             .read_buffer_size(4096)
             .write_buffer_size(0)
@@ -173,7 +176,7 @@ pub async fn run(
             .max_frame_size(Some(max_frame));
         let mut ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-        let mut bridge_settings = bridge_config(&ctx.shared.config);
+        let mut bridge_settings = bridge_config(&live.config);
         bridge_settings.stream_token.clone_from(&ctx.shared.stream_token);
         let mut bridge = match CallBridge::new(bridge_settings, ctx.shared.clock.now()) {
             Ok(b) => b,
@@ -187,7 +190,7 @@ pub async fn run(
         if !await_start(&ctx, &mut bridge, &mut ws).await {
             return;
         }
-        let watch_leg = apply_route(&ctx.shared.config, &mut bridge);
+        let watch_leg = apply_route(&live.config, &mut bridge);
         let (slot, socket, lease) = match admit(&ctx) {
             Admission::Admitted { slot, socket, lease } => (slot, socket, lease),
             Admission::Refused(reason) => {

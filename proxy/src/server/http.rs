@@ -150,7 +150,8 @@ fn signature_header(req: &Request<Incoming>) -> Option<String> {
 
 /// Per-IP rate limit of webhooks.
 fn rate_limited(ctx: &WorkerContext, peer: IpAddr) -> bool {
-    let Some(limiter) = &ctx.shared.rate_limiter else { return false };
+    let live = ctx.shared.live();
+    let Some(limiter) = &live.rate_limiter else { return false };
     let allowed = limiter
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -163,7 +164,7 @@ fn rate_limited(ctx: &WorkerContext, peer: IpAddr) -> bool {
 
 /// Reads a body of at most `limits.max_body_bytes` within the read timeout.
 pub(super) async fn read_body(ctx: &WorkerContext, req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
-    let limit = ctx.shared.config.limits.max_body_bytes as usize;
+    let limit = ctx.shared.live().config.limits.max_body_bytes as usize;
     if let Some(length) = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -232,9 +233,12 @@ async fn voice(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incoming>) ->
     };
     let call = &webhook.call;
     let shared = &ctx.shared;
+    // One generation for the whole answer: limits and route agree.
+    let live = shared.live_arc();
+    let config = &live.config;
     let refuse = if shared.draining.load(Ordering::Acquire) {
         Some(RefuseReason::Draining)
-    } else if shared.active_calls.load(Ordering::Acquire) >= shared.config.limits.max_calls as usize {
+    } else if shared.active_calls.load(Ordering::Acquire) >= config.limits.max_calls as usize {
         Some(RefuseReason::MaxCalls)
     } else if shared.ports.available() == 0 {
         Some(RefuseReason::NoRtpPort)
@@ -245,7 +249,6 @@ async fn voice(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incoming>) ->
     } else {
         None
     };
-    let config = &shared.config;
     let matched = match_route(&config.routes, &config.default_route, &call.to);
     let label = matched.label();
     // Every call gets its one record, the rejected ones too.
@@ -271,7 +274,8 @@ async fn voice(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incoming>) ->
 /// more call now (checked last, so a call refused for another reason takes
 /// no token).
 fn caller_allowed(shared: &super::Shared, caller: &str) -> bool {
-    let Some(limiter) = &shared.caller_limiter else { return true };
+    let live = shared.live();
+    let Some(limiter) = &live.caller_limiter else { return true };
     limiter.lock().unwrap_or_else(std::sync::PoisonError::into_inner).check(caller, std::time::Instant::now())
 }
 
@@ -376,7 +380,8 @@ async fn dial_status(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incomin
     ctx.metrics().callback(CallbackKind::DialStatus, &dial);
     let shared = &ctx.shared;
     let call = &webhook.call;
-    let matched = match_route(&shared.config.routes, &shared.config.default_route, &call.to);
+    let live = shared.live_arc();
+    let matched = match_route(&live.config.routes, &live.config.default_route, &call.to);
     let label = matched.label();
     let tags = proxy_tags(shared, &call.call_sid, &label);
     let next = after_dial_tagged(matched.route, &webhook, &dial, &shared.answer, &tags);
@@ -404,7 +409,8 @@ async fn stream_ended(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incomi
     };
     let shared = &ctx.shared;
     let call = &webhook.call;
-    let matched = match_route(&shared.config.routes, &shared.config.default_route, &call.to);
+    let live = shared.live_arc();
+    let matched = match_route(&live.config.routes, &live.config.default_route, &call.to);
     // Twilio posts here only when voxproxy closed the stream with the caller
     // still on the line: a failed leg (the call task marks it before it
     // closes the stream) gets the fallback; a hang-up through the control
@@ -505,7 +511,8 @@ fn media(
 
 /// Whether the request carries `Authorization: Bearer <VOXPROXY_ADMIN_TOKEN>`.
 fn authorized(ctx: &WorkerContext, req: &Request<Incoming>) -> bool {
-    let Some(token) = &ctx.shared.config.secrets.admin_token else { return false };
+    let live = ctx.shared.live();
+    let Some(token) = &live.config.secrets.admin_token else { return false };
     let Some(given) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
         return false;
     };
@@ -517,7 +524,7 @@ fn authorized(ctx: &WorkerContext, req: &Request<Incoming>) -> bool {
 
 async fn control(ctx: &WorkerContext, connection: &ConnState, req: Request<Incoming>) -> Response<Body> {
     // Without an admin token the control API does not exist.
-    if ctx.shared.config.secrets.admin_token.is_none() {
+    if ctx.shared.live().config.secrets.admin_token.is_none() {
         return text(StatusCode::NOT_FOUND, "not found\n");
     }
     if !authorized(ctx, &req) {
@@ -623,7 +630,7 @@ async fn place_call(ctx: &WorkerContext, req: Request<Incoming>) -> Response<Bod
         Ok(client) => client,
         Err(message) => return json_error(StatusCode::SERVICE_UNAVAILABLE, &message),
     };
-    let voice_url = format!("{}/twilio/voice", ctx.shared.config.server.public_url);
+    let voice_url = format!("{}/twilio/voice", ctx.shared.live().config.server.public_url);
     let create = voxproxy_adapters::rest::CreateCall::new(
         request.to,
         request.from,

@@ -23,8 +23,8 @@ use std::cell::{Cell, OnceCell};
 use std::fmt;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
@@ -40,8 +40,9 @@ use voxproxy_adapters::stream_token::StreamTokenKey;
 use crate::cdr::CdrService;
 use crate::config::{Config, IoMode, ServeArgs};
 use crate::metrics::{Metrics, WorkerMetrics};
-use crate::ratelimit::{CallerRateLimiter, WebhookRateLimiter};
 use crate::runtime::{Clock, IoBackend, Worker, usable_cpus};
+use arc_swap::ArcSwap;
+use live::Live;
 
 mod admin;
 mod call;
@@ -49,6 +50,7 @@ mod calls;
 pub mod directory;
 pub mod fds;
 mod http;
+mod live;
 mod peers;
 pub mod ports;
 mod sse;
@@ -72,7 +74,8 @@ const RATE_LIMIT_CALLERS: usize = 65_536;
 /// After the drain timeout, how long closed calls get to write their records.
 const CLOSE_GRACE: Duration = Duration::from_secs(10);
 
-/// Why the server did not start. Each message names what to fix.
+/// Why the server did not start, or why a SIGHUP reload was refused. Each
+/// message names what to fix.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ServeError {
@@ -87,6 +90,8 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The configuration could not be loaded again on SIGHUP.
+    Reload(crate::config::ConfigError),
     /// `server.tls` could not be loaded.
     Tls(crate::tls::TlsError),
     /// `cdr.path` could not be opened.
@@ -115,6 +120,7 @@ impl fmt::Display for ServeError {
                 write!(f, "cannot listen on {addr} (server.listen): {source}")
             }
             ServeError::Tls(e) => write!(f, "server.tls: {e}"),
+            ServeError::Reload(e) => write!(f, "{e}"),
             ServeError::Cdr(e) => write!(f, "cdr.path: {e}"),
             ServeError::PublicUrl(e) => write!(f, "server.public_url: {e}"),
             ServeError::Worker(e) => write!(f, "cannot start a worker thread: {e}"),
@@ -127,7 +133,8 @@ impl std::error::Error for ServeError {}
 
 /// What every worker shares.
 pub(crate) struct Shared {
-    pub(crate) config: Config,
+    /// What a SIGHUP can replace; read with [`Shared::live`].
+    live: ArcSwap<Live>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) directory: Arc<Directory>,
     pub(crate) events: Arc<EventHub>,
@@ -139,9 +146,6 @@ pub(crate) struct Shared {
     pub(crate) validator: Option<SignatureValidator>,
     /// Issues and checks stream tokens whenever signatures are checked.
     pub(crate) stream_token: Option<StreamTokenKey>,
-    pub(crate) rate_limiter: Option<Mutex<WebhookRateLimiter>>,
-    /// `limits.calls_per_caller_per_minute`, when set.
-    pub(crate) caller_limiter: Option<Mutex<CallerRateLimiter>>,
     pub(crate) draining: AtomicBool,
     pub(crate) active_calls: AtomicUsize,
     /// Open HTTP connections on all workers (each one a descriptor), not
@@ -156,12 +160,23 @@ pub(crate) struct Shared {
     /// What the route decisions need (public URL, stream name prefix).
     pub(crate) answer: AnswerContext,
     pub(crate) clock: Clock,
-    tls: Option<tokio_rustls::TlsAcceptor>,
     /// Worker heartbeats and the cached probes of `/v1/health`.
     pub(crate) health: admin::HealthState,
 }
 
 impl Shared {
+    /// The configuration (and TLS, rate limiters) new calls and webhooks
+    /// use now: one lock-free load. Hold it for one request; a call keeps
+    /// [`Shared::live_arc`] for its whole life instead.
+    pub(crate) fn live(&self) -> arc_swap::Guard<Arc<Live>> {
+        self.live.load()
+    }
+
+    /// Like [`Shared::live`], as an `Arc` to keep across awaits.
+    pub(crate) fn live_arc(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
     /// Whether the descriptors left hold one more call (see [`fds`]).
     pub(crate) fn fds_for_one_more_call(&self) -> bool {
         // An upgraded connection leaves hyper (and `connections`) for its
@@ -221,7 +236,8 @@ impl WorkerContext {
     pub(crate) fn rest_client(&self) -> Result<Rc<TwilioClient>, String> {
         self.rest
             .get_or_init(|| {
-                let config = &self.shared.config;
+                let live = self.shared.live();
+                let config = &live.config;
                 let sid = config.twilio.account_sid.clone().ok_or_else(|| {
                     "placing calls needs TWILIO_ACCOUNT_SID (or twilio.account_sid)".to_owned()
                 })?;
@@ -244,6 +260,8 @@ pub struct Server {
     local_addr: SocketAddr,
     backend: IoBackend,
     workers: Vec<Worker<()>>,
+    /// The flags it started with: a reload applies them again.
+    args: ServeArgs,
 }
 
 impl fmt::Debug for Server {
@@ -310,15 +328,12 @@ impl Server {
             (None, false) => return Err(ServeError::NoAuthToken),
         };
         let backend = choose_backend(config.server.io)?;
-        let tls = match &config.server.tls {
-            Some(files) => Some(tokio_rustls::TlsAcceptor::from(
-                crate::tls::load_server_config(&files.cert, &files.key).map_err(ServeError::Tls)?,
-            )),
-            None => None,
-        };
         let answer = AnswerContext::new(config.server.public_url.clone(), STREAM_NAME_PREFIX)
             .map_err(|e| ServeError::PublicUrl(e.to_string()))?;
         let workers = usize::from(config.server.workers.get());
+        let ports = PortPool::new(config.rtp.bind, config.rtp.ports);
+        let live = Live::new(config, None)?;
+        let config = &live.config;
         let metrics = Arc::new(Metrics::new(workers, backend.name()));
         // Before serving: this writes the records of calls a crash cut.
         let cdr = CdrService::spawn(&config.cdr.path, Arc::clone(&metrics)).map_err(ServeError::Cdr)?;
@@ -339,21 +354,13 @@ impl Server {
                 listener(local_addr).map_err(|source| ServeError::Listen { addr: local_addr, source })?,
             );
         }
-        let rate_limiter = config
-            .limits
-            .webhook_rate_per_ip
-            .map(|rate| Mutex::new(WebhookRateLimiter::new(rate, RATE_LIMIT_CLIENTS)));
-        let caller_limiter = config
-            .limits
-            .calls_per_caller_per_minute
-            .map(|rate| Mutex::new(CallerRateLimiter::new(rate, RATE_LIMIT_CALLERS)));
         let stream_token = match (&validator, &config.secrets.twilio_auth_token) {
             (Some(_), Some(token)) => StreamTokenKey::new(token.expose()),
             _ => None,
         };
         let shared = Arc::new(Shared {
-            ports: PortPool::new(config.rtp.bind, config.rtp.ports),
-            config,
+            ports,
+            live: ArcSwap::from_pointee(live),
             metrics,
             directory: Directory::new(),
             events: EventHub::new(),
@@ -361,8 +368,6 @@ impl Server {
             calls,
             validator,
             stream_token,
-            rate_limiter,
-            caller_limiter,
             draining: AtomicBool::new(false),
             active_calls: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
@@ -371,7 +376,6 @@ impl Server {
             stop: watch::channel(false).0,
             answer,
             clock: Clock::new(),
-            tls,
             health: admin::HealthState::new(workers),
         });
         let cpus = usable_cpus();
@@ -389,13 +393,13 @@ impl Server {
             %local_addr,
             io = backend.name(),
             workers,
-            public_url = %shared.config.server.public_url,
-            backend = %shared.config.rtp.backend,
-            rtp_ports = %shared.config.rtp.ports,
-            tls = shared.tls.is_some(),
+            public_url = %shared.live().config.server.public_url,
+            backend = %shared.live().config.rtp.backend,
+            rtp_ports = %shared.live().config.rtp.ports,
+            tls = shared.live().tls.is_some(),
             "voxproxy serving"
         );
-        Ok(Server { shared, local_addr, backend, workers: handles })
+        Ok(Server { shared, local_addr, backend, workers: handles, args: args.clone() })
     }
 
     /// The bound address of the listener.
@@ -423,14 +427,14 @@ impl Server {
     }
 
     /// What SIGHUP does: everything the daemon takes up again without a
-    /// restart. Today that is the call-record file, reopened at `cdr.path`
-    /// so records after the signal go to a fresh file there (log rotation:
-    /// move the file, then send SIGHUP). Calls go on untouched. Reloading the
-    /// configuration belongs here too, as its own step, once it exists.
-    /// Logs one line and counts `voxproxy_sighup_total`.
+    /// restart. First the call-record file, reopened at `cdr.path` so
+    /// records after the signal go to a fresh file there (log rotation:
+    /// move the file, then send SIGHUP); then the configuration, see
+    /// [`Server::reload_config`]. Calls go on untouched. Counts
+    /// `voxproxy_sighup_total`.
     pub async fn reload(&self) {
         self.shared.metrics.sighup();
-        let path = self.shared.config.cdr.path.display().to_string();
+        let path = self.shared.live().config.cdr.path.display().to_string();
         match self.shared.cdr.reopen().await {
             Ok(()) => tracing::info!(cdr = %path, "SIGHUP: reopened the call-record file"),
             Err(e) => tracing::error!(
@@ -439,6 +443,57 @@ impl Server {
                 "SIGHUP: could not reopen the call-record file; records keep going to the old one"
             ),
         }
+        self.reload_config(std::env::vars_os());
+    }
+
+    /// Loads the configuration again the way `serve` did at start (file,
+    /// then `env`, then the original flags) and makes it the one new calls
+    /// and webhooks use; running calls keep theirs. Keys in
+    /// [`crate::config::RESTART_ONLY_KEYS`] keep their running value, named
+    /// in one warning when the file changed them. A file that does not
+    /// load, or whose TLS files do not, changes nothing: the error is
+    /// logged and counted (`voxproxy_config_reloads_total{result="error"}`).
+    pub fn reload_config<I, K, V>(&self, env: I)
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<std::ffi::OsString>,
+        V: Into<std::ffi::OsString>,
+    {
+        match self.next_live(env) {
+            Ok(next) => {
+                for warning in next.config.warnings() {
+                    tracing::warn!("{warning}");
+                }
+                self.shared.live.store(Arc::new(next));
+                self.shared.metrics.config_reload(true);
+                tracing::info!("SIGHUP: configuration reloaded; new calls use it, running calls keep theirs");
+            }
+            Err(e) => {
+                self.shared.metrics.config_reload(false);
+                tracing::error!(error = %e, "SIGHUP: configuration not reloaded, the old one stays");
+            }
+        }
+    }
+
+    fn next_live<I, K, V>(&self, env: I) -> Result<Live, ServeError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<std::ffi::OsString>,
+        V: Into<std::ffi::OsString>,
+    {
+        let mut config = Config::load(&self.args, env).map_err(ServeError::Reload)?;
+        if let Some(problem) = config.not_runnable_yet() {
+            return Err(ServeError::NotRunnableYet(problem));
+        }
+        let running = self.shared.live_arc();
+        let kept = config.keep_restart_only(&running.config);
+        if !kept.is_empty() {
+            tracing::warn!(
+                keys = %kept.join(", "),
+                "SIGHUP: these keys changed but take effect only at a restart; they keep their running value"
+            );
+        }
+        Live::new(config, Some(&running))
     }
 
     /// Graceful stop: refuse new calls (`/readyz` 503), let running calls go
@@ -448,7 +503,7 @@ impl Server {
         let shared = &self.shared;
         shared.draining.store(true, Ordering::Release);
         shared.metrics.set_draining(true);
-        let timeout = shared.config.drain.timeout;
+        let timeout = shared.live().config.drain.timeout;
         tracing::info!(
             active_calls = self.active_calls(),
             timeout_ms = timeout.as_millis() as u64,
@@ -483,7 +538,7 @@ impl Server {
 
 /// Says at start when `RLIMIT_NOFILE` cannot hold `limits.max_calls`.
 fn warn_if_fds_are_short(shared: &Shared) {
-    let max_calls = u64::from(shared.config.limits.max_calls);
+    let max_calls = u64::from(shared.live().config.limits.max_calls);
     if let Some(fit) = shared.fds.calls_that_fit()
         && fit < max_calls
     {
@@ -514,8 +569,11 @@ async fn worker_main(shared: Arc<Shared>, index: usize, backend: IoBackend, list
             return;
         }
     };
-    let max_connections = shared.config.limits.max_calls as usize
-        / usize::from(shared.config.server.workers.get()).max(1)
+    // Fixed for the worker's life: a reload of limits.max_calls changes
+    // admission, not this cap on open connections.
+    let live = shared.live_arc();
+    let max_connections = live.config.limits.max_calls as usize
+        / usize::from(live.config.server.workers.get()).max(1)
         + EXTRA_CONNECTIONS;
     let ctx = Rc::new(WorkerContext {
         shared: Arc::clone(&shared),
@@ -650,7 +708,10 @@ async fn serve_connection(
 ) {
     let state =
         Rc::new(ConnState { place: Cell::new(Some(place)), sse: Arc::default(), sse_opened: Notify::new() });
-    match &ctx.shared.tls {
+    // The acceptor of now: a reload with a new certificate serves the next
+    // connection with it, and this one keeps the one it started with.
+    let tls = ctx.shared.live().tls.clone();
+    match &tls {
         Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => serve_http(ctx, TokioIo::new(tls), peer, state).await,
             Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
