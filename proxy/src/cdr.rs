@@ -175,6 +175,12 @@ pub struct CallRecord {
     pub missed_action: Option<String>,
     /// Media streams the call had (0 for a call that never streamed).
     pub streams: u32,
+    /// `media` frames of Twilio's `outbound` track (what the caller heard)
+    /// received from a fork streaming both tracks (`track = "both_tracks"`);
+    /// not counted in `inbound_frames`.
+    pub outbound_track_frames: u64,
+    /// RTP packets of that track sent to the backend on its own SSRC.
+    pub outbound_track_rtp_packets: u64,
 }
 
 /// One call status in a record's `status_events`.
@@ -973,6 +979,8 @@ mod tests {
             dial_status: Some("no-answer".into()),
             missed_action: Some("stream".into()),
             streams: 1,
+            outbound_track_frames: 250,
+            outbound_track_rtp_packets: 250,
         }
     }
 
@@ -1048,6 +1056,8 @@ mod tests {
             "dial_status",
             "missed_action",
             "streams",
+            "outbound_track_frames",
+            "outbound_track_rtp_packets",
         ];
         // serde_json's Map is sorted unless preserve_order is on; compare as sets
         // here and check the order on the raw text.
