@@ -181,6 +181,11 @@ pub struct CallRecord {
     pub outbound_track_frames: u64,
     /// RTP packets of that track sent to the backend on its own SSRC.
     pub outbound_track_rtp_packets: u64,
+    /// SSRC of the RTP carrying the caller's audio to the backend (0 for a
+    /// call that never streamed): how a recorder tells the tracks apart.
+    pub rtp_ssrc: u32,
+    /// SSRC of the `outbound` track's RTP, when the stream carried it.
+    pub outbound_track_ssrc: Option<u32>,
 }
 
 /// One call status in a record's `status_events`.
@@ -981,6 +986,8 @@ mod tests {
             streams: 1,
             outbound_track_frames: 250,
             outbound_track_rtp_packets: 250,
+            rtp_ssrc: 0x5650_0001,
+            outbound_track_ssrc: Some(0x5650_0002),
         }
     }
 
@@ -1058,6 +1065,8 @@ mod tests {
             "streams",
             "outbound_track_frames",
             "outbound_track_rtp_packets",
+            "rtp_ssrc",
+            "outbound_track_ssrc",
         ];
         // serde_json's Map is sorted unless preserve_order is on; compare as sets
         // here and check the order on the raw text.

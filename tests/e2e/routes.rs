@@ -510,5 +510,8 @@ async fn fork_with_both_tracks_reaches_the_backend(io: Io) {
     assert_eq!(record["outbound_track_frames"], u64::from(frames), "{record}");
     assert_eq!(record["outbound_track_rtp_packets"], u64::from(frames), "{record}");
     assert_eq!(record["outbound_frames"], 0, "{record}");
+    assert_eq!(record["rtp_ssrc"], inbound_ssrc, "{record}");
+    let outbound_ssrc = ssrcs.iter().copied().find(|&s| s != inbound_ssrc);
+    assert_eq!(record["outbound_track_ssrc"].as_u64(), outbound_ssrc.map(u64::from), "{record}");
     proxy.wait_metric("voxproxy_rtp_rejected_total{reason=\"one_way\"}", 5.0).await;
 }

@@ -36,6 +36,9 @@
 //! sent as RTP at the configured packet time, with the RTP timestamp derived
 //! from `media.timestamp` (so a gap in Twilio's audio stays a gap) and the
 //! marker bit on the first packet after one. `dtmf` becomes RFC 4733.
+//! A fork that streams Twilio's `outbound` track (what the caller hears)
+//! gets it as a second RTP stream on [`BridgeConfig::outbound_ssrc`], and
+//! is one-way: backend RTP is counted and dropped.
 //!
 //! Backend → Twilio: RTP from the backend's address only, through the jitter
 //! buffer (in-order packets leave at once; a missing packet is concealed at

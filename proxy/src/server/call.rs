@@ -977,6 +977,8 @@ fn call_record(
         route: start.and_then(|s| s.custom_parameter(ROUTE_PARAMETER)).map(str::to_owned),
         outbound_track_frames: stats.twilio_outbound_track_frames_in,
         outbound_track_rtp_packets: stats.rtp_outbound_track_packets_out,
+        rtp_ssrc: bridge.config().ssrc,
+        outbound_track_ssrc: start.filter(|s| s.tracks.outbound).map(|_| bridge.config().outbound_ssrc),
         ..CallRecord::default()
     }
 }
