@@ -350,3 +350,72 @@ fn bot_leg_steady_state_allocates_nothing_per_frame() {
         assert!(to_bot >= 1_200 && to_caller >= 1_150, "{protocol:?}: {to_bot} {to_caller}");
     }
 }
+
+#[test]
+fn call_bridge_fork_with_both_tracks_allocates_nothing_per_frame() {
+    let backend: SocketAddr = BACKEND.parse().expect("addr");
+    let config = BridgeConfig { backend: Some(backend), ..BridgeConfig::default() };
+    let mut bridge = CallBridge::new(config, Instant::ZERO).expect("config");
+    let sid = StreamSid::new("MZ00000000000000000000000000000002").expect("sid");
+    let start = Start {
+        sequence_number: 1,
+        stream_sid: sid,
+        account_sid: AccountSid::new("AC00000000000000000000000000000002").expect("sid"),
+        call_sid: CallSid::new("CA00000000000000000000000000000002").expect("sid"),
+        tracks: Tracks { inbound: true, outbound: true },
+        media_format: MediaFormat::mulaw_8k_mono(),
+        custom_parameters: Vec::new(),
+    };
+    let mut frame = Vec::with_capacity(512);
+    media_stream::write_start(&mut frame, &start);
+    bridge.handle_twilio(Instant::ZERO, &mut frame).expect("start");
+    while bridge.poll_output().is_some() {}
+
+    let caller: Vec<u8> = tone(160, 9).iter().map(|&s| g711::ulaw_encode(s)).collect();
+    let callee: Vec<u8> = tone(160, 4).iter().map(|&s| g711::ulaw_encode(s)).collect();
+    let mut datagram = [0u8; 200];
+    let mut sent_rtp = 0u64;
+    let mut step = |i: u64, bridge: &mut CallBridge, frame: &mut Vec<u8>| {
+        let now = Instant::from_millis(i * 20);
+        for (track, audio, seq) in
+            [(Track::Inbound, &caller, 2 * i + 2), (Track::Outbound, &callee, 2 * i + 3)]
+        {
+            let media = media_stream::Media {
+                sequence_number: seq,
+                stream_sid: sid,
+                track,
+                chunk: i + 1,
+                timestamp_ms: i * 20,
+                payload_len: 160,
+            };
+            media_stream::write_inbound_media(frame, &media, audio);
+            bridge.handle_twilio(now, frame).expect("media");
+            while let Some(output) = bridge.poll_output() {
+                if let Output::Rtp(_) = output {
+                    sent_rtp += 1;
+                }
+            }
+        }
+        // A backend that answers a fork anyway: counted and dropped.
+        let seq = i as u16;
+        let len =
+            RtpHeader::new(0, seq, u32::from(seq) * 160, 9).write(&caller, &mut datagram).expect("fits");
+        bridge.handle_rtp(now + Duration::from_millis(3), backend, &datagram[..len]);
+        while bridge.poll_output().is_some() {}
+        if let Some(t) = bridge.poll_timeout().filter(|t| *t <= now) {
+            bridge.handle_timeout(t);
+            while bridge.poll_output().is_some() {}
+        }
+    };
+    for i in 0..200 {
+        step(i, &mut bridge, &mut frame);
+    }
+    let n = allocations_in(|| {
+        for i in 200..1_200 {
+            step(i, &mut bridge, &mut frame);
+        }
+    });
+    assert_eq!(n, 0, "allocations in 1,000 steady-state frames of each track");
+    assert!(sent_rtp >= 2 * 1_200, "both tracks reached the backend: {sent_rtp}");
+    assert_eq!(bridge.stats().rtp_outbound_track_packets_out, 1_200);
+}

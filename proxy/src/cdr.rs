@@ -175,6 +175,17 @@ pub struct CallRecord {
     pub missed_action: Option<String>,
     /// Media streams the call had (0 for a call that never streamed).
     pub streams: u32,
+    /// `media` frames of Twilio's `outbound` track (what the caller heard)
+    /// received from a fork streaming both tracks (`track = "both_tracks"`);
+    /// not counted in `inbound_frames`.
+    pub outbound_track_frames: u64,
+    /// RTP packets of that track sent to the backend on its own SSRC.
+    pub outbound_track_rtp_packets: u64,
+    /// SSRC of the RTP carrying the caller's audio to the backend (0 for a
+    /// call that never streamed): how a recorder tells the tracks apart.
+    pub rtp_ssrc: u32,
+    /// SSRC of the `outbound` track's RTP, when the stream carried it.
+    pub outbound_track_ssrc: Option<u32>,
 }
 
 /// One call status in a record's `status_events`.
@@ -973,6 +984,10 @@ mod tests {
             dial_status: Some("no-answer".into()),
             missed_action: Some("stream".into()),
             streams: 1,
+            outbound_track_frames: 250,
+            outbound_track_rtp_packets: 250,
+            rtp_ssrc: 0x5650_0001,
+            outbound_track_ssrc: Some(0x5650_0002),
         }
     }
 
@@ -1048,6 +1063,10 @@ mod tests {
             "dial_status",
             "missed_action",
             "streams",
+            "outbound_track_frames",
+            "outbound_track_rtp_packets",
+            "rtp_ssrc",
+            "outbound_track_ssrc",
         ];
         // serde_json's Map is sorted unless preserve_order is on; compare as sets
         // here and check the order on the raw text.

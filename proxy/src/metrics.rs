@@ -936,6 +936,13 @@ impl WorkerMetrics {
         // forgotten here: it fails to compile until it is exported.
         let CallStats {
             twilio_frames_in,
+            // A fork's second track: in the call record only, so that
+            // `twilio_frames_total{direction="in"}` stays the caller's
+            // frames (what the per-frame cost figures divide by). Its RTP
+            // is in `rtp_packets_out`.
+            twilio_outbound_track_frames_in: _,
+            rtp_outbound_track_packets_out: _,
+            rtp_dropped_one_way,
             twilio_audio_bytes_in,
             twilio_frames_out,
             twilio_audio_bytes_out,
@@ -994,6 +1001,7 @@ impl WorkerMetrics {
         self.rtp_rejected[1].add(rtp_foreign_source.saturating_sub(prev.rtp_foreign_source));
         self.rtp_rejected[2].add(rtp_unknown_payload_type.saturating_sub(prev.rtp_unknown_payload_type));
         self.rtp_rejected[3].add(rtp_bad_payload.saturating_sub(prev.rtp_bad_payload));
+        self.rtp_rejected[4].add(rtp_dropped_one_way.saturating_sub(prev.rtp_dropped_one_way));
         self.rtcp_received.add(rtcp_in.saturating_sub(prev.rtcp_in));
         self.rtp_unsent_awaiting_backend
             .add(rtp_unsent_awaiting_backend.saturating_sub(prev.rtp_unsent_awaiting_backend));
@@ -1368,7 +1376,9 @@ const IN: usize = 0;
 const OUT: usize = 1;
 const IN_OUT: [&str; 2] = ["in", "out"];
 const TWILIO_REJECT_REASONS: [&str; 4] = ["malformed", "unknown_event", "oversize", "out_of_order"];
-const RTP_REJECT_REASONS: [&str; 4] = ["malformed", "foreign_source", "unknown_payload_type", "bad_payload"];
+/// `one_way`: backend RTP on a fork, which plays nothing back to Twilio.
+const RTP_REJECT_REASONS: [&str; 5] =
+    ["malformed", "foreign_source", "unknown_payload_type", "bad_payload", "one_way"];
 const DTMF_SOURCES: [&str; 2] = ["twilio", "backend"];
 const MARK_OUTCOMES: [&str; 3] = ["sent", "played", "cleared"];
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -1869,6 +1879,9 @@ mod tests {
         // code under test. The jitter fields must not be counted.
         let prev = CallStats {
             twilio_frames_in: 1000,
+            twilio_outbound_track_frames_in: 40,
+            rtp_outbound_track_packets_out: 41,
+            rtp_dropped_one_way: 42,
             twilio_audio_bytes_in: 160_000,
             twilio_frames_out: 900,
             twilio_audio_bytes_out: 144_000,
@@ -1910,6 +1923,9 @@ mod tests {
         };
         let now = CallStats {
             twilio_frames_in: 1050,
+            twilio_outbound_track_frames_in: 40 + 140,
+            rtp_outbound_track_packets_out: 41 + 141,
+            rtp_dropped_one_way: 42 + 142,
             twilio_audio_bytes_in: 168_000,
             twilio_frames_out: 951,
             twilio_audio_bytes_out: 152_160,
@@ -1967,6 +1983,7 @@ mod tests {
             ("voxproxy_rtp_rejected_total{reason=\"foreign_source\"}", 106.0),
             ("voxproxy_rtp_rejected_total{reason=\"unknown_payload_type\"}", 107.0),
             ("voxproxy_rtp_rejected_total{reason=\"bad_payload\"}", 108.0),
+            ("voxproxy_rtp_rejected_total{reason=\"one_way\"}", 142.0),
             ("voxproxy_rtcp_received_total", 109.0),
             ("voxproxy_rtp_unsent_awaiting_backend_total", 131.0),
             ("voxproxy_rtp_lost_total", 110.0),

@@ -945,6 +945,25 @@ impl TwilioCall {
         Self::open_stream(proxy, call_sid, sid("MZ"), parameters).await
     }
 
+    /// Follows the `<Start><Stream>` (a fork) of an answer for `call_sid`
+    /// as Twilio does, announcing both tracks in `start`.
+    pub async fn follow_fork(proxy: &Proxy, call_sid: String, answer: &twiml::Response) -> TwilioCall {
+        let stream = answer
+            .verbs
+            .iter()
+            .find_map(|verb| match verb {
+                Verb::Start(start) => start.nouns.iter().find_map(|noun| match noun {
+                    twiml::MediaNoun::Stream(stream) => Some(stream),
+                    twiml::MediaNoun::Other(_) => None,
+                }),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("the webhook answer has no <Start><Stream>: {answer:?}"));
+        let parameters: Vec<(String, String)> =
+            stream.parameters.iter().map(|p| (p.name.clone(), p.value.clone())).collect();
+        Self::open_stream_tracks(proxy, call_sid, sid("MZ"), parameters, &["inbound", "outbound"]).await
+    }
+
     /// Opens a signed media WebSocket and sends `connected` and a `start`
     /// for `call_sid` and `stream_sid` with `parameters` as its custom
     /// parameters, whatever the webhook said (a forged or replayed stream).
@@ -953,6 +972,17 @@ impl TwilioCall {
         call_sid: String,
         stream_sid: String,
         parameters: Vec<(String, String)>,
+    ) -> TwilioCall {
+        Self::open_stream_tracks(proxy, call_sid, stream_sid, parameters, &["inbound"]).await
+    }
+
+    /// As [`TwilioCall::open_stream`], with `tracks` as `start.tracks`.
+    pub async fn open_stream_tracks(
+        proxy: &Proxy,
+        call_sid: String,
+        stream_sid: String,
+        parameters: Vec<(String, String)>,
+        tracks: &[&str],
     ) -> TwilioCall {
         let path = "/twilio/media";
         let signature = proxy.signer().sign_websocket(path).expect("sign");
@@ -970,7 +1000,7 @@ impl TwilioCall {
                 "accountSid": ACCOUNT_SID,
                 "streamSid": call.stream_sid,
                 "callSid": call.call_sid,
-                "tracks": ["inbound"],
+                "tracks": tracks,
                 "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
                 "customParameters": custom,
             },
@@ -1002,12 +1032,27 @@ impl TwilioCall {
 
     /// One `media` frame of μ-law; `media.timestamp` advances by its length.
     pub async fn send_media(&mut self, mulaw: &[u8]) {
+        self.send_track_media("inbound", mulaw).await;
+    }
+
+    /// As a fork with both tracks sends them: a frame of the caller's audio
+    /// (`inbound`) and one of what the caller hears (`outbound`) at the
+    /// same `media.timestamp`, which then advances.
+    pub async fn send_both_tracks(&mut self, inbound: &[u8], outbound: &[u8]) {
+        let media_ms = self.media_ms;
+        self.send_track_media("outbound", outbound).await;
+        self.media_ms = media_ms;
+        self.send_track_media("inbound", inbound).await;
+    }
+
+    /// One `media` frame of `track`; `media.timestamp` advances by its length.
+    async fn send_track_media(&mut self, track: &str, mulaw: &[u8]) {
         self.chunk += 1;
         let message = json!({
             "event": "media",
             "sequenceNumber": self.next_sequence(),
             "media": {
-                "track": "inbound",
+                "track": track,
                 "chunk": self.chunk.to_string(),
                 "timestamp": self.media_ms.to_string(),
                 "payload": BASE64.encode(mulaw),

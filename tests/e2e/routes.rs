@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use crate::audio::FRAME;
 use crate::harness::{
-    ACCOUNT_SID, ADMIN_TOKEN, Backend, HttpResponse, Io, Proxy, TwilioCall, WAIT, is_busy_reject, sid,
+    ACCOUNT_SID, ADMIN_TOKEN, Backend, FromProxy, HttpResponse, Io, Proxy, TwilioCall, WAIT, is_busy_reject,
+    sid,
 };
 
 both_io!(
@@ -20,7 +21,8 @@ both_io!(
     forwards_missed_calls_and_records_each_call_once,
     backend_down_plays_the_fallback,
     calls_waiting_for_their_status_survive_a_crash_once,
-    callers_are_limited_per_minute
+    callers_are_limited_per_minute,
+    fork_with_both_tracks_reaches_the_backend
 );
 
 const CALLER: &str = "+15550001111";
@@ -448,4 +450,68 @@ async fn callers_are_limited_per_minute(io: Io) {
     status(&proxy, &calls[2], OTHER, "busy").await;
     let record = wait_call_record(&proxy, &calls[2]).await;
     assert_eq!((record["call_status"].as_str(), record["streams"].as_u64()), (Some("busy"), Some(0)));
+}
+
+/// A fork with `track = "both_tracks"`: the caller's audio and what the
+/// caller hears reach the RTP backend as two streams with their own SSRCs,
+/// bit-exact in PCMU, and nothing the backend sends goes back to Twilio.
+async fn fork_with_both_tracks_reaches_the_backend(io: Io) {
+    let mut backend = Backend::bind().await;
+    let (_dir, path) = config_file(&format!(
+        "[[routes]]\nto = \"{FORK}\"\nmode = \"fork\"\ntrack = \"both_tracks\"\nforward_to = \"{DESK}\"\n"
+    ));
+    let proxy = Proxy::start(io, &[], &["--config", &path, "--backend", &backend.arg()]);
+    let call_sid = sid("CA");
+    let answer = voice(&proxy, &call_sid, FORK).await;
+    let mut call = TwilioCall::follow_fork(&proxy, call_sid.clone(), &answer.twiml()).await;
+    let frames: u8 = 5;
+    let caller = |i: u8| vec![0x10 + i; FRAME];
+    // 0x7F does not survive a μ-law decode/encode round trip: passthrough must be exact.
+    let callee = |i: u8| [vec![0x7F], vec![0x90 + i; FRAME - 1]].concat();
+    for i in 0..frames {
+        call.send_both_tracks(&caller(i), &callee(i)).await;
+    }
+    let packets = backend.recv_audio(2 * usize::from(frames), 0).await;
+    let mut ssrcs: Vec<u32> = packets.iter().map(|p| p.ssrc).collect();
+    ssrcs.dedup();
+    ssrcs.sort_unstable();
+    ssrcs.dedup();
+    assert_eq!(ssrcs.len(), 2, "two RTP streams: {ssrcs:x?}");
+    let inbound_ssrc = packets.iter().find(|p| p.payload == caller(0)).expect("the caller's audio").ssrc;
+    for (ssrc, expected) in [
+        (inbound_ssrc, &caller as &dyn Fn(u8) -> Vec<u8>),
+        (ssrcs.iter().copied().find(|&s| s != inbound_ssrc).expect("second SSRC"), &callee),
+    ] {
+        let stream: Vec<_> = packets.iter().filter(|p| p.ssrc == ssrc).collect();
+        assert_eq!(stream.len(), usize::from(frames), "each track's packets on its SSRC");
+        for (i, p) in stream.iter().enumerate() {
+            assert_eq!(p.payload, expected(i as u8), "packet {i} of {ssrc:x} bit-exact");
+            assert_eq!(p.sequence, stream[0].sequence.wrapping_add(i as u16), "sequence continuous");
+            assert_eq!(p.timestamp, stream[0].timestamp.wrapping_add(160 * i as u32), "timestamp");
+        }
+    }
+    // The backend answers anyway: a fork is one-way, Twilio gets nothing.
+    for _ in 0..5 {
+        backend.send_audio(0, &[0x55; FRAME], 160, false).await;
+    }
+    match call.next(Duration::from_millis(300)).await {
+        None => {}
+        Some(FromProxy::Media(_) | FromProxy::Mark(_) | FromProxy::Clear) => {
+            panic!("the proxy sent audio back on a fork")
+        }
+        Some(FromProxy::Closed(code)) => panic!("the proxy closed the fork: {code:?}"),
+    }
+    call.send_stop().await;
+    assert!(call.wait_closed(WAIT).await.is_some(), "the stream ends after stop");
+    status(&proxy, &call_sid, FORK, "completed").await;
+    let record = wait_call_record(&proxy, &call_sid).await;
+    assert_eq!(record["route"], "routes[0]");
+    assert_eq!(record["inbound_frames"], u64::from(frames), "{record}");
+    assert_eq!(record["outbound_track_frames"], u64::from(frames), "{record}");
+    assert_eq!(record["outbound_track_rtp_packets"], u64::from(frames), "{record}");
+    assert_eq!(record["outbound_frames"], 0, "{record}");
+    assert_eq!(record["rtp_ssrc"], inbound_ssrc, "{record}");
+    let outbound_ssrc = ssrcs.iter().copied().find(|&s| s != inbound_ssrc);
+    assert_eq!(record["outbound_track_ssrc"].as_u64(), outbound_ssrc.map(u64::from), "{record}");
+    proxy.wait_metric("voxproxy_rtp_rejected_total{reason=\"one_way\"}", 5.0).await;
 }

@@ -128,6 +128,14 @@ pub struct BridgeConfig {
     pub initial_sequence: u16,
     /// RTP timestamp of `media.timestamp` 0.
     pub initial_timestamp: u32,
+    /// SSRC of the second RTP stream, which carries Twilio's `outbound`
+    /// track (what the caller hears) when a fork streams it. Must differ
+    /// from `ssrc` (RFC 3550 §8: one SSRC per stream in a session).
+    pub outbound_ssrc: u32,
+    /// First RTP sequence number of the `outbound` track's stream.
+    pub outbound_initial_sequence: u16,
+    /// RTP timestamp of the `outbound` track's `media.timestamp` 0.
+    pub outbound_initial_timestamp: u32,
 }
 
 impl Default for BridgeConfig {
@@ -153,6 +161,9 @@ impl Default for BridgeConfig {
             ssrc: 0x5650_0001,
             initial_sequence: 0,
             initial_timestamp: 0,
+            outbound_ssrc: 0x5650_0002,
+            outbound_initial_sequence: 0,
+            outbound_initial_timestamp: 0,
         }
     }
 }
@@ -189,6 +200,9 @@ impl BridgeConfig {
         }
         if (72..=76).contains(&self.payload_type) || (72..=76).contains(&self.dtmf_payload_type) {
             return bad("rtp.payload_type", "72-76 collide with RTCP packet types (RFC 5761)");
+        }
+        if self.outbound_ssrc == self.ssrc {
+            return bad("rtp.ssrc", "the outbound track's SSRC must differ from the inbound one's");
         }
         if self.vad_mode > 3 {
             return bad("vad.mode", "must be 0, 1, 2 or 3");

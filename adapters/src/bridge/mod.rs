@@ -36,6 +36,9 @@
 //! sent as RTP at the configured packet time, with the RTP timestamp derived
 //! from `media.timestamp` (so a gap in Twilio's audio stays a gap) and the
 //! marker bit on the first packet after one. `dtmf` becomes RFC 4733.
+//! A fork that streams Twilio's `outbound` track (what the caller hears)
+//! gets it as a second RTP stream on [`BridgeConfig::outbound_ssrc`], and
+//! is one-way: backend RTP is counted and dropped.
 //!
 //! Backend → Twilio: RTP from the backend's address only, through the jitter
 //! buffer (in-order packets leave at once; a missing packet is concealed at
@@ -49,6 +52,8 @@ mod config;
 mod framer;
 mod playout;
 mod report;
+#[cfg(test)]
+mod tracks_tests;
 
 use core::time::Duration;
 use std::collections::VecDeque;
@@ -315,6 +320,20 @@ struct Uplink {
     last_media_rx: Option<Instant>,
 }
 
+/// Twilio → backend: Twilio's `outbound` track (what the caller hears), on
+/// a fork that streams it, as a second RTP stream with its own SSRC,
+/// sequence and timestamp origin. Packetized like the caller's audio, but
+/// without VAD or DTMF: those belong to the caller.
+#[derive(Debug)]
+struct OutboundTrack {
+    sequence: u16,
+    pending: Vec<u8>,
+    pending_start_ms: u64,
+    next_media_ms: Option<u64>,
+    marker_due: bool,
+    upsampler: Upsampler,
+}
+
 /// Backend → Twilio: jitter buffer, concealment, transcoding and playout tracking.
 #[derive(Debug)]
 struct Downlink {
@@ -351,7 +370,12 @@ pub struct CallBridge {
     out: OutputQueue,
     audio: Vec<u8>,
     uplink: Uplink,
+    outbound: OutboundTrack,
     downlink: Downlink,
+    /// The stream is a fork (`<Start><Stream>`): Twilio plays nothing sent
+    /// back on it, so backend RTP is counted and dropped. Known from
+    /// `start.tracks` naming `outbound`, which only forks can ask for.
+    one_way: bool,
     twilio_keepalive: Keepalive,
     rtp_keepalive: Keepalive,
     /// Where backend RTP comes from and goes to, once known.
@@ -446,6 +470,15 @@ impl CallBridge {
                 vad_frame_ms: 0,
                 last_media_rx: None,
             },
+            outbound: OutboundTrack {
+                sequence: config.outbound_initial_sequence,
+                pending: Vec::with_capacity(ptime_samples),
+                pending_start_ms: 0,
+                next_media_ms: None,
+                marker_due: true,
+                upsampler: Upsampler::new(),
+            },
+            one_way: false,
             downlink: Downlink {
                 jitter: JitterBuffer::new(jitter, now),
                 concealer: LossConcealer::new(ConcealerConfig {
@@ -560,12 +593,14 @@ impl CallBridge {
                     self.stats.twilio_out_of_order += 1;
                     return Err(BridgeError::OutOfOrder { event: "media", reason: "before start" });
                 }
-                if media.track != Track::Inbound {
-                    // A fork with both tracks also streams what the caller
-                    // hears; only the caller's voice goes to the backend.
+                let len = media.payload_len.min(self.audio.len());
+                if media.track == Track::Outbound {
+                    if self.one_way {
+                        self.stats.twilio_outbound_track_frames_in += 1;
+                        self.on_outbound_media(now, media.timestamp_ms, len);
+                    }
                     return Ok(());
                 }
-                let len = media.payload_len.min(self.audio.len());
                 self.stats.twilio_frames_in += 1;
                 self.stats.twilio_audio_bytes_in += len as u64;
                 self.on_media(now, media.timestamp_ms, len);
@@ -599,8 +634,9 @@ impl CallBridge {
                 Ok(())
             }
             Inbound::Stop(_) => {
-                // The caller's last words still go out.
+                // The last words of both tracks still go out.
                 self.flush_uplink(now);
+                self.flush_outbound(now);
                 self.out.push(Queued::Event(BridgeEvent::StreamStopped));
                 self.end(now, EndReason::TwilioStop);
                 Ok(())
@@ -629,7 +665,10 @@ impl CallBridge {
     /// named). Only before the first RTP datagram either way, so nothing
     /// already latched or sent is redirected; `false` (and no change) after.
     pub fn set_backend(&mut self, backend: Option<SocketAddr>) -> bool {
-        if self.stats.twilio_frames_in > 0 || self.downlink.last_rx.is_some() {
+        if self.stats.twilio_frames_in > 0
+            || self.stats.twilio_outbound_track_frames_in > 0
+            || self.downlink.last_rx.is_some()
+        {
             return false;
         }
         self.config.backend = backend;
@@ -680,6 +719,10 @@ impl CallBridge {
             self.out.push(Queued::Event(BridgeEvent::BackendResumed { silent_ms }));
         }
         down.last_rx = Some(now);
+        if self.one_way {
+            self.stats.rtp_dropped_one_way += 1;
+            return;
+        }
         let payload_type = packet.payload_type();
         if payload_type == self.config.dtmf_payload_type {
             if down.telephone_events.handle_packet(now, packet.timestamp(), packet.payload()).is_err() {
@@ -873,6 +916,9 @@ impl CallBridge {
                 channels: format.channels,
             });
         }
+        // Bidirectional streams (`<Connect><Stream>`) carry the inbound
+        // track only; a stream with the outbound track is a fork.
+        self.one_way = start.tracks.outbound;
         self.stream = Some(start);
         self.out.push(Queued::Event(BridgeEvent::StreamStarted));
         Ok(())
@@ -1032,30 +1078,56 @@ impl CallBridge {
         let mut buf = self.out.buffer();
         buf.resize(MAX_DATAGRAM, 0);
         let Ok(at) = header.write_header(&mut buf) else { return };
-        let mulaw = &up.pending[..];
-        let written = match self.config.codec {
-            BackendCodec::Pcmu => {
-                buf[at..at + mulaw.len()].copy_from_slice(mulaw);
-                mulaw.len()
-            }
-            BackendCodec::Pcma => {
-                g711::transcode(g711::Law::Mu, g711::Law::A, mulaw, &mut buf[at..]).unwrap_or(0)
-            }
-            BackendCodec::L16Narrowband => {
-                let mut pcm = [0i16; MAX_UPLINK_PACKET];
-                let n = g711::decode(g711::Law::Mu, mulaw, &mut pcm).unwrap_or(0);
-                write_l16(&pcm[..n], &mut buf[at..])
-            }
-            BackendCodec::L16Wideband => {
-                let mut pcm = [0i16; MAX_UPLINK_PACKET];
-                let mut wide = [0i16; 2 * MAX_UPLINK_PACKET];
-                let n = g711::decode(g711::Law::Mu, mulaw, &mut pcm).unwrap_or(0);
-                let n = up.upsampler.upsample(&pcm[..n], &mut wide).unwrap_or(0);
-                write_l16(&wide[..n], &mut buf[at..])
-            }
-        };
+        let written = encode_uplink(self.config.codec, &mut up.upsampler, &up.pending, &mut buf[at..]);
         up.pending.clear();
         buf.truncate(at + written);
+        self.push_rtp(now, buf);
+    }
+
+    /// The `outbound` track's audio, in `self.audio[..len]`: gaps and
+    /// packetization as for the caller's ([`CallBridge::on_media`]).
+    fn on_outbound_media(&mut self, now: Instant, timestamp_ms: u64, len: usize) {
+        if self.outbound.next_media_ms.is_some_and(|next| timestamp_ms > next + 1) {
+            self.flush_outbound(now);
+            self.outbound.marker_due = true;
+        }
+        self.outbound.next_media_ms = Some(timestamp_ms + len as u64 / 8);
+        let packet_bytes = 8 * self.config.ptime.as_millis() as usize;
+        let mut at = 0;
+        while at < len {
+            let track = &mut self.outbound;
+            if track.pending.is_empty() {
+                track.pending_start_ms = timestamp_ms + at as u64 / 8;
+            }
+            let take = (packet_bytes - track.pending.len()).min(len - at);
+            track.pending.extend_from_slice(&self.audio[at..at + take]);
+            at += take;
+            if self.outbound.pending.len() == packet_bytes {
+                self.flush_outbound(now);
+            }
+        }
+    }
+
+    /// Sends the pending `outbound` track audio as one RTP packet on its own SSRC.
+    fn flush_outbound(&mut self, now: Instant) {
+        if self.outbound.pending.is_empty() {
+            return;
+        }
+        let units =
+            self.outbound.pending_start_ms.wrapping_mul(u64::from(self.config.codec.clock_rate() / 1000));
+        let timestamp = self.config.outbound_initial_timestamp.wrapping_add(units as u32);
+        let track = &mut self.outbound;
+        let mut header =
+            RtpHeader::new(self.config.payload_type, track.sequence, timestamp, self.config.outbound_ssrc);
+        header.marker = core::mem::take(&mut track.marker_due);
+        track.sequence = track.sequence.wrapping_add(1);
+        let mut buf = self.out.buffer();
+        buf.resize(MAX_DATAGRAM, 0);
+        let Ok(at) = header.write_header(&mut buf) else { return };
+        let written = encode_uplink(self.config.codec, &mut track.upsampler, &track.pending, &mut buf[at..]);
+        track.pending.clear();
+        buf.truncate(at + written);
+        self.stats.rtp_outbound_track_packets_out += 1;
         self.push_rtp(now, buf);
     }
 
@@ -1307,6 +1379,30 @@ impl CallBridge {
         media_stream::write_mark(&mut buf, &sid, &self.downlink.mark_name);
         self.stats.marks_sent += 1;
         self.push_twilio(buf);
+    }
+}
+
+/// Encodes one packet of Twilio μ-law for the backend codec into `out`;
+/// returns the bytes written.
+fn encode_uplink(codec: BackendCodec, upsampler: &mut Upsampler, mulaw: &[u8], out: &mut [u8]) -> usize {
+    match codec {
+        BackendCodec::Pcmu => {
+            out[..mulaw.len()].copy_from_slice(mulaw);
+            mulaw.len()
+        }
+        BackendCodec::Pcma => g711::transcode(g711::Law::Mu, g711::Law::A, mulaw, out).unwrap_or(0),
+        BackendCodec::L16Narrowband => {
+            let mut pcm = [0i16; MAX_UPLINK_PACKET];
+            let n = g711::decode(g711::Law::Mu, mulaw, &mut pcm).unwrap_or(0);
+            write_l16(&pcm[..n], out)
+        }
+        BackendCodec::L16Wideband => {
+            let mut pcm = [0i16; MAX_UPLINK_PACKET];
+            let mut wide = [0i16; 2 * MAX_UPLINK_PACKET];
+            let n = g711::decode(g711::Law::Mu, mulaw, &mut pcm).unwrap_or(0);
+            let n = upsampler.upsample(&pcm[..n], &mut wide).unwrap_or(0);
+            write_l16(&wide[..n], out)
+        }
     }
 }
 

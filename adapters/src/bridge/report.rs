@@ -146,8 +146,17 @@ impl EndReason {
 /// Every input the bridge rejects is counted in exactly one field here.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CallStats {
-    /// `media` frames received from Twilio.
+    /// `media` frames of the caller's (`inbound`) track received from Twilio.
     pub twilio_frames_in: u64,
+    /// `media` frames of the `outbound` track (what the caller hears)
+    /// received from a fork that streams it.
+    pub twilio_outbound_track_frames_in: u64,
+    /// RTP audio packets sent to the backend on the `outbound` track's own
+    /// SSRC (also counted in [`CallStats::rtp_packets_out`]).
+    pub rtp_outbound_track_packets_out: u64,
+    /// Backend RTP dropped because the stream is one-way (a fork: Twilio
+    /// plays nothing sent back on it); also counted in `rtp_packets_in`.
+    pub rtp_dropped_one_way: u64,
     /// μ-law audio bytes received from Twilio.
     pub twilio_audio_bytes_in: u64,
     /// `media` frames sent to Twilio.

@@ -477,6 +477,11 @@ impl LegWatch {
 /// The bridge's settings from the server's config.
 pub fn bridge_config(config: &crate::config::Config) -> BridgeConfig {
     let (ssrc, initial_sequence, initial_timestamp) = random_rtp_origin();
+    let (mut outbound_ssrc, outbound_initial_sequence, outbound_initial_timestamp) = random_rtp_origin();
+    if outbound_ssrc == ssrc {
+        // One chance in 2^32; the bridge refuses equal SSRCs.
+        outbound_ssrc = ssrc.wrapping_add(1);
+    }
     BridgeConfig {
         backend: config.rtp.backend.rtp(),
         codec: config.rtp.codec,
@@ -492,6 +497,9 @@ pub fn bridge_config(config: &crate::config::Config) -> BridgeConfig {
         ssrc,
         initial_sequence,
         initial_timestamp,
+        outbound_ssrc,
+        outbound_initial_sequence,
+        outbound_initial_timestamp,
         ..BridgeConfig::default()
     }
 }
@@ -970,6 +978,10 @@ fn call_record(
         backend_outage_ms: stats.backend_outage_ms,
         custom_parameters: start.map(|s| s.custom_parameters.clone()).unwrap_or_default(),
         route: start.and_then(|s| s.custom_parameter(ROUTE_PARAMETER)).map(str::to_owned),
+        outbound_track_frames: stats.twilio_outbound_track_frames_in,
+        outbound_track_rtp_packets: stats.rtp_outbound_track_packets_out,
+        rtp_ssrc: bridge.config().ssrc,
+        outbound_track_ssrc: start.filter(|s| s.tracks.outbound).map(|_| bridge.config().outbound_ssrc),
         ..CallRecord::default()
     }
 }
