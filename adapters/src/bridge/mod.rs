@@ -551,6 +551,14 @@ impl CallBridge {
         self.ended
     }
 
+    /// Whether the stream is one-way (a fork that announced Twilio's
+    /// `outbound` track): the backend only listens, so its silence is not a
+    /// failed leg and its audio goes nowhere.
+    #[must_use]
+    pub fn is_one_way(&self) -> bool {
+        self.one_way
+    }
+
     /// Whether the call is over (a [`Output::Close`] was or will be yielded).
     #[must_use]
     pub fn is_finished(&self) -> bool {

@@ -157,6 +157,7 @@ fn outbound_track_gap_keeps_timestamps_true_and_sets_the_marker() {
 fn a_fork_sends_nothing_back_to_twilio() {
     let mut bridge = CallBridge::new(config(), Instant::ZERO).expect("config");
     start(&mut bridge, Tracks { inbound: true, outbound: true });
+    assert!(bridge.is_one_way());
     let mut streams = Streams::new();
     let mut datagram = [0u8; 200];
     let mut to_twilio = 0;
@@ -177,6 +178,7 @@ fn an_inbound_only_stream_ignores_outbound_media_and_still_plays_backend_audio()
     let config = config();
     let mut bridge = CallBridge::new(config.clone(), Instant::ZERO).expect("config");
     start(&mut bridge, Tracks { inbound: true, outbound: false });
+    assert!(!bridge.is_one_way());
     let mut streams = Streams::new();
     send_media(&mut bridge, Track::Outbound, 0, &payload(Track::Outbound, 0));
     send_media(&mut bridge, Track::Inbound, 0, &payload(Track::Inbound, 0));

@@ -216,7 +216,8 @@ pub async fn run(
         // reports it writable only then), or the loop, always finding a
         // WebSocket frame ready, would queue sends until the queue overflows.
         tokio::task::yield_now().await;
-        if watch_leg {
+        // A listen-only backend (a fork) never answers: its silence is no failure.
+        if watch_leg && !bridge.is_one_way() {
             facts.leg_watch = Some(LegWatch::new(bridge.config().backend_timeout, facts.started));
         }
         let ended = media_loop(&ctx, ws, bridge, &socket, lease.port(), facts, commands).await;
