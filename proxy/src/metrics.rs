@@ -73,6 +73,9 @@ use std::time::Duration;
 
 use voxproxy_adapters::bridge::{CallStats, EndReason};
 
+mod sip;
+pub use sip::{SipMetrics, SipSide};
+
 /// The process's metrics: one [`WorkerMetrics`] per worker thread plus the
 /// process-wide gauges. See the [module documentation](self).
 #[derive(Debug)]
@@ -85,6 +88,7 @@ pub struct Metrics {
     /// Process-wide events of the daemon's life (signals, the call-record
     /// file, descriptors), recorded from any thread.
     lifecycle: Lifecycle,
+    sip: SipMetrics,
 }
 
 /// Counters of the daemon's life, written from several threads (the signal
@@ -132,6 +136,7 @@ impl Metrics {
             draining: AtomicBool::new(false),
             clock_ticks: std::fs::read("/proc/self/auxv").ok().and_then(|auxv| parse_clock_ticks(&auxv)),
             lifecycle: Lifecycle::default(),
+            sip: SipMetrics::default(),
         }
     }
 
@@ -194,6 +199,13 @@ impl Metrics {
     #[must_use]
     pub fn workers(&self) -> usize {
         self.workers.len()
+    }
+
+    /// The SIP counters (`voxproxy_sip_*`), shared by every SIP leg and the
+    /// `sip.listen` server.
+    #[must_use]
+    pub fn sip(&self) -> &SipMetrics {
+        &self.sip
     }
 
     /// Sets the `voxproxy_draining` gauge (1 while the server drains).
@@ -544,6 +556,8 @@ impl Metrics {
         for (result, value) in RELOAD_RESULTS.iter().zip(&life.config_reloads) {
             x.sample("voxproxy_config_reloads_total", &[("result", result)], value.load(Relaxed));
         }
+
+        self.sip.render(&mut x);
 
         x.family("voxproxy_io_backend", "The I/O backend the workers run on (always 1).", "gauge");
         x.sample("voxproxy_io_backend", &[("backend", self.io_backend)], 1);
