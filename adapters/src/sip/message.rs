@@ -432,6 +432,7 @@ pub(crate) fn parse_framed(input: &[u8], stream: bool) -> Result<(Message, usize
 type Head = (StartLine, Vec<Header>, Option<usize>);
 
 fn parse_head(head: &str) -> Result<Head, SipError> {
+    let has_control = |text: &str| text.bytes().any(|b| b.is_ascii_control() && b != b'\t');
     let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).enumerate();
     let (_, first) = lines.next().ok_or(SipError::Incomplete)?;
     if first.len() > MAX_LINE_BYTES {
@@ -440,6 +441,9 @@ fn parse_head(head: &str) -> Result<Head, SipError> {
     let start = parse_start_line(first)?;
     let mut headers: Vec<Header> = Vec::new();
     let mut content_length = None;
+    // Content-Length is kept apart from the headers, so a continuation
+    // after it would silently extend the header before it.
+    let mut length_line = false;
     for (index, line) in lines {
         let number = index + 1;
         if line.is_empty() {
@@ -449,6 +453,9 @@ fn parse_head(head: &str) -> Result<Head, SipError> {
             return Err(SipError::LineTooLong { line: number });
         }
         if line.starts_with([' ', '\t']) {
+            if length_line {
+                return Err(SipError::Malformed { line: number, reason: "Content-Length is folded" });
+            }
             // Obsolete line folding (RFC 3261 §7.3.1): continues the previous value.
             let previous = headers
                 .last_mut()
@@ -456,8 +463,20 @@ fn parse_head(head: &str) -> Result<Head, SipError> {
             if previous.value.len() + line.len() > MAX_LINE_BYTES {
                 return Err(SipError::LineTooLong { line: number });
             }
-            previous.value.push(' ');
-            previous.value.push_str(line.trim());
+            // The continuation is part of the value: the same rules apply.
+            let more = line.trim_matches([' ', '\t']);
+            if has_control(more) {
+                return Err(SipError::Malformed {
+                    line: number,
+                    reason: "control character in header value",
+                });
+            }
+            if !more.is_empty() {
+                if !previous.value.is_empty() {
+                    previous.value.push(' ');
+                }
+                previous.value.push_str(more);
+            }
             continue;
         }
         let (name, value) = line
@@ -468,11 +487,12 @@ fn parse_head(head: &str) -> Result<Head, SipError> {
             return Err(SipError::Malformed { line: number, reason: "header name is not a token" });
         }
         let value = value.trim_matches([' ', '\t']);
-        if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+        if has_control(value) {
             return Err(SipError::Malformed { line: number, reason: "control character in header value" });
         }
         let canonical = canonical_name(name);
-        if canonical == Some("Content-Length") {
+        length_line = canonical == Some("Content-Length");
+        if length_line {
             let len = value.parse::<usize>().ok().filter(|_| value.bytes().all(|b| b.is_ascii_digit()));
             let len =
                 len.ok_or(SipError::Malformed { line: number, reason: "Content-Length is not a number" })?;
@@ -597,6 +617,26 @@ mod tests {
         Subject: folded\r\n  value\r\n\
         c: application/sdp\r\n\
         l: 4\r\n\r\nv=0\r\nextra";
+
+    #[test]
+    fn a_folded_line_follows_the_rules_of_the_value_it_continues() {
+        // Found by the sip_parse fuzz target: a NUL byte on a continuation
+        // line parsed, and the message written back then did not.
+        let nul = INVITE.replace("  value", "  va\0lue");
+        assert!(matches!(
+            Message::parse(nul.as_bytes()),
+            Err(SipError::Malformed { reason: "control character in header value", .. })
+        ));
+        let blank = INVITE.replace("  value", " \t ");
+        let blank = Message::parse(blank.as_bytes()).unwrap();
+        assert_eq!(blank.header("Subject"), Some("folded"));
+        assert_eq!(Message::parse(&blank.to_bytes()).as_ref(), Ok(&blank));
+        let folded_length = INVITE.replace("l: 4\r\n", "l: 4\r\n 5\r\n");
+        assert!(matches!(
+            Message::parse(folded_length.as_bytes()),
+            Err(SipError::Malformed { reason: "Content-Length is folded", .. })
+        ));
+    }
 
     #[test]
     fn parses_compact_folded_multi_via() {
