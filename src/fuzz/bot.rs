@@ -137,7 +137,8 @@ pub fn bot_messages(data: &[u8]) {
     // `arbitrary` yields default values once the data runs out, so stop there.
     while !u.is_empty() {
         let Ok(step) = Step::arbitrary(&mut u) else { break };
-        let advance = matches!(step, Step::Advance { .. });
+        // Every step but these hands the leg the time.
+        let unseen = matches!(step, Step::Advance { .. } | Step::DrainBot { .. });
         match step {
             Step::BotText(mut text) => drop(leg.handle_bot_text(now, &mut text)),
             Step::BotBinary(bytes) => drop(leg.handle_bot_binary(now, &bytes)),
@@ -186,7 +187,7 @@ pub fn bot_messages(data: &[u8]) {
             }
             Step::DrainBot { max } => drain_bot(&mut leg, protocol, usize::from(max), &mut closed),
         }
-        if !advance {
+        if !unseen {
             fed = now;
         }
         drain_caller(&mut leg, now, &mut burst);
