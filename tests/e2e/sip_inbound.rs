@@ -8,8 +8,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::UdpSocket;
-use voxproxy_adapters::sip::{Message, Method};
+use voxproxy_adapters::sip::{Message, Method, StreamFramer};
 use voxproxy_core::rtp::{RtpHeader, RtpPacket};
 
 use crate::audio::FRAME;
@@ -21,6 +22,7 @@ both_io!(
     pbx_call_answered_with_audio_both_ways_then_pbx_hangs_up,
     pbx_call_ended_by_twilio,
     pbx_call_busy_and_cancelled,
+    pbx_call_over_tcp,
     hostile_sip_never_places_a_call
 );
 
@@ -75,6 +77,8 @@ struct Pbx {
     /// The To header of the proxy's responses (with its tag).
     to: Option<String>,
     rtp_sequence: u16,
+    /// SIP over TCP instead of UDP, with its framer.
+    tcp: Option<(tokio::net::TcpStream, StreamFramer)>,
 }
 
 impl Pbx {
@@ -92,11 +96,30 @@ impl Pbx {
             proxy_rtp: None,
             to: None,
             rtp_sequence: 500,
+            tcp: None,
         }
     }
 
+    /// A PBX that speaks SIP to the proxy over one TCP connection.
+    async fn connect_tcp(proxy: SocketAddr) -> Pbx {
+        let mut pbx = Pbx::bind("127.0.0.1", proxy).await;
+        let stream = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(proxy))
+            .await
+            .expect("TCP connect in time")
+            .expect("TCP connect to sip.listen");
+        pbx.tcp = Some((stream, StreamFramer::default()));
+        pbx
+    }
+
     fn local(&self) -> SocketAddr {
-        self.sip.local_addr().expect("address")
+        match &self.tcp {
+            Some((stream, _)) => stream.local_addr().expect("address"),
+            None => self.sip.local_addr().expect("address"),
+        }
+    }
+
+    fn transport(&self) -> &'static str {
+        if self.tcp.is_some() { "TCP" } else { "UDP" }
     }
 
     fn offer(&self) -> String {
@@ -113,7 +136,7 @@ impl Pbx {
     fn request(&self, method: &Method, branch: &str, cseq: u32, to: &str) -> Message {
         let local = self.local();
         Message::request(method.clone(), format!("sip:{CALLEE}@{}", self.proxy))
-            .with("Via", format!("SIP/2.0/UDP {local};branch={branch}"))
+            .with("Via", format!("SIP/2.0/{} {local};branch={branch}", self.transport()))
             .with("Max-Forwards", "70")
             .with("From", format!("<sip:1001@{}>;tag={}", local.ip(), self.tag))
             .with("To", to)
@@ -130,8 +153,13 @@ impl Pbx {
         invite
     }
 
-    async fn send(&self, message: &Message) {
-        self.sip.send_to(&message.to_bytes(), self.proxy).await.expect("send SIP");
+    async fn send(&mut self, message: &Message) {
+        match &mut self.tcp {
+            Some((stream, _)) => stream.write_all(&message.to_bytes()).await.expect("send SIP over TCP"),
+            None => {
+                self.sip.send_to(&message.to_bytes(), self.proxy).await.expect("send SIP");
+            }
+        }
     }
 
     async fn send_raw(&self, bytes: &[u8]) {
@@ -139,8 +167,19 @@ impl Pbx {
     }
 
     /// The next SIP message; `None` after `timeout`.
-    async fn recv(&self, timeout: Duration) -> Option<Message> {
+    async fn recv(&mut self, timeout: Duration) -> Option<Message> {
         let mut buf = vec![0u8; 65_536];
+        if let Some((stream, framer)) = &mut self.tcp {
+            let deadline = tokio::time::Instant::now() + timeout;
+            loop {
+                if let Some(message) = framer.next_message().expect("the proxy's TCP stream frames") {
+                    return Some(message);
+                }
+                let n = tokio::time::timeout_at(deadline, stream.read(&mut buf)).await.ok()?.ok()?;
+                assert!(n > 0, "the proxy closed the SIP connection");
+                framer.push(&buf[..n]).expect("a bounded message");
+            }
+        }
         let (n, _) = tokio::time::timeout(timeout, self.sip.recv_from(&mut buf)).await.ok()?.ok()?;
         Some(Message::parse(&buf[..n]).unwrap_or_else(|e| panic!("the proxy sent bad SIP ({e:?})")))
     }
@@ -166,7 +205,7 @@ impl Pbx {
 
     /// ACK for the INVITE's final response (`branch`: the INVITE's for a
     /// non-2xx, a new one for a 2xx).
-    async fn ack(&self, branch: &str) {
+    async fn ack(&mut self, branch: &str) {
         let to = self.to.clone().expect("a response with To");
         self.send(&self.request(&Method::Ack, branch, 1, &to)).await;
     }
@@ -424,7 +463,8 @@ async fn pbx_call_busy_and_cancelled(io: Io) {
     pbx.expect_status(180, Method::Invite).await;
     status(&proxy, &create, &call_sid, "busy").await;
     pbx.expect_status(486, Method::Invite).await;
-    pbx.ack(&pbx.branch).await;
+    let branch = pbx.branch.clone();
+    pbx.ack(&branch).await;
     let record = wait_call_record(&proxy, &call_sid).await;
     assert_eq!(record["sip_status"], 486, "{record}");
     assert_eq!(record["hangup_by"], "twilio", "{record}");
@@ -440,7 +480,8 @@ async fn pbx_call_busy_and_cancelled(io: Io) {
     pbx.send(&pbx.request(&Method::Cancel, &pbx.branch, 1, &to)).await;
     pbx.expect_status(200, Method::Cancel).await;
     pbx.expect_status(487, Method::Invite).await;
-    pbx.ack(&pbx.branch).await;
+    let branch = pbx.branch.clone();
+    pbx.ack(&branch).await;
     let cancel = api.wait_for(|r| r.path.ends_with(&format!("/Calls/{call_sid}.json"))).await;
     assert_eq!(cancel.form("Status").as_deref(), Some("canceled"), "{cancel:?}");
     status(&proxy, &create, &call_sid, "canceled").await;
@@ -460,7 +501,7 @@ async fn hostile_sip_never_places_a_call(io: Io) {
     proxy.wait_metric("voxproxy_sip_listener_refused_total{reason=\"source\"}", 1.0).await;
 
     // Garbage and an oversize datagram: dropped and counted, no answer.
-    let pbx = Pbx::bind("127.0.0.1", sip).await;
+    let mut pbx = Pbx::bind("127.0.0.1", sip).await;
     pbx.send_raw(b"\x00\x01garbage that is not SIP\r\n\r\n").await;
     pbx.send_raw(&vec![b'A'; 20_000]).await;
     proxy.wait_metric("voxproxy_sip_messages_dropped_total{side=\"uas\",reason=\"parse_error\"}", 1.0).await;
@@ -479,7 +520,7 @@ async fn hostile_sip_never_places_a_call(io: Io) {
     assert!(api.requests().is_empty(), "no Twilio call for refused INVITEs: {:?}", api.requests());
 
     // A flood from one address: bounded by the per-address INVITE rate.
-    let flood = Pbx::bind("127.0.0.1", sip).await;
+    let mut flood = Pbx::bind("127.0.0.1", sip).await;
     for n in 0..40 {
         let mut invite = flood.invite();
         invite.push("X-N", n.to_string());
@@ -506,4 +547,25 @@ fn replace_header(message: &Message, name: &str, value: &str) -> Message {
     }
     out.push(name, value);
     out
+}
+
+async fn pbx_call_over_tcp(io: Io) {
+    let api = twilio_api().await;
+    let (proxy, sip) = start_proxy(io, &api);
+    let mut pbx = Pbx::connect_tcp(sip).await;
+    let (create, call_sid, mut call, _, _) = connected_call(&proxy, &api, &mut pbx).await;
+    call.send_media(&[0x66; FRAME]).await;
+    assert_eq!(pbx.recv_rtp().await, vec![0x66; FRAME], "media flows for a call signalled over TCP");
+    let to = pbx.to.clone().expect("To with tag");
+    let bye = pbx.request(&Method::Bye, &format!("{}-bye", pbx.branch), 2, &to);
+    pbx.send(&bye).await;
+    pbx.expect_status(200, Method::Bye).await;
+    api.wait_for(|r| r.path.ends_with(&format!("/Calls/{call_sid}.json"))).await;
+    status(&proxy, &create, &call_sid, "completed").await;
+    let record = wait_call_record(&proxy, &call_sid).await;
+    assert_eq!(
+        (&record["sip_status"], &record["hangup_by"]),
+        (&Value::from(200), &Value::from("pbx")),
+        "{record}"
+    );
 }

@@ -137,7 +137,7 @@ keys! {
     RtpPayloadType "rtp.payload_type" Int Described("the codec's: PCMU 0, PCMA 8, L16 96"),
         "0 to 127 but not 72 to 76, not the DTMF type", EXPECT_PAYLOAD_TYPE;
     SipListen "sip.listen" Text Described("none (no SIP listener)"),
-        "IP address and port of the SIP listener (UDP) a PBX sends INVITEs to, to place calls through Twilio; needs `TWILIO_ACCOUNT_SID` and `TWILIO_AUTH_TOKEN`",
+        "IP address and port of the SIP listener (UDP and TCP) a PBX sends INVITEs to, to place calls through Twilio; needs `TWILIO_ACCOUNT_SID` and `TWILIO_AUTH_TOKEN`",
         "expected an IP address and port such as \"0.0.0.0:5060\"";
     SipAllow "sip.allow" Text Value("\"\""),
         "comma-separated CIDRs (`10.0.0.0/8,192.0.2.7`, at most 64) whose INVITEs are accepted; empty: none (every INVITE gets 403)",

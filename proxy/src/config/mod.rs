@@ -58,7 +58,7 @@
 //! | `rtp.ptime_ms` | integer | `20` | 10, 20, 30, 40 |
 //! | `rtp.dtmf_payload_type` | integer | `101` | 0 to 127 but not 72 to 76 |
 //! | `rtp.payload_type` | integer | the codec's: PCMU 0, PCMA 8, L16 96 | 0 to 127 but not 72 to 76, not the DTMF type |
-//! | `sip.listen` | string | none (no SIP listener) | IP address and port of the SIP listener (UDP) a PBX sends INVITEs to, to place calls through Twilio; needs `TWILIO_ACCOUNT_SID` and `TWILIO_AUTH_TOKEN` |
+//! | `sip.listen` | string | none (no SIP listener) | IP address and port of the SIP listener (UDP and TCP) a PBX sends INVITEs to, to place calls through Twilio; needs `TWILIO_ACCOUNT_SID` and `TWILIO_AUTH_TOKEN` |
 //! | `sip.allow` | string | `""` | comma-separated CIDRs (`10.0.0.0/8,192.0.2.7`, at most 64) whose INVITEs are accepted; empty: none (every INVITE gets 403) |
 //! | `jitter.max_delay_ms` | integer | `60` | 0 to 1000 |
 //! | `vad.mode` | integer | `2` | 0 (least aggressive) to 3 |
@@ -266,7 +266,7 @@ pub struct TwilioSettings {
 /// `[sip]` settings: SIP → Twilio calls (a PBX dials out through Twilio).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct SipSettings {
-    /// `sip.listen`: where INVITEs are accepted (UDP); `None`: no listener.
+    /// `sip.listen`: where INVITEs are accepted (UDP and TCP); `None`: no listener.
     pub listen: Option<SocketAddr>,
     /// `sip.allow`: source networks whose INVITEs are accepted; empty
     /// accepts none (every INVITE is answered 403), so a listener opened

@@ -54,11 +54,16 @@ pub enum SipRefusal {
     Codec,
     /// Twilio refused the call, or no REST client: 503.
     Twilio,
+    /// A TCP connection over the listener's bounds: closed at once.
+    Connections,
+    /// A TCP stream that could not be cut into messages (oversize or
+    /// malformed): closed.
+    Framing,
 }
 
 impl SipRefusal {
     /// Every reason, in slot order.
-    pub const ALL: [SipRefusal; 7] = [
+    pub const ALL: [SipRefusal; 9] = [
         SipRefusal::Source,
         SipRefusal::Rate,
         SipRefusal::Oversize,
@@ -66,6 +71,8 @@ impl SipRefusal {
         SipRefusal::Number,
         SipRefusal::Codec,
         SipRefusal::Twilio,
+        SipRefusal::Connections,
+        SipRefusal::Framing,
     ];
 
     /// The `reason` label.
@@ -79,6 +86,8 @@ impl SipRefusal {
             SipRefusal::Number => "number",
             SipRefusal::Codec => "codec",
             SipRefusal::Twilio => "twilio",
+            SipRefusal::Connections => "connections",
+            SipRefusal::Framing => "framing",
         }
     }
 }
@@ -87,7 +96,7 @@ impl SipRefusal {
 #[derive(Debug, Default)]
 pub struct SipMetrics {
     sides: Mutex<[SipCounters; 2]>,
-    refused: [std::sync::atomic::AtomicU64; 7],
+    refused: [std::sync::atomic::AtomicU64; 9],
 }
 
 impl SipMetrics {
@@ -183,7 +192,8 @@ impl SipMetrics {
             refused,
             "What the sip.listen listener refused instead of placing a Twilio call: source outside \
              sip.allow (403), INVITE rate per address (dropped), oversize datagram (dropped), capacity \
-             (503), number (404), codec (488), twilio refused the call (503).",
+             (503), number (404), codec (488), twilio refused the call (503), TCP connections over \
+             the bound (closed), TCP streams that could not be framed (closed).",
             "counter",
         );
         for reason in SipRefusal::ALL {

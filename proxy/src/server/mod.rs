@@ -558,7 +558,7 @@ impl Server {
 
 /// The bound `sip.listen` socket, when set; refuses a listener that could
 /// not place calls (no Twilio credentials).
-fn sip_socket(config: &Config) -> Result<Option<std::net::UdpSocket>, ServeError> {
+fn sip_socket(config: &Config) -> Result<Option<sip_listener::Sockets>, ServeError> {
     let Some(addr) = config.sip.listen else { return Ok(None) };
     if config.twilio.account_sid.is_none() || config.secrets.twilio_auth_token.is_none() {
         return Err(ServeError::SipListen(
@@ -572,7 +572,7 @@ fn sip_socket(config: &Config) -> Result<Option<std::net::UdpSocket>, ServeError
     }
     sip_listener::bind(addr)
         .map(Some)
-        .map_err(|e| ServeError::SipListen(format!("cannot bind {addr} (UDP): {e}")))
+        .map_err(|e| ServeError::SipListen(format!("cannot bind {addr} (UDP and TCP): {e}")))
 }
 
 /// Says at start when `RLIMIT_NOFILE` cannot hold `limits.max_calls`.
@@ -605,7 +605,7 @@ async fn worker_main(
     index: usize,
     backend: IoBackend,
     listener: std::net::TcpListener,
-    sip: Option<(std::net::UdpSocket, tokio::sync::mpsc::Receiver<sip_listener::ToListener>)>,
+    sip: Option<(sip_listener::Sockets, tokio::sync::mpsc::Receiver<sip_listener::ToListener>)>,
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,

@@ -1,7 +1,8 @@
 //! `sip.listen`: a PBX places PSTN calls through Twilio (SIP → Twilio).
 //!
-//! One task, on worker 0, owns the UDP socket and drives the sans-IO
-//! [`SipServer`] of `voxproxy_adapters::sip::server`, which makes every SIP
+//! One task, on worker 0, owns the UDP socket and the TCP listener (its
+//! connections in `sip_tcp.rs`) and drives one sans-IO
+//! [`SipServer`] per transport (`voxproxy_adapters::sip::server`), which makes every SIP
 //! decision (who may call, which status when, retransmissions). This task
 //! only connects the pieces:
 //!
@@ -42,6 +43,9 @@ use voxproxy_adapters::sip::server::{
 use voxproxy_adapters::sip::{MAX_MESSAGE_BYTES, SipCounters, Timers, Transport};
 
 use super::WorkerContext;
+
+#[path = "sip_tcp.rs"]
+mod tcp;
 use super::directory::CallCommand;
 use crate::cdr::ledger::{SipInput, StatusInput};
 use crate::metrics::{SipRefusal, SipSide};
@@ -198,7 +202,7 @@ pub(crate) fn ended_by(end: voxproxy_adapters::bridge::EndReason) -> &'static st
 /// One SIP call the listener carries.
 #[derive(Debug)]
 struct Leg {
-    id: CallId,
+    id: LegId,
     call_id: String,
     to: String,
     from: String,
@@ -211,60 +215,79 @@ struct Leg {
     sip_done: bool,
 }
 
+/// A call of one of the two servers: `UDP` or `TCP` and the server's id.
+type LegId = (usize, CallId);
+/// Index of the UDP server in [`Listener::servers`].
+const UDP: usize = 0;
+/// Index of the TCP server.
+const TCP: usize = 1;
+
 /// The listener's state, owned by its task.
 struct Listener {
     ctx: Rc<WorkerContext>,
     sip: Arc<SipCalls>,
-    server: SipServer,
+    /// One sans-IO server per transport ([`UDP`], [`TCP`]).
+    servers: [SipServer; 2],
     legs: HashMap<String, Leg>,
-    by_id: HashMap<CallId, String>,
+    by_id: HashMap<LegId, String>,
     limiter: WebhookRateLimiter,
-    reported: SipCounters,
-    rejected_source: u64,
+    reported: [SipCounters; 2],
+    rejected_source: [u64; 2],
 }
 
-/// Binds `sip.listen` (UDP), so a taken address stops the start.
-pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    let socket = std::net::UdpSocket::bind(addr)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket)
+/// The bound `sip.listen` sockets.
+#[derive(Debug)]
+pub(crate) struct Sockets {
+    udp: std::net::UdpSocket,
+    tcp: std::net::TcpListener,
+}
+
+/// Binds `sip.listen` for UDP and TCP, so a taken address stops the start.
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<Sockets> {
+    let udp = std::net::UdpSocket::bind(addr)?;
+    udp.set_nonblocking(true)?;
+    // Port 0 (tests): TCP takes the port UDP got.
+    let tcp = std::net::TcpListener::bind(udp.local_addr()?)?;
+    tcp.set_nonblocking(true)?;
+    Ok(Sockets { udp, tcp })
 }
 
 /// Runs the listener until the worker stops.
-pub(crate) async fn run(
-    ctx: Rc<WorkerContext>,
-    socket: std::net::UdpSocket,
-    mut queue: mpsc::Receiver<ToListener>,
-) {
+pub(crate) async fn run(ctx: Rc<WorkerContext>, sockets: Sockets, mut queue: mpsc::Receiver<ToListener>) {
     let Some(sip) = ctx.shared.sip.clone() else { return };
-    let socket = match UdpSocket::from_std(socket) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "the SIP listener cannot use its socket; no SIP calls");
-            return;
-        }
-    };
+    let (socket, tcp) =
+        match (UdpSocket::from_std(sockets.udp), tokio::net::TcpListener::from_std(sockets.tcp)) {
+            (Ok(udp), Ok(tcp)) => (udp, tcp),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "the SIP listener cannot use its sockets; no SIP calls");
+                return;
+            }
+        };
     let local = socket.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let allow = ctx.shared.live().config.sip.allow.clone();
-    let seed = u64::from_le_bytes(crate::runtime::random_bytes());
-    let server = SipServer::new(local, Transport::Udp, allow, Timers::default(), seed);
+    let server = |transport| {
+        let seed = u64::from_le_bytes(crate::runtime::random_bytes());
+        SipServer::new(local, transport, allow.clone(), Timers::default(), seed)
+    };
     let mut listener = Listener {
         ctx: Rc::clone(&ctx),
         sip,
-        server,
+        servers: [server(Transport::Udp), server(Transport::Tcp)],
         legs: HashMap::new(),
         by_id: HashMap::new(),
         limiter: WebhookRateLimiter::new(INVITES_PER_SECOND, TRACKED_ADDRESSES),
-        reported: SipCounters::default(),
-        rejected_source: 0,
+        reported: [SipCounters::default(), SipCounters::default()],
+        rejected_source: [0; 2],
     };
-    tracing::info!(%local, "SIP listener ready (UDP)");
+    tracing::info!(%local, "SIP listener ready (UDP and TCP)");
     let mut stop = ctx.shared.stop.subscribe();
     let mut buf = vec![0u8; MAX_MESSAGE_BYTES + 1];
     let mut report = tokio::time::interval(REPORT_EVERY);
+    let mut connections = tcp::Connections::new();
     let clock = ctx.shared.clock;
     loop {
-        let deadline = listener.server.poll_timeout().map(|at| clock.to_tokio(at));
+        let deadline =
+            listener.servers.iter().filter_map(SipServer::poll_timeout).min().map(|at| clock.to_tokio(at));
         let sleep = async {
             match deadline {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -274,25 +297,47 @@ pub(crate) async fn run(
         tokio::select! {
             _ = stop.changed() => break,
             received = socket.recv_from(&mut buf) => match received {
-                Ok((len, from)) => listener.on_datagram(from, &buf[..len]),
+                Ok((len, from)) => listener.on_datagram(UDP, from, &buf[..len]),
                 Err(e) => tracing::debug!(error = %e, "SIP receive failed"),
             },
+            accepted = tcp.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if !connections.open(stream, peer) {
+                        listener.ctx.shared.metrics.sip().refused(SipRefusal::Connections);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "SIP TCP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(input) = connections.recv() => match input {
+                tcp::Input::Message(peer, bytes) => listener.on_datagram(TCP, peer, &bytes),
+                tcp::Input::Closed(peer) => connections.closed(peer),
+                tcp::Input::Unframed => listener.ctx.shared.metrics.sip().refused(SipRefusal::Framing),
+            },
             Some(message) = queue.recv() => listener.on_message(message),
-            () = sleep => listener.server.handle_timeout(clock.now()),
+            () = sleep => {
+                let now = clock.now();
+                listener.servers.iter_mut().for_each(|s| s.handle_timeout(now));
+            }
             _ = report.tick() => listener.report(),
         }
         listener.on_events();
-        while let Some(transmit) = listener.server.poll_transmit() {
+        while let Some(transmit) = listener.servers[UDP].poll_transmit() {
             if let Err(e) = socket.try_send_to(&transmit.bytes, transmit.dest) {
                 tracing::debug!(error = %e, dest = %transmit.dest, "SIP send failed");
             }
+        }
+        while let Some(transmit) = listener.servers[TCP].poll_transmit() {
+            connections.send(transmit.dest, transmit.bytes);
         }
     }
     listener.report();
 }
 
 impl Listener {
-    fn on_datagram(&mut self, from: SocketAddr, bytes: &[u8]) {
+    fn on_datagram(&mut self, transport: usize, from: SocketAddr, bytes: &[u8]) {
         let metrics = &self.ctx.shared.metrics;
         if bytes.len() > MAX_MESSAGE_BYTES {
             metrics.sip().refused(SipRefusal::Oversize);
@@ -302,41 +347,46 @@ impl Listener {
             metrics.sip().refused(SipRefusal::Rate);
             return;
         }
-        self.server.handle_datagram(self.ctx.shared.clock.now(), from, bytes);
-        if self.server.rejected_source > self.rejected_source {
-            self.rejected_source = self.server.rejected_source;
+        let server = &mut self.servers[transport];
+        server.handle_datagram(self.ctx.shared.clock.now(), from, bytes);
+        if server.rejected_source > self.rejected_source[transport] {
+            self.rejected_source[transport] = server.rejected_source;
             metrics.sip().refused(SipRefusal::Source);
             tracing::info!(%from, "SIP request from outside sip.allow answered 403");
         }
     }
 
     fn report(&mut self) {
-        let now = self.server.counters().clone();
-        self.ctx.shared.metrics.sip().add(SipSide::Server, &self.reported, &now);
-        self.reported = now;
+        for (server, reported) in self.servers.iter().zip(&mut self.reported) {
+            let now = server.counters().clone();
+            self.ctx.shared.metrics.sip().add(SipSide::Server, reported, &now);
+            *reported = now;
+        }
     }
 
     fn on_events(&mut self) {
-        while let Some(event) = self.server.poll_event() {
-            match event {
-                ServerEvent::IncomingCall { id, user, from_user, offer, source, call_id } => {
-                    self.incoming(id, &user, &from_user, &offer, source, call_id);
+        for transport in [UDP, TCP] {
+            while let Some(event) = self.servers[transport].poll_event() {
+                match event {
+                    ServerEvent::IncomingCall { id, user, from_user, offer, source, call_id } => {
+                        self.incoming((transport, id), &user, &from_user, &offer, source, call_id);
+                    }
+                    ServerEvent::Cancelled(id) => self.cancelled((transport, id)),
+                    ServerEvent::Confirmed(id) => tracing::debug!(id = id.0, "SIP call confirmed (ACK)"),
+                    ServerEvent::Ended { id, by_remote } => self.ended((transport, id), by_remote),
                 }
-                ServerEvent::Cancelled(id) => self.cancelled(id),
-                ServerEvent::Confirmed(id) => tracing::debug!(id = id.0, "SIP call confirmed (ACK)"),
-                ServerEvent::Ended { id, by_remote } => self.ended(id, by_remote),
             }
         }
     }
 
-    fn refuse(&mut self, id: CallId, status: u16, reason: SipRefusal) {
+    fn refuse(&mut self, id: LegId, status: u16, reason: SipRefusal) {
         self.ctx.shared.metrics.sip().refused(reason);
-        self.server.reject(self.ctx.shared.clock.now(), id, status);
+        self.servers[id.0].reject(self.ctx.shared.clock.now(), id.1, status);
     }
 
     fn incoming(
         &mut self,
-        id: CallId,
+        id: LegId,
         user: &str,
         from_user: &str,
         offer: &voxproxy_adapters::sdp::SessionDescription,
@@ -435,7 +485,7 @@ impl Listener {
                 let ptime = u16::from(live.config.rtp.ptime_ms);
                 let session = u64::from_le_bytes(crate::runtime::random_bytes()) >> 1;
                 let sdp = answer_sdp(&media, bind, rtp_port, session, ptime);
-                self.server.answer(now, leg.id, &sdp);
+                self.servers[leg.id.0].answer(now, leg.id.1, &sdp);
                 leg.status = Some(200);
                 tracing::info!(sip_call_id = %leg.call_id, rtp_port, "SIP call answered (200 OK)");
                 self.record(&key);
@@ -444,7 +494,7 @@ impl Listener {
                 let Some(leg) = self.legs.get_mut(&key) else { return };
                 leg.hangup_by.get_or_insert(by);
                 let id = leg.id;
-                self.server.hangup(now, id);
+                self.servers[id.0].hangup(now, id.1);
                 self.record(&key);
             }
         }
@@ -476,16 +526,16 @@ impl Listener {
         let now = self.ctx.shared.clock.now();
         let Some(leg) = self.legs.get_mut(key) else { return };
         match status {
-            "ringing" => self.server.ringing(now, leg.id),
+            "ringing" => self.servers[leg.id.0].ringing(now, leg.id.1),
             "completed" | "busy" | "no-answer" | "failed" | "canceled" => {
                 if leg.status.is_none() {
                     let code = status_for_twilio(status);
                     leg.status = Some(code);
                     leg.hangup_by.get_or_insert("twilio");
-                    self.server.reject(now, leg.id, code);
+                    self.servers[leg.id.0].reject(now, leg.id.1, code);
                 } else if !leg.sip_done {
                     leg.hangup_by.get_or_insert("twilio");
-                    self.server.hangup(now, leg.id);
+                    self.servers[leg.id.0].hangup(now, leg.id.1);
                 }
                 leg.sip_done = true;
                 self.record(key);
@@ -495,7 +545,7 @@ impl Listener {
         }
     }
 
-    fn cancelled(&mut self, id: CallId) {
+    fn cancelled(&mut self, id: LegId) {
         let Some(key) = self.by_id.get(&id).cloned() else { return };
         let Some(leg) = self.legs.get_mut(&key) else { return };
         tracing::info!(sip_call_id = %leg.call_id, "the PBX cancelled the call (487)");
@@ -509,7 +559,7 @@ impl Listener {
         self.forget_if_done(&key);
     }
 
-    fn ended(&mut self, id: CallId, by_remote: bool) {
+    fn ended(&mut self, id: LegId, by_remote: bool) {
         let Some(key) = self.by_id.get(&id).cloned() else { return };
         let Some(leg) = self.legs.get_mut(&key) else { return };
         leg.sip_done = true;
