@@ -13,7 +13,7 @@ use tokio::net::UdpSocket;
 use voxproxy_adapters::sip::{Message, Method, StreamFramer};
 use voxproxy_core::rtp::{RtpHeader, RtpPacket};
 
-use crate::audio::FRAME;
+use crate::audio::{self, FRAME};
 use crate::harness::{
     ACCOUNT_SID, FakeRest, FromProxy, Io, Proxy, RestRequest, TwilioCall, WAIT, free_udp_port, sid, unique,
 };
@@ -23,6 +23,7 @@ both_io!(
     pbx_call_ended_by_twilio,
     pbx_call_busy_and_cancelled,
     pbx_call_over_tcp,
+    baresip_busy_and_refused,
     hostile_sip_never_places_a_call
 );
 
@@ -568,4 +569,108 @@ async fn pbx_call_over_tcp(io: Io) {
         (&Value::from(200), &Value::from("pbx")),
         "{record}"
     );
+}
+
+/// baresip (Debian's `baresip`) as the PBX, for what needs no media: its
+/// own INVITE, ACK and retransmissions against the listener. baresip 1.0
+/// puts its non-loopback interface address in its SDP (and refuses
+/// `net_interface lo`), so calls with media use the scripted UAC above to
+/// keep every packet on loopback.
+struct Baresip {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Baresip {
+    /// Starts baresip on `ip` dialling the callee at `listener`; it quits after `seconds`.
+    fn dial(ip: &str, listener: SocketAddr, seconds: u32) -> Baresip {
+        let found = std::process::Command::new("baresip")
+            .arg("-h")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok();
+        assert!(
+            found,
+            "baresip is required by the SIP interop tests and is not on PATH; install it \
+             (`apt-get install baresip`, as .ci/run does)"
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let say = dir.path().join("say.wav");
+        audio::write_wav(&say, 8000, &audio::tones(&[440.0], 0.2, 8000.0, 8000));
+        let config = format!(
+            "sip_listen {ip}:{port}\nsip_trans_def udp\naudio_player aufile,{heard}\n\
+             audio_source aufile,{say}\naudio_alert aufile,{say}\nmodule_path /usr/lib/baresip/modules\n\
+             module g711.so\nmodule aufile.so\nmodule_app account.so\nmodule_app menu.so\n",
+            port = free_udp_port(false),
+            heard = dir.path().join("heard.wav").display(),
+            say = say.display(),
+        );
+        std::fs::write(dir.path().join("config"), config).expect("baresip config");
+        std::fs::write(dir.path().join("accounts"), format!("<sip:1001@{ip}>;regint=0;audio_codecs=PCMU\n"))
+            .expect("baresip accounts");
+        let log = dir.path().join("baresip.log");
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = std::process::Command::new("baresip")
+            .arg("-f")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(format!("/dial sip:{CALLEE}@{listener}"))
+            .arg("-t")
+            .arg(seconds.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out)
+            .spawn()
+            .expect("baresip starts");
+        Baresip { child, log, _dir: dir }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until baresip's output contains `needle`.
+    async fn wait_for(&self, needle: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !self.log().contains(needle) {
+            assert!(tokio::time::Instant::now() < deadline, "baresip never said {needle:?}:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Baresip {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn baresip_busy_and_refused(io: Io) {
+    let api = twilio_api().await;
+    let (proxy, sip) = start_proxy(io, &api);
+
+    // Busy: the Twilio call is placed, Twilio says busy, baresip hears 486.
+    let baresip = Baresip::dial("127.0.0.1", sip, 10);
+    let (create, call_sid) = created_call(&api, 0).await;
+    status(&proxy, &create, &call_sid, "ringing").await;
+    status(&proxy, &create, &call_sid, "busy").await;
+    baresip.wait_for("486 Busy Here").await;
+    let record = wait_call_record(&proxy, &call_sid).await;
+    assert_eq!(
+        (&record["sip_status"], &record["hangup_by"]),
+        (&Value::from(486), &Value::from("twilio")),
+        "{record}"
+    );
+    assert!(record["sip_call_id"].as_str().is_some_and(|id| !id.is_empty()), "baresip's Call-ID: {record}");
+    drop(baresip);
+
+    // From outside sip.allow: 403, and no second Twilio call.
+    let stranger = Baresip::dial("127.0.0.2", sip, 10);
+    stranger.wait_for("403 Forbidden").await;
+    proxy.wait_metric("voxproxy_sip_listener_refused_total{reason=\"source\"}", 1.0).await;
+    let creates = api.requests().iter().filter(|r| r.path.ends_with("/Calls.json")).count();
+    assert_eq!(creates, 1, "the refused INVITE placed no call: {:?}", api.requests());
 }
