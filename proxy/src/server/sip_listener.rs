@@ -67,6 +67,11 @@ const STATUS_APPLY_TIMEOUT: Duration = Duration::from_secs(2);
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// `sip_direction` of these calls in records.
 const DIRECTION: &str = "sip_to_twilio";
+/// A call not answered this long after its INVITE is given up (408) and
+/// its Twilio call cancelled: Twilio ends an unanswered call after 60 s and
+/// reports it, so this only fires when that report never came (a lost
+/// status callback); it keeps a silent call from holding its place.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(180);
 /// Longest Request-URI user (the number Twilio dials).
 const MAX_NUMBER_DIGITS: usize = 20;
 
@@ -213,6 +218,8 @@ struct Leg {
     hangup_by: Option<&'static str>,
     /// The SIP side is over (the server forgot it or will).
     sip_done: bool,
+    /// When the INVITE arrived, for [`SETUP_TIMEOUT`].
+    invited: std::time::Instant,
 }
 
 /// A call of one of the two servers: `UDP` or `TCP` and the server's id.
@@ -321,7 +328,10 @@ pub(crate) async fn run(ctx: Rc<WorkerContext>, sockets: Sockets, mut queue: mps
                 let now = clock.now();
                 listener.servers.iter_mut().for_each(|s| s.handle_timeout(now));
             }
-            _ = report.tick() => listener.report(),
+            _ = report.tick() => {
+                listener.report();
+                listener.expire();
+            }
         }
         listener.on_events();
         while let Some(transmit) = listener.servers[UDP].poll_transmit() {
@@ -353,6 +363,31 @@ impl Listener {
             self.rejected_source[transport] = server.rejected_source;
             metrics.sip().refused(SipRefusal::Source);
             tracing::info!(%from, "SIP request from outside sip.allow answered 403");
+        }
+    }
+
+    /// Gives up on calls that have waited [`SETUP_TIMEOUT`] for an answer.
+    fn expire(&mut self) {
+        let now = self.ctx.shared.clock.now();
+        let stale: Vec<String> = self
+            .legs
+            .iter()
+            .filter(|(_, leg)| {
+                leg.status.is_none() && !leg.sip_done && leg.invited.elapsed() >= SETUP_TIMEOUT
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in stale {
+            let Some(leg) = self.legs.get_mut(&key) else { continue };
+            tracing::warn!(sip_call_id = %leg.call_id, "no answer and no final status from Twilio in time; 408");
+            (leg.status, leg.sip_done) = (Some(408), true);
+            leg.hangup_by.get_or_insert("voxproxy");
+            self.servers[leg.id.0].reject(now, leg.id.1, 408);
+            if let Some(call_sid) = leg.call_sid.clone() {
+                self.update(&call_sid, UpdateCall::Cancel);
+            }
+            self.record(&key);
+            self.forget_if_done(&key);
         }
     }
 
@@ -449,6 +484,7 @@ impl Listener {
                 status: None,
                 hangup_by: None,
                 sip_done: false,
+                invited: std::time::Instant::now(),
             },
         );
         let sip = Arc::clone(&self.sip);
