@@ -570,6 +570,13 @@ fn sip_socket(config: &Config) -> Result<Option<sip_listener::Sockets>, ServeErr
     if config.sip.allow.is_empty() {
         tracing::warn!("sip.listen is set but sip.allow is empty: every INVITE is answered 403");
     }
+    if config.rtp.bind.is_unspecified() {
+        tracing::warn!(
+            rtp_bind = %config.rtp.bind,
+            "sip.listen answers PBXs with c= rtp.bind, and an unspecified address is not one a PBX can \
+             send RTP to; set rtp.bind to the address the PBX reaches voxproxy on"
+        );
+    }
     sip_listener::bind(addr)
         .map(Some)
         .map_err(|e| ServeError::SipListen(format!("cannot bind {addr} (UDP and TCP): {e}")))
