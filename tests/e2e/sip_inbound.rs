@@ -674,3 +674,17 @@ async fn baresip_busy_and_refused(io: Io) {
     let creates = api.requests().iter().filter(|r| r.path.ends_with("/Calls.json")).count();
     assert_eq!(creates, 1, "the refused INVITE placed no call: {:?}", api.requests());
 }
+
+#[test]
+fn sip_listen_without_twilio_credentials_refuses_to_start() {
+    let listen = format!("127.0.0.1:{}", free_udp_port(false));
+    let env = [("TWILIO_AUTH_TOKEN", crate::harness::AUTH_TOKEN), ("VOXPROXY_SIP_LISTEN", listen.as_str())];
+    let (status, stderr) = crate::harness::run_to_exit(&env, &["--io", "epoll"]);
+    assert!(!status.success(), "sip.listen without TWILIO_ACCOUNT_SID must refuse to start: {stderr}");
+    assert!(
+        stderr.contains(
+            "sip.listen: placing Twilio calls for a PBX needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"
+        ),
+        "{stderr}"
+    );
+}
