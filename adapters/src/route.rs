@@ -599,6 +599,28 @@ impl MatchedRoute<'_> {
 /// uses the route the webhook chose and the call record names it.
 pub const ROUTE_PARAMETER: &str = "voxproxy_route";
 
+/// The `<Parameter>` naming the SIP call (a PBX's INVITE through
+/// `sip.listen`) a Twilio call was placed for: the voice webhook of that
+/// call learns it from its signed URL's query (`?sip=`), and the stream's
+/// `start` carries it back to the call task that bridges the two.
+pub const SIP_CALL_PARAMETER: &str = "voxproxy_sip_call";
+
+/// The route label of calls placed for a PBX through `sip.listen`: they
+/// take no route (the PBX chose where to call), so a record says so.
+pub const SIP_ROUTE_LABEL: &str = "sip";
+
+/// The TwiML answering the voice webhook of a call placed for a PBX: one
+/// `<Connect><Stream>` back to this proxy carrying `tags` (the proxy's own
+/// `<Parameter>`s: the stream token and [`SIP_CALL_PARAMETER`]), and no
+/// `action`, so Twilio hangs up when the stream ends (the PBX's BYE or
+/// the bridge closing it): there is no route to fall back to.
+#[must_use]
+pub fn answer_sip_call(call: &VoiceWebhook, ctx: &AnswerContext, tags: &[(String, String)]) -> Response {
+    let route = Route::new(RouteTo::Any, Backend::Rtp(SocketAddr::from(([0, 0, 0, 0], 0))));
+    let connect = Connect::new().stream(ctx.stream(&route, call, 1, tags));
+    Response::new().connect(connect)
+}
+
 /// The route a [`MatchedRoute::label`] names: `routes[N]` or `default`;
 /// `None` for any other text or an index past the end (a stream answered
 /// with a config since changed).

@@ -186,6 +186,19 @@ pub struct CallRecord {
     pub rtp_ssrc: u32,
     /// SSRC of the `outbound` track's RTP, when the stream carried it.
     pub outbound_track_ssrc: Option<u32>,
+    /// The `Call-ID` of the SIP dialog the call belongs to (a PBX's INVITE
+    /// through `sip.listen`).
+    pub sip_call_id: Option<String>,
+    /// Which way the SIP call went: `sip_to_twilio` (a PBX placed it
+    /// through `sip.listen`).
+    pub sip_direction: Option<String>,
+    /// The final SIP status voxproxy answered the PBX's INVITE with (200,
+    /// or 486/480/503/487 for busy, no answer, failed, cancelled).
+    pub sip_status: Option<u16>,
+    /// Who ended a SIP call: `pbx` (BYE or CANCEL), `twilio` (the callee
+    /// hung up, or the call did not connect) or `voxproxy` (drain, control
+    /// API, a failed leg).
+    pub hangup_by: Option<String>,
 }
 
 /// One call status in a record's `status_events`.
@@ -988,6 +1001,10 @@ mod tests {
             outbound_track_rtp_packets: 250,
             rtp_ssrc: 0x5650_0001,
             outbound_track_ssrc: Some(0x5650_0002),
+            sip_call_id: Some("a84b4c76e66710@pbx.example.com".into()),
+            sip_direction: Some("sip_to_twilio".into()),
+            sip_status: Some(200),
+            hangup_by: Some("pbx".into()),
         }
     }
 
@@ -1067,6 +1084,10 @@ mod tests {
             "outbound_track_rtp_packets",
             "rtp_ssrc",
             "outbound_track_ssrc",
+            "sip_call_id",
+            "sip_direction",
+            "sip_status",
+            "hangup_by",
         ];
         // serde_json's Map is sorted unless preserve_order is on; compare as sets
         // here and check the order on the raw text.

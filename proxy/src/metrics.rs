@@ -74,7 +74,7 @@ use std::time::Duration;
 use voxproxy_adapters::bridge::{CallStats, EndReason};
 
 mod sip;
-pub use sip::{SipMetrics, SipSide};
+pub use sip::{SipMetrics, SipRefusal, SipSide};
 
 /// The process's metrics: one [`WorkerMetrics`] per worker thread plus the
 /// process-wide gauges. See the [module documentation](self).

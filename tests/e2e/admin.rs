@@ -2,16 +2,11 @@
 //! stream through a fake Twilio REST API, the redacted configuration, and
 //! the health report (RTP ports running out, credentials Twilio refuses).
 
-use std::sync::{Arc, Mutex};
-
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 use crate::audio::FRAME;
 use crate::harness::{
-    ACCOUNT_SID, ADMIN_TOKEN, AUTH_TOKEN, Backend, Io, Proxy, TwilioCall, WAIT, free_udp_port,
+    ACCOUNT_SID, ADMIN_TOKEN, AUTH_TOKEN, Backend, FakeRest, Io, Proxy, TwilioCall, WAIT, free_udp_port,
 };
 
 both_io!(
@@ -21,41 +16,11 @@ both_io!(
     health_reports_ports_and_credentials
 );
 
-/// One request the fake REST API received: method, path, form body.
-type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
-
 /// A fake Twilio REST API: the account answers `account_status` (200 or
 /// 401), a call update answers a completed call, a stream update a stopped
 /// stream named as in the path.
-async fn fake_twilio(account_status: u16) -> (String, Seen) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("address"));
-    let seen: Seen = Arc::default();
-    let log = Arc::clone(&seen);
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let log = Arc::clone(&log);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let log = Arc::clone(&log);
-                    async move {
-                        let (method, path) = (req.method().to_string(), req.uri().path().to_owned());
-                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        let body = String::from_utf8_lossy(&body).into_owned();
-                        log.lock().expect("log").push((method, path.clone(), body));
-                        let (status, json) = answer(&path, account_status);
-                        let mut response = http::Response::new(Full::new(Bytes::from(json.to_string())));
-                        *response.status_mut() = http::StatusCode::from_u16(status).expect("status");
-                        Ok::<_, std::convert::Infallible>(response)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
-    (base, seen)
+async fn fake_twilio(account_status: u16) -> FakeRest {
+    FakeRest::start(move |request| answer(&request.path, account_status)).await
 }
 
 fn answer(path: &str, account_status: u16) -> (u16, Value) {
@@ -90,7 +55,8 @@ fn check<'a>(health: &'a Value, name: &str) -> &'a Value {
 }
 
 async fn hangup_and_stream_stop_through_twilio(io: Io) {
-    let (base, seen) = fake_twilio(200).await;
+    let api = fake_twilio(200).await;
+    let base = api.base();
     let mut backend = Backend::bind().await;
     let proxy = Proxy::start(io, &with_twilio(&base), &["--backend", &backend.arg()]);
     let mut call = TwilioCall::start(&proxy).await;
@@ -120,8 +86,12 @@ async fn hangup_and_stream_stop_through_twilio(io: Io) {
     assert_eq!(call.wait_closed(WAIT).await, Some(1000), "the stream is closed after Twilio ended the call");
     assert_eq!(proxy.wait_record(&call.stream_sid).await["end_reason"], "hangup");
 
-    let posts: Vec<(String, String, String)> =
-        seen.lock().expect("log").iter().filter(|(m, _, _)| m == "POST").cloned().collect();
+    let posts: Vec<(String, String, String)> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| (r.method, r.path, r.body))
+        .collect();
     let expected = [
         (format!("{prefix}/Streams/{}.json", call.stream_sid), "Status=stopped"),
         (format!("{prefix}/Streams/fork_1.json"), "Status=stopped"),
@@ -176,7 +146,8 @@ async fn config_hides_secrets(io: Io) {
 }
 
 async fn health_reports_ports_and_credentials(io: Io) {
-    let (base, seen) = fake_twilio(401).await;
+    let api = fake_twilio(401).await;
+    let base = api.base();
     let mut backend = Backend::bind().await;
     let port = free_udp_port(false);
     let range = format!("{port}-{port}");
@@ -204,7 +175,7 @@ async fn health_reports_ports_and_credentials(io: Io) {
     assert_eq!(during["status"], "unhealthy", "{during}");
     assert_eq!(during["active_calls"], 1, "{during}");
     assert_eq!(check(&during, "rtp_ports")["status"], "unhealthy", "{during}");
-    let probes = seen.lock().expect("log").iter().filter(|(m, _, _)| m == "GET").count();
+    let probes = api.requests().iter().filter(|r| r.method == "GET").count();
     // Cached for 5 s: a second probe only if this machine took longer than that.
     let cached = first_probe.elapsed() < std::time::Duration::from_secs(5);
     assert!(probes == 1 || (!cached && probes == 2), "{probes} credential probes for two health requests");

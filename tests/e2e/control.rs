@@ -2,18 +2,14 @@
 //! (sessions, hang-up, outbound calls through a fake Twilio REST API), and
 //! TLS on the listener.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::rt::TokioIo;
 
 use crate::audio::{self, FRAME};
 use crate::harness::{
-    ACCOUNT_SID, ADMIN_TOKEN, AUTH_TOKEN, Backend, Io, Proxy, TwilioCall, WAIT, is_busy_reject, sid,
-    test_cert, test_key,
+    ACCOUNT_SID, ADMIN_TOKEN, AUTH_TOKEN, Backend, FakeRest, Io, Proxy, TwilioCall, WAIT, is_busy_reject,
+    sid, test_cert, test_key,
 };
 
 both_io!(sigterm_drains, control_api_needs_token, sessions_and_hangup, place_outbound_call, tls_round_trip);
@@ -112,94 +108,25 @@ async fn sessions_and_hangup(io: Io) {
     );
 }
 
-/// One request the fake Twilio REST API received.
-#[derive(Debug, Clone)]
-struct Recorded {
-    method: String,
-    path: String,
-    authorization: Option<String>,
-    body: String,
-}
-
-/// A tiny Twilio REST API: answers every request with a queued call.
-async fn fake_rest_api() -> (std::net::SocketAddr, Arc<Mutex<Vec<Recorded>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = Arc::clone(&seen);
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let log = Arc::clone(&log);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let log = Arc::clone(&log);
-                    async move {
-                        let method = req.method().to_string();
-                        let path = req.uri().path().to_owned();
-                        let authorization = req
-                            .headers()
-                            .get("authorization")
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned);
-                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        log.lock().expect("log").push(Recorded {
-                            method,
-                            path,
-                            authorization,
-                            body: String::from_utf8_lossy(&body).into_owned(),
-                        });
-                        let call = serde_json::json!({
-                            "sid": "CAfeedfacefeedfacefeedfacefeedface",
-                            "status": "queued",
-                            "account_sid": ACCOUNT_SID,
-                            "to": "+15550003333",
-                            "from": "+15550004444",
-                            "direction": "outbound-api",
-                        });
-                        let mut response = http::Response::new(Full::new(Bytes::from(call.to_string())));
-                        *response.status_mut() = http::StatusCode::CREATED;
-                        response
-                            .headers_mut()
-                            .insert("content-type", http::HeaderValue::from_static("application/json"));
-                        Ok::<_, std::convert::Infallible>(response)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
-    (addr, seen)
-}
-
-/// Decodes one `application/x-www-form-urlencoded` value.
-fn form_value(body: &str, name: &str) -> Option<String> {
-    body.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == name).then(|| {
-            let v = v.replace('+', " ");
-            let mut out = Vec::new();
-            let bytes = v.as_bytes();
-            let mut i = 0;
-            while i < bytes.len() {
-                if bytes[i] == b'%' && i + 2 < bytes.len() {
-                    let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).expect("hex");
-                    out.push(u8::from_str_radix(hex, 16).expect("hex"));
-                    i += 3;
-                } else {
-                    out.push(bytes[i]);
-                    i += 1;
-                }
-            }
-            String::from_utf8(out).expect("UTF-8")
-        })
+/// A Twilio REST API that answers every request with a queued call.
+async fn fake_rest_api() -> FakeRest {
+    FakeRest::start(|_| {
+        let call = serde_json::json!({
+            "sid": "CAfeedfacefeedfacefeedfacefeedface",
+            "status": "queued",
+            "account_sid": ACCOUNT_SID,
+            "to": "+15550003333",
+            "from": "+15550004444",
+            "direction": "outbound-api",
+        });
+        (201, call)
     })
+    .await
 }
 
 async fn place_outbound_call(io: Io) {
-    let (api, seen) = fake_rest_api().await;
-    let api_base = format!("http://{api}");
+    let api = fake_rest_api().await;
+    let api_base = api.base();
     let proxy = Proxy::start(
         io,
         &[
@@ -214,23 +141,23 @@ async fn place_outbound_call(io: Io) {
         .http("POST", "/v1/calls", &[("authorization", "Bearer nope")], request.clone().into_bytes())
         .await;
     assert_eq!(wrong.status, 401);
-    assert!(seen.lock().expect("log").is_empty(), "nothing reaches Twilio without the admin token");
+    assert!(api.requests().is_empty(), "nothing reaches Twilio without the admin token");
 
     let response = proxy.admin("POST", "/v1/calls", request.into_bytes()).await;
     assert_eq!(response.status, 201, "POST /v1/calls: {}", response.text());
     assert_eq!(response.json()["call_sid"], "CAfeedfacefeedfacefeedfacefeedface");
 
-    let seen = seen.lock().expect("log").clone();
+    let seen = api.requests();
     assert_eq!(seen.len(), 1, "one request to Twilio: {seen:?}");
     let sent = &seen[0];
     assert_eq!(sent.method, "POST");
     assert_eq!(sent.path, format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Calls.json"));
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{ACCOUNT_SID}:{AUTH_TOKEN}"));
     assert_eq!(sent.authorization.as_deref(), Some(format!("Basic {basic}").as_str()), "HTTP basic auth");
-    assert_eq!(form_value(&sent.body, "To").as_deref(), Some("+15550003333"), "body {}", sent.body);
-    assert_eq!(form_value(&sent.body, "From").as_deref(), Some("+15550004444"), "body {}", sent.body);
+    assert_eq!(sent.form("To").as_deref(), Some("+15550003333"), "body {}", sent.body);
+    assert_eq!(sent.form("From").as_deref(), Some("+15550004444"), "body {}", sent.body);
     assert_eq!(
-        form_value(&sent.body, "Url"),
+        sent.form("Url"),
         Some(format!("{}/twilio/voice", proxy.public_url)),
         "Twilio fetches its TwiML from this proxy's voice webhook"
     );

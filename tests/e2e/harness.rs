@@ -1284,3 +1284,145 @@ impl Backend {
         self.send_audio(packet.payload_type, &packet.payload, samples, false).await;
     }
 }
+
+// ---------------------------------------------------------------------------
+// Fake Twilio REST API
+// ---------------------------------------------------------------------------
+
+/// One request the fake Twilio REST API received.
+#[derive(Debug, Clone)]
+pub struct RestRequest {
+    /// `POST`, `GET`.
+    pub method: String,
+    /// The path, `/2010-04-01/Accounts/AC…/Calls.json`.
+    pub path: String,
+    /// The `Authorization` header.
+    pub authorization: Option<String>,
+    /// The form body.
+    pub body: String,
+    /// What the fake answered (the JSON body).
+    pub response: Value,
+}
+
+impl RestRequest {
+    /// One decoded value of the form body.
+    pub fn form(&self, name: &str) -> Option<String> {
+        form_value(&self.body, name)
+    }
+}
+
+/// How the fake REST API answers a request: HTTP status and JSON body.
+pub type RestAnswer = Box<dyn Fn(&RestRequest) -> (u16, Value) + Send + Sync>;
+
+/// A fake Twilio REST API on loopback: records every request and answers
+/// it with the test's function. Runs until the test's runtime ends.
+pub struct FakeRest {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<RestRequest>>>,
+}
+
+impl FakeRest {
+    /// Starts the API; `answer` decides every response.
+    pub async fn start(answer: impl Fn(&RestRequest) -> (u16, Value) + Send + Sync + 'static) -> FakeRest {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the fake REST API");
+        let addr = listener.local_addr().expect("address");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        let answer: Arc<RestAnswer> = Arc::new(Box::new(answer));
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (log, answer) = (Arc::clone(&log), Arc::clone(&answer));
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                            let (log, answer) = (Arc::clone(&log), Arc::clone(&answer));
+                            async move {
+                                let method = req.method().to_string();
+                                let path = req.uri().path().to_owned();
+                                let authorization = req
+                                    .headers()
+                                    .get("authorization")
+                                    .and_then(|v| v.to_str().ok())
+                                    .map(str::to_owned);
+                                let body =
+                                    req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                                let mut request = RestRequest {
+                                    method,
+                                    path,
+                                    authorization,
+                                    body: String::from_utf8_lossy(&body).into_owned(),
+                                    response: Value::Null,
+                                };
+                                let (status, json) = answer(&request);
+                                request.response = json.clone();
+                                log.lock().expect("log").push(request);
+                                let mut response =
+                                    http::Response::new(Full::new(Bytes::from(json.to_string())));
+                                *response.status_mut() = http::StatusCode::from_u16(status).expect("status");
+                                response.headers_mut().insert(
+                                    "content-type",
+                                    http::HeaderValue::from_static("application/json"),
+                                );
+                                Ok::<_, std::convert::Infallible>(response)
+                            }
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        FakeRest { addr, seen }
+    }
+
+    /// `twilio.api_base` pointing here.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<RestRequest> {
+        self.seen.lock().expect("log").clone()
+    }
+
+    /// Waits for a request `matches` accepts; fails after [`WAIT`].
+    pub async fn wait_for(&self, matches: impl Fn(&RestRequest) -> bool) -> RestRequest {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(found) = self.requests().into_iter().find(|r| matches(r)) {
+                return found;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no such request to the fake REST API within {WAIT:?}; seen: {:?}",
+                self.requests()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Decodes one `application/x-www-form-urlencoded` value.
+pub fn form_value(body: &str, name: &str) -> Option<String> {
+    body.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == name).then(|| {
+            let v = v.replace('+', " ");
+            let mut out = Vec::new();
+            let bytes = v.as_bytes();
+            let mut i = 0;
+            while i < bytes.len() {
+                if bytes[i] == b'%' && i + 2 < bytes.len() {
+                    let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).expect("hex");
+                    out.push(u8::from_str_radix(hex, 16).expect("hex"));
+                    i += 3;
+                } else {
+                    out.push(bytes[i]);
+                    i += 1;
+                }
+            }
+            String::from_utf8(out).expect("UTF-8")
+        })
+    })
+}

@@ -2,18 +2,14 @@
 //! missed calls (SMS through a fake REST API, AI takeover), status callbacks
 //! checked and counted, and exactly one call record per Twilio call.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 use crate::audio::FRAME;
 use crate::harness::{
-    ACCOUNT_SID, ADMIN_TOKEN, Backend, FromProxy, HttpResponse, Io, Proxy, TwilioCall, WAIT, is_busy_reject,
-    sid,
+    ACCOUNT_SID, ADMIN_TOKEN, Backend, FakeRest, FromProxy, HttpResponse, Io, Proxy, TwilioCall, WAIT,
+    is_busy_reject, sid,
 };
 
 both_io!(
@@ -202,8 +198,8 @@ async fn routes_answer_per_called_number(io: Io) {
 
 async fn forwards_missed_calls_and_records_each_call_once(io: Io) {
     let mut backend = Backend::bind().await;
-    let (api, sent) = fake_messages_api().await;
-    let api_base = format!("http://{api}");
+    let api = fake_messages_api().await;
+    let api_base = api.base();
     let (_dir, path) = config_file(&format!(
         "[[routes]]\nto = \"{CLINIC}\"\nforward_to = \"{DESK}\"\non_missed = \"sms\"\n\
          sms_text = \"Sorry we missed you, we will call back shortly.\"\n\n\
@@ -228,9 +224,9 @@ async fn forwards_missed_calls_and_records_each_call_once(io: Io) {
     let xml = dial_status(&proxy, &missed, CLINIC, "no-answer").await.text();
     assert!(xml.ends_with("<Response><Hangup/></Response>"), "{xml}");
     {
-        let sent = sent.lock().expect("log");
+        let sent = api.requests();
         assert_eq!(sent.len(), 1, "one SMS: {sent:?}");
-        let (path, body) = &sent[0];
+        let (path, body) = (&sent[0].path, &sent[0].body);
         assert_eq!(path, &format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"));
         assert!(body.contains("To=%2B15550001111") && body.contains("From=%2B15550002222"), "{body}");
         assert!(body.contains("Body=Sorry+we+missed+you"), "{body}");
@@ -294,51 +290,26 @@ async fn forwards_missed_calls_and_records_each_call_once(io: Io) {
     }
 }
 
-/// A fake Twilio REST API that accepts every message: `(path, form body)` of each.
-async fn fake_messages_api() -> (std::net::SocketAddr, Arc<Mutex<Vec<(String, String)>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = Arc::clone(&seen);
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let log = Arc::clone(&log);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let log = Arc::clone(&log);
-                    async move {
-                        let path = req.uri().path().to_owned();
-                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        log.lock().expect("log").push((path, String::from_utf8_lossy(&body).into_owned()));
-                        let message = serde_json::json!({
-                            "sid": "SMfeedfacefeedfacefeedfacefeedface",
-                            "status": "queued",
-                            "to": "+15550001111",
-                            "from": "+15550002222",
-                        });
-                        let mut response = http::Response::new(Full::new(Bytes::from(message.to_string())));
-                        *response.status_mut() = http::StatusCode::CREATED;
-                        response
-                            .headers_mut()
-                            .insert("content-type", http::HeaderValue::from_static("application/json"));
-                        Ok::<_, std::convert::Infallible>(response)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
-    (addr, seen)
+/// A fake Twilio REST API that accepts every message.
+async fn fake_messages_api() -> FakeRest {
+    FakeRest::start(|_| {
+        let message = serde_json::json!({
+            "sid": "SMfeedfacefeedfacefeedfacefeedface",
+            "status": "queued",
+            "to": "+15550001111",
+            "from": "+15550002222",
+        });
+        (201, message)
+    })
+    .await
 }
 
 async fn backend_down_plays_the_fallback(io: Io) {
     // Bound but silent: a voice stack that is down (plain RTP has no
     // signalling, so silence for rtp.backend_timeout is how it shows).
     let down = Backend::bind().await;
-    let (api, sent) = fake_messages_api().await;
-    let api_base = format!("http://{api}");
+    let api = fake_messages_api().await;
+    let api_base = api.base();
     let (_dir, path) = config_file(&format!(
         "[[routes]]\nto = \"{CLINIC}\"\nbackend = \"{}\"\non_missed = \"sms\"\nsms_text = \"We will call you back.\"\n\
          fallback = \"Sorry, nobody can take your call right now.\"\n",
@@ -365,7 +336,7 @@ async fn backend_down_plays_the_fallback(io: Io) {
         xml.ends_with("<Say>Sorry, nobody can take your call right now.</Say><Hangup/></Response>"),
         "{xml}"
     );
-    assert_eq!(sent.lock().expect("log").len(), 1, "the route's on_missed SMS");
+    assert_eq!(api.requests().len(), 1, "the route's on_missed SMS");
     status(&proxy, &call_sid, CLINIC, "completed").await;
     let record = wait_call_record(&proxy, &call_sid).await;
     assert_eq!(record["end_reason"], "backend_failed");

@@ -403,6 +403,28 @@ pub const CALLER_AUDIO_TIMEOUT: Duration = Duration::from_millis(300);
 const BACKEND_TALKSPURT: TalkspurtConfig =
     TalkspurtConfig { onset_frames: 1, onset_window: 1, hangover_frames: 10 };
 
+/// The jitter buffer's settings for `config`'s codec and ptime.
+fn jitter_config(config: &BridgeConfig) -> Result<JitterConfig, BridgeError> {
+    let packet_bytes = config.codec.bytes_per_ms() * config.ptime.as_millis() as usize;
+    // A backend answers in the ptime we send, and the jitter buffer's
+    // slots hold MAX_RTP_PAYLOAD bytes.
+    if packet_bytes > MAX_RTP_PAYLOAD {
+        return Err(BridgeError::Config {
+            key: "rtp.ptime_ms",
+            reason: "too long for this codec: L16 at 16 kHz allows 10 or 20 ms",
+        });
+    }
+    Ok(JitterConfig {
+        clock_rate: config.codec.clock_rate(),
+        max_delay: config.jitter_max_delay,
+        // Before any jitter is measured the adaptive hold would be zero
+        // and the first reordered pair would turn into a loss. One packet
+        // time costs nothing while packets arrive in order (they never wait).
+        min_delay: config.ptime.min(config.jitter_max_delay),
+        ..JitterConfig::default()
+    })
+}
+
 impl CallBridge {
     /// A bridge for a call whose WebSocket opened at `now`.
     ///
@@ -413,24 +435,7 @@ impl CallBridge {
         let backend_peer = config.backend.filter(|a| a.port() != 0);
         let vad_mode = VadMode::try_from(config.vad_mode)
             .map_err(|_| BridgeError::Config { key: "vad.mode", reason: "must be 0, 1, 2 or 3" })?;
-        let packet_bytes = config.codec.bytes_per_ms() * config.ptime.as_millis() as usize;
-        // A backend answers in the ptime we send, and the jitter buffer's
-        // slots hold MAX_RTP_PAYLOAD bytes.
-        if packet_bytes > MAX_RTP_PAYLOAD {
-            return Err(BridgeError::Config {
-                key: "rtp.ptime_ms",
-                reason: "too long for this codec: L16 at 16 kHz allows 10 or 20 ms",
-            });
-        }
-        let jitter = JitterConfig {
-            clock_rate: config.codec.clock_rate(),
-            max_delay: config.jitter_max_delay,
-            // Before any jitter is measured the adaptive hold would be zero
-            // and the first reordered pair would turn into a loss. One packet
-            // time costs nothing while packets arrive in order (they never wait).
-            min_delay: config.ptime.min(config.jitter_max_delay),
-            ..JitterConfig::default()
-        };
+        let jitter = jitter_config(&config)?;
         let twilio_keepalive = Keepalive::new(
             KeepaliveConfig {
                 interval: config.ping_interval,
@@ -682,6 +687,36 @@ impl CallBridge {
         self.config.backend = backend;
         self.backend_peer = backend.filter(|a| a.port() != 0);
         true
+    }
+
+    /// Changes the RTP leg's format to what a signalled leg negotiated (an
+    /// SDP offer or answer): codec, audio and DTMF payload types. Only
+    /// before any media either way, like [`CallBridge::set_backend`];
+    /// `Err` (and no change) after that, or for a combination the bridge
+    /// refuses at start (the error names it).
+    ///
+    /// # Errors
+    /// [`BridgeError::Config`] for invalid settings or media already flowing.
+    pub fn set_media(
+        &mut self,
+        now: Instant,
+        codec: BackendCodec,
+        payload_type: u8,
+        dtmf_payload_type: u8,
+    ) -> Result<(), BridgeError> {
+        if self.stats.twilio_frames_in > 0
+            || self.stats.twilio_outbound_track_frames_in > 0
+            || self.downlink.last_rx.is_some()
+        {
+            return Err(BridgeError::Config { key: "rtp.codec", reason: "media is already flowing" });
+        }
+        let mut next = self.config.clone();
+        (next.codec, next.payload_type, next.dtmf_payload_type) = (codec, payload_type, dtmf_payload_type);
+        next.validate()?;
+        let jitter = jitter_config(&next)?;
+        self.downlink.jitter = JitterBuffer::new(jitter, now);
+        self.config = next;
+        Ok(())
     }
 
     /// Feeds one UDP datagram that arrived on the call's RTP socket from `from`.

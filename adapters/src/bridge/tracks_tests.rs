@@ -196,3 +196,28 @@ fn equal_ssrcs_are_refused() {
     let config = BridgeConfig { outbound_ssrc: 7, ssrc: 7, ..BridgeConfig::default() };
     assert!(CallBridge::new(config, Instant::ZERO).is_err());
 }
+
+#[test]
+fn a_negotiated_format_applies_before_media_and_never_after() {
+    let mut bridge = CallBridge::new(config(), Instant::ZERO).expect("bridge");
+    start(&mut bridge, Tracks { inbound: true, outbound: false });
+    assert!(
+        bridge.set_media(Instant::ZERO, super::BackendCodec::Pcma, 8, 8).is_err(),
+        "audio and DTMF on one payload type is refused"
+    );
+    bridge.set_media(Instant::ZERO, super::BackendCodec::Pcma, 8, 100).expect("before media");
+    let mut payload_types = Vec::new();
+    for i in 0..3 {
+        send_media(&mut bridge, Track::Inbound, i, &payload(Track::Inbound, i));
+        while let Some(output) = bridge.poll_output() {
+            if let Output::Rtp(datagram) = output {
+                payload_types.push(RtpPacket::parse(datagram).expect("RTP").payload_type());
+            }
+        }
+    }
+    assert_eq!(payload_types, [8, 8, 8], "PCMA on the negotiated payload type");
+    assert!(
+        bridge.set_media(Instant::from_millis(60), super::BackendCodec::Pcmu, 0, 101).is_err(),
+        "media already flowed"
+    );
+}

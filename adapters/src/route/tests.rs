@@ -257,3 +257,16 @@ proptest! {
         prop_assert_eq!(reparsed.host, "pbx.example.com");
     }
 }
+
+#[test]
+fn a_sip_call_is_answered_with_one_stream_carrying_the_tags_and_no_action() {
+    let tags = [(SIP_CALL_PARAMETER.to_owned(), "0123abcd".to_owned())];
+    let twiml = xml(&answer_sip_call(&call("+14155550199"), &ctx(), &tags));
+    assert_eq!(
+        twiml,
+        format!(
+            "{HEAD}<Connect>{STREAM_1}<Parameter name=\"voxproxy_sip_call\" value=\"0123abcd\"/></Stream>\
+             </Connect></Response>"
+        )
+    );
+}

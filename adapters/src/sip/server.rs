@@ -14,7 +14,7 @@ use super::counters::{SipCounters, class_index, method_index};
 use super::message::{name_addr_uri, param};
 use super::transaction::{RequestAction, ServerState, ServerTransaction};
 use super::{Ids, Message, Method, SipError, SipUri, StartLine, Timers, Transmit, Transport};
-use crate::sdp::SessionDescription;
+use crate::sdp::{Codec, Origin, PayloadType, SessionDescription};
 
 /// Most calls in progress through one server.
 pub const MAX_CALLS: usize = 256;
@@ -66,6 +66,12 @@ impl Cidr {
     }
 }
 
+impl core::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
 /// Parses `sip.allow`: comma-separated CIDRs.
 pub fn parse_allow(list: &str) -> Result<Vec<Cidr>, SipError> {
     let entries: Vec<&str> = list.split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
@@ -89,6 +95,60 @@ pub fn status_for_twilio(call_status: &str) -> u16 {
         "canceled" => 487,
         _ => 503,
     }
+}
+
+/// The media a PBX's offer was accepted with: where its RTP goes and in
+/// which format, for the call bridge's RTP leg and for our answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AcceptedMedia {
+    /// The offer's `c=` address and `m=` port.
+    pub remote: SocketAddr,
+    /// The audio codec both sides use.
+    pub codec: Codec,
+    /// Its payload type, the offer's number for it (RFC 3264 §6.1).
+    pub payload_type: u8,
+    /// The offer's `telephone-event` payload type at the codec's rate, if any.
+    pub dtmf_payload_type: Option<u8>,
+}
+
+/// What to accept of a PBX's `offer`: its most preferred format voxproxy
+/// can carry whose clock rate is `clock_rate` (the configured `rtp.codec`'s:
+/// the bridge's jitter buffer and ptime are sized for it), with the offer's
+/// payload type numbers. `None` when the offer has none (answer 488), or
+/// offers no media (`sendonly`/`inactive` are accepted: media follows once
+/// the PBX resumes).
+#[must_use]
+pub fn accept_offer(offer: &SessionDescription, clock_rate: u32) -> Option<AcceptedMedia> {
+    let (codec, payload_type) = offer
+        .payload_types
+        .iter()
+        .filter_map(|pt| pt.codec().map(|codec| (codec, pt.number)))
+        .find(|(codec, _)| codec.clock_rate() == clock_rate)?;
+    Some(AcceptedMedia {
+        remote: SocketAddr::new(offer.connection, offer.port),
+        codec,
+        payload_type,
+        dtmf_payload_type: offer.telephone_event(codec.clock_rate()),
+    })
+}
+
+/// Our SDP answer for `media`: RTP at `local:port`, the accepted codec and
+/// (when offered) telephone-event, both under the offer's numbers.
+#[must_use]
+pub fn answer_sdp(
+    media: &AcceptedMedia,
+    local: IpAddr,
+    port: u16,
+    session_id: u64,
+    ptime_ms: u16,
+) -> SessionDescription {
+    let mut answer = SessionDescription::new(Origin::new(session_id, 1, local), local, port)
+        .with_payload_type(PayloadType::for_codec(media.codec, media.payload_type))
+        .with_ptime(ptime_ms);
+    if let Some(dtmf) = media.dtmf_payload_type {
+        answer = answer.with_telephone_event(dtmf);
+    }
+    answer
 }
 
 /// Identifies one incoming call for the proxy.

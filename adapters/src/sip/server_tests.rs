@@ -225,3 +225,36 @@ fn unacked_answer_ends_the_call() {
     }
     assert_eq!(server.poll_event(), Some(ServerEvent::Ended { id, by_remote: true }));
 }
+
+#[test]
+fn an_offer_is_accepted_in_its_own_order_at_the_configured_clock_rate() {
+    let offer = SessionDescription::parse(
+        b"v=0\r\no=- 1 1 IN IP4 10.1.0.5\r\ns=pbx\r\nc=IN IP4 10.1.0.5\r\nt=0 0\r\n\
+          m=audio 20000 RTP/AVP 9 97 8 0 100\r\na=rtpmap:97 L16/16000\r\na=rtpmap:100 telephone-event/8000\r\n",
+    )
+    .unwrap();
+    let media = accept_offer(&offer, 8000).unwrap();
+    assert_eq!(media.codec, Codec::Pcma, "G.722 is skipped, L16/16000 has another clock rate");
+    assert_eq!((media.payload_type, media.dtmf_payload_type), (8, Some(100)));
+    assert_eq!(media.remote, "10.1.0.5:20000".parse().unwrap());
+    let wide = accept_offer(&offer, 16_000).unwrap();
+    assert_eq!((wide.codec, wide.payload_type, wide.dtmf_payload_type), (Codec::L16Wideband, 97, None));
+
+    let answer = answer_sdp(&media, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 40_002, 7, 20).build().unwrap();
+    assert!(answer.contains("c=IN IP4 192.0.2.1\r\n"), "{answer}");
+    assert!(answer.contains("m=audio 40002 RTP/AVP 8 100\r\n"), "{answer}");
+    assert!(answer.contains("a=rtpmap:100 telephone-event/8000\r\n"), "{answer}");
+
+    let g722_only = SessionDescription::parse(
+        b"v=0\r\no=- 1 1 IN IP4 10.1.0.5\r\ns=pbx\r\nc=IN IP4 10.1.0.5\r\nt=0 0\r\nm=audio 20000 RTP/AVP 9\r\n",
+    )
+    .unwrap();
+    assert_eq!(accept_offer(&g722_only, 8000), None);
+}
+
+#[test]
+fn allow_entries_display_as_written_networks() {
+    let allow = parse_allow("10.1.0.0/16,192.0.2.7, 2001:db8::/32").unwrap();
+    let shown: Vec<String> = allow.iter().map(ToString::to_string).collect();
+    assert_eq!(shown, ["10.1.0.0/16", "192.0.2.7/32", "2001:db8::/32"]);
+}

@@ -102,6 +102,20 @@ pub enum ReadyWhy {
     Evicted,
 }
 
+/// What the SIP listener knows about a call a PBX placed: written into
+/// the call's record as it changes (the latest facts win).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SipInput {
+    /// The INVITE's `Call-ID`.
+    pub call_id: String,
+    /// `sip_to_twilio`.
+    pub direction: &'static str,
+    /// The final status answered, once there is one.
+    pub status: Option<u16>,
+    /// Who ended the call, once it has ended.
+    pub hangup_by: Option<&'static str>,
+}
+
 /// What happened to an input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -199,6 +213,22 @@ impl Ledger {
             push_status(&mut entry.record, status.status, wall);
         }
         self.check(now, status.call_sid);
+        outcome
+    }
+
+    /// The SIP listener's facts about a call a PBX placed (the call is
+    /// tracked from here on if nothing else announced it yet).
+    pub fn handle_sip(
+        &mut self,
+        now: Instant,
+        wall: &str,
+        status: &StatusInput<'_>,
+        sip: &SipInput,
+    ) -> Outcome {
+        let outcome = self.track(now, wall, status);
+        if let Some(entry) = self.calls.get_mut(status.call_sid) {
+            apply_sip(&mut entry.record, sip);
+        }
         outcome
     }
 
@@ -476,7 +506,18 @@ fn merge_call_fields(mut stream: CallRecord, call: CallRecord) -> CallRecord {
     if stream.account_sid.is_empty() {
         stream.account_sid = call.account_sid;
     }
+    stream.sip_call_id = stream.sip_call_id.or(call.sip_call_id);
+    stream.sip_direction = stream.sip_direction.or(call.sip_direction);
+    stream.sip_status = stream.sip_status.or(call.sip_status);
+    stream.hangup_by = stream.hangup_by.or(call.hangup_by);
     stream
+}
+
+fn apply_sip(record: &mut CallRecord, sip: &SipInput) {
+    record.sip_call_id = Some(sip.call_id.clone());
+    record.sip_direction = Some(sip.direction.to_owned());
+    record.sip_status = sip.status.or(record.sip_status);
+    record.hangup_by = sip.hangup_by.map(str::to_owned).or(record.hangup_by.take());
 }
 
 #[cfg(test)]

@@ -117,6 +117,9 @@ keys! {
     TwilioStreamParameters "twilio.stream_parameters" Text Value("\"\""),
         "`\"Name=value,Name2=value2\"`: extra `<Parameter>`s on every stream of the global route (names of letters, digits, `_` and `-`; values without `,`)",
         "expected comma-separated Name=value pairs such as \"Tenant=acme,Queue=sales\"";
+    TwilioCallerId "twilio.caller_id" Text Described("none (the INVITE's From user)"),
+        "E.164 number (`+` and 8 to 15 digits): the From of calls a PBX places through `sip.listen`",
+        "expected a number in E.164 form such as \"+14155550100\"";
     RtpBind "rtp.bind" Text Value("\"127.0.0.1\""), "IP address the RTP sockets bind to",
         "expected an IP address such as \"127.0.0.1\" or \"::\"";
     RtpPorts "rtp.ports" Text Value("\"40000-44999\""),
@@ -133,6 +136,12 @@ keys! {
     RtpDtmfPayloadType "rtp.dtmf_payload_type" Int Value("101"), PAYLOAD_TYPES, EXPECT_PAYLOAD_TYPE;
     RtpPayloadType "rtp.payload_type" Int Described("the codec's: PCMU 0, PCMA 8, L16 96"),
         "0 to 127 but not 72 to 76, not the DTMF type", EXPECT_PAYLOAD_TYPE;
+    SipListen "sip.listen" Text Described("none (no SIP listener)"),
+        "IP address and port of the SIP listener (UDP and TCP) a PBX sends INVITEs to, to place calls through Twilio; needs `TWILIO_ACCOUNT_SID` and `TWILIO_AUTH_TOKEN`",
+        "expected an IP address and port such as \"0.0.0.0:5060\"";
+    SipAllow "sip.allow" Text Value("\"\""),
+        "comma-separated CIDRs (`10.0.0.0/8,192.0.2.7`, at most 64) whose INVITEs are accepted; empty: none (every INVITE gets 403)",
+        "expected comma-separated IP networks such as \"10.0.0.0/8,192.0.2.7\"";
     JitterMaxDelayMs "jitter.max_delay_ms" Int Value("60"), "0 to 1000",
         "expected a number of milliseconds from 0 to 1000";
     VadMode "vad.mode" Int Value("2"), "0 (least aggressive) to 3", "expected an integer from 0 to 3";

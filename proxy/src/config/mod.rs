@@ -49,6 +49,7 @@
 //! | `twilio.api_base` | string | `"https://api.twilio.com"` | `http://` or `https://` URL without query or fragment |
 //! | `twilio.validate_signatures` | boolean | `true` |  |
 //! | `twilio.stream_parameters` | string | `""` | `"Name=value,Name2=value2"`: extra `<Parameter>`s on every stream of the global route (names of letters, digits, `_` and `-`; values without `,`) |
+//! | `twilio.caller_id` | string | none (the INVITE's From user) | E.164 number (`+` and 8 to 15 digits): the From of calls a PBX places through `sip.listen` |
 //! | `rtp.bind` | string | `"127.0.0.1"` | IP address the RTP sockets bind to |
 //! | `rtp.ports` | string | `"40000-44999"` | `"LO-HI"`, 1024 to 65535; one port per call, so at least `limits.max_calls` ports |
 //! | `rtp.allow_privileged_ports` | boolean | `false` | `true` lets `rtp.ports` go below 1024 |
@@ -57,6 +58,8 @@
 //! | `rtp.ptime_ms` | integer | `20` | 10, 20, 30, 40 |
 //! | `rtp.dtmf_payload_type` | integer | `101` | 0 to 127 but not 72 to 76 |
 //! | `rtp.payload_type` | integer | the codec's: PCMU 0, PCMA 8, L16 96 | 0 to 127 but not 72 to 76, not the DTMF type |
+//! | `sip.listen` | string | none (no SIP listener) | IP address and port of the SIP listener (UDP and TCP) a PBX sends INVITEs to, to place calls through Twilio; needs `TWILIO_ACCOUNT_SID` and `TWILIO_AUTH_TOKEN` |
+//! | `sip.allow` | string | `""` | comma-separated CIDRs (`10.0.0.0/8,192.0.2.7`, at most 64) whose INVITEs are accepted; empty: none (every INVITE gets 403) |
 //! | `jitter.max_delay_ms` | integer | `60` | 0 to 1000 |
 //! | `vad.mode` | integer | `2` | 0 (least aggressive) to 3 |
 //! | `vad.barge_in` | boolean | `true` |  |
@@ -161,6 +164,8 @@ pub struct Config {
     pub twilio: TwilioSettings,
     /// `[rtp]`: the media leg towards the voice stack.
     pub rtp: RtpSettings,
+    /// `[sip]`: the SIP listener through which a PBX places calls via Twilio.
+    pub sip: SipSettings,
     /// `[jitter]`: the jitter buffer on audio from the voice stack.
     pub jitter: JitterSettings,
     /// `[vad]`: voice activity detection on the caller's audio.
@@ -253,6 +258,20 @@ pub struct TwilioSettings {
     /// `twilio.stream_parameters`: extra `<Parameter>`s the voice webhook's
     /// TwiML puts on every stream, after `CallSid`, `From` and `To`.
     pub stream_parameters: Vec<(String, String)>,
+    /// `twilio.caller_id`: the From number of calls a PBX places through
+    /// `sip.listen`; `None` passes on the INVITE's From user.
+    pub caller_id: Option<String>,
+}
+
+/// `[sip]` settings: SIP → Twilio calls (a PBX dials out through Twilio).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct SipSettings {
+    /// `sip.listen`: where INVITEs are accepted (UDP and TCP); `None`: no listener.
+    pub listen: Option<SocketAddr>,
+    /// `sip.allow`: source networks whose INVITEs are accepted; empty
+    /// accepts none (every INVITE is answered 403), so a listener opened
+    /// without a list places no call for anyone.
+    pub allow: Vec<voxproxy_adapters::sip::server::Cidr>,
 }
 
 /// `[rtp]` settings.
@@ -1062,6 +1081,7 @@ impl Layers {
             server: self.server()?,
             twilio,
             rtp,
+            sip: self.sip()?,
             jitter: JitterSettings { max_delay_ms: self.int(Setting::JitterMaxDelayMs, 0..=1000)? },
             vad: VadSettings {
                 mode: self.int(Setting::VadMode, 0..=3)?,
@@ -1187,6 +1207,11 @@ impl Layers {
             api_base: self.value(Setting::TwilioApiBase, check_base_url)?,
             validate_signatures: self.flag(Setting::TwilioValidateSignatures)?,
             stream_parameters: self.value(Setting::TwilioStreamParameters, parse_stream_parameters)?,
+            caller_id: self.parsed(Setting::TwilioCallerId, |s| {
+                voxproxy_adapters::route::check_e164(s)
+                    .map(|()| s.to_owned())
+                    .map_err(|_| Setting::TwilioCallerId.info().expected.to_owned())
+            })?,
         })
     }
 
@@ -1240,6 +1265,16 @@ impl Layers {
             dtmf_payload_type,
             payload_type,
         })
+    }
+
+    fn sip(&self) -> Result<SipSettings, ConfigError> {
+        let listen = self.parsed(Setting::SipListen, |s| {
+            s.parse::<SocketAddr>().map_err(|_| Setting::SipListen.info().expected.to_owned())
+        })?;
+        let allow = self.value(Setting::SipAllow, |s| {
+            voxproxy_adapters::sip::server::parse_allow(s).map_err(|e| e.to_string())
+        })?;
+        Ok(SipSettings { listen, allow })
     }
 
     fn keepalive(&self) -> Result<KeepaliveSettings, ConfigError> {

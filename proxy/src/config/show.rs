@@ -53,6 +53,7 @@ fn shown(c: &Config, key: Setting) -> Value {
         Setting::TwilioApiBase => text(&c.twilio.api_base),
         Setting::TwilioValidateSignatures => c.twilio.validate_signatures.into(),
         Setting::TwilioStreamParameters => parameters(&c.twilio.stream_parameters),
+        Setting::TwilioCallerId => c.twilio.caller_id.clone().into(),
         Setting::RtpBind => text(&c.rtp.bind),
         Setting::RtpPorts => text(&c.rtp.ports),
         Setting::RtpAllowPrivilegedPorts => c.rtp.allow_privileged_ports.into(),
@@ -61,6 +62,11 @@ fn shown(c: &Config, key: Setting) -> Value {
         Setting::RtpPtimeMs => c.rtp.ptime_ms.into(),
         Setting::RtpDtmfPayloadType => c.rtp.dtmf_payload_type.into(),
         Setting::RtpPayloadType => c.rtp.payload_type.into(),
+        Setting::SipListen => c.sip.listen.map_or(Value::Null, |a| text(&a)),
+        Setting::SipAllow => {
+            let nets: Vec<String> = c.sip.allow.iter().map(ToString::to_string).collect();
+            nets.join(",").into()
+        }
         Setting::JitterMaxDelayMs => c.jitter.max_delay_ms.into(),
         Setting::VadMode => c.vad.mode.into(),
         Setting::VadBargeIn => c.vad.barge_in.into(),

@@ -36,10 +36,67 @@ impl SipSide {
     }
 }
 
+/// Why the `sip.listen` listener refused or dropped something before (or
+/// instead of) placing a Twilio call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SipRefusal {
+    /// A request from outside `sip.allow`: answered 403.
+    Source,
+    /// An INVITE over the per-address rate: dropped unanswered.
+    Rate,
+    /// A datagram over the SIP message size bound: dropped.
+    Oversize,
+    /// Draining, or `limits.max_calls` reached: 503.
+    Capacity,
+    /// A Request-URI user that is not a number: 404.
+    Number,
+    /// An offer without a codec voxproxy carries: 488.
+    Codec,
+    /// Twilio refused the call, or no REST client: 503.
+    Twilio,
+    /// A TCP connection over the listener's bounds: closed at once.
+    Connections,
+    /// A TCP stream that could not be cut into messages (oversize or
+    /// malformed): closed.
+    Framing,
+}
+
+impl SipRefusal {
+    /// Every reason, in slot order.
+    pub const ALL: [SipRefusal; 9] = [
+        SipRefusal::Source,
+        SipRefusal::Rate,
+        SipRefusal::Oversize,
+        SipRefusal::Capacity,
+        SipRefusal::Number,
+        SipRefusal::Codec,
+        SipRefusal::Twilio,
+        SipRefusal::Connections,
+        SipRefusal::Framing,
+    ];
+
+    /// The `reason` label.
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        match self {
+            SipRefusal::Source => "source",
+            SipRefusal::Rate => "rate",
+            SipRefusal::Oversize => "oversize",
+            SipRefusal::Capacity => "capacity",
+            SipRefusal::Number => "number",
+            SipRefusal::Codec => "codec",
+            SipRefusal::Twilio => "twilio",
+            SipRefusal::Connections => "connections",
+            SipRefusal::Framing => "framing",
+        }
+    }
+}
+
 /// SIP counters of the process, by side. See the [module documentation](self).
 #[derive(Debug, Default)]
 pub struct SipMetrics {
     sides: Mutex<[SipCounters; 2]>,
+    refused: [std::sync::atomic::AtomicU64; 9],
 }
 
 impl SipMetrics {
@@ -61,6 +118,11 @@ impl SipMetrics {
         total.parse_errors += now.parse_errors.saturating_sub(reported.parse_errors);
         total.unmatched += now.unmatched.saturating_sub(reported.unmatched);
         total.rejected_overload += now.rejected_overload.saturating_sub(reported.rejected_overload);
+    }
+
+    /// Counts one refusal of the `sip.listen` listener.
+    pub fn refused(&self, reason: SipRefusal) {
+        self.refused[reason as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The totals of one side.
@@ -125,6 +187,19 @@ impl SipMetrics {
                 x.sample(dropped, &[("side", side.label()), ("reason", reason)], n);
             }
         }
+        let refused = "voxproxy_sip_listener_refused_total";
+        x.family(
+            refused,
+            "What the sip.listen listener refused instead of placing a Twilio call: source outside \
+             sip.allow (403), INVITE rate per address (dropped), oversize datagram (dropped), capacity \
+             (503), number (404), codec (488), twilio refused the call (503), TCP connections over \
+             the bound (closed), TCP streams that could not be framed (closed).",
+            "counter",
+        );
+        for reason in SipRefusal::ALL {
+            let n = self.refused[reason as usize].load(std::sync::atomic::Ordering::Relaxed);
+            x.sample(refused, &[("reason", reason.label())], n);
+        }
     }
 }
 
@@ -157,5 +232,18 @@ mod tests {
         assert!(
             out.contains("voxproxy_sip_requests_total{side=\"uas\",direction=\"in\",method=\"BYE\"} 0\n")
         );
+    }
+
+    #[test]
+    fn listener_refusals_are_counted_by_reason() {
+        let metrics = SipMetrics::default();
+        metrics.refused(SipRefusal::Source);
+        metrics.refused(SipRefusal::Source);
+        metrics.refused(SipRefusal::Rate);
+        let mut out = String::new();
+        metrics.render(&mut Exposition { out: &mut out });
+        assert!(out.contains("voxproxy_sip_listener_refused_total{reason=\"source\"} 2\n"), "{out}");
+        assert!(out.contains("voxproxy_sip_listener_refused_total{reason=\"rate\"} 1\n"), "{out}");
+        assert!(out.contains("voxproxy_sip_listener_refused_total{reason=\"codec\"} 0\n"), "{out}");
     }
 }

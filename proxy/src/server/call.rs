@@ -191,6 +191,7 @@ pub async fn run(
             return;
         }
         let watch_leg = apply_route(&live.config, &mut bridge);
+        let sip_key = super::sip_listener::link_stream(&ctx, &mut bridge);
         let (slot, socket, lease) = match admit(&ctx) {
             Admission::Admitted { slot, socket, lease } => (slot, socket, lease),
             Admission::Refused(reason) => {
@@ -220,10 +221,16 @@ pub async fn run(
         if watch_leg && !bridge.is_one_way() {
             facts.leg_watch = Some(LegWatch::new(bridge.config().backend_timeout, facts.started));
         }
+        if let Some(key) = &sip_key {
+            super::sip_listener::stream_started(&ctx, key, &bridge, lease.port());
+        }
         let ended = media_loop(&ctx, ws, bridge, &socket, lease.port(), facts, commands).await;
         // Held until here so the command channel never closes under the loop.
         drop(commands_tx);
         if let Some((bridge, facts, reported)) = ended {
+            if let Some(key) = sip_key {
+                super::sip_listener::stream_ended(&ctx, key, &bridge);
+            }
             finish_call(&ctx, &bridge, &facts, &reported).await;
         }
         // Resources go only now that the record is on disk.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use voxproxy_adapters::webhook::CallDetails;
 
 use crate::cdr::journal::JournalId;
-use crate::cdr::ledger::{Ledger, Outcome, Ready, ReadyWhy, StatusInput};
+use crate::cdr::ledger::{Ledger, Outcome, Ready, ReadyWhy, SipInput, StatusInput};
 use crate::cdr::{CallRecord, CdrService, rfc3339_utc};
 use crate::metrics::Metrics;
 
@@ -80,6 +80,15 @@ impl Calls {
         let mut ledger = self.lock();
         let outcome = ledger.handle_status(Instant::now(), &wall, &status_input(call));
         self.after(&mut ledger, outcome, &call.call_sid);
+    }
+
+    /// The SIP listener's facts about a call a PBX placed; `status` names
+    /// the call (and fills its record if this is the first news of it).
+    pub(crate) fn sip(&self, status: &StatusInput<'_>, sip: &SipInput) {
+        let wall = rfc3339_utc(SystemTime::now());
+        let mut ledger = self.lock();
+        let outcome = ledger.handle_sip(Instant::now(), &wall, status, sip);
+        self.after(&mut ledger, outcome, status.call_sid);
     }
 
     /// The forward's outcome, or what a `<Connect action>` decided.

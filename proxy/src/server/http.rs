@@ -19,8 +19,8 @@ use subtle_compare::constant_time_eq;
 use voxproxy_adapters::form::Form;
 use voxproxy_adapters::rest::SendSms;
 use voxproxy_adapters::route::{
-    OnMissed, ROUTE_PARAMETER, SmsRequest, StreamEnd, after_dial_tagged, after_stream, answer_voice_tagged,
-    dial_call_status, match_route,
+    OnMissed, ROUTE_PARAMETER, SIP_CALL_PARAMETER, SIP_ROUTE_LABEL, SmsRequest, StreamEnd, after_dial_tagged,
+    after_stream, answer_sip_call, answer_voice_tagged, dial_call_status, match_route,
 };
 use voxproxy_adapters::stream_token::STREAM_TOKEN_PARAMETER;
 use voxproxy_adapters::twiml::{Reject, RejectReason, Response as Twiml};
@@ -28,7 +28,7 @@ use voxproxy_adapters::webhook::{CallStatusCallback, StreamStatusCallback, Voice
 
 use super::directory::CallCommand;
 use super::{ConnState, WorkerContext, sse};
-use super::{admin, call};
+use super::{admin, call, sip_listener};
 use crate::metrics::{CallbackKind, RefuseReason, Route, SignatureKind};
 
 /// The body of every response.
@@ -217,6 +217,8 @@ async fn signed_form(
 }
 
 async fn voice(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    // Covered by the signature: Twilio signs the URL with its query.
+    let sip_key = sip_listener::key_of_query(req.uri().query()).map(str::to_owned);
     let form = match signed_form(ctx, peer, req).await {
         Ok(form) => form,
         Err(response) => return response,
@@ -231,6 +233,9 @@ async fn voice(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incoming>) ->
             return full(StatusCode::BAD_REQUEST, "text/plain; charset=utf-8", body);
         }
     };
+    if let Some(key) = sip_key {
+        return sip_voice(ctx, &webhook, &key);
+    }
     let call = &webhook.call;
     let shared = &ctx.shared;
     // One generation for the whole answer: limits and route agree.
@@ -270,6 +275,26 @@ async fn voice(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incoming>) ->
     twiml_response(&twiml)
 }
 
+/// The voice webhook of a call placed for a PBX (`sip.listen`): a stream
+/// back to this proxy naming the SIP call, or a hang-up when that SIP call
+/// is no longer in progress (the PBX cancelled as Twilio answered).
+fn sip_voice(ctx: &WorkerContext, webhook: &VoiceWebhook, key: &str) -> Response<Body> {
+    let shared = &ctx.shared;
+    let call = &webhook.call;
+    shared.calls.voice(call, SIP_ROUTE_LABEL);
+    if shared.sip.as_ref().and_then(|sip| sip.media(key)).is_none() {
+        tracing::info!(call_sid = %call.call_sid, "voice webhook of a SIP call no longer in progress; hanging up");
+        return twiml_response(&Twiml::new().hangup());
+    }
+    let mut tags = Vec::with_capacity(2);
+    if let Some(token) = &shared.stream_token {
+        tags.push((STREAM_TOKEN_PARAMETER.to_owned(), token.token(&call.call_sid)));
+    }
+    tags.push((SIP_CALL_PARAMETER.to_owned(), key.to_owned()));
+    tracing::info!(call_sid = %call.call_sid, to = %call.to, "voice webhook of a SIP call answered");
+    twiml_response(&answer_sip_call(webhook, &shared.answer, &tags))
+}
+
 /// `limits.calls_per_caller_per_minute`: whether `caller` may place one
 /// more call now (checked last, so a call refused for another reason takes
 /// no token).
@@ -306,6 +331,7 @@ fn refused_callback(
 
 /// `POST /twilio/status`: a call status callback.
 async fn call_status(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let sip_key = sip_listener::key_of_query(req.uri().query()).map(str::to_owned);
     let form = match signed_form(ctx, peer, req).await {
         Ok(form) => form,
         Err(response) => return response,
@@ -322,6 +348,10 @@ async fn call_status(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incomin
         "call_status",
         &[("call_sid", &call.call_sid), ("status", status), ("from", &call.from), ("to", &call.to)],
     );
+    if let (Some(key), Some(sip)) = (&sip_key, &ctx.shared.sip) {
+        // First, so the record the final status writes has the SIP outcome.
+        sip.apply_status(key, status).await;
+    }
     ctx.shared.calls.status(call);
     empty(StatusCode::NO_CONTENT)
 }

@@ -53,6 +53,7 @@ mod http;
 mod live;
 mod peers;
 pub mod ports;
+mod sip_listener;
 mod sse;
 
 use directory::{Directory, EventHub};
@@ -103,6 +104,9 @@ pub enum ServeError {
     /// The configuration asks for what this version cannot run yet
     /// ([`Config::not_runnable_yet`]); the text names the key.
     NotRunnableYet(String),
+    /// `sip.listen` is set without what placing Twilio calls needs (the
+    /// text names it), or its address could not be bound.
+    SipListen(String),
 }
 
 impl fmt::Display for ServeError {
@@ -125,6 +129,7 @@ impl fmt::Display for ServeError {
             ServeError::PublicUrl(e) => write!(f, "server.public_url: {e}"),
             ServeError::Worker(e) => write!(f, "cannot start a worker thread: {e}"),
             ServeError::NotRunnableYet(problem) => f.write_str(problem),
+            ServeError::SipListen(problem) => write!(f, "sip.listen: {problem}"),
         }
     }
 }
@@ -162,6 +167,8 @@ pub(crate) struct Shared {
     pub(crate) clock: Clock,
     /// Worker heartbeats and the cached probes of `/v1/health`.
     pub(crate) health: admin::HealthState,
+    /// The SIP calls a PBX placed through `sip.listen`; `None` without it.
+    pub(crate) sip: Option<Arc<sip_listener::SipCalls>>,
 }
 
 impl Shared {
@@ -354,6 +361,15 @@ impl Server {
                 listener(local_addr).map_err(|source| ServeError::Listen { addr: local_addr, source })?,
             );
         }
+        let sip_socket = sip_socket(config)?;
+        let (sip, sip_queue) = match &sip_socket {
+            Some(_) => {
+                let (calls, queue) = sip_listener::SipCalls::new();
+                (Some(calls), Some(queue))
+            }
+            None => (None, None),
+        };
+        let mut sip_parts = sip_socket.zip(sip_queue);
         let stream_token = match (&validator, &config.secrets.twilio_auth_token) {
             (Some(_), Some(token)) => StreamTokenKey::new(token.expose()),
             _ => None,
@@ -377,15 +393,19 @@ impl Server {
             answer,
             clock: Clock::new(),
             health: admin::HealthState::new(workers),
+            sip,
         });
         let cpus = usable_cpus();
         let mut handles = Vec::with_capacity(workers);
         for (index, listener) in listeners.into_iter().enumerate() {
             let cpu = if cpus.is_empty() { None } else { Some(cpus[index % cpus.len()]) };
             let shared = Arc::clone(&shared);
-            let worker =
-                Worker::spawn(index, backend, cpu, move || worker_main(shared, index, backend, listener))
-                    .map_err(ServeError::Worker)?;
+            // The SIP listener runs on the first worker.
+            let sip = sip_parts.take();
+            let worker = Worker::spawn(index, backend, cpu, move || {
+                worker_main(shared, index, backend, listener, sip)
+            })
+            .map_err(ServeError::Worker)?;
             handles.push(worker);
         }
         warn_if_fds_are_short(&shared);
@@ -536,6 +556,32 @@ impl Server {
     }
 }
 
+/// The bound `sip.listen` socket, when set; refuses a listener that could
+/// not place calls (no Twilio credentials).
+fn sip_socket(config: &Config) -> Result<Option<sip_listener::Sockets>, ServeError> {
+    let Some(addr) = config.sip.listen else { return Ok(None) };
+    if config.twilio.account_sid.is_none() || config.secrets.twilio_auth_token.is_none() {
+        return Err(ServeError::SipListen(
+            "placing Twilio calls for a PBX needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN; set both, \
+             or unset sip.listen"
+                .to_owned(),
+        ));
+    }
+    if config.sip.allow.is_empty() {
+        tracing::warn!("sip.listen is set but sip.allow is empty: every INVITE is answered 403");
+    }
+    if config.rtp.bind.is_unspecified() {
+        tracing::warn!(
+            rtp_bind = %config.rtp.bind,
+            "sip.listen answers PBXs with c= rtp.bind, and an unspecified address is not one a PBX can \
+             send RTP to; set rtp.bind to the address the PBX reaches voxproxy on"
+        );
+    }
+    sip_listener::bind(addr)
+        .map(Some)
+        .map_err(|e| ServeError::SipListen(format!("cannot bind {addr} (UDP and TCP): {e}")))
+}
+
 /// Says at start when `RLIMIT_NOFILE` cannot hold `limits.max_calls`.
 fn warn_if_fds_are_short(shared: &Shared) {
     let max_calls = u64::from(shared.live().config.limits.max_calls);
@@ -561,7 +607,13 @@ fn spare_descriptor() -> Option<std::fs::File> {
     std::fs::File::open("/dev/null").ok()
 }
 
-async fn worker_main(shared: Arc<Shared>, index: usize, backend: IoBackend, listener: std::net::TcpListener) {
+async fn worker_main(
+    shared: Arc<Shared>,
+    index: usize,
+    backend: IoBackend,
+    listener: std::net::TcpListener,
+    sip: Option<(sip_listener::Sockets, tokio::sync::mpsc::Receiver<sip_listener::ToListener>)>,
+) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -593,6 +645,9 @@ async fn worker_main(shared: Arc<Shared>, index: usize, backend: IoBackend, list
     );
     // Ends with the worker's runtime; a blocked loop stops it beating.
     tokio::task::spawn_local(admin::heartbeat(Arc::clone(&shared), index));
+    if let Some((socket, queue)) = sip {
+        tokio::task::spawn_local(sip_listener::run(Rc::clone(&ctx), socket, queue));
+    }
     let mut stop = shared.stop.subscribe();
     let mut spare = spare_descriptor();
     loop {
