@@ -253,7 +253,11 @@ pub fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (ExitStatus, String) 
     let listen = format!("127.0.0.1:{port}");
     let mut full_args = vec!["--listen", &listen];
     full_args.extend_from_slice(args);
+    // In an empty directory of its own: a refusal must not leave files
+    // behind (a default relative `cdr.path` would land in the checkout).
+    let dir = tempfile::tempdir().expect("temp dir");
     let mut child = command(env, &full_args)
+        .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -264,6 +268,8 @@ pub fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (ExitStatus, String) 
         if let Some(status) = child.try_wait().expect("wait for voxproxy") {
             let mut text = String::new();
             let _ = stderr.read_to_string(&mut text);
+            let left: Vec<_> = std::fs::read_dir(dir.path()).expect("read temp dir").flatten().collect();
+            assert!(left.is_empty(), "voxproxy refused to start but left files behind: {left:?}\n{text}");
             return (status, text);
         }
         if std::time::Instant::now() > deadline {

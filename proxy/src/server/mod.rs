@@ -342,6 +342,7 @@ impl Server {
         let live = Live::new(config, None)?;
         let config = &live.config;
         let metrics = Arc::new(Metrics::new(workers, backend.name()));
+        check_sip_listen(config)?;
         // Before serving: this writes the records of calls a crash cut.
         let cdr = CdrService::spawn(&config.cdr.path, Arc::clone(&metrics)).map_err(ServeError::Cdr)?;
         let calls = calls::Calls::spawn(cdr.clone(), Arc::clone(&metrics)).map_err(|source| {
@@ -556,17 +557,24 @@ impl Server {
     }
 }
 
-/// The bound `sip.listen` socket, when set; refuses a listener that could
-/// not place calls (no Twilio credentials).
-fn sip_socket(config: &Config) -> Result<Option<sip_listener::Sockets>, ServeError> {
-    let Some(addr) = config.sip.listen else { return Ok(None) };
-    if config.twilio.account_sid.is_none() || config.secrets.twilio_auth_token.is_none() {
+/// Refuses a `sip.listen` that could not place calls (no Twilio
+/// credentials), before anything is opened or written.
+fn check_sip_listen(config: &Config) -> Result<(), ServeError> {
+    if config.sip.listen.is_some()
+        && (config.twilio.account_sid.is_none() || config.secrets.twilio_auth_token.is_none())
+    {
         return Err(ServeError::SipListen(
             "placing Twilio calls for a PBX needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN; set both, \
              or unset sip.listen"
                 .to_owned(),
         ));
     }
+    Ok(())
+}
+
+/// The bound `sip.listen` socket, when set.
+fn sip_socket(config: &Config) -> Result<Option<sip_listener::Sockets>, ServeError> {
+    let Some(addr) = config.sip.listen else { return Ok(None) };
     if config.sip.allow.is_empty() {
         tracing::warn!("sip.listen is set but sip.allow is empty: every INVITE is answered 403");
     }
