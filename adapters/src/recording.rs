@@ -17,12 +17,14 @@
 //! sample 0 is the start of the first slot anything landed in.
 //!
 //! - **Channel 1, the caller**, is placed by Twilio's media timestamps,
-//!   mapped onto the timeline by the frames that arrived fastest (the
-//!   smallest `arrival − media time`, as [`crate::latency::BurstMeter`]
-//!   does): a burst of late frames still lands where its timestamps say,
-//!   and a gap in the timestamps is silence. A frame more than
-//!   [`RESYNC`] late against that mapping means Twilio restarted its media
-//!   clock: the mapping is taken afresh from it.
+//!   mapped onto the timeline once, by the first frame (which lands at 0):
+//!   a burst of late frames still lands where its timestamps say, each
+//!   frame exactly after the one before, and a gap in the timestamps is
+//!   silence. A frame more than [`RESYNC`] early or late against that
+//!   mapping means Twilio restarted its media clock: the mapping is taken
+//!   afresh from it. (Clocks drifting 100 ppm apart take 80 minutes to
+//!   make frames later than the slack below; then they are dropped and
+//!   counted until the drift reaches [`RESYNC`].)
 //! - **Channel 2, what the caller heard**, is placed when it was sent, one
 //!   frame after the other like Twilio's playout buffer plays it: a frame
 //!   sent while earlier audio is still playing follows that audio; a frame
@@ -47,8 +49,10 @@ pub const WINDOW_SLOTS: usize = 128;
 /// How long a slot stays open after the clock passed it: 500 ms of slack
 /// for Twilio's bursts before late caller audio is dropped.
 pub const LATE_SLOTS: u64 = 25;
-/// Caller audio later than this against the clock means a new media clock.
-pub const RESYNC: Duration = Duration::from_secs(5);
+/// Caller audio this far from where the clock says it should be means a
+/// new media clock. Less than the window minus the slack, so audio early
+/// by less than this still fits in the window.
+pub const RESYNC: Duration = Duration::from_secs(2);
 
 const WINDOW: u64 = (WINDOW_SLOTS * SLOT_SAMPLES) as u64;
 const SLOT: u64 = SLOT_SAMPLES as u64;
@@ -75,11 +79,12 @@ pub struct RecordingTap {
     heard: Box<[u8]>,
     block: [u8; BLOCK_BYTES],
     /// Timeline sample 0 on the monotonic clock, in samples since
-    /// [`Instant::ZERO`]; `None` before the first audio.
-    origin: Option<u64>,
+    /// [`Instant::ZERO`] (before it, for audio in the first 20 ms of the
+    /// clock); `None` before the first audio.
+    origin: Option<i64>,
     /// First sample not emitted yet (a slot boundary).
     base: u64,
-    /// `timeline − media sample` of the caller's fastest frame.
+    /// `timeline sample − media sample` of the caller's audio.
     media_offset: Option<i64>,
     /// Where the next audio sent to Twilio plays.
     heard_cursor: u64,
@@ -127,19 +132,22 @@ impl RecordingTap {
         }
         // The first frame arrives as its audio ends: the timeline starts
         // where that audio began.
-        let first = (now.as_nanos() / 125_000).saturating_sub(mulaw.len() as u64);
+        let first = samples_at(now) - mulaw.len() as i64;
         self.origin.get_or_insert(first);
         let clock = self.clock(now);
         let media_start = timestamp_ms.saturating_mul(8);
         let media_end = media_start.saturating_add(mulaw.len() as u64);
-        let fastest = i64::try_from(clock).unwrap_or(i64::MAX) - i64::try_from(media_end).unwrap_or(i64::MAX);
+        // The offset that would end this frame now.
+        let arriving =
+            i64::try_from(clock).unwrap_or(i64::MAX) - i64::try_from(media_end).unwrap_or(i64::MAX);
+        let limit = RESYNC.as_millis() as i64 * 8;
         let offset = match self.media_offset {
-            Some(o) if fastest >= o && fastest - o <= RESYNC.as_millis() as i64 * 8 => o,
-            Some(o) if fastest >= o => {
+            Some(o) if (arriving - o).abs() <= limit => o,
+            Some(_) => {
                 self.counters.resyncs += 1;
-                fastest
+                arriving
             }
-            _ => fastest,
+            None => arriving,
         };
         self.media_offset = Some(offset);
         let Some(at) = media_start.checked_add_signed(offset) else {
@@ -187,7 +195,7 @@ impl RecordingTap {
         let final_until = if self.finishing {
             self.high.next_multiple_of(SLOT)
         } else {
-            let clock = (now.as_nanos() / 125_000).saturating_sub(origin);
+            let clock = u64::try_from(samples_at(now) - origin).unwrap_or(0);
             clock.saturating_sub(LATE_SLOTS * SLOT)
         };
         if self.base + SLOT > final_until {
@@ -210,9 +218,9 @@ impl RecordingTap {
 
     /// `now` on the timeline, starting the timeline at the first audio.
     fn clock(&mut self, now: Instant) -> u64 {
-        let samples = now.as_nanos() / 125_000;
+        let samples = samples_at(now);
         let origin = *self.origin.get_or_insert(samples);
-        samples.saturating_sub(origin)
+        u64::try_from(samples - origin).unwrap_or(0)
     }
 
     /// Copies `mulaw` into `channel` at timeline sample `at`, within the
@@ -244,6 +252,11 @@ impl RecordingTap {
         }
         self.high = self.high.max(to);
     }
+}
+
+/// `now` in 8 kHz samples since [`Instant::ZERO`].
+fn samples_at(now: Instant) -> i64 {
+    i64::try_from(now.as_nanos() / 125_000).unwrap_or(i64::MAX)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -384,6 +397,37 @@ mod tests {
             tap.handle_to_twilio(ms(20), &frame(0x41));
         }
         assert_eq!(tap.counters().overrun_samples, 4 * SLOT);
+    }
+
+    #[test]
+    fn the_caller_stays_on_its_first_mapping_when_later_frames_come_faster() {
+        let mut tap = RecordingTap::new();
+        // The first frame took 7 ms longer than the rest to arrive.
+        tap.handle_from_twilio(ms(27), 0, &frame(0x10));
+        for i in 1..5u8 {
+            let t = u64::from(i) * 20;
+            tap.handle_from_twilio(ms(t + 20), t, &frame(0x10 + i));
+        }
+        tap.finish();
+        let samples = drain(&mut tap, ms(120));
+        assert_eq!(samples.len(), 5 * SLOT_SAMPLES, "back to back, nothing overwritten");
+        for (i, slot) in samples.chunks(SLOT_SAMPLES).enumerate() {
+            let codes: Vec<u8> = slot.iter().map(|s| g711::ulaw_encode(s.0)).collect();
+            assert_eq!(codes, vec![0x10 + i as u8; SLOT_SAMPLES], "frame {i} whole, in its own slot");
+        }
+    }
+
+    #[test]
+    fn a_call_in_the_clocks_first_frame_starts_at_zero_too() {
+        let mut tap = RecordingTap::new();
+        // 13.75 ms after the clock's epoch: the frame began before it.
+        tap.handle_from_twilio(Instant::from_micros(13_750), 0, &frame(0x10));
+        tap.handle_from_twilio(Instant::from_micros(33_750), 20, &frame(0x11));
+        tap.finish();
+        let samples = drain(&mut tap, Instant::from_millis(40));
+        assert_eq!(samples.len(), 2 * SLOT_SAMPLES);
+        assert!(samples[..SLOT_SAMPLES].iter().all(|s| g711::ulaw_encode(s.0) == 0x10), "frame 0 whole at 0");
+        assert_eq!(tap.counters().late_samples, 0);
     }
 
     #[test]
