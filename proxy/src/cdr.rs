@@ -192,9 +192,6 @@ pub struct CallRecord {
     pub recording_file: Option<String>,
     /// Where each millisecond went, for calls that streamed.
     pub latency: Option<LatencyRecord>,
-    /// Twilio's own recording of the call (`recording.twilio`), from its
-    /// `recordingStatusCallback`.
-    pub twilio_recording: Option<TwilioRecording>,
 }
 
 /// A call's latency breakdown, in microseconds: for backend → Twilio the
@@ -255,22 +252,6 @@ impl From<&voxproxy_adapters::latency::LatencySummary> for LatencyRecord {
             twilio_burst_max_us: s.twilio_burst.max_us,
         }
     }
-}
-
-/// What Twilio's `recordingStatusCallback` said last about its recording.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TwilioRecording {
-    /// `RecordingSid` (`RE…`).
-    pub sid: String,
-    /// `RecordingStatus`: `in-progress`, `completed`, `absent`, `failed`.
-    pub status: String,
-    /// `RecordingUrl`, where Twilio serves the file.
-    pub url: Option<String>,
-    /// `RecordingDuration` in seconds.
-    pub duration_s: Option<u64>,
-    /// Why voxproxy could not start it (the REST API's answer), if it could not.
-    pub error: Option<String>,
 }
 
 /// One call status in a record's `status_events`.
@@ -1080,13 +1061,6 @@ mod tests {
                 twilio_burst_p99_us: 40_000,
                 ..LatencyRecord::default()
             }),
-            twilio_recording: Some(TwilioRecording {
-                sid: "RE00000000000000000000000000000001".into(),
-                status: "completed".into(),
-                url: Some("https://api.twilio.com/rec".into()),
-                duration_s: Some(60),
-                error: None,
-            }),
         }
     }
 
@@ -1168,7 +1142,6 @@ mod tests {
             "outbound_track_ssrc",
             "recording_file",
             "latency",
-            "twilio_recording",
         ];
         // serde_json's Map is sorted unless preserve_order is on; compare as sets
         // here and check the order on the raw text.

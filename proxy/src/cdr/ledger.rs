@@ -471,7 +471,6 @@ fn merge_call_fields(mut stream: CallRecord, call: CallRecord) -> CallRecord {
     stream.status_events = call.status_events;
     stream.dial_status = call.dial_status;
     stream.missed_action = call.missed_action;
-    stream.twilio_recording = stream.twilio_recording.or(call.twilio_recording);
     stream.from = stream.from.or(call.from);
     stream.to = stream.to.or(call.to);
     if stream.account_sid.is_empty() {

@@ -166,9 +166,6 @@ keys! {
     RecordingDir "recording.dir" Text Value("\"recordings\""),
         "directory the WAV files go in (created at start when recording is on anywhere)",
         "expected a directory path";
-    RecordingTwilio "recording.twilio" Bool Value("false"),
-        "`true` also asks Twilio to record each streamed call (REST API, needs `TWILIO_ACCOUNT_SID`); its result lands in the call record",
-        EXPECT_BOOL;
 }
 
 impl Setting {

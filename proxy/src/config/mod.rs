@@ -73,7 +73,6 @@
 //! | `log.level` | string | `"info"` | a tracing filter such as `info`, `warn`, `voxproxy=debug` |
 //! | `recording.enabled` | boolean | `false` | `true` records every call to a two-channel WAV in `recording.dir` (a route's `recording.enabled` overrides it) |
 //! | `recording.dir` | string | `"recordings"` | directory the WAV files go in (created at start when recording is on anywhere) |
-//! | `recording.twilio` | boolean | `false` | `true` also asks Twilio to record each streamed call (REST API, needs `TWILIO_ACCOUNT_SID`); its result lands in the call record |
 //!
 //! Durations are strings of one or more `<integer><unit>` parts with the units
 //! `h`, `m`, `s` and `ms`, largest first and each at most once: `"250ms"`,
@@ -380,8 +379,6 @@ pub struct RecordingSettings {
     pub enabled: bool,
     /// `recording.dir`: where the WAV files go.
     pub dir: PathBuf,
-    /// `recording.twilio`: also start a Twilio-side recording of each streamed call.
-    pub twilio: bool,
 }
 
 impl Config {
@@ -1128,7 +1125,6 @@ impl Layers {
                         Ok(PathBuf::from(s))
                     }
                 })?,
-                twilio: self.flag(Setting::RecordingTwilio)?,
             },
             log: LogSettings {
                 format: self.value(Setting::LogFormat, |s| match s {

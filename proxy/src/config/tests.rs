@@ -423,7 +423,6 @@ const BAD_FILE_VALUES: &[(&str, &str, &str)] = &[
     ("[drain]\ntimeout = \"2h\"", "drain.timeout", "\"2h\""),
     ("[recording]\nenabled = \"yes\"", "recording.enabled", "\"yes\""),
     ("[recording]\ndir = \"\"", "recording.dir", "\"\""),
-    ("[recording]\ntwilio = 1", "recording.twilio", "1"),
 ];
 
 #[test]
@@ -818,7 +817,7 @@ fn backends_of_every_leg_are_checked_and_serve_refuses_the_ones_it_cannot_run() 
 #[test]
 fn recording_is_off_by_default_and_set_globally_or_per_route() {
     let c = from_file("").unwrap();
-    assert!(!c.recording.enabled && !c.recording.twilio);
+    assert!(!c.recording.enabled);
     assert_eq!(c.recording.dir, PathBuf::from("recordings"));
     assert!(!c.records_anything());
 
