@@ -289,8 +289,9 @@ struct Slot<const MAX_PAYLOAD: usize> {
     index: u64,
     epoch: u32,
     arrival: Instant,
-    /// How long it was held, once released for playout.
-    waited: Duration,
+    /// How long it was held, once released for playout, in µs (saturating
+    /// at 71 minutes; 4 bytes keep the slot's bookkeeping within 64).
+    waited_us: u32,
     meta: PacketMeta,
     len: usize,
     payload: [u8; MAX_PAYLOAD],
@@ -302,7 +303,7 @@ impl<const MAX_PAYLOAD: usize> Slot<MAX_PAYLOAD> {
         index: 0,
         epoch: 0,
         arrival: Instant::ZERO,
-        waited: Duration::ZERO,
+        waited_us: 0,
         meta: PacketMeta { ssrc: 0, sequence: 0, timestamp: 0, marker: false },
         len: 0,
         payload: [0; MAX_PAYLOAD],
@@ -521,7 +522,7 @@ impl<const SLOTS: usize, const MAX_PAYLOAD: usize> JitterBuffer<SLOTS, MAX_PAYLO
             let slot = &mut self.slots[pos];
             slot.occupied = false;
             let meta = slot.meta;
-            self.last_wait = Some(slot.waited);
+            self.last_wait = Some(Duration::from_micros(u64::from(slot.waited_us)));
             let played =
                 Played { index, epoch: slot.epoch, sequence: meta.sequence, timestamp: meta.timestamp };
             self.note_played(played);
@@ -714,7 +715,8 @@ impl<const SLOTS: usize, const MAX_PAYLOAD: usize> JitterBuffer<SLOTS, MAX_PAYLO
             }
             let waited = now.saturating_duration_since(slot.arrival);
             self.counters.max_hold = self.counters.max_hold.max(waited);
-            self.slots[Self::slot_of(self.next)].waited = waited;
+            self.slots[Self::slot_of(self.next)].waited_us =
+                u32::try_from(waited.as_micros()).unwrap_or(u32::MAX);
             self.held -= 1;
             self.ready += 1;
             self.history = (self.history << 1) | 1;
