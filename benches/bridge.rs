@@ -123,5 +123,51 @@ fn downlink(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, uplink, downlink);
+/// One 20 ms step both ways (a Twilio frame in, a PCMU packet from the
+/// backend), without and with the call recorded: the recording tap's cost
+/// per frame is the difference.
+fn recorded(c: &mut Criterion) {
+    let mut group = c.benchmark_group("bridge_both_ways_20ms");
+    let backend: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+    let audio = voice_frame(160);
+    for record in [false, true] {
+        let mut bridge = started_bridge(BackendCodec::Pcmu, backend);
+        if record {
+            bridge.start_recording();
+        }
+        let sid = StreamSid::new(SID).expect("sid");
+        let mut frame = Vec::with_capacity(512);
+        let mut datagram = vec![0u8; 12 + audio.len()];
+        let mut i = 0u64;
+        group.bench_function(if record { "recorded" } else { "not_recorded" }, |b| {
+            b.iter(|| {
+                i += 1;
+                let now = Instant::from_millis(i * 20);
+                let media = media_stream::Media {
+                    sequence_number: i + 1,
+                    stream_sid: sid,
+                    track: Track::Inbound,
+                    chunk: i,
+                    timestamp_ms: i * 20,
+                    payload_len: 160,
+                };
+                media_stream::write_inbound_media(&mut frame, &media, &audio);
+                bridge.handle_twilio(now, &mut frame).expect("media");
+                let mut n = drain(&mut bridge);
+                let n_rtp = RtpHeader::new(0, i as u16, (i as u32).wrapping_mul(160), 7)
+                    .write(&audio, &mut datagram)
+                    .expect("fits");
+                bridge.handle_rtp(now, backend, &datagram[..n_rtp]);
+                n += drain(&mut bridge);
+                while let Some(block) = bridge.poll_recording(now) {
+                    n += usize::from(block[0]);
+                }
+                black_box(n)
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, uplink, downlink, recorded);
 criterion_main!(benches);

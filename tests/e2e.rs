@@ -44,6 +44,8 @@ mod lifecycle;
 mod media;
 #[path = "e2e/outage.rs"]
 mod outage;
+#[path = "e2e/recording.rs"]
+mod recording;
 #[path = "e2e/reload.rs"]
 mod reload;
 #[path = "e2e/routes.rs"]

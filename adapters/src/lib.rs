@@ -10,7 +10,9 @@
 pub mod bot;
 pub mod bridge;
 pub mod form;
+pub mod latency;
 pub mod media_stream;
+pub mod recording;
 pub mod rest;
 pub mod route;
 pub mod sdp;

@@ -550,6 +550,9 @@ pub struct Route {
     pub sms_text: Option<String>,
     /// `fallback`: said when the leg fails.
     pub fallback: Option<String>,
+    /// `recording.enabled`: whether this route's calls are recorded;
+    /// `None` follows the global `recording.enabled`.
+    pub recording: Option<bool>,
 }
 
 /// `forward_timeout` when the route sets none: the seeds' business phones
@@ -573,6 +576,7 @@ impl Route {
             on_missed: OnMissed::Stream,
             sms_text: None,
             fallback: None,
+            recording: None,
         }
     }
 }

@@ -289,6 +289,9 @@ struct Slot<const MAX_PAYLOAD: usize> {
     index: u64,
     epoch: u32,
     arrival: Instant,
+    /// How long it was held, once released for playout, in µs (saturating
+    /// at 71 minutes; 4 bytes keep the slot's bookkeeping within 64).
+    waited_us: u32,
     meta: PacketMeta,
     len: usize,
     payload: [u8; MAX_PAYLOAD],
@@ -300,6 +303,7 @@ impl<const MAX_PAYLOAD: usize> Slot<MAX_PAYLOAD> {
         index: 0,
         epoch: 0,
         arrival: Instant::ZERO,
+        waited_us: 0,
         meta: PacketMeta { ssrc: 0, sequence: 0, timestamp: 0, marker: false },
         len: 0,
         payload: [0; MAX_PAYLOAD],
@@ -418,6 +422,8 @@ pub struct JitterBuffer<const SLOTS: usize, const MAX_PAYLOAD: usize> {
     /// packet is its successor, the sender restarted.
     restart_candidate: Option<u16>,
     last_played: Option<Played>,
+    /// How long the packet last handed out by `poll_playout` was held.
+    last_wait: Option<Duration>,
     /// Duration of the last packet played, from consecutive packets' timestamps.
     last_duration: Option<u32>,
     run: Option<LostRun>,
@@ -452,6 +458,7 @@ impl<const SLOTS: usize, const MAX_PAYLOAD: usize> JitterBuffer<SLOTS, MAX_PAYLO
             jitter: InterarrivalJitter::new(clock_rate),
             restart_candidate: None,
             last_played: None,
+            last_wait: None,
             last_duration: None,
             run: None,
             counters: Counters::default(),
@@ -515,6 +522,7 @@ impl<const SLOTS: usize, const MAX_PAYLOAD: usize> JitterBuffer<SLOTS, MAX_PAYLO
             let slot = &mut self.slots[pos];
             slot.occupied = false;
             let meta = slot.meta;
+            self.last_wait = Some(Duration::from_micros(u64::from(slot.waited_us)));
             let played =
                 Played { index, epoch: slot.epoch, sequence: meta.sequence, timestamp: meta.timestamp };
             self.note_played(played);
@@ -527,9 +535,19 @@ impl<const SLOTS: usize, const MAX_PAYLOAD: usize> JitterBuffer<SLOTS, MAX_PAYLO
         };
         self.run = Some(run);
         let (sequence, timestamp, duration) = run.entry(index);
+        self.last_wait = None;
         self.counters.lost += 1;
         self.counters.concealed = self.counters.concealed.saturating_add(u64::from(duration));
         Some(Playout::Lost { sequence, timestamp, duration })
+    }
+
+    /// How long the entry last handed out by [`JitterBuffer::poll_playout`]
+    /// waited in the buffer, from its arrival to its release for playout
+    /// (zero for a packet that was next in sequence); `None` for a lost
+    /// entry or before the first. Where a frame's delay came from, per frame.
+    #[must_use]
+    pub fn last_wait(&self) -> Option<Duration> {
+        self.last_wait
     }
 
     /// When [`JitterBuffer::handle_timeout`] is next needed: the deadline of
@@ -697,6 +715,8 @@ impl<const SLOTS: usize, const MAX_PAYLOAD: usize> JitterBuffer<SLOTS, MAX_PAYLO
             }
             let waited = now.saturating_duration_since(slot.arrival);
             self.counters.max_hold = self.counters.max_hold.max(waited);
+            self.slots[Self::slot_of(self.next)].waited_us =
+                u32::try_from(waited.as_micros()).unwrap_or(u32::MAX);
             self.held -= 1;
             self.ready += 1;
             self.history = (self.history << 1) | 1;
@@ -936,6 +956,30 @@ mod tests {
         // 0 before: J = 200 / 16 = 12 units = 1500 µs; 3 × 1.5 ms < min_delay.
         assert_eq!((stats.jitter, stats.jitter_micros), (12, 1500));
         assert_eq!(stats.hold, Duration::from_millis(20));
+    }
+
+    #[test]
+    fn last_wait_is_each_played_packets_time_in_the_buffer() {
+        let mut jb = Jb::new(config(20, 60), ms(0));
+        assert_eq!(jb.last_wait(), None);
+        let _ = jb.handle_packet(ms(20), meta(1), &[]);
+        assert!(jb.poll_playout().is_some());
+        assert_eq!(jb.last_wait(), Some(Duration::ZERO), "next in sequence: no wait");
+        let _ = jb.handle_packet(ms(60), meta(3), &[]);
+        let _ = jb.handle_packet(ms(73), meta(4), &[]);
+        let _ = jb.handle_packet(ms(75), meta(2), &[]);
+        let mut waits = Vec::new();
+        while jb.poll_playout().is_some() {
+            waits.push(jb.last_wait());
+        }
+        let ms_ = Duration::from_millis;
+        assert_eq!(waits, [Some(ms_(0)), Some(ms_(15)), Some(ms_(2))]);
+        let _ = jb.handle_packet(ms(140), meta(6), &[]);
+        jb.handle_timeout(ms(200));
+        assert!(matches!(jb.poll_playout(), Some(Playout::Lost { .. })));
+        assert_eq!(jb.last_wait(), None, "a lost entry waited nowhere");
+        assert!(jb.poll_playout().is_some());
+        assert_eq!(jb.last_wait(), Some(ms_(60)));
     }
 
     #[test]

@@ -199,6 +199,72 @@ pub struct CallRecord {
     /// hung up, or the call did not connect) or `voxproxy` (drain, control
     /// API, a failed leg).
     pub hangup_by: Option<String>,
+    /// The call's two-channel WAV (`recording.enabled`): channel 1 the
+    /// caller, channel 2 what the caller heard. `None` when not recorded or
+    /// when the file could not be written (`voxproxy_recording_errors_total`).
+    pub recording_file: Option<String>,
+    /// Where each millisecond went, for calls that streamed.
+    pub latency: Option<LatencyRecord>,
+}
+
+/// A call's latency breakdown, in microseconds: for backend → Twilio the
+/// time packets waited in the jitter buffer, the network's RFC 3550
+/// jitter, concealment and voxproxy's processing; for Twilio → backend
+/// voxproxy's processing and how late Twilio's frames came against their
+/// timestamps. Percentiles are bucket bounds (see
+/// `voxproxy_adapters::latency::BOUNDS_US`), maxima exact.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LatencyRecord {
+    /// Backend packets played out of the jitter buffer.
+    pub jitter_buffer_packets: u64,
+    /// Their median wait.
+    pub jitter_buffer_wait_p50_us: u64,
+    /// Their 99th percentile wait.
+    pub jitter_buffer_wait_p99_us: u64,
+    /// Their longest wait.
+    pub jitter_buffer_wait_max_us: u64,
+    /// RFC 3550 interarrival jitter of the backend's RTP at the end.
+    pub network_jitter_us: u64,
+    /// The largest it was during the call.
+    pub max_network_jitter_us: u64,
+    /// Frames concealed for lost backend packets.
+    pub concealed_frames: u64,
+    /// voxproxy's time per backend datagram, median.
+    pub backend_processing_p50_us: u64,
+    /// … 99th percentile.
+    pub backend_processing_p99_us: u64,
+    /// voxproxy's time per Twilio frame, median.
+    pub twilio_processing_p50_us: u64,
+    /// … 99th percentile.
+    pub twilio_processing_p99_us: u64,
+    /// How late Twilio's frames came against their media timestamps, median.
+    pub twilio_burst_p50_us: u64,
+    /// … 99th percentile.
+    pub twilio_burst_p99_us: u64,
+    /// … the latest.
+    pub twilio_burst_max_us: u64,
+}
+
+impl From<&voxproxy_adapters::latency::LatencySummary> for LatencyRecord {
+    fn from(s: &voxproxy_adapters::latency::LatencySummary) -> Self {
+        LatencyRecord {
+            jitter_buffer_packets: s.jitter_buffer_wait.count,
+            jitter_buffer_wait_p50_us: s.jitter_buffer_wait.p50_us,
+            jitter_buffer_wait_p99_us: s.jitter_buffer_wait.p99_us,
+            jitter_buffer_wait_max_us: s.jitter_buffer_wait.max_us,
+            network_jitter_us: s.network_jitter_us,
+            max_network_jitter_us: s.max_network_jitter_us,
+            concealed_frames: s.concealed_frames,
+            backend_processing_p50_us: s.backend_processing.p50_us,
+            backend_processing_p99_us: s.backend_processing.p99_us,
+            twilio_processing_p50_us: s.twilio_processing.p50_us,
+            twilio_processing_p99_us: s.twilio_processing.p99_us,
+            twilio_burst_p50_us: s.twilio_burst.p50_us,
+            twilio_burst_p99_us: s.twilio_burst.p99_us,
+            twilio_burst_max_us: s.twilio_burst.max_us,
+        }
+    }
 }
 
 /// One call status in a record's `status_events`.
@@ -1005,6 +1071,13 @@ mod tests {
             sip_direction: Some("sip_to_twilio".into()),
             sip_status: Some(200),
             hangup_by: Some("pbx".into()),
+            recording_file: Some("/var/rec/CA_MZ.wav".into()),
+            latency: Some(LatencyRecord {
+                jitter_buffer_packets: 2_990,
+                jitter_buffer_wait_max_us: 13_000,
+                twilio_burst_p99_us: 40_000,
+                ..LatencyRecord::default()
+            }),
         }
     }
 
@@ -1088,6 +1161,8 @@ mod tests {
             "sip_direction",
             "sip_status",
             "hangup_by",
+            "recording_file",
+            "latency",
         ];
         // serde_json's Map is sorted unless preserve_order is on; compare as sets
         // here and check the order on the raw text.

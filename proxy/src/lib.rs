@@ -16,6 +16,7 @@ pub mod echo;
 pub mod logging;
 pub mod metrics;
 pub mod ratelimit;
+pub mod recording;
 pub mod runtime;
 pub mod server;
 pub mod sim;

@@ -73,7 +73,9 @@ use std::time::Duration;
 
 use voxproxy_adapters::bridge::{CallStats, EndReason};
 
+mod breakdown;
 mod sip;
+pub use breakdown::BreakdownMetrics;
 pub use sip::{SipMetrics, SipRefusal, SipSide};
 
 /// The process's metrics: one [`WorkerMetrics`] per worker thread plus the
@@ -89,6 +91,7 @@ pub struct Metrics {
     /// file, descriptors), recorded from any thread.
     lifecycle: Lifecycle,
     sip: SipMetrics,
+    breakdown: BreakdownMetrics,
 }
 
 /// Counters of the daemon's life, written from several threads (the signal
@@ -137,6 +140,7 @@ impl Metrics {
             clock_ticks: std::fs::read("/proc/self/auxv").ok().and_then(|auxv| parse_clock_ticks(&auxv)),
             lifecycle: Lifecycle::default(),
             sip: SipMetrics::default(),
+            breakdown: BreakdownMetrics::default(),
         }
     }
 
@@ -206,6 +210,13 @@ impl Metrics {
     #[must_use]
     pub fn sip(&self) -> &SipMetrics {
         &self.sip
+    }
+
+    /// The latency breakdown's histograms over every call and the
+    /// recording writer's counters.
+    #[must_use]
+    pub fn breakdown(&self) -> &BreakdownMetrics {
+        &self.breakdown
     }
 
     /// Sets the `voxproxy_draining` gauge (1 while the server drains).
@@ -558,6 +569,7 @@ impl Metrics {
         }
 
         self.sip.render(&mut x);
+        self.breakdown.render(&mut x);
 
         x.family("voxproxy_io_backend", "The I/O backend the workers run on (always 1).", "gauge");
         x.sample("voxproxy_io_backend", &[("backend", self.io_backend)], 1);

@@ -52,6 +52,7 @@ mod config;
 mod framer;
 mod playout;
 mod report;
+mod taps;
 #[cfg(test)]
 mod tracks_tests;
 
@@ -382,6 +383,12 @@ pub struct CallBridge {
     backend_peer: Option<SocketAddr>,
     /// When the WebSocket opened: `start` is due by `start_timeout` after.
     opened: Instant,
+    /// The latest `now` handed in, for the taps of code that has none.
+    now: Instant,
+    /// Where each millisecond went ([`CallBridge::latency`]).
+    latency: crate::latency::LatencyBreakdown,
+    /// Set while the call is recorded ([`CallBridge::start_recording`]).
+    recording: Option<Box<crate::recording::RecordingTap>>,
 }
 
 fn talkspurt_detector(config: TalkspurtConfig, now: Instant) -> TalkspurtDetector {
@@ -519,6 +526,9 @@ impl CallBridge {
             rtp_keepalive,
             backend_peer,
             opened: now,
+            now,
+            latency: crate::latency::LatencyBreakdown::default(),
+            recording: None,
         })
     }
 
@@ -586,6 +596,7 @@ impl CallBridge {
         if self.ended.is_some() {
             return Err(BridgeError::Ended);
         }
+        self.now = now;
         self.twilio_keepalive.handle_received(now);
         if frame.len() > self.config.max_frame_bytes {
             self.stats.twilio_oversize += 1;
@@ -616,6 +627,7 @@ impl CallBridge {
                 }
                 self.stats.twilio_frames_in += 1;
                 self.stats.twilio_audio_bytes_in += len as u64;
+                self.tap_from_twilio(now, media.timestamp_ms, len);
                 self.on_media(now, media.timestamp_ms, len);
                 Ok(())
             }
@@ -725,6 +737,7 @@ impl CallBridge {
         if self.ended.is_some() {
             return;
         }
+        self.now = now;
         match (self.config.backend, self.backend_peer) {
             (Some(_), Some(peer)) if peer != from => {
                 self.stats.rtp_foreign_source += 1;
@@ -825,6 +838,7 @@ impl CallBridge {
         if self.ended.is_some() {
             return;
         }
+        self.now = now;
         if self.stream.is_none() && now >= self.opened + self.config.start_timeout {
             // A socket that answers pings but never starts would hold its
             // place forever.
@@ -1096,6 +1110,9 @@ impl CallBridge {
         let mut buf = self.out.buffer();
         media_stream::write_clear(&mut buf, &sid);
         self.push_twilio(buf);
+        if let Some(tap) = self.recording.as_deref_mut() {
+            tap.handle_clear(self.now);
+        }
         let down = &mut self.downlink;
         down.playout.handle_clear();
         down.unmarked_frames = 0;
@@ -1327,6 +1344,9 @@ impl CallBridge {
                     (Some(n), false)
                 }
             };
+            if let Some(waited) = self.downlink.jitter.last_wait() {
+                self.latency.jitter_wait.record(waited);
+            }
             if marker && (self.downlink.talkspurt.in_talkspurt() || self.downlink.dropping) {
                 // The backend says a new talkspurt begins: the last one is over.
                 self.finish_backend_talkspurt();
@@ -1370,6 +1390,7 @@ impl CallBridge {
             if down.talkspurt.in_talkspurt() {
                 down.unmarked_frames += 1;
             }
+            self.tap_to_twilio(&mulaw);
             let mut buf = self.out.buffer();
             media_stream::write_media(&mut buf, &sid, &mulaw);
             self.stats.twilio_frames_out += 1;
@@ -1403,6 +1424,9 @@ impl CallBridge {
         if let Some(partial) = down.mulaw_framer.take_partial()
             && !down.dropping
         {
+            if let Some(tap) = self.recording.as_deref_mut() {
+                tap.handle_to_twilio(self.now, partial);
+            }
             let mut buf = self.out.buffer();
             media_stream::write_media(&mut buf, &sid, partial);
             self.stats.twilio_frames_out += 1;

@@ -190,16 +190,26 @@ fn route(file: &FileSource<'_>, index: usize, item: &Value<'_>) -> Result<RawRou
             "expected a table of route settings",
         ));
     };
-    let mut raw =
-        RawRoute { index, origin: file.origin(&item.span()), entries: Vec::new(), parameters: None };
+    let mut raw = RawRoute {
+        index,
+        origin: file.origin(&item.span()),
+        entries: Vec::new(),
+        parameters: None,
+        recording: None,
+    };
     for (key, value) in table {
         let key_text: &str = key.get_ref();
         if key_text == "parameters" {
             raw.parameters = Some(parameters(file, &name("parameters"), value)?);
             continue;
         }
+        if key_text == "recording" {
+            raw.recording = Some(route_recording(file, &name("recording"), value)?);
+            continue;
+        }
         let Some(spec) = ROUTE_KEYS.iter().find(|spec| spec.name == key_text) else {
-            let known: Vec<&str> = ROUTE_KEYS.iter().map(|s| s.name).chain(["parameters"]).collect();
+            let known: Vec<&str> =
+                ROUTE_KEYS.iter().map(|s| s.name).chain(["parameters", "recording"]).collect();
             return Err(file.unknown(name(key_text), &key.span(), known.join(", ")));
         };
         let DeValue::String(text) = value.get_ref() else {
@@ -208,6 +218,30 @@ fn route(file: &FileSource<'_>, index: usize, item: &Value<'_>) -> Result<RawRou
         raw.entries.push((spec.name, file.entry(Raw::Str(text.to_string()), &value.span())));
     }
     Ok(raw)
+}
+
+/// `recording.enabled = true|false` (also written `recording = { enabled = … }`).
+fn route_recording(file: &FileSource<'_>, key: &str, value: &Value<'_>) -> Result<bool, ConfigError> {
+    const EXPECTED: &str = "expected recording.enabled = true or false";
+    let DeValue::Table(table) = value.get_ref() else {
+        return Err(file.invalid(key.to_owned(), &value.span(), EXPECTED));
+    };
+    let mut enabled = None;
+    for (name, value) in table {
+        let name: &Key<'_> = name;
+        if name.get_ref() != "enabled" {
+            return Err(file.unknown(
+                format!("{key}.{}", name.get_ref()),
+                &name.span(),
+                "enabled".to_owned(),
+            ));
+        }
+        let DeValue::Boolean(b) = value.get_ref() else {
+            return Err(file.invalid(format!("{key}.enabled"), &value.span(), EXPECTED));
+        };
+        enabled = Some(*b);
+    }
+    enabled.ok_or_else(|| file.invalid(key.to_owned(), &value.span(), EXPECTED))
 }
 
 /// `parameters = { name = "value", … }`: each value a string.

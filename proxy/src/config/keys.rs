@@ -169,6 +169,12 @@ keys! {
         "`text` (human-readable lines) or `json` (one JSON object per line)", "expected \"text\" or \"json\"";
     LogLevel "log.level" Text Value("\"info\""), "a tracing filter such as `info`, `warn`, `voxproxy=debug`",
         "expected a filter such as \"info\" or \"voxproxy=debug,warn\"";
+    RecordingEnabled "recording.enabled" Bool Value("false"),
+        "`true` records every call to a two-channel WAV in `recording.dir` (a route's `recording.enabled` overrides it)",
+        EXPECT_BOOL;
+    RecordingDir "recording.dir" Text Value("\"recordings\""),
+        "directory the WAV files go in (created at start when recording is on anywhere)",
+        "expected a directory path";
 }
 
 impl Setting {

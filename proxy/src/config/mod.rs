@@ -74,6 +74,8 @@
 //! | `drain.timeout` | duration | `"5s"` | 0 to 1 h |
 //! | `log.format` | string | `"text"` | `text` (human-readable lines) or `json` (one JSON object per line) |
 //! | `log.level` | string | `"info"` | a tracing filter such as `info`, `warn`, `voxproxy=debug` |
+//! | `recording.enabled` | boolean | `false` | `true` records every call to a two-channel WAV in `recording.dir` (a route's `recording.enabled` overrides it) |
+//! | `recording.dir` | string | `"recordings"` | directory the WAV files go in (created at start when recording is on anywhere) |
 //!
 //! Durations are strings of one or more `<integer><unit>` parts with the units
 //! `h`, `m`, `s` and `ms`, largest first and each at most once: `"250ms"`,
@@ -176,6 +178,8 @@ pub struct Config {
     pub limits: Limits,
     /// `[cdr]`: call records.
     pub cdr: CdrSettings,
+    /// `[recording]`.
+    pub recording: RecordingSettings,
     /// `[log]`: structured logs on stderr.
     pub log: LogSettings,
     /// `[drain]`: graceful shutdown.
@@ -385,6 +389,23 @@ pub struct Limits {
 pub struct CdrSettings {
     /// `cdr.path`: the JSON-lines file call records are appended to.
     pub path: PathBuf,
+}
+
+/// `[recording]` settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordingSettings {
+    /// `recording.enabled`: record calls whose route does not say otherwise.
+    pub enabled: bool,
+    /// `recording.dir`: where the WAV files go.
+    pub dir: PathBuf,
+}
+
+impl Config {
+    /// Whether any call may be recorded locally: globally or by a route.
+    #[must_use]
+    pub fn records_anything(&self) -> bool {
+        self.recording.enabled || self.routes.iter().any(|r| r.recording == Some(true))
+    }
 }
 
 /// `[log]` settings.
@@ -1112,6 +1133,18 @@ impl Layers {
             },
             drain: DrainSettings {
                 timeout: self.time(Setting::DrainTimeout, Duration::from_secs(3600), true)?,
+            },
+            recording: RecordingSettings {
+                enabled: self.flag(Setting::RecordingEnabled)?,
+                dir: self.value(Setting::RecordingDir, |s| {
+                    if s.is_empty() {
+                        Err("expected a directory path, not an empty string".to_owned())
+                    } else if Path::new(s).is_file() {
+                        Err("this is a file; name the directory the recordings go in".to_owned())
+                    } else {
+                        Ok(PathBuf::from(s))
+                    }
+                })?,
             },
             log: LogSettings {
                 format: self.value(Setting::LogFormat, |s| match s {

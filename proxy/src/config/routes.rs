@@ -55,6 +55,8 @@ pub(super) struct RawRoute {
     pub(super) entries: Vec<(&'static str, Entry)>,
     /// `(name, value, entry)` of `parameters`.
     pub(super) parameters: Option<Vec<(String, String, Entry)>>,
+    /// `recording.enabled`, when the route sets it.
+    pub(super) recording: Option<bool>,
 }
 
 impl RawRoute {
@@ -133,6 +135,7 @@ fn resolve_one(r: &RawRoute, default_backend: &Backend) -> Result<Route, ConfigE
         return Err(r.invalid(key, "voice and language apply to greeting and fallback; set one of them too"));
     }
     route.parameters = parameters(r)?;
+    route.recording = r.recording;
     route.mode = r
         .parsed("mode", |s| match s {
             "connect" => Ok(StreamMode::Connect),

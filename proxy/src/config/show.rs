@@ -81,6 +81,8 @@ fn shown(c: &Config, key: Setting) -> Value {
         Setting::DrainTimeout => secs(c.drain.timeout),
         Setting::LogFormat => c.log.format.name().into(),
         Setting::LogLevel => c.log.level.clone().into(),
+        Setting::RecordingEnabled => c.recording.enabled.into(),
+        Setting::RecordingDir => text(&c.recording.dir.display()),
     }
 }
 

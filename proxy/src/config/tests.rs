@@ -425,6 +425,8 @@ const BAD_FILE_VALUES: &[(&str, &str, &str)] = &[
     ("[cdr]\npath = \"/\"", "cdr.path", "\"/\""),
     ("[drain]\ntimeout = \"5\"", "drain.timeout", "\"5\""),
     ("[drain]\ntimeout = \"2h\"", "drain.timeout", "\"2h\""),
+    ("[recording]\nenabled = \"yes\"", "recording.enabled", "\"yes\""),
+    ("[recording]\ndir = \"\"", "recording.dir", "\"\""),
 ];
 
 #[test]
@@ -814,4 +816,35 @@ fn backends_of_every_leg_are_checked_and_serve_refuses_the_ones_it_cannot_run() 
         ),
         "{msg}"
     );
+}
+
+#[test]
+fn recording_is_off_by_default_and_set_globally_or_per_route() {
+    let c = from_file("").unwrap();
+    assert!(!c.recording.enabled);
+    assert_eq!(c.recording.dir, PathBuf::from("recordings"));
+    assert!(!c.records_anything());
+
+    let c =
+        from_env(&[("VOXPROXY_RECORDING_ENABLED", "yes"), ("VOXPROXY_RECORDING_DIR", "/var/rec")]).unwrap();
+    assert!(c.recording.enabled && c.records_anything());
+    assert_eq!(c.recording.dir, PathBuf::from("/var/rec"));
+
+    let text = routes_file(
+        "[[routes]]\nto = \"+14155550199\"\nrecording.enabled = true\n\n[[routes]]\nto = \"*\"\nrecording = { enabled = false }\n",
+    );
+    let c = from_file(&text).unwrap();
+    assert_eq!((c.routes[0].recording, c.routes[1].recording), (Some(true), Some(false)));
+    assert_eq!(c.default_route.recording, None, "the global route follows recording.enabled");
+    assert!(c.records_anything());
+}
+
+#[test]
+fn bad_route_recording_is_named() {
+    let text = routes_file("[[routes]]\nto = \"*\"\nrecording.enabled = \"yes\"\n");
+    let e = error_text(from_file(&text));
+    assert!(e.contains("routes[0].recording.enabled") && e.contains("true or false"), "{e}");
+    let text = routes_file("[[routes]]\nto = \"*\"\nrecording.on = true\n");
+    let e = error_text(from_file(&text));
+    assert!(e.contains("routes[0].recording.on") && e.contains("enabled"), "{e}");
 }

@@ -40,6 +40,7 @@ use voxproxy_adapters::route::{ROUTE_PARAMETER, route_by_label};
 use super::WorkerContext;
 use super::directory::{CallCommand, CallEvent, Registration, SessionInfo};
 use super::ports::{PortError, PortLease};
+use super::taps::CallTaps;
 use crate::cdr::journal::JournalId;
 use crate::cdr::{CallRecord, rfc3339_utc};
 use crate::metrics::{Direction, RefuseReason, RtpErrorKind, WsErrorKind};
@@ -224,14 +225,15 @@ pub async fn run(
         if let Some(key) = &sip_key {
             super::sip_listener::stream_started(&ctx, key, &bridge, lease.port());
         }
+        facts.taps = CallTaps::start(&ctx, &live.config, &mut bridge);
         let ended = media_loop(&ctx, ws, bridge, &socket, lease.port(), facts, commands).await;
         // Held until here so the command channel never closes under the loop.
         drop(commands_tx);
-        if let Some((bridge, facts, reported)) = ended {
+        if let Some((mut bridge, mut facts, reported)) = ended {
             if let Some(key) = sip_key {
                 super::sip_listener::stream_ended(&ctx, key, &bridge);
             }
-            finish_call(&ctx, &bridge, &facts, &reported).await;
+            finish_call(&ctx, &mut bridge, &mut facts, &reported).await;
         }
         // Resources go only now that the record is on disk.
         drop(socket);
@@ -277,6 +279,7 @@ fn register(
         journal: None,
         in_ledger: false,
         leg_watch: None,
+        taps: CallTaps::default(),
     };
     // What is known now goes to the journal of calls in progress, so a crash
     // before the record is written still leaves one at the next start.
@@ -578,6 +581,8 @@ struct CallFacts {
     in_ledger: bool,
     /// Set on routes with a fallback: when the backend counts as failed.
     leg_watch: Option<LegWatch>,
+    /// The call's recording and latency breakdown (`taps.rs`).
+    taps: CallTaps,
 }
 
 /// Runs the call until the bridge is finished; returns what its record needs.
@@ -737,8 +742,10 @@ async fn media_loop(
                 let stats = bridge.stats();
                 metrics.add_call_stats(&reported, &stats);
                 metrics.observe_jitter_us(stats.jitter_us);
+                facts.taps.report(ctx, &bridge);
                 if let Some(registration) = &facts.registration {
                     registration.publish(&stats);
+                    registration.publish_latency((&bridge.latency_summary()).into());
                 }
                 if let Some(watch) = &mut facts.leg_watch
                     && watch.failed(woke, stats.rtp_packets_in)
@@ -825,9 +832,12 @@ async fn media_loop(
                 None => ws_blocked = true,
             }
         }
+        facts.taps.drain(&mut bridge, now);
         if let Some(direction) = direction {
-            let nanos = u64::try_from(woke.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let spent = woke.elapsed();
+            let nanos = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
             metrics.observe_frame_processing(direction, nanos);
+            bridge.record_processing(direction == Direction::Inbound, spent);
         }
         if bridge.is_finished() {
             break;
@@ -871,14 +881,21 @@ fn leg_failed(ctx: &WorkerContext, bridge: &mut CallBridge, now: voxproxy_core::
 }
 
 /// Counts the call's last numbers and writes its record.
-async fn finish_call(ctx: &WorkerContext, bridge: &CallBridge, facts: &CallFacts, reported: &CallStats) {
+async fn finish_call(
+    ctx: &WorkerContext,
+    bridge: &mut CallBridge,
+    facts: &mut CallFacts,
+    reported: &CallStats,
+) {
     let shared = &ctx.shared;
     let metrics = ctx.metrics();
     let end = bridge.end_reason().unwrap_or(EndReason::WebSocketClosed);
     let stats = bridge.stats();
     metrics.add_call_stats(reported, &stats);
     metrics.observe_jitter_us(stats.jitter_us);
-    let record = call_record(ctx, bridge, &stats, end, facts);
+    let mut record = call_record(ctx, bridge, &stats, end, facts);
+    facts.taps.report(ctx, bridge);
+    facts.taps.finish(bridge, shared.clock.now(), &mut record);
     if facts.in_ledger {
         // Durable already: the journal keeps it whole until the call's
         // record (this stream's merged with the call's status) is written.

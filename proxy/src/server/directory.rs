@@ -13,6 +13,8 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
 use voxproxy_adapters::bridge::{BridgeEvent, CallStats};
 
+use crate::cdr::LatencyRecord;
+
 /// What the control plane can ask of a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CallCommand {
@@ -47,6 +49,7 @@ pub struct SessionInfo {
 struct Entry {
     info: SessionInfo,
     stats: Arc<Mutex<CallStats>>,
+    latency: Arc<Mutex<LatencyRecord>>,
     commands: mpsc::Sender<CallCommand>,
 }
 
@@ -56,12 +59,18 @@ pub struct Registration {
     directory: Arc<Directory>,
     stream_sid: String,
     stats: Arc<Mutex<CallStats>>,
+    latency: Arc<Mutex<LatencyRecord>>,
 }
 
 impl Registration {
     /// Publishes the call's latest counters for `GET /v1/sessions/{sid}`.
     pub fn publish(&self, stats: &CallStats) {
         *lock(&self.stats) = *stats;
+    }
+
+    /// Publishes the call's latency breakdown, likewise.
+    pub fn publish_latency(&self, latency: LatencyRecord) {
+        *lock(&self.latency) = latency;
     }
 }
 
@@ -79,6 +88,8 @@ pub struct SessionView {
     pub info: SessionInfo,
     /// Counters as of the call's last refresh.
     pub stats: StatsView,
+    /// Where each millisecond went, as of the call's last refresh.
+    pub latency: LatencyRecord,
 }
 
 /// The subset of [`CallStats`] the control API shows, with stable names.
@@ -151,12 +162,14 @@ impl Directory {
     ) -> Option<Registration> {
         let stream_sid = info.stream_sid.clone();
         let stats = Arc::new(Mutex::new(CallStats::default()));
+        let latency = Arc::new(Mutex::new(LatencyRecord::default()));
         let mut entries = lock(&self.entries);
         if entries.contains_key(&stream_sid) {
             return None;
         }
-        entries.insert(stream_sid.clone(), Entry { info, stats: Arc::clone(&stats), commands });
-        Some(Registration { directory: Arc::clone(self), stream_sid, stats })
+        let entry = Entry { info, stats: Arc::clone(&stats), latency: Arc::clone(&latency), commands };
+        entries.insert(stream_sid.clone(), entry);
+        Some(Registration { directory: Arc::clone(self), stream_sid, stats, latency })
     }
 
     fn remove(&self, stream_sid: &str) {
@@ -201,7 +214,11 @@ impl Directory {
 }
 
 fn view(entry: &Entry) -> SessionView {
-    SessionView { info: entry.info.clone(), stats: StatsView::from(&*lock(&entry.stats)) }
+    SessionView {
+        info: entry.info.clone(),
+        stats: StatsView::from(&*lock(&entry.stats)),
+        latency: *lock(&entry.latency),
+    }
 }
 
 /// Fan-out of call events to `/v1/events` subscribers.

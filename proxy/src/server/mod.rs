@@ -55,6 +55,7 @@ mod peers;
 pub mod ports;
 mod sip_listener;
 mod sse;
+mod taps;
 
 use directory::{Directory, EventHub};
 use fds::FdBudget;
@@ -101,6 +102,13 @@ pub enum ServeError {
     PublicUrl(String),
     /// A worker thread could not be started.
     Worker(std::io::Error),
+    /// `recording.dir` could not be created, or the recording writer not started.
+    Recording {
+        /// `recording.dir`.
+        dir: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The configuration asks for what this version cannot run yet
     /// ([`Config::not_runnable_yet`]); the text names the key.
     NotRunnableYet(String),
@@ -128,6 +136,9 @@ impl fmt::Display for ServeError {
             ServeError::Cdr(e) => write!(f, "cdr.path: {e}"),
             ServeError::PublicUrl(e) => write!(f, "server.public_url: {e}"),
             ServeError::Worker(e) => write!(f, "cannot start a worker thread: {e}"),
+            ServeError::Recording { dir, source } => {
+                write!(f, "recording.dir = {}: cannot create it or start its writer: {source}", dir.display())
+            }
             ServeError::NotRunnableYet(problem) => f.write_str(problem),
             ServeError::SipListen(problem) => write!(f, "sip.listen: {problem}"),
         }
@@ -147,6 +158,8 @@ pub(crate) struct Shared {
     pub(crate) cdr: CdrService,
     /// Calls in progress, for their one record each.
     pub(crate) calls: Arc<calls::Calls>,
+    /// The call recordings' writer thread.
+    pub(crate) recorder: crate::recording::RecordingWriter,
     /// `None` with `--insecure-skip-signature`.
     pub(crate) validator: Option<SignatureValidator>,
     /// Issues and checks stream tokens whenever signatures are checked.
@@ -313,6 +326,23 @@ fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 /// others on the account (a candidate for a config key).
 pub const STREAM_NAME_PREFIX: &str = "voxproxy";
 
+/// Creates `recording.dir` when any call may be recorded (so a directory
+/// that cannot be made stops the start, not every call) and starts the
+/// writer thread.
+fn start_recorder(
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<crate::recording::RecordingWriter, ServeError> {
+    let dir = &config.recording.dir;
+    let failed = |source| ServeError::Recording { dir: dir.clone(), source };
+    if config.records_anything() {
+        std::fs::create_dir_all(dir).map_err(failed)?;
+    }
+    let stats = Arc::new(crate::recording::RecordingStats::default());
+    metrics.breakdown().set_recording(Arc::clone(&stats));
+    crate::recording::RecordingWriter::spawn(stats).map_err(failed)
+}
+
 impl Server {
     /// Validates what only the server can (token, io_uring, TLS files, the
     /// call-record file), binds the listeners and starts the workers.
@@ -351,6 +381,7 @@ impl Server {
                 source,
             })
         })?;
+        let recorder = start_recorder(config, &metrics)?;
         let first = listener(config.server.listen)
             .map_err(|source| ServeError::Listen { addr: config.server.listen, source })?;
         let local_addr =
@@ -383,6 +414,7 @@ impl Server {
             events: EventHub::new(),
             cdr,
             calls,
+            recorder,
             validator,
             stream_token,
             draining: AtomicBool::new(false),
