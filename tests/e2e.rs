@@ -50,3 +50,5 @@ mod reload;
 mod routes;
 #[path = "e2e/vad_line.rs"]
 mod vad_line;
+#[path = "e2e/ws_leg.rs"]
+mod ws_leg;

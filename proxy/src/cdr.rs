@@ -186,6 +186,44 @@ pub struct CallRecord {
     pub rtp_ssrc: u32,
     /// SSRC of the `outbound` track's RTP, when the stream carried it.
     pub outbound_track_ssrc: Option<u32>,
+    /// The backend leg of the stream: `rtp`, or `ws` for a WebSocket bot.
+    pub leg: Option<String>,
+    /// What happened on a `ws` leg.
+    pub bot: Option<BotRecord>,
+}
+
+/// A WebSocket bot leg in a call record (`leg = "ws"`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BotRecord {
+    /// `twilio`, or `l16` with its rate (`l16-16000`).
+    pub protocol: String,
+    /// How long the bot's TCP, TLS and WebSocket handshakes took, ms
+    /// (absent when the bot could not be reached).
+    pub connect_ms: Option<u64>,
+    /// Who ended the stream: `twilio`, `bot` or `voxproxy` (hangup, drain,
+    /// timeouts, a failed leg).
+    pub ended_by: String,
+    /// WebSocket messages received from the bot.
+    pub messages_in: u64,
+    /// WebSocket messages sent to the bot.
+    pub messages_out: u64,
+    /// Bot messages refused (malformed, too large, out of protocol) and dropped.
+    pub bad_messages: u64,
+    /// Caller audio frames dropped because the bot was not reading.
+    pub frames_to_bot_dropped: u64,
+    /// Events for the bot (echoes, DTMF) dropped because it was not reading.
+    pub events_to_bot_dropped: u64,
+    /// μ-law bytes of bot audio queued for the caller.
+    pub bot_audio_bytes: u64,
+    /// μ-law bytes of bot audio dropped over `ws.max_queued_ms`.
+    pub bot_audio_dropped_bytes: u64,
+    /// The bot's marks (or notifies) echoed after their audio played.
+    pub marks_played: u64,
+    /// Marks echoed, or notifies dropped, because a clear discarded their audio.
+    pub marks_cleared: u64,
+    /// `clear`s from the bot.
+    pub bot_clears: u64,
 }
 
 /// One call status in a record's `status_events`.
@@ -988,6 +1026,8 @@ mod tests {
             outbound_track_rtp_packets: 250,
             rtp_ssrc: 0x5650_0001,
             outbound_track_ssrc: Some(0x5650_0002),
+            leg: Some("ws".to_owned()),
+            bot: Some(BotRecord { protocol: "l16-16000".to_owned(), messages_in: 3, ..BotRecord::default() }),
         }
     }
 

@@ -75,6 +75,8 @@ use voxproxy_adapters::bridge::{CallStats, EndReason};
 
 mod sip;
 pub use sip::{SipMetrics, SipSide};
+mod bot;
+pub use bot::{BotMetrics, BotTotals};
 
 /// The process's metrics: one [`WorkerMetrics`] per worker thread plus the
 /// process-wide gauges. See the [module documentation](self).
@@ -89,6 +91,7 @@ pub struct Metrics {
     /// file, descriptors), recorded from any thread.
     lifecycle: Lifecycle,
     sip: SipMetrics,
+    bot: BotMetrics,
 }
 
 /// Counters of the daemon's life, written from several threads (the signal
@@ -137,6 +140,7 @@ impl Metrics {
             clock_ticks: std::fs::read("/proc/self/auxv").ok().and_then(|auxv| parse_clock_ticks(&auxv)),
             lifecycle: Lifecycle::default(),
             sip: SipMetrics::default(),
+            bot: BotMetrics::default(),
         }
     }
 
@@ -206,6 +210,12 @@ impl Metrics {
     #[must_use]
     pub fn sip(&self) -> &SipMetrics {
         &self.sip
+    }
+
+    /// The WebSocket bot counters (`voxproxy_bot_*`), shared by every bot leg.
+    #[must_use]
+    pub fn bot(&self) -> &BotMetrics {
+        &self.bot
     }
 
     /// Sets the `voxproxy_draining` gauge (1 while the server drains).
@@ -558,6 +568,7 @@ impl Metrics {
         }
 
         self.sip.render(&mut x);
+        self.bot.render(&mut x);
 
         x.family("voxproxy_io_backend", "The I/O backend the workers run on (always 1).", "gauge");
         x.sample("voxproxy_io_backend", &[("backend", self.io_backend)], 1);
@@ -1399,7 +1410,7 @@ const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// `reason` labels of `voxproxy_calls_ended_total`: the known
 /// [`EndReason`]s, then `other` for variants added after this was written.
-const END_REASON_NAMES: [&str; 8] = [
+const END_REASON_NAMES: [&str; 9] = [
     EndReason::TwilioStop.name(),
     EndReason::WebSocketClosed.name(),
     EndReason::IdleTimeout.name(),
@@ -1407,6 +1418,7 @@ const END_REASON_NAMES: [&str; 8] = [
     EndReason::Drain.name(),
     EndReason::Refused.name(),
     EndReason::BackendFailed.name(),
+    EndReason::BackendClosed.name(),
     "other",
 ];
 
@@ -1419,7 +1431,8 @@ fn end_reason_slot(reason: EndReason) -> usize {
         EndReason::Drain => 4,
         EndReason::Refused => 5,
         EndReason::BackendFailed => 6,
-        _ => 7,
+        EndReason::BackendClosed => 7,
+        _ => 8,
     }
 }
 

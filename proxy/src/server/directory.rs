@@ -13,6 +13,8 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
 use voxproxy_adapters::bridge::{BridgeEvent, CallStats};
 
+use crate::cdr::BotRecord;
+
 /// What the control plane can ask of a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CallCommand {
@@ -37,8 +39,10 @@ pub struct SessionInfo {
     pub started_at: String,
     /// Worker thread carrying the call.
     pub worker: usize,
-    /// Local RTP port of the call.
+    /// Local RTP port of the call (0 on a `ws` leg, which has none).
     pub rtp_port: u16,
+    /// The backend leg: `rtp`, or `ws` for a WebSocket bot.
+    pub leg: &'static str,
 }
 
 /// A call's entry: its fixed facts, its latest counters (refreshed about
@@ -47,6 +51,7 @@ pub struct SessionInfo {
 struct Entry {
     info: SessionInfo,
     stats: Arc<Mutex<CallStats>>,
+    bot: Arc<Mutex<Option<BotRecord>>>,
     commands: mpsc::Sender<CallCommand>,
 }
 
@@ -56,12 +61,18 @@ pub struct Registration {
     directory: Arc<Directory>,
     stream_sid: String,
     stats: Arc<Mutex<CallStats>>,
+    bot: Arc<Mutex<Option<BotRecord>>>,
 }
 
 impl Registration {
     /// Publishes the call's latest counters for `GET /v1/sessions/{sid}`.
     pub fn publish(&self, stats: &CallStats) {
         *lock(&self.stats) = *stats;
+    }
+
+    /// Publishes a `ws` leg's protocol and counters.
+    pub fn publish_bot(&self, bot: &BotRecord) {
+        lock(&self.bot).clone_from(&Some(bot.clone()));
     }
 }
 
@@ -79,6 +90,9 @@ pub struct SessionView {
     pub info: SessionInfo,
     /// Counters as of the call's last refresh.
     pub stats: StatsView,
+    /// A `ws` leg's protocol and counters, as of the call's last refresh.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bot: Option<BotRecord>,
 }
 
 /// The subset of [`CallStats`] the control API shows, with stable names.
@@ -151,12 +165,16 @@ impl Directory {
     ) -> Option<Registration> {
         let stream_sid = info.stream_sid.clone();
         let stats = Arc::new(Mutex::new(CallStats::default()));
+        let bot = Arc::new(Mutex::new(None));
         let mut entries = lock(&self.entries);
         if entries.contains_key(&stream_sid) {
             return None;
         }
-        entries.insert(stream_sid.clone(), Entry { info, stats: Arc::clone(&stats), commands });
-        Some(Registration { directory: Arc::clone(self), stream_sid, stats })
+        entries.insert(
+            stream_sid.clone(),
+            Entry { info, stats: Arc::clone(&stats), bot: Arc::clone(&bot), commands },
+        );
+        Some(Registration { directory: Arc::clone(self), stream_sid, stats, bot })
     }
 
     fn remove(&self, stream_sid: &str) {
@@ -201,7 +219,11 @@ impl Directory {
 }
 
 fn view(entry: &Entry) -> SessionView {
-    SessionView { info: entry.info.clone(), stats: StatsView::from(&*lock(&entry.stats)) }
+    SessionView {
+        info: entry.info.clone(),
+        stats: StatsView::from(&*lock(&entry.stats)),
+        bot: lock(&entry.bot).clone(),
+    }
 }
 
 /// Fan-out of call events to `/v1/events` subscribers.
@@ -335,6 +357,7 @@ mod tests {
             started_at: started_at.into(),
             worker: 0,
             rtp_port: 40_000,
+            leg: "rtp",
         }
     }
 
