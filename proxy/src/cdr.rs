@@ -1107,6 +1107,8 @@ mod tests {
             "outbound_track_rtp_packets",
             "rtp_ssrc",
             "outbound_track_ssrc",
+            "leg",
+            "bot",
         ];
         // serde_json's Map is sorted unless preserve_order is on; compare as sets
         // here and check the order on the raw text.
