@@ -45,7 +45,7 @@ use super::call::{
 use super::directory::CallCommand;
 use crate::cdr::BotRecord;
 use crate::config::Config;
-use crate::metrics::{BotTotals, RefuseReason, WsErrorKind};
+use crate::metrics::{BotTotals, Direction, RefuseReason, WsErrorKind};
 
 /// Bytes tungstenite may hold for a slow bot before the socket counts as
 /// blocked: about 300 ms of 24 kHz L16.
@@ -364,7 +364,9 @@ async fn bot_loop(
                 _ = stats_tick.tick() => Wake::StatsTick,
             }
         };
-        let now = clock.now();
+        let woke = std::time::Instant::now();
+        let now = clock.to_core(woke);
+        let mut direction = None;
         let mut flush_twilio = false;
         let mut flush_bot = false;
         match wake {
@@ -373,6 +375,7 @@ async fn bot_loop(
                 call.handle_twilio_activity(now);
                 match message {
                     Message::Text(text) => {
+                        direction = Some(Direction::Inbound);
                         let bytes = bytes::Bytes::from(text);
                         let result = match bytes.try_into_mut() {
                             Ok(mut owned) => call.handle_twilio(now, &mut owned),
@@ -412,6 +415,9 @@ async fn bot_loop(
             }
             Wake::Bot(Some(Ok(message))) => {
                 totals.messages_in += 1;
+                if let Message::Text(_) | Message::Binary(_) = message {
+                    direction = Some(Direction::Outbound);
+                }
                 let result = match message {
                     Message::Text(text) => {
                         let bytes = bytes::Bytes::from(text);
@@ -550,6 +556,12 @@ async fn bot_loop(
                     None => s.bot_blocked = true,
                 }
             }
+        }
+        if let Some(direction) = direction {
+            // From the message in hand to its consequences handed to the
+            // sockets, as on an RTP call (bot audio paced for Twilio leaves later).
+            let nanos = u64::try_from(woke.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            metrics.observe_frame_processing(direction, nanos);
         }
         if call.is_finished() {
             break;
