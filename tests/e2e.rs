@@ -54,3 +54,5 @@ mod routes;
 mod sip_inbound;
 #[path = "e2e/vad_line.rs"]
 mod vad_line;
+#[path = "e2e/ws_leg.rs"]
+mod ws_leg;

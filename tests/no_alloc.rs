@@ -439,3 +439,92 @@ fn call_bridge_fork_with_both_tracks_allocates_nothing_per_frame() {
     assert!(sent_rtp >= 2 * 1_200, "both tracks reached the backend: {sent_rtp}");
     assert_eq!(bridge.stats().rtp_outbound_track_packets_out, 1_200);
 }
+
+/// A whole bot call (Twilio protocol) in steady state: Twilio's frame through
+/// the bridge and the leg to the bot, the bot's audio and marks to Twilio,
+/// Twilio's mark echoes back to the bot.
+#[test]
+fn bot_call_steady_state_allocates_nothing_per_frame() {
+    use voxproxy_adapters::bot::{BotConfig, BotMessage};
+    use voxproxy_adapters::bot_call::{BotCall, TwilioOutput};
+
+    let config = BridgeConfig { backend: None, barge_in: false, ..BridgeConfig::default() };
+    let mut bridge = CallBridge::new(config, Instant::ZERO).expect("config");
+    let sid = StreamSid::new("MZ00000000000000000000000000000001").expect("sid");
+    let start = Start {
+        sequence_number: 1,
+        stream_sid: sid,
+        account_sid: AccountSid::new("AC00000000000000000000000000000001").expect("sid"),
+        call_sid: CallSid::new("CA00000000000000000000000000000001").expect("sid"),
+        tracks: Tracks { inbound: true, outbound: false },
+        media_format: MediaFormat::mulaw_8k_mono(),
+        custom_parameters: Vec::new(),
+    };
+    let mut frame = Vec::with_capacity(1024);
+    media_stream::write_start(&mut frame, &start);
+    bridge.handle_twilio(Instant::ZERO, &mut frame).expect("start");
+    let mut call = BotCall::new(bridge, BotConfig::default(), true, Instant::ZERO).expect("bot call");
+    let speechy: Vec<u8> = tone(160, 9).iter().map(|&s| g711::ulaw_encode(s)).collect();
+    let mut text = Vec::with_capacity(1024);
+    let mut echo = Vec::with_capacity(256);
+    let mut mark_name = String::with_capacity(32);
+    let (mut to_bot, mut to_twilio) = (0u64, 0u64);
+    let mut step = |i: u64, call: &mut BotCall, frame: &mut Vec<u8>, text: &mut Vec<u8>| {
+        let now = Instant::from_millis(i * 20);
+        let media = media_stream::Media {
+            sequence_number: i + 2,
+            stream_sid: sid,
+            track: Track::Inbound,
+            chunk: i + 1,
+            timestamp_ms: i * 20,
+            payload_len: 160,
+        };
+        media_stream::write_inbound_media(frame, &media, &speechy);
+        call.handle_twilio(now, frame).expect("media");
+        while let Some(message) = call.poll_bot() {
+            to_bot += u64::from(matches!(message, BotMessage::Text(_)));
+        }
+        media_stream::write_media(text, &sid, &speechy);
+        call.handle_bot_text(now, text).expect("bot media");
+        if i.is_multiple_of(5) {
+            media_stream::write_mark(text, &sid, "sentence");
+            call.handle_bot_text(now, text).expect("bot mark");
+        }
+        call.handle_timeout(now);
+        while let Some(output) = call.poll_twilio() {
+            if let TwilioOutput::Text(json) = output {
+                to_twilio += 1;
+                if json.starts_with(br#"{"event":"mark""#) {
+                    // Twilio echoes it once played.
+                    let name = &json[json.len() - 64..];
+                    let at = name.windows(8).position(|w| w == br#""name":""#).expect("name") + 8;
+                    let end = name[at..].iter().position(|&b| b == b'"').expect("end") + at;
+                    mark_name.clear();
+                    mark_name.push_str(std::str::from_utf8(&name[at..end]).expect("UTF-8"));
+                    let mark =
+                        media_stream::Mark { sequence_number: i + 3, stream_sid: sid, name: &mark_name };
+                    media_stream::write_inbound_mark(&mut echo, &mark);
+                }
+            }
+        }
+        if !echo.is_empty() {
+            call.handle_twilio(now, &mut echo).expect("mark echo");
+            echo.clear();
+        }
+        while call.poll_bot().is_some() {
+            to_bot += 1;
+        }
+    };
+    for i in 0..200 {
+        step(i, &mut call, &mut frame, &mut text);
+    }
+    let n = allocations_in(|| {
+        for i in 200..1_200 {
+            step(i, &mut call, &mut frame, &mut text);
+        }
+    });
+    assert_eq!(n, 0, "allocations in 1,000 steady-state frames each way");
+    assert!(to_bot >= 1_200 && to_twilio >= 1_150, "{to_bot} {to_twilio}");
+    assert_eq!(call.bot_stats().bad_messages, 0);
+    assert!(call.bot_stats().marks_played >= 190, "{:?}", call.bot_stats());
+}

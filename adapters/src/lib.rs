@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod bot;
+pub mod bot_call;
 pub mod bridge;
 pub mod form;
 pub mod latency;

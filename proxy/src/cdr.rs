@@ -205,6 +205,10 @@ pub struct CallRecord {
     pub recording_file: Option<String>,
     /// Where each millisecond went, for calls that streamed.
     pub latency: Option<LatencyRecord>,
+    /// The backend leg of the stream: `rtp`, or `ws` for a WebSocket bot.
+    pub leg: Option<String>,
+    /// What happened on a `ws` leg.
+    pub bot: Option<BotRecord>,
 }
 
 /// A call's latency breakdown, in microseconds: for backend → Twilio the
@@ -265,6 +269,40 @@ impl From<&voxproxy_adapters::latency::LatencySummary> for LatencyRecord {
             twilio_burst_max_us: s.twilio_burst.max_us,
         }
     }
+}
+
+/// A WebSocket bot leg in a call record (`leg = "ws"`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BotRecord {
+    /// `twilio`, or `l16` with its rate (`l16-16000`).
+    pub protocol: String,
+    /// How long the bot's TCP, TLS and WebSocket handshakes took, ms
+    /// (absent when the bot could not be reached).
+    pub connect_ms: Option<u64>,
+    /// Who ended the stream: `twilio`, `bot` or `voxproxy` (hangup, drain,
+    /// timeouts, a failed leg).
+    pub ended_by: String,
+    /// WebSocket messages received from the bot.
+    pub messages_in: u64,
+    /// WebSocket messages sent to the bot.
+    pub messages_out: u64,
+    /// Bot messages refused (malformed, too large, out of protocol) and dropped.
+    pub bad_messages: u64,
+    /// Caller audio frames dropped because the bot was not reading.
+    pub frames_to_bot_dropped: u64,
+    /// Events for the bot (echoes, DTMF) dropped because it was not reading.
+    pub events_to_bot_dropped: u64,
+    /// μ-law bytes of bot audio queued for the caller.
+    pub bot_audio_bytes: u64,
+    /// μ-law bytes of bot audio dropped over `ws.max_queued_ms`.
+    pub bot_audio_dropped_bytes: u64,
+    /// The bot's marks (or notifies) echoed after their audio played.
+    pub marks_played: u64,
+    /// Marks echoed, or notifies dropped, because a clear discarded their audio.
+    pub marks_cleared: u64,
+    /// `clear`s from the bot.
+    pub bot_clears: u64,
 }
 
 /// One call status in a record's `status_events`.
@@ -1078,6 +1116,8 @@ mod tests {
                 twilio_burst_p99_us: 40_000,
                 ..LatencyRecord::default()
             }),
+            leg: Some("ws".to_owned()),
+            bot: Some(BotRecord { protocol: "l16-16000".to_owned(), messages_in: 3, ..BotRecord::default() }),
         }
     }
 
@@ -1163,6 +1203,8 @@ mod tests {
             "hangup_by",
             "recording_file",
             "latency",
+            "leg",
+            "bot",
         ];
         // serde_json's Map is sorted unless preserve_order is on; compare as sets
         // here and check the order on the raw text.

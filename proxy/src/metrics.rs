@@ -77,6 +77,8 @@ mod breakdown;
 mod sip;
 pub use breakdown::BreakdownMetrics;
 pub use sip::{SipMetrics, SipRefusal, SipSide};
+mod bot;
+pub use bot::{BotMetrics, BotTotals};
 
 /// The process's metrics: one [`WorkerMetrics`] per worker thread plus the
 /// process-wide gauges. See the [module documentation](self).
@@ -92,6 +94,7 @@ pub struct Metrics {
     lifecycle: Lifecycle,
     sip: SipMetrics,
     breakdown: BreakdownMetrics,
+    bot: BotMetrics,
 }
 
 /// Counters of the daemon's life, written from several threads (the signal
@@ -141,6 +144,7 @@ impl Metrics {
             lifecycle: Lifecycle::default(),
             sip: SipMetrics::default(),
             breakdown: BreakdownMetrics::default(),
+            bot: BotMetrics::default(),
         }
     }
 
@@ -217,6 +221,12 @@ impl Metrics {
     #[must_use]
     pub fn breakdown(&self) -> &BreakdownMetrics {
         &self.breakdown
+    }
+
+    /// The WebSocket bot counters (`voxproxy_bot_*`), shared by every bot leg.
+    #[must_use]
+    pub fn bot(&self) -> &BotMetrics {
+        &self.bot
     }
 
     /// Sets the `voxproxy_draining` gauge (1 while the server drains).
@@ -570,6 +580,7 @@ impl Metrics {
 
         self.sip.render(&mut x);
         self.breakdown.render(&mut x);
+        self.bot.render(&mut x);
 
         x.family("voxproxy_io_backend", "The I/O backend the workers run on (always 1).", "gauge");
         x.sample("voxproxy_io_backend", &[("backend", self.io_backend)], 1);
@@ -1411,7 +1422,7 @@ const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// `reason` labels of `voxproxy_calls_ended_total`: the known
 /// [`EndReason`]s, then `other` for variants added after this was written.
-const END_REASON_NAMES: [&str; 8] = [
+const END_REASON_NAMES: [&str; 9] = [
     EndReason::TwilioStop.name(),
     EndReason::WebSocketClosed.name(),
     EndReason::IdleTimeout.name(),
@@ -1419,6 +1430,7 @@ const END_REASON_NAMES: [&str; 8] = [
     EndReason::Drain.name(),
     EndReason::Refused.name(),
     EndReason::BackendFailed.name(),
+    EndReason::BackendClosed.name(),
     "other",
 ];
 
@@ -1431,7 +1443,8 @@ fn end_reason_slot(reason: EndReason) -> usize {
         EndReason::Drain => 4,
         EndReason::Refused => 5,
         EndReason::BackendFailed => 6,
-        _ => 7,
+        EndReason::BackendClosed => 7,
+        _ => 8,
     }
 }
 

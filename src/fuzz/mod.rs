@@ -7,6 +7,7 @@
 //! `tests/fuzz_corpus.rs` replays `fuzz/corpus/<target>/*` through them.
 
 mod bot;
+mod bot_call;
 mod bridge;
 mod jitter;
 mod media_stream;
@@ -19,6 +20,7 @@ mod vad;
 mod webhook;
 
 pub use bot::bot_messages;
+pub use bot_call::bot_call;
 pub use bridge::bridge_events;
 pub use jitter::jitter_ops;
 pub use media_stream::twilio_inbound;
@@ -52,4 +54,5 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("sip_parse", sip_parse),
     ("sip_ua", sip_ua),
     ("bot_messages", bot_messages),
+    ("bot_call", bot_call),
 ];

@@ -13,15 +13,10 @@ fn refused(env: &[(&str, &str)], args: &[&str]) -> String {
 }
 
 #[test]
-fn sip_and_websocket_backends_are_refused_naming_the_key() {
+fn sip_backends_are_refused_naming_the_key() {
     let stderr = refused(&[], &["--io", "epoll", "--backend", "sip:agent@127.0.0.1:5060;transport=tcp"]);
     assert!(
         stderr.contains("rtp.backend = \"sip:agent@127.0.0.1:5060;transport=tcp\" needs the SIP leg"),
-        "{stderr}"
-    );
-    let stderr = refused(&[("VOXPROXY_RTP_BACKEND", "wss://bot.example.com/agent")], &["--io", "epoll"]);
-    assert!(
-        stderr.contains("rtp.backend = \"wss://bot.example.com/agent\" needs the WebSocket leg"),
         "{stderr}"
     );
     let stderr = refused(&[], &["--io", "epoll", "--backend", "sip:agent@127.0.0.1;transport=sctp"]);

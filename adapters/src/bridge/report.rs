@@ -104,6 +104,8 @@ pub enum EndReason {
     /// The backend leg failed (the proxy decides when: it closes the stream
     /// so Twilio goes on with the call's fallback).
     BackendFailed,
+    /// The backend leg hung up: a WebSocket bot closed its connection.
+    BackendClosed,
 }
 
 impl EndReason {
@@ -121,6 +123,7 @@ impl EndReason {
             EndReason::Unauthorized => "unauthorized",
             EndReason::DuplicateStream => "duplicate_stream",
             EndReason::BackendFailed => "backend_failed",
+            EndReason::BackendClosed => "backend_closed",
         }
     }
 
@@ -138,6 +141,7 @@ impl EndReason {
             EndReason::DuplicateStream => (1008, "streamSid already in use"),
             // 1011: the server cannot go on (RFC 6455 §7.4.1).
             EndReason::BackendFailed => (1011, "backend failed"),
+            EndReason::BackendClosed => (1000, "backend ended the call"),
         }
     }
 }

@@ -5,6 +5,12 @@
 //! `--jitter-ms` and `--loss` add network impairments, repeatable with
 //! `--seed`. It runs until interrupted (Ctrl-C or SIGTERM), then prints one
 //! line of counters on stderr; `--verbose` also prints them every second.
+//!
+//! `--ws` makes it a WebSocket bot instead (Twilio's Media Streams protocol,
+//! as `ws.protocol = "twilio"` speaks it) on the TCP address `--listen`:
+//! every caller `media` comes straight back as a bot `media` with the same
+//! payload, so `voxproxy sim` measures the round trip through the WebSocket
+//! leg as it does through the RTP one. Impairments are RTP-only.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -36,10 +42,25 @@ pub struct EchoArgs {
     /// Print the counters on stderr every second.
     #[arg(long)]
     pub verbose: bool,
+    /// Be a WebSocket bot echo (Twilio protocol) on the TCP address `--listen`.
+    #[arg(long, conflicts_with_all = ["delay_ms", "jitter_ms", "loss"])]
+    pub ws: bool,
 }
 
 /// Runs `voxproxy echo`.
 pub fn run(args: &EchoArgs) -> ExitCode {
+    if args.ws {
+        return match serve_ws(args) {
+            Ok(echoed) => {
+                eprintln!("voxproxy echo: echoed {echoed} media messages");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("voxproxy echo: {message}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match serve(args) {
         Ok(stats) => {
             eprintln!("voxproxy echo: {}", summary(&stats));
@@ -102,4 +123,59 @@ fn summary(s: &EchoStats) -> String {
         "received {}, echoed {}, dropped: {} by loss, {} not RTP, {} queue full; {} send errors",
         s.received, s.echoed, s.dropped_loss, s.dropped_invalid, s.dropped_queue_full, s.send_errors
     )
+}
+
+/// `--ws`: accepts bot WebSockets until interrupted; how many media
+/// messages were echoed.
+fn serve_ws(args: &EchoArgs) -> Result<u64, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        eprintln!("voxproxy echo: echoing WebSocket media on ws://{addr}/");
+        let echoed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let interrupted = tokio::signal::ctrl_c();
+        let terminated = terminated();
+        tokio::pin!(interrupted, terminated);
+        loop {
+            tokio::select! {
+                _ = &mut interrupted => break,
+                () = &mut terminated => break,
+                accepted = listener.accept() => {
+                    let Ok((tcp, _)) = accepted else { continue };
+                    let _ = tcp.set_nodelay(true);
+                    tokio::spawn(echo_bot(tcp, std::sync::Arc::clone(&echoed)));
+                }
+            }
+        }
+        Ok(echoed.load(std::sync::atomic::Ordering::Relaxed))
+    })
+}
+
+/// One bot call: every caller `media` goes back with the same payload.
+async fn echo_bot(tcp: tokio::net::TcpStream, echoed: std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else { return };
+    while let Some(Ok(message)) = ws.next().await {
+        let Message::Text(text) = message else { continue };
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+        if value["event"] != "media" {
+            continue;
+        }
+        let reply = serde_json::json!({
+            "event": "media",
+            "streamSid": value["streamSid"],
+            "media": {"payload": value["media"]["payload"]},
+        });
+        if ws.send(Message::Text(reply.to_string().into())).await.is_err() {
+            return;
+        }
+        echoed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }

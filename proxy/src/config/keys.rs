@@ -128,7 +128,7 @@ keys! {
     RtpAllowPrivilegedPorts "rtp.allow_privileged_ports" Bool Value("false"),
         "`true` lets `rtp.ports` go below 1024", EXPECT_BOOL;
     RtpBackend "rtp.backend" Text Value("\"127.0.0.1:4000\""),
-        "the voice stack: `IP:PORT` for RTP (port 0 learns each call's port from the backend's first packet, e.g. Asterisk external media), a `sip:`/`sips:` URI or a `ws://`/`wss://` URL (parsed and checked; `serve` runs only RTP so far)",
+        "the voice stack: `IP:PORT` for RTP (port 0 learns each call's port from the backend's first packet, e.g. Asterisk external media), a `sip:`/`sips:` URI or a `ws://`/`wss://` URL of a WebSocket bot (`ws.*`); a SIP backend is parsed and checked, but `serve` refuses it so far",
         "expected the IP address and port of the voice stack, such as \"127.0.0.1:4000\"";
     RtpCodec "rtp.codec" Text Value("\"pcmu\""), "`pcmu`, `pcma`, `l16-8k`, `l16-16k`",
         "expected \"pcmu\", \"pcma\", \"l16-8k\" or \"l16-16k\"";
@@ -150,6 +150,20 @@ keys! {
         "more than 0, at most 1 h, shorter than `idle_timeout`", EXPECT_DURATION;
     KeepaliveIdleTimeout "keepalive.idle_timeout" Duration Value("\"30s\""), "more than 0, at most 24 h",
         EXPECT_DURATION;
+    WsProtocol "ws.protocol" Text Value("\"twilio\""),
+        "what a `ws://`/`wss://` bot speaks: `twilio` (Media Streams JSON) or `l16` (Vonage's binary 16-bit PCM)",
+        "expected \"twilio\" or \"l16\"";
+    WsSampleRate "ws.sample_rate" Int Value("16000"), "8000, 16000, 24000: the PCM rate of `ws.protocol = \"l16\"`",
+        "expected 8000, 16000 or 24000";
+    WsConnectTimeout "ws.connect_timeout" Duration Value("\"3s\""),
+        "more than 0, at most 1 m: the bot's TCP, TLS and WebSocket handshakes; past it the leg failed (the route's `fallback`)",
+        EXPECT_DURATION;
+    WsBargeIn "ws.barge_in" Bool Value("true"),
+        "caller speech (voxproxy's VAD) over the bot's audio clears it, for bots that do not clear by themselves",
+        EXPECT_BOOL;
+    WsMaxQueuedMs "ws.max_queued_ms" Int Value("30000"),
+        "20 to 300000: the bot's audio kept waiting for Twilio; more is dropped and counted",
+        "expected a number of milliseconds from 20 to 300000";
     LimitsMaxCalls "limits.max_calls" Int Value("2000"), "1 to 1 000 000",
         "expected an integer from 1 to 1000000";
     LimitsMaxFrameBytes "limits.max_frame_bytes" Int Value("16384"), "1024 to 16 MiB: largest WebSocket message",

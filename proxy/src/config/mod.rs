@@ -53,7 +53,7 @@
 //! | `rtp.bind` | string | `"127.0.0.1"` | IP address the RTP sockets bind to |
 //! | `rtp.ports` | string | `"40000-44999"` | `"LO-HI"`, 1024 to 65535; one port per call, so at least `limits.max_calls` ports |
 //! | `rtp.allow_privileged_ports` | boolean | `false` | `true` lets `rtp.ports` go below 1024 |
-//! | `rtp.backend` | string | `"127.0.0.1:4000"` | the voice stack: `IP:PORT` for RTP (port 0 learns each call's port from the backend's first packet, e.g. Asterisk external media), a `sip:`/`sips:` URI or a `ws://`/`wss://` URL (parsed and checked; `serve` runs only RTP so far) |
+//! | `rtp.backend` | string | `"127.0.0.1:4000"` | the voice stack: `IP:PORT` for RTP (port 0 learns each call's port from the backend's first packet, e.g. Asterisk external media), a `sip:`/`sips:` URI or a `ws://`/`wss://` URL of a WebSocket bot (`ws.*`); a SIP backend is parsed and checked, but `serve` refuses it so far |
 //! | `rtp.codec` | string | `"pcmu"` | `pcmu`, `pcma`, `l16-8k`, `l16-16k` |
 //! | `rtp.ptime_ms` | integer | `20` | 10, 20, 30, 40 |
 //! | `rtp.dtmf_payload_type` | integer | `101` | 0 to 127 but not 72 to 76 |
@@ -65,6 +65,11 @@
 //! | `vad.barge_in` | boolean | `true` |  |
 //! | `keepalive.ping_interval` | duration | `"10s"` | more than 0, at most 1 h, shorter than `idle_timeout` |
 //! | `keepalive.idle_timeout` | duration | `"30s"` | more than 0, at most 24 h |
+//! | `ws.protocol` | string | `"twilio"` | what a `ws://`/`wss://` bot speaks: `twilio` (Media Streams JSON) or `l16` (Vonage's binary 16-bit PCM) |
+//! | `ws.sample_rate` | integer | `16000` | 8000, 16000, 24000: the PCM rate of `ws.protocol = "l16"` |
+//! | `ws.connect_timeout` | duration | `"3s"` | more than 0, at most 1 m: the bot's TCP, TLS and WebSocket handshakes; past it the leg failed (the route's `fallback`) |
+//! | `ws.barge_in` | boolean | `true` | caller speech (voxproxy's VAD) over the bot's audio clears it, for bots that do not clear by themselves |
+//! | `ws.max_queued_ms` | integer | `30000` | 20 to 300000: the bot's audio kept waiting for Twilio; more is dropped and counted |
 //! | `limits.max_calls` | integer | `2000` | 1 to 1 000 000 |
 //! | `limits.max_frame_bytes` | integer | `16384` | 1024 to 16 MiB: largest WebSocket message |
 //! | `limits.webhook_rate_per_ip` | integer | `20` | webhook requests per second per client IP, 0 = no limit |
@@ -174,6 +179,8 @@ pub struct Config {
     pub vad: VadSettings,
     /// `[keepalive]`: WebSocket pings and idle timeouts.
     pub keepalive: KeepaliveSettings,
+    /// `[ws]` settings: the WebSocket bot leg.
+    pub ws: WsSettings,
     /// `[limits]`: bounds on load and on message sizes.
     pub limits: Limits,
     /// `[cdr]`: call records.
@@ -364,6 +371,38 @@ pub struct KeepaliveSettings {
     pub ping_interval: Duration,
     /// `keepalive.idle_timeout`: silence from Twilio after which the call is closed.
     pub idle_timeout: Duration,
+}
+
+/// `[ws]` settings: how calls reach a `ws://`/`wss://` bot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WsSettings {
+    /// `ws.protocol` and `ws.sample_rate`: what the bot speaks.
+    pub protocol: voxproxy_adapters::bot::BotProtocol,
+    /// `ws.sample_rate`, as configured (used by the `l16` protocol only).
+    pub sample_rate: u32,
+    /// `ws.connect_timeout`: TCP, TLS and WebSocket handshakes together.
+    pub connect_timeout: Duration,
+    /// `ws.barge_in`: caller speech clears the bot's unplayed audio.
+    pub barge_in: bool,
+    /// `ws.max_queued_ms`: the bot's audio kept waiting for Twilio.
+    pub max_queued_ms: u32,
+}
+
+impl WsSettings {
+    /// `ws.protocol` as written.
+    #[must_use]
+    pub fn protocol_name(&self) -> &'static str {
+        match self.protocol {
+            voxproxy_adapters::bot::BotProtocol::Twilio => "twilio",
+            voxproxy_adapters::bot::BotProtocol::L16(_) => "l16",
+        }
+    }
+
+    /// The bot leg's settings.
+    #[must_use]
+    pub fn bot_config(&self) -> voxproxy_adapters::bot::BotConfig {
+        voxproxy_adapters::bot::BotConfig { protocol: self.protocol, max_queued_ms: self.max_queued_ms }
+    }
 }
 
 /// `[limits]` settings.
@@ -1109,6 +1148,7 @@ impl Layers {
                 barge_in: self.flag(Setting::VadBargeIn)?,
             },
             keepalive: self.keepalive()?,
+            ws: self.ws()?,
             limits: Limits {
                 max_calls: self.int(Setting::LimitsMaxCalls, 1..=1_000_000)?,
                 max_frame_bytes: self.int(Setting::LimitsMaxFrameBytes, 1024..=16 << 20)?,
@@ -1327,6 +1367,26 @@ impl Layers {
         }
         Ok(KeepaliveSettings { ping_interval, idle_timeout })
     }
+
+    fn ws(&self) -> Result<WsSettings, ConfigError> {
+        use voxproxy_adapters::bot::{BotProtocol, L16Rate};
+        let sample_rate: u32 = self.int(Setting::WsSampleRate, 8000..=24000)?;
+        let Some(rate) = L16Rate::from_hz(sample_rate) else {
+            return Err(self.invalid(Setting::WsSampleRate, Setting::WsSampleRate.info().expected));
+        };
+        let protocol = self.value(Setting::WsProtocol, |s| match s {
+            "twilio" => Ok(BotProtocol::Twilio),
+            "l16" => Ok(BotProtocol::L16(rate)),
+            _ => Err(Setting::WsProtocol.info().expected.to_owned()),
+        })?;
+        Ok(WsSettings {
+            protocol,
+            sample_rate,
+            connect_timeout: self.time(Setting::WsConnectTimeout, Duration::from_secs(60), false)?,
+            barge_in: self.flag(Setting::WsBargeIn)?,
+            max_queued_ms: self.int(Setting::WsMaxQueuedMs, 20..=300_000)?,
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1382,7 +1442,7 @@ impl Config {
     #[must_use]
     pub fn not_runnable_yet(&self) -> Option<String> {
         let check = |key: String, backend: &Backend| match backend.leg() {
-            LegKind::Rtp => None,
+            LegKind::Rtp | LegKind::WebSocket => None,
             leg => Some(format!(
                 "{key} = \"{backend}\" needs the {} leg, which this version of voxproxy serve cannot run \
                  yet; use an RTP backend (IP:PORT) for now",

@@ -416,6 +416,12 @@ const BAD_FILE_VALUES: &[(&str, &str, &str)] = &[
     ("[keepalive]\nidle_timeout = \"10s\"", "keepalive.idle_timeout", "\"10s\""),
     ("[keepalive]\nidle_timeout = \"30 s\"", "keepalive.idle_timeout", "\"30 s\""),
     ("[keepalive]\nidle_timeout = \"25h\"", "keepalive.idle_timeout", "\"25h\""),
+    ("[ws]\nprotocol = \"vonage\"", "ws.protocol", "\"vonage\""),
+    ("[ws]\nsample_rate = 44100", "ws.sample_rate", "44100"),
+    ("[ws]\nsample_rate = 11025", "ws.sample_rate", "11025"),
+    ("[ws]\nconnect_timeout = \"2m\"", "ws.connect_timeout", "\"2m\""),
+    ("[ws]\nbarge_in = 1", "ws.barge_in", "1"),
+    ("[ws]\nmax_queued_ms = 10", "ws.max_queued_ms", "10"),
     ("[limits]\nmax_calls = 0", "limits.max_calls", "0"),
     ("[limits]\ncalls_per_caller_per_minute = 100001", "limits.calls_per_caller_per_minute", "100001"),
     ("[limits]\nmax_frame_bytes = 100", "limits.max_frame_bytes", "100"),
@@ -790,17 +796,17 @@ fn unknown_route_keys_are_named_with_their_index() {
 
 #[test]
 fn backends_of_every_leg_are_checked_and_serve_refuses_the_ones_it_cannot_run() {
-    for (backend, leg) in
-        [("sip:{to}@10.0.0.7;transport=tcp", "SIP"), ("wss://bot.example.com/agent", "WebSocket")]
-    {
-        let c = from_env(&[("VOXPROXY_RTP_BACKEND", backend)]).unwrap();
-        let refusal = c.not_runnable_yet().expect("not an RTP backend");
-        assert!(refusal.starts_with("rtp.backend = \""), "{refusal}");
-        assert!(refusal.contains(&format!("needs the {leg} leg")), "{refusal}");
-        let args = flags(&["--backend", backend]);
-        let c = Config::from_sources(None, &args, NO_ENV).unwrap();
-        assert_eq!(c.rtp.backend.leg().as_str(), leg);
-    }
+    let c = from_env(&[("VOXPROXY_RTP_BACKEND", "wss://bot.example.com/agent?x=1")]).unwrap();
+    assert_eq!(c.rtp.backend.leg().as_str(), "WebSocket");
+    assert_eq!(c.not_runnable_yet(), None, "WebSocket bots are served");
+    let backend = "sip:{to}@10.0.0.7;transport=tcp";
+    let c = from_env(&[("VOXPROXY_RTP_BACKEND", backend)]).unwrap();
+    let refusal = c.not_runnable_yet().expect("not an RTP backend");
+    assert!(refusal.starts_with("rtp.backend = \""), "{refusal}");
+    assert!(refusal.contains("needs the SIP leg"), "{refusal}");
+    let args = flags(&["--backend", backend]);
+    let c = Config::from_sources(None, &args, NO_ENV).unwrap();
+    assert_eq!(c.rtp.backend.leg().as_str(), "SIP");
     let c =
         from_file(&routes_file("[[routes]]\nto = \"*\"\nbackend = \"sips:desk@pbx.example.com\"\n")).unwrap();
     assert!(
@@ -847,4 +853,33 @@ fn bad_route_recording_is_named() {
     let text = routes_file("[[routes]]\nto = \"*\"\nrecording.on = true\n");
     let e = error_text(from_file(&text));
     assert!(e.contains("routes[0].recording.on") && e.contains("enabled"), "{e}");
+}
+
+#[test]
+fn ws_keys_choose_the_bot_protocol_and_rate_with_errors_naming_the_key() {
+    use voxproxy_adapters::bot::{BotProtocol, L16Rate};
+    let c = from_env(&[]).unwrap();
+    assert_eq!(c.ws.protocol, BotProtocol::Twilio);
+    assert_eq!(c.ws.sample_rate, 16000);
+    assert_eq!(c.ws.connect_timeout, Duration::from_secs(3));
+    assert!(c.ws.barge_in);
+    assert_eq!(c.ws.max_queued_ms, 30_000);
+    let c = from_env(&[
+        ("VOXPROXY_WS_PROTOCOL", "l16"),
+        ("VOXPROXY_WS_SAMPLE_RATE", "24000"),
+        ("VOXPROXY_WS_CONNECT_TIMEOUT", "500ms"),
+        ("VOXPROXY_WS_BARGE_IN", "false"),
+        ("VOXPROXY_WS_MAX_QUEUED_MS", "2000"),
+    ])
+    .unwrap();
+    assert_eq!(c.ws.protocol, BotProtocol::L16(L16Rate::Hz24000));
+    assert_eq!(c.ws.bot_config().max_queued_ms, 2000);
+    assert_eq!(c.ws.connect_timeout, Duration::from_millis(500));
+    assert!(!c.ws.barge_in);
+    let msg = error_text(from_env(&[("VOXPROXY_WS_SAMPLE_RATE", "11025")]));
+    assert!(msg.starts_with("ws.sample_rate = \"11025\" (from VOXPROXY_WS_SAMPLE_RATE)"), "{msg}");
+    let msg = error_text(from_env(&[("VOXPROXY_WS_PROTOCOL", "vonage")]));
+    assert!(msg.contains("ws.protocol") && msg.contains("\"twilio\" or \"l16\""), "{msg}");
+    let msg = error_text(from_env(&[("VOXPROXY_WS_MAX_QUEUED_MS", "5")]));
+    assert!(msg.starts_with("ws.max_queued_ms = \"5\""), "{msg}");
 }

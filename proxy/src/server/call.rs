@@ -49,9 +49,9 @@ use crate::runtime::{RtpSocket as _, RtpUdp};
 /// How long the upgraded connection may take to appear after the 101.
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a close frame may take to leave.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a call publishes its counters to metrics and the directory.
-const STATS_INTERVAL: Duration = Duration::from_secs(1);
+pub(super) const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// Largest datagram read from the backend: bigger ones are truncated, which
 /// the bridge then rejects as a bad payload.
 const RTP_RECV_BYTES: usize = 2048;
@@ -61,7 +61,7 @@ const MAX_WS_WRITE_BUFFER: usize = 8 * 1024;
 /// How long the socket's last operations may take to finish at the end.
 const RELEASE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Commands a call may have waiting.
-const COMMAND_QUEUE: usize = 4;
+pub(super) const COMMAND_QUEUE: usize = 4;
 
 /// A place in `limits.max_calls`; dropping it frees the place.
 #[derive(Debug)]
@@ -124,7 +124,7 @@ pub fn admit(ctx: &Rc<WorkerContext>) -> Admission {
     }
 }
 
-fn refusal_text(reason: RefuseReason) -> &'static str {
+pub(super) fn refusal_text(reason: RefuseReason) -> &'static str {
     match reason {
         RefuseReason::Draining => "server draining",
         RefuseReason::MaxCalls => "call limit reached (limits.max_calls)",
@@ -140,7 +140,7 @@ fn refusal_text(reason: RefuseReason) -> &'static str {
     }
 }
 
-type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+pub(super) type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Runs one media WebSocket from the upgrade to its written record (or,
 /// for a stream that never properly starts, to its close and a counter).
@@ -191,6 +191,12 @@ pub async fn run(
         if !await_start(&ctx, &mut bridge, &mut ws).await {
             return;
         }
+        // A WebSocket bot backend: its own loop (bot_call.rs).
+        if let Some(bot) = super::bot_call::bot_backend(&live.config, &bridge) {
+            super::bot_call::run(&ctx, ws, bridge, bot, &live.config).await;
+            drop(place);
+            return;
+        }
         let watch_leg = apply_route(&live.config, &mut bridge);
         let sip_key = super::sip_listener::link_stream(&ctx, &mut bridge);
         let (slot, socket, lease) = match admit(&ctx) {
@@ -206,7 +212,7 @@ pub async fn run(
             }
         };
         let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
-        let Some(mut facts) = register(&ctx, &bridge, lease.port(), &commands_tx) else {
+        let Some(mut facts) = register(&ctx, &bridge, lease.port(), "rtp", &commands_tx) else {
             ctx.metrics().call_refused(RefuseReason::DuplicateStream);
             tracing::warn!("a live call already has this streamSid; the second stream is refused");
             let (code, reason) = EndReason::DuplicateStream.close_frame();
@@ -246,17 +252,18 @@ pub async fn run(
 }
 
 /// Sends a close frame, bounded by [`CLOSE_TIMEOUT`].
-async fn close_now(ws: &mut Ws, code: CloseCode, reason: &str) {
+pub(super) async fn close_now(ws: &mut Ws, code: CloseCode, reason: &str) {
     let frame = CloseFrame { code, reason: reason.to_owned().into() };
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(Some(frame))).await;
 }
 
 /// Puts a started call in the session directory; `None` when a live call
 /// already has its `streamSid` (the control API would see only one of them).
-fn register(
+pub(super) fn register(
     ctx: &WorkerContext,
     bridge: &CallBridge,
     rtp_port: u16,
+    leg: &'static str,
     commands: &mpsc::Sender<CallCommand>,
 ) -> Option<CallFacts> {
     let start = bridge.stream()?;
@@ -270,6 +277,7 @@ fn register(
         started_at: rfc3339_utc(started_wall),
         worker: ctx.index,
         rtp_port,
+        leg,
     };
     let registration = ctx.shared.directory.register(info, commands.clone())?;
     let mut facts = CallFacts {
@@ -280,6 +288,8 @@ fn register(
         in_ledger: false,
         leg_watch: None,
         taps: CallTaps::default(),
+        leg,
+        bot: None,
     };
     // What is known now goes to the journal of calls in progress, so a crash
     // before the record is written still leaves one at the next start.
@@ -388,7 +398,7 @@ async fn await_start(ctx: &WorkerContext, bridge: &mut CallBridge, ws: &mut Ws) 
 
 /// What a WebSocket read error means: the close frame to answer with, or
 /// `None` when the connection is gone. Counted.
-fn ws_error_close(ctx: &WorkerContext, e: WsError) -> Option<(u16, String)> {
+pub(super) fn ws_error_close(ctx: &WorkerContext, e: WsError) -> Option<(u16, String)> {
     let metrics = ctx.metrics();
     match e {
         WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
@@ -570,10 +580,10 @@ impl SendQueue {
 }
 
 /// Facts about the call kept for its record.
-struct CallFacts {
+pub(super) struct CallFacts {
     started_wall: SystemTime,
     started: std::time::Instant,
-    registration: Option<Registration>,
+    pub(super) registration: Option<Registration>,
     /// The call's entry in the journal of calls in progress.
     journal: Option<JournalId>,
     /// Whether the table of calls in progress takes the stream's record
@@ -583,6 +593,10 @@ struct CallFacts {
     leg_watch: Option<LegWatch>,
     /// The call's recording and latency breakdown (`taps.rs`).
     taps: CallTaps,
+    /// `rtp` or `ws`, for the record.
+    leg: &'static str,
+    /// A `ws` leg's part of the record.
+    pub(super) bot: Option<crate::cdr::BotRecord>,
 }
 
 /// Runs the call until the bridge is finished; returns what its record needs.
@@ -881,7 +895,7 @@ fn leg_failed(ctx: &WorkerContext, bridge: &mut CallBridge, now: voxproxy_core::
 }
 
 /// Counts the call's last numbers and writes its record.
-async fn finish_call(
+pub(super) async fn finish_call(
     ctx: &WorkerContext,
     bridge: &mut CallBridge,
     facts: &mut CallFacts,
@@ -925,7 +939,7 @@ async fn finish_call(
     );
 }
 
-fn on_event(ctx: &WorkerContext, bridge: &CallBridge, event: BridgeEvent, rtp_port: u16) {
+pub(super) fn on_event(ctx: &WorkerContext, bridge: &CallBridge, event: BridgeEvent, rtp_port: u16) {
     let Some(start) = bridge.stream() else { return };
     let (stream_sid, call_sid) = (start.stream_sid.as_str(), start.call_sid.as_str());
     if let BridgeEvent::StreamStarted = event {
@@ -1007,6 +1021,8 @@ fn call_record(
         outbound_track_rtp_packets: stats.rtp_outbound_track_packets_out,
         rtp_ssrc: bridge.config().ssrc,
         outbound_track_ssrc: start.filter(|s| s.tracks.outbound).map(|_| bridge.config().outbound_ssrc),
+        leg: Some(facts.leg.to_owned()),
+        bot: facts.bot.clone(),
         ..CallRecord::default()
     }
 }

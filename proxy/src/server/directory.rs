@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
 use voxproxy_adapters::bridge::{BridgeEvent, CallStats};
 
-use crate::cdr::LatencyRecord;
+use crate::cdr::{BotRecord, LatencyRecord};
 
 /// What the control plane can ask of a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,8 +39,10 @@ pub struct SessionInfo {
     pub started_at: String,
     /// Worker thread carrying the call.
     pub worker: usize,
-    /// Local RTP port of the call.
+    /// Local RTP port of the call (0 on a `ws` leg, which has none).
     pub rtp_port: u16,
+    /// The backend leg: `rtp`, or `ws` for a WebSocket bot.
+    pub leg: &'static str,
 }
 
 /// A call's entry: its fixed facts, its latest counters (refreshed about
@@ -50,6 +52,7 @@ struct Entry {
     info: SessionInfo,
     stats: Arc<Mutex<CallStats>>,
     latency: Arc<Mutex<LatencyRecord>>,
+    bot: Arc<Mutex<Option<BotRecord>>>,
     commands: mpsc::Sender<CallCommand>,
 }
 
@@ -60,6 +63,7 @@ pub struct Registration {
     stream_sid: String,
     stats: Arc<Mutex<CallStats>>,
     latency: Arc<Mutex<LatencyRecord>>,
+    bot: Arc<Mutex<Option<BotRecord>>>,
 }
 
 impl Registration {
@@ -71,6 +75,11 @@ impl Registration {
     /// Publishes the call's latency breakdown, likewise.
     pub fn publish_latency(&self, latency: LatencyRecord) {
         *lock(&self.latency) = latency;
+    }
+
+    /// Publishes a `ws` leg's protocol and counters.
+    pub fn publish_bot(&self, bot: &BotRecord) {
+        lock(&self.bot).clone_from(&Some(bot.clone()));
     }
 }
 
@@ -90,6 +99,9 @@ pub struct SessionView {
     pub stats: StatsView,
     /// Where each millisecond went, as of the call's last refresh.
     pub latency: LatencyRecord,
+    /// A `ws` leg's protocol and counters, as of the call's last refresh.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bot: Option<BotRecord>,
 }
 
 /// The subset of [`CallStats`] the control API shows, with stable names.
@@ -163,13 +175,20 @@ impl Directory {
         let stream_sid = info.stream_sid.clone();
         let stats = Arc::new(Mutex::new(CallStats::default()));
         let latency = Arc::new(Mutex::new(LatencyRecord::default()));
+        let bot = Arc::new(Mutex::new(None));
         let mut entries = lock(&self.entries);
         if entries.contains_key(&stream_sid) {
             return None;
         }
-        let entry = Entry { info, stats: Arc::clone(&stats), latency: Arc::clone(&latency), commands };
+        let entry = Entry {
+            info,
+            stats: Arc::clone(&stats),
+            latency: Arc::clone(&latency),
+            bot: Arc::clone(&bot),
+            commands,
+        };
         entries.insert(stream_sid.clone(), entry);
-        Some(Registration { directory: Arc::clone(self), stream_sid, stats, latency })
+        Some(Registration { directory: Arc::clone(self), stream_sid, stats, latency, bot })
     }
 
     fn remove(&self, stream_sid: &str) {
@@ -218,6 +237,7 @@ fn view(entry: &Entry) -> SessionView {
         info: entry.info.clone(),
         stats: StatsView::from(&*lock(&entry.stats)),
         latency: *lock(&entry.latency),
+        bot: lock(&entry.bot).clone(),
     }
 }
 
@@ -352,6 +372,7 @@ mod tests {
             started_at: started_at.into(),
             worker: 0,
             rtp_port: 40_000,
+            leg: "rtp",
         }
     }
 

@@ -45,6 +45,7 @@ use arc_swap::ArcSwap;
 use live::Live;
 
 mod admin;
+mod bot_call;
 mod call;
 mod calls;
 pub mod directory;
