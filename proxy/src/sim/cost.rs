@@ -7,8 +7,8 @@
 //! process's memory, which there includes the simulator and echo backend).
 //! A [`CostMeter`] samples on its own thread every [`SAMPLE_EVERY`] while the
 //! run goes on: memory at its peak of active calls, CPU from start to end,
-//! and CPU over the *steady window*: from the first sample at which the most
-//! calls were up to the last sample at which they still were. The window
+//! and CPU over the *steady window*: from the first sample at which (nearly)
+//! the most calls were up to the last sample at which they still were. The window
 //! leaves out call set-up and tear-down (webhooks, handshakes, call records),
 //! so its CPU per frame is the media path's alone; it is what
 //! `benches/capacity.sh` reports.
@@ -84,11 +84,15 @@ pub struct ProxyCost {
     pub steady: Option<SteadyCost>,
 }
 
-/// CPU over the steady window: the samples at which the most calls were up.
+/// CPU over the steady window: from the first to the last sample at which
+/// at least [`STEADY_SHARE`] of the most calls were up.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct SteadyCost {
-    /// Calls up throughout the window.
+    /// Fewest calls up at a sample of the window.
     pub calls: u64,
+    /// Most calls up at any sample of the run.
+    #[serde(default)]
+    pub peak_calls: u64,
     /// Length of the window, seconds.
     pub seconds: f64,
     /// Frames bridged in the window, one way each (sent plus received by
@@ -154,30 +158,49 @@ fn sample(target: &CostTarget) -> Sample {
     }
 }
 
+/// The steady window: samples with at least this share of the most calls
+/// seen up. All calls up would be the exact definition, but on a loaded rig
+/// the first calls can end (or a few fail) before the last ones are up, and
+/// then no two samples see them all.
+pub const STEADY_SHARE: f64 = 0.95;
+
+/// Most samples kept for the steady window: [`crate::sim::MAX_MEDIA`] at
+/// [`SAMPLE_EVERY`]; later samples only move the window's end.
+const MAX_SAMPLES: usize = 5 * 3600 * 5;
+
 #[derive(Debug, Default)]
 struct Peak {
     rss: Option<u64>,
     calls: u64,
-    /// First and last sample (with its frame count and time) at `calls`.
-    first: Option<(Sample, u64, std::time::Instant)>,
-    last: Option<(Sample, u64, std::time::Instant)>,
+    /// Every sample: calls up, frames so far, what the target had spent, when.
+    samples: Vec<(u64, u64, Sample, std::time::Instant)>,
 }
 
 impl Peak {
     fn update(&mut self, live: Live, now: Sample) {
-        let at = Some((now, live.frames, std::time::Instant::now()));
+        let at = (live.calls, live.frames, now, std::time::Instant::now());
+        if self.samples.len() < MAX_SAMPLES {
+            self.samples.push(at);
+        } else if let Some(last) = self.samples.last_mut() {
+            *last = at;
+        }
         if live.calls > self.calls {
-            *self = Peak { rss: now.rss, calls: live.calls, first: at, last: at };
-        } else if live.calls == self.calls && live.calls > 0 {
-            self.last = at;
-            if now.rss > self.rss {
-                self.rss = now.rss;
-            }
+            (self.rss, self.calls) = (now.rss, live.calls);
+        } else if live.calls == self.calls && live.calls > 0 && now.rss > self.rss {
+            self.rss = now.rss;
         }
     }
 
     fn steady(&self) -> Option<SteadyCost> {
-        let ((a, frames_a, t_a), (b, frames_b, t_b)) = (self.first?, self.last?);
+        let floor = (self.calls as f64 * STEADY_SHARE).ceil() as u64;
+        let mut inside = self.samples.iter().filter(|s| s.0 >= floor.max(1));
+        let &(calls_a, frames_a, a, t_a) = inside.next()?;
+        let (mut calls, mut last) = (calls_a, (frames_a, a, t_a));
+        for &(c, frames, sample, t) in inside {
+            calls = calls.min(c);
+            last = (frames, sample, t);
+        }
+        let (frames_b, b, t_b) = last;
         let seconds = t_b.saturating_duration_since(t_a).as_secs_f64();
         if seconds <= 0.0 {
             return None;
@@ -187,7 +210,8 @@ impl Peak {
         let per_frame = |s: Option<f64>| s.filter(|_| frames > 0).map(|s| s * 1e6 / frames as f64);
         let cpu = spent(a.cpu, b.cpu);
         Some(SteadyCost {
-            calls: self.calls,
+            calls,
+            peak_calls: self.calls,
             seconds,
             frames,
             user_us_per_frame: per_frame(spent(a.user, b.user)),
@@ -323,7 +347,7 @@ mod tests {
         let cost = meter.finish(1000);
         assert!(block.iter().all(|&b| b == 1));
         let steady = cost.steady.clone().expect("at least two samples at 4 calls");
-        assert_eq!(steady.calls, 4);
+        assert_eq!((steady.calls, steady.peak_calls), (4, 4));
         assert!(steady.frames > 0 && steady.frames <= frames_at_peak, "{steady:?}");
         assert!(steady.seconds > 0.0 && steady.seconds < (SAMPLE_EVERY * 5).as_secs_f64(), "{steady:?}");
         assert!(steady.user_us_per_frame.is_some() && steady.system_us_per_frame.is_some());
