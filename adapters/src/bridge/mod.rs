@@ -53,6 +53,8 @@ mod framer;
 mod playout;
 mod report;
 #[cfg(test)]
+mod size_tests;
+#[cfg(test)]
 mod tracks_tests;
 
 use core::time::Duration;
@@ -60,7 +62,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use voxproxy_core::g711;
-use voxproxy_core::jitter::{JitterBuffer, JitterConfig, PacketMeta, Playout};
+use voxproxy_core::jitter::{Arrival, JitterBuffer, JitterConfig, JitterStats, PacketMeta, Playout};
 use voxproxy_core::keepalive::{Keepalive, KeepaliveConfig, KeepaliveEvent};
 use voxproxy_core::plc::{ConcealerConfig, LossConcealer};
 use voxproxy_core::resample::{Downsampler, Upsampler};
@@ -90,6 +92,12 @@ pub const MAX_MEDIA_BYTES: usize = 4_000;
 /// Largest backend RTP payload the jitter buffer stores: 20 ms of L16 at
 /// 16 kHz, or 40 ms of L16 at 8 kHz.
 pub const MAX_RTP_PAYLOAD: usize = 640;
+
+/// Largest backend RTP payload a G.711 call's jitter buffer stores: 40 ms,
+/// the longest `rtp.ptime_ms`. Half of [`MAX_RTP_PAYLOAD`], so a G.711 call
+/// (nearly every call) holds 5 KB less per call; a longer G.711 packet is
+/// dropped and counted as a bad payload (`rtp_bad_payload`).
+pub const MAX_G711_RTP_PAYLOAD: usize = 320;
 
 /// Samples of played audio the concealer keeps (80 ms at 8 kHz) to find a
 /// pitch period to repeat.
@@ -335,9 +343,71 @@ struct OutboundTrack {
 }
 
 /// Backend → Twilio: jitter buffer, concealment, transcoding and playout tracking.
+/// The backend's jitter buffer, its slots sized to the codec: G.711 inline
+/// (the common case, 5.5 KB), L16 boxed, so the bridge is not the size of
+/// its largest variant.
+#[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "the inline G.711 buffer is the point: boxing it would move the memory, not save it"
+)]
+enum DownlinkJitter {
+    G711(JitterBuffer<JITTER_SLOTS, MAX_G711_RTP_PAYLOAD>),
+    L16(Box<JitterBuffer<JITTER_SLOTS, MAX_RTP_PAYLOAD>>),
+}
+
+/// Calls the same method on whichever buffer the call has.
+macro_rules! each_jitter {
+    ($self:expr, $jb:ident => $body:expr) => {
+        match $self {
+            DownlinkJitter::G711($jb) => $body,
+            DownlinkJitter::L16($jb) => $body,
+        }
+    };
+}
+
+impl DownlinkJitter {
+    fn new(codec: BackendCodec, config: JitterConfig, now: Instant) -> Self {
+        match codec {
+            BackendCodec::Pcmu | BackendCodec::Pcma => DownlinkJitter::G711(JitterBuffer::new(config, now)),
+            BackendCodec::L16Narrowband | BackendCodec::L16Wideband => {
+                DownlinkJitter::L16(Box::new(JitterBuffer::new(config, now)))
+            }
+        }
+    }
+
+    /// Largest payload a slot holds.
+    fn max_payload(&self) -> usize {
+        match self {
+            DownlinkJitter::G711(_) => MAX_G711_RTP_PAYLOAD,
+            DownlinkJitter::L16(_) => MAX_RTP_PAYLOAD,
+        }
+    }
+
+    fn handle_packet(&mut self, now: Instant, meta: PacketMeta, payload: &[u8]) -> Arrival {
+        each_jitter!(self, jb => jb.handle_packet(now, meta, payload))
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        each_jitter!(self, jb => jb.handle_timeout(now));
+    }
+
+    fn poll_playout(&mut self) -> Option<Playout<'_>> {
+        each_jitter!(self, jb => jb.poll_playout())
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        each_jitter!(self, jb => jb.poll_timeout())
+    }
+
+    fn stats(&self) -> JitterStats {
+        each_jitter!(self, jb => jb.stats())
+    }
+}
+
 #[derive(Debug)]
 struct Downlink {
-    jitter: JitterBuffer<JITTER_SLOTS, MAX_RTP_PAYLOAD>,
+    jitter: DownlinkJitter,
     concealer: LossConcealer<CONCEALER_HISTORY>,
     downsampler: Downsampler,
     telephone_events: DtmfReceiver,
@@ -480,7 +550,7 @@ impl CallBridge {
             },
             one_way: false,
             downlink: Downlink {
-                jitter: JitterBuffer::new(jitter, now),
+                jitter: DownlinkJitter::new(config.codec, jitter, now),
                 concealer: LossConcealer::new(ConcealerConfig {
                     sample_rate: 8_000,
                     ..ConcealerConfig::default()
@@ -781,7 +851,7 @@ impl CallBridge {
         let is_l16 = matches!(self.config.codec, BackendCodec::L16Narrowband | BackendCodec::L16Wideband);
         payload_type == self.config.payload_type
             && len > 0
-            && len <= MAX_RTP_PAYLOAD
+            && len <= self.downlink.jitter.max_payload()
             && (!is_l16 || len % 2 == 0)
     }
 
