@@ -43,6 +43,11 @@ def parse_args():
     p.add_argument("--proxy-cpu", type=int, default=1, help="CPU the proxy alone runs on")
     p.add_argument("--rig-cpu", type=int, default=0, help="CPU the simulator and echo backend share")
     p.add_argument(
+        "--perf",
+        action="store_true",
+        help="also `perf record -g` the proxy for up to 10 s of each steady window; top symbols in NAME-perf.txt",
+    )
+    p.add_argument(
         "--smoke",
         action="store_true",
         help="20 calls x 3 s; fail unless every call completes, frames come back and open files settle",
@@ -140,6 +145,31 @@ def media_path(metrics_text):
     return out
 
 
+def start_perf(args, pid, calls, out_dir, name):
+    """`perf record -g` of the proxy over the steady window (after the ramp, at most 10 s)."""
+    if not args.perf:
+        return None
+    delay, length = calls / args.ramp + 1.0, min(10.0, max(args.seconds - 2.0, 1.0))
+    data = os.path.join(out_dir, f"{name}.perf.data")
+    command = f"sleep {delay:.1f}; exec perf record -g -q -o {data} -p {pid} -- sleep {length:.1f}"
+    return subprocess.Popen(["sh", "-c", command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def finish_perf(profiler, out_dir, name):
+    if profiler is None:
+        return
+    profiler.wait(60)
+    data = os.path.join(out_dir, f"{name}.perf.data")
+    with open(os.path.join(out_dir, f"{name}-perf.txt"), "w") as out:
+        for sort in ("dso,sym", "dso"):
+            subprocess.run(
+                ["perf", "report", "-i", data, "--no-children", "--sort", sort, "--stdio", "-g", "none"],
+                stdout=out,
+                stderr=subprocess.DEVNULL,
+                timeout=300,
+            )
+
+
 def stop(proc, timeout=15.0):
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -195,6 +225,7 @@ def one_run(args, io, calls, out_dir):
         media = args.seconds + calls / args.ramp
         report_path = os.path.join(out_dir, f"{name}-sim.json")
         load_before = loadavg()
+        profiler = start_perf(args, serve.pid, calls, out_dir, name)
         sim = subprocess.run(
             rig
             + [args.bin, "sim", "--url", base, "--calls", str(calls), "--seconds", f"{media:.2f}"]
@@ -205,6 +236,7 @@ def one_run(args, io, calls, out_dir):
             timeout=media + calls / args.ramp + 120,
         )
         load_after = loadavg()
+        finish_perf(profiler, out_dir, name)
         with open(report_path) as f:
             report = json.load(f)
         cost = report.get("proxy_cost") or {}
