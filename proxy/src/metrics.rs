@@ -1586,6 +1586,8 @@ pub fn process_usage(pid: u32) -> ProcessUsage {
     let stats = ProcessStats::read_dir(&format!("/proc/{pid}"), clock_ticks);
     ProcessUsage {
         cpu_time: stats.cpu_time,
+        user_time: stats.user_time,
+        system_time: stats.system_time,
         resident_memory_bytes: stats.resident_memory_bytes,
         open_fds: stats.open_fds,
     }
@@ -1596,6 +1598,11 @@ pub fn process_usage(pid: u32) -> ProcessUsage {
 pub struct ProcessUsage {
     /// User plus system CPU time.
     pub cpu_time: Option<Duration>,
+    /// User CPU time alone (`utime`): what the process's own code spent.
+    pub user_time: Option<Duration>,
+    /// System CPU time alone (`stime`): what the kernel spent on its behalf
+    /// (socket calls, wake-ups, page faults).
+    pub system_time: Option<Duration>,
     /// `VmRSS`.
     pub resident_memory_bytes: Option<u64>,
     /// Entries of `/proc/<pid>/fd`.
@@ -1607,6 +1614,8 @@ pub struct ProcessUsage {
 #[derive(Debug, Default)]
 struct ProcessStats {
     cpu_time: Option<Duration>,
+    user_time: Option<Duration>,
+    system_time: Option<Duration>,
     resident_memory_bytes: Option<u64>,
     open_fds: Option<u64>,
     max_fds: Option<u64>,
@@ -1629,6 +1638,8 @@ impl ProcessStats {
         let boot_time = std::fs::read_to_string("/proc/stat").ok().as_deref().and_then(parse_boot_time);
         ProcessStats {
             cpu_time: times.and_then(|t| ticks_to_duration(t.utime.saturating_add(t.stime))),
+            user_time: times.and_then(|t| ticks_to_duration(t.utime)),
+            system_time: times.and_then(|t| ticks_to_duration(t.stime)),
             resident_memory_bytes: std::fs::read_to_string(format!("{dir}/status"))
                 .ok()
                 .as_deref()

@@ -52,6 +52,8 @@ mod config;
 mod framer;
 mod playout;
 mod report;
+#[cfg(test)]
+mod size_tests;
 mod taps;
 #[cfg(test)]
 mod tracks_tests;
@@ -61,7 +63,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use voxproxy_core::g711;
-use voxproxy_core::jitter::{JitterBuffer, JitterConfig, PacketMeta, Playout};
+use voxproxy_core::jitter::{Arrival, JitterBuffer, JitterConfig, JitterStats, PacketMeta, Playout};
 use voxproxy_core::keepalive::{Keepalive, KeepaliveConfig, KeepaliveEvent};
 use voxproxy_core::plc::{ConcealerConfig, LossConcealer};
 use voxproxy_core::resample::{Downsampler, Upsampler};
@@ -91,6 +93,12 @@ pub const MAX_MEDIA_BYTES: usize = 4_000;
 /// Largest backend RTP payload the jitter buffer stores: 20 ms of L16 at
 /// 16 kHz, or 40 ms of L16 at 8 kHz.
 pub const MAX_RTP_PAYLOAD: usize = 640;
+
+/// Largest backend RTP payload a G.711 call's jitter buffer stores: 40 ms,
+/// the longest `rtp.ptime_ms`. Half of [`MAX_RTP_PAYLOAD`], so a G.711 call
+/// (nearly every call) holds 5 KB less per call; a longer G.711 packet is
+/// dropped and counted as a bad payload (`rtp_bad_payload`).
+pub const MAX_G711_RTP_PAYLOAD: usize = 320;
 
 /// Samples of played audio the concealer keeps (80 ms at 8 kHz) to find a
 /// pitch period to repeat.
@@ -336,9 +344,75 @@ struct OutboundTrack {
 }
 
 /// Backend → Twilio: jitter buffer, concealment, transcoding and playout tracking.
+/// The backend's jitter buffer, its slots sized to the codec: G.711 inline
+/// (the common case, 5.5 KB), L16 boxed, so the bridge is not the size of
+/// its largest variant.
+#[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "the inline G.711 buffer is the point: boxing it would move the memory, not save it"
+)]
+enum DownlinkJitter {
+    G711(JitterBuffer<JITTER_SLOTS, MAX_G711_RTP_PAYLOAD>),
+    L16(Box<JitterBuffer<JITTER_SLOTS, MAX_RTP_PAYLOAD>>),
+}
+
+/// Calls the same method on whichever buffer the call has.
+macro_rules! each_jitter {
+    ($self:expr, $jb:ident => $body:expr) => {
+        match $self {
+            DownlinkJitter::G711($jb) => $body,
+            DownlinkJitter::L16($jb) => $body,
+        }
+    };
+}
+
+impl DownlinkJitter {
+    fn new(codec: BackendCodec, config: JitterConfig, now: Instant) -> Self {
+        match codec {
+            BackendCodec::Pcmu | BackendCodec::Pcma => DownlinkJitter::G711(JitterBuffer::new(config, now)),
+            BackendCodec::L16Narrowband | BackendCodec::L16Wideband => {
+                DownlinkJitter::L16(Box::new(JitterBuffer::new(config, now)))
+            }
+        }
+    }
+
+    /// Largest payload a slot holds.
+    fn max_payload(&self) -> usize {
+        match self {
+            DownlinkJitter::G711(_) => MAX_G711_RTP_PAYLOAD,
+            DownlinkJitter::L16(_) => MAX_RTP_PAYLOAD,
+        }
+    }
+
+    fn handle_packet(&mut self, now: Instant, meta: PacketMeta, payload: &[u8]) -> Arrival {
+        each_jitter!(self, jb => jb.handle_packet(now, meta, payload))
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        each_jitter!(self, jb => jb.handle_timeout(now));
+    }
+
+    fn poll_playout(&mut self) -> Option<Playout<'_>> {
+        each_jitter!(self, jb => jb.poll_playout())
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        each_jitter!(self, jb => jb.poll_timeout())
+    }
+
+    fn stats(&self) -> JitterStats {
+        each_jitter!(self, jb => jb.stats())
+    }
+
+    fn last_wait(&self) -> Option<Duration> {
+        each_jitter!(self, jb => jb.last_wait())
+    }
+}
+
 #[derive(Debug)]
 struct Downlink {
-    jitter: JitterBuffer<JITTER_SLOTS, MAX_RTP_PAYLOAD>,
+    jitter: DownlinkJitter,
     concealer: LossConcealer<CONCEALER_HISTORY>,
     downsampler: Downsampler,
     telephone_events: DtmfReceiver,
@@ -385,8 +459,9 @@ pub struct CallBridge {
     opened: Instant,
     /// The latest `now` handed in, for the taps of code that has none.
     now: Instant,
-    /// Where each millisecond went ([`CallBridge::latency`]).
-    latency: crate::latency::LatencyBreakdown,
+    /// Where each millisecond went ([`CallBridge::latency`]); boxed, a
+    /// kilobyte of histograms that the frame path only increments.
+    latency: Box<crate::latency::LatencyBreakdown>,
     /// Set while the call is recorded ([`CallBridge::start_recording`]).
     recording: Option<Box<crate::recording::RecordingTap>>,
 }
@@ -492,7 +567,7 @@ impl CallBridge {
             },
             one_way: false,
             downlink: Downlink {
-                jitter: JitterBuffer::new(jitter, now),
+                jitter: DownlinkJitter::new(config.codec, jitter, now),
                 concealer: LossConcealer::new(ConcealerConfig {
                     sample_rate: 8_000,
                     ..ConcealerConfig::default()
@@ -527,7 +602,7 @@ impl CallBridge {
             backend_peer,
             opened: now,
             now,
-            latency: crate::latency::LatencyBreakdown::default(),
+            latency: Box::default(),
             recording: None,
         })
     }
@@ -726,7 +801,7 @@ impl CallBridge {
         (next.codec, next.payload_type, next.dtmf_payload_type) = (codec, payload_type, dtmf_payload_type);
         next.validate()?;
         let jitter = jitter_config(&next)?;
-        self.downlink.jitter = JitterBuffer::new(jitter, now);
+        self.downlink.jitter = DownlinkJitter::new(next.codec, jitter, now);
         self.config = next;
         Ok(())
     }
@@ -829,7 +904,7 @@ impl CallBridge {
         let is_l16 = matches!(self.config.codec, BackendCodec::L16Narrowband | BackendCodec::L16Wideband);
         payload_type == self.config.payload_type
             && len > 0
-            && len <= MAX_RTP_PAYLOAD
+            && len <= self.downlink.jitter.max_payload()
             && (!is_l16 || len % 2 == 0)
     }
 

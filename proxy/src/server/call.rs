@@ -179,8 +179,12 @@ pub async fn run(
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
         let mut bridge_settings = bridge_config(&live.config);
         bridge_settings.stream_token.clone_from(&ctx.shared.stream_token);
+        // Boxed: the bridge (about 19 KB) moves into the media loop and back
+        // out for the record, and every place it is held by value across an
+        // await would be a copy of it in this task's state (80 KB with it
+        // inline, measured by `the_call_task_stays_small`).
         let mut bridge = match CallBridge::new(bridge_settings, ctx.shared.clock.now()) {
-            Ok(b) => b,
+            Ok(b) => Box::new(b),
             Err(e) => {
                 // The config was validated at start, so this is a bug; the
                 // call is closed rather than the worker stopped.
@@ -193,7 +197,9 @@ pub async fn run(
         }
         // A WebSocket bot backend: its own loop (bot_call.rs).
         if let Some(bot) = super::bot_call::bot_backend(&live.config, &bridge) {
-            super::bot_call::run(&ctx, ws, bridge, bot, &live.config).await;
+            // Boxed: a bot call's state lives on the heap only when there is one,
+            // so an RTP call's task stays small (the_call_task_stays_small).
+            Box::pin(super::bot_call::run(&ctx, ws, *bridge, bot, &live.config)).await;
             drop(place);
             return;
         }
@@ -231,7 +237,7 @@ pub async fn run(
         if let Some(key) = &sip_key {
             super::sip_listener::stream_started(&ctx, key, &bridge, lease.port());
         }
-        facts.taps = CallTaps::start(&ctx, &live.config, &mut bridge);
+        facts.taps = Box::new(CallTaps::start(&ctx, &live.config, &mut bridge));
         let ended = media_loop(&ctx, ws, bridge, &socket, lease.port(), facts, commands).await;
         // Held until here so the command channel never closes under the loop.
         drop(commands_tx);
@@ -287,7 +293,7 @@ pub(super) fn register(
         journal: None,
         in_ledger: false,
         leg_watch: None,
-        taps: CallTaps::default(),
+        taps: Box::default(),
         leg,
         bot: None,
     };
@@ -591,8 +597,9 @@ pub(super) struct CallFacts {
     in_ledger: bool,
     /// Set on routes with a fallback: when the backend counts as failed.
     leg_watch: Option<LegWatch>,
-    /// The call's recording and latency breakdown (`taps.rs`).
-    taps: CallTaps,
+    /// The call's recording and latency breakdown (`taps.rs`); boxed, as
+    /// the facts live in several states of the call task's future.
+    taps: Box<CallTaps>,
     /// `rtp` or `ws`, for the record.
     leg: &'static str,
     /// A `ws` leg's part of the record.
@@ -604,12 +611,12 @@ pub(super) struct CallFacts {
 async fn media_loop(
     ctx: &Rc<WorkerContext>,
     ws: Ws,
-    mut bridge: CallBridge,
+    mut bridge: Box<CallBridge>,
     socket: &RtpUdp,
     rtp_port: u16,
     mut facts: CallFacts,
     mut commands: mpsc::Receiver<CallCommand>,
-) -> Option<(CallBridge, CallFacts, CallStats)> {
+) -> Option<(Box<CallBridge>, CallFacts, CallStats)> {
     let shared = &ctx.shared;
     let clock = shared.clock;
     let metrics = ctx.metrics();
@@ -1030,6 +1037,25 @@ fn call_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The size of what an async fn returns, without calling it.
+    fn future_size<F, A, B, C, D, R>(_: F) -> usize
+    where
+        F: FnOnce(A, B, C, D) -> R,
+    {
+        size_of::<R>()
+    }
+
+    #[test]
+    fn the_call_task_stays_small() {
+        // Every call's task holds this future for the call's whole life,
+        // so its size is memory per call. 80,136 bytes with the bridge held
+        // inline (copies of it in several states); the bound leaves room
+        // for the loop's own growth, not for a bridge by value.
+        let size = future_size(run);
+        eprintln!("call task future: {size} bytes");
+        assert!(size <= 8 * 1024, "the call future grew to {size} bytes: box what made it grow");
+    }
 
     #[test]
     fn a_leg_fails_after_the_timeout_without_rtp_from_the_start_or_the_last_packet() {

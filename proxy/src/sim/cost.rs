@@ -6,9 +6,14 @@
 //! read from its metrics: the time its media path spent per frame, and the
 //! process's memory, which there includes the simulator and echo backend).
 //! A [`CostMeter`] samples on its own thread every [`SAMPLE_EVERY`] while the
-//! run goes on: memory at its peak of active calls, CPU from start to end.
+//! run goes on: memory at its peak of active calls, CPU from start to end,
+//! and CPU over the *steady window*: from the first sample at which (nearly)
+//! the most calls were up to the last sample at which they still were. The window
+//! leaves out call set-up and tear-down (webhooks, handshakes, call records),
+//! so its CPU per frame is the media path's alone; it is what
+//! `benches/capacity.sh` reports.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -67,11 +72,56 @@ pub struct ProxyCost {
     pub open_fds_before: Option<u64>,
     /// Open file descriptors after the run.
     pub open_fds_after: Option<u64>,
+    /// User CPU time during the run, seconds (`cpu_seconds` = user + system).
+    #[serde(default)]
+    pub user_seconds: Option<f64>,
+    /// System CPU time during the run, seconds.
+    #[serde(default)]
+    pub system_seconds: Option<f64>,
+    /// The steady window (see the module docs); `None` when fewer than two
+    /// samples saw the peak of calls (a run shorter than about 0.5 s).
+    #[serde(default)]
+    pub steady: Option<SteadyCost>,
+}
+
+/// CPU over the steady window: from the first to the last sample at which
+/// at least [`STEADY_SHARE`] of the most calls were up.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct SteadyCost {
+    /// Fewest calls up at a sample of the window.
+    pub calls: u64,
+    /// Most calls up at any sample of the run.
+    #[serde(default)]
+    pub peak_calls: u64,
+    /// Length of the window, seconds.
+    pub seconds: f64,
+    /// Frames bridged in the window, one way each (sent plus received by
+    /// the simulator).
+    pub frames: u64,
+    /// User CPU per bridged frame in the window, microseconds.
+    pub user_us_per_frame: Option<f64>,
+    /// System CPU per bridged frame in the window, microseconds.
+    pub system_us_per_frame: Option<f64>,
+    /// User plus system CPU per bridged frame in the window, microseconds.
+    pub cpu_us_per_frame: Option<f64>,
+    /// The proxy's CPU use in the window, in cores (1.0 = one core busy).
+    pub cores: Option<f64>,
+}
+
+/// What the run tells the meter at each sample.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Live {
+    /// Calls up now.
+    pub calls: u64,
+    /// Frames bridged so far, one way each.
+    pub frames: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Sample {
     cpu: Option<Duration>,
+    user: Option<Duration>,
+    system: Option<Duration>,
     rss: Option<u64>,
     fds: Option<u64>,
     processing: Option<(u64, Duration)>,
@@ -83,6 +133,8 @@ fn sample(target: &CostTarget) -> Sample {
             let usage = process_usage(*pid);
             Sample {
                 cpu: usage.cpu_time,
+                user: usage.user_time,
+                system: usage.system_time,
                 rss: usage.resident_memory_bytes,
                 fds: usage.open_fds,
                 processing: None,
@@ -93,6 +145,8 @@ fn sample(target: &CostTarget) -> Sample {
             let usage = process_usage(std::process::id());
             Sample {
                 cpu: snap.cpu_time,
+                user: usage.user_time,
+                system: usage.system_time,
                 rss: snap.resident_memory_bytes,
                 fds: usage.open_fds,
                 processing: Some((
@@ -104,10 +158,68 @@ fn sample(target: &CostTarget) -> Sample {
     }
 }
 
+/// The steady window: samples with at least this share of the most calls
+/// seen up. All calls up would be the exact definition, but on a loaded rig
+/// the first calls can end (or a few fail) before the last ones are up, and
+/// then no two samples see them all.
+pub const STEADY_SHARE: f64 = 0.95;
+
+/// Most samples kept for the steady window: [`crate::sim::MAX_MEDIA`] at
+/// [`SAMPLE_EVERY`]; later samples only move the window's end.
+const MAX_SAMPLES: usize = 5 * 3600 * 5;
+
 #[derive(Debug, Default)]
 struct Peak {
     rss: Option<u64>,
     calls: u64,
+    /// Every sample: calls up, frames so far, what the target had spent, when.
+    samples: Vec<(u64, u64, Sample, std::time::Instant)>,
+}
+
+impl Peak {
+    fn update(&mut self, live: Live, now: Sample) {
+        let at = (live.calls, live.frames, now, std::time::Instant::now());
+        if self.samples.len() < MAX_SAMPLES {
+            self.samples.push(at);
+        } else if let Some(last) = self.samples.last_mut() {
+            *last = at;
+        }
+        if live.calls > self.calls {
+            (self.rss, self.calls) = (now.rss, live.calls);
+        } else if live.calls == self.calls && live.calls > 0 && now.rss > self.rss {
+            self.rss = now.rss;
+        }
+    }
+
+    fn steady(&self) -> Option<SteadyCost> {
+        let floor = (self.calls as f64 * STEADY_SHARE).ceil() as u64;
+        let mut inside = self.samples.iter().filter(|s| s.0 >= floor.max(1));
+        let &(calls_a, frames_a, a, t_a) = inside.next()?;
+        let (mut calls, mut last) = (calls_a, (frames_a, a, t_a));
+        for &(c, frames, sample, t) in inside {
+            calls = calls.min(c);
+            last = (frames, sample, t);
+        }
+        let (frames_b, b, t_b) = last;
+        let seconds = t_b.saturating_duration_since(t_a).as_secs_f64();
+        if seconds <= 0.0 {
+            return None;
+        }
+        let frames = frames_b.saturating_sub(frames_a);
+        let spent = |x: Option<Duration>, y: Option<Duration>| Some(y?.saturating_sub(x?).as_secs_f64());
+        let per_frame = |s: Option<f64>| s.filter(|_| frames > 0).map(|s| s * 1e6 / frames as f64);
+        let cpu = spent(a.cpu, b.cpu);
+        Some(SteadyCost {
+            calls,
+            peak_calls: self.calls,
+            seconds,
+            frames,
+            user_us_per_frame: per_frame(spent(a.user, b.user)),
+            system_us_per_frame: per_frame(spent(a.system, b.system)),
+            cpu_us_per_frame: per_frame(cpu),
+            cores: cpu.map(|c| c / seconds),
+        })
+    }
 }
 
 /// Samples the target while a run goes on; see the module docs.
@@ -121,10 +233,11 @@ pub struct CostMeter {
 }
 
 impl CostMeter {
-    /// Takes the baseline now and starts sampling; `active_calls` is read at
-    /// every sample to find the peak.
+    /// Takes the baseline now and starts sampling; `live` is called at
+    /// every sample for the calls up (to find the peak and the steady
+    /// window) and the frames bridged so far.
     #[must_use]
-    pub fn start(target: CostTarget, active_calls: Arc<AtomicU64>) -> CostMeter {
+    pub fn start(target: CostTarget, live: impl Fn() -> Live + Send + 'static) -> CostMeter {
         let start = sample(&target);
         let stop = Arc::new(AtomicBool::new(false));
         let peak = Arc::new(Mutex::new(Peak::default()));
@@ -135,12 +248,11 @@ impl CostMeter {
                 .spawn(move || {
                     while !stop.load(Ordering::Acquire) {
                         std::thread::sleep(SAMPLE_EVERY);
-                        let calls = active_calls.load(Ordering::Relaxed);
+                        // Frames first: the window's CPU then never covers
+                        // fewer frames than it counts.
+                        let counts = live();
                         let now = sample(&target);
-                        let mut peak = peak.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        if calls > peak.calls || (calls == peak.calls && now.rss > peak.rss) {
-                            *peak = Peak { rss: now.rss, calls };
-                        }
+                        peak.lock().unwrap_or_else(std::sync::PoisonError::into_inner).update(counts, now);
                     }
                 })
                 .ok()
@@ -157,10 +269,8 @@ impl CostMeter {
         }
         let end = sample(&self.target);
         let peak = std::mem::take(&mut *self.peak.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        let cpu_seconds = match (self.start.cpu, end.cpu) {
-            (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64()),
-            _ => None,
-        };
+        let spent = |a: Option<Duration>, b: Option<Duration>| Some(b?.saturating_sub(a?).as_secs_f64());
+        let cpu_seconds = spent(self.start.cpu, end.cpu);
         let per_frame = |seconds: f64| (frames > 0).then(|| seconds * 1e6 / frames as f64);
         let processing_us_per_frame = match (self.start.processing, end.processing) {
             (Some((n0, t0)), Some((n1, t1))) if n1 > n0 => {
@@ -189,6 +299,9 @@ impl CostMeter {
             rss_bytes_per_call,
             open_fds_before: self.start.fds,
             open_fds_after: end.fds,
+            user_seconds: spent(self.start.user, end.user),
+            system_seconds: spent(self.start.system, end.system),
+            steady: peak.steady(),
         }
     }
 }
@@ -202,17 +315,43 @@ impl Drop for CostMeter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicU64;
 
     #[test]
     fn this_process_is_measured_and_per_call_memory_divides_by_the_peak() {
         let calls = Arc::new(AtomicU64::new(0));
-        let meter = CostMeter::start(CostTarget::Process(std::process::id()), Arc::clone(&calls));
+        let frames = Arc::new(AtomicU64::new(0));
+        let live = {
+            let (calls, frames) = (Arc::clone(&calls), Arc::clone(&frames));
+            move || Live { calls: calls.load(Ordering::Relaxed), frames: frames.load(Ordering::Relaxed) }
+        };
+        let meter = CostMeter::start(CostTarget::Process(std::process::id()), live);
         calls.store(4, Ordering::Relaxed);
-        // Touch 4 MiB so the peak sample sees more resident memory.
+        // Touch 4 MiB so the peak sample sees more resident memory, and
+        // count frames while spinning so the steady window has CPU in it.
         let block = vec![1u8; 4 << 20];
-        std::thread::sleep(SAMPLE_EVERY * 3);
+        let until = std::time::Instant::now() + SAMPLE_EVERY * 4;
+        let mut spin = 0u64;
+        while std::time::Instant::now() < until {
+            spin = std::hint::black_box(spin.wrapping_add(1));
+            if spin.is_multiple_of(1024) {
+                frames.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // Calls ending close the window: a later sample at fewer calls
+        // must not move it.
+        calls.store(1, Ordering::Relaxed);
+        let frames_at_peak = frames.load(Ordering::Relaxed);
+        std::thread::sleep(SAMPLE_EVERY * 2);
+        frames.fetch_add(1_000_000, Ordering::Relaxed);
         let cost = meter.finish(1000);
         assert!(block.iter().all(|&b| b == 1));
+        let steady = cost.steady.clone().expect("at least two samples at 4 calls");
+        assert_eq!((steady.calls, steady.peak_calls), (4, 4));
+        assert!(steady.frames > 0 && steady.frames <= frames_at_peak, "{steady:?}");
+        assert!(steady.seconds > 0.0 && steady.seconds < (SAMPLE_EVERY * 5).as_secs_f64(), "{steady:?}");
+        assert!(steady.user_us_per_frame.is_some() && steady.system_us_per_frame.is_some());
+        assert!(cost.user_seconds.is_some() && cost.system_seconds.is_some());
         assert_eq!(cost.measured, format!("process {}", std::process::id()));
         assert_eq!(cost.calls_at_peak, 4);
         let per_call = cost.rss_bytes_per_call.expect("Linux /proc is readable");

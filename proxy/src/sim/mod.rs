@@ -232,9 +232,16 @@ impl RunContext {
         report
     }
 
-    fn cost_meter(&self) -> Option<cost::CostMeter> {
+    fn cost_meter(self: &Arc<Self>) -> Option<cost::CostMeter> {
         let target = self.config.proxy_cost.clone()?;
-        Some(cost::CostMeter::start(target, Arc::clone(&self.progress.calls_up)))
+        let ctx = Arc::clone(self);
+        Some(cost::CostMeter::start(target, move || {
+            let p = &ctx.progress;
+            cost::Live {
+                calls: p.calls_up.load(Ordering::Relaxed),
+                frames: p.frames_sent.load(Ordering::Relaxed) + p.frames_received.load(Ordering::Relaxed),
+            }
+        }))
     }
 }
 

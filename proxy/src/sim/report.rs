@@ -382,6 +382,18 @@ impl SimReport {
                 cost.open_fds_before.map_or_else(|| "n/a".to_owned(), |v| v.to_string()),
                 cost.open_fds_after.map_or_else(|| "n/a".to_owned(), |v| v.to_string()),
             );
+            if let Some(steady) = &cost.steady {
+                let _ = writeln!(
+                    out,
+                    "           steady window ({} calls up, {:.1} s, {} frames): CPU {} per frame (user {}, system {})",
+                    steady.calls,
+                    steady.seconds,
+                    steady.frames,
+                    us(steady.cpu_us_per_frame),
+                    us(steady.user_us_per_frame),
+                    us(steady.system_us_per_frame),
+                );
+            }
         }
         out
     }

@@ -1,0 +1,438 @@
+#!/usr/bin/env python3
+"""The capacity method of issue 13; run it through benches/capacity.sh.
+
+For each number of calls N (and each I/O backend): start `voxproxy echo` on
+the rig CPU, `voxproxy serve --workers 1` alone on the proxy CPU, then
+`voxproxy sim --workers 1 --proxy-pid PID` on the rig CPU with N calls whose
+media lasts S seconds plus the ramp, so all N overlap for S seconds. The
+simulator reports frames, round trip and the proxy's cost from /proc (CPU
+user and system per bridged frame over the steady window, while at least
+95 % of the most calls seen are up; resident memory per call over the baseline; open files). This
+script adds the proxy's own media-path histogram (GET /metrics), the load
+average, open files once the proxy has settled after the run, and writes
+capacity.json, capacity.svg and capacity.md.
+
+Standard library only, so it runs wherever python3 does.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+TOKEN = "capacity-bench-token"
+FRAME_PROCESSING = "voxproxy_frame_processing_seconds_bucket"
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--calls", default="50,200,600,1000", help="comma-separated numbers of calls, one run each")
+    p.add_argument("--seconds", type=float, default=20.0, help="seconds all calls overlap, after the ramp")
+    p.add_argument("--ramp", type=float, default=100.0, help="calls started per second")
+    p.add_argument("--io", default="epoll", help="comma-separated I/O backends: epoll, uring")
+    p.add_argument("--bin", default="target/release/voxproxy", help="the voxproxy binary")
+    p.add_argument("--out", default=None, help="output directory (default target/capacity/<UTC time>)")
+    p.add_argument("--proxy-cpu", type=int, default=1, help="CPU the proxy alone runs on")
+    p.add_argument("--rig-cpu", type=int, default=0, help="CPU the simulator and echo backend share")
+    p.add_argument(
+        "--perf",
+        action="store_true",
+        help="also `perf record -g` the proxy for up to 10 s of each steady window; top symbols in NAME-perf.txt",
+    )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="20 calls x 3 s; fail unless every call completes, frames come back and open files settle",
+    )
+    args = p.parse_args()
+    if args.smoke:
+        args.calls, args.seconds = "20", 3.0
+    args.calls = [int(n) for n in args.calls.split(",") if n.strip()]
+    args.io = [io.strip() for io in args.io.split(",") if io.strip()]
+    if not args.calls or min(args.calls) < 1 or args.seconds <= 0 or args.ramp <= 0:
+        p.error("--calls needs positive numbers, --seconds and --ramp positive values")
+    if any(io not in ("epoll", "uring") for io in args.io):
+        p.error("--io takes epoll and/or uring")
+    return args
+
+
+def free_port(kind=socket.SOCK_STREAM):
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def machine():
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem_kib = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    return {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+    }
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return [float(x) for x in f.read().split()[:3]]
+
+
+def open_fds(pid):
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+
+
+def http_get(url, timeout=5.0):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.status, r.read().decode()
+
+
+def wait_healthy(base, proc, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"voxproxy serve exited with {proc.returncode} before it was healthy")
+        try:
+            if http_get(base + "/healthz", 1.0)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"voxproxy serve was not healthy within {timeout} s")
+
+
+def media_path(metrics_text):
+    """Bucket bounds (µs) holding p50/p99/p99.9 of the proxy's media path, per direction."""
+    buckets = {}
+    for line in metrics_text.splitlines():
+        if not line.startswith(FRAME_PROCESSING + "{"):
+            continue
+        labels, value = line[len(FRAME_PROCESSING) + 1 :].rsplit("} ", 1)
+        fields = dict(part.split("=", 1) for part in labels.split(","))
+        direction, le = fields["direction"].strip('"'), fields["le"].strip('"')
+        bound = float("inf") if le == "+Inf" else float(le) * 1e6
+        buckets.setdefault(direction, []).append((bound, float(value)))
+    out = {}
+    for direction, rows in buckets.items():
+        rows.sort()
+        total = rows[-1][1] if rows else 0
+        if total == 0:
+            continue
+        out[direction] = {"frames": int(total)}
+        for name, q in (("p50_le_us", 0.5), ("p99_le_us", 0.99), ("p99_9_le_us", 0.999)):
+            bound = next(b for b, cumulative in rows if cumulative >= q * total)
+            out[direction][name] = None if bound == float("inf") else round(bound, 3)
+    return out
+
+
+def start_perf(args, pid, calls, out_dir, name):
+    """`perf record -g` of the proxy over the steady window (after the ramp, at most 10 s)."""
+    if not args.perf:
+        return None
+    delay, length = calls / args.ramp + 1.0, min(10.0, max(args.seconds - 2.0, 1.0))
+    data = os.path.join(out_dir, f"{name}.perf.data")
+    command = f"sleep {delay:.1f}; exec perf record -g -q -o {data} -p {pid} -- sleep {length:.1f}"
+    return subprocess.Popen(["sh", "-c", command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def finish_perf(profiler, out_dir, name):
+    if profiler is None:
+        return
+    profiler.wait(60)
+    data = os.path.join(out_dir, f"{name}.perf.data")
+    with open(os.path.join(out_dir, f"{name}-perf.txt"), "w") as out:
+        for sort in ("dso,sym", "dso"):
+            subprocess.run(
+                ["perf", "report", "-i", data, "--no-children", "--sort", sort, "--stdio", "-g", "none"],
+                stdout=out,
+                stderr=subprocess.DEVNULL,
+                timeout=300,
+            )
+
+
+def stop(proc, timeout=15.0):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def settle_fds(pid, target, timeout=5.0):
+    """Open files of the proxy once its calls have ended (records written, sockets closed)."""
+    deadline = time.monotonic() + timeout
+    fds = open_fds(pid)
+    while fds is not None and target is not None and fds > target and time.monotonic() < deadline:
+        time.sleep(0.1)
+        fds = open_fds(pid)
+    return fds
+
+
+def one_run(args, io, calls, out_dir):
+    name = f"{io}-{calls}"
+    port, echo_port = free_port(), free_port(socket.SOCK_DGRAM)
+    width = max(2 * calls, 200)
+    rtp_lo = random.randrange(20000, 60000 - width)
+    base = f"http://127.0.0.1:{port}"
+    env = dict(
+        os.environ,
+        TWILIO_AUTH_TOKEN=TOKEN,
+        # One client address places every call; barge-in would cut the echoed
+        # caller's own voice.
+        VOXPROXY_LIMITS_WEBHOOK_RATE_PER_IP="0",
+        VOXPROXY_VAD_BARGE_IN="false",
+        VOXPROXY_LIMITS_MAX_CALLS=str(max(calls, 2000)),
+        VOXPROXY_CDR_PATH=os.path.join(out_dir, f"{name}-cdr.jsonl"),
+    )
+    logs = {k: open(os.path.join(out_dir, f"{name}-{k}.log"), "w") for k in ("echo", "serve", "sim")}
+    rig = ["taskset", "-c", str(args.rig_cpu)]
+    echo = subprocess.Popen(
+        rig + [args.bin, "echo", "--listen", f"127.0.0.1:{echo_port}"], stdout=logs["echo"], stderr=subprocess.STDOUT
+    )
+    serve = subprocess.Popen(
+        ["taskset", "-c", str(args.proxy_cpu), args.bin, "serve", "--workers", "1", "--io", io]
+        + ["--listen", f"127.0.0.1:{port}", "--public-url", base, "--backend", f"127.0.0.1:{echo_port}"]
+        + ["--rtp-ports", f"{rtp_lo}-{rtp_lo + width - 1}"],
+        env=env,
+        stdout=logs["serve"],
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_healthy(base, serve)
+        time.sleep(0.5)  # let the baseline settle
+        media = args.seconds + calls / args.ramp
+        report_path = os.path.join(out_dir, f"{name}-sim.json")
+        load_before = loadavg()
+        profiler = start_perf(args, serve.pid, calls, out_dir, name)
+        sim = subprocess.run(
+            rig
+            + [args.bin, "sim", "--url", base, "--calls", str(calls), "--seconds", f"{media:.2f}"]
+            + ["--ramp", str(args.ramp), "--workers", "1", "--proxy-pid", str(serve.pid), "--json", report_path],
+            env=env,
+            stdout=logs["sim"],
+            stderr=subprocess.STDOUT,
+            timeout=media + calls / args.ramp + 120,
+        )
+        load_after = loadavg()
+        finish_perf(profiler, out_dir, name)
+        with open(report_path) as f:
+            report = json.load(f)
+        cost = report.get("proxy_cost") or {}
+        fds_settled = settle_fds(serve.pid, cost.get("open_fds_before"))
+        metrics = media_path(http_get(base + "/metrics")[1])
+    finally:
+        stop(serve)
+        stop(echo)
+        for f in logs.values():
+            f.close()
+    return summarize(io, calls, args.seconds, report, cost, metrics, fds_settled, load_before, load_after, sim.returncode)
+
+
+def summarize(io, calls, seconds, report, cost, metrics, fds_settled, load_before, load_after, sim_exit):
+    frames, latency = report["frames"], report.get("latency_us") or {}
+    steady = cost.get("steady") or {}
+    ms = lambda v: None if v is None else round(v / 1000, 3)
+    r2 = lambda v: None if v is None else round(v, 2)
+    return {
+        "io": io,
+        "calls": calls,
+        "seconds": seconds,
+        "calls_completed": report["calls"]["completed"],
+        "calls_failed": report["calls"]["failed"],
+        "failures": report["calls"]["failures"],
+        "sim_exit": sim_exit,
+        "frames_sent": frames["sent"],
+        "frames_returned": frames["received"],
+        "frames_missing": frames["missing"],
+        "round_trip_ms": {k: ms(latency.get(k)) for k in ("p50", "p99", "p99_9", "max")},
+        "media_path_us": metrics,
+        "steady": {
+            "calls": steady.get("calls"),
+            "peak_calls": steady.get("peak_calls"),
+            "seconds": r2(steady.get("seconds")),
+            "frames": steady.get("frames"),
+            "cpu_us_per_frame": r2(steady.get("cpu_us_per_frame")),
+            "user_us_per_frame": r2(steady.get("user_us_per_frame")),
+            "system_us_per_frame": r2(steady.get("system_us_per_frame")),
+            "cores": r2(steady.get("cores")),
+        },
+        "whole_run_cpu_us_per_frame": r2(cost.get("cpu_us_per_frame")),
+        "rss_baseline_kib": None if cost.get("baseline_rss_bytes") is None else cost["baseline_rss_bytes"] // 1024,
+        "rss_peak_kib": None if cost.get("peak_rss_bytes") is None else cost["peak_rss_bytes"] // 1024,
+        "calls_at_rss_peak": cost.get("calls_at_peak"),
+        "rss_kib_per_call": None if cost.get("rss_bytes_per_call") is None else round(cost["rss_bytes_per_call"] / 1024, 1),
+        "open_fds_before": cost.get("open_fds_before"),
+        "open_fds_after_run": cost.get("open_fds_after"),
+        "open_fds_settled": fds_settled,
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+    }
+
+
+def fmt(v, pattern="{:,}"):
+    return "–" if v is None else pattern.format(v)
+
+
+def markdown(doc):
+    lines = [
+        f"Measured {doc['date']} on {doc['machine']['cpu']} ({doc['machine']['cpus']} CPUs, Linux "
+        f"{doc['machine']['kernel']}, {doc['machine']['memory_gib']} GiB), commit {doc['commit']}: `{doc['command']}`",
+        "",
+        "| io | calls | frames sent / returned / missing | round trip p50 / p99 / p99.9 (ms) "
+        "| media path p99 in / out (µs, bucket bound) | proxy CPU per frame: user + system = total (µs) "
+        "| proxy cores | RSS per call | open files before / settled | load avg (1 min) before / after |",
+        "| --- | ---: | --- | --- | --- | --- | ---: | ---: | --- | --- |",
+    ]
+    for r in doc["runs"]:
+        rt, st, mp = r["round_trip_ms"], r["steady"], r["media_path_us"]
+        path = " / ".join(fmt((mp.get(d) or {}).get("p99_le_us"), "≤ {:g}") for d in ("inbound", "outbound"))
+        lines.append(
+            f"| {r['io']} | {r['calls']:,} | {r['frames_sent']:,} / {r['frames_returned']:,} / {r['frames_missing']:,} "
+            f"| {fmt(rt['p50'], '{:.2f}')} / {fmt(rt['p99'], '{:.2f}')} / {fmt(rt['p99_9'], '{:.2f}')} | {path} "
+            f"| {fmt(st['user_us_per_frame'], '{:.2f}')} + {fmt(st['system_us_per_frame'], '{:.2f}')} = "
+            f"{fmt(st['cpu_us_per_frame'], '{:.2f}')} | {fmt(st['cores'], '{:.2f}')} "
+            f"| {fmt(r['rss_kib_per_call'], '{:.1f} KiB')} | {fmt(r['open_fds_before'])} / {fmt(r['open_fds_settled'])} "
+            f"| {r['load_average_before'][0]:.2f} / {r['load_average_after'][0]:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def svg(doc):
+    """Two panels against calls: proxy CPU per frame (user, system, total) and round-trip p99."""
+    w, h, pad, gap = 760, 330, 60, 40
+    pw = (w - 2 * pad - gap) / 2
+    ph = h - 2 * pad
+    colors = {"epoll": "#1f77b4", "uring": "#d62728"}
+    runs = doc["runs"]
+    xmax = max(r["calls"] for r in runs) * 1.05 or 1
+    panels = [
+        ("proxy CPU per bridged frame (µs)", lambda r: r["steady"]["cpu_us_per_frame"], "total"),
+        ("round trip p99 (ms)", lambda r: r["round_trip_ms"]["p99"], "p99"),
+    ]
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">',
+        f'<rect width="{w}" height="{h}" fill="white"/>',
+        f'<text x="{w / 2}" y="18" text-anchor="middle" font-size="13">voxproxy serve --workers 1, one core, '
+        f"{doc['date']} ({doc['machine']['cpu']})</text>",
+    ]
+    for i, (title, value, _) in enumerate(panels):
+        x0 = pad + i * (pw + gap)
+        values = [value(r) for r in runs if value(r) is not None]
+        user = [r["steady"]["user_us_per_frame"] for r in runs if i == 0 and r["steady"]["user_us_per_frame"]]
+        ymax = max(values + user + [1e-9]) * 1.15
+        sx = lambda c: x0 + c / xmax * pw
+        sy = lambda v: pad + ph - v / ymax * ph
+        out.append(f'<rect x="{x0}" y="{pad}" width="{pw}" height="{ph}" fill="none" stroke="#888"/>')
+        out.append(f'<text x="{x0 + pw / 2}" y="{pad - 8}" text-anchor="middle">{title}</text>')
+        out.append(f'<text x="{x0 + pw / 2}" y="{h - 18}" text-anchor="middle">concurrent calls</text>')
+        for k in range(5):
+            v = ymax * k / 4
+            out.append(f'<text x="{x0 - 5}" y="{sy(v) + 4:.1f}" text-anchor="end">{v:.3g}</text>')
+            c = xmax * k / 4
+            out.append(f'<text x="{sx(c):.1f}" y="{pad + ph + 14}" text-anchor="middle">{c:.0f}</text>')
+        series = [(io, value, colors.get(io, "#333"), "") for io in doc["io"]]
+        if i == 0:
+            series += [
+                (io, lambda r: r["steady"]["user_us_per_frame"], colors.get(io, "#333"), "4 3") for io in doc["io"]
+            ]
+        for io, get, color, dash in series:
+            pts = [(sx(r["calls"]), sy(get(r))) for r in runs if r["io"] == io and get(r) is not None]
+            if not pts:
+                continue
+            path = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
+            out.append(
+                f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}"/>'
+            )
+            out += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}"/>' for x, y in pts]
+        legend = [f"{io}" for io in doc["io"]] + ([f"{io} user only (dashed)" for io in doc["io"]] if i == 0 else [])
+        for k, label in enumerate(legend):
+            color = colors.get(label.split()[0], "#333")
+            out.append(f'<text x="{x0 + 8}" y="{pad + 16 + 14 * k}" fill="{color}">{label}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def smoke_check(doc):
+    problems = []
+    for r in doc["runs"]:
+        if r["calls_completed"] != r["calls"]:
+            problems.append(f"{r['io']}: {r['calls_completed']} of {r['calls']} calls completed ({r['failures']})")
+        if r["frames_returned"] == 0:
+            problems.append(f"{r['io']}: no frame came back")
+        if r["steady"]["cpu_us_per_frame"] is None or r["rss_kib_per_call"] is None:
+            problems.append(f"{r['io']}: the proxy's cost was not measured")
+        if r["open_fds_settled"] != r["open_fds_before"]:
+            problems.append(f"{r['io']}: open files {r['open_fds_before']} before, {r['open_fds_settled']} after")
+    return problems
+
+
+def main():
+    args = parse_args()
+    if not os.access(args.bin, os.X_OK):
+        sys.exit(f"capacity: {args.bin} is not an executable; build it or pass --bin")
+    date = datetime.datetime.now(datetime.timezone.utc)
+    out_dir = args.out or os.path.join("target", "capacity", date.strftime("%Y%m%dT%H%M%SZ"))
+    os.makedirs(out_dir, exist_ok=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    doc = {
+        "date": date.strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "commit": commit or "unknown",
+        "command": "benches/capacity.sh " + " ".join(sys.argv[1:]),
+        "io": args.io,
+        "proxy_cpu": args.proxy_cpu,
+        "rig_cpu": args.rig_cpu,
+        "runs": [],
+    }
+    for io in args.io:
+        for calls in args.calls:
+            print(f"capacity: {io}, {calls} calls, {args.seconds} s after the ramp ...", file=sys.stderr, flush=True)
+            run = one_run(args, io, calls, out_dir)
+            doc["runs"].append(run)
+            st = run["steady"]
+            print(
+                f"capacity: {io} {calls} calls: missing {run['frames_missing']}, p99 {run['round_trip_ms']['p99']} ms, "
+                f"CPU {st['cpu_us_per_frame']} µs/frame (user {st['user_us_per_frame']}, system "
+                f"{st['system_us_per_frame']}), {run['rss_kib_per_call']} KiB/call, load {run['load_average_after'][0]}",
+                file=sys.stderr,
+                flush=True,
+            )
+            with open(os.path.join(out_dir, "capacity.json"), "w") as f:
+                json.dump(doc, f, indent=2)
+    with open(os.path.join(out_dir, "capacity.svg"), "w") as f:
+        f.write(svg(doc))
+    table = markdown(doc)
+    with open(os.path.join(out_dir, "capacity.md"), "w") as f:
+        f.write(table)
+    print(table)
+    print(f"capacity: capacity.json, capacity.svg and capacity.md in {out_dir}", file=sys.stderr)
+    if args.smoke:
+        problems = smoke_check(doc)
+        if problems:
+            sys.exit("capacity smoke run failed: " + "; ".join(problems))
+
+
+if __name__ == "__main__":
+    main()
