@@ -157,10 +157,10 @@ impl FdBudget {
     }
 }
 
-/// Descriptors one worker opens when it starts (its runtime's epoll or
-/// io_uring ring, eventfds, timers), beyond its listening sockets: 5 for
-/// epoll and 6 for io_uring measured (`ls /proc/PID/fd` with 1 and 4
-/// workers), rounded up.
+/// Descriptors one worker holds: its runtime's epoll or io_uring ring,
+/// eventfds and timers, its listening socket and its admin listening
+/// socket. Measured (`ls /proc/PID/fd` with 1 and 4 workers): 6 with epoll
+/// and 7 with io_uring without an admin listener, so 8 with one.
 pub const FDS_PER_WORKER: u64 = 8;
 
 /// The open-file limit before and after [`raise_nofile_limit`].

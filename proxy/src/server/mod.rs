@@ -347,6 +347,8 @@ impl Server {
         let answer = AnswerContext::new(config.server.public_url.clone(), STREAM_NAME_PREFIX)
             .map_err(|e| ServeError::PublicUrl(e.to_string()))?;
         let workers = usize::from(config.server.workers.get());
+        // Before anything is opened: a refused start leaves no file behind.
+        check_descriptors(config.limits.max_calls, workers)?;
         let ports = PortPool::new(config.rtp.bind, config.rtp.ports);
         let live = Live::new(config, None)?;
         let config = &live.config;
@@ -371,7 +373,6 @@ impl Server {
             );
         }
         let (admin_addr, mut admin_listeners) = admin_listeners(config.server.admin_listen, workers)?;
-        check_descriptors(config.limits.max_calls, workers)?;
         let stream_token = match (&validator, &config.secrets.twilio_auth_token) {
             (Some(_), Some(token)) => StreamTokenKey::new(token.expose()),
             _ => None,
