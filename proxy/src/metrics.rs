@@ -108,6 +108,7 @@ struct Lifecycle {
     cdr_torn_lines: AtomicU64,
     journal_recovered: AtomicU64,
     fd_exhausted: AtomicU64,
+    cdr_syncs: AtomicU64,
     ledger: [AtomicU64; LEDGER_EVENTS.len()],
     /// `voxproxy_config_reloads_total`, in [`RELOAD_RESULTS`] order.
     config_reloads: [AtomicU64; RELOAD_RESULTS.len()],
@@ -212,6 +213,18 @@ impl Metrics {
     /// (`ENFILE`) ran out of file descriptors: `voxproxy_fd_exhausted_total` +1.
     pub fn fd_exhausted(&self) {
         self.lifecycle.fd_exhausted.fetch_add(1, Relaxed);
+    }
+
+    /// The call-record file was `fsync`ed once for a group of records:
+    /// `voxproxy_cdr_syncs_total` +1.
+    pub fn cdr_sync(&self) {
+        self.lifecycle.cdr_syncs.fetch_add(1, Relaxed);
+    }
+
+    /// `voxproxy_cdr_syncs_total` now.
+    #[must_use]
+    pub fn cdr_syncs(&self) -> u64 {
+        self.lifecycle.cdr_syncs.load(Relaxed)
     }
 
     /// The slot of worker `index`, which only that worker's thread records
@@ -563,6 +576,11 @@ impl Metrics {
                 "voxproxy_fd_exhausted_total",
                 "Operations that failed for want of a file descriptor (EMFILE or ENFILE).",
                 &life.fd_exhausted,
+            ),
+            (
+                "voxproxy_cdr_syncs_total",
+                "fsyncs of the call-record file; records that finish together share one.",
+                &life.cdr_syncs,
             ),
         ] {
             x.family(name, help, "counter");
