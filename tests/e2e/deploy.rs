@@ -166,14 +166,26 @@ fn check_config_validates_without_starting() {
     assert!(stdout.ends_with(": ok\n"), "{stdout}");
     assert!(!Path::new(&*cdr).exists(), "checking opens no call-record file");
 
-    // As it ships, without the secrets: the missing token and the state
-    // directory that does not exist here are two problems, one line each.
+    // As it ships, without the secrets: the missing token is a problem,
+    // the state directory that does not exist here a warning.
     let (code, _, stderr) = check_config(&example, &[]);
+    assert_eq!(code, 2, "{stderr}");
+    let (warnings, problems): (Vec<&str>, Vec<&str>) = stderr.lines().partition(|l| l.contains("warning:"));
+    assert_eq!(problems.len(), 1, "{stderr}");
+    assert!(problems[0].contains("TWILIO_AUTH_TOKEN is not set"), "{stderr}");
+    assert!(warnings.iter().any(|w| w.contains("cdr.path = \"/var/lib/voxproxy/cdr.jsonl\"")), "{stderr}");
+    // With TLS files that are readable but no certificate as well: two
+    // problems, one line each.
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").expect("write");
+    let junk = junk.to_string_lossy();
+    let (code, _, stderr) =
+        check_config(&example, &[("VOXPROXY_SERVER_TLS_CERT", &junk), ("VOXPROXY_SERVER_TLS_KEY", &junk)]);
     assert_eq!(code, 2, "{stderr}");
     let problems: Vec<&str> = stderr.lines().filter(|l| !l.contains("warning:")).collect();
     assert_eq!(problems.len(), 2, "{stderr}");
     assert!(problems[0].contains("TWILIO_AUTH_TOKEN is not set"), "{stderr}");
-    assert!(problems[1].contains("cdr.path = \"/var/lib/voxproxy/cdr.jsonl\""), "{stderr}");
+    assert!(problems[1].contains("server.tls: "), "{stderr}");
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[limits]\nmax_calls = \"many\"\n").expect("write");

@@ -51,8 +51,10 @@ where
     }
     let cdr_dir = config.cdr.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !cdr_dir.is_dir() {
-        problems.push(format!(
-            "cdr.path = {:?}: the directory {} does not exist; create it (writable by the user voxproxy runs as)",
+        // A warning: systemd's StateDirectory= creates it when the unit starts.
+        warnings.push(format!(
+            "cdr.path = {:?}: the directory {} does not exist (yet); serve cannot start until it does \
+             (systemd's StateDirectory= creates it, else create it writable by voxproxy's user)",
             config.cdr.path.display().to_string(),
             cdr_dir.display()
         ));
