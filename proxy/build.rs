@@ -13,6 +13,7 @@ fn git(dir: &Path, args: &[&str]) -> Option<String> {
 }
 
 fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=VOXPROXY_REVISION");
     let dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
     let given = std::env::var("VOXPROXY_REVISION").ok().filter(|r| !r.trim().is_empty());
@@ -23,14 +24,20 @@ fn main() {
         let git_dir = git(&dir, &["rev-parse", "--absolute-git-dir"]).map(PathBuf::from);
         let common =
             git(&dir, &["rev-parse", "--path-format=absolute", "--git-common-dir"]).map(PathBuf::from);
+        // Only files that exist: cargo reruns a script watching a missing
+        // file on every build, which would rebuild this crate each time.
+        let mut watch = Vec::new();
         if let Some(git_dir) = &git_dir {
-            println!("cargo:rerun-if-changed={}", git_dir.join("HEAD").display());
+            watch.push(git_dir.join("HEAD"));
         }
         if let Some(common) = &common {
-            println!("cargo:rerun-if-changed={}", common.join("packed-refs").display());
+            watch.push(common.join("packed-refs"));
             if let Some(branch) = git(&dir, &["symbolic-ref", "-q", "HEAD"]) {
-                println!("cargo:rerun-if-changed={}", common.join(branch).display());
+                watch.push(common.join(branch));
             }
+        }
+        for path in watch.iter().filter(|p| p.is_file()) {
+            println!("cargo:rerun-if-changed={}", path.display());
         }
         Some(revision)
     });

@@ -681,7 +681,10 @@ async fn worker_main(shared: Arc<Shared>, index: usize, backend: IoBackend, list
     let mut spare = spare_descriptor();
     loop {
         tokio::select! {
-            _ = stop.changed() => break,
+            // `wait_for` looks at the current value first: a worker whose
+            // thread only got here after the drain began (a SIGTERM right
+            // after start) stops too, where `changed()` waited forever.
+            _ = stop.wait_for(|stopped| *stopped) => break,
             (accepted, surface) = accept(&listener, admin.as_ref()) => match accepted {
                 Ok((tcp, peer)) => {
                     if ctx.connections.get() >= max_connections {
