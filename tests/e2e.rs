@@ -30,6 +30,8 @@ mod audio;
 mod config;
 #[path = "e2e/control.rs"]
 mod control;
+#[path = "e2e/deploy.rs"]
+mod deploy;
 #[path = "e2e/ffmpeg.rs"]
 mod ffmpeg;
 #[path = "e2e/guard.rs"]

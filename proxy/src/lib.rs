@@ -9,12 +9,14 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod build;
 pub mod cdr;
 pub mod cli;
 pub mod config;
 pub mod echo;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod ratelimit;
 pub mod recording;
 pub mod runtime;

@@ -69,11 +69,14 @@
 
 use std::fmt::{Display, Write as _};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use voxproxy_adapters::bridge::{CallStats, EndReason};
 
 mod breakdown;
+use crate::server::ports::PortPool;
+
 mod sip;
 pub use breakdown::BreakdownMetrics;
 pub use sip::{SipMetrics, SipRefusal, SipSide};
@@ -95,6 +98,10 @@ pub struct Metrics {
     sip: SipMetrics,
     breakdown: BreakdownMetrics,
     bot: BotMetrics,
+    /// `voxproxy_max_calls`: `limits.max_calls` now (0 until the server sets it).
+    max_calls: AtomicU64,
+    /// The RTP port pool, read at scrape time for the port gauges.
+    rtp_ports: OnceLock<Arc<PortPool>>,
 }
 
 /// Counters of the daemon's life, written from several threads (the signal
@@ -107,6 +114,7 @@ struct Lifecycle {
     cdr_torn_lines: AtomicU64,
     journal_recovered: AtomicU64,
     fd_exhausted: AtomicU64,
+    cdr_syncs: AtomicU64,
     ledger: [AtomicU64; LEDGER_EVENTS.len()],
     /// `voxproxy_config_reloads_total`, in [`RELOAD_RESULTS`] order.
     config_reloads: [AtomicU64; RELOAD_RESULTS.len()],
@@ -133,7 +141,7 @@ pub const LEDGER_EVENTS: [&str; 8] = [
 
 impl Metrics {
     /// Metrics for `workers` worker threads whose runtimes use `io_backend`
-    /// (`"uring"` or `"epoll"`, exported as `voxproxy_io_backend{backend}`).
+    /// (`"uring"` or `"epoll"`, exported as `voxproxy_io_backend_info{backend}`).
     #[must_use]
     pub fn new(workers: usize, io_backend: &'static str) -> Metrics {
         Metrics {
@@ -145,6 +153,30 @@ impl Metrics {
             sip: SipMetrics::default(),
             breakdown: BreakdownMetrics::default(),
             bot: BotMetrics::default(),
+            max_calls: AtomicU64::new(0),
+            rtp_ports: OnceLock::new(),
+        }
+    }
+
+    /// Sets `voxproxy_max_calls` (at start and on every reload).
+    pub fn set_max_calls(&self, max_calls: u32) {
+        self.max_calls.store(u64::from(max_calls), Relaxed);
+    }
+
+    /// Lets the scrape read the RTP port pool for `voxproxy_rtp_ports` and
+    /// `voxproxy_rtp_ports_free`; the first pool given stays.
+    pub fn watch_rtp_ports(&self, pool: Arc<PortPool>) {
+        let _ = self.rtp_ports.set(pool);
+    }
+
+    fn render_capacity(&self, x: &mut Exposition<'_>) {
+        x.family("voxproxy_max_calls", "Concurrent calls allowed (limits.max_calls).", "gauge");
+        x.sample("voxproxy_max_calls", &[], self.max_calls.load(Relaxed));
+        if let Some(pool) = self.rtp_ports.get() {
+            x.family("voxproxy_rtp_ports", "Ports of the RTP port range (rtp.ports).", "gauge");
+            x.sample("voxproxy_rtp_ports", &[], pool.size());
+            x.family("voxproxy_rtp_ports_free", "RTP ports no call holds now.", "gauge");
+            x.sample("voxproxy_rtp_ports_free", &[], pool.available());
         }
     }
 
@@ -189,6 +221,18 @@ impl Metrics {
     /// (`ENFILE`) ran out of file descriptors: `voxproxy_fd_exhausted_total` +1.
     pub fn fd_exhausted(&self) {
         self.lifecycle.fd_exhausted.fetch_add(1, Relaxed);
+    }
+
+    /// The call-record file was `fsync`ed once for a group of records:
+    /// `voxproxy_cdr_syncs_total` +1.
+    pub fn cdr_sync(&self) {
+        self.lifecycle.cdr_syncs.fetch_add(1, Relaxed);
+    }
+
+    /// `voxproxy_cdr_syncs_total` now.
+    #[must_use]
+    pub fn cdr_syncs(&self) -> u64 {
+        self.lifecycle.cdr_syncs.load(Relaxed)
     }
 
     /// The slot of worker `index`, which only that worker's thread records
@@ -315,22 +359,22 @@ impl Metrics {
         });
         self.counter(
             &mut x,
-            "voxproxy_rtp_lost_total",
+            "voxproxy_rtp_lost_packets_total",
             "Backend RTP packets declared lost by the jitter buffer.",
             |m| &m.rtp_lost,
         );
         self.counter(
             &mut x,
-            "voxproxy_rtp_late_total",
+            "voxproxy_rtp_late_packets_total",
             "Backend RTP packets that arrived after their slot was concealed.",
             |m| &m.rtp_late,
         );
-        self.counter(&mut x, "voxproxy_rtp_duplicate_total", "Duplicate backend RTP packets.", |m| {
+        self.counter(&mut x, "voxproxy_rtp_duplicate_packets_total", "Duplicate backend RTP packets.", |m| {
             &m.rtp_duplicate
         });
         self.counter(
             &mut x,
-            "voxproxy_rtp_reordered_total",
+            "voxproxy_rtp_reordered_packets_total",
             "Backend RTP packets that arrived out of order but in time.",
             |m| &m.rtp_reordered,
         );
@@ -432,14 +476,16 @@ impl Metrics {
 
         x.family(
             "voxproxy_http_requests_total",
-            "HTTP requests answered, by route and status class.",
+            "HTTP requests answered, by route and status code (series appear with their first request).",
             "counter",
         );
         for route in Route::ALL {
-            for (class, code) in STATUS_CLASSES.iter().enumerate() {
-                let slot = route as usize * STATUS_CLASSES.len() + class;
+            for (index, code) in HTTP_CODE_LABELS.iter().enumerate() {
+                let slot = route as usize * HTTP_CODE_LABELS.len() + index;
                 let n = self.sum(|m| m.http_requests.get(slot));
-                x.sample("voxproxy_http_requests_total", &[("route", route.name()), ("code", code)], n);
+                if n > 0 {
+                    x.sample("voxproxy_http_requests_total", &[("route", route.name()), ("code", code)], n);
+                }
             }
         }
         self.counter(
@@ -552,6 +598,11 @@ impl Metrics {
                 "Operations that failed for want of a file descriptor (EMFILE or ENFILE).",
                 &life.fd_exhausted,
             ),
+            (
+                "voxproxy_cdr_syncs_total",
+                "fsyncs of the call-record file; records that finish together share one.",
+                &life.cdr_syncs,
+            ),
         ] {
             x.family(name, help, "counter");
             x.sample(name, &[], value.load(Relaxed));
@@ -582,8 +633,15 @@ impl Metrics {
         self.breakdown.render(&mut x);
         self.bot.render(&mut x);
 
-        x.family("voxproxy_io_backend", "The I/O backend the workers run on (always 1).", "gauge");
-        x.sample("voxproxy_io_backend", &[("backend", self.io_backend)], 1);
+        x.family("voxproxy_io_backend_info", "The I/O backend the workers run on (always 1).", "gauge");
+        x.sample("voxproxy_io_backend_info", &[("backend", self.io_backend)], 1);
+        x.family("voxproxy_build_info", "The version and git revision of this build (always 1).", "gauge");
+        x.sample(
+            "voxproxy_build_info",
+            &[("version", crate::build::VERSION), ("revision", crate::build::REVISION)],
+            1,
+        );
+        self.render_capacity(&mut x);
         x.family("voxproxy_workers", "Worker threads.", "gauge");
         x.sample("voxproxy_workers", &[], self.workers.len());
         x.family("voxproxy_draining", "1 while the server drains, else 0.", "gauge");
@@ -802,7 +860,7 @@ pub struct WorkerMetrics {
     backend_outage_ms: Counter,
     jitter: Histogram<JITTER_SLOTS>,
     frame_processing: [Histogram<FRAME_PROCESSING_SLOTS>; 2],
-    http_requests: [Counter; Route::ALL.len() * STATUS_CLASSES.len()],
+    http_requests: [Counter; Route::ALL.len() * HTTP_CODE_LABELS.len()],
     body_too_large: Counter,
     rate_limited: Counter,
     callbacks: [Counter; CALLBACK_SLOTS],
@@ -1108,17 +1166,11 @@ impl WorkerMetrics {
 
     /// An HTTP request on `route` was answered with `status`:
     /// `voxproxy_http_requests_total{route, code}` +1, where `code` is the
-    /// status class `1xx` to `5xx` (anything below 200 counts as `1xx`,
-    /// anything from 500 up as `5xx`).
+    /// status as a number (`"200"`); a status the server never sends (none
+    /// is, a test reads the server's code for them) counts as `"other"`.
     pub fn http_request(&self, route: Route, status: u16) {
-        let class = match status {
-            0..=199 => 0,
-            200..=299 => 1,
-            300..=399 => 2,
-            400..=499 => 3,
-            _ => 4,
-        };
-        if let Some(counter) = self.http_requests.get(route as usize * STATUS_CLASSES.len() + class) {
+        let index = HTTP_CODES.iter().position(|&c| c == status).unwrap_or(HTTP_CODES.len());
+        if let Some(counter) = self.http_requests.get(route as usize * HTTP_CODE_LABELS.len() + index) {
             counter.add(1);
         }
     }
@@ -1418,7 +1470,16 @@ const RTP_REJECT_REASONS: [&str; 5] =
     ["malformed", "foreign_source", "unknown_payload_type", "bad_payload", "one_way"];
 const DTMF_SOURCES: [&str; 2] = ["twilio", "backend"];
 const MARK_OUTCOMES: [&str; 3] = ["sent", "played", "cleared"];
-const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// The HTTP statuses the server answers with, the `code` labels of
+/// `voxproxy_http_requests_total` (a fixed table keeps the counters a flat
+/// array with no allocation per request).
+const HTTP_CODES: [u16; 19] =
+    [101, 200, 201, 202, 204, 400, 401, 403, 404, 405, 408, 409, 413, 426, 429, 500, 502, 503, 504];
+/// [`HTTP_CODES`] as labels, then `other`.
+const HTTP_CODE_LABELS: [&str; 20] = [
+    "101", "200", "201", "202", "204", "400", "401", "403", "404", "405", "408", "409", "413", "426", "429",
+    "500", "502", "503", "504", "other",
+];
 
 /// `reason` labels of `voxproxy_calls_ended_total`: the known
 /// [`EndReason`]s, then `other` for variants added after this was written.
@@ -1877,7 +1938,7 @@ mod tests {
         let empty = rendered(&metrics);
         assert_eq!(empty["voxproxy_calls_active"], 0.0);
         assert_eq!(empty["voxproxy_workers"], 3.0);
-        assert_eq!(empty["voxproxy_io_backend{backend=\"uring\"}"], 1.0);
+        assert_eq!(empty["voxproxy_io_backend_info{backend=\"uring\"}"], 1.0);
         assert_eq!(empty["voxproxy_draining"], 0.0);
 
         for (i, w) in (0..3).map(|i| (i, metrics.worker(i))) {
@@ -1891,10 +1952,14 @@ mod tests {
         let busy = rendered(&metrics);
         assert_eq!(busy["voxproxy_calls_active"], 3.0);
         assert_eq!(busy["voxproxy_draining"], 1.0);
-        assert_eq!(busy["voxproxy_http_requests_total{route=\"voice\",code=\"2xx\"}"], 3.0);
+        assert_eq!(busy["voxproxy_http_requests_total{route=\"voice\",code=\"200\"}"], 3.0);
         assert_eq!(busy["voxproxy_websocket_errors_total{kind=\"protocol\"}"], 3.0);
-        // Same families, same series, whatever the values.
-        assert_eq!(empty.keys().collect::<Vec<_>>(), busy.keys().collect::<Vec<_>>());
+        // Same families, same series, whatever the values; only HTTP
+        // requests appear by (route, code) as they are answered.
+        let fixed = |m: &BTreeMap<String, f64>| {
+            m.keys().filter(|k| !k.starts_with("voxproxy_http_requests_total")).cloned().collect::<Vec<_>>()
+        };
+        assert_eq!(fixed(&empty), fixed(&busy));
     }
 
     #[test]
@@ -1916,7 +1981,7 @@ mod tests {
         let metrics = Metrics::new(1, "a\"b\\c\nd");
         let mut text = String::new();
         metrics.render(&mut text);
-        assert!(text.contains("voxproxy_io_backend{backend=\"a\\\"b\\\\c\\nd\"} 1\n"));
+        assert!(text.contains("voxproxy_io_backend_info{backend=\"a\\\"b\\\\c\\nd\"} 1\n"));
         check_exposition(&text);
     }
 
@@ -2036,10 +2101,10 @@ mod tests {
             ("voxproxy_rtp_rejected_total{reason=\"one_way\"}", 142.0),
             ("voxproxy_rtcp_received_total", 109.0),
             ("voxproxy_rtp_unsent_awaiting_backend_total", 131.0),
-            ("voxproxy_rtp_lost_total", 110.0),
-            ("voxproxy_rtp_late_total", 111.0),
-            ("voxproxy_rtp_duplicate_total", 112.0),
-            ("voxproxy_rtp_reordered_total", 113.0),
+            ("voxproxy_rtp_lost_packets_total", 110.0),
+            ("voxproxy_rtp_late_packets_total", 111.0),
+            ("voxproxy_rtp_duplicate_packets_total", 112.0),
+            ("voxproxy_rtp_reordered_packets_total", 113.0),
             ("voxproxy_concealed_frames_total", 114.0),
             ("voxproxy_barge_in_dropped_frames_total", 115.0),
             ("voxproxy_vad_segments_total", 116.0),
@@ -2067,7 +2132,7 @@ mod tests {
         w.add_call_stats(&now, &later);
         let samples = rendered(&metrics);
         assert_eq!(samples["voxproxy_twilio_frames_total{direction=\"in\"}"], 60.0);
-        assert_eq!(samples["voxproxy_rtp_lost_total"], 110.0);
+        assert_eq!(samples["voxproxy_rtp_lost_packets_total"], 110.0);
         assert_eq!(samples["voxproxy_twilio_frames_total{direction=\"out\"}"], 51.0);
 
         let snapshot = metrics.snapshot();
@@ -2163,22 +2228,82 @@ mod tests {
     }
 
     #[test]
-    fn http_statuses_fall_into_classes() {
+    fn http_statuses_are_labelled_by_number() {
         let metrics = Metrics::new(1, "epoll");
         let w = metrics.worker(0);
-        for status in [101, 200, 204, 299, 301, 403, 413, 499, 500, 503, 999] {
+        for status in [101, 200, 200, 204, 403, 413, 503, 299, 999] {
             w.http_request(Route::Media, status);
         }
         w.http_request(Route::NotFound, 404);
         let s = rendered(&metrics);
-        let media =
-            |code: &str| s[&format!("voxproxy_http_requests_total{{route=\"media\",code=\"{code}\"}}")];
+        let media = |code: &str| {
+            s.get(&format!("voxproxy_http_requests_total{{route=\"media\",code=\"{code}\"}}")).copied()
+        };
         assert_eq!(
-            [media("1xx"), media("2xx"), media("3xx"), media("4xx"), media("5xx")],
-            [1.0, 3.0, 1.0, 3.0, 3.0]
+            [media("101"), media("200"), media("204"), media("403"), media("413"), media("503")],
+            [Some(1.0), Some(2.0), Some(1.0), Some(1.0), Some(1.0), Some(1.0)]
         );
-        assert_eq!(s["voxproxy_http_requests_total{route=\"not_found\",code=\"4xx\"}"], 1.0);
-        assert_eq!(s["voxproxy_http_requests_total{route=\"voice\",code=\"4xx\"}"], 0.0);
+        assert_eq!(media("other"), Some(2.0), "299 and 999 are no status the server sends");
+        assert_eq!(media("404"), None, "a series appears with its first request");
+        assert_eq!(s["voxproxy_http_requests_total{route=\"not_found\",code=\"404\"}"], 1.0);
+    }
+
+    /// Every status the server's code answers with has its own `code`
+    /// label: read from the source, so a new status cannot land in `other`.
+    #[test]
+    fn every_status_the_server_sends_has_a_label() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/server");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            for name in text.split("StatusCode::").skip(1) {
+                let name: String = name.chars().take_while(|c| c.is_ascii_uppercase() || *c == '_').collect();
+                if name.is_empty() {
+                    continue;
+                }
+                let code = status_of(&name);
+                assert!(HTTP_CODES.contains(&code), "StatusCode::{name} ({code}) is not in HTTP_CODES");
+                seen += 1;
+            }
+        }
+        assert!(seen > 20, "the server's statuses were found ({seen})");
+        assert_eq!(HTTP_CODE_LABELS.len(), HTTP_CODES.len() + 1);
+        for (code, label) in HTTP_CODES.iter().zip(HTTP_CODE_LABELS) {
+            assert_eq!(code.to_string(), label);
+        }
+    }
+
+    /// The number of an `http::StatusCode` constant, by its name (the
+    /// canonical reason upper-cased, as the `http` crate names them).
+    fn status_of(name: &str) -> u16 {
+        (100..600)
+            .filter_map(|n| http::StatusCode::from_u16(n).ok())
+            .find(|s| {
+                s.canonical_reason().is_some_and(|r| r.to_ascii_uppercase().replace([' ', '-'], "_") == name)
+            })
+            .map_or(0, |s| s.as_u16())
+    }
+
+    #[test]
+    fn build_info_and_capacity_are_exported() {
+        let metrics = Metrics::new(1, "epoll");
+        metrics.set_max_calls(2000);
+        let pool = PortPool::new(
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            crate::config::PortRange { low: 40000, high: 40009 },
+        );
+        metrics.watch_rtp_ports(Arc::clone(&pool));
+        let s = rendered(&metrics);
+        assert_eq!(s["voxproxy_max_calls"], 2000.0);
+        assert_eq!(s["voxproxy_rtp_ports"], 10.0);
+        assert_eq!(s["voxproxy_rtp_ports_free"], 10.0);
+        assert_eq!(s["voxproxy_io_backend_info{backend=\"epoll\"}"], 1.0);
+        let build = format!(
+            "voxproxy_build_info{{version=\"{}\",revision=\"{}\"}}",
+            crate::build::VERSION,
+            crate::build::REVISION
+        );
+        assert_eq!(s[&build], 1.0);
     }
 
     #[test]

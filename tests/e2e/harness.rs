@@ -212,11 +212,7 @@ fn has_flag(args: &[&str], flag: &str) -> bool {
 
 /// Spawns `voxproxy serve` with a clean environment (no inherited
 /// `VOXPROXY_*`/`TWILIO_*`), `env` on top; an empty value removes a variable.
-fn command(env: &[(&str, &str)], args: &[&str]) -> Command {
-    command_limited(env, args, None)
-}
-
-/// As [`command`]; with `nofile`, the child runs under that `RLIMIT_NOFILE`
+/// With `nofile`, the child runs under that `RLIMIT_NOFILE`
 /// (soft and hard), set by `sh`'s `ulimit -n` right before it execs the
 /// binary, so the pid stays the binary's.
 fn command_limited(env: &[(&str, &str)], args: &[&str], nofile: Option<u64>) -> Command {
@@ -249,6 +245,11 @@ fn command_limited(env: &[(&str, &str)], args: &[&str], nofile: Option<u64>) -> 
 /// Runs `voxproxy serve` expecting it to stop on its own (a start-up
 /// error): its exit status and stderr.
 pub fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (ExitStatus, String) {
+    run_to_exit_limited(env, args, None)
+}
+
+/// As [`run_to_exit`], under `RLIMIT_NOFILE` = `nofile` when given.
+pub fn run_to_exit_limited(env: &[(&str, &str)], args: &[&str], nofile: Option<u64>) -> (ExitStatus, String) {
     let port = free_tcp_port();
     let listen = format!("127.0.0.1:{port}");
     let mut full_args = vec!["--listen", &listen];
@@ -256,7 +257,7 @@ pub fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (ExitStatus, String) 
     // In an empty directory of its own: a refusal must not leave files
     // behind (a default relative `cdr.path` would land in the checkout).
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = command(env, &full_args)
+    let mut child = command_limited(env, &full_args, nofile)
         .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

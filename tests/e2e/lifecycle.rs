@@ -83,18 +83,26 @@ async fn sighup_reopens_records_and_keeps_calls(io: Io) {
 /// Under a low `RLIMIT_NOFILE`, calls beyond what the descriptors hold are
 /// answered busy at the webhook (never a `<Connect>` whose stream then
 /// fails), the log says so in a line or two, and a metric counts it.
+/// `limits.max_calls` fits the limit at start (else the start is refused);
+/// idle connections then take the descriptors the last calls would need.
 async fn fd_exhaustion_answers_busy(io: Io) {
     const NOFILE: u64 = 64;
+    const MAX_CALLS: &str = "12";
+    const IDLE_CONNECTIONS: usize = 14;
     const MAX_TRIES: usize = 40;
     let backend = Backend::bind().await;
     let low = 40_000 + (crate::harness::unique() % 20_000) as u16;
     let ports = format!("{low}-{}", low + 99);
     let proxy = Proxy::start_limited(
         io,
-        &[],
+        &[("VOXPROXY_LIMITS_MAX_CALLS", MAX_CALLS)],
         &["--backend", &backend.arg(), "--rtp-ports", &ports, "--workers", "1"],
         Some(NOFILE),
     );
+    let mut idle = Vec::new();
+    for _ in 0..IDLE_CONNECTIONS {
+        idle.push(proxy.connect().await);
+    }
     let mut calls = Vec::new();
     let mut busy = 0;
     for _ in 0..MAX_TRIES {
@@ -115,6 +123,7 @@ async fn fd_exhaustion_answers_busy(io: Io) {
     let metrics = proxy.metrics().await;
     assert!(metrics.get("voxproxy_calls_refused_total{reason=\"fd_limit\"}") >= 3.0);
     assert_eq!(metrics.get("voxproxy_calls_refused_total{reason=\"no_rtp_port\"}"), 0.0);
+    assert_eq!(metrics.get("voxproxy_calls_refused_total{reason=\"max_calls\"}"), 0.0);
     let stderr = proxy.stderr_text();
     let lines = stderr.lines().filter(|l| l.contains("descriptor")).count();
     assert!((1..=3).contains(&lines), "{lines} log lines about descriptors:\n{stderr}");

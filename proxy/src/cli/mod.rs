@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod codec;
 pub mod demo;
+pub mod docs;
 pub mod echo;
 pub mod serve;
 pub mod sim;
@@ -14,7 +15,7 @@ pub mod vad;
 
 /// voxproxy: a low-latency media proxy between Twilio Media Streams and RTP voice stacks.
 #[derive(Debug, Parser)]
-#[command(name = "voxproxy", version, about, long_about = None)]
+#[command(name = "voxproxy", version = crate::build::VERSION_LINE, about, long_about = None)]
 pub struct Cli {
     /// What to run.
     #[command(subcommand)]
@@ -43,6 +44,11 @@ pub enum Command {
     /// RTP echo backend: send every RTP packet back to where it came from,
     /// optionally with delay, jitter and loss.
     Echo(echo::EchoArgs),
+    /// Print the completion script of a shell (bash, zsh, fish, elvish,
+    /// powershell) to standard output.
+    Completions(docs::CompletionsArgs),
+    /// Print the man page (roff) to standard output: `voxproxy man > voxproxy.1`.
+    Man,
 }
 
 /// Runs a parsed command line and turns its outcome into an exit code.
@@ -54,5 +60,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Sim(args) => sim::run(&args),
         Command::Echo(args) => echo::run(&args),
+        Command::Completions(args) => docs::completions(&args),
+        Command::Man => docs::man(),
     }
 }

@@ -108,6 +108,9 @@ keys! {
     ServerTlsKey "server.tls.key" Text Described("none (plain HTTP)"),
         "path of a readable PEM private key; with `server.tls.cert`",
         "expected the path of a PEM private key file";
+    ServerAdminListen "server.admin_listen" Text Described("none (all routes on `server.listen`)"),
+        "IP address and port of a second, plain-HTTP listener that alone serves `/metrics`, `/v1/*` and `/readyz` plus `/healthz`; `server.listen` then serves Twilio's routes and `/healthz`, `/readyz` only",
+        "expected an IP address and port such as \"127.0.0.1:9090\"";
     TwilioAccountSid "twilio.account_sid" Text Described("none"), "`AC` and 32 hex digits",
         "expected \"AC\" followed by 32 hexadecimal digits";
     TwilioApiBase "twilio.api_base" Text Value("\"https://api.twilio.com\""),

@@ -45,6 +45,7 @@
 //! | `server.io` | string | `"auto"` | `auto`, `uring`, `epoll` |
 //! | `server.tls.cert` | string | none (plain HTTP) | path of a readable PEM certificate chain; with `server.tls.key` |
 //! | `server.tls.key` | string | none (plain HTTP) | path of a readable PEM private key; with `server.tls.cert` |
+//! | `server.admin_listen` | string | none (all routes on `server.listen`) | IP address and port of a second, plain-HTTP listener that alone serves `/metrics`, `/v1/*` and `/readyz` plus `/healthz`; `server.listen` then serves Twilio's routes and `/healthz`, `/readyz` only |
 //! | `twilio.account_sid` | string | none | `AC` and 32 hex digits |
 //! | `twilio.api_base` | string | `"https://api.twilio.com"` | `http://` or `https://` URL without query or fragment |
 //! | `twilio.validate_signatures` | boolean | `true` |  |
@@ -216,6 +217,9 @@ pub struct ServerSettings {
     pub io: IoMode,
     /// `server.tls`: certificate and key when the listener speaks TLS itself.
     pub tls: Option<TlsFiles>,
+    /// `server.admin_listen`: when set, the address of the admin listener
+    /// (plain HTTP), the only one serving `/metrics` and `/v1/*`.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// Which I/O backend the worker runtimes use (`server.io`).
@@ -519,6 +523,11 @@ pub struct ServeArgs {
     /// TOML configuration file; every key is optional.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Check FILE (with the environment and the other flags, as `serve
+    /// --config FILE` would load them) and exit without starting: 0 when it
+    /// would start, 2 with one sentence per problem on stderr.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    pub check_config: Option<PathBuf>,
     /// Address of the HTTP and WebSocket listener (server.listen) [default: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
@@ -1271,7 +1280,19 @@ impl Layers {
                 ));
             }
         };
-        Ok(ServerSettings { listen, public_url, workers, io, tls })
+        let admin_listen = self.parsed(Setting::ServerAdminListen, |s| {
+            parse_socket_addr(s).map_err(|_| Setting::ServerAdminListen.info().expected.to_owned())
+        })?;
+        if let Some(admin) = admin_listen
+            && admin.port() != 0
+            && admin == listen
+        {
+            return Err(self.invalid(
+                Setting::ServerAdminListen,
+                "is the address of server.listen; the admin listener needs an address or port of its own",
+            ));
+        }
+        Ok(ServerSettings { listen, public_url, workers, io, tls, admin_listen })
     }
 
     fn twilio(&self) -> Result<TwilioSettings, ConfigError> {

@@ -7,8 +7,9 @@ use super::Config;
 /// The keys a reload never changes, with why: each one is bound into
 /// something made once at start.
 ///
-/// - `server.listen`, `server.workers`, `server.io`: the listening sockets
-///   and the worker threads on their backend.
+/// - `server.listen`, `server.workers`, `server.io`,
+///   `server.admin_listen`: the listening sockets and the worker threads on
+///   their backend.
 /// - `server.public_url`, `twilio.validate_signatures`, the Twilio auth
 ///   token: the signature validator and the stream-token key; a stream
 ///   token issued by a webhook just before the reload must still verify
@@ -20,7 +21,7 @@ use super::Config;
 /// - `twilio.account_sid`, `twilio.api_base`: the REST client each worker
 ///   makes on first use.
 /// - `log.format`, `log.level`: the logger is installed once per process.
-pub const RESTART_ONLY_KEYS: [&str; 13] = [
+pub const RESTART_ONLY_KEYS: [&str; 14] = [
     "server.listen",
     "server.workers",
     "server.io",
@@ -34,6 +35,7 @@ pub const RESTART_ONLY_KEYS: [&str; 13] = [
     "cdr.path",
     "log.format",
     "log.level",
+    "server.admin_listen",
 ];
 
 impl Config {
@@ -70,6 +72,7 @@ impl Config {
         keep("cdr.path", self.cdr.path != running.cdr.path);
         keep("log.format", self.log.format != running.log.format);
         keep("log.level", self.log.level != running.log.level);
+        keep("server.admin_listen", self.server.admin_listen != running.server.admin_listen);
         self.server.listen = running.server.listen;
         self.server.workers = running.server.workers;
         self.server.io = running.server.io;
@@ -83,6 +86,7 @@ impl Config {
         self.cdr.path.clone_from(&running.cdr.path);
         self.log.format = running.log.format;
         self.log.level.clone_from(&running.log.level);
+        self.server.admin_listen = running.server.admin_listen;
         changed
     }
 }

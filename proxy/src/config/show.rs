@@ -49,6 +49,7 @@ fn shown(c: &Config, key: Setting) -> Value {
         Setting::ServerIo => c.server.io.as_str().into(),
         Setting::ServerTlsCert => c.server.tls.as_ref().map_or(Value::Null, |t| text(&t.cert.display())),
         Setting::ServerTlsKey => c.server.tls.as_ref().map_or(Value::Null, |t| text(&t.key.display())),
+        Setting::ServerAdminListen => c.server.admin_listen.map_or(Value::Null, |a| text(&a)),
         Setting::TwilioAccountSid => c.twilio.account_sid.clone().into(),
         Setting::TwilioApiBase => text(&c.twilio.api_base),
         Setting::TwilioValidateSignatures => c.twilio.validate_signatures.into(),

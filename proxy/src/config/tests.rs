@@ -433,6 +433,12 @@ const BAD_FILE_VALUES: &[(&str, &str, &str)] = &[
     ("[drain]\ntimeout = \"2h\"", "drain.timeout", "\"2h\""),
     ("[recording]\nenabled = \"yes\"", "recording.enabled", "\"yes\""),
     ("[recording]\ndir = \"\"", "recording.dir", "\"\""),
+    ("[server]\nadmin_listen = \"localhost:9090\"", "server.admin_listen", "\"localhost:9090\""),
+    (
+        "[server]\nadmin_listen = \"127.0.0.1:8080\"\nlisten = \"127.0.0.1:8080\"",
+        "server.admin_listen",
+        "\"127.0.0.1:8080\"",
+    ),
 ];
 
 #[test]
@@ -665,6 +671,34 @@ fn the_example_file_loads_with_its_routes() {
     assert_eq!(c.routes[2].to, RouteTo::Any);
     assert_eq!(c.default_route.parameters, [("tenant_id".into(), "default".into())]);
     assert_eq!(c.not_runnable_yet(), None, "routes with RTP backends are served");
+}
+
+/// Every key of the one key table appears in the example file, set or as
+/// a commented-out `# key = value` line of its section, so the example
+/// cannot fall behind the keys; commented values are valid TOML.
+#[test]
+fn the_example_file_shows_every_key() {
+    let text = include_str!("../../../examples/voxproxy.toml");
+    // Uncomment `# name = value` lines (a comment of prose has no ` = `
+    // right after one word).
+    let uncommented: String = text
+        .lines()
+        .map(|line| {
+            let body = line.strip_prefix("# ").unwrap_or(line);
+            let is_setting = body.split_once(" = ").is_some_and(|(name, _)| {
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            });
+            if is_setting { body } else { line }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let table: toml::Table = uncommented.parse().expect("the example, uncommented, is TOML");
+    for info in KEYS {
+        let mut parts = info.path.split('.');
+        let first = parts.next().and_then(|part| table.get(part));
+        let found = parts.fold(first, |node, part| node.and_then(|n| n.get(part)));
+        assert!(found.is_some(), "examples/voxproxy.toml does not show {}", info.path);
+    }
 }
 
 fn routes_file(routes: &str) -> String {

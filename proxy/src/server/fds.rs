@@ -155,20 +155,100 @@ impl FdBudget {
             self.unlogged.fetch_add(1, Relaxed);
         }
     }
+}
 
-    /// How many calls fit in the descriptors left now, for the start-up
-    /// check; `None` when unlimited or unknown.
-    #[must_use]
-    pub fn calls_that_fit(&self) -> Option<u64> {
-        let limit = self.limit?;
-        let (open, _) = crate::metrics::own_fds();
-        Some(limit.saturating_sub(open?).saturating_sub(FD_RESERVE) / FDS_PER_CALL)
+/// Descriptors one worker holds: its runtime's epoll or io_uring ring,
+/// eventfds and timers, its listening socket and its admin listening
+/// socket. Measured (`ls /proc/PID/fd` with 1 and 4 workers): 6 with epoll
+/// and 7 with io_uring without an admin listener, so 8 with one.
+pub const FDS_PER_WORKER: u64 = 8;
+
+/// The open-file limit before and after [`raise_nofile_limit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NofileLimit {
+    /// The soft limit the process started with (`None`: unlimited).
+    pub before: Option<u64>,
+    /// The soft limit now.
+    pub now: Option<u64>,
+    /// The hard limit, as far as the soft one may go (`None`: unlimited).
+    pub hard: Option<u64>,
+}
+
+/// Raises the soft `RLIMIT_NOFILE` as far as the hard limit allows (a
+/// systemd unit's `LimitNOFILE=` or `ulimit -Hn`): the classic soft 1024
+/// holds about 500 calls. An unlimited hard limit stops at the kernel's
+/// `fs.nr_open`. Failing to raise it is not fatal: the start-up check then
+/// works with the limit as it is.
+#[must_use]
+pub fn raise_nofile_limit() -> NofileLimit {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let before = getrlimit(Resource::Nofile);
+    let ceiling = before
+        .maximum
+        .or_else(|| std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|s| s.trim().parse().ok()));
+    if let Some(ceiling) = ceiling
+        && before.current.is_some_and(|soft| soft < ceiling)
+    {
+        let raised = Rlimit { current: Some(ceiling), maximum: before.maximum };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %e, "could not raise the open-file limit to the hard limit");
+        }
     }
+    let now = getrlimit(Resource::Nofile);
+    NofileLimit { before: before.current, now: now.current, hard: now.maximum }
+}
+
+/// How many calls `limit` descriptors hold when `open` are open now and
+/// `workers` workers are still to start; `None` when unlimited.
+#[must_use]
+pub fn calls_that_fit(limit: Option<u64>, open: u64, workers: u64) -> Option<u64> {
+    let limit = limit?;
+    Some(limit.saturating_sub(open + workers * FDS_PER_WORKER + FD_RESERVE) / FDS_PER_CALL)
+}
+
+/// The sentence refusing a start whose `max_calls` do not fit in `limit`
+/// descriptors; `None` when they fit.
+#[must_use]
+pub fn too_few_descriptors(max_calls: u32, limit: Option<u64>, fit: Option<u64>) -> Option<String> {
+    let (limit, fit) = (limit?, fit?);
+    (fit < u64::from(max_calls)).then(|| {
+        let needed = u64::from(max_calls) * FDS_PER_CALL + (limit - fit * FDS_PER_CALL);
+        format!(
+            "limits.max_calls = {max_calls} needs about {needed} open files ({FDS_PER_CALL} per call) but the \
+             hard limit allows {limit}, which holds {fit} calls: raise it (systemd LimitNOFILE={needed} or \
+             more, ulimit -Hn) or lower limits.max_calls to {fit}"
+        )
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_start_check_counts_workers_reserve_and_two_descriptors_per_call() {
+        // 1024 - 20 open - 2 workers * 8 - 16 reserve = 972: 486 calls.
+        assert_eq!(calls_that_fit(Some(1024), 20, 2), Some(486));
+        assert_eq!(calls_that_fit(None, 20, 2), None);
+        assert_eq!(calls_that_fit(Some(10), 20, 2), Some(0));
+        assert_eq!(too_few_descriptors(486, Some(1024), Some(486)), None);
+        let refused = too_few_descriptors(2000, Some(1024), Some(486)).unwrap();
+        assert!(refused.contains("limits.max_calls = 2000"), "{refused}");
+        assert!(refused.contains("LimitNOFILE=4052"), "{refused}");
+        assert!(refused.contains("lower limits.max_calls to 486"), "{refused}");
+        assert!(!refused.contains('\n'), "one sentence: {refused}");
+        assert_eq!(too_few_descriptors(2000, None, None), None);
+    }
+
+    #[test]
+    fn the_soft_limit_is_raised_to_the_hard_one() {
+        let limit = raise_nofile_limit();
+        // Raising is idempotent, and never above the hard limit.
+        assert_eq!(raise_nofile_limit().now, limit.now);
+        if let (Some(now), Some(hard)) = (limit.now, limit.hard) {
+            assert_eq!(now, hard);
+        }
+    }
 
     #[test]
     fn exhaustion_errors_are_recognised() {

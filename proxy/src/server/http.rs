@@ -27,7 +27,7 @@ use voxproxy_adapters::twiml::{Reject, RejectReason, Response as Twiml};
 use voxproxy_adapters::webhook::{CallStatusCallback, StreamStatusCallback, VoiceWebhook, WebhookError};
 
 use super::directory::CallCommand;
-use super::{ConnState, WorkerContext, sse};
+use super::{ConnState, Surface, WorkerContext, sse};
 use super::{admin, call, sip_listener};
 use crate::metrics::{CallbackKind, RefuseReason, Route, SignatureKind};
 
@@ -76,6 +76,13 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
+    if !reachable(connection.surface, &path) {
+        // Not on this listener: as if it did not exist, so the public
+        // listener tells nothing about the admin surface.
+        let response = text(StatusCode::NOT_FOUND, "not found\n");
+        ctx.metrics().http_request(Route::NotFound, response.status().as_u16());
+        return Ok(response);
+    }
     let (route, response) = match (method, path.as_str()) {
         (Method::POST, "/twilio/voice") => (Route::Voice, voice(&ctx, peer, req).await),
         (Method::POST, "/twilio/status") => (Route::Status, call_status(&ctx, peer, req).await),
@@ -107,6 +114,19 @@ pub async fn handle(
     };
     ctx.metrics().http_request(route, response.status().as_u16());
     Ok(response)
+}
+
+/// Whether `path` is served on a connection of `surface`: with
+/// `server.admin_listen` set, `/metrics` and `/v1/*` only there, Twilio's
+/// routes only on `server.listen`, the health probes on both.
+fn reachable(surface: Surface, path: &str) -> bool {
+    let admin_only = path == "/metrics" || path == "/v1" || path.starts_with("/v1/");
+    let both = path == "/healthz" || path == "/readyz";
+    match surface {
+        Surface::All => true,
+        Surface::Public => !admin_only,
+        Surface::Admin => admin_only || both,
+    }
 }
 
 fn route_of_v1(path: &str) -> Route {
@@ -684,5 +704,23 @@ mod subtle_compare {
 
     pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         a.len() == b.len() && bool::from(a.ct_eq(b))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_listener_takes_metrics_and_the_control_api_away() {
+        let paths =
+            ["/twilio/voice", "/twilio/media", "/metrics", "/v1/sessions", "/v1", "/healthz", "/readyz"];
+        let served = |surface| paths.iter().filter(|p| reachable(surface, p)).copied().collect::<Vec<_>>();
+        assert_eq!(served(Surface::All), paths);
+        assert_eq!(served(Surface::Public), ["/twilio/voice", "/twilio/media", "/healthz", "/readyz"]);
+        assert_eq!(served(Surface::Admin), ["/metrics", "/v1/sessions", "/v1", "/healthz", "/readyz"]);
+        // A path that only starts like the control API is not it.
+        assert!(reachable(Surface::Public, "/v1x"));
+        assert!(!reachable(Surface::Admin, "/v1x"));
     }
 }

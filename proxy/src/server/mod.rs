@@ -86,6 +86,13 @@ pub enum ServeError {
     NoAuthToken,
     /// `server.io = "uring"` but the kernel refuses io_uring.
     UringUnavailable(std::io::Error),
+    /// The admin listener (`server.admin_listen`) could not be bound.
+    AdminListen {
+        /// `server.admin_listen`.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The listener could not be bound.
     Listen {
         /// `server.listen`.
@@ -110,6 +117,9 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The open-file limit cannot hold `limits.max_calls` even raised to
+    /// the hard limit; the text says how many fit and what to raise.
+    TooFewDescriptors(String),
     /// The configuration asks for what this version cannot run yet
     /// ([`Config::not_runnable_yet`]); the text names the key.
     NotRunnableYet(String),
@@ -132,6 +142,9 @@ impl fmt::Display for ServeError {
             ServeError::Listen { addr, source } => {
                 write!(f, "cannot listen on {addr} (server.listen): {source}")
             }
+            ServeError::AdminListen { addr, source } => {
+                write!(f, "cannot listen on {addr} (server.admin_listen): {source}")
+            }
             ServeError::Tls(e) => write!(f, "server.tls: {e}"),
             ServeError::Reload(e) => write!(f, "{e}"),
             ServeError::Cdr(e) => write!(f, "cdr.path: {e}"),
@@ -140,7 +153,9 @@ impl fmt::Display for ServeError {
             ServeError::Recording { dir, source } => {
                 write!(f, "recording.dir = {}: cannot create it or start its writer: {source}", dir.display())
             }
-            ServeError::NotRunnableYet(problem) => f.write_str(problem),
+            ServeError::NotRunnableYet(problem) | ServeError::TooFewDescriptors(problem) => {
+                f.write_str(problem)
+            }
             ServeError::SipListen(problem) => write!(f, "sip.listen: {problem}"),
         }
     }
@@ -279,6 +294,7 @@ impl WorkerContext {
 pub struct Server {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     backend: IoBackend,
     workers: Vec<Worker<()>>,
     /// The flags it started with: a reload applies them again.
@@ -369,6 +385,8 @@ impl Server {
         let answer = AnswerContext::new(config.server.public_url.clone(), STREAM_NAME_PREFIX)
             .map_err(|e| ServeError::PublicUrl(e.to_string()))?;
         let workers = usize::from(config.server.workers.get());
+        // Before anything is opened: a refused start leaves no file behind.
+        check_descriptors(config.limits.max_calls, workers)?;
         let ports = PortPool::new(config.rtp.bind, config.rtp.ports);
         let live = Live::new(config, None)?;
         let config = &live.config;
@@ -403,6 +421,7 @@ impl Server {
             None => (None, None),
         };
         let mut sip_parts = sip_socket.zip(sip_queue);
+        let (admin_addr, mut admin_listeners) = admin_listeners(config.server.admin_listen, workers)?;
         let stream_token = match (&validator, &config.secrets.twilio_auth_token) {
             (Some(_), Some(token)) => StreamTokenKey::new(token.expose()),
             _ => None,
@@ -429,6 +448,8 @@ impl Server {
             health: admin::HealthState::new(workers),
             sip,
         });
+        shared.metrics.set_max_calls(shared.live().config.limits.max_calls);
+        shared.metrics.watch_rtp_ports(Arc::clone(&shared.ports));
         let cpus = usable_cpus();
         let mut handles = Vec::with_capacity(workers);
         for (index, listener) in listeners.into_iter().enumerate() {
@@ -436,15 +457,16 @@ impl Server {
             let shared = Arc::clone(&shared);
             // The SIP listener runs on the first worker.
             let sip = sip_parts.take();
+            let listeners = Listeners { public: listener, admin: admin_listeners.pop() };
             let worker = Worker::spawn(index, backend, cpu, move || {
-                worker_main(shared, index, backend, listener, sip)
+                worker_main(shared, index, backend, listeners, sip)
             })
             .map_err(ServeError::Worker)?;
             handles.push(worker);
         }
-        warn_if_fds_are_short(&shared);
         tracing::info!(
             %local_addr,
+            admin = admin_addr.map(|a| a.to_string()),
             io = backend.name(),
             workers,
             public_url = %shared.live().config.server.public_url,
@@ -453,7 +475,13 @@ impl Server {
             tls = shared.live().tls.is_some(),
             "voxproxy serving"
         );
-        Ok(Server { shared, local_addr, backend, workers: handles, args: args.clone() })
+        Ok(Server { shared, local_addr, admin_addr, backend, workers: handles, args: args.clone() })
+    }
+
+    /// The bound address of the admin listener (`server.admin_listen`), if any.
+    #[must_use]
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The bound address of the listener.
@@ -518,6 +546,7 @@ impl Server {
                 for warning in next.config.warnings() {
                     tracing::warn!("{warning}");
                 }
+                self.shared.metrics.set_max_calls(next.config.limits.max_calls);
                 self.shared.live.store(Arc::new(next));
                 self.shared.metrics.config_reload(true);
                 tracing::info!("SIGHUP: configuration reloaded; new calls use it, running calls keep theirs");
@@ -623,20 +652,23 @@ fn sip_socket(config: &Config) -> Result<Option<sip_listener::Sockets>, ServeErr
         .map_err(|e| ServeError::SipListen(format!("cannot bind {addr} (UDP and TCP): {e}")))
 }
 
-/// Says at start when `RLIMIT_NOFILE` cannot hold `limits.max_calls`.
-fn warn_if_fds_are_short(shared: &Shared) {
-    let max_calls = u64::from(shared.live().config.limits.max_calls);
-    if let Some(fit) = shared.fds.calls_that_fit()
-        && fit < max_calls
-    {
-        tracing::warn!(
-            limit = shared.fds.limit(),
-            calls_that_fit = fit,
-            max_calls,
-            "the open-file limit holds fewer calls than limits.max_calls (each call needs {} descriptors); \
-             calls beyond it are answered busy. Raise it (systemd LimitNOFILE=, ulimit -n)",
-            fds::FDS_PER_CALL
+/// Raises the open-file soft limit to the hard one and refuses to start
+/// when `max_calls` calls still cannot fit, counting what is open now (the
+/// listeners, the call-record files) and what the workers will open.
+fn check_descriptors(max_calls: u32, workers: usize) -> Result<(), ServeError> {
+    let limit = fds::raise_nofile_limit();
+    if limit.now != limit.before {
+        tracing::info!(
+            before = limit.before,
+            now = limit.now,
+            "raised the open-file soft limit to the hard limit"
         );
+    }
+    let Some(open) = crate::metrics::own_fds().0 else { return Ok(()) };
+    let fit = fds::calls_that_fit(limit.now, open, workers as u64);
+    match fds::too_few_descriptors(max_calls, limit.now, fit) {
+        Some(problem) => Err(ServeError::TooFewDescriptors(problem)),
+        None => Ok(()),
     }
 }
 
@@ -648,16 +680,68 @@ fn spare_descriptor() -> Option<std::fs::File> {
     std::fs::File::open("/dev/null").ok()
 }
 
+/// `server.admin_listen` bound once per worker on one port, like
+/// `server.listen`, so a busy or stuck worker does not take the admin
+/// surface down with it.
+fn admin_listeners(
+    addr: Option<SocketAddr>,
+    workers: usize,
+) -> Result<(Option<SocketAddr>, Vec<std::net::TcpListener>), ServeError> {
+    let Some(addr) = addr else { return Ok((None, Vec::new())) };
+    let first = listener(addr).map_err(|source| ServeError::AdminListen { addr, source })?;
+    let bound = first.local_addr().map_err(|source| ServeError::AdminListen { addr, source })?;
+    let mut all = vec![first];
+    for _ in 1..workers {
+        all.push(listener(bound).map_err(|source| ServeError::AdminListen { addr: bound, source })?);
+    }
+    Ok((Some(bound), all))
+}
+
+/// A worker's listening sockets.
+struct Listeners {
+    /// `server.listen`.
+    public: std::net::TcpListener,
+    /// `server.admin_listen`, when set.
+    admin: Option<std::net::TcpListener>,
+}
+
+/// Which routes a connection may reach, by the listener that accepted it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Surface {
+    /// `server.listen` without an admin listener: every route.
+    All,
+    /// `server.listen` beside an admin listener: Twilio's routes, `/healthz`, `/readyz`.
+    Public,
+    /// `server.admin_listen`: `/metrics`, `/v1/*`, `/healthz`, `/readyz`.
+    Admin,
+}
+
+/// The next connection on either listener, with the surface it reaches.
+async fn accept(
+    public: &tokio::net::TcpListener,
+    admin: Option<&tokio::net::TcpListener>,
+) -> (std::io::Result<(tokio::net::TcpStream, SocketAddr)>, Surface) {
+    match admin {
+        None => (public.accept().await, Surface::All),
+        Some(admin) => tokio::select! {
+            accepted = public.accept() => (accepted, Surface::Public),
+            accepted = admin.accept() => (accepted, Surface::Admin),
+        },
+    }
+}
+
 async fn worker_main(
     shared: Arc<Shared>,
     index: usize,
     backend: IoBackend,
-    listener: std::net::TcpListener,
+    listeners: Listeners,
     sip: Option<(sip_listener::Sockets, tokio::sync::mpsc::Receiver<sip_listener::ToListener>)>,
 ) {
-    let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
+    let listener = tokio::net::TcpListener::from_std(listeners.public);
+    let admin = listeners.admin.map(tokio::net::TcpListener::from_std).transpose();
+    let (listener, admin) = match (listener, admin) {
+        (Ok(l), Ok(a)) => (l, a),
+        (Err(e), _) | (_, Err(e)) => {
             tracing::error!(worker = index, error = %e, "worker cannot use its listener");
             return;
         }
@@ -693,8 +777,11 @@ async fn worker_main(
     let mut spare = spare_descriptor();
     loop {
         tokio::select! {
-            _ = stop.changed() => break,
-            accepted = listener.accept() => match accepted {
+            // `wait_for` looks at the current value first: a worker whose
+            // thread only got here after the drain began (a SIGTERM right
+            // after start) stops too, where `changed()` waited forever.
+            _ = stop.wait_for(|stopped| *stopped) => break,
+            (accepted, surface) = accept(&listener, admin.as_ref()) => match accepted {
                 Ok((tcp, peer)) => {
                     if ctx.connections.get() >= max_connections {
                         // Over the bound: close at once rather than queue.
@@ -714,7 +801,7 @@ async fn worker_main(
                     let place = ConnectionPlace { ctx: Rc::clone(&ctx), ip: peer.ip() };
                     let ctx = Rc::clone(&ctx);
                     tokio::task::spawn_local(async move {
-                        serve_connection(&ctx, tcp, peer, place).await;
+                        serve_connection(&ctx, tcp, peer, place, surface).await;
                     });
                 }
                 Err(e) if fds::is_exhaustion(&e) => {
@@ -740,6 +827,7 @@ async fn worker_main(
         }
     }
     drop(listener);
+    drop(admin);
     // Calls closed by drain are writing their records: wait for them.
     let grace = tokio::time::Instant::now() + CLOSE_GRACE;
     while ctx.local_calls.get() > 0 {
@@ -775,6 +863,8 @@ pub(crate) struct ConnState {
     /// Set when the connection carries `GET /v1/events`.
     sse: Arc<sse::SseWatch>,
     sse_opened: Notify,
+    /// The routes this connection may reach.
+    pub(crate) surface: Surface,
 }
 
 impl fmt::Debug for ConnState {
@@ -801,12 +891,18 @@ async fn serve_connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     place: ConnectionPlace,
+    surface: Surface,
 ) {
-    let state =
-        Rc::new(ConnState { place: Cell::new(Some(place)), sse: Arc::default(), sse_opened: Notify::new() });
+    let state = Rc::new(ConnState {
+        place: Cell::new(Some(place)),
+        sse: Arc::default(),
+        sse_opened: Notify::new(),
+        surface,
+    });
     // The acceptor of now: a reload with a new certificate serves the next
-    // connection with it, and this one keeps the one it started with.
-    let tls = ctx.shared.live().tls.clone();
+    // connection with it, and this one keeps the one it started with. The
+    // admin listener speaks plain HTTP (loopback or a private network).
+    let tls = if surface == Surface::Admin { None } else { ctx.shared.live().tls.clone() };
     match &tls {
         Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => serve_http(ctx, TokioIo::new(tls), peer, state).await,

@@ -65,6 +65,12 @@ impl PortPool {
         Arc::new(PortPool { bind, size: free.len(), free: Mutex::new(free) })
     }
 
+    /// Ports of the range.
+    #[must_use]
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
     /// Ports leased to calls now (each one an open socket).
     #[must_use]
     pub fn leased(&self) -> usize {
