@@ -52,6 +52,8 @@ mod config;
 mod framer;
 mod playout;
 mod report;
+mod signalled;
+mod sip_leg;
 #[cfg(test)]
 mod tracks_tests;
 
@@ -75,6 +77,7 @@ pub use playout::{
     MARK_PREFIX, MAX_MARKS_IN_FLIGHT, MarkEcho, PlayoutTracker, parse_mark_name, write_mark_name,
 };
 pub use report::{BridgeEvent, CallStats, EndReason};
+pub use sip_leg::{HungUpBy, LegOutcome, SipBackend};
 
 use crate::media_stream::{self, Inbound, MessageError, Start, StreamSid, Track};
 use crate::stream_token::STREAM_TOKEN_PARAMETER;
@@ -159,6 +162,11 @@ pub enum BridgeError {
     },
     /// The call has already ended; the input was ignored.
     Ended,
+    /// A signalled leg negotiated media the bridge cannot carry.
+    UnusableMedia {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 impl core::fmt::Display for BridgeError {
@@ -178,6 +186,10 @@ impl core::fmt::Display for BridgeError {
                 "stream announced {encoding} at {sample_rate} Hz with {channels} channel(s); only audio/x-mulaw 8000 Hz mono can be bridged"
             ),
             BridgeError::Ended => f.write_str("the call has already ended; input ignored"),
+            BridgeError::UnusableMedia { reason } => write!(
+                f,
+                "the backend's SDP answer cannot be carried ({reason}); offer fewer codecs or change rtp.codec"
+            ),
             BridgeError::Unauthorized { reason } => write!(
                 f,
                 "`start` refused: {reason}; only streams of calls this proxy's voice webhook answered are accepted"
@@ -382,6 +394,24 @@ pub struct CallBridge {
     backend_peer: Option<SocketAddr>,
     /// When the WebSocket opened: `start` is due by `start_timeout` after.
     opened: Instant,
+    /// A signalled leg put the call on hold (the peer's SDP is `sendonly`
+    /// or `inactive`): no audio either way until it resumes.
+    held: bool,
+    /// Whether Twilio's DTMF goes out as RFC 4733: a signalled leg whose
+    /// peer offered no `telephone-event` takes none.
+    dtmf_out: bool,
+}
+
+fn jitter_config(config: &BridgeConfig) -> JitterConfig {
+    JitterConfig {
+        clock_rate: config.codec.clock_rate(),
+        max_delay: config.jitter_max_delay,
+        // Before any jitter is measured the adaptive hold would be zero
+        // and the first reordered pair would turn into a loss. One packet
+        // time costs nothing while packets arrive in order (they never wait).
+        min_delay: config.ptime.min(config.jitter_max_delay),
+        ..JitterConfig::default()
+    }
 }
 
 fn talkspurt_detector(config: TalkspurtConfig, now: Instant) -> TalkspurtDetector {
@@ -422,15 +452,7 @@ impl CallBridge {
                 reason: "too long for this codec: L16 at 16 kHz allows 10 or 20 ms",
             });
         }
-        let jitter = JitterConfig {
-            clock_rate: config.codec.clock_rate(),
-            max_delay: config.jitter_max_delay,
-            // Before any jitter is measured the adaptive hold would be zero
-            // and the first reordered pair would turn into a loss. One packet
-            // time costs nothing while packets arrive in order (they never wait).
-            min_delay: config.ptime.min(config.jitter_max_delay),
-            ..JitterConfig::default()
-        };
+        let jitter = jitter_config(&config);
         let twilio_keepalive = Keepalive::new(
             KeepaliveConfig {
                 interval: config.ping_interval,
@@ -514,6 +536,8 @@ impl CallBridge {
             rtp_keepalive,
             backend_peer,
             opened: now,
+            held: false,
+            dtmf_out: true,
         })
     }
 
@@ -729,6 +753,10 @@ impl CallBridge {
         down.last_rx = Some(now);
         if self.one_way {
             self.stats.rtp_dropped_one_way += 1;
+            return;
+        }
+        if self.held {
+            self.stats.rtp_dropped_on_hold += 1;
             return;
         }
         let payload_type = packet.payload_type();
@@ -1142,6 +1170,12 @@ impl CallBridge {
     fn push_rtp(&mut self, now: Instant, buf: Vec<u8>) {
         if self.config.backend.is_some() && self.backend_peer.is_none() {
             self.stats.rtp_unsent_awaiting_backend += 1;
+            self.out.recycle(Queued::Rtp(buf));
+            return;
+        }
+        if self.held {
+            self.stats.rtp_dropped_on_hold += 1;
+            self.out.recycle(Queued::Rtp(buf));
             return;
         }
         self.stats.rtp_packets_out += 1;
@@ -1186,6 +1220,11 @@ impl CallBridge {
     fn drive_dtmf(&mut self, now: Instant) {
         loop {
             if self.uplink.dtmf.is_none() {
+                if !self.dtmf_out {
+                    // The peer takes no telephone-event: the digit was reported only.
+                    self.uplink.digits.clear();
+                    return;
+                }
                 let Some(digit) = self.uplink.digits.pop_front() else { return };
                 self.uplink.dtmf = self.dtmf_sender(digit, now);
                 if let Some(sender) = &self.uplink.dtmf {

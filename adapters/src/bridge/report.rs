@@ -104,6 +104,8 @@ pub enum EndReason {
     /// The backend leg failed (the proxy decides when: it closes the stream
     /// so Twilio goes on with the call's fallback).
     BackendFailed,
+    /// The backend hung up an established call (a SIP BYE from the PBX).
+    BackendHangup,
 }
 
 impl EndReason {
@@ -121,6 +123,7 @@ impl EndReason {
             EndReason::Unauthorized => "unauthorized",
             EndReason::DuplicateStream => "duplicate_stream",
             EndReason::BackendFailed => "backend_failed",
+            EndReason::BackendHangup => "backend_hangup",
         }
     }
 
@@ -129,6 +132,7 @@ impl EndReason {
     pub const fn close_frame(self) -> (u16, &'static str) {
         match self {
             EndReason::TwilioStop | EndReason::Hangup | EndReason::WebSocketClosed => (1000, "call ended"),
+            EndReason::BackendHangup => (1000, "backend hung up"),
             EndReason::IdleTimeout => (1001, "idle timeout"),
             EndReason::Drain => (1001, "server draining"),
             EndReason::Refused => (1013, "no capacity, try again later"),
@@ -154,6 +158,9 @@ pub struct CallStats {
     /// RTP audio packets sent to the backend on the `outbound` track's own
     /// SSRC (also counted in [`CallStats::rtp_packets_out`]).
     pub rtp_outbound_track_packets_out: u64,
+    /// RTP dropped (both directions) while a signalled leg held the call
+    /// (the peer's SDP said `sendonly` or `inactive`).
+    pub rtp_dropped_on_hold: u64,
     /// Backend RTP dropped because the stream is one-way (a fork: Twilio
     /// plays nothing sent back on it); also counted in `rtp_packets_in`.
     pub rtp_dropped_one_way: u64,
