@@ -48,5 +48,7 @@ mod outage;
 mod reload;
 #[path = "e2e/routes.rs"]
 mod routes;
+#[path = "e2e/sip.rs"]
+mod sip;
 #[path = "e2e/vad_line.rs"]
 mod vad_line;

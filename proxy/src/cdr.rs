@@ -186,6 +186,14 @@ pub struct CallRecord {
     pub rtp_ssrc: u32,
     /// SSRC of the `outbound` track's RTP, when the stream carried it.
     pub outbound_track_ssrc: Option<u32>,
+    /// SIP calls (a `sip:` backend): the dialog's Call-ID.
+    pub sip_call_id: Option<String>,
+    /// SIP calls: the final response to voxproxy's INVITE (200 answered,
+    /// 486 busy, 408 no answer in time, 487 cancelled, …); absent if none came.
+    pub sip_status: Option<u16>,
+    /// SIP calls: who ended the leg, `twilio` (the caller's side) or
+    /// `backend` (the PBX's BYE, or it stopped answering).
+    pub hung_up_by: Option<String>,
 }
 
 /// One call status in a record's `status_events`.

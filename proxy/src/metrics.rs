@@ -957,6 +957,7 @@ impl WorkerMetrics {
             twilio_outbound_track_frames_in: _,
             rtp_outbound_track_packets_out: _,
             rtp_dropped_one_way,
+            rtp_dropped_on_hold,
             twilio_audio_bytes_in,
             twilio_frames_out,
             twilio_audio_bytes_out,
@@ -1016,6 +1017,7 @@ impl WorkerMetrics {
         self.rtp_rejected[2].add(rtp_unknown_payload_type.saturating_sub(prev.rtp_unknown_payload_type));
         self.rtp_rejected[3].add(rtp_bad_payload.saturating_sub(prev.rtp_bad_payload));
         self.rtp_rejected[4].add(rtp_dropped_one_way.saturating_sub(prev.rtp_dropped_one_way));
+        self.rtp_rejected[5].add(rtp_dropped_on_hold.saturating_sub(prev.rtp_dropped_on_hold));
         self.rtcp_received.add(rtcp_in.saturating_sub(prev.rtcp_in));
         self.rtp_unsent_awaiting_backend
             .add(rtp_unsent_awaiting_backend.saturating_sub(prev.rtp_unsent_awaiting_backend));
@@ -1391,15 +1393,15 @@ const OUT: usize = 1;
 const IN_OUT: [&str; 2] = ["in", "out"];
 const TWILIO_REJECT_REASONS: [&str; 4] = ["malformed", "unknown_event", "oversize", "out_of_order"];
 /// `one_way`: backend RTP on a fork, which plays nothing back to Twilio.
-const RTP_REJECT_REASONS: [&str; 5] =
-    ["malformed", "foreign_source", "unknown_payload_type", "bad_payload", "one_way"];
+const RTP_REJECT_REASONS: [&str; 6] =
+    ["malformed", "foreign_source", "unknown_payload_type", "bad_payload", "one_way", "on_hold"];
 const DTMF_SOURCES: [&str; 2] = ["twilio", "backend"];
 const MARK_OUTCOMES: [&str; 3] = ["sent", "played", "cleared"];
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// `reason` labels of `voxproxy_calls_ended_total`: the known
 /// [`EndReason`]s, then `other` for variants added after this was written.
-const END_REASON_NAMES: [&str; 8] = [
+const END_REASON_NAMES: [&str; 9] = [
     EndReason::TwilioStop.name(),
     EndReason::WebSocketClosed.name(),
     EndReason::IdleTimeout.name(),
@@ -1407,6 +1409,7 @@ const END_REASON_NAMES: [&str; 8] = [
     EndReason::Drain.name(),
     EndReason::Refused.name(),
     EndReason::BackendFailed.name(),
+    EndReason::BackendHangup.name(),
     "other",
 ];
 
@@ -1419,7 +1422,8 @@ fn end_reason_slot(reason: EndReason) -> usize {
         EndReason::Drain => 4,
         EndReason::Refused => 5,
         EndReason::BackendFailed => 6,
-        _ => 7,
+        EndReason::BackendHangup => 7,
+        _ => 8,
     }
 }
 

@@ -13,7 +13,9 @@
 use voxproxy_core::Instant;
 
 use super::{CallBridge, EndReason as CallEnd};
-use crate::sip::{CallInfo, EndReason, LegEvent, LegState, SipCounters, SipError, SipLeg, SipLegConfig, Transmit};
+use crate::sip::{
+    CallInfo, EndReason, LegEvent, LegState, SipCounters, SipError, SipLeg, SipLegConfig, Transmit,
+};
 
 /// Who ended the SIP leg, for the call record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,9 +185,7 @@ impl SipBackend {
     fn on_event(&mut self, now: Instant, bridge: &mut CallBridge, event: LegEvent) -> Option<LegOutcome> {
         match event {
             LegEvent::Ringing => None,
-            LegEvent::EarlyMedia(media) | LegEvent::MediaChanged(media) => {
-                self.apply(now, bridge, &media)
-            }
+            LegEvent::EarlyMedia(media) | LegEvent::MediaChanged(media) => self.apply(now, bridge, &media),
             LegEvent::Answered(media) => {
                 self.final_status = Some(200);
                 self.answered_at = Some(now);
@@ -212,7 +212,12 @@ impl SipBackend {
         }
     }
 
-    fn apply(&mut self, now: Instant, bridge: &mut CallBridge, media: &crate::sip::Media) -> Option<LegOutcome> {
+    fn apply(
+        &mut self,
+        now: Instant,
+        bridge: &mut CallBridge,
+        media: &crate::sip::Media,
+    ) -> Option<LegOutcome> {
         match bridge.apply_media(now, media) {
             Ok(()) => None,
             Err(e) => {
@@ -223,7 +228,13 @@ impl SipBackend {
         }
     }
 
-    fn fail(&mut self, now: Instant, bridge: &mut CallBridge, status: u16, reason: String) -> Option<LegOutcome> {
+    fn fail(
+        &mut self,
+        now: Instant,
+        bridge: &mut CallBridge,
+        status: u16,
+        reason: String,
+    ) -> Option<LegOutcome> {
         if bridge.is_finished() {
             return None;
         }

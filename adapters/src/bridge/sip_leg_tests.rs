@@ -7,10 +7,12 @@ use voxproxy_core::rtp::{RtpHeader, RtpPacket};
 
 use super::{HungUpBy, LegOutcome, SipBackend};
 use crate::bridge::{BridgeConfig, CallBridge, EndReason, Output};
-use crate::media_stream::{self, AccountSid, CallSid, Dtmf, Media, MediaFormat, Start, StreamSid, Track, Tracks};
+use crate::media_stream::{
+    self, AccountSid, CallSid, Dtmf, Media, MediaFormat, Start, StreamSid, Track, Tracks,
+};
 use crate::sdp::Codec;
 use crate::sip::leg::target_uri;
-use crate::sip::{CallInfo, LegState, Message, MediaOffer, Method, SipLegConfig, Timers, Transport};
+use crate::sip::{CallInfo, LegState, MediaOffer, Message, Method, SipLegConfig, Timers, Transport};
 
 const PBX: ([u8; 4], u16) = ([192, 0, 2, 9], 5060);
 const PBX_RTP: ([u8; 4], u16) = ([192, 0, 2, 9], 17_000);
@@ -177,8 +179,13 @@ fn the_answer_sets_address_codec_and_dtmf_type_of_the_rtp() {
     assert_eq!(out[0].0, 8, "PCMA's payload type from the answer");
     let mulaw: Vec<u8> = (0..160).map(|k| ((k + 1) % 256) as u8).collect();
     let mut alaw = vec![0; 160];
-    voxproxy_core::g711::transcode(voxproxy_core::g711::Law::Mu, voxproxy_core::g711::Law::A, &mulaw, &mut alaw)
-        .unwrap();
+    voxproxy_core::g711::transcode(
+        voxproxy_core::g711::Law::Mu,
+        voxproxy_core::g711::Law::A,
+        &mulaw,
+        &mut alaw,
+    )
+    .unwrap();
     assert_eq!(out[0].1, alaw);
     assert_eq!(c.backend_rtp(SocketAddr::from(PBX_RTP), 8, 1), 1, "PBX audio reaches the caller");
     assert_eq!(c.backend_rtp(SocketAddr::from(([192, 0, 2, 66], 17_000)), 8, 2), 0, "others' does not");
@@ -194,7 +201,10 @@ fn the_answer_sets_address_codec_and_dtmf_type_of_the_rtp() {
         c.bridge.handle_timeout(at);
         dtmf.extend(c.rtp_out());
     }
-    assert!(!dtmf.is_empty() && dtmf.iter().all(|(pt, _)| *pt == 96), "RFC 4733 on the answer's type: {dtmf:?}");
+    assert!(
+        !dtmf.is_empty() && dtmf.iter().all(|(pt, _)| *pt == 96),
+        "RFC 4733 on the answer's type: {dtmf:?}"
+    );
 }
 
 #[test]

@@ -145,7 +145,7 @@ use std::num::NonZeroU16;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use voxproxy_adapters::route::{Backend, LegKind, Route, RouteTo};
+use voxproxy_adapters::route::{Backend, LegKind, Route, RouteTo, SipTransport};
 use voxproxy_adapters::url::{Scheme, Url};
 
 // ---------------------------------------------------------------------------
@@ -175,6 +175,8 @@ pub struct Config {
     pub log: LogSettings,
     /// `[drain]`: graceful shutdown.
     pub drain: DrainSettings,
+    /// `[sip]`: the SIP calls voxproxy places to `sip:` backends.
+    pub sip: SipSettings,
     /// `[[routes]]`: per-number routes in file order, first match wins
     /// (`voxproxy_adapters::route::match_route`).
     pub routes: Vec<Route>,
@@ -275,6 +277,23 @@ pub struct RtpSettings {
     pub dtmf_payload_type: u8,
     /// `rtp.payload_type`, or the codec's usual type when not set.
     pub payload_type: u8,
+    /// `rtp.advertise`: the address SIP calls put in their SDP, when not `bind`.
+    pub advertise: Option<IpAddr>,
+}
+
+impl RtpSettings {
+    /// The address a PBX sends RTP to: `rtp.advertise`, else `rtp.bind`.
+    #[must_use]
+    pub fn media_address(&self) -> IpAddr {
+        self.advertise.unwrap_or(self.bind)
+    }
+}
+
+/// `[sip]` settings of the calls voxproxy places (Twilio → PBX).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SipSettings {
+    /// `sip.username`: answers 401/407 challenges, with `VOXPROXY_SIP_PASSWORD`.
+    pub username: Option<String>,
 }
 
 /// An inclusive range of UDP ports (`rtp.ports`), displayed as `LO-HI`.
@@ -394,6 +413,8 @@ pub struct Secrets {
     pub twilio_auth_token: Option<Secret>,
     /// `VOXPROXY_ADMIN_TOKEN`: the bearer token of the `/v1` control API.
     pub admin_token: Option<Secret>,
+    /// `VOXPROXY_SIP_PASSWORD`: the password of `sip.username`.
+    pub sip_password: Option<Secret>,
 }
 
 /// A secret string whose `Debug` and `Display` print `<redacted>`.
@@ -654,6 +675,7 @@ pub fn key_table() -> String {
 const ENV_ADMIN_TOKEN: &str = "VOXPROXY_ADMIN_TOKEN";
 const ENV_AUTH_TOKEN: &str = "TWILIO_AUTH_TOKEN";
 const ENV_ACCOUNT_SID: &str = "TWILIO_ACCOUNT_SID";
+const ENV_SIP_PASSWORD: &str = "VOXPROXY_SIP_PASSWORD";
 
 /// `"A=1,B=2"` → `[("A", "1"), ("B", "2")]`; an empty string is no parameter.
 fn parse_stream_parameters(text: &str) -> Result<Vec<(String, String)>, String> {
@@ -786,7 +808,11 @@ impl Layers {
                 // A name that is not UTF-8 cannot be one of ours.
                 continue;
             };
-            let key = if name == ENV_AUTH_TOKEN || name == ENV_ADMIN_TOKEN || name == ENV_ACCOUNT_SID {
+            let key = if name == ENV_AUTH_TOKEN
+                || name == ENV_ADMIN_TOKEN
+                || name == ENV_ACCOUNT_SID
+                || name == ENV_SIP_PASSWORD
+            {
                 None
             } else if name.starts_with("VOXPROXY_") {
                 match Setting::from_env(&name) {
@@ -814,6 +840,10 @@ impl Layers {
                 None if name == ENV_ADMIN_TOKEN => {
                     check_secret(ENV_ADMIN_TOKEN, &value, MIN_ADMIN_TOKEN_LEN)?;
                     secrets.admin_token = Some(Secret(value));
+                }
+                None if name == ENV_SIP_PASSWORD => {
+                    check_secret(ENV_SIP_PASSWORD, &value, 1)?;
+                    secrets.sip_password = Some(Secret(value));
                 }
                 None => sids.push((value, ENV_ACCOUNT_SID.to_owned())),
             }
@@ -1107,6 +1137,17 @@ impl Layers {
                     }
                 })?,
             },
+            sip: SipSettings {
+                username: self.parsed(Setting::SipUsername, |s| {
+                    // It goes into an Authorization header: printable, no quotes.
+                    if s.is_empty() || s.len() > 256 || s.chars().any(|c| c.is_control() || c == '"') {
+                        Err("expected a user name of at most 256 printable characters without `\"`"
+                            .to_owned())
+                    } else {
+                        Ok(s.to_owned())
+                    }
+                })?,
+            },
             routes,
             default_route,
             secrets,
@@ -1239,6 +1280,14 @@ impl Layers {
             ptime_ms,
             dtmf_payload_type,
             payload_type,
+            advertise: self.parsed(Setting::RtpAdvertise, |s| match s.parse::<IpAddr>() {
+                Ok(ip) if !ip.is_unspecified() => Ok(ip),
+                Ok(_) => {
+                    Err("the PBX needs a concrete address to send RTP to, not the unspecified address"
+                        .to_owned())
+                }
+                Err(_) => Err(Setting::RtpAdvertise.info().expected.to_owned()),
+            })?,
         })
     }
 
@@ -1315,6 +1364,13 @@ impl Config {
     pub fn not_runnable_yet(&self) -> Option<String> {
         let check = |key: String, backend: &Backend| match backend.leg() {
             LegKind::Rtp => None,
+            LegKind::Sip => match backend {
+                Backend::Sip(uri) if uri.secure || uri.transport == SipTransport::Tls => Some(format!(
+                    "{key} = \"{backend}\" needs SIP over TLS, which this version of voxproxy serve cannot \
+                     run yet; use sip: over UDP or ;transport=tcp"
+                )),
+                _ => None,
+            },
             leg => Some(format!(
                 "{key} = \"{backend}\" needs the {} leg, which this version of voxproxy serve cannot run \
                  yet; use an RTP backend (IP:PORT) for now",

@@ -33,6 +33,7 @@ impl Config {
             "secrets": {
                 "TWILIO_AUTH_TOKEN": secret(&self.secrets.twilio_auth_token),
                 "VOXPROXY_ADMIN_TOKEN": secret(&self.secrets.admin_token),
+                "VOXPROXY_SIP_PASSWORD": secret(&self.secrets.sip_password),
             },
         })
     }
@@ -61,6 +62,7 @@ fn shown(c: &Config, key: Setting) -> Value {
         Setting::RtpPtimeMs => c.rtp.ptime_ms.into(),
         Setting::RtpDtmfPayloadType => c.rtp.dtmf_payload_type.into(),
         Setting::RtpPayloadType => c.rtp.payload_type.into(),
+        Setting::RtpAdvertise => c.rtp.advertise.map_or(Value::Null, |ip| text(&ip)),
         Setting::JitterMaxDelayMs => c.jitter.max_delay_ms.into(),
         Setting::VadMode => c.vad.mode.into(),
         Setting::VadBargeIn => c.vad.barge_in.into(),
@@ -75,6 +77,7 @@ fn shown(c: &Config, key: Setting) -> Value {
         Setting::DrainTimeout => secs(c.drain.timeout),
         Setting::LogFormat => c.log.format.name().into(),
         Setting::LogLevel => c.log.level.clone().into(),
+        Setting::SipUsername => c.sip.username.clone().into(),
     }
 }
 

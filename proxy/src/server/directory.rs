@@ -47,6 +47,7 @@ pub struct SessionInfo {
 struct Entry {
     info: SessionInfo,
     stats: Arc<Mutex<CallStats>>,
+    leg: Arc<Mutex<LegView>>,
     commands: mpsc::Sender<CallCommand>,
 }
 
@@ -56,12 +57,40 @@ pub struct Registration {
     directory: Arc<Directory>,
     stream_sid: String,
     stats: Arc<Mutex<CallStats>>,
+    leg: Arc<Mutex<LegView>>,
 }
 
 impl Registration {
     /// Publishes the call's latest counters for `GET /v1/sessions/{sid}`.
     pub fn publish(&self, stats: &CallStats) {
         *lock(&self.stats) = *stats;
+    }
+
+    /// Publishes where the call's backend leg stands.
+    pub fn publish_leg(&self, leg: LegView) {
+        *lock(&self.leg) = leg;
+    }
+}
+
+/// The backend leg of a session as the control API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LegView {
+    /// `rtp` or `sip`.
+    pub kind: &'static str,
+    /// SIP only: `calling`, `early`, `confirmed`, `cancelling`, `terminating`, `ended`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<&'static str>,
+    /// SIP only: the dialog's Call-ID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+    /// SIP only: the final response to the INVITE, once there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub final_status: Option<u16>,
+}
+
+impl Default for LegView {
+    fn default() -> Self {
+        LegView { kind: "rtp", state: None, call_id: None, final_status: None }
     }
 }
 
@@ -79,6 +108,8 @@ pub struct SessionView {
     pub info: SessionInfo,
     /// Counters as of the call's last refresh.
     pub stats: StatsView,
+    /// The backend leg.
+    pub leg: LegView,
 }
 
 /// The subset of [`CallStats`] the control API shows, with stable names.
@@ -151,12 +182,14 @@ impl Directory {
     ) -> Option<Registration> {
         let stream_sid = info.stream_sid.clone();
         let stats = Arc::new(Mutex::new(CallStats::default()));
+        let leg = Arc::new(Mutex::new(LegView::default()));
         let mut entries = lock(&self.entries);
         if entries.contains_key(&stream_sid) {
             return None;
         }
-        entries.insert(stream_sid.clone(), Entry { info, stats: Arc::clone(&stats), commands });
-        Some(Registration { directory: Arc::clone(self), stream_sid, stats })
+        let entry = Entry { info, stats: Arc::clone(&stats), leg: Arc::clone(&leg), commands };
+        entries.insert(stream_sid.clone(), entry);
+        Some(Registration { directory: Arc::clone(self), stream_sid, stats, leg })
     }
 
     fn remove(&self, stream_sid: &str) {
@@ -201,7 +234,11 @@ impl Directory {
 }
 
 fn view(entry: &Entry) -> SessionView {
-    SessionView { info: entry.info.clone(), stats: StatsView::from(&*lock(&entry.stats)) }
+    SessionView {
+        info: entry.info.clone(),
+        stats: StatsView::from(&*lock(&entry.stats)),
+        leg: lock(&entry.leg).clone(),
+    }
 }
 
 /// Fan-out of call events to `/v1/events` subscribers.

@@ -53,6 +53,7 @@ mod http;
 mod live;
 mod peers;
 pub mod ports;
+mod sip_client;
 mod sse;
 
 use directory::{Directory, EventHub};
