@@ -996,6 +996,9 @@ mod tests {
             outbound_track_rtp_packets: 250,
             rtp_ssrc: 0x5650_0001,
             outbound_track_ssrc: Some(0x5650_0002),
+            sip_call_id: Some("0123456789abcdef@voxproxy".into()),
+            sip_status: Some(200),
+            hung_up_by: Some("backend".into()),
         }
     }
 
@@ -1075,6 +1078,9 @@ mod tests {
             "outbound_track_rtp_packets",
             "rtp_ssrc",
             "outbound_track_ssrc",
+            "sip_call_id",
+            "sip_status",
+            "hung_up_by",
         ];
         // serde_json's Map is sorted unless preserve_order is on; compare as sets
         // here and check the order on the raw text.

@@ -52,11 +52,12 @@
 //! | `rtp.bind` | string | `"127.0.0.1"` | IP address the RTP sockets bind to |
 //! | `rtp.ports` | string | `"40000-44999"` | `"LO-HI"`, 1024 to 65535; one port per call, so at least `limits.max_calls` ports |
 //! | `rtp.allow_privileged_ports` | boolean | `false` | `true` lets `rtp.ports` go below 1024 |
-//! | `rtp.backend` | string | `"127.0.0.1:4000"` | the voice stack: `IP:PORT` for RTP (port 0 learns each call's port from the backend's first packet, e.g. Asterisk external media), a `sip:`/`sips:` URI or a `ws://`/`wss://` URL (parsed and checked; `serve` runs only RTP so far) |
+//! | `rtp.backend` | string | `"127.0.0.1:4000"` | the voice stack: `IP:PORT` for RTP (port 0 learns each call's port from the backend's first packet, e.g. Asterisk external media), a `sip:` URI (each call INVITEs it; `{to}`/`{from}` in the user part; `;transport=tcp`) or a `ws://`/`wss://` URL (parsed and checked; `serve` runs RTP and SIP over UDP/TCP so far) |
 //! | `rtp.codec` | string | `"pcmu"` | `pcmu`, `pcma`, `l16-8k`, `l16-16k` |
 //! | `rtp.ptime_ms` | integer | `20` | 10, 20, 30, 40 |
 //! | `rtp.dtmf_payload_type` | integer | `101` | 0 to 127 but not 72 to 76 |
 //! | `rtp.payload_type` | integer | the codec's: PCMU 0, PCMA 8, L16 96 | 0 to 127 but not 72 to 76, not the DTMF type |
+//! | `rtp.advertise` | string | `rtp.bind` | IP address put in the SDP `c=` line of SIP calls, when the PBX reaches this host at another address (NAT); not unspecified |
 //! | `jitter.max_delay_ms` | integer | `60` | 0 to 1000 |
 //! | `vad.mode` | integer | `2` | 0 (least aggressive) to 3 |
 //! | `vad.barge_in` | boolean | `true` |  |
@@ -71,6 +72,7 @@
 //! | `drain.timeout` | duration | `"5s"` | 0 to 1 h |
 //! | `log.format` | string | `"text"` | `text` (human-readable lines) or `json` (one JSON object per line) |
 //! | `log.level` | string | `"info"` | a tracing filter such as `info`, `warn`, `voxproxy=debug` |
+//! | `sip.username` | string | none | user name answering a PBX's 401/407 challenge to voxproxy's INVITEs, with `VOXPROXY_SIP_PASSWORD` (a secret, environment only) |
 //!
 //! Durations are strings of one or more `<integer><unit>` parts with the units
 //! `h`, `m`, `s` and `ms`, largest first and each at most once: `"250ms"`,
@@ -104,9 +106,10 @@
 //!
 //! Errors name `routes[N].key`, for example `routes[1].forward_timeout =
 //! "20x" (from voxproxy.toml line 14): …`. What each key does to the TwiML is
-//! decided in `voxproxy_adapters::route`. `voxproxy serve` refuses a `sip:`
-//! or `ws://` backend, of the global settings or of a route, until those
-//! legs are wired in ([`Config::not_runnable_yet`]).
+//! decided in `voxproxy_adapters::route`. `voxproxy serve` runs RTP and SIP
+//! (UDP, TCP) backends; it refuses `sips:`/TLS and `ws://` backends, of the
+//! global settings or of a route, until those legs are wired in
+//! ([`Config::not_runnable_yet`]).
 //!
 //! # Validation
 //!
