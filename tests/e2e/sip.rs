@@ -19,6 +19,9 @@ both_io!(
     sip_pbx_hangs_up,
     sip_busy_closes_the_stream_for_the_fallback,
     sip_pcma_echo_correlates,
+    sip_over_tcp,
+    sip_cancel_while_ringing,
+    sip_hold_and_resume,
 );
 
 /// A baresip child with its own config directory, killed when dropped.
@@ -164,6 +167,10 @@ async fn talk(call: &mut TwilioCall, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
 }
 
 fn start_proxy(io: Io, baresip: &Baresip, codec: &str) -> Proxy {
+    start_proxy_at(io, &baresip.uri(), codec)
+}
+
+fn start_proxy_at(io: Io, uri: &str, codec: &str) -> Proxy {
     Proxy::start(
         io,
         &[
@@ -171,7 +178,7 @@ fn start_proxy(io: Io, baresip: &Baresip, codec: &str) -> Proxy {
             ("VOXPROXY_RTP_CODEC", codec),
             ("VOXPROXY_ADMIN_TOKEN", ADMIN_TOKEN),
         ],
-        &["--backend", &baresip.uri()],
+        &["--backend", uri],
     )
 }
 
@@ -198,6 +205,18 @@ async fn sip_pcmu_echo_and_caller_hangup(io: Io) {
         back.len(),
         proxy.stderr_text()
     );
+
+    // Stream start to baresip's 200 OK, as the proxy logged it. A lost
+    // first INVITE would cost T1 (500 ms) before its retransmission.
+    let log = proxy.stderr_text();
+    let setup_ms: u64 = log
+        .split("setup_ms=")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no `SIP call answered` line:\n{log}"));
+    eprintln!("call setup (stream start to 200 OK): {setup_ms} ms");
+    assert!(setup_ms < 400, "call setup took {setup_ms} ms");
 
     let session = proxy.admin("GET", &format!("/v1/sessions/{}", call.stream_sid), Vec::new()).await.json();
     assert_eq!(session["leg"]["kind"], "sip", "{session}");
@@ -253,6 +272,64 @@ async fn sip_pcma_echo_correlates(io: Io) {
     let (lag, score) =
         crate::audio::align(&crate::audio::decode(&speech), &crate::audio::decode(&heard), heard.len());
     assert!(score > 0.9, "PCMA echo correlates with the caller ({score} at lag {lag})");
+    call.send_stop().await;
+    assert_eq!(call.wait_closed(WAIT).await, Some(1000));
+}
+
+async fn sip_over_tcp(io: Io) {
+    let Some(baresip) = Baresip::start(Answer::Auto) else { return };
+    let proxy = start_proxy_at(io, &format!("{};transport=tcp", baresip.uri()), "pcmu");
+    let mut call = TwilioCall::start(&proxy).await;
+    baresip.wait_log("Call established").await;
+    assert!(baresip.log().contains("TCP 127.0.0.1:"), "the INVITE came over TCP:\n{}", baresip.log());
+    let frames = echo_safe_frames(25);
+    let heard = talk(&mut call, &frames).await;
+    assert!(heard.iter().any(|f| *f == frames[10]), "audio flows on a call signalled over TCP");
+    call.send_stop().await;
+    assert_eq!(call.wait_closed(WAIT).await, Some(1000));
+    baresip.wait_log("terminated").await;
+    let record = proxy.wait_record(&call.stream_sid).await;
+    assert_eq!(record["hung_up_by"], "twilio", "{record}");
+    assert_eq!(record["sip_status"], 200, "{record}");
+}
+
+async fn sip_cancel_while_ringing(io: Io) {
+    let Some(baresip) = Baresip::start(Answer::Manual) else { return };
+    let proxy = start_proxy(io, &baresip, "pcmu");
+    let mut call = TwilioCall::start(&proxy).await;
+    baresip.wait_log("Incoming call").await;
+    call.send_stop().await;
+    assert_eq!(call.wait_closed(WAIT).await, Some(1000));
+    baresip.wait_log("CANCEL sip:agent@").await;
+    let record = proxy.wait_record(&call.stream_sid).await;
+    assert_eq!(record["end_reason"], "twilio_stop", "{record}");
+    assert_eq!(record["sip_status"], 487, "the INVITE ended cancelled: {record}");
+    assert_eq!(record["hung_up_by"], "twilio", "{record}");
+}
+
+async fn sip_hold_and_resume(io: Io) {
+    let Some(baresip) = Baresip::start(Answer::Auto) else { return };
+    let proxy = start_proxy(io, &baresip, "pcmu");
+    let mut call = TwilioCall::start(&proxy).await;
+    baresip.wait_log("Call established").await;
+    let _ = talk(&mut call, &echo_safe_frames(10)).await;
+    baresip.command("hold", "");
+    baresip.wait_log("a=sendonly").await;
+    let _ = talk(&mut call, &echo_safe_frames(25)).await;
+    let held = proxy.metrics().await.get(r#"voxproxy_rtp_rejected_total{reason="on_hold"}"#);
+    assert!(held >= 20.0, "no audio to a PBX that holds the call ({held} packets dropped)");
+    baresip.command("resume", "");
+    baresip.wait_log("call: resume").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = proxy.metrics().await;
+    let _ = talk(&mut call, &echo_safe_frames(50)).await;
+    let after = proxy.metrics().await;
+    let out = r#"voxproxy_rtp_packets_total{direction="out"}"#;
+    let hold = r#"voxproxy_rtp_rejected_total{reason="on_hold"}"#;
+    // What baresip does after a resume is its business (its aubridge loop
+    // does not restart); voxproxy's part is to send again, to the new port.
+    assert!(after.get(out) - before.get(out) >= 45.0, "audio goes to the PBX again after the resume");
+    assert_eq!(after.get(hold), before.get(hold), "nothing is held back any more");
     call.send_stop().await;
     assert_eq!(call.wait_closed(WAIT).await, Some(1000));
 }

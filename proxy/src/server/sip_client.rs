@@ -45,8 +45,19 @@ pub(crate) const RECV_BYTES: usize = MAX_MESSAGE_BYTES + 1;
 
 /// The socket towards the next hop.
 enum Link {
-    Udp(UdpSocket),
-    Tcp { stream: TcpStream, backlog: Vec<u8>, open: bool },
+    /// Received through tokio; sent through a clone of the same socket,
+    /// since tokio's `try_send_to` refuses (WouldBlock) until the reactor
+    /// has seen the new socket once, which would lose the INVITE's first
+    /// copy and delay every call by T1 (measured: 502 ms instead of 0).
+    Udp {
+        socket: UdpSocket,
+        sender: std::net::UdpSocket,
+    },
+    Tcp {
+        stream: TcpStream,
+        backlog: Vec<u8>,
+        open: bool,
+    },
 }
 
 /// One call's SIP leg and its socket.
@@ -154,7 +165,7 @@ impl SipCall {
     /// once a TCP connection is gone.
     pub(crate) async fn recv(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         match &mut self.link {
-            Link::Udp(socket) => socket.recv_from(buf).await,
+            Link::Udp { socket, .. } => socket.recv_from(buf).await,
             Link::Tcp { stream, open: true, .. } => stream.read(buf).await.map(|n| (n, self.next_hop)),
             Link::Tcp { open: false, .. } => std::future::pending().await,
         }
@@ -163,7 +174,9 @@ impl SipCall {
     /// Hands what [`SipCall::recv`] returned to the leg.
     pub(crate) fn received(&mut self, now: Instant, result: io::Result<(usize, SocketAddr)>, buf: &[u8]) {
         let bytes = match result {
-            Ok((n, from)) if n > 0 || matches!(self.link, Link::Udp(_)) => (&buf[..n.min(buf.len())], from),
+            Ok((n, from)) if n > 0 || matches!(self.link, Link::Udp { .. }) => {
+                (&buf[..n.min(buf.len())], from)
+            }
             Ok(_) => {
                 tracing::info!("the SIP TCP connection was closed by the peer");
                 self.close_tcp();
@@ -178,7 +191,7 @@ impl SipCall {
             }
         };
         match self.link {
-            Link::Udp(_) => self.backend.handle_datagram(now, bytes.1, bytes.0),
+            Link::Udp { .. } => self.backend.handle_datagram(now, bytes.1, bytes.0),
             Link::Tcp { .. } => {
                 if let Err(e) = self.backend.handle_stream(now, bytes.0) {
                     tracing::warn!(error = %e, "unreadable SIP over TCP; closing the connection");
@@ -256,10 +269,10 @@ impl SipCall {
 
     fn send(&mut self, transmit: &Transmit) {
         match &mut self.link {
-            Link::Udp(socket) => {
+            Link::Udp { sender, .. } => {
                 // SIP over UDP retransmits by itself: a full buffer loses
                 // one copy, not the message.
-                if let Err(e) = socket.try_send_to(&transmit.bytes, transmit.dest) {
+                if let Err(e) = sender.send_to(&transmit.bytes, transmit.dest) {
                     tracing::debug!(error = %e, dest = %transmit.dest, "SIP send failed");
                 }
             }
@@ -364,14 +377,16 @@ async fn connect(
 ) -> Result<(Link, Transport, SocketAddr), String> {
     match transport {
         SipTransport::Udp => {
-            let socket = UdpSocket::bind(SocketAddr::new(bind, 0))
-                .await
+            let bound = std::net::UdpSocket::bind(SocketAddr::new(bind, 0))
+                .and_then(|s| s.set_nonblocking(true).map(|()| s))
                 .map_err(|e| format!("cannot bind a SIP socket on {bind}: {e}"))?;
+            let sender = bound.try_clone().map_err(|e| format!("cannot clone the SIP socket: {e}"))?;
+            let socket = UdpSocket::from_std(bound).map_err(|e| e.to_string())?;
             let mut local = socket.local_addr().map_err(|e| e.to_string())?;
             if local.ip().is_unspecified() {
                 local.set_ip(route_source(next_hop).unwrap_or(local.ip()));
             }
-            Ok((Link::Udp(socket), Transport::Udp, local))
+            Ok((Link::Udp { socket, sender }, Transport::Udp, local))
         }
         SipTransport::Tcp => {
             let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(next_hop))
