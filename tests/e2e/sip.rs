@@ -22,6 +22,7 @@ both_io!(
     sip_over_tcp,
     sip_cancel_while_ringing,
     sip_hold_and_resume,
+    sip_through_kamailio,
 );
 
 /// A baresip child with its own config directory, killed when dropped.
@@ -332,4 +333,95 @@ async fn sip_hold_and_resume(io: Io) {
     assert_eq!(after.get(hold), before.get(hold), "nothing is held back any more");
     call.send_stop().await;
     assert_eq!(call.wait_closed(WAIT).await, Some(1000));
+}
+
+/// kamailio as a stateful proxy between voxproxy and baresip, from
+/// `tests/e2e/testdata/kamailio.cfg`; SIGTERM when dropped (its children
+/// follow the main process).
+struct Kamailio {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Kamailio {
+    fn start(ua: &Baresip) -> Option<Kamailio> {
+        if !Path::new("/usr/sbin/kamailio").exists() {
+            eprintln!(
+                "skipped: /usr/sbin/kamailio is not installed (apt-get install kamailio, as .ci/run does)"
+            );
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_udp_port(false);
+        let template = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/testdata/kamailio.cfg"),
+        )
+        .expect("kamailio.cfg");
+        let config = template
+            .replace("LISTEN", &format!("127.0.0.1:{port}"))
+            .replace("UA_ADDR", &format!("127.0.0.1:{}", ua.sip_port));
+        let cfg = dir.path().join("kamailio.cfg");
+        std::fs::write(&cfg, config).expect("kamailio config");
+        let log = std::fs::File::create(dir.path().join("log")).expect("kamailio log");
+        let child = Command::new("/usr/sbin/kamailio")
+            .arg("-f")
+            .arg(&cfg)
+            .args(["-DD", "-E", "-m", "16", "-M", "4", "-P"])
+            .arg(dir.path().join("pid"))
+            .arg("-Y")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("kamailio starts");
+        let kamailio = Kamailio { child, dir, port };
+        let deadline = std::time::Instant::now() + WAIT;
+        while !udp_port_bound(port) {
+            assert!(std::time::Instant::now() < deadline, "kamailio did not start:\n{}", kamailio.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(kamailio)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn sip_through_kamailio(io: Io) {
+    let Some(baresip) = Baresip::start(Answer::Auto) else { return };
+    let Some(kamailio) = Kamailio::start(&baresip) else { return };
+    let proxy = start_proxy_at(io, &format!("sip:agent@127.0.0.1:{}", kamailio.port), "pcmu");
+    let mut call = TwilioCall::start(&proxy).await;
+    baresip.wait_log("Call established").await;
+    assert!(baresip.log().contains("Record-Route:"), "the INVITE came through kamailio:\n{}", baresip.log());
+    let frames = echo_safe_frames(50);
+    let heard = talk(&mut call, &frames).await;
+    let audio: Vec<&Vec<u8>> = heard.iter().filter(|f| f.iter().any(|&b| b != 0xFF)).collect();
+    let start = audio.iter().position(|f| **f == frames[0]).expect("the echo comes back");
+    let same = audio[start..].iter().zip(&frames).take_while(|(a, b)| **a == *b).count();
+    assert!(same >= 40, "bit-exact through kamailio for {same} frames\n{}", kamailio.log());
+    // The PBX's BYE follows the route set back through kamailio.
+    baresip.command("hangup", "");
+    assert_eq!(call.wait_closed(WAIT).await, Some(1000), "kamailio log:\n{}", kamailio.log());
+    let record = proxy.wait_record(&call.stream_sid).await;
+    assert_eq!(record["end_reason"], "backend_hangup", "{record}");
+    assert_eq!(record["sip_status"], 200, "{record}");
 }
