@@ -23,6 +23,7 @@ both_io!(
     sip_cancel_while_ringing,
     sip_hold_and_resume,
     sip_through_kamailio,
+    sip_auth_challenge,
 );
 
 /// A baresip child with its own config directory, killed when dropped.
@@ -172,15 +173,17 @@ fn start_proxy(io: Io, baresip: &Baresip, codec: &str) -> Proxy {
 }
 
 fn start_proxy_at(io: Io, uri: &str, codec: &str) -> Proxy {
-    Proxy::start(
-        io,
-        &[
-            ("VOXPROXY_VAD_BARGE_IN", "false"),
-            ("VOXPROXY_RTP_CODEC", codec),
-            ("VOXPROXY_ADMIN_TOKEN", ADMIN_TOKEN),
-        ],
-        &["--backend", uri],
-    )
+    start_proxy_with(io, uri, codec, &[])
+}
+
+fn start_proxy_with(io: Io, uri: &str, codec: &str, env: &[(&str, &str)]) -> Proxy {
+    let mut all = vec![
+        ("VOXPROXY_VAD_BARGE_IN", "false"),
+        ("VOXPROXY_RTP_CODEC", codec),
+        ("VOXPROXY_ADMIN_TOKEN", ADMIN_TOKEN),
+    ];
+    all.extend_from_slice(env);
+    Proxy::start(io, &all, &["--backend", uri])
 }
 
 async fn sip_pcmu_echo_and_caller_hangup(io: Io) {
@@ -345,7 +348,7 @@ struct Kamailio {
 }
 
 impl Kamailio {
-    fn start(ua: &Baresip) -> Option<Kamailio> {
+    fn start(ua: &Baresip, defines: &[&str]) -> Option<Kamailio> {
         if !Path::new("/usr/sbin/kamailio").exists() {
             eprintln!(
                 "skipped: /usr/sbin/kamailio is not installed (apt-get install kamailio, as .ci/run does)"
@@ -367,6 +370,7 @@ impl Kamailio {
         let child = Command::new("/usr/sbin/kamailio")
             .arg("-f")
             .arg(&cfg)
+            .args(defines.iter().flat_map(|d| ["-A", d]))
             .args(["-DD", "-E", "-m", "16", "-M", "4", "-P"])
             .arg(dir.path().join("pid"))
             .arg("-Y")
@@ -407,7 +411,7 @@ impl Drop for Kamailio {
 
 async fn sip_through_kamailio(io: Io) {
     let Some(baresip) = Baresip::start(Answer::Auto) else { return };
-    let Some(kamailio) = Kamailio::start(&baresip) else { return };
+    let Some(kamailio) = Kamailio::start(&baresip, &[]) else { return };
     let proxy = start_proxy_at(io, &format!("sip:agent@127.0.0.1:{}", kamailio.port), "pcmu");
     let mut call = TwilioCall::start(&proxy).await;
     baresip.wait_log("Call established").await;
@@ -424,4 +428,34 @@ async fn sip_through_kamailio(io: Io) {
     let record = proxy.wait_record(&call.stream_sid).await;
     assert_eq!(record["end_reason"], "backend_hangup", "{record}");
     assert_eq!(record["sip_status"], 200, "{record}");
+}
+
+/// kamailio challenges the INVITE (407, qop=auth): the right credentials
+/// get the call through, a wrong password fails it like a busy PBX.
+async fn sip_auth_challenge(io: Io) {
+    let Some(baresip) = Baresip::start(Answer::Auto) else { return };
+    let Some(kamailio) = Kamailio::start(&baresip, &["WITH_AUTH"]) else { return };
+    let uri = format!("sip:agent@127.0.0.1:{}", kamailio.port);
+    let user = ("VOXPROXY_SIP_USERNAME", "voxproxy");
+    let proxy = start_proxy_with(io, &uri, "pcmu", &[user, ("VOXPROXY_SIP_PASSWORD", "e2e-sip-secret")]);
+    let mut call = TwilioCall::start(&proxy).await;
+    baresip.wait_log("Call established").await;
+    let _ = talk(&mut call, &echo_safe_frames(5)).await;
+    call.send_stop().await;
+    assert_eq!(call.wait_closed(WAIT).await, Some(1000));
+    let record = proxy.wait_record(&call.stream_sid).await;
+    assert_eq!(record["sip_status"], 200, "{record}\n{}", kamailio.log());
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics.get(r#"voxproxy_sip_responses_total{side="uac",direction="in",class="4xx"}"#) >= 1.0,
+        "the 407 was counted"
+    );
+    drop(proxy);
+
+    let proxy = start_proxy_with(io, &uri, "pcmu", &[user, ("VOXPROXY_SIP_PASSWORD", "wrong")]);
+    let mut call = TwilioCall::start(&proxy).await;
+    assert_eq!(call.wait_closed(WAIT).await, Some(1011), "a refused password fails the leg");
+    let record = proxy.wait_record(&call.stream_sid).await;
+    assert_eq!(record["end_reason"], "backend_failed", "{record}");
+    assert_eq!(record["sip_status"], 407, "{record}");
 }
