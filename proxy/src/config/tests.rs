@@ -328,7 +328,7 @@ fn the_sip_password_is_a_secret_from_the_environment() {
     assert!(msg.contains("sip.password") && msg.contains("VOXPROXY_SIP_PASSWORD"), "{msg}");
     assert!(!msg.contains("hunter2"), "{msg}");
     let c = from_env(&[("VOXPROXY_RTP_ADVERTISE", "203.0.113.7")]).unwrap();
-    assert_eq!(c.rtp.media_address(), "203.0.113.7".parse::<std::net::IpAddr>().unwrap());
+    assert_eq!(c.rtp.media_address(), "203.0.113.7".parse::<IpAddr>().unwrap());
     assert_eq!(from_env(&[]).unwrap().rtp.media_address(), from_env(&[]).unwrap().rtp.bind);
 }
 
