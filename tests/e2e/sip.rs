@@ -52,8 +52,19 @@ impl Baresip {
             );
             return None;
         }
+        // Other tests bind ports meanwhile: a port taken between the probe
+        // and baresip's bind is retried with fresh ones.
+        for _ in 0..4 {
+            if let Some(baresip) = Self::try_start(answer) {
+                return Some(baresip);
+            }
+        }
+        panic!("baresip could not bind free ports in 4 attempts");
+    }
+
+    fn try_start(answer: Answer) -> Option<Baresip> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let sip_port = free_udp_port(false);
+        let sip_port = free_udp_tcp_port();
         let ctrl_port = free_tcp_port();
         let rtp = free_udp_port(true);
         let mode = if answer == Answer::Auto { "auto" } else { "manual" };
@@ -83,9 +94,17 @@ impl Baresip {
             .stderr(log)
             .spawn()
             .expect("baresip starts");
-        let baresip = Baresip { child, dir, sip_port, ctrl_port };
+        let mut baresip = Baresip { child, dir, sip_port, ctrl_port };
         let deadline = std::time::Instant::now() + WAIT;
         while !(udp_port_bound(sip_port) && StdTcpStream::connect(("127.0.0.1", ctrl_port)).is_ok()) {
+            if let Ok(Some(_)) = baresip.child.try_wait() {
+                assert!(
+                    baresip.log().contains("Address already in use"),
+                    "baresip exited:\n{}",
+                    baresip.log()
+                );
+                return None;
+            }
             assert!(std::time::Instant::now() < deadline, "baresip did not start:\n{}", baresip.log());
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -125,6 +144,17 @@ impl Drop for Baresip {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A loopback port free for both UDP and TCP right now (SIP listens on both).
+fn free_udp_tcp_port() -> u16 {
+    for _ in 0..100 {
+        let port = free_udp_port(false);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no loopback port free for both UDP and TCP");
 }
 
 /// μ-law frames that survive baresip's decode → encode unchanged: every
@@ -362,7 +392,7 @@ impl Kamailio {
             return None;
         }
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_udp_port(false);
+        let port = free_udp_tcp_port();
         let template = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/testdata/kamailio.cfg"),
         )
