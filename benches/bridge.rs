@@ -9,10 +9,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use voxproxy_adapters::bridge::{BackendCodec, BridgeConfig, CallBridge, Output};
+use voxproxy_adapters::bridge::{BackendCodec, BridgeConfig, CallBridge, Output, SipBackend};
 use voxproxy_adapters::media_stream::{
     self, AccountSid, CallSid, MediaFormat, Start, StreamSid, Track, Tracks,
 };
+use voxproxy_adapters::sip::{CallInfo, MediaOffer, Message, SipLegConfig, SipUri, Timers, Transport};
 use voxproxy_core::Instant;
 use voxproxy_core::g711;
 use voxproxy_core::rtp::RtpHeader;
@@ -169,5 +170,112 @@ fn recorded(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, uplink, downlink, recorded);
+/// A PCMU call whose backend is a SIP leg, answered: the bridge as above,
+/// plus what the proxy does with the leg on every wake of the call loop
+/// (`SipBackend::drive`, draining `poll_transmit`, `poll_timeout` for the
+/// next deadline). The difference to `pcmu` is a SIP call's added cost.
+fn sip_call(backend: SocketAddr) -> (CallBridge, SipBackend) {
+    let mut bridge = started_bridge(BackendCodec::Pcmu, backend);
+    let config = SipLegConfig {
+        target: SipUri::parse("sip:agent@127.0.0.1:5060").expect("uri"),
+        next_hop: "127.0.0.1:5060".parse().expect("addr"),
+        transport: Transport::Udp,
+        local: "127.0.0.1:5062".parse().expect("addr"),
+        media: MediaOffer {
+            address: backend.ip(),
+            port: 40_002,
+            codec: BackendCodec::Pcmu,
+            telephone_event: 101,
+        },
+        credentials: None,
+        timers: Timers::default(),
+        keepalive: Some(Duration::from_secs(30)),
+        seed: 1,
+    };
+    let mut sip = SipBackend::new(config, &CallInfo::default(), Instant::ZERO, &mut bridge).expect("leg");
+    let invite = Message::parse(&sip.poll_transmit().expect("INVITE").bytes).expect("INVITE parses");
+    let mut ok = Message::response(200);
+    for via in invite.header_values("Via") {
+        ok.push("Via", via);
+    }
+    for name in ["From", "Call-ID", "CSeq"] {
+        ok.push(name, invite.header(name).expect("header"));
+    }
+    ok.push("To", format!("{};tag=pbx", invite.header("To").expect("To")));
+    ok.push("Contact", "<sip:agent@127.0.0.1:5060>");
+    ok.push("Content-Type", "application/sdp");
+    ok.body = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 {}\r\nt=0 0\r\nm=audio {} RTP/AVP 0 101\r\n\
+         a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n",
+        backend.ip(),
+        backend.port()
+    )
+    .into_bytes();
+    sip.handle_datagram(Instant::ZERO, "127.0.0.1:5060".parse().expect("addr"), &ok.to_bytes());
+    let _ = sip.drive(Instant::ZERO, &mut bridge);
+    while sip.poll_transmit().is_some() {}
+    while bridge.poll_output().is_some() {}
+    (bridge, sip)
+}
+
+/// What the call loop does with the leg after each input.
+fn pump(sip: &mut SipBackend, bridge: &mut CallBridge, now: Instant) -> Option<Instant> {
+    black_box(sip.drive(now, bridge));
+    while let Some(t) = sip.poll_transmit() {
+        black_box(t);
+    }
+    sip.poll_timeout()
+}
+
+fn sip_uplink(c: &mut Criterion) {
+    let mut group = c.benchmark_group("bridge_uplink_20ms");
+    let backend: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+    let audio = voice_frame(160);
+    let (mut bridge, mut sip) = sip_call(backend);
+    let sid = StreamSid::new(SID).expect("sid");
+    let mut frame = Vec::with_capacity(512);
+    let mut i = 0u64;
+    group.bench_function("pcmu_sip", |b| {
+        b.iter(|| {
+            i += 1;
+            let media = media_stream::Media {
+                sequence_number: i + 1,
+                stream_sid: sid,
+                track: Track::Inbound,
+                chunk: i,
+                timestamp_ms: i * 20,
+                payload_len: 160,
+            };
+            media_stream::write_inbound_media(&mut frame, &media, &audio);
+            let now = Instant::from_millis(i * 20);
+            bridge.handle_twilio(now, &mut frame).expect("media");
+            black_box(pump(&mut sip, &mut bridge, now));
+            black_box(drain(&mut bridge))
+        });
+    });
+    group.finish();
+}
+
+fn sip_downlink(c: &mut Criterion) {
+    let mut group = c.benchmark_group("bridge_downlink_20ms");
+    let backend: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+    let (mut bridge, mut sip) = sip_call(backend);
+    let payload = voice_frame(160);
+    let mut datagram = vec![0u8; 12 + payload.len()];
+    let mut seq = 0u16;
+    group.bench_function("pcmu_sip", |b| {
+        b.iter(|| {
+            seq = seq.wrapping_add(1);
+            let now = Instant::ZERO + Duration::from_millis(u64::from(seq) * 20);
+            let n =
+                RtpHeader::new(0, seq, u32::from(seq) * 160, 7).write(&payload, &mut datagram).expect("fits");
+            bridge.handle_rtp(now, backend, &datagram[..n]);
+            black_box(pump(&mut sip, &mut bridge, now));
+            black_box(drain(&mut bridge))
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, uplink, downlink, recorded, sip_uplink, sip_downlink);
 criterion_main!(benches);

@@ -52,6 +52,8 @@ mod recording;
 mod reload;
 #[path = "e2e/routes.rs"]
 mod routes;
+#[path = "e2e/sip.rs"]
+mod sip;
 #[path = "e2e/sip_inbound.rs"]
 mod sip_inbound;
 #[path = "e2e/vad_line.rs"]

@@ -528,3 +528,117 @@ fn bot_call_steady_state_allocates_nothing_per_frame() {
     assert_eq!(call.bot_stats().bad_messages, 0);
     assert!(call.bot_stats().marks_played >= 190, "{:?}", call.bot_stats());
 }
+
+/// A SIP call in steady state: the bridge's frames as above, plus what the
+/// call loop does with the answered leg after every input (`drive`,
+/// `poll_transmit`, `poll_timeout`, due timers). Signalling itself (the
+/// INVITE, an OPTIONS probe every 30 s) allocates; a frame must not.
+#[test]
+fn sip_call_steady_state_allocates_nothing_per_frame() {
+    use voxproxy_adapters::bridge::{BackendCodec, SipBackend};
+    use voxproxy_adapters::sip::{CallInfo, MediaOffer, Message, SipLegConfig, SipUri, Timers, Transport};
+
+    let backend: SocketAddr = BACKEND.parse().expect("addr");
+    let pbx: SocketAddr = "127.0.0.1:5060".parse().expect("addr");
+    let config = BridgeConfig { barge_in: false, ..BridgeConfig::default() };
+    let mut bridge = CallBridge::new(config, Instant::ZERO).expect("config");
+    let sid = StreamSid::new("MZ00000000000000000000000000000001").expect("sid");
+    let start = Start {
+        sequence_number: 1,
+        stream_sid: sid,
+        account_sid: AccountSid::new("AC00000000000000000000000000000001").expect("sid"),
+        call_sid: CallSid::new("CA00000000000000000000000000000001").expect("sid"),
+        tracks: Tracks { inbound: true, outbound: false },
+        media_format: MediaFormat::mulaw_8k_mono(),
+        custom_parameters: Vec::new(),
+    };
+    let mut frame = Vec::with_capacity(512);
+    media_stream::write_start(&mut frame, &start);
+    bridge.handle_twilio(Instant::ZERO, &mut frame).expect("start");
+    let leg = SipLegConfig {
+        target: SipUri::parse("sip:agent@127.0.0.1:5060").expect("uri"),
+        next_hop: pbx,
+        transport: Transport::Udp,
+        local: "127.0.0.1:5062".parse().expect("addr"),
+        media: MediaOffer {
+            address: backend.ip(),
+            port: 40_002,
+            codec: BackendCodec::Pcmu,
+            telephone_event: 101,
+        },
+        credentials: None,
+        timers: Timers::default(),
+        keepalive: Some(Duration::from_secs(30)),
+        seed: 3,
+    };
+    let mut sip = SipBackend::new(leg, &CallInfo::default(), Instant::ZERO, &mut bridge).expect("leg");
+    let invite = Message::parse(&sip.poll_transmit().expect("INVITE").bytes).expect("INVITE");
+    let mut ok = Message::response(200);
+    for via in invite.header_values("Via") {
+        ok.push("Via", via);
+    }
+    for name in ["From", "Call-ID", "CSeq"] {
+        ok.push(name, invite.header(name).expect("header"));
+    }
+    ok.push("To", format!("{};tag=pbx", invite.header("To").expect("To")));
+    ok.push("Contact", "<sip:agent@127.0.0.1:5060>");
+    ok.push("Content-Type", "application/sdp");
+    ok.body = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 {}\r\nt=0 0\r\nm=audio {} RTP/AVP 0 101\r\n\
+         a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n",
+        backend.ip(),
+        backend.port()
+    )
+    .into_bytes();
+    sip.handle_datagram(Instant::ZERO, pbx, &ok.to_bytes());
+    assert_eq!(sip.drive(Instant::ZERO, &mut bridge), None);
+    while sip.poll_transmit().is_some() {}
+    while bridge.poll_output().is_some() {}
+
+    let speechy: Vec<u8> = tone(160, 9).iter().map(|&s| g711::ulaw_encode(s)).collect();
+    let mut datagram = [0u8; 200];
+    let (mut sent_rtp, mut sent_twilio) = (0u64, 0u64);
+    let mut step = |i: u64, bridge: &mut CallBridge, sip: &mut SipBackend, frame: &mut Vec<u8>| {
+        let now = Instant::from_millis(i * 20);
+        let media = media_stream::Media {
+            sequence_number: i + 2,
+            stream_sid: sid,
+            track: Track::Inbound,
+            chunk: i + 1,
+            timestamp_ms: i * 20,
+            payload_len: 160,
+        };
+        media_stream::write_inbound_media(frame, &media, &speechy);
+        bridge.handle_twilio(now, frame).expect("media");
+        let seq = i as u16;
+        let len =
+            RtpHeader::new(0, seq, u32::from(seq) * 160, 9).write(&speechy, &mut datagram).expect("fits");
+        bridge.handle_rtp(now + Duration::from_millis(3), backend, &datagram[..len]);
+        if sip.poll_timeout().is_some_and(|t| t <= now) {
+            sip.handle_timeout(now);
+        }
+        assert_eq!(sip.drive(now, bridge), None);
+        while sip.poll_transmit().is_some() {}
+        while let Some(output) = bridge.poll_output() {
+            match output {
+                Output::Rtp(_) => sent_rtp += 1,
+                Output::Twilio(_) => sent_twilio += 1,
+                _ => {}
+            }
+        }
+        if let Some(t) = bridge.poll_timeout().filter(|t| *t <= now) {
+            bridge.handle_timeout(t);
+            while bridge.poll_output().is_some() {}
+        }
+    };
+    for i in 0..200 {
+        step(i, &mut bridge, &mut sip, &mut frame);
+    }
+    let n = allocations_in(|| {
+        for i in 200..1_200 {
+            step(i, &mut bridge, &mut sip, &mut frame);
+        }
+    });
+    assert_eq!(n, 0, "allocations in 1,000 steady-state frames each way of a SIP call");
+    assert!(sent_rtp >= 1_000 && sent_twilio >= 1_000, "both directions flowed: {sent_rtp} {sent_twilio}");
+}

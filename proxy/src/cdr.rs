@@ -186,19 +186,21 @@ pub struct CallRecord {
     pub rtp_ssrc: u32,
     /// SSRC of the `outbound` track's RTP, when the stream carried it.
     pub outbound_track_ssrc: Option<u32>,
-    /// The `Call-ID` of the SIP dialog the call belongs to (a PBX's INVITE
-    /// through `sip.listen`).
+    /// The `Call-ID` of the SIP dialog the call belongs to: voxproxy's
+    /// INVITE to a `sip:` backend, or a PBX's INVITE through `sip.listen`.
     pub sip_call_id: Option<String>,
     /// Which way the SIP call went: `sip_to_twilio` (a PBX placed it
-    /// through `sip.listen`).
+    /// through `sip.listen`); absent for voxproxy's own INVITE.
     pub sip_direction: Option<String>,
-    /// The final SIP status voxproxy answered the PBX's INVITE with (200,
-    /// or 486/480/503/487 for busy, no answer, failed, cancelled).
+    /// The final SIP status of the INVITE: the PBX's answer to voxproxy's
+    /// (200, 486 busy, 408 no answer in time, 487 cancelled, …), or what
+    /// voxproxy answered a PBX's (200, or 486/480/503/487 for busy, no
+    /// answer, failed, cancelled).
     pub sip_status: Option<u16>,
-    /// Who ended a SIP call: `pbx` (BYE or CANCEL), `twilio` (the callee
-    /// hung up, or the call did not connect) or `voxproxy` (drain, control
-    /// API, a failed leg).
-    pub hangup_by: Option<String>,
+    /// Who ended a SIP call: `backend` (the PBX's BYE or CANCEL, or it
+    /// stopped answering), `twilio` (Twilio's side hung up, or the call did
+    /// not connect) or `voxproxy` (drain, control API, a failed leg).
+    pub hung_up_by: Option<String>,
     /// The call's two-channel WAV (`recording.enabled`): channel 1 the
     /// caller, channel 2 what the caller heard. `None` when not recorded or
     /// when the file could not be written (`voxproxy_recording_errors_total`).
@@ -1175,7 +1177,7 @@ mod tests {
             sip_call_id: Some("a84b4c76e66710@pbx.example.com".into()),
             sip_direction: Some("sip_to_twilio".into()),
             sip_status: Some(200),
-            hangup_by: Some("pbx".into()),
+            hung_up_by: Some("pbx".into()),
             recording_file: Some("/var/rec/CA_MZ.wav".into()),
             latency: Some(LatencyRecord {
                 jitter_buffer_packets: 2_990,
@@ -1267,7 +1269,7 @@ mod tests {
             "sip_call_id",
             "sip_direction",
             "sip_status",
-            "hangup_by",
+            "hung_up_by",
             "recording_file",
             "latency",
             "leg",

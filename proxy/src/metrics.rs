@@ -1038,6 +1038,7 @@ impl WorkerMetrics {
             twilio_outbound_track_frames_in: _,
             rtp_outbound_track_packets_out: _,
             rtp_dropped_one_way,
+            rtp_dropped_on_hold,
             twilio_audio_bytes_in,
             twilio_frames_out,
             twilio_audio_bytes_out,
@@ -1097,6 +1098,7 @@ impl WorkerMetrics {
         self.rtp_rejected[2].add(rtp_unknown_payload_type.saturating_sub(prev.rtp_unknown_payload_type));
         self.rtp_rejected[3].add(rtp_bad_payload.saturating_sub(prev.rtp_bad_payload));
         self.rtp_rejected[4].add(rtp_dropped_one_way.saturating_sub(prev.rtp_dropped_one_way));
+        self.rtp_rejected[5].add(rtp_dropped_on_hold.saturating_sub(prev.rtp_dropped_on_hold));
         self.rtcp_received.add(rtcp_in.saturating_sub(prev.rtcp_in));
         self.rtp_unsent_awaiting_backend
             .add(rtp_unsent_awaiting_backend.saturating_sub(prev.rtp_unsent_awaiting_backend));
@@ -1466,8 +1468,8 @@ const OUT: usize = 1;
 const IN_OUT: [&str; 2] = ["in", "out"];
 const TWILIO_REJECT_REASONS: [&str; 4] = ["malformed", "unknown_event", "oversize", "out_of_order"];
 /// `one_way`: backend RTP on a fork, which plays nothing back to Twilio.
-const RTP_REJECT_REASONS: [&str; 5] =
-    ["malformed", "foreign_source", "unknown_payload_type", "bad_payload", "one_way"];
+const RTP_REJECT_REASONS: [&str; 6] =
+    ["malformed", "foreign_source", "unknown_payload_type", "bad_payload", "one_way", "on_hold"];
 const DTMF_SOURCES: [&str; 2] = ["twilio", "backend"];
 const MARK_OUTCOMES: [&str; 3] = ["sent", "played", "cleared"];
 /// The HTTP statuses the server answers with, the `code` labels of
@@ -1483,7 +1485,7 @@ const HTTP_CODE_LABELS: [&str; 20] = [
 
 /// `reason` labels of `voxproxy_calls_ended_total`: the known
 /// [`EndReason`]s, then `other` for variants added after this was written.
-const END_REASON_NAMES: [&str; 9] = [
+const END_REASON_NAMES: [&str; 10] = [
     EndReason::TwilioStop.name(),
     EndReason::WebSocketClosed.name(),
     EndReason::IdleTimeout.name(),
@@ -1492,6 +1494,7 @@ const END_REASON_NAMES: [&str; 9] = [
     EndReason::Refused.name(),
     EndReason::BackendFailed.name(),
     EndReason::BackendClosed.name(),
+    EndReason::BackendHangup.name(),
     "other",
 ];
 
@@ -1505,7 +1508,8 @@ fn end_reason_slot(reason: EndReason) -> usize {
         EndReason::Refused => 5,
         EndReason::BackendFailed => 6,
         EndReason::BackendClosed => 7,
-        _ => 8,
+        EndReason::BackendHangup => 8,
+        _ => 9,
     }
 }
 
@@ -1997,6 +2001,7 @@ mod tests {
             twilio_outbound_track_frames_in: 40,
             rtp_outbound_track_packets_out: 41,
             rtp_dropped_one_way: 42,
+            rtp_dropped_on_hold: 43,
             twilio_audio_bytes_in: 160_000,
             twilio_frames_out: 900,
             twilio_audio_bytes_out: 144_000,
@@ -2041,6 +2046,7 @@ mod tests {
             twilio_outbound_track_frames_in: 40 + 140,
             rtp_outbound_track_packets_out: 41 + 141,
             rtp_dropped_one_way: 42 + 142,
+            rtp_dropped_on_hold: 43 + 143,
             twilio_audio_bytes_in: 168_000,
             twilio_frames_out: 951,
             twilio_audio_bytes_out: 152_160,
@@ -2099,6 +2105,7 @@ mod tests {
             ("voxproxy_rtp_rejected_total{reason=\"unknown_payload_type\"}", 107.0),
             ("voxproxy_rtp_rejected_total{reason=\"bad_payload\"}", 108.0),
             ("voxproxy_rtp_rejected_total{reason=\"one_way\"}", 142.0),
+            ("voxproxy_rtp_rejected_total{reason=\"on_hold\"}", 143.0),
             ("voxproxy_rtcp_received_total", 109.0),
             ("voxproxy_rtp_unsent_awaiting_backend_total", 131.0),
             ("voxproxy_rtp_lost_packets_total", 110.0),

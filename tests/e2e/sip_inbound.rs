@@ -407,7 +407,7 @@ async fn pbx_call_answered_with_audio_both_ways_then_pbx_hangs_up(io: Io) {
     assert_eq!(record["sip_call_id"], pbx.call_id.as_str(), "{record}");
     assert_eq!(record["sip_direction"], "sip_to_twilio", "{record}");
     assert_eq!(record["sip_status"], 200, "{record}");
-    assert_eq!(record["hangup_by"], "pbx", "{record}");
+    assert_eq!(record["hung_up_by"], "backend", "{record}");
     assert_eq!(record["route"], "sip", "{record}");
     assert_eq!(record["call_status"], "completed", "{record}");
     assert!(record["inbound_frames"].as_u64().is_some_and(|n| n >= 5), "{record}");
@@ -442,7 +442,7 @@ async fn pbx_call_ended_by_twilio(io: Io) {
     status(&proxy, &create, &call_sid, "completed").await;
     let record = wait_call_record(&proxy, &call_sid).await;
     assert_eq!(
-        (&record["sip_status"], &record["hangup_by"]),
+        (&record["sip_status"], &record["hung_up_by"]),
         (&Value::from(200), &Value::from("twilio")),
         "{record}"
     );
@@ -468,7 +468,7 @@ async fn pbx_call_busy_and_cancelled(io: Io) {
     pbx.ack(&branch).await;
     let record = wait_call_record(&proxy, &call_sid).await;
     assert_eq!(record["sip_status"], 486, "{record}");
-    assert_eq!(record["hangup_by"], "twilio", "{record}");
+    assert_eq!(record["hung_up_by"], "twilio", "{record}");
     assert_eq!(record["call_status"], "busy", "{record}");
 
     // CANCEL while it rings: 200 + 487 to the PBX, the Twilio call cancelled.
@@ -488,7 +488,7 @@ async fn pbx_call_busy_and_cancelled(io: Io) {
     status(&proxy, &create, &call_sid, "canceled").await;
     let record = wait_call_record(&proxy, &call_sid).await;
     assert_eq!(record["sip_status"], 487, "{record}");
-    assert_eq!(record["hangup_by"], "pbx", "{record}");
+    assert_eq!(record["hung_up_by"], "backend", "{record}");
 }
 
 async fn hostile_sip_never_places_a_call(io: Io) {
@@ -565,8 +565,8 @@ async fn pbx_call_over_tcp(io: Io) {
     status(&proxy, &create, &call_sid, "completed").await;
     let record = wait_call_record(&proxy, &call_sid).await;
     assert_eq!(
-        (&record["sip_status"], &record["hangup_by"]),
-        (&Value::from(200), &Value::from("pbx")),
+        (&record["sip_status"], &record["hung_up_by"]),
+        (&Value::from(200), &Value::from("backend")),
         "{record}"
     );
 }
@@ -660,7 +660,7 @@ async fn baresip_busy_and_refused(io: Io) {
     baresip.wait_for("486 Busy Here").await;
     let record = wait_call_record(&proxy, &call_sid).await;
     assert_eq!(
-        (&record["sip_status"], &record["hangup_by"]),
+        (&record["sip_status"], &record["hung_up_by"]),
         (&Value::from(486), &Value::from("twilio")),
         "{record}"
     );

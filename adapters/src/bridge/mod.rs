@@ -52,6 +52,8 @@ mod config;
 mod framer;
 mod playout;
 mod report;
+mod signalled;
+mod sip_leg;
 #[cfg(test)]
 mod size_tests;
 mod taps;
@@ -78,6 +80,7 @@ pub use playout::{
     MARK_PREFIX, MAX_MARKS_IN_FLIGHT, MarkEcho, PlayoutTracker, parse_mark_name, write_mark_name,
 };
 pub use report::{BridgeEvent, CallStats, EndReason};
+pub use sip_leg::{HungUpBy, LegOutcome, SipBackend};
 
 use crate::media_stream::{self, Inbound, MessageError, Start, StreamSid, Track};
 use crate::stream_token::STREAM_TOKEN_PARAMETER;
@@ -168,6 +171,11 @@ pub enum BridgeError {
     },
     /// The call has already ended; the input was ignored.
     Ended,
+    /// A signalled leg negotiated media the bridge cannot carry.
+    UnusableMedia {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 impl core::fmt::Display for BridgeError {
@@ -187,6 +195,10 @@ impl core::fmt::Display for BridgeError {
                 "stream announced {encoding} at {sample_rate} Hz with {channels} channel(s); only audio/x-mulaw 8000 Hz mono can be bridged"
             ),
             BridgeError::Ended => f.write_str("the call has already ended; input ignored"),
+            BridgeError::UnusableMedia { reason } => write!(
+                f,
+                "the backend's SDP answer cannot be carried ({reason}); offer fewer codecs or change rtp.codec"
+            ),
             BridgeError::Unauthorized { reason } => write!(
                 f,
                 "`start` refused: {reason}; only streams of calls this proxy's voice webhook answered are accepted"
@@ -464,6 +476,12 @@ pub struct CallBridge {
     latency: Box<crate::latency::LatencyBreakdown>,
     /// Set while the call is recorded ([`CallBridge::start_recording`]).
     recording: Option<Box<crate::recording::RecordingTap>>,
+    /// A signalled leg put the call on hold (the peer's SDP is `sendonly`
+    /// or `inactive`): no audio either way until it resumes.
+    held: bool,
+    /// Whether Twilio's DTMF goes out as RFC 4733: a signalled leg whose
+    /// peer offered no `telephone-event` takes none.
+    dtmf_out: bool,
 }
 
 fn talkspurt_detector(config: TalkspurtConfig, now: Instant) -> TalkspurtDetector {
@@ -604,6 +622,8 @@ impl CallBridge {
             now,
             latency: Box::default(),
             recording: None,
+            held: false,
+            dtmf_out: true,
         })
     }
 
@@ -852,6 +872,10 @@ impl CallBridge {
         down.last_rx = Some(now);
         if self.one_way {
             self.stats.rtp_dropped_one_way += 1;
+            return;
+        }
+        if self.held {
+            self.stats.rtp_dropped_on_hold += 1;
             return;
         }
         let payload_type = packet.payload_type();
@@ -1269,6 +1293,12 @@ impl CallBridge {
     fn push_rtp(&mut self, now: Instant, buf: Vec<u8>) {
         if self.config.backend.is_some() && self.backend_peer.is_none() {
             self.stats.rtp_unsent_awaiting_backend += 1;
+            self.out.recycle(Queued::Rtp(buf));
+            return;
+        }
+        if self.held {
+            self.stats.rtp_dropped_on_hold += 1;
+            self.out.recycle(Queued::Rtp(buf));
             return;
         }
         self.stats.rtp_packets_out += 1;
@@ -1313,6 +1343,11 @@ impl CallBridge {
     fn drive_dtmf(&mut self, now: Instant) {
         loop {
             if self.uplink.dtmf.is_none() {
+                if !self.dtmf_out {
+                    // The peer takes no telephone-event: the digit was reported only.
+                    self.uplink.digits.clear();
+                    return;
+                }
                 let Some(digit) = self.uplink.digits.pop_front() else { return };
                 self.uplink.dtmf = self.dtmf_sender(digit, now);
                 if let Some(sender) = &self.uplink.dtmf {

@@ -106,6 +106,8 @@ pub enum EndReason {
     BackendFailed,
     /// The backend leg hung up: a WebSocket bot closed its connection.
     BackendClosed,
+    /// The backend hung up an established call (a SIP BYE from the PBX).
+    BackendHangup,
 }
 
 impl EndReason {
@@ -124,6 +126,7 @@ impl EndReason {
             EndReason::DuplicateStream => "duplicate_stream",
             EndReason::BackendFailed => "backend_failed",
             EndReason::BackendClosed => "backend_closed",
+            EndReason::BackendHangup => "backend_hangup",
         }
     }
 
@@ -132,6 +135,7 @@ impl EndReason {
     pub const fn close_frame(self) -> (u16, &'static str) {
         match self {
             EndReason::TwilioStop | EndReason::Hangup | EndReason::WebSocketClosed => (1000, "call ended"),
+            EndReason::BackendHangup => (1000, "backend hung up"),
             EndReason::IdleTimeout => (1001, "idle timeout"),
             EndReason::Drain => (1001, "server draining"),
             EndReason::Refused => (1013, "no capacity, try again later"),
@@ -158,6 +162,9 @@ pub struct CallStats {
     /// RTP audio packets sent to the backend on the `outbound` track's own
     /// SSRC (also counted in [`CallStats::rtp_packets_out`]).
     pub rtp_outbound_track_packets_out: u64,
+    /// RTP dropped (both directions) while a signalled leg held the call
+    /// (the peer's SDP said `sendonly` or `inactive`).
+    pub rtp_dropped_on_hold: u64,
     /// Backend RTP dropped because the stream is one-way (a fork: Twilio
     /// plays nothing sent back on it); also counted in `rtp_packets_in`.
     pub rtp_dropped_one_way: u64,

@@ -113,7 +113,7 @@ pub struct SipInput {
     /// The final status answered, once there is one.
     pub status: Option<u16>,
     /// Who ended the call, once it has ended.
-    pub hangup_by: Option<&'static str>,
+    pub hung_up_by: Option<&'static str>,
 }
 
 /// What happened to an input.
@@ -509,7 +509,7 @@ fn merge_call_fields(mut stream: CallRecord, call: CallRecord) -> CallRecord {
     stream.sip_call_id = stream.sip_call_id.or(call.sip_call_id);
     stream.sip_direction = stream.sip_direction.or(call.sip_direction);
     stream.sip_status = stream.sip_status.or(call.sip_status);
-    stream.hangup_by = stream.hangup_by.or(call.hangup_by);
+    stream.hung_up_by = stream.hung_up_by.or(call.hung_up_by);
     stream
 }
 
@@ -517,7 +517,7 @@ fn apply_sip(record: &mut CallRecord, sip: &SipInput) {
     record.sip_call_id = Some(sip.call_id.clone());
     record.sip_direction = Some(sip.direction.to_owned());
     record.sip_status = sip.status.or(record.sip_status);
-    record.hangup_by = sip.hangup_by.map(str::to_owned).or(record.hangup_by.take());
+    record.hung_up_by = sip.hung_up_by.map(str::to_owned).or(record.hung_up_by.take());
 }
 
 #[cfg(test)]

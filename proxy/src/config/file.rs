@@ -16,11 +16,12 @@ use super::{ConfigError, Entry, MAX_SHOWN, Origin, Raw};
 
 /// Keys people are likely to try to put secrets under, and where the secret
 /// belongs instead.
-const SECRET_KEYS: [(&str, &str); 4] = [
+const SECRET_KEYS: [(&str, &str); 5] = [
     ("twilio.auth_token", super::ENV_AUTH_TOKEN),
     ("server.admin_token", super::ENV_ADMIN_TOKEN),
     ("admin_token", super::ENV_ADMIN_TOKEN),
     ("auth_token", super::ENV_AUTH_TOKEN),
+    ("sip.password", super::ENV_SIP_PASSWORD),
 ];
 
 /// Most `[[routes]]` a file may hold: every call walks them in order.

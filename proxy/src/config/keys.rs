@@ -131,7 +131,7 @@ keys! {
     RtpAllowPrivilegedPorts "rtp.allow_privileged_ports" Bool Value("false"),
         "`true` lets `rtp.ports` go below 1024", EXPECT_BOOL;
     RtpBackend "rtp.backend" Text Value("\"127.0.0.1:4000\""),
-        "the voice stack: `IP:PORT` for RTP (port 0 learns each call's port from the backend's first packet, e.g. Asterisk external media), a `sip:`/`sips:` URI or a `ws://`/`wss://` URL of a WebSocket bot (`ws.*`); a SIP backend is parsed and checked, but `serve` refuses it so far",
+        "the voice stack: `IP:PORT` for RTP (port 0 learns each call's port from the backend's first packet, e.g. Asterisk external media), a `sip:` URI (each call INVITEs it; `{to}`/`{from}` in the user part; `;transport=tcp`; `sips:` is refused so far) or a `ws://`/`wss://` URL of a WebSocket bot (`ws.*`)",
         "expected the IP address and port of the voice stack, such as \"127.0.0.1:4000\"";
     RtpCodec "rtp.codec" Text Value("\"pcmu\""), "`pcmu`, `pcma`, `l16-8k`, `l16-16k`",
         "expected \"pcmu\", \"pcma\", \"l16-8k\" or \"l16-16k\"";
@@ -139,12 +139,18 @@ keys! {
     RtpDtmfPayloadType "rtp.dtmf_payload_type" Int Value("101"), PAYLOAD_TYPES, EXPECT_PAYLOAD_TYPE;
     RtpPayloadType "rtp.payload_type" Int Described("the codec's: PCMU 0, PCMA 8, L16 96"),
         "0 to 127 but not 72 to 76, not the DTMF type", EXPECT_PAYLOAD_TYPE;
+    RtpAdvertise "rtp.advertise" Text Described("`rtp.bind`"),
+        "IP address put in the SDP `c=` line of SIP calls, when the PBX reaches this host at another address (NAT); not unspecified",
+        "expected an IP address such as \"203.0.113.7\"";
     SipListen "sip.listen" Text Described("none (no SIP listener)"),
         "IP address and port of the SIP listener (UDP and TCP) a PBX sends INVITEs to, to place calls through Twilio; needs `TWILIO_ACCOUNT_SID` and `TWILIO_AUTH_TOKEN`",
         "expected an IP address and port such as \"0.0.0.0:5060\"";
     SipAllow "sip.allow" Text Value("\"\""),
         "comma-separated CIDRs (`10.0.0.0/8,192.0.2.7`, at most 64) whose INVITEs are accepted; empty: none (every INVITE gets 403)",
         "expected comma-separated IP networks such as \"10.0.0.0/8,192.0.2.7\"";
+    SipUsername "sip.username" Text Described("none"),
+        "user name answering a PBX's 401/407 challenge to voxproxy's INVITEs, with `VOXPROXY_SIP_PASSWORD` (a secret, environment only)",
+        "expected a user name";
     JitterMaxDelayMs "jitter.max_delay_ms" Int Value("60"), "0 to 1000",
         "expected a number of milliseconds from 0 to 1000";
     VadMode "vad.mode" Int Value("2"), "0 (least aggressive) to 3", "expected an integer from 0 to 3";

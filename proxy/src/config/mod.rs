@@ -54,13 +54,15 @@
 //! | `rtp.bind` | string | `"127.0.0.1"` | IP address the RTP sockets bind to |
 //! | `rtp.ports` | string | `"40000-44999"` | `"LO-HI"`, 1024 to 65535; one port per call, so at least `limits.max_calls` ports |
 //! | `rtp.allow_privileged_ports` | boolean | `false` | `true` lets `rtp.ports` go below 1024 |
-//! | `rtp.backend` | string | `"127.0.0.1:4000"` | the voice stack: `IP:PORT` for RTP (port 0 learns each call's port from the backend's first packet, e.g. Asterisk external media), a `sip:`/`sips:` URI or a `ws://`/`wss://` URL of a WebSocket bot (`ws.*`); a SIP backend is parsed and checked, but `serve` refuses it so far |
+//! | `rtp.backend` | string | `"127.0.0.1:4000"` | the voice stack: `IP:PORT` for RTP (port 0 learns each call's port from the backend's first packet, e.g. Asterisk external media), a `sip:` URI (each call INVITEs it; `{to}`/`{from}` in the user part; `;transport=tcp`; `sips:` is refused so far) or a `ws://`/`wss://` URL of a WebSocket bot (`ws.*`) |
 //! | `rtp.codec` | string | `"pcmu"` | `pcmu`, `pcma`, `l16-8k`, `l16-16k` |
 //! | `rtp.ptime_ms` | integer | `20` | 10, 20, 30, 40 |
 //! | `rtp.dtmf_payload_type` | integer | `101` | 0 to 127 but not 72 to 76 |
 //! | `rtp.payload_type` | integer | the codec's: PCMU 0, PCMA 8, L16 96 | 0 to 127 but not 72 to 76, not the DTMF type |
+//! | `rtp.advertise` | string | `rtp.bind` | IP address put in the SDP `c=` line of SIP calls, when the PBX reaches this host at another address (NAT); not unspecified |
 //! | `sip.listen` | string | none (no SIP listener) | IP address and port of the SIP listener (UDP and TCP) a PBX sends INVITEs to, to place calls through Twilio; needs `TWILIO_ACCOUNT_SID` and `TWILIO_AUTH_TOKEN` |
 //! | `sip.allow` | string | `""` | comma-separated CIDRs (`10.0.0.0/8,192.0.2.7`, at most 64) whose INVITEs are accepted; empty: none (every INVITE gets 403) |
+//! | `sip.username` | string | none | user name answering a PBX's 401/407 challenge to voxproxy's INVITEs, with `VOXPROXY_SIP_PASSWORD` (a secret, environment only) |
 //! | `jitter.max_delay_ms` | integer | `60` | 0 to 1000 |
 //! | `vad.mode` | integer | `2` | 0 (least aggressive) to 3 |
 //! | `vad.barge_in` | boolean | `true` |  |
@@ -115,9 +117,10 @@
 //!
 //! Errors name `routes[N].key`, for example `routes[1].forward_timeout =
 //! "20x" (from voxproxy.toml line 14): …`. What each key does to the TwiML is
-//! decided in `voxproxy_adapters::route`. `voxproxy serve` refuses a `sip:`
-//! or `ws://` backend, of the global settings or of a route, until those
-//! legs are wired in ([`Config::not_runnable_yet`]).
+//! decided in `voxproxy_adapters::route`. `voxproxy serve` runs RTP and SIP
+//! (UDP, TCP) backends; it refuses `sips:`/TLS and `ws://` backends, of the
+//! global settings or of a route, until those legs are wired in
+//! ([`Config::not_runnable_yet`]).
 //!
 //! # Validation
 //!
@@ -156,7 +159,7 @@ use std::num::NonZeroU16;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use voxproxy_adapters::route::{Backend, LegKind, Route, RouteTo};
+use voxproxy_adapters::route::{Backend, LegKind, Route, RouteTo, SipTransport};
 use voxproxy_adapters::url::{Scheme, Url};
 
 // ---------------------------------------------------------------------------
@@ -172,7 +175,8 @@ pub struct Config {
     pub twilio: TwilioSettings,
     /// `[rtp]`: the media leg towards the voice stack.
     pub rtp: RtpSettings,
-    /// `[sip]`: the SIP listener through which a PBX places calls via Twilio.
+    /// `[sip]`: the SIP calls voxproxy places to `sip:` backends, and the
+    /// listener through which a PBX places calls via Twilio.
     pub sip: SipSettings,
     /// `[jitter]`: the jitter buffer on audio from the voice stack.
     pub jitter: JitterSettings,
@@ -278,9 +282,13 @@ pub struct TwilioSettings {
     pub caller_id: Option<String>,
 }
 
-/// `[sip]` settings: SIP → Twilio calls (a PBX dials out through Twilio).
+/// `[sip]` settings: the calls voxproxy places (Twilio → PBX) and the
+/// listener for SIP → Twilio calls (a PBX dials out through Twilio).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct SipSettings {
+    /// `sip.username`: answers 401/407 challenges to voxproxy's INVITEs,
+    /// with `VOXPROXY_SIP_PASSWORD`.
+    pub username: Option<String>,
     /// `sip.listen`: where INVITEs are accepted (UDP and TCP); `None`: no listener.
     pub listen: Option<SocketAddr>,
     /// `sip.allow`: source networks whose INVITEs are accepted; empty
@@ -309,6 +317,16 @@ pub struct RtpSettings {
     pub dtmf_payload_type: u8,
     /// `rtp.payload_type`, or the codec's usual type when not set.
     pub payload_type: u8,
+    /// `rtp.advertise`: the address SIP calls put in their SDP, when not `bind`.
+    pub advertise: Option<IpAddr>,
+}
+
+impl RtpSettings {
+    /// The address a PBX sends RTP to: `rtp.advertise`, else `rtp.bind`.
+    #[must_use]
+    pub fn media_address(&self) -> IpAddr {
+        self.advertise.unwrap_or(self.bind)
+    }
 }
 
 /// An inclusive range of UDP ports (`rtp.ports`), displayed as `LO-HI`.
@@ -477,6 +495,8 @@ pub struct Secrets {
     pub twilio_auth_token: Option<Secret>,
     /// `VOXPROXY_ADMIN_TOKEN`: the bearer token of the `/v1` control API.
     pub admin_token: Option<Secret>,
+    /// `VOXPROXY_SIP_PASSWORD`: the password of `sip.username`.
+    pub sip_password: Option<Secret>,
 }
 
 /// A secret string whose `Debug` and `Display` print `<redacted>`.
@@ -742,6 +762,7 @@ pub fn key_table() -> String {
 const ENV_ADMIN_TOKEN: &str = "VOXPROXY_ADMIN_TOKEN";
 const ENV_AUTH_TOKEN: &str = "TWILIO_AUTH_TOKEN";
 const ENV_ACCOUNT_SID: &str = "TWILIO_ACCOUNT_SID";
+const ENV_SIP_PASSWORD: &str = "VOXPROXY_SIP_PASSWORD";
 
 /// `"A=1,B=2"` → `[("A", "1"), ("B", "2")]`; an empty string is no parameter.
 fn parse_stream_parameters(text: &str) -> Result<Vec<(String, String)>, String> {
@@ -874,7 +895,11 @@ impl Layers {
                 // A name that is not UTF-8 cannot be one of ours.
                 continue;
             };
-            let key = if name == ENV_AUTH_TOKEN || name == ENV_ADMIN_TOKEN || name == ENV_ACCOUNT_SID {
+            let key = if name == ENV_AUTH_TOKEN
+                || name == ENV_ADMIN_TOKEN
+                || name == ENV_ACCOUNT_SID
+                || name == ENV_SIP_PASSWORD
+            {
                 None
             } else if name.starts_with("VOXPROXY_") {
                 match Setting::from_env(&name) {
@@ -902,6 +927,10 @@ impl Layers {
                 None if name == ENV_ADMIN_TOKEN => {
                     check_secret(ENV_ADMIN_TOKEN, &value, MIN_ADMIN_TOKEN_LEN)?;
                     secrets.admin_token = Some(Secret(value));
+                }
+                None if name == ENV_SIP_PASSWORD => {
+                    check_secret(ENV_SIP_PASSWORD, &value, 1)?;
+                    secrets.sip_password = Some(Secret(value));
                 }
                 None => sids.push((value, ENV_ACCOUNT_SID.to_owned())),
             }
@@ -1358,6 +1387,14 @@ impl Layers {
             ptime_ms,
             dtmf_payload_type,
             payload_type,
+            advertise: self.parsed(Setting::RtpAdvertise, |s| match s.parse::<IpAddr>() {
+                Ok(ip) if !ip.is_unspecified() => Ok(ip),
+                Ok(_) => {
+                    Err("the PBX needs a concrete address to send RTP to, not the unspecified address"
+                        .to_owned())
+                }
+                Err(_) => Err(Setting::RtpAdvertise.info().expected.to_owned()),
+            })?,
         })
     }
 
@@ -1368,7 +1405,15 @@ impl Layers {
         let allow = self.value(Setting::SipAllow, |s| {
             voxproxy_adapters::sip::server::parse_allow(s).map_err(|e| e.to_string())
         })?;
-        Ok(SipSettings { listen, allow })
+        let username = self.parsed(Setting::SipUsername, |s| {
+            // It goes into an Authorization header: printable, no quotes.
+            if s.is_empty() || s.len() > 256 || s.chars().any(|c| c.is_control() || c == '"') {
+                Err("expected a user name of at most 256 printable characters without `\"`".to_owned())
+            } else {
+                Ok(s.to_owned())
+            }
+        })?;
+        Ok(SipSettings { username, listen, allow })
     }
 
     fn keepalive(&self) -> Result<KeepaliveSettings, ConfigError> {
@@ -1464,11 +1509,13 @@ impl Config {
     pub fn not_runnable_yet(&self) -> Option<String> {
         let check = |key: String, backend: &Backend| match backend.leg() {
             LegKind::Rtp | LegKind::WebSocket => None,
-            leg => Some(format!(
-                "{key} = \"{backend}\" needs the {} leg, which this version of voxproxy serve cannot run \
-                 yet; use an RTP backend (IP:PORT) for now",
-                leg.as_str()
-            )),
+            LegKind::Sip => match backend {
+                Backend::Sip(uri) if uri.secure || uri.transport == SipTransport::Tls => Some(format!(
+                    "{key} = \"{backend}\" needs SIP over TLS, which this version of voxproxy serve cannot \
+                     run yet; use sip: over UDP or ;transport=tcp"
+                )),
+                _ => None,
+            },
         };
         if let Some(problem) = check("rtp.backend".to_owned(), &self.rtp.backend) {
             return Some(problem);

@@ -33,6 +33,7 @@ impl Config {
             "secrets": {
                 "TWILIO_AUTH_TOKEN": secret(&self.secrets.twilio_auth_token),
                 "VOXPROXY_ADMIN_TOKEN": secret(&self.secrets.admin_token),
+                "VOXPROXY_SIP_PASSWORD": secret(&self.secrets.sip_password),
             },
         })
     }
@@ -63,11 +64,13 @@ fn shown(c: &Config, key: Setting) -> Value {
         Setting::RtpPtimeMs => c.rtp.ptime_ms.into(),
         Setting::RtpDtmfPayloadType => c.rtp.dtmf_payload_type.into(),
         Setting::RtpPayloadType => c.rtp.payload_type.into(),
+        Setting::RtpAdvertise => c.rtp.advertise.map_or(Value::Null, |ip| text(&ip)),
         Setting::SipListen => c.sip.listen.map_or(Value::Null, |a| text(&a)),
         Setting::SipAllow => {
             let nets: Vec<String> = c.sip.allow.iter().map(ToString::to_string).collect();
             nets.join(",").into()
         }
+        Setting::SipUsername => c.sip.username.clone().into(),
         Setting::JitterMaxDelayMs => c.jitter.max_delay_ms.into(),
         Setting::VadMode => c.vad.mode.into(),
         Setting::VadBargeIn => c.vad.barge_in.into(),

@@ -313,6 +313,26 @@ fn secret_errors_never_show_the_value() {
 }
 
 #[test]
+fn the_sip_password_is_a_secret_from_the_environment() {
+    let c =
+        from_env(&[("VOXPROXY_SIP_USERNAME", "voxproxy"), ("VOXPROXY_SIP_PASSWORD", "s3cret-sip")]).unwrap();
+    assert_eq!(c.sip.username.as_deref(), Some("voxproxy"));
+    assert_eq!(c.secrets.sip_password.as_ref().map(Secret::expose), Some("s3cret-sip"));
+    let shown = c.redacted_json().to_string();
+    assert!(
+        !shown.contains("s3cret-sip") && shown.contains(r#""VOXPROXY_SIP_PASSWORD":"<redacted>""#),
+        "{shown}"
+    );
+    assert!(shown.contains(r#""sip.username":"voxproxy""#), "{shown}");
+    let msg = error_text(from_file("[sip]\npassword = \"hunter2\"\n"));
+    assert!(msg.contains("sip.password") && msg.contains("VOXPROXY_SIP_PASSWORD"), "{msg}");
+    assert!(!msg.contains("hunter2"), "{msg}");
+    let c = from_env(&[("VOXPROXY_RTP_ADVERTISE", "203.0.113.7")]).unwrap();
+    assert_eq!(c.rtp.media_address(), "203.0.113.7".parse::<IpAddr>().unwrap());
+    assert_eq!(from_env(&[]).unwrap().rtp.media_address(), from_env(&[]).unwrap().rtp.bind);
+}
+
+#[test]
 fn secrets_in_the_file_are_refused() {
     let msg = error_text(from_file("[twilio]\nauth_token = \"hunter2\"\n"));
     assert!(msg.contains("twilio.auth_token") && msg.contains("TWILIO_AUTH_TOKEN"), "{msg}");
@@ -439,6 +459,9 @@ const BAD_FILE_VALUES: &[(&str, &str, &str)] = &[
         "server.admin_listen",
         "\"127.0.0.1:8080\"",
     ),
+    ("[rtp]\nadvertise = \"0.0.0.0\"", "rtp.advertise", "\"0.0.0.0\""),
+    ("[rtp]\nadvertise = \"nat.example.com\"", "rtp.advertise", "\"nat.example.com\""),
+    ("[sip]\nusername = \"a\\\"b\"", "sip.username", "\"a\\\"b\""),
 ];
 
 #[test]
@@ -835,9 +858,10 @@ fn backends_of_every_leg_are_checked_and_serve_refuses_the_ones_it_cannot_run() 
     assert_eq!(c.not_runnable_yet(), None, "WebSocket bots are served");
     let backend = "sip:{to}@10.0.0.7;transport=tcp";
     let c = from_env(&[("VOXPROXY_RTP_BACKEND", backend)]).unwrap();
-    let refusal = c.not_runnable_yet().expect("not an RTP backend");
-    assert!(refusal.starts_with("rtp.backend = \""), "{refusal}");
-    assert!(refusal.contains("needs the SIP leg"), "{refusal}");
+    assert_eq!(c.not_runnable_yet(), None, "SIP over UDP and TCP is served");
+    let c = from_env(&[("VOXPROXY_RTP_BACKEND", "sips:{to}@10.0.0.7")]).unwrap();
+    let refusal = c.not_runnable_yet().expect("SIP over TLS is not served yet");
+    assert!(refusal.starts_with("rtp.backend = \"") && refusal.contains("needs SIP over TLS"), "{refusal}");
     let args = flags(&["--backend", backend]);
     let c = Config::from_sources(None, &args, NO_ENV).unwrap();
     assert_eq!(c.rtp.backend.leg().as_str(), "SIP");
@@ -846,7 +870,7 @@ fn backends_of_every_leg_are_checked_and_serve_refuses_the_ones_it_cannot_run() 
     assert!(
         c.not_runnable_yet()
             .unwrap()
-            .starts_with("routes[0].backend = \"sips:desk@pbx.example.com\" needs the SIP leg")
+            .starts_with("routes[0].backend = \"sips:desk@pbx.example.com\" needs SIP over TLS")
     );
     assert_eq!(from_env(&[]).unwrap().not_runnable_yet(), None);
     let msg = error_text(from_env(&[("VOXPROXY_RTP_BACKEND", "sip:pbx;transport=sctp")]));

@@ -40,6 +40,7 @@ use voxproxy_adapters::route::{ROUTE_PARAMETER, route_by_label};
 use super::WorkerContext;
 use super::directory::{CallCommand, CallEvent, Registration, SessionInfo};
 use super::ports::{PortError, PortLease};
+use super::sip_client::{self, SipCall};
 use super::taps::CallTaps;
 use crate::cdr::journal::JournalId;
 use crate::cdr::{CallRecord, rfc3339_utc};
@@ -230,8 +231,22 @@ pub async fn run(
         // reports it writable only then), or the loop, always finding a
         // WebSocket frame ready, would queue sends until the queue overflows.
         tokio::task::yield_now().await;
-        // A listen-only backend (a fork) never answers: its silence is no failure.
-        if watch_leg && !bridge.is_one_way() {
+        if let Some(uri) = sip_client::sip_backend(&live.config, &bridge) {
+            let now = ctx.shared.clock.now();
+            match SipCall::start(&live.config, &uri, &mut bridge, lease.port(), now).await {
+                Ok(sip) => facts.sip = Some(sip),
+                Err(e) => {
+                    tracing::warn!(error = %e, backend = %uri, "SIP call not placed; closing the stream so the caller hears the route's fallback");
+                    if let Some(start) = bridge.stream() {
+                        ctx.shared.calls.leg_failed(start.call_sid.as_str());
+                    }
+                    bridge.handle_close(now, EndReason::BackendFailed);
+                }
+            }
+        }
+        // A listen-only backend (a fork) never answers: its silence is no
+        // failure; a SIP leg says when it fails.
+        if watch_leg && !bridge.is_one_way() && facts.sip.is_none() {
             facts.leg_watch = Some(LegWatch::new(bridge.config().backend_timeout, facts.started));
         }
         if let Some(key) = &sip_key {
@@ -242,6 +257,9 @@ pub async fn run(
         // Held until here so the command channel never closes under the loop.
         drop(commands_tx);
         if let Some((mut bridge, mut facts, reported)) = ended {
+            if let Some(sip) = &mut facts.sip {
+                end_sip(&ctx, &mut bridge, sip, facts.registration.as_ref()).await;
+            }
             if let Some(key) = sip_key {
                 super::sip_listener::stream_ended(&ctx, key, &bridge);
             }
@@ -296,6 +314,7 @@ pub(super) fn register(
         taps: Box::default(),
         leg,
         bot: None,
+        sip: None,
     };
     // What is known now goes to the journal of calls in progress, so a crash
     // before the record is written still leaves one at the next start.
@@ -534,6 +553,7 @@ pub fn bridge_config(config: &crate::config::Config) -> BridgeConfig {
 /// What woke the call up.
 enum Wake {
     Sent(crate::runtime::SendResult),
+    Sip(std::io::Result<(usize, SocketAddr)>),
     Twilio(Option<Result<Message, WsError>>),
     Rtp(crate::runtime::RecvResult),
     Deadline,
@@ -604,6 +624,8 @@ pub(super) struct CallFacts {
     leg: &'static str,
     /// A `ws` leg's part of the record.
     pub(super) bot: Option<crate::cdr::BotRecord>,
+    /// The SIP leg of a call to a `sip:` backend.
+    sip: Option<SipCall>,
 }
 
 /// Runs the call until the bridge is finished; returns what its record needs.
@@ -646,9 +668,11 @@ async fn media_loop(
     let mut reading = true;
     let mut peer_closed = false;
     let mut dropped_frames = 0u64;
+    let mut sip_buf = vec![0u8; if facts.sip.is_some() { sip_client::RECV_BYTES } else { 0 }];
 
     loop {
-        match bridge.poll_timeout() {
+        let sip_due = facts.sip.as_ref().and_then(SipCall::poll_timeout);
+        match voxproxy_core::time::earliest(bridge.poll_timeout(), sip_due) {
             Some(deadline) => sleep.as_mut().reset(clock.to_tokio(deadline)),
             None => sleep.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(3600)),
         }
@@ -661,6 +685,7 @@ async fn media_loop(
             command = commands.recv() => Wake::Command(command),
             result = &mut recv => Wake::Rtp(result),
             result = &mut send => Wake::Sent(result),
+            result = sip_recv(&mut facts.sip, &mut sip_buf) => Wake::Sip(result),
             message = stream.next(), if reading => Wake::Twilio(message),
             () = &mut sleep => Wake::Deadline,
             ready = futures_util::future::poll_fn(|cx| sink.poll_ready_unpin(cx)), if ws_blocked => Wake::Writable(ready),
@@ -741,7 +766,17 @@ async fn media_loop(
                 }
                 sends.recycle(buf);
             }
-            Wake::Deadline => bridge.handle_timeout(now),
+            Wake::Deadline => {
+                bridge.handle_timeout(now);
+                if let Some(sip) = &mut facts.sip {
+                    sip.handle_timeout(now);
+                }
+            }
+            Wake::Sip(result) => {
+                if let Some(sip) = &mut facts.sip {
+                    sip.received(now, result, &sip_buf);
+                }
+            }
             Wake::Started => {}
             Wake::Command(Some(CallCommand::Hangup)) => {
                 tracing::info!("ended through the control API");
@@ -768,6 +803,9 @@ async fn media_loop(
                     registration.publish(&stats);
                     registration.publish_latency((&bridge.latency_summary()).into());
                 }
+                if let Some(sip) = &mut facts.sip {
+                    sip.publish(ctx, facts.registration.as_ref());
+                }
                 if let Some(watch) = &mut facts.leg_watch
                     && watch.failed(woke, stats.rtp_packets_in)
                     && !bridge.is_finished()
@@ -778,6 +816,13 @@ async fn media_loop(
             }
         }
 
+        if let Some(sip) = &mut facts.sip {
+            if bridge.is_finished() {
+                // The Twilio side ended (or the leg did, and this is a no-op).
+                sip.hangup(now);
+            }
+            sip.pump(ctx, &mut bridge, now);
+        }
         // Drain every output into the sockets.
         let mut wrote_ws = false;
         let backend_peer = bridge.backend_peer();
@@ -887,6 +932,44 @@ async fn media_loop(
         let _ = tokio::time::timeout(RELEASE_TIMEOUT, &mut send).await;
     }
     Some((bridge, facts, reported))
+}
+
+/// Signalling from the call's SIP leg; pends forever without one.
+async fn sip_recv(sip: &mut Option<SipCall>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    match sip {
+        Some(sip) => sip.recv(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// After the stream: the leg's CANCEL or BYE gets its answer (bounded by
+/// [`sip_client::HANGUP_TIMEOUT`]), so the record has the final status.
+async fn end_sip(
+    ctx: &Rc<WorkerContext>,
+    bridge: &mut CallBridge,
+    sip: &mut SipCall,
+    registration: Option<&Registration>,
+) {
+    let clock = ctx.shared.clock;
+    let give_up = tokio::time::Instant::now() + sip_client::HANGUP_TIMEOUT;
+    let mut buf = vec![0u8; sip_client::RECV_BYTES];
+    sip.hangup(clock.now());
+    sip.pump(ctx, bridge, clock.now());
+    while !sip.is_done() {
+        let wake_at = sip.poll_timeout().map_or(give_up, |at| clock.to_tokio(at).min(give_up));
+        tokio::select! {
+            result = sip.recv(&mut buf) => sip.received(clock.now(), result, &buf),
+            () = tokio::time::sleep_until(wake_at) => {
+                if tokio::time::Instant::now() >= give_up {
+                    tracing::info!(call_id = sip.backend().call_id(), "the SIP leg did not finish its hangup in time");
+                    break;
+                }
+                sip.handle_timeout(clock.now());
+            }
+        }
+        sip.pump(ctx, bridge, clock.now());
+    }
+    sip.publish(ctx, registration);
 }
 
 /// Gives up on a failed backend leg: marked first, so the `<Connect
@@ -1030,6 +1113,9 @@ fn call_record(
         outbound_track_ssrc: start.filter(|s| s.tracks.outbound).map(|_| bridge.config().outbound_ssrc),
         leg: Some(facts.leg.to_owned()),
         bot: facts.bot.clone(),
+        sip_call_id: facts.sip.as_ref().map(|s| s.backend().call_id().to_owned()),
+        sip_status: facts.sip.as_ref().and_then(|s| s.backend().final_status()),
+        hung_up_by: facts.sip.as_ref().and_then(|s| s.backend().hung_up_by()).map(|h| h.name().to_owned()),
         ..CallRecord::default()
     }
 }

@@ -53,6 +53,7 @@ struct Entry {
     stats: Arc<Mutex<CallStats>>,
     latency: Arc<Mutex<LatencyRecord>>,
     bot: Arc<Mutex<Option<BotRecord>>>,
+    leg: Arc<Mutex<LegView>>,
     commands: mpsc::Sender<CallCommand>,
 }
 
@@ -64,6 +65,7 @@ pub struct Registration {
     stats: Arc<Mutex<CallStats>>,
     latency: Arc<Mutex<LatencyRecord>>,
     bot: Arc<Mutex<Option<BotRecord>>>,
+    leg: Arc<Mutex<LegView>>,
 }
 
 impl Registration {
@@ -80,6 +82,33 @@ impl Registration {
     /// Publishes a `ws` leg's protocol and counters.
     pub fn publish_bot(&self, bot: &BotRecord) {
         lock(&self.bot).clone_from(&Some(bot.clone()));
+    }
+
+    /// Publishes where the call's backend leg stands.
+    pub fn publish_leg(&self, leg: LegView) {
+        *lock(&self.leg) = leg;
+    }
+}
+
+/// The backend leg of a session as the control API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LegView {
+    /// `rtp` or `sip`.
+    pub kind: &'static str,
+    /// SIP only: `calling`, `early`, `confirmed`, `cancelling`, `terminating`, `ended`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<&'static str>,
+    /// SIP only: the dialog's Call-ID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+    /// SIP only: the final response to the INVITE, once there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub final_status: Option<u16>,
+}
+
+impl Default for LegView {
+    fn default() -> Self {
+        LegView { kind: "rtp", state: None, call_id: None, final_status: None }
     }
 }
 
@@ -102,6 +131,8 @@ pub struct SessionView {
     /// A `ws` leg's protocol and counters, as of the call's last refresh.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bot: Option<BotRecord>,
+    /// The backend leg.
+    pub leg: LegView,
 }
 
 /// The subset of [`CallStats`] the control API shows, with stable names.
@@ -176,6 +207,7 @@ impl Directory {
         let stats = Arc::new(Mutex::new(CallStats::default()));
         let latency = Arc::new(Mutex::new(LatencyRecord::default()));
         let bot = Arc::new(Mutex::new(None));
+        let leg = Arc::new(Mutex::new(LegView::default()));
         let mut entries = lock(&self.entries);
         if entries.contains_key(&stream_sid) {
             return None;
@@ -185,10 +217,11 @@ impl Directory {
             stats: Arc::clone(&stats),
             latency: Arc::clone(&latency),
             bot: Arc::clone(&bot),
+            leg: Arc::clone(&leg),
             commands,
         };
         entries.insert(stream_sid.clone(), entry);
-        Some(Registration { directory: Arc::clone(self), stream_sid, stats, latency, bot })
+        Some(Registration { directory: Arc::clone(self), stream_sid, stats, latency, bot, leg })
     }
 
     fn remove(&self, stream_sid: &str) {
@@ -238,6 +271,7 @@ fn view(entry: &Entry) -> SessionView {
         stats: StatsView::from(&*lock(&entry.stats)),
         latency: *lock(&entry.latency),
         bot: lock(&entry.bot).clone(),
+        leg: lock(&entry.leg).clone(),
     }
 }
 

@@ -54,6 +54,7 @@ mod http;
 mod live;
 mod peers;
 pub mod ports;
+mod sip_client;
 mod sip_listener;
 mod sse;
 mod taps;

@@ -194,7 +194,7 @@ fn unused_payload_type(audio: u8) -> u8 {
     if audio == 101 { 100 } else { 101 }
 }
 
-/// Who ended a stream, from how it ended, for the record's `hangup_by`.
+/// Who ended a stream, from how it ended, for the record's `hung_up_by`.
 pub(crate) fn ended_by(end: voxproxy_adapters::bridge::EndReason) -> &'static str {
     use voxproxy_adapters::bridge::EndReason;
     match end {
@@ -215,7 +215,7 @@ struct Leg {
     stream_sid: Option<String>,
     /// The final status sent, once there is one.
     status: Option<u16>,
-    hangup_by: Option<&'static str>,
+    hung_up_by: Option<&'static str>,
     /// The SIP side is over (the server forgot it or will).
     sip_done: bool,
     /// When the INVITE arrived, for [`SETUP_TIMEOUT`].
@@ -381,7 +381,7 @@ impl Listener {
             let Some(leg) = self.legs.get_mut(&key) else { continue };
             tracing::warn!(sip_call_id = %leg.call_id, "no answer and no final status from Twilio in time; 408");
             (leg.status, leg.sip_done) = (Some(408), true);
-            leg.hangup_by.get_or_insert("voxproxy");
+            leg.hung_up_by.get_or_insert("voxproxy");
             self.servers[leg.id.0].reject(now, leg.id.1, 408);
             if let Some(call_sid) = leg.call_sid.clone() {
                 self.update(&call_sid, UpdateCall::Cancel);
@@ -482,7 +482,7 @@ impl Listener {
                 call_sid: None,
                 stream_sid: None,
                 status: None,
-                hangup_by: None,
+                hung_up_by: None,
                 sip_done: false,
                 invited: std::time::Instant::now(),
             },
@@ -528,7 +528,7 @@ impl Listener {
             }
             ToListener::StreamEnded { key, by } => {
                 let Some(leg) = self.legs.get_mut(&key) else { return };
-                leg.hangup_by.get_or_insert(by);
+                leg.hung_up_by.get_or_insert(by);
                 let id = leg.id;
                 self.servers[id.0].hangup(now, id.1);
                 self.record(&key);
@@ -567,10 +567,10 @@ impl Listener {
                 if leg.status.is_none() {
                     let code = status_for_twilio(status);
                     leg.status = Some(code);
-                    leg.hangup_by.get_or_insert("twilio");
+                    leg.hung_up_by.get_or_insert("twilio");
                     self.servers[leg.id.0].reject(now, leg.id.1, code);
                 } else if !leg.sip_done {
-                    leg.hangup_by.get_or_insert("twilio");
+                    leg.hung_up_by.get_or_insert("twilio");
                     self.servers[leg.id.0].hangup(now, leg.id.1);
                 }
                 leg.sip_done = true;
@@ -586,7 +586,7 @@ impl Listener {
         let Some(leg) = self.legs.get_mut(&key) else { return };
         tracing::info!(sip_call_id = %leg.call_id, "the PBX cancelled the call (487)");
         leg.status = Some(487);
-        leg.hangup_by.get_or_insert("pbx");
+        leg.hung_up_by.get_or_insert("backend");
         leg.sip_done = true;
         if let Some(call_sid) = leg.call_sid.clone() {
             self.update(&call_sid, UpdateCall::Cancel);
@@ -600,7 +600,7 @@ impl Listener {
         let Some(leg) = self.legs.get_mut(&key) else { return };
         leg.sip_done = true;
         if by_remote {
-            leg.hangup_by.get_or_insert("pbx");
+            leg.hung_up_by.get_or_insert("backend");
             tracing::info!(sip_call_id = %leg.call_id, "the PBX hung up (BYE)");
             if let Some(stream_sid) = &leg.stream_sid {
                 let _ = self.ctx.shared.directory.command(stream_sid, CallCommand::Hangup);
@@ -641,7 +641,7 @@ impl Listener {
             call_id: leg.call_id.clone(),
             direction: DIRECTION,
             status: leg.status,
-            hangup_by: leg.hangup_by,
+            hung_up_by: leg.hung_up_by,
         };
         self.ctx.shared.calls.sip(&status, &facts);
     }

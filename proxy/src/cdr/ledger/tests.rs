@@ -174,20 +174,20 @@ fn sip_facts_survive_the_stream_record_and_the_latest_win() {
     let t = Instant::now();
     let mut l = Ledger::new();
     let mut sip =
-        SipInput { call_id: "abc@pbx".into(), direction: "sip_to_twilio", status: None, hangup_by: None };
+        SipInput { call_id: "abc@pbx".into(), direction: "sip_to_twilio", status: None, hung_up_by: None };
     // First news of the call: it is tracked from here.
     assert_eq!(l.handle_sip(t, "w0", &status(SID, "", false), &sip), Outcome::New);
     l.handle_stream_started(t, &stream_record(SID, "MZ1"));
     sip.status = Some(200);
     assert_eq!(l.handle_sip(t, "w1", &status(SID, "", false), &sip), Outcome::Known);
     let _ = l.handle_stream_ended(t, ended(stream_record(SID, "MZ1"), "hangup"));
-    sip.hangup_by = Some("pbx");
+    sip.hung_up_by = Some("backend");
     let _ = l.handle_sip(t, "w2", &status(SID, "", false), &sip);
     let _ = l.handle_status(t, "w3", &status(SID, "completed", true));
     let r = l.poll_ready(t).expect("complete").record;
     assert_eq!(r.sip_call_id.as_deref(), Some("abc@pbx"));
     assert_eq!(r.sip_direction.as_deref(), Some("sip_to_twilio"));
-    assert_eq!((r.sip_status, r.hangup_by.as_deref()), (Some(200), Some("pbx")));
+    assert_eq!((r.sip_status, r.hung_up_by.as_deref()), (Some(200), Some("backend")));
     assert_eq!((r.stream_sid.as_str(), r.end_reason.as_str()), ("MZ1", "hangup"));
     let events: Vec<_> = r.status_events.iter().map(|e| e.status.as_str()).collect();
     assert_eq!(events, ["completed"], "SIP facts add no call status");
