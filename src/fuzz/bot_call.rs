@@ -123,9 +123,11 @@ pub fn bot_call(data: &[u8]) {
             Step::Hangup => call.handle_close(now, EndReason::Hangup),
             Step::Advance { ms } => now += Duration::from_millis(u64::from(ms)),
             Step::Timeout => {
+                // A deadline may lie behind a clock `Advance` moved without
+                // telling the call: the driver then handles it at once. What
+                // must hold is checked below: none is still due afterwards.
                 if let Some(at) = call.poll_timeout() {
-                    assert!(at >= now, "timeout in the past");
-                    now = at;
+                    now = now.max(at);
                 }
                 call.handle_timeout(now);
             }
