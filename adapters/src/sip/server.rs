@@ -12,7 +12,7 @@ use voxproxy_core::Instant;
 
 use super::counters::{SipCounters, class_index, method_index};
 use super::message::{name_addr_uri, param};
-use super::transaction::{RequestAction, ServerState, ServerTransaction};
+use super::transaction::{ClientState, ClientTransaction, RequestAction, ServerState, ServerTransaction};
 use super::{Ids, Message, Method, SipError, SipUri, StartLine, Timers, Transmit, Transport};
 use crate::sdp::{Codec, Origin, PayloadType, SessionDescription};
 
@@ -22,6 +22,9 @@ pub const MAX_CALLS: usize = 256;
 pub const MAX_CALLS_PER_SOURCE: usize = 16;
 /// Most entries in `sip.allow`.
 pub const MAX_ALLOW_ENTRIES: usize = 64;
+/// Most of our BYEs awaiting the PBX's answer at once; one more is counted
+/// as overload and sent no more than the call's end allows (not at all).
+pub const MAX_BYES: usize = MAX_CALLS;
 
 /// An IP network, `ADDR/PREFIX` (a bare address is a /32 or /128).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,6 +222,8 @@ pub struct SipServer {
     next_id: u64,
     calls: Vec<Call>,
     others: Vec<ServerTransaction>,
+    /// Our BYEs, retransmitted (Timer E) until the PBX answers or Timer F.
+    byes: Vec<ClientTransaction>,
     outbox: VecDeque<Transmit>,
     events: VecDeque<ServerEvent>,
     counters: SipCounters,
@@ -239,6 +244,7 @@ impl SipServer {
             next_id: 1,
             calls: Vec::new(),
             others: Vec::new(),
+            byes: Vec::new(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             counters: SipCounters::default(),
@@ -259,8 +265,8 @@ impl SipServer {
             return;
         };
         let Some(method) = message.method().filter(|_| message.status().is_none()) else {
-            // We send no requests, so no response is ours.
-            self.counters.unmatched += 1;
+            // The only requests we send are BYEs: a response is theirs or no one's.
+            self.handle_response(now, &message);
             return;
         };
         self.counters.requests_received[method_index(&method)] += 1;
@@ -438,7 +444,7 @@ impl SipServer {
     }
 
     /// Hangs up an answered call with BYE (the Twilio side ended).
-    pub fn hangup(&mut self, _now: Instant, id: CallId) {
+    pub fn hangup(&mut self, now: Instant, id: CallId) {
         let via = format!(
             "SIP/2.0/{} {};branch=z9hG4bK{}",
             self.transport.via_name(),
@@ -468,14 +474,15 @@ impl SipServer {
             .with("To", call.invite.header("From").unwrap_or_default())
             .with("Call-ID", call.call_id.clone())
             .with("CSeq", format!("{} BYE", call.local_cseq));
-        // A BYE from us is fire-and-forget here: the Twilio side is gone
-        // either way, and the PBX's retransmission timers clean up its side.
-        self.outbox.push_back(Transmit {
-            dest: call.source,
-            transport: self.transport,
-            bytes: bye.to_bytes(),
-        });
-        self.counters.requests_sent[method_index(&Method::Bye)] += 1;
+        // A non-INVITE client transaction (RFC 3261 §17.1.2): over UDP a
+        // lost BYE is sent again (Timer E) until the PBX answers, else its
+        // side of the call would stay up. Bounded like every table here.
+        if self.byes.len() < MAX_BYES {
+            self.byes.push(ClientTransaction::new(now, bye, call.source, self.transport, self.timers));
+            self.counters.requests_sent[method_index(&Method::Bye)] += 1;
+        } else {
+            self.counters.rejected_overload += 1;
+        }
         call.phase = Phase::Done;
         self.events.push_back(ServerEvent::Ended { id, by_remote: false });
     }
@@ -524,6 +531,21 @@ impl SipServer {
             .pop_front()
             .or_else(|| self.calls.iter_mut().find_map(|c| c.transaction.poll_transmit()))
             .or_else(|| self.others.iter_mut().find_map(ServerTransaction::poll_transmit))
+            .or_else(|| self.byes.iter_mut().find_map(ClientTransaction::poll_transmit))
+    }
+
+    /// A response: to one of our BYEs, or counted as unmatched.
+    fn handle_response(&mut self, now: Instant, response: &Message) {
+        let Some(bye) = self.byes.iter_mut().find(|t| t.matches(response)) else {
+            self.counters.unmatched += 1;
+            return;
+        };
+        if let Some(status) = response.status() {
+            self.counters.responses_received[class_index(status)] += 1;
+        }
+        // The call is over on our side already; the answer only stops the
+        // retransmissions.
+        let _ = bye.handle_response(now, response);
     }
 
     /// The next event for the proxy.
@@ -539,6 +561,7 @@ impl SipServer {
             .iter()
             .map(|c| c.transaction.poll_timeout())
             .chain(self.others.iter().map(ServerTransaction::poll_timeout))
+            .chain(self.byes.iter().map(ClientTransaction::poll_timeout))
             .flatten()
             .min()
     }
@@ -556,6 +579,12 @@ impl SipServer {
             other.handle_timeout(now);
         }
         self.others.retain(|t| t.state() != ServerState::Terminated);
+        for bye in &mut self.byes {
+            if bye.handle_timeout(now) {
+                self.counters.timeouts += 1;
+            }
+        }
+        self.byes.retain(|t| t.state() != ClientState::Terminated);
         self.calls.retain(|c| c.phase != Phase::Done || c.transaction.state() != ServerState::Terminated);
     }
 }

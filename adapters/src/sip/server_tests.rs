@@ -258,3 +258,52 @@ fn allow_entries_display_as_written_networks() {
     let shown: Vec<String> = allow.iter().map(ToString::to_string).collect();
     assert_eq!(shown, ["10.1.0.0/16", "192.0.2.7/32", "2001:db8::/32"]);
 }
+
+/// An answered call whose BYE the network loses: sent again (Timer E) until
+/// the PBX answers, then no more; one never answered gives up at Timer F.
+#[test]
+fn a_lost_bye_is_sent_again_until_the_pbx_answers() {
+    let mut server = new_server();
+    let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    let answer = SessionDescription::new(Origin::new(1, 1, ip), ip, 30_000).with_codec(Codec::Pcmu);
+    let mut now = Instant::ZERO;
+    let mut ids = Vec::new();
+    for n in [1, 2] {
+        server.handle_datagram(now, pbx(), &invite(n).to_bytes());
+        let id = incoming(&mut server);
+        server.answer(now, id, &answer);
+        ids.push(id);
+    }
+    let _ = drain(&mut server);
+    for id in ids {
+        server.hangup(now, id);
+        assert_eq!(server.poll_event(), Some(ServerEvent::Ended { id, by_remote: false }));
+    }
+    let byes = drain(&mut server);
+    assert_eq!(byes.len(), 2, "one BYE per call");
+    // Both are lost; T1 later both go again.
+    now += Duration::from_millis(500);
+    server.handle_timeout(now);
+    let again = drain(&mut server);
+    assert_eq!(again.iter().filter(|m| m.method() == Some(Method::Bye)).count(), 2);
+    // The PBX answers the first; only the second keeps being sent.
+    let mut ok = Message::response(200);
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        ok.push(name, byes[0].header(name).unwrap());
+    }
+    server.handle_datagram(now, pbx(), &ok.to_bytes());
+    assert_eq!(server.counters().responses_received[1], 1);
+    let mut sent = 0;
+    while let Some(at) = server.poll_timeout() {
+        now = at;
+        server.handle_timeout(now);
+        // (The unacknowledged 200s are sent again too: only BYEs count here.)
+        for bye in drain(&mut server).into_iter().filter(|m| m.method() == Some(Method::Bye)) {
+            assert_eq!(bye.call_id(), byes[1].call_id(), "the answered BYE is not sent again");
+            sent += 1;
+        }
+        assert!(now < Instant::ZERO + Duration::from_secs(40), "Timer F ends it");
+    }
+    assert!(sent >= 5, "retransmitted until Timer F: {sent}");
+    assert_eq!(server.counters().timeouts, 1, "the unanswered BYE timed out");
+}
