@@ -20,7 +20,7 @@
 //!   nothing is left to clear.
 //! - Who ends the call: Twilio's `stop` or close sends the bot `stop` and a
 //!   close; the bot closing ends the stream with
-//!   [`EndReason::BackendClosed`], so the record says the bot hung up.
+//!   [`EndReason::BackendHangup`], so the record says the bot hung up.
 //!
 //! The bridge has no RTP backend on such a call; whatever RTP it would send
 //! is dropped here unread.
@@ -226,7 +226,7 @@ impl BotCall {
     pub fn handle_bot_closed(&mut self, now: Instant) {
         self.tick(now);
         self.leg.handle_bot_closed(now);
-        self.bridge.handle_close(now, EndReason::BackendClosed);
+        self.bridge.handle_close(now, EndReason::BackendHangup);
     }
 
     /// A text message from the bot (`frame` is scratch afterwards).

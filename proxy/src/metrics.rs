@@ -1485,7 +1485,7 @@ const HTTP_CODE_LABELS: [&str; 20] = [
 
 /// `reason` labels of `voxproxy_calls_ended_total`: the known
 /// [`EndReason`]s, then `other` for variants added after this was written.
-const END_REASON_NAMES: [&str; 10] = [
+const END_REASON_NAMES: [&str; 9] = [
     EndReason::TwilioStop.name(),
     EndReason::WebSocketClosed.name(),
     EndReason::IdleTimeout.name(),
@@ -1493,7 +1493,6 @@ const END_REASON_NAMES: [&str; 10] = [
     EndReason::Drain.name(),
     EndReason::Refused.name(),
     EndReason::BackendFailed.name(),
-    EndReason::BackendClosed.name(),
     EndReason::BackendHangup.name(),
     "other",
 ];
@@ -1507,9 +1506,8 @@ fn end_reason_slot(reason: EndReason) -> usize {
         EndReason::Drain => 4,
         EndReason::Refused => 5,
         EndReason::BackendFailed => 6,
-        EndReason::BackendClosed => 7,
-        EndReason::BackendHangup => 8,
-        _ => 9,
+        EndReason::BackendHangup => 7,
+        _ => 8,
     }
 }
 

@@ -219,7 +219,7 @@ async fn twilio_bot_gets_the_call_and_audio_both_ways_bit_exact(io: Io) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let session = proxy.admin("GET", &format!("/v1/sessions/{stream_sid}"), Vec::new()).await.json();
-        if session["leg"] == "ws" && session["bot"]["messages_in"].as_u64().unwrap_or(0) > 0 {
+        if session["leg"]["kind"] == "ws" && session["bot"]["messages_in"].as_u64().unwrap_or(0) > 0 {
             assert_eq!(session["bot"]["protocol"], "twilio", "{session}");
             break;
         }
@@ -356,9 +356,9 @@ async fn the_bot_closing_ends_the_call(io: Io) {
     conn.ws.close(None).await.expect("bot closes");
     assert_eq!(call.wait_closed(WAIT).await, Some(1000));
     let record = proxy.wait_record(&call.stream_sid).await;
-    assert_eq!(record["end_reason"], "backend_closed", "{record}");
+    assert_eq!(record["end_reason"], "backend_hangup", "{record}");
     assert_eq!(record["bot"]["ended_by"], "bot", "{record}");
-    proxy.wait_metric("voxproxy_calls_ended_total{reason=\"backend_closed\"}", 1.0).await;
+    proxy.wait_metric("voxproxy_calls_ended_total{reason=\"backend_hangup\"}", 1.0).await;
 }
 
 async fn the_bot_down_at_call_start_gives_the_fallback(io: Io) {

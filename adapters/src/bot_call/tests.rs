@@ -155,9 +155,9 @@ fn the_bot_closing_ends_the_call_as_the_backend_s_doing() {
     let mut call = started_call(true);
     call.handle_bot_closed(Instant::from_millis(100));
     assert!(call.is_finished());
-    assert_eq!(call.bridge().end_reason(), Some(EndReason::BackendClosed));
+    assert_eq!(call.bridge().end_reason(), Some(EndReason::BackendHangup));
     let out = to_twilio(&mut call);
-    assert_eq!(out.last().map(String::as_str), Some("close 1000 backend ended the call"), "{out:?}");
+    assert_eq!(out.last().map(String::as_str), Some("close 1000 backend hung up"), "{out:?}");
 }
 
 #[test]

@@ -104,9 +104,8 @@ pub enum EndReason {
     /// The backend leg failed (the proxy decides when: it closes the stream
     /// so Twilio goes on with the call's fallback).
     BackendFailed,
-    /// The backend leg hung up: a WebSocket bot closed its connection.
-    BackendClosed,
-    /// The backend hung up an established call (a SIP BYE from the PBX).
+    /// The backend hung up an established call: a SIP BYE from the PBX, or
+    /// a WebSocket bot closing its connection.
     BackendHangup,
 }
 
@@ -125,7 +124,6 @@ impl EndReason {
             EndReason::Unauthorized => "unauthorized",
             EndReason::DuplicateStream => "duplicate_stream",
             EndReason::BackendFailed => "backend_failed",
-            EndReason::BackendClosed => "backend_closed",
             EndReason::BackendHangup => "backend_hangup",
         }
     }
@@ -145,7 +143,6 @@ impl EndReason {
             EndReason::DuplicateStream => (1008, "streamSid already in use"),
             // 1011: the server cannot go on (RFC 6455 §7.4.1).
             EndReason::BackendFailed => (1011, "backend failed"),
-            EndReason::BackendClosed => (1000, "backend ended the call"),
         }
     }
 }

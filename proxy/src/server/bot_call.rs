@@ -233,7 +233,7 @@ pub(super) async fn run(
 fn ended_by(reason: Option<EndReason>) -> &'static str {
     match reason {
         Some(EndReason::TwilioStop | EndReason::WebSocketClosed) | None => "twilio",
-        Some(EndReason::BackendClosed) => "bot",
+        Some(EndReason::BackendHangup) => "bot",
         Some(_) => "voxproxy",
     }
 }

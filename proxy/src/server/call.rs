@@ -219,7 +219,9 @@ pub async fn run(
             }
         };
         let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
-        let Some(mut facts) = register(&ctx, &bridge, lease.port(), "rtp", &commands_tx) else {
+        let sip_uri = sip_client::sip_backend(&live.config, &bridge);
+        let leg = if sip_uri.is_some() { "sip" } else { "rtp" };
+        let Some(mut facts) = register(&ctx, &bridge, lease.port(), leg, &commands_tx) else {
             ctx.metrics().call_refused(RefuseReason::DuplicateStream);
             tracing::warn!("a live call already has this streamSid; the second stream is refused");
             let (code, reason) = EndReason::DuplicateStream.close_frame();
@@ -231,10 +233,10 @@ pub async fn run(
         // reports it writable only then), or the loop, always finding a
         // WebSocket frame ready, would queue sends until the queue overflows.
         tokio::task::yield_now().await;
-        if let Some(uri) = sip_client::sip_backend(&live.config, &bridge) {
+        if let Some(uri) = sip_uri {
             let now = ctx.shared.clock.now();
             match SipCall::start(&live.config, &uri, &mut bridge, lease.port(), now).await {
-                Ok(sip) => facts.sip = Some(sip),
+                Ok(sip) => facts.sip = Some(Box::new(sip)),
                 Err(e) => {
                     tracing::warn!(error = %e, backend = %uri, "SIP call not placed; closing the stream so the caller hears the route's fallback");
                     if let Some(start) = bridge.stream() {
@@ -624,8 +626,9 @@ pub(super) struct CallFacts {
     leg: &'static str,
     /// A `ws` leg's part of the record.
     pub(super) bot: Option<crate::cdr::BotRecord>,
-    /// The SIP leg of a call to a `sip:` backend.
-    sip: Option<SipCall>,
+    /// The SIP leg of a call to a `sip:` backend; boxed, as the facts live
+    /// in several states of the call task's future.
+    sip: Option<Box<SipCall>>,
 }
 
 /// Runs the call until the bridge is finished; returns what its record needs.
@@ -671,7 +674,7 @@ async fn media_loop(
     let mut sip_buf = vec![0u8; if facts.sip.is_some() { sip_client::RECV_BYTES } else { 0 }];
 
     loop {
-        let sip_due = facts.sip.as_ref().and_then(SipCall::poll_timeout);
+        let sip_due = facts.sip.as_deref().and_then(SipCall::poll_timeout);
         match voxproxy_core::time::earliest(bridge.poll_timeout(), sip_due) {
             Some(deadline) => sleep.as_mut().reset(clock.to_tokio(deadline)),
             None => sleep.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(3600)),
@@ -935,7 +938,7 @@ async fn media_loop(
 }
 
 /// Signalling from the call's SIP leg; pends forever without one.
-async fn sip_recv(sip: &mut Option<SipCall>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+async fn sip_recv(sip: &mut Option<Box<SipCall>>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
     match sip {
         Some(sip) => sip.recv(buf).await,
         None => std::future::pending().await,

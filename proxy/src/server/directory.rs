@@ -41,7 +41,9 @@ pub struct SessionInfo {
     pub worker: usize,
     /// Local RTP port of the call (0 on a `ws` leg, which has none).
     pub rtp_port: u16,
-    /// The backend leg: `rtp`, or `ws` for a WebSocket bot.
+    /// The backend leg: `rtp`, `sip`, or `ws` for a WebSocket bot. Shown
+    /// as the `kind` of [`SessionView::leg`], not on its own.
+    #[serde(skip)]
     pub leg: &'static str,
 }
 
@@ -93,7 +95,7 @@ impl Registration {
 /// The backend leg of a session as the control API shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LegView {
-    /// `rtp` or `sip`.
+    /// `rtp`, `sip` or `ws`.
     pub kind: &'static str,
     /// SIP only: `calling`, `early`, `confirmed`, `cancelling`, `terminating`, `ended`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -207,7 +209,7 @@ impl Directory {
         let stats = Arc::new(Mutex::new(CallStats::default()));
         let latency = Arc::new(Mutex::new(LatencyRecord::default()));
         let bot = Arc::new(Mutex::new(None));
-        let leg = Arc::new(Mutex::new(LegView::default()));
+        let leg = Arc::new(Mutex::new(LegView { kind: info.leg, ..LegView::default() }));
         let mut entries = lock(&self.entries);
         if entries.contains_key(&stream_sid) {
             return None;
