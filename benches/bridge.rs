@@ -190,6 +190,7 @@ fn sip_call(backend: SocketAddr) -> (CallBridge, SipBackend) {
         credentials: None,
         timers: Timers::default(),
         keepalive: Some(Duration::from_secs(30)),
+        ring_timeout: None,
         seed: 1,
     };
     let mut sip = SipBackend::new(config, &CallInfo::default(), Instant::ZERO, &mut bridge).expect("leg");

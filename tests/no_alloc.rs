@@ -569,6 +569,7 @@ fn sip_call_steady_state_allocates_nothing_per_frame() {
         credentials: None,
         timers: Timers::default(),
         keepalive: Some(Duration::from_secs(30)),
+        ring_timeout: None,
         seed: 3,
     };
     let mut sip = SipBackend::new(leg, &CallInfo::default(), Instant::ZERO, &mut bridge).expect("leg");

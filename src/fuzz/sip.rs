@@ -185,6 +185,7 @@ fn config(u: &mut Unstructured<'_>) -> SipLegConfig {
             .then(|| Credentials { username: "u".into(), password: "p".into() }),
         timers: Timers::default(),
         keepalive: u.arbitrary::<bool>().unwrap_or(false).then(|| Duration::from_secs(30)),
+        ring_timeout: u.arbitrary::<bool>().unwrap_or(false).then(|| Duration::from_secs(20)),
         seed: u.arbitrary().unwrap_or(1),
     }
 }

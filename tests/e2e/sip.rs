@@ -18,6 +18,7 @@ both_io!(
     sip_pcmu_echo_and_caller_hangup,
     sip_pbx_hangs_up,
     sip_busy_closes_the_stream_for_the_fallback,
+    sip_no_answer_cancels_at_the_ring_timeout,
     sip_pcma_echo_correlates,
     sip_over_tcp,
     sip_cancel_while_ringing,
@@ -293,6 +294,23 @@ async fn sip_busy_closes_the_stream_for_the_fallback(io: Io) {
     let record = proxy.wait_record(&call.stream_sid).await;
     assert_eq!(record["end_reason"], "backend_failed", "{record}");
     assert!(record["sip_status"].as_u64().is_some_and(|s| s >= 400), "{record}");
+}
+
+async fn sip_no_answer_cancels_at_the_ring_timeout(io: Io) {
+    let Some(baresip) = Baresip::start(Answer::Manual) else { return };
+    let proxy = start_proxy_with(io, &baresip.uri(), "pcmu", &[("VOXPROXY_SIP_RING_TIMEOUT", "2s")]);
+    let mut call = TwilioCall::start(&proxy).await;
+    baresip.wait_log("Incoming call").await;
+    let rang = std::time::Instant::now();
+    // Nobody answers: at the ring timeout voxproxy cancels and the stream
+    // closes as a failed leg, so Twilio plays the route's fallback.
+    assert_eq!(call.wait_closed(WAIT).await, Some(1011), "no answer closes the stream: Twilio goes on");
+    let waited = rang.elapsed();
+    assert!(waited >= Duration::from_millis(1500), "not before the ring timeout: {waited:?}");
+    baresip.wait_log("CANCEL sip:agent@").await;
+    let record = proxy.wait_record(&call.stream_sid).await;
+    assert_eq!(record["end_reason"], "backend_failed", "{record}");
+    assert_eq!(record["sip_status"], 480, "the leg failed for want of an answer: {record}");
 }
 
 async fn sip_pcma_echo_correlates(io: Io) {

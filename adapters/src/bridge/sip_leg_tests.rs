@@ -69,6 +69,7 @@ fn call() -> Call {
         credentials: None,
         timers: Timers::default(),
         keepalive: None,
+        ring_timeout: None,
         seed: 1,
     };
     let mut sip = SipBackend::new(config, &CallInfo::default(), now, &mut bridge).unwrap();

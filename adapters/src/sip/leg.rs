@@ -83,6 +83,11 @@ pub struct SipLegConfig {
     pub timers: Timers,
     /// Send in-dialog OPTIONS this often; `None` disables the keep-alive.
     pub keepalive: Option<Duration>,
+    /// Give up on a PBX that has not answered this long after the INVITE
+    /// (it rings, or only sends early media): CANCEL, and the leg fails
+    /// with 480 so the caller hears the route's fallback. `None` waits for
+    /// the PBX (or Timer B when nothing at all comes back).
+    pub ring_timeout: Option<Duration>,
     /// Seeds tags, branches, Call-ID and cnonce: give each leg fresh OS randomness.
     pub seed: u64,
 }
@@ -213,6 +218,11 @@ pub struct SipLeg {
     cancel: Option<ClientTransaction>,
     cancel_pending: bool,
     give_up_at: Option<Instant>,
+    /// When [`SipLegConfig::ring_timeout`] runs out, while not answered.
+    ring_deadline: Option<Instant>,
+    /// The ring timeout already reported the leg's one final outcome
+    /// (`Failed`); the CANCEL's end is not reported again.
+    outcome_reported: bool,
     auth_used: bool,
     interval_raised: bool,
     redirected: bool,
@@ -236,6 +246,7 @@ pub struct SipLeg {
 impl SipLeg {
     /// Builds the INVITE and queues it.
     pub fn new(config: SipLegConfig, info: &CallInfo, now: Instant) -> Result<Self, SipError> {
+        let ring_deadline = config.ring_timeout.map(|t| now + t);
         let mut ids = Ids::new(config.seed);
         let offer = build_offer(&config.media, ids.next_u64() >> 1)?;
         let call_id = format!("{}@voxproxy", ids.token());
@@ -275,6 +286,8 @@ impl SipLeg {
             cancel: None,
             cancel_pending: false,
             give_up_at: None,
+            ring_deadline,
+            outcome_reported: false,
             auth_used: false,
             interval_raised: false,
             redirected: false,
@@ -422,8 +435,11 @@ impl SipLeg {
                 self.invite.poll_timeout(),
                 self.cancel.as_ref().and_then(ClientTransaction::poll_timeout),
             ]);
+        // Only while ringing: once answered (or over) it must not stay due.
+        let ringing =
+            self.ring_deadline.filter(|_| matches!(self.state, LegState::Calling | LegState::Early));
         transactions
-            .chain([self.give_up_at, self.keepalive_at, self.refresh_at, self.expire_at])
+            .chain([self.give_up_at, ringing, self.keepalive_at, self.refresh_at, self.expire_at])
             .flatten()
             .min()
     }
@@ -482,6 +498,18 @@ impl SipLeg {
     }
 
     fn dialog_timers(&mut self, now: Instant) {
+        if matches!(self.state, LegState::Calling | LegState::Early)
+            && self.ring_deadline.is_some_and(|at| now >= at)
+        {
+            // No answer: the INVITE is cancelled like a caller's hangup
+            // (its 487 or a racing 2xx is handled as then), and the bridge
+            // hears now that the leg failed.
+            self.ring_deadline = None;
+            self.hangup(now);
+            self.events
+                .push_back(LegEvent::Failed { status: 480, reason: "no answer (ring timeout)".to_owned() });
+            self.outcome_reported = true;
+        }
         if self.give_up_at.is_some_and(|at| now >= at) {
             // The INVITE never got a final response after our CANCEL (§9.1).
             self.give_up_at = None;
@@ -967,7 +995,9 @@ impl SipLeg {
     fn fail(&mut self, status: u16, reason: &str) {
         if self.state != LegState::Ended {
             self.state = LegState::Ended;
-            self.events.push_back(LegEvent::Failed { status, reason: reason.to_owned() });
+            if !self.outcome_reported {
+                self.events.push_back(LegEvent::Failed { status, reason: reason.to_owned() });
+            }
         }
     }
 
@@ -978,7 +1008,9 @@ impl SipLeg {
             self.refresh_at = None;
             self.expire_at = None;
             self.give_up_at = None;
-            self.events.push_back(LegEvent::Ended { by_remote, reason });
+            if !self.outcome_reported {
+                self.events.push_back(LegEvent::Ended { by_remote, reason });
+            }
         }
     }
 }

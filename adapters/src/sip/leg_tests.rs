@@ -27,6 +27,7 @@ fn config() -> SipLegConfig {
         credentials: None,
         timers: Timers::default(),
         keepalive: None,
+        ring_timeout: None,
         seed: 7,
     }
 }
@@ -236,6 +237,40 @@ fn no_answer_fails_with_timer_b() {
         vec![LegEvent::Failed { status: 408, reason: "no final response to INVITE (Timer B)".into() }]
     );
     assert_eq!(leg.counters().timeouts, 1);
+}
+
+/// A PBX that rings and rings: at the ring timeout the INVITE is
+/// cancelled and the leg fails once (480), its 487 reported no more; the
+/// same timer never fires for an answered call.
+#[test]
+fn ringing_past_the_ring_timeout_cancels_and_fails_once() {
+    let ring = Duration::from_secs(20);
+    let (mut leg, mut now, invite) = start(SipLegConfig { ring_timeout: Some(ring), ..config() });
+    feed(&mut leg, now, &reply(&invite, 180, Some("r"), None));
+    assert_eq!(events(&mut leg), vec![LegEvent::Ringing]);
+    let begin = now;
+    let sent = run(&mut leg, &mut now, begin + ring - Duration::from_millis(1));
+    assert!(sent.iter().all(|m| m.method() != Some(Method::Cancel)), "still ringing");
+    let sent = run(&mut leg, &mut now, begin + ring);
+    let cancel =
+        sent.iter().find(|m| m.method() == Some(Method::Cancel)).expect("CANCEL at the ring timeout");
+    assert_eq!(
+        events(&mut leg),
+        vec![LegEvent::Failed { status: 480, reason: "no answer (ring timeout)".into() }]
+    );
+    feed(&mut leg, now, &reply(cancel, 200, Some("r"), None));
+    feed(&mut leg, now, &reply(&invite, 487, Some("r"), None));
+    let _ = run(&mut leg, &mut now, begin + Duration::from_secs(60));
+    assert_eq!(events(&mut leg), vec![], "one final outcome");
+    assert_eq!(leg.state(), LegState::Ended);
+
+    let (mut leg, mut now, invite) = start(SipLegConfig { ring_timeout: Some(ring), ..config() });
+    let _ok = answered(&mut leg, now, &invite);
+    let _ = events(&mut leg);
+    let begin = now;
+    let sent = run(&mut leg, &mut now, begin + ring * 2);
+    assert!(sent.iter().all(|m| m.method() != Some(Method::Cancel) && m.method() != Some(Method::Bye)));
+    assert_eq!(events(&mut leg), vec![], "an answered call does not time out");
 }
 
 #[test]

@@ -151,6 +151,9 @@ keys! {
     SipUsername "sip.username" Text Described("none"),
         "user name answering a PBX's 401/407 challenge to voxproxy's INVITEs, with `VOXPROXY_SIP_PASSWORD` (a secret, environment only)",
         "expected a user name";
+    SipRingTimeout "sip.ring_timeout" Duration Value("\"30s\""),
+        "more than 0, at most 10 m: how long a `sip:` backend may ring without answering before voxproxy cancels the INVITE and the leg fails (the route's `fallback`)",
+        EXPECT_DURATION;
     JitterMaxDelayMs "jitter.max_delay_ms" Int Value("60"), "0 to 1000",
         "expected a number of milliseconds from 0 to 1000";
     VadMode "vad.mode" Int Value("2"), "0 (least aggressive) to 3", "expected an integer from 0 to 3";

@@ -63,6 +63,7 @@
 //! | `sip.listen` | string | none (no SIP listener) | IP address and port of the SIP listener (UDP and TCP) a PBX sends INVITEs to, to place calls through Twilio; needs `TWILIO_ACCOUNT_SID` and `TWILIO_AUTH_TOKEN` |
 //! | `sip.allow` | string | `""` | comma-separated CIDRs (`10.0.0.0/8,192.0.2.7`, at most 64) whose INVITEs are accepted; empty: none (every INVITE gets 403) |
 //! | `sip.username` | string | none | user name answering a PBX's 401/407 challenge to voxproxy's INVITEs, with `VOXPROXY_SIP_PASSWORD` (a secret, environment only) |
+//! | `sip.ring_timeout` | duration | `"30s"` | more than 0, at most 10 m: how long a `sip:` backend may ring without answering before voxproxy cancels the INVITE and the leg fails (the route's `fallback`) |
 //! | `jitter.max_delay_ms` | integer | `60` | 0 to 1000 |
 //! | `vad.mode` | integer | `2` | 0 (least aggressive) to 3 |
 //! | `vad.barge_in` | boolean | `true` |  |
@@ -289,6 +290,8 @@ pub struct SipSettings {
     /// `sip.username`: answers 401/407 challenges to voxproxy's INVITEs,
     /// with `VOXPROXY_SIP_PASSWORD`.
     pub username: Option<String>,
+    /// `sip.ring_timeout`: how long a `sip:` backend may ring unanswered.
+    pub ring_timeout: Duration,
     /// `sip.listen`: where INVITEs are accepted (UDP and TCP); `None`: no listener.
     pub listen: Option<SocketAddr>,
     /// `sip.allow`: source networks whose INVITEs are accepted; empty
@@ -1413,7 +1416,8 @@ impl Layers {
                 Ok(s.to_owned())
             }
         })?;
-        Ok(SipSettings { username, listen, allow })
+        let ring_timeout = self.time(Setting::SipRingTimeout, Duration::from_secs(600), false)?;
+        Ok(SipSettings { username, ring_timeout, listen, allow })
     }
 
     fn keepalive(&self) -> Result<KeepaliveSettings, ConfigError> {

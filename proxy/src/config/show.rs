@@ -71,6 +71,7 @@ fn shown(c: &Config, key: Setting) -> Value {
             nets.join(",").into()
         }
         Setting::SipUsername => c.sip.username.clone().into(),
+        Setting::SipRingTimeout => secs(c.sip.ring_timeout),
         Setting::JitterMaxDelayMs => c.jitter.max_delay_ms.into(),
         Setting::VadMode => c.vad.mode.into(),
         Setting::VadBargeIn => c.vad.barge_in.into(),

@@ -440,6 +440,7 @@ const BAD_FILE_VALUES: &[(&str, &str, &str)] = &[
     ("[ws]\nsample_rate = 44100", "ws.sample_rate", "44100"),
     ("[ws]\nsample_rate = 11025", "ws.sample_rate", "11025"),
     ("[ws]\nconnect_timeout = \"2m\"", "ws.connect_timeout", "\"2m\""),
+    ("[sip]\nring_timeout = \"11m\"", "sip.ring_timeout", "\"11m\""),
     ("[ws]\nbarge_in = 1", "ws.barge_in", "1"),
     ("[ws]\nmax_queued_ms = 10", "ws.max_queued_ms", "10"),
     ("[limits]\nmax_calls = 0", "limits.max_calls", "0"),

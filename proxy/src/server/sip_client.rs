@@ -141,6 +141,7 @@ impl SipCall {
             credentials,
             timers: Timers::default(),
             keepalive: Some(KEEPALIVE),
+            ring_timeout: Some(config.sip.ring_timeout),
             seed: u64::from_le_bytes(crate::runtime::random_bytes()),
         };
         let backend = SipBackend::new(leg, &info, now, bridge).map_err(|e| e.to_string())?;
