@@ -20,6 +20,7 @@ both_io!(
     sip_busy_closes_the_stream_for_the_fallback,
     sip_no_answer_cancels_at_the_ring_timeout,
     sip_pcma_echo_correlates,
+    sip_l16_echo_correlates,
     sip_over_tcp,
     sip_cancel_while_ringing,
     sip_hold_and_resume,
@@ -314,8 +315,20 @@ async fn sip_no_answer_cancels_at_the_ring_timeout(io: Io) {
 }
 
 async fn sip_pcma_echo_correlates(io: Io) {
+    echo_correlates(io, "pcma").await;
+}
+
+/// L16 at 8 kHz. (At 16 kHz the same echo through baresip correlated only
+/// 0.78, lag 23 samples, in two runs: not understood yet, so not claimed.)
+async fn sip_l16_echo_correlates(io: Io) {
+    echo_correlates(io, "l16-8k").await;
+}
+
+/// The caller's speech through the PBX's echo and back, in `codec`:
+/// transcoded both ways, so it correlates rather than matches.
+async fn echo_correlates(io: Io, codec: &str) {
     let Some(baresip) = Baresip::start(Answer::Auto) else { return };
-    let proxy = start_proxy(io, &baresip, "pcma");
+    let proxy = start_proxy(io, &baresip, codec);
     let mut call = TwilioCall::start(&proxy).await;
     baresip.wait_log("Call established").await;
     let speech = crate::audio::caller_speech(0.3, 1.2);
@@ -328,7 +341,7 @@ async fn sip_pcma_echo_correlates(io: Io) {
     let said: Vec<u8> = frames.iter().filter(|f| audible(f)).flatten().copied().collect();
     let (lag, score) =
         crate::audio::align(&crate::audio::decode(&said), &crate::audio::decode(&heard), heard.len());
-    assert!(score > 0.9, "PCMA echo correlates with the caller ({score} at lag {lag})");
+    assert!(score > 0.9, "{codec} echo correlates with the caller ({score} at lag {lag})");
     call.send_stop().await;
     assert_eq!(call.wait_closed(WAIT).await, Some(1000));
 }
