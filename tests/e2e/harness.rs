@@ -154,6 +154,18 @@ pub fn free_udp_port(pair: bool) -> u16 {
     panic!("no free pair of UDP ports found");
 }
 
+/// A loopback port free for both UDP and TCP right now (SIP listens on
+/// both; a port free for UDP may be some TCP connection's local port).
+pub fn free_udp_tcp_port() -> u16 {
+    for _ in 0..100 {
+        let port = free_udp_port(false);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no loopback port free for both UDP and TCP");
+}
+
 /// Whether some socket has bound loopback UDP `port` (read from /proc, so
 /// the check cannot steal the port).
 pub fn udp_port_bound(port: u16) -> bool {

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use crate::audio::FRAME;
 use crate::harness::{
-    ADMIN_TOKEN, FromProxy, Io, Proxy, TwilioCall, WAIT, free_tcp_port, free_udp_port, udp_port_bound,
+    ADMIN_TOKEN, FromProxy, Io, Proxy, TwilioCall, WAIT, free_tcp_port, free_udp_port, free_udp_tcp_port,
+    udp_port_bound,
 };
 
 both_io!(
@@ -146,17 +147,6 @@ impl Drop for Baresip {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A loopback port free for both UDP and TCP right now (SIP listens on both).
-fn free_udp_tcp_port() -> u16 {
-    for _ in 0..100 {
-        let port = free_udp_port(false);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no loopback port free for both UDP and TCP");
 }
 
 /// μ-law frames that survive baresip's decode → encode unchanged: every

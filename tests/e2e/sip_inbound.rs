@@ -15,7 +15,8 @@ use voxproxy_core::rtp::{RtpHeader, RtpPacket};
 
 use crate::audio::{self, FRAME};
 use crate::harness::{
-    ACCOUNT_SID, FakeRest, FromProxy, Io, Proxy, RestRequest, TwilioCall, WAIT, free_udp_port, sid, unique,
+    ACCOUNT_SID, FakeRest, FromProxy, Io, Proxy, RestRequest, TwilioCall, WAIT, free_udp_port,
+    free_udp_tcp_port, sid, unique,
 };
 
 both_io!(
@@ -48,21 +49,31 @@ async fn twilio_api() -> FakeRest {
 }
 
 /// The proxy with `sip.listen` on a fresh loopback port allowing 127.0.0.1 only.
+/// Other tests bind ports meanwhile: a port taken between the probe and
+/// voxproxy's bind is retried with a fresh one.
 fn start_proxy(io: Io, api: &FakeRest) -> (Proxy, SocketAddr) {
-    let sip: SocketAddr = format!("127.0.0.1:{}", free_udp_port(false)).parse().expect("address");
-    let (listen, base) = (sip.to_string(), api.base());
-    let proxy = Proxy::start(
-        io,
-        &[
+    for attempt in 1..=4 {
+        let sip: SocketAddr = format!("127.0.0.1:{}", free_udp_tcp_port()).parse().expect("address");
+        let (listen, base) = (sip.to_string(), api.base());
+        let env = [
             ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
-            ("VOXPROXY_TWILIO_API_BASE", &base),
-            ("VOXPROXY_SIP_LISTEN", &listen),
+            ("VOXPROXY_TWILIO_API_BASE", base.as_str()),
+            ("VOXPROXY_SIP_LISTEN", listen.as_str()),
             ("VOXPROXY_SIP_ALLOW", "127.0.0.1/32"),
             ("VOXPROXY_TWILIO_CALLER_ID", CALLER_ID),
-        ],
-        &[],
-    );
-    (proxy, sip)
+        ];
+        match std::panic::catch_unwind(|| Proxy::start(io, &env, &[])) {
+            Ok(proxy) => return (proxy, sip),
+            Err(panic) => {
+                let text = panic.downcast_ref::<String>().map_or("", String::as_str);
+                assert!(
+                    text.contains("Address already in use") && attempt < 4,
+                    "voxproxy did not start: {text}"
+                );
+            }
+        }
+    }
+    unreachable!("the loop returns or fails");
 }
 
 /// The PBX: a scripted UAC with its own SIP and RTP sockets.
