@@ -324,6 +324,11 @@ async fn bot_loop(
     let (mut twilio_sink, mut twilio) = ws.split();
     let (mut bot_sink, mut bot_stream) = bot.split();
     let mut shutdown = shared.shutdown.subscribe();
+    // `changed()` below sees only later changes: a drain that timed out
+    // while the bot was being dialled closes the call now.
+    if *shutdown.borrow_and_update() {
+        call.handle_close(shared.clock.now(), EndReason::Drain);
+    }
     let sleep = tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_secs(3600));
     tokio::pin!(sleep);
     let mut stats_tick = tokio::time::interval(STATS_INTERVAL);

@@ -648,6 +648,11 @@ async fn media_loop(
     metrics.call_started();
     let (mut sink, mut stream) = ws.split();
     let mut shutdown = shared.shutdown.subscribe();
+    // `changed()` below sees only later changes: a drain that timed out
+    // while this call was still being set up closes it now.
+    if *shutdown.borrow_and_update() {
+        bridge.handle_close(clock.now(), EndReason::Drain);
+    }
     let mut frame = Vec::with_capacity(1024);
     // One send in flight on the socket at a time (the io_uring backend owns
     // its buffer until the kernel is done); the call never waits for it.
