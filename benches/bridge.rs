@@ -13,10 +13,10 @@ use voxproxy_adapters::bridge::{BackendCodec, BridgeConfig, CallBridge, Output, 
 use voxproxy_adapters::media_stream::{
     self, AccountSid, CallSid, MediaFormat, Start, StreamSid, Track, Tracks,
 };
-use voxproxy_adapters::sip::{CallInfo, MediaOffer, Message, SipLegConfig, SipUri, Timers, Transport};
 use voxproxy_core::Instant;
 use voxproxy_core::g711;
 use voxproxy_core::rtp::RtpHeader;
+use voxproxy_suite::fixtures::answered_sip_leg;
 
 const SID: &str = "MZ18ad3ab5a668481ce02b83e7395059f0";
 
@@ -176,46 +176,7 @@ fn recorded(c: &mut Criterion) {
 /// next deadline). The difference to `pcmu` is a SIP call's added cost.
 fn sip_call(backend: SocketAddr) -> (CallBridge, SipBackend) {
     let mut bridge = started_bridge(BackendCodec::Pcmu, backend);
-    let config = SipLegConfig {
-        target: SipUri::parse("sip:agent@127.0.0.1:5060").expect("uri"),
-        next_hop: "127.0.0.1:5060".parse().expect("addr"),
-        transport: Transport::Udp,
-        local: "127.0.0.1:5062".parse().expect("addr"),
-        media: MediaOffer {
-            address: backend.ip(),
-            port: 40_002,
-            codec: BackendCodec::Pcmu,
-            telephone_event: 101,
-        },
-        credentials: None,
-        timers: Timers::default(),
-        keepalive: Some(Duration::from_secs(30)),
-        ring_timeout: None,
-        seed: 1,
-    };
-    let mut sip = SipBackend::new(config, &CallInfo::default(), Instant::ZERO, &mut bridge).expect("leg");
-    let invite = Message::parse(&sip.poll_transmit().expect("INVITE").bytes).expect("INVITE parses");
-    let mut ok = Message::response(200);
-    for via in invite.header_values("Via") {
-        ok.push("Via", via);
-    }
-    for name in ["From", "Call-ID", "CSeq"] {
-        ok.push(name, invite.header(name).expect("header"));
-    }
-    ok.push("To", format!("{};tag=pbx", invite.header("To").expect("To")));
-    ok.push("Contact", "<sip:agent@127.0.0.1:5060>");
-    ok.push("Content-Type", "application/sdp");
-    ok.body = format!(
-        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 {}\r\nt=0 0\r\nm=audio {} RTP/AVP 0 101\r\n\
-         a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n",
-        backend.ip(),
-        backend.port()
-    )
-    .into_bytes();
-    sip.handle_datagram(Instant::ZERO, "127.0.0.1:5060".parse().expect("addr"), &ok.to_bytes());
-    let _ = sip.drive(Instant::ZERO, &mut bridge);
-    while sip.poll_transmit().is_some() {}
-    while bridge.poll_output().is_some() {}
+    let (sip, _) = answered_sip_leg(&mut bridge, backend, 1);
     (bridge, sip)
 }
 

@@ -535,11 +535,10 @@ fn bot_call_steady_state_allocates_nothing_per_frame() {
 /// INVITE, an OPTIONS probe every 30 s) allocates; a frame must not.
 #[test]
 fn sip_call_steady_state_allocates_nothing_per_frame() {
-    use voxproxy_adapters::bridge::{BackendCodec, SipBackend};
-    use voxproxy_adapters::sip::{CallInfo, MediaOffer, Message, SipLegConfig, SipUri, Timers, Transport};
+    use voxproxy_adapters::bridge::SipBackend;
+    use voxproxy_suite::fixtures::answered_sip_leg;
 
     let backend: SocketAddr = BACKEND.parse().expect("addr");
-    let pbx: SocketAddr = "127.0.0.1:5060".parse().expect("addr");
     let config = BridgeConfig { barge_in: false, ..BridgeConfig::default() };
     let mut bridge = CallBridge::new(config, Instant::ZERO).expect("config");
     let sid = StreamSid::new("MZ00000000000000000000000000000001").expect("sid");
@@ -555,46 +554,8 @@ fn sip_call_steady_state_allocates_nothing_per_frame() {
     let mut frame = Vec::with_capacity(512);
     media_stream::write_start(&mut frame, &start);
     bridge.handle_twilio(Instant::ZERO, &mut frame).expect("start");
-    let leg = SipLegConfig {
-        target: SipUri::parse("sip:agent@127.0.0.1:5060").expect("uri"),
-        next_hop: pbx,
-        transport: Transport::Udp,
-        local: "127.0.0.1:5062".parse().expect("addr"),
-        media: MediaOffer {
-            address: backend.ip(),
-            port: 40_002,
-            codec: BackendCodec::Pcmu,
-            telephone_event: 101,
-        },
-        credentials: None,
-        timers: Timers::default(),
-        keepalive: Some(Duration::from_secs(30)),
-        ring_timeout: None,
-        seed: 3,
-    };
-    let mut sip = SipBackend::new(leg, &CallInfo::default(), Instant::ZERO, &mut bridge).expect("leg");
-    let invite = Message::parse(&sip.poll_transmit().expect("INVITE").bytes).expect("INVITE");
-    let mut ok = Message::response(200);
-    for via in invite.header_values("Via") {
-        ok.push("Via", via);
-    }
-    for name in ["From", "Call-ID", "CSeq"] {
-        ok.push(name, invite.header(name).expect("header"));
-    }
-    ok.push("To", format!("{};tag=pbx", invite.header("To").expect("To")));
-    ok.push("Contact", "<sip:agent@127.0.0.1:5060>");
-    ok.push("Content-Type", "application/sdp");
-    ok.body = format!(
-        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 {}\r\nt=0 0\r\nm=audio {} RTP/AVP 0 101\r\n\
-         a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n",
-        backend.ip(),
-        backend.port()
-    )
-    .into_bytes();
-    sip.handle_datagram(Instant::ZERO, pbx, &ok.to_bytes());
-    assert_eq!(sip.drive(Instant::ZERO, &mut bridge), None);
-    while sip.poll_transmit().is_some() {}
-    while bridge.poll_output().is_some() {}
+    let (mut sip, outcome) = answered_sip_leg(&mut bridge, backend, 3);
+    assert_eq!(outcome, None);
 
     let speechy: Vec<u8> = tone(160, 9).iter().map(|&s| g711::ulaw_encode(s)).collect();
     let mut datagram = [0u8; 200];
