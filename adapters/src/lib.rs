@@ -3,7 +3,8 @@
 //! Protocol translation between Twilio and an RTP voice stack, sans-IO where
 //! it can be: Twilio Media Streams messages, TwiML, webhook signatures and
 //! bodies, the Twilio REST client, SDP, and the per-call bridge that ties them
-//! to `voxproxy-core`.
+//! to `voxproxy-core`; and a WAV reader for the audio files the command line,
+//! the recorder and the simulator handle.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -22,4 +23,5 @@ pub mod sip;
 pub mod stream_token;
 pub mod twiml;
 pub mod url;
+pub mod wav;
 pub mod webhook;

@@ -19,7 +19,7 @@
 //!   PCM16 file is reported and decoded as PCM16.
 //!
 //! ```
-//! use voxproxy::wav::{self, Encoding};
+//! use voxproxy_adapters::wav::{self, Encoding};
 //!
 //! // 44-byte canonical header followed by two PCM16 samples.
 //! let mut file = Vec::new();

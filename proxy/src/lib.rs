@@ -1,19 +1,18 @@
 //! # voxproxy
 //!
-//! The voxproxy binary's library half: the command line, the runtime and
-//! sockets ([`runtime`]), the HTTP and WebSocket server with its control API
-//! ([`server`]), config, metrics, call records, the Twilio simulator
-//! ([`sim`]) and the RTP echo backend ([`echo`]). It moves bytes between sockets and the sans-IO
+//! The voxproxy daemon's library: the runtime and sockets ([`runtime`]), the
+//! HTTP and WebSocket server with its control API ([`server`]), config,
+//! metrics and call records. It moves bytes between sockets and the sans-IO
 //! pieces of `voxproxy-core` and `voxproxy-adapters` and makes no telephony
-//! decisions of its own.
+//! decisions of its own. The command line is the binary's (`src/cli/`); the
+//! Twilio simulator and the echo backends it drives are `voxproxy-rig`'s,
+//! which this library does not depend on.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod build;
 pub mod cdr;
-pub mod cli;
 pub mod config;
-pub mod echo;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
@@ -21,6 +20,4 @@ pub mod ratelimit;
 pub mod recording;
 pub mod runtime;
 pub mod server;
-pub mod sim;
 pub mod tls;
-pub mod wav;

@@ -1,9 +1,14 @@
-//! The `voxproxy` command line. Each subcommand lives in `voxproxy::cli`.
+//! The `voxproxy` command line. Each subcommand lives in [`cli`]: the daemon
+//! (`serve`) from the `voxproxy` library, the rig (`sim`, `echo`, `demo`)
+//! from `voxproxy-rig`, which only the binary depends on.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
+mod cli;
+
 fn main() -> ExitCode {
-    voxproxy::cli::run(voxproxy::cli::Cli::parse())
+    cli::run(cli::Cli::parse())
 }

@@ -306,7 +306,7 @@ pub fn file_for(dir: &Path, call_sid: &str, stream_sid: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wav;
+    use voxproxy_adapters::wav;
 
     fn block(code: i16) -> [u8; BLOCK_BYTES] {
         let mut b = [0u8; BLOCK_BYTES];

@@ -39,7 +39,7 @@
 //! ```
 //! use std::net::UdpSocket;
 //! use std::time::Duration;
-//! use voxproxy::echo::{EchoConfig, EchoServer};
+//! use voxproxy_rig::echo::{EchoConfig, EchoServer};
 //! use voxproxy_core::rtp::{RtpHeader, RtpPacket};
 //!
 //! let echo = EchoServer::spawn(&EchoConfig::default())?;

@@ -7,11 +7,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use voxproxy::config::{Config, ServeArgs};
-use voxproxy::echo::{EchoConfig, Reflector};
-use voxproxy::sim::identity::{FrameIdentity, IDENTITY_LEN, IdentityScanner};
 use voxproxy_adapters::route::{OnMissed, StreamMode};
 use voxproxy_core::Instant;
 use voxproxy_core::rtp::RtpPacket;
+use voxproxy_rig::echo::{EchoConfig, Reflector};
+use voxproxy_rig::sim::identity::{FrameIdentity, IDENTITY_LEN, IdentityScanner};
 
 /// Any text as `voxproxy.toml`, with the first line (if it looks like one)
 /// as a `VOXPROXY_*` variable: a config is accepted or refused with an

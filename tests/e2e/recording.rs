@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use voxproxy::wav;
+use voxproxy_adapters::wav;
 
 use crate::audio::{self, FRAME};
 use crate::harness::{ADMIN_TOKEN, Backend, FromProxy, Io, Proxy, TwilioCall, WAIT};

@@ -16,20 +16,9 @@
 //!   x.ulaw | head -c 100`), the command stops quietly and exits with success,
 //!   like other stream filters.
 //!
-//! The conversion itself is [`convert`], which takes any reader and writer:
-//!
-//! ```
-//! use voxproxy::cli::codec::{Direction, LawArg, convert};
-//!
-//! let pcm: Vec<u8> = [0i16, 1000, -1000].iter().flat_map(|s| s.to_le_bytes()).collect();
-//! let mut mu = Vec::new();
-//! convert(Direction::Encode, LawArg::Mu, &pcm[..], &mut mu).unwrap();
-//! assert_eq!(mu, [0xFF, 0xCE, 0x4E]);
-//!
-//! let mut back = Vec::new();
-//! convert(Direction::Decode, LawArg::Mu, &mu[..], &mut back).unwrap();
-//! assert_eq!(back.len(), 6);
-//! ```
+//! The conversion itself is [`convert`], which takes any reader and writer
+//! (the binary's doc examples do not run, so its example is the unit test
+//! `convert_encodes_and_decodes_any_reader_and_writer`).
 
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
@@ -308,6 +297,18 @@ mod tests {
 
     fn le_bytes(pcm: &[i16]) -> Vec<u8> {
         pcm.iter().flat_map(|s| s.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn convert_encodes_and_decodes_any_reader_and_writer() {
+        let pcm: Vec<u8> = [0i16, 1000, -1000].iter().flat_map(|s| s.to_le_bytes()).collect();
+        let mut mu = Vec::new();
+        convert(Direction::Encode, LawArg::Mu, &pcm[..], &mut mu).unwrap();
+        assert_eq!(mu, [0xFF, 0xCE, 0x4E]);
+
+        let mut back = Vec::new();
+        convert(Direction::Decode, LawArg::Mu, &mu[..], &mut back).unwrap();
+        assert_eq!(back.len(), 6);
     }
 
     #[test]

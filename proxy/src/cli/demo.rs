@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::config::{Config, ServeArgs};
-use crate::echo::{EchoConfig, EchoServer};
-use crate::server::Server;
-use crate::sim::{self, SimConfig, cost::CostTarget};
+use voxproxy::config::{Config, ServeArgs};
+use voxproxy::server::Server;
+use voxproxy_rig::echo::{EchoConfig, EchoServer};
+use voxproxy_rig::sim::{self, SimConfig};
 
 /// Flags of `voxproxy demo`.
 #[derive(Clone, Debug, clap::Args)]
@@ -51,7 +51,7 @@ fn free_port() -> Result<u16, String> {
 }
 
 fn random_token() -> String {
-    let bytes: [u8; 16] = crate::runtime::random_bytes();
+    let bytes: [u8; 16] = voxproxy::runtime::random_bytes();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -90,7 +90,7 @@ fn demo(args: &DemoArgs) -> Result<bool, String> {
     ];
     let config = Config::from_sources(None, &serve_args, env).map_err(|e| e.to_string())?;
     // Only warnings: the table is the output. A second init (tests) is harmless.
-    let _ = crate::logging::init(crate::logging::LogFormat::Text, "warn");
+    let _ = voxproxy::logging::init(voxproxy::logging::LogFormat::Text, "warn");
     let server = Server::start(config, &serve_args).map_err(|e| e.to_string())?;
     eprintln!(
         "voxproxy demo: proxy on {url} (io {}), echo backend on {}, {} calls × {} s",
@@ -107,7 +107,7 @@ fn demo(args: &DemoArgs) -> Result<bool, String> {
         ramp: args.ramp,
         auth_token: Some(token),
         progress: true,
-        proxy_cost: Some(CostTarget::InProcess(server.metrics())),
+        proxy_cost: Some(super::cost::in_process(server.metrics())),
         ..SimConfig::new(url)
     };
     let report = sim::run_blocking(sim).map_err(|e| e.to_string());

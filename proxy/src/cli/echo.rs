@@ -1,4 +1,4 @@
-//! `voxproxy echo --listen ADDR`: an RTP echo backend (see [`crate::echo`]).
+//! `voxproxy echo --listen ADDR`: an RTP echo backend (see [`voxproxy_rig::echo`]).
 //!
 //! Every RTP datagram goes back to its sender with the echo's own SSRC and
 //! sequence numbers, payload and timestamps unchanged; `--delay-ms`,
@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::echo::{EchoConfig, EchoServer, EchoStats};
+use voxproxy_rig::echo::{EchoConfig, EchoServer, EchoStats};
+use voxproxy_rig::ws_echo::WsEcho;
 
 /// Arguments of `voxproxy echo`.
 #[derive(Debug, Args)]
@@ -125,57 +126,24 @@ fn summary(s: &EchoStats) -> String {
     )
 }
 
-/// `--ws`: accepts bot WebSockets until interrupted; how many media
-/// messages were echoed.
+/// `--ws`: accepts bot WebSockets until interrupted ([`voxproxy_rig::ws_echo`]);
+/// how many media messages were echoed.
 fn serve_ws(args: &EchoArgs) -> Result<u64, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let echo =
+            WsEcho::bind(args.listen).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        let addr = echo.local_addr().map_err(|e| e.to_string())?;
         eprintln!("voxproxy echo: echoing WebSocket media on ws://{addr}/");
-        let echoed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let interrupted = tokio::signal::ctrl_c();
-        let terminated = terminated();
-        tokio::pin!(interrupted, terminated);
-        loop {
+        let stop = async {
             tokio::select! {
-                _ = &mut interrupted => break,
-                () = &mut terminated => break,
-                accepted = listener.accept() => {
-                    let Ok((tcp, _)) = accepted else { continue };
-                    let _ = tcp.set_nodelay(true);
-                    tokio::spawn(echo_bot(tcp, std::sync::Arc::clone(&echoed)));
-                }
+                _ = tokio::signal::ctrl_c() => {}
+                () = terminated() => {}
             }
-        }
-        Ok(echoed.load(std::sync::atomic::Ordering::Relaxed))
+        };
+        Ok(echo.run_until(stop).await)
     })
-}
-
-/// One bot call: every caller `media` goes back with the same payload.
-async fn echo_bot(tcp: tokio::net::TcpStream, echoed: std::sync::Arc<std::sync::atomic::AtomicU64>) {
-    use futures_util::{SinkExt as _, StreamExt as _};
-    use tokio_tungstenite::tungstenite::Message;
-    let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else { return };
-    while let Some(Ok(message)) = ws.next().await {
-        let Message::Text(text) = message else { continue };
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
-        if value["event"] != "media" {
-            continue;
-        }
-        let reply = serde_json::json!({
-            "event": "media",
-            "streamSid": value["streamSid"],
-            "media": {"payload": value["media"]["payload"]},
-        });
-        if ws.send(Message::Text(reply.to_string().into())).await.is_err() {
-            return;
-        }
-        echoed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
 }

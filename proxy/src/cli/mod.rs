@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod codec;
+mod cost;
 pub mod demo;
 pub mod docs;
 pub mod echo;
@@ -15,7 +16,7 @@ pub mod vad;
 
 /// voxproxy: a low-latency media proxy between Twilio Media Streams and RTP voice stacks.
 #[derive(Debug, Parser)]
-#[command(name = "voxproxy", version = crate::build::VERSION_LINE, about, long_about = None)]
+#[command(name = "voxproxy", version = voxproxy::build::VERSION_LINE, about, long_about = None)]
 pub struct Cli {
     /// What to run.
     #[command(subcommand)]
@@ -33,7 +34,7 @@ pub enum Command {
     Vad(vad::VadArgs),
     /// Run the proxy: answer Twilio's webhooks, accept media streams and
     /// bridge each call to the voice stack over RTP, until SIGTERM or SIGINT.
-    Serve(crate::config::ServeArgs),
+    Serve(voxproxy::config::ServeArgs),
     /// Start the proxy, an RTP echo backend and the Twilio simulator in one
     /// process on free loopback ports, and print the latency table.
     Demo(demo::DemoArgs),

@@ -2,15 +2,15 @@
 //! SIGINT, exit 0. SIGHUP never stops it: it reopens the call-record file
 //! and reloads the configuration for new calls (see [`Server::reload`]).
 //! Under systemd (`Type=notify`) it says `READY=1` once every listener is
-//! bound and `STOPPING=1` when the drain begins ([`crate::notify`]).
+//! bound and `STOPPING=1` when the drain begins ([`voxproxy::notify`]).
 //! `serve --check-config FILE` loads and checks the configuration only.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::config::{Config, ServeArgs};
-use crate::notify::Notifier;
-use crate::server::Server;
+use voxproxy::config::{Config, ServeArgs};
+use voxproxy::notify::Notifier;
+use voxproxy::server::Server;
 
 /// What `--check-config` finds in a configuration, one sentence each.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -42,10 +42,10 @@ where
     problems.extend(config.not_runnable_yet());
     let skip_signatures = args.insecure_skip_signature || !config.twilio.validate_signatures;
     if config.secrets.twilio_auth_token.is_none() && !skip_signatures {
-        problems.push(crate::server::ServeError::NoAuthToken.to_string());
+        problems.push(voxproxy::server::ServeError::NoAuthToken.to_string());
     }
     if let Some(tls) = &config.server.tls
-        && let Err(e) = crate::tls::load_server_config(&tls.cert, &tls.key)
+        && let Err(e) = voxproxy::tls::load_server_config(&tls.cert, &tls.key)
     {
         problems.push(format!("server.tls: {e}"));
     }
@@ -99,7 +99,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = crate::logging::init(config.log.format, &config.log.level) {
+    if let Err(e) = voxproxy::logging::init(config.log.format, &config.log.level) {
         eprintln!("voxproxy serve: {e}");
         return ExitCode::from(2);
     }

@@ -1,6 +1,6 @@
 //! `voxproxy sim --url http://HOST:PORT`: simulated Twilio calls against a
 //! Media Streams server, with a latency and loss report (see
-//! [`crate::sim`]).
+//! [`voxproxy_rig::sim`]).
 //!
 //! Requests are signed with `TWILIO_AUTH_TOKEN` from the environment; when
 //! it is unset they go unsigned, with one warning on stderr. The report is
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::sim::{self, SimConfig, SimReport};
+use voxproxy_rig::sim::{self, SimConfig, SimReport};
 
 /// Arguments of `voxproxy sim`.
 #[derive(Debug, Args)]
@@ -85,7 +85,7 @@ fn simulate(args: &SimArgs) -> Result<SimReport, String> {
         grace: seconds("grace", args.grace)?,
         workers: args.workers,
         progress: true,
-        proxy_cost: args.proxy_pid.map(sim::cost::CostTarget::Process),
+        proxy_cost: args.proxy_pid.map(super::cost::process),
     };
     config.validate().map_err(|e| e.to_string())?;
     if config.auth_token.is_none() {

@@ -27,7 +27,7 @@ use voxproxy_core::vad::{
     FRAME_20MS, SAMPLE_RATE_HZ, TalkspurtConfig, TalkspurtDetector, TalkspurtEvent, Vad, VadConfig, VadMode,
 };
 
-use crate::wav;
+use voxproxy_adapters::wav;
 
 /// Largest file read (512 MiB: over 9 hours of PCM16, 18 of μ-law, at 8 kHz).
 const MAX_FILE_BYTES: u64 = 512 << 20;

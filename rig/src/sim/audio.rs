@@ -2,7 +2,7 @@
 //! calls loop over: a WAV file, or a built-in speech-like test signal.
 //!
 //! ```
-//! use voxproxy::sim::audio::{TEST_SIGNAL_SAMPLES, test_signal};
+//! use voxproxy_rig::sim::audio::{TEST_SIGNAL_SAMPLES, test_signal};
 //!
 //! let signal = test_signal();
 //! assert_eq!(signal.len(), TEST_SIGNAL_SAMPLES);
@@ -18,7 +18,7 @@ use voxproxy_core::g711::{Law, ulaw_encode};
 use voxproxy_core::resample::Downsampler;
 
 use super::SimError;
-use crate::wav::{self, Encoding};
+use voxproxy_adapters::wav::{self, Encoding};
 
 /// Largest WAV file read (64 MiB: over an hour of 16 kHz PCM16).
 pub const MAX_FILE_BYTES: u64 = 64 << 20;

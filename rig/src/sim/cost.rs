@@ -1,10 +1,11 @@
 //! What the proxy under test spends: CPU time per bridged frame and resident
 //! memory per active call.
 //!
-//! Two ways to look: a separate process (`voxproxy sim --proxy-pid PID`,
-//! read from `/proc/PID`), or a proxy in the same process (`voxproxy demo`,
-//! read from its metrics: the time its media path spent per frame, and the
-//! process's memory, which there includes the simulator and echo backend).
+//! A [`CostProbe`] reads the proxy: the `voxproxy` command line has two, a
+//! separate process (`voxproxy sim --proxy-pid PID`, read from `/proc/PID`)
+//! and a proxy in the same process (`voxproxy demo`, read from its metrics:
+//! the time its media path spent per frame, and the process's memory, which
+//! there includes the simulator and echo backend).
 //! A [`CostMeter`] samples on its own thread every [`SAMPLE_EVERY`] while the
 //! run goes on: memory at its peak of active calls, CPU from start to end,
 //! and CPU over the *steady window*: from the first sample at which (nearly)
@@ -20,28 +21,53 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::metrics::{Metrics, process_usage};
-
 /// How often memory and the number of active calls are sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(200);
 
-/// Whose cost is measured.
+/// Reads what the proxy under test has spent so far. The rig does not read
+/// `/proc` or a proxy's metrics itself: the `voxproxy` command line, which
+/// has both, gives it a probe (a process by PID, or an in-process proxy).
+pub trait CostProbe: Send + Sync + std::fmt::Debug {
+    /// What the proxy has spent up to now; unknown parts stay `None`.
+    fn sample(&self) -> CostSample;
+    /// How the report names what was measured, e.g. `process 1234`.
+    fn describe(&self) -> String;
+}
+
+/// Whose cost is measured: a shared [`CostProbe`].
 #[derive(Clone, Debug)]
-pub enum CostTarget {
-    /// A separate process, read from `/proc/<pid>`.
-    Process(u32),
-    /// A proxy running in this process, read from its metrics.
-    InProcess(Arc<Metrics>),
+pub struct CostTarget(pub Arc<dyn CostProbe>);
+
+impl CostTarget {
+    /// Wraps a probe.
+    #[must_use]
+    pub fn new(probe: impl CostProbe + 'static) -> CostTarget {
+        CostTarget(Arc::new(probe))
+    }
 }
 
 impl PartialEq for CostTarget {
     fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (CostTarget::Process(a), CostTarget::Process(b)) => a == b,
-            (CostTarget::InProcess(a), CostTarget::InProcess(b)) => Arc::ptr_eq(a, b),
-            _ => false,
-        }
+        Arc::ptr_eq(&self.0, &other.0)
     }
+}
+
+/// One reading of a [`CostProbe`]: totals since the proxy started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CostSample {
+    /// User plus system CPU time.
+    pub cpu: Option<Duration>,
+    /// User CPU time.
+    pub user: Option<Duration>,
+    /// System CPU time.
+    pub system: Option<Duration>,
+    /// Resident memory, bytes.
+    pub rss: Option<u64>,
+    /// Open file descriptors.
+    pub fds: Option<u64>,
+    /// Frames the proxy's media path timed and the time it spent on them
+    /// (an in-process proxy's own metrics); `None` from outside.
+    pub processing: Option<(u64, Duration)>,
 }
 
 /// The proxy's cost over one run, in the report.
@@ -117,47 +143,6 @@ pub struct Live {
     pub frames: u64,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-struct Sample {
-    cpu: Option<Duration>,
-    user: Option<Duration>,
-    system: Option<Duration>,
-    rss: Option<u64>,
-    fds: Option<u64>,
-    processing: Option<(u64, Duration)>,
-}
-
-fn sample(target: &CostTarget) -> Sample {
-    match target {
-        CostTarget::Process(pid) => {
-            let usage = process_usage(*pid);
-            Sample {
-                cpu: usage.cpu_time,
-                user: usage.user_time,
-                system: usage.system_time,
-                rss: usage.resident_memory_bytes,
-                fds: usage.open_fds,
-                processing: None,
-            }
-        }
-        CostTarget::InProcess(metrics) => {
-            let snap = metrics.snapshot();
-            let usage = process_usage(std::process::id());
-            Sample {
-                cpu: snap.cpu_time,
-                user: usage.user_time,
-                system: usage.system_time,
-                rss: snap.resident_memory_bytes,
-                fds: usage.open_fds,
-                processing: Some((
-                    snap.inbound_frames_timed + snap.outbound_frames_timed,
-                    snap.inbound_processing + snap.outbound_processing,
-                )),
-            }
-        }
-    }
-}
-
 /// The steady window: samples with at least this share of the most calls
 /// seen up. All calls up would be the exact definition, but on a loaded rig
 /// the first calls can end (or a few fail) before the last ones are up, and
@@ -173,11 +158,11 @@ struct Peak {
     rss: Option<u64>,
     calls: u64,
     /// Every sample: calls up, frames so far, what the target had spent, when.
-    samples: Vec<(u64, u64, Sample, std::time::Instant)>,
+    samples: Vec<(u64, u64, CostSample, std::time::Instant)>,
 }
 
 impl Peak {
-    fn update(&mut self, live: Live, now: Sample) {
+    fn update(&mut self, live: Live, now: CostSample) {
         let at = (live.calls, live.frames, now, std::time::Instant::now());
         if self.samples.len() < MAX_SAMPLES {
             self.samples.push(at);
@@ -226,7 +211,7 @@ impl Peak {
 #[derive(Debug)]
 pub struct CostMeter {
     target: CostTarget,
-    start: Sample,
+    start: CostSample,
     stop: Arc<AtomicBool>,
     peak: Arc<Mutex<Peak>>,
     sampler: Option<JoinHandle<()>>,
@@ -238,7 +223,7 @@ impl CostMeter {
     /// window) and the frames bridged so far.
     #[must_use]
     pub fn start(target: CostTarget, live: impl Fn() -> Live + Send + 'static) -> CostMeter {
-        let start = sample(&target);
+        let start = target.0.sample();
         let stop = Arc::new(AtomicBool::new(false));
         let peak = Arc::new(Mutex::new(Peak::default()));
         let sampler = {
@@ -251,7 +236,7 @@ impl CostMeter {
                         // Frames first: the window's CPU then never covers
                         // fewer frames than it counts.
                         let counts = live();
-                        let now = sample(&target);
+                        let now = target.0.sample();
                         peak.lock().unwrap_or_else(std::sync::PoisonError::into_inner).update(counts, now);
                     }
                 })
@@ -267,7 +252,7 @@ impl CostMeter {
         if let Some(sampler) = self.sampler.take() {
             let _ = sampler.join();
         }
-        let end = sample(&self.target);
+        let end = self.target.0.sample();
         let peak = std::mem::take(&mut *self.peak.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         let spent = |a: Option<Duration>, b: Option<Duration>| Some(b?.saturating_sub(a?).as_secs_f64());
         let cpu_seconds = spent(self.start.cpu, end.cpu);
@@ -285,10 +270,7 @@ impl CostMeter {
             _ => None,
         };
         ProxyCost {
-            measured: match &self.target {
-                CostTarget::Process(pid) => format!("process {pid}"),
-                CostTarget::InProcess(_) => "in-process".to_owned(),
-            },
+            measured: self.target.0.describe(),
             cpu_seconds,
             frames,
             cpu_us_per_frame: cpu_seconds.and_then(per_frame),
@@ -317,49 +299,67 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
 
+    /// A proxy whose spending the test sets.
+    #[derive(Debug, Default)]
+    struct Scripted(Mutex<CostSample>);
+
+    impl CostProbe for Scripted {
+        fn sample(&self) -> CostSample {
+            *self.0.lock().unwrap()
+        }
+        fn describe(&self) -> String {
+            "scripted".to_owned()
+        }
+    }
+
+    fn spend(probe: &Scripted, cpu_ms: u64, rss: u64) {
+        let mut s = probe.0.lock().unwrap();
+        s.user = Some(Duration::from_millis(cpu_ms / 2));
+        s.system = Some(Duration::from_millis(cpu_ms - cpu_ms / 2));
+        s.cpu = Some(Duration::from_millis(cpu_ms));
+        (s.rss, s.fds) = (Some(rss), Some(7));
+    }
+
     #[test]
-    fn this_process_is_measured_and_per_call_memory_divides_by_the_peak() {
+    fn per_call_memory_divides_by_the_peak_and_the_window_ends_when_calls_end() {
+        let probe = Arc::new(Scripted::default());
+        spend(&probe, 0, 1 << 20);
         let calls = Arc::new(AtomicU64::new(0));
         let frames = Arc::new(AtomicU64::new(0));
         let live = {
             let (calls, frames) = (Arc::clone(&calls), Arc::clone(&frames));
             move || Live { calls: calls.load(Ordering::Relaxed), frames: frames.load(Ordering::Relaxed) }
         };
-        let meter = CostMeter::start(CostTarget::Process(std::process::id()), live);
+        let target = CostTarget(Arc::clone(&probe) as Arc<dyn CostProbe>);
+        let meter = CostMeter::start(target, live);
         calls.store(4, Ordering::Relaxed);
-        // Touch 64 MiB so the peak sample sees more resident memory, and
-        // count frames while spinning so the steady window has CPU in it.
-        // The other tests of this process allocate and free at the same
-        // time (4 MiB here once measured 0.2 MiB per call): the block is
-        // large, and the bound a quarter of it, so their noise cannot matter.
-        let block = vec![1u8; 64 << 20];
-        let until = std::time::Instant::now() + SAMPLE_EVERY * 4;
-        let mut spin = 0u64;
-        while std::time::Instant::now() < until {
-            spin = std::hint::black_box(spin.wrapping_add(1));
-            if spin.is_multiple_of(1024) {
-                frames.fetch_add(1, Ordering::Relaxed);
-            }
+        spend(&probe, 0, 17 << 20);
+        // Frames and CPU rise together while the 4 calls are up.
+        for step in 1..=8u64 {
+            frames.store(step * 1000, Ordering::Relaxed);
+            spend(&probe, step * 10, 17 << 20);
+            std::thread::sleep(SAMPLE_EVERY / 2);
         }
         // Calls ending close the window: a later sample at fewer calls
-        // must not move it.
+        // must not move it, nor the memory peak.
         calls.store(1, Ordering::Relaxed);
-        let frames_at_peak = frames.load(Ordering::Relaxed);
+        frames.store(1_000_000, Ordering::Relaxed);
+        spend(&probe, 10_000, 2 << 20);
         std::thread::sleep(SAMPLE_EVERY * 2);
-        frames.fetch_add(1_000_000, Ordering::Relaxed);
-        let cost = meter.finish(1000);
-        assert!(block.iter().all(|&b| b == 1));
-        let steady = cost.steady.clone().expect("at least two samples at 4 calls");
-        assert_eq!((steady.calls, steady.peak_calls), (4, 4));
-        assert!(steady.frames > 0 && steady.frames <= frames_at_peak, "{steady:?}");
-        assert!(steady.seconds > 0.0 && steady.seconds < (SAMPLE_EVERY * 5).as_secs_f64(), "{steady:?}");
-        assert!(steady.user_us_per_frame.is_some() && steady.system_us_per_frame.is_some());
-        assert!(cost.user_seconds.is_some() && cost.system_seconds.is_some());
-        assert_eq!(cost.measured, format!("process {}", std::process::id()));
+        let cost = meter.finish(2000);
+        assert_eq!(cost.measured, "scripted");
         assert_eq!(cost.calls_at_peak, 4);
-        let per_call = cost.rss_bytes_per_call.expect("Linux /proc is readable");
-        assert!(per_call >= f64::from(4u32 << 20), "{per_call} bytes per call, 16 MiB touched per call");
-        assert!(cost.cpu_us_per_frame.is_some());
-        assert!(cost.open_fds_before.is_some());
+        assert_eq!(cost.rss_bytes_per_call, Some(f64::from(4u32 << 20)), "16 MiB over the baseline, 4 calls");
+        assert_eq!(cost.cpu_seconds, Some(10.0));
+        assert_eq!(cost.cpu_us_per_frame, Some(5000.0));
+        assert_eq!((cost.open_fds_before, cost.open_fds_after), (Some(7), Some(7)));
+        let steady = cost.steady.expect("at least two samples at 4 calls");
+        assert_eq!((steady.calls, steady.peak_calls), (4, 4));
+        assert!(steady.frames > 0 && steady.frames <= 7000, "{steady:?}");
+        // 10 ms of CPU per 1000 frames inside the window: 10 µs per frame
+        // (a sample can fall between the two stores: one step off at an end).
+        let per_frame = steady.cpu_us_per_frame.expect("CPU was read");
+        assert!((5.0..=20.0).contains(&per_frame), "{per_frame} µs per frame");
+        assert!(steady.user_us_per_frame.is_some() && steady.system_us_per_frame.is_some());
     }
 }

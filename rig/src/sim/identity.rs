@@ -19,7 +19,7 @@
 //! repacketize audio on boundaries of its own.
 //!
 //! ```
-//! use voxproxy::sim::identity::{FrameIdentity, IDENTITY_LEN, IdentityScanner};
+//! use voxproxy_rig::sim::identity::{FrameIdentity, IDENTITY_LEN, IdentityScanner};
 //!
 //! let id = FrameIdentity::new(7, 1234).unwrap();
 //! let mut frame = [0xffu8; 160];

@@ -10,8 +10,8 @@
 //! is counted *late* instead of being matched.
 //!
 //! ```
-//! use voxproxy::sim::identity::FrameIdentity;
-//! use voxproxy::sim::meter::CallMeter;
+//! use voxproxy_rig::sim::identity::FrameIdentity;
+//! use voxproxy_rig::sim::meter::CallMeter;
 //! use voxproxy_core::time::Instant;
 //!
 //! let mut meter = CallMeter::new(3);

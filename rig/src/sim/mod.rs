@@ -28,7 +28,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use voxproxy::sim::{self, SimConfig};
+//! use voxproxy_rig::sim::{self, SimConfig};
 //!
 //! let mut config = SimConfig::new("http://127.0.0.1:8080");
 //! config.calls = 100;

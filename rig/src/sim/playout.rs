@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use voxproxy::sim::playout::{Playout, PlayoutEvent};
+//! use voxproxy_rig::sim::playout::{Playout, PlayoutEvent};
 //! use voxproxy_core::time::Instant;
 //!
 //! let t0 = Instant::ZERO;

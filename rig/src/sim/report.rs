@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use hdrhistogram::Histogram;
-//! use voxproxy::sim::report::{CallReport, RunSettings, SimReport, render_svg};
+//! use voxproxy_rig::sim::report::{CallReport, RunSettings, SimReport, render_svg};
 //!
 //! let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
 //! for us in [800, 900, 1_000, 5_000] {

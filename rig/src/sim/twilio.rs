@@ -20,9 +20,9 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use voxproxy::sim::twilio::{CallParams, ServerMessage, TwilioCall};
+//! use voxproxy_rig::sim::twilio::{CallParams, ServerMessage, TwilioCall};
 //!
-//! # async fn demo() -> Result<(), voxproxy::sim::SimError> {
+//! # async fn demo() -> Result<(), voxproxy_rig::sim::SimError> {
 //! let token = std::env::var("TWILIO_AUTH_TOKEN").ok();
 //! let mut call = TwilioCall::dial("http://127.0.0.1:8080", token.as_deref(), CallParams::random()).await?;
 //! call.send_media(&[0xff; 160]).await?;
