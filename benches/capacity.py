@@ -9,7 +9,8 @@ simulator reports frames, round trip and the proxy's cost from /proc (CPU
 user and system per bridged frame over the steady window, while at least
 95 % of the most calls seen are up; resident memory per call over the baseline; open files). This
 script adds the proxy's own media-path histogram (GET /metrics), the load
-average, open files once the proxy has settled after the run, and writes
+average, open files once the proxy has settled after the run, the rig's own
+CPU (simulator plus echo, whole run: is the rig the bottleneck?), and writes
 capacity.json, capacity.svg and capacity.md.
 
 Standard library only, so it runs wherever python3 does.
@@ -21,6 +22,7 @@ import json
 import os
 import platform
 import random
+import resource
 import signal
 import socket
 import subprocess
@@ -100,6 +102,22 @@ def open_fds(pid):
         return len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return None
+
+
+def cpu_seconds(pid):
+    """User and system CPU seconds of a live process, from /proc/PID/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # Fields 14 and 15 (utime, stime), counted after the command's ")".
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def http_get(url, timeout=5.0):
@@ -226,6 +244,7 @@ def one_run(args, io, calls, out_dir):
         report_path = os.path.join(out_dir, f"{name}-sim.json")
         load_before = loadavg()
         profiler = start_perf(args, serve.pid, calls, out_dir, name)
+        echo_cpu, sim_cpu, began = cpu_seconds(echo.pid), children_cpu_seconds(), time.monotonic()
         sim = subprocess.run(
             rig
             + [args.bin, "sim", "--url", base, "--calls", str(calls), "--seconds", f"{media:.2f}"]
@@ -235,6 +254,13 @@ def one_run(args, io, calls, out_dir):
             stderr=subprocess.STDOUT,
             timeout=media + calls / args.ramp + 120,
         )
+        wall = time.monotonic() - began
+        echo_after = cpu_seconds(echo.pid)
+        rig_cpu = {
+            "sim_seconds": round(children_cpu_seconds() - sim_cpu, 2),
+            "echo_seconds": None if None in (echo_cpu, echo_after) else round(echo_after - echo_cpu, 2),
+            "wall_seconds": round(wall, 2),
+        }
         load_after = loadavg()
         finish_perf(profiler, out_dir, name)
         with open(report_path) as f:
@@ -247,7 +273,20 @@ def one_run(args, io, calls, out_dir):
         stop(echo)
         for f in logs.values():
             f.close()
-    return summarize(io, calls, args.seconds, report, cost, metrics, fds_settled, load_before, load_after, sim.returncode)
+    run = summarize(io, calls, args.seconds, report, cost, metrics, fds_settled, load_before, load_after, sim.returncode)
+    run["rig"] = rig_summary(rig_cpu, run)
+    return run
+
+
+def rig_summary(rig_cpu, run):
+    """The rig's (simulator + echo) CPU over the whole run, ramp included."""
+    total = None if rig_cpu["echo_seconds"] is None else rig_cpu["sim_seconds"] + rig_cpu["echo_seconds"]
+    frames = run["frames_sent"] + run["frames_returned"]
+    return dict(
+        rig_cpu,
+        cores=None if total is None else round(total / max(rig_cpu["wall_seconds"], 1e-9), 2),
+        cpu_us_per_frame=None if total is None or frames == 0 else round(total * 1e6 / frames, 2),
+    )
 
 
 def summarize(io, calls, seconds, report, cost, metrics, fds_settled, load_before, load_after, sim_exit):
@@ -302,8 +341,9 @@ def markdown(doc):
         "",
         "| io | calls | frames sent / returned / missing | round trip p50 / p99 / p99.9 (ms) "
         "| media path p99 in / out (µs, bucket bound) | proxy CPU per frame: user + system = total (µs) "
-        "| proxy cores | RSS per call | open files before / settled | load avg (1 min) before / after |",
-        "| --- | ---: | --- | --- | --- | --- | ---: | ---: | --- | --- |",
+        "| proxy cores | RSS per call | open files before / settled | load avg (1 min) before / after "
+        "| rig (sim + echo) cores, µs per frame |",
+        "| --- | ---: | --- | --- | --- | --- | ---: | ---: | --- | --- | --- |",
     ]
     for r in doc["runs"]:
         rt, st, mp = r["round_trip_ms"], r["steady"], r["media_path_us"]
@@ -314,7 +354,8 @@ def markdown(doc):
             f"| {fmt(st['user_us_per_frame'], '{:.2f}')} + {fmt(st['system_us_per_frame'], '{:.2f}')} = "
             f"{fmt(st['cpu_us_per_frame'], '{:.2f}')} | {fmt(st['cores'], '{:.2f}')} "
             f"| {fmt(r['rss_kib_per_call'], '{:.1f} KiB')} | {fmt(r['open_fds_before'])} / {fmt(r['open_fds_settled'])} "
-            f"| {r['load_average_before'][0]:.2f} / {r['load_average_after'][0]:.2f} |"
+            f"| {r['load_average_before'][0]:.2f} / {r['load_average_after'][0]:.2f} "
+            f"| {fmt(r['rig']['cores'], '{:.2f}')}, {fmt(r['rig']['cpu_us_per_frame'], '{:.2f}')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -415,7 +456,8 @@ def main():
             print(
                 f"capacity: {io} {calls} calls: missing {run['frames_missing']}, p99 {run['round_trip_ms']['p99']} ms, "
                 f"CPU {st['cpu_us_per_frame']} µs/frame (user {st['user_us_per_frame']}, system "
-                f"{st['system_us_per_frame']}), {run['rss_kib_per_call']} KiB/call, load {run['load_average_after'][0]}",
+                f"{st['system_us_per_frame']}), {run['rss_kib_per_call']} KiB/call, load {run['load_average_after'][0]}; "
+                f"rig {run['rig']['cores']} cores, {run['rig']['cpu_us_per_frame']} µs/frame",
                 file=sys.stderr,
                 flush=True,
             )

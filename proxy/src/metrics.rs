@@ -1646,7 +1646,19 @@ impl Exposition<'_> {
 #[must_use]
 pub fn process_usage(pid: u32) -> ProcessUsage {
     let clock_ticks = std::fs::read("/proc/self/auxv").ok().and_then(|auxv| parse_clock_ticks(&auxv));
-    let stats = ProcessStats::read_dir(&format!("/proc/{pid}"), clock_ticks);
+    usage_of(&ProcessStats::read_dir(&format!("/proc/{pid}"), clock_ticks))
+}
+
+/// [`process_usage`] without `open_fds`: listing `/proc/<pid>/fd` costs a
+/// directory entry per descriptor (thousands in a loaded proxy), too much for
+/// a sampler that looks several times a second.
+#[must_use]
+pub fn process_cpu_and_memory(pid: u32) -> ProcessUsage {
+    let clock_ticks = std::fs::read("/proc/self/auxv").ok().and_then(|auxv| parse_clock_ticks(&auxv));
+    usage_of(&ProcessStats::read_parts(&format!("/proc/{pid}"), clock_ticks, false))
+}
+
+fn usage_of(stats: &ProcessStats) -> ProcessUsage {
     ProcessUsage {
         cpu_time: stats.cpu_time,
         user_time: stats.user_time,
@@ -1691,6 +1703,11 @@ impl ProcessStats {
     }
 
     fn read_dir(dir: &str, clock_ticks: Option<u64>) -> ProcessStats {
+        Self::read_parts(dir, clock_ticks, true)
+    }
+
+    /// Everything, or everything but the descriptors, open and allowed (`fds: false`).
+    fn read_parts(dir: &str, clock_ticks: Option<u64>, fds: bool) -> ProcessStats {
         let stat = std::fs::read_to_string(format!("{dir}/stat")).ok();
         let times = stat.as_deref().and_then(parse_stat);
         let ticks_to_duration = |ticks: u64| {
@@ -1707,8 +1724,16 @@ impl ProcessStats {
                 .ok()
                 .as_deref()
                 .and_then(parse_vm_rss_bytes),
-            open_fds: std::fs::read_dir(format!("{dir}/fd")).ok().map(|fds| fds.count() as u64),
-            max_fds: std::fs::read_to_string(format!("{dir}/limits")).ok().as_deref().and_then(parse_max_fds),
+            open_fds: if fds {
+                std::fs::read_dir(format!("{dir}/fd")).ok().map(|fds| fds.count() as u64)
+            } else {
+                None
+            },
+            max_fds: if fds {
+                std::fs::read_to_string(format!("{dir}/limits")).ok().as_deref().and_then(parse_max_fds)
+            } else {
+                None
+            },
             start_time_seconds: match (times, boot_time) {
                 (Some(t), Some(boot)) => {
                     ticks_to_duration(t.start_ticks).map(|since_boot| boot as f64 + since_boot.as_secs_f64())

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use voxproxy::metrics::{Metrics, process_usage};
+use voxproxy::metrics::{Metrics, process_cpu_and_memory, process_usage};
 use voxproxy_rig::sim::cost::{CostProbe, CostSample, CostTarget};
 
 /// A separate process, read from `/proc/<pid>`.
@@ -13,15 +13,18 @@ struct Process(u32);
 
 impl CostProbe for Process {
     fn sample(&self) -> CostSample {
-        let usage = process_usage(self.0);
+        let usage = process_cpu_and_memory(self.0);
         CostSample {
             cpu: usage.cpu_time,
             user: usage.user_time,
             system: usage.system_time,
             rss: usage.resident_memory_bytes,
-            fds: usage.open_fds,
             processing: None,
         }
+    }
+
+    fn open_fds(&self) -> Option<u64> {
+        process_usage(self.0).open_fds
     }
 
     fn describe(&self) -> String {
@@ -36,18 +39,21 @@ struct InProcess(Arc<Metrics>);
 impl CostProbe for InProcess {
     fn sample(&self) -> CostSample {
         let snap = self.0.snapshot();
-        let usage = process_usage(std::process::id());
+        let usage = process_cpu_and_memory(std::process::id());
         CostSample {
             cpu: snap.cpu_time,
             user: usage.user_time,
             system: usage.system_time,
             rss: snap.resident_memory_bytes,
-            fds: usage.open_fds,
             processing: Some((
                 snap.inbound_frames_timed + snap.outbound_frames_timed,
                 snap.inbound_processing + snap.outbound_processing,
             )),
         }
+    }
+
+    fn open_fds(&self) -> Option<u64> {
+        process_usage(std::process::id()).open_fds
     }
 
     fn describe(&self) -> String {
@@ -74,7 +80,8 @@ mod tests {
         let target = process(std::process::id());
         let sample = target.0.sample();
         assert!(sample.cpu.is_some() && sample.user.is_some() && sample.system.is_some(), "{sample:?}");
-        assert!(sample.rss.is_some_and(|r| r > 0) && sample.fds.is_some_and(|f| f > 0), "{sample:?}");
+        assert!(sample.rss.is_some_and(|r| r > 0), "{sample:?}");
+        assert!(target.0.open_fds().is_some_and(|f| f > 0));
         assert_eq!(sample.processing, None);
         assert_eq!(target.0.describe(), format!("process {}", std::process::id()));
     }

@@ -198,16 +198,20 @@ async fn send_half(
     Ok(next_digit as u64)
 }
 
-/// Copies the next frame of the looping audio.
+/// Copies the next frame of the looping audio, a slice at a time (one
+/// division per wrap of the audio, not one per byte).
 fn fill(payload: &mut [u8; FRAME_BYTES], audio: &[u8], cursor: &mut usize) {
     if audio.is_empty() {
         payload.fill(0xff);
         return;
     }
-    for byte in payload.iter_mut() {
+    let mut filled = 0;
+    while filled < FRAME_BYTES {
         *cursor %= audio.len();
-        *byte = audio[*cursor];
-        *cursor += 1;
+        let run = (FRAME_BYTES - filled).min(audio.len() - *cursor);
+        payload[filled..filled + run].copy_from_slice(&audio[*cursor..*cursor + run]);
+        filled += run;
+        *cursor += run;
     }
 }
 
@@ -282,5 +286,29 @@ async fn receive_half(
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_loops_over_the_audio_as_a_byte_at_a_time_copy_would() {
+        for len in [1usize, 7, 159, 160, 161, 1000] {
+            let audio: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let (mut cursor, mut expected_at) = (len / 2, len / 2);
+            let mut payload = [0u8; FRAME_BYTES];
+            for _ in 0..5 {
+                fill(&mut payload, &audio, &mut cursor);
+                for byte in payload {
+                    assert_eq!(byte, audio[expected_at % len], "audio of {len} bytes");
+                    expected_at += 1;
+                }
+            }
+        }
+        let mut payload = [0u8; FRAME_BYTES];
+        fill(&mut payload, &[], &mut 0);
+        assert_eq!(payload, [0xff; FRAME_BYTES], "no audio is silence");
     }
 }
