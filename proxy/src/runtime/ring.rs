@@ -10,8 +10,10 @@
 //! - **Receives** are one multishot `recvmsg` per socket, armed once, with
 //!   the worker's provided-buffer ring: each datagram is one completion
 //!   carrying a buffer id and no system call. A completion is queued on its
-//!   socket (at most [`RECV_QUEUE`] datagrams; more are dropped and reported)
-//!   and wakes the task waiting on that socket; the task copies the payload
+//!   socket and wakes the task waiting on that socket. A socket with
+//!   [`RECV_QUEUE`] datagrams waiting has its receive cancelled, so further
+//!   datagrams wait in the kernel's socket buffer (as on epoll) rather than
+//!   in the worker's shared buffers, until its task catches up and re-arms; the task copies the payload
 //!   into its own buffer and the buffer goes back to the ring at once.
 //! - **Sends** are copied into a send slot (a per-worker pool of boxed slots,
 //!   recycled when their completion arrives, so no allocation per datagram)
@@ -55,9 +57,15 @@ const NAME_BYTES: u32 = 28;
 /// The largest datagram received whole or sent (bigger sends are refused,
 /// bigger receives are cut, as a `recvfrom` into a buffer of this size would).
 pub(super) const MAX_DATAGRAM: usize = 2048;
-/// Datagrams waiting on one socket for its task; more are dropped, so one
-/// flooded port cannot hold the worker's receive buffers.
+/// Datagrams waiting on one socket for its task before its receive is
+/// paused (cancelled until the queue is empty), so one flooded port cannot
+/// hold the worker's receive buffers.
 pub(super) const RECV_QUEUE: usize = 8;
+/// Datagrams one socket may hold at most: those that complete before the
+/// pause takes effect (a burst already in the socket buffer arrives whole,
+/// the kernel drains it into the ring at once). 2.5 s of 20 ms frames;
+/// more are dropped and reported.
+pub(super) const RECV_QUEUE_MAX: usize = 128;
 /// Sends in flight on the worker at most; beyond this a send fails with
 /// `WouldBlock` (the kernel is not taking datagrams: dropping is better than
 /// growing without bound).
@@ -102,6 +110,8 @@ pub struct RingStats {
     /// Datagrams dropped: their socket's queue was full, or the source
     /// address was not IPv4 or IPv6.
     pub dropped: u64,
+    /// Times a socket's receive was paused because its task lagged.
+    pub paused: u64,
     /// Sends whose completion reported an error.
     pub send_errors: u64,
     /// Times a socket's receive stopped because every buffer was waiting.
@@ -254,6 +264,8 @@ struct Inner {
     free_sends: Vec<u32>,
     /// Sockets waiting for receive buffers, oldest first.
     starved: VecDeque<SocketId>,
+    /// Sockets whose receive the last reap found lagging (reused buffer).
+    pause: Vec<SocketId>,
     /// Entries queued and not yet submitted.
     queued: u32,
     /// Operations in the kernel (armed receives, sends, cancels).
@@ -321,6 +333,7 @@ impl Driver {
                 send_owner: Vec::new(),
                 free_sends: Vec::new(),
                 starved: VecDeque::new(),
+                pause: Vec::new(),
                 queued: 0,
                 in_flight: 0,
                 flusher: None,
@@ -363,11 +376,8 @@ impl Driver {
         inner.buffers.publish();
         inner.free_sockets.push(id.index);
         if state.armed {
-            let cancel = opcode::AsyncCancel::new(id.user_data()).build().user_data(KIND_CANCEL);
-            if let Err(e) = inner.push(&cancel) {
-                // The receive then ends when the driver does.
-                tracing::debug!(error = %e, "io_uring: cancelling a closed socket's receive failed");
-            }
+            // The kernel holds the socket until this completes.
+            inner.cancel_receive(id);
         }
     }
 
@@ -389,7 +399,7 @@ impl Driver {
         if state.dropped > 0 {
             let dropped = std::mem::take(&mut state.dropped);
             return Poll::Ready(Err(io::Error::other(format!(
-                "{dropped} datagrams dropped: more than {RECV_QUEUE} were waiting for the call"
+                "{dropped} datagrams dropped: more than {RECV_QUEUE_MAX} were waiting for the call"
             ))));
         }
         if let Some(datagram) = state.queue.pop_front() {
@@ -575,10 +585,10 @@ impl Inner {
                     "io_uring submission queue full and the kernel takes no more",
                 ));
             }
-            // Full: submit this batch now, making room in the completion
-            // queue first.
-            self.reap();
+            // Full: submit this batch now, then make room in the
+            // completion queue should the kernel have refused for want of it.
             self.submit();
+            self.reap();
         }
         self.queued += 1;
         self.in_flight += 1;
@@ -637,6 +647,7 @@ impl Inner {
                         &mut self.buffers,
                         &mut self.starved,
                         &mut self.stats,
+                        &mut self.pause,
                         &self.msghdr,
                         SocketId::from_user_data(data),
                         &cqe,
@@ -665,6 +676,20 @@ impl Inner {
                 _ => self.in_flight -= 1,
             }
         }
+        let mut pause = std::mem::take(&mut self.pause);
+        for id in pause.drain(..) {
+            self.cancel_receive(id);
+        }
+        self.pause = pause;
+    }
+
+    /// Cancels socket `id`'s multishot receive; its last completion
+    /// (`ECANCELED`) marks it disarmed.
+    fn cancel_receive(&mut self, id: SocketId) {
+        let cancel = opcode::AsyncCancel::new(id.user_data()).build().user_data(KIND_CANCEL);
+        if let Err(e) = self.push(&cancel) {
+            tracing::debug!(error = %e, "io_uring: cancelling a receive failed");
+        }
     }
 }
 
@@ -675,6 +700,7 @@ fn received(
     buffers: &mut BufferRing,
     starved: &mut VecDeque<SocketId>,
     stats: &mut RingStats,
+    pause: &mut Vec<SocketId>,
     msghdr: &libc::msghdr,
     id: SocketId,
     cqe: &cqueue::Entry,
@@ -721,8 +747,12 @@ fn received(
         Some((offset, out.payload_data().len(), from))
     });
     match parsed {
-        Some((offset, len, from)) if state.queue.len() < RECV_QUEUE => {
+        Some((offset, len, from)) if state.queue.len() < RECV_QUEUE_MAX => {
             stats.received += 1;
+            if state.queue.len() + 1 == RECV_QUEUE && state.armed {
+                stats.paused += 1;
+                pause.push(id);
+            }
             state.queue.push_back(Datagram { buffer, offset: offset as u16, len: len as u16, from });
             if let Some(waker) = state.waker.take() {
                 waker.wake();
