@@ -212,34 +212,45 @@ mod tests {
     }
 
     #[test]
-    fn a_burst_beyond_the_socket_limit_is_dropped_and_reported() {
+    fn a_burst_is_kept_in_order_up_to_the_socket_limit_and_any_drop_reported() {
         on_uring(|| async {
             let sink = bind();
             let to = sink.local_addr().unwrap();
             let flooder = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
             flooder.send_to(&[0, 0], to).unwrap();
             assert_eq!(recv(&sink).await.0.unwrap().0, 2);
-            for i in 1..=300u16 {
+            // How much of the burst the kernel drains into the ring before
+            // the pause takes effect depends on its scheduling: whatever it
+            // drained beyond the limit is dropped, the rest waits in the
+            // socket (200 fit in its default receive buffer; more would be
+            // the kernel's drops, not ours).
+            for i in 1..=200u16 {
                 flooder.send_to(&i.to_be_bytes(), to).unwrap();
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let (first, _) = recv(&sink).await;
-            let error = first.expect_err("the drop is reported first");
-            assert!(error.to_string().contains("dropped"), "{error}");
-            let mut last = 0;
-            let mut received = 0;
+            let (mut last, mut received, mut reports) = (0, 0u64, 0);
             while let Ok((result, buf)) =
                 tokio::time::timeout(Duration::from_millis(100), sink.recv_from(vec![0; 8])).await
             {
-                assert_eq!(result.unwrap().0, 2);
-                let i = u16::from_be_bytes([buf[0], buf[1]]);
-                assert!(i > last, "in order: {i} after {last}");
-                last = i;
-                received += 1;
+                match result {
+                    Ok((n, _)) => {
+                        assert_eq!(n, 2);
+                        let i = u16::from_be_bytes([buf[0], buf[1]]);
+                        assert!(i > last, "in order: {i} after {last}");
+                        last = i;
+                        received += 1;
+                    }
+                    Err(e) => {
+                        assert!(e.to_string().contains("dropped"), "{e}");
+                        reports += 1;
+                    }
+                }
             }
             let stats = stats(&sink);
             assert!(received >= super::super::ring::RECV_QUEUE_MAX as u64, "{received}");
-            assert_eq!(received + stats.dropped, 300, "{stats:?}");
+            assert_eq!(received + stats.dropped, 200, "{stats:?}");
+            assert_eq!(reports, u32::from(stats.dropped > 0), "a drop is reported, once per batch");
+            assert!(stats.paused >= 1, "{stats:?}");
         });
     }
 
