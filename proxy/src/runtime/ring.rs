@@ -32,7 +32,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::task::{Context, Poll, Waker};
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
@@ -278,20 +278,18 @@ struct Inner {
 /// A worker's io_uring: the receives and sends of all its UDP sockets.
 pub(super) struct Driver {
     inner: RefCell<Inner>,
-    /// Signalled by the kernel when completions or deferred work arrive;
-    /// watched by tokio's epoll. Declared after `inner`: closed after the ring.
-    eventfd: OwnedFd,
+    fd: RawFd,
 }
 
 impl std::fmt::Debug for Driver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Driver").field("eventfd", &self.eventfd).finish_non_exhaustive()
+        f.debug_struct("Driver").field("fd", &self.fd).finish_non_exhaustive()
     }
 }
 
 impl AsRawFd for Driver {
     fn as_raw_fd(&self) -> RawFd {
-        self.eventfd.as_raw_fd()
+        self.fd
     }
 }
 
@@ -301,19 +299,7 @@ impl Driver {
     /// older than this driver needs: provided-buffer rings (5.19),
     /// multishot `recvmsg` and `send` with a destination (6.0).
     pub(super) fn new() -> io::Result<Self> {
-        // Deferred task work: the kernel runs the receives' completion work
-        // only when this thread asks (one `io_uring_enter` per turn of the
-        // runtime), instead of interrupting it for each datagram.
-        let ring = IoUring::builder()
-            .setup_cqsize(CQ_ENTRIES)
-            .setup_clamp()
-            .setup_single_issuer()
-            .setup_defer_taskrun()
-            .setup_taskrun_flag()
-            .build(SQ_ENTRIES)
-            .map_err(|e| {
-                io::Error::new(e.kind(), format!("io_uring setup with deferred task work (Linux 6.1): {e}"))
-            })?;
+        let ring = IoUring::builder().setup_cqsize(CQ_ENTRIES).setup_clamp().build(SQ_ENTRIES)?;
         if !ring.params().is_feature_nodrop() {
             return Err(unsupported("IORING_FEAT_NODROP (Linux 5.5)"));
         }
@@ -334,18 +320,9 @@ impl Driver {
         // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths).
         let mut msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         msghdr.msg_namelen = NAME_BYTES;
-        // SAFETY: eventfd(2) takes no pointers; a non-negative result is a
-        // new descriptor that nothing else owns.
-        let eventfd = unsafe {
-            let fd = libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC);
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            OwnedFd::from_raw_fd(fd)
-        };
-        ring.submitter().register_eventfd(eventfd.as_raw_fd())?;
+        let fd = ring.as_raw_fd();
         Ok(Driver {
-            eventfd,
+            fd,
             inner: RefCell::new(Inner {
                 ring,
                 buffers,
@@ -530,16 +507,21 @@ impl Driver {
         if !inner.flusher.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             inner.flusher = Some(cx.waker().clone());
         }
+        inner.submit();
         loop {
             match ready.poll_read_ready(cx) {
-                // Edge-triggered: each signal is an event, so the counter
-                // need not be read; what is waiting is checked below.
-                Poll::Ready(Ok(mut guard)) => guard.clear_ready(),
+                Poll::Ready(Ok(mut guard)) => {
+                    guard.clear_ready();
+                    inner.reap();
+                    // Cancels and re-arms queued while reaping go now.
+                    inner.submit();
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(e),
                 Poll::Pending => break,
             }
         }
-        inner.turn();
+        // Sends that completed inside the submit above.
+        inner.reap();
         Poll::Pending
     }
 }
@@ -618,51 +600,21 @@ impl Inner {
         Ok(())
     }
 
-    /// One turn: submits what is queued and runs the kernel's deferred work
-    /// (which posts the receives' completions) in one `io_uring_enter`, or
-    /// none when there is neither; then handles every completion.
-    fn turn(&mut self) {
-        let deferred = self.ring.submission().taskrun();
-        if self.queued > 0 || deferred {
-            let to_submit = self.ring.submission().len() as u32;
-            // SAFETY: no argument pointer is passed; the entries submitted
-            // were pushed under `push`'s contract.
-            let entered = unsafe {
-                self.ring.submitter().enter::<libc::sigset_t>(
-                    to_submit,
-                    0,
-                    io_uring::EnterFlags::GETEVENTS.bits(),
-                    None,
-                )
-            };
-            self.entered(entered);
-        }
-        self.reap();
-    }
-
-    /// Books the result of an `io_uring_enter` that submitted entries.
-    fn entered(&mut self, result: io::Result<usize>) {
-        match result {
-            Ok(n) => {
-                if n > 0 {
-                    self.stats.submits += 1;
-                    self.stats.entries += n as u64;
-                }
-                self.queued = self.queued.saturating_sub(n as u32);
-            }
-            // EBUSY/EAGAIN: the completion queue is backed up; the reap
-            // makes room and the next turn submits again.
-            Err(e) => tracing::debug!(error = %e, "io_uring submit deferred"),
-        }
-    }
-
     /// Hands the queued entries to the kernel.
     fn submit(&mut self) {
         if self.queued == 0 {
             return;
         }
-        let submitted = self.ring.submit();
-        self.entered(submitted);
+        match self.ring.submit() {
+            Ok(n) => {
+                self.stats.submits += 1;
+                self.stats.entries += n as u64;
+                self.queued = self.queued.saturating_sub(n as u32);
+            }
+            // EBUSY/EAGAIN: the completion queue is backed up; the next
+            // reap makes room and the next drive submits again.
+            Err(e) => tracing::debug!(error = %e, "io_uring submit deferred"),
+        }
     }
 
     /// Returns a buffer to the ring, and re-arms a starved socket with it.
@@ -777,7 +729,13 @@ fn received(
                 state.starved = true;
                 starved.push_back(id);
             }
-            libc::ECANCELED => {}
+            // Paused (or closing): a task that found its queue empty
+            // while the cancel was on its way waits for this to re-arm.
+            libc::ECANCELED => {
+                if let Some(waker) = state.waker.take() {
+                    waker.wake();
+                }
+            }
             errno => {
                 state.recv_error = Some(io::Error::from_raw_os_error(errno));
                 if let Some(waker) = state.waker.take() {
