@@ -604,3 +604,40 @@ fn sip_call_steady_state_allocates_nothing_per_frame() {
     assert_eq!(n, 0, "allocations in 1,000 steady-state frames each way of a SIP call");
     assert!(sent_rtp >= 1_000 && sent_twilio >= 1_000, "both directions flowed: {sent_rtp} {sent_twilio}");
 }
+
+/// The io_uring backend's RTP path (send slot, ring submission, multishot
+/// receive, copy out, buffer back to the ring, the call task's wake-up) on a
+/// real worker runtime on this thread: nothing allocated per datagram once
+/// the send slots and the socket table exist.
+#[test]
+fn uring_rtp_datagrams_allocate_nothing() {
+    use voxproxy::runtime::{IoBackend, RtpSocket as _, run_on};
+    if let Err(e) = IoBackend::probe_uring() {
+        // The end-to-end tests fail loudly when io_uring is unavailable.
+        eprintln!("io_uring unavailable here ({e}); not tested");
+        return;
+    }
+    let n = run_on(IoBackend::Uring, || async {
+        let a = IoBackend::Uring.bind_rtp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let b = IoBackend::Uring.bind_rtp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let to = b.local_addr().unwrap();
+        let (mut datagram, mut received) = (vec![0x80u8; 172], vec![0u8; 2048]);
+        let mut rounds = async |count: u32| {
+            for i in 0..count {
+                datagram[2..6].copy_from_slice(&i.to_be_bytes());
+                let (sent, buf) = a.send_to(std::mem::take(&mut datagram), to).await;
+                datagram = buf;
+                assert_eq!(sent.unwrap(), 172);
+                let (got, buf) = b.recv_from(std::mem::take(&mut received)).await;
+                received = buf;
+                assert_eq!(got.unwrap().0, 172);
+                assert_eq!(received[2..6], i.to_be_bytes());
+            }
+        };
+        rounds(100).await;
+        let before = ALLOCATIONS.with(Cell::get);
+        rounds(1_000).await;
+        ALLOCATIONS.with(Cell::get) - before
+    });
+    assert_eq!(n, 0, "allocations in 1,000 datagrams through io_uring");
+}

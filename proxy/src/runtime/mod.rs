@@ -1,10 +1,12 @@
 //! Worker threads and the I/O backends they run on.
 //!
-//! A worker is one OS thread pinned to one CPU, running one single-threaded
-//! runtime: io_uring ([`IoBackend::Uring`], tokio-uring: tokio's TCP types and
-//! timers keep working inside it, UDP receives go through the ring, see
-//! [`UringUdp`] for sends) or epoll
-//! ([`IoBackend::Epoll`], tokio's current-thread runtime). Everything a call
+//! A worker is one OS thread pinned to one CPU, running tokio's
+//! current-thread runtime (TCP, HTTP, WebSocket and timers on epoll). The
+//! backend decides how the calls' RTP sockets are served: by the same epoll
+//! ([`IoBackend::Epoll`]), or by one io_uring per worker
+//! ([`IoBackend::Uring`], the `io-uring` crate; see `ring.rs`): multishot
+//! receives into a provided-buffer ring and the sends of every call batched
+//! into one submission per turn of the runtime. Everything a call
 //! owns — its WebSocket, its RTP socket, its bridge and its timers — lives on
 //! the worker that accepted its connection, so the media path takes no locks
 //! and never hops threads.
@@ -35,15 +37,17 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 mod epoll;
+mod ring;
 mod uring;
 
 pub use epoll::EpollUdp;
+pub use ring::RingStats;
 pub use uring::UringUdp;
 
 /// Which I/O backend a worker's runtime uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum IoBackend {
-    /// io_uring through tokio-uring.
+    /// RTP through one io_uring per worker; the rest on epoll.
     Uring,
     /// epoll through tokio's current-thread runtime.
     Epoll,
@@ -59,24 +63,39 @@ impl IoBackend {
         }
     }
 
-    /// Whether io_uring can be used here: sets up a small ring and runs one
-    /// no-op future on it. `Err` says why not (a seccomp profile, gVisor and
-    /// `kernel.io_uring_disabled` all refuse `io_uring_setup`).
+    /// Whether io_uring can be used here: sets up a worker's ring and sends
+    /// one datagram through it to a socket of its own, which must come back
+    /// through the ring's receive within a second. `Err` says why not: a
+    /// seccomp profile, gVisor and `kernel.io_uring_disabled` refuse
+    /// `io_uring_setup`; kernels before 6.0 lack what the ring uses
+    /// (provided-buffer rings, multishot `recvmsg`, `send` with an address);
+    /// some sandboxes allow setup but refuse the operations themselves.
     pub fn probe_uring() -> Result<(), io::Error> {
-        let runtime = tokio_uring::Runtime::new(tokio_uring::builder().entries(8))?;
-        runtime.block_on(async {
-            // A UDP round through the ring: some sandboxes allow setup but
-            // refuse the operations themselves.
-            let socket =
-                tokio_uring::net::UdpSocket::bind("127.0.0.1:0".parse().expect("literal address")).await?;
+        try_run_uring(|| async {
+            let socket = IoBackend::Uring.bind_rtp("127.0.0.1:0".parse().expect("literal address"))?;
             let to = socket.local_addr()?;
-            let (sent, _) = socket.send_to(vec![0u8; 1], to).await;
-            sent.map(|_| ())
-        })
+            let (sent, _) = socket.send_to(vec![0x5a; 3], to).await;
+            sent?;
+            let round = tokio::time::timeout(Duration::from_secs(1), socket.recv_from(vec![0; 8]));
+            let (received, buf) = round.await.map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "a datagram through io_uring did not come back within 1 s",
+                )
+            })?;
+            let (n, from) = received?;
+            if (n, from) != (3, to) || buf[..3] != [0x5a; 3] {
+                return Err(io::Error::other(format!(
+                    "io_uring returned {n} bytes from {from}, not 3 from {to}"
+                )));
+            }
+            Ok(())
+        })?
     }
 
     /// Binds an RTP socket of this backend. Must be called on a worker of
-    /// this backend (the io_uring socket registers with the thread's ring).
+    /// this backend (the io_uring socket registers with the thread's ring,
+    /// and is refused elsewhere).
     pub fn bind_rtp(self, addr: SocketAddr) -> io::Result<RtpUdp> {
         let socket = std::net::UdpSocket::bind(addr)?;
         socket.set_nonblocking(true)?;
@@ -203,23 +222,40 @@ where
     Fut: Future,
 {
     match backend {
-        IoBackend::Uring => {
-            // tokio-uring's runtime is a tokio current-thread runtime with a
-            // LocalSet and the ring registered as its I/O source.
-            let runtime = tokio_uring::Runtime::new(tokio_uring::builder().entries(4096))
-                .expect("io_uring runtime (the probe at start succeeded)");
-            runtime.block_on(main())
-        }
+        IoBackend::Uring => try_run_uring(main).expect("io_uring worker (the probe at start succeeded)"),
         IoBackend::Epoll => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .event_interval(61)
-                .build()
-                .expect("tokio current-thread runtime");
-            let local = tokio::task::LocalSet::new();
+            let (runtime, local) = current_thread().expect("tokio current-thread runtime");
             local.block_on(&runtime, main())
         }
     }
+}
+
+/// tokio's current-thread runtime as every worker runs it, with a
+/// `LocalSet` for `spawn_local`.
+fn current_thread() -> io::Result<(tokio::runtime::Runtime, tokio::task::LocalSet)> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().event_interval(61).build()?;
+    Ok((runtime, tokio::task::LocalSet::new()))
+}
+
+/// [`run_on`] for io_uring: the epoll worker's runtime plus this thread's
+/// ring and the task driving it. `Err` when the ring cannot be set up.
+fn try_run_uring<F, Fut>(main: F) -> io::Result<Fut::Output>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future,
+{
+    let driver = std::rc::Rc::new(ring::Driver::new()?);
+    let (runtime, local) = current_thread()?;
+    let installed = uring::install(std::rc::Rc::clone(&driver));
+    local.spawn_local(uring::drive(std::rc::Rc::clone(&driver)));
+    let output = local.block_on(&runtime, main());
+    // The driver task and every socket go before the ring (its drop waits
+    // for the kernel to finish with the buffers).
+    drop(local);
+    drop(installed);
+    let stats = driver.stats();
+    tracing::debug!(?stats, "io_uring worker finished");
+    Ok(output)
 }
 
 /// `N` random bytes from the operating system. Without an entropy source

@@ -1,0 +1,797 @@
+//! The io_uring backend's ring: one per worker, driven from the worker's
+//! tokio runtime, carrying the UDP traffic of every call on the worker.
+//!
+//! This is the crate's only module with `unsafe` code: handing memory to the
+//! kernel (the provided-buffer ring the receives land in, the send slots a
+//! send reads from) and reading back what the kernel wrote. Every block says
+//! why it is sound; everything that uses the ring goes through the safe
+//! methods of [`Driver`].
+//!
+//! - **Receives** are one multishot `recvmsg` per socket, armed once, with
+//!   the worker's provided-buffer ring: each datagram is one completion
+//!   carrying a buffer id and no system call. A completion is queued on its
+//!   socket and wakes the task waiting on that socket. A socket with
+//!   [`RECV_QUEUE`] datagrams waiting has its receive cancelled, so further
+//!   datagrams wait in the kernel's socket buffer (as on epoll) rather than
+//!   in the worker's shared buffers, until its task catches up and re-arms; the task copies the payload
+//!   into its own buffer and the buffer goes back to the ring at once.
+//! - **Sends** are copied into a send slot (a per-worker pool of boxed slots,
+//!   recycled when their completion arrives, so no allocation per datagram)
+//!   and queued as `send` entries with the destination address; the send
+//!   future returns at once. A failure comes back with the socket's next send.
+//! - **Submission** is batched: the first entry queued after a submission
+//!   wakes the driver task ([`Driver::poll_drive`]), which tokio runs after
+//!   the tasks already woken in this turn, so the sends of many calls leave in
+//!   one `io_uring_enter`. The same task drains the completion queue when the
+//!   ring's file descriptor turns readable (registered with tokio's epoll).
+
+#![allow(unsafe_code)]
+
+use std::alloc::Layout;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, RawFd};
+use std::task::{Context, Poll, Waker};
+
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+
+/// Submission queue entries; a full queue is submitted at once (one extra
+/// `io_uring_enter`), so this bounds nothing but the batch size.
+const SQ_ENTRIES: u32 = 1024;
+/// Completion queue entries. The kernel keeps overflowing completions on
+/// its own list (`IORING_FEAT_NODROP`) rather than lose them.
+const CQ_ENTRIES: u32 = 8192;
+/// Receive buffers in the provided-buffer ring (a power of two). A buffer is
+/// held only from a datagram's arrival until its call copies it out, so this
+/// bounds datagrams waiting across the worker, not calls; when all are
+/// waiting, sockets stop receiving until buffers come back (see `starved`).
+const RECV_BUFFERS: u16 = 1024;
+/// Bytes per receive buffer: the kernel's 16-byte `io_uring_recvmsg_out`
+/// header, the source address (`NAME_BYTES`) and a payload of up to
+/// [`MAX_DATAGRAM`], rounded up to a multiple of 64.
+const RECV_BUFFER_BYTES: usize = 2112;
+/// Room for the source address in a receive buffer (`sockaddr_in6`).
+const NAME_BYTES: u32 = 28;
+/// The largest datagram received whole or sent (bigger sends are refused,
+/// bigger receives are cut, as a `recvfrom` into a buffer of this size would).
+pub(super) const MAX_DATAGRAM: usize = 2048;
+/// Datagrams waiting on one socket for its task before its receive is
+/// paused (cancelled until the queue is empty), so one flooded port cannot
+/// hold the worker's receive buffers.
+pub(super) const RECV_QUEUE: usize = 8;
+/// Datagrams one socket may hold at most: those that complete before the
+/// pause takes effect (a burst already in the socket buffer arrives whole,
+/// the kernel drains it into the ring at once). 2.5 s of 20 ms frames;
+/// more are dropped and reported.
+pub(super) const RECV_QUEUE_MAX: usize = 128;
+/// Sends in flight on the worker at most; beyond this a send fails with
+/// `WouldBlock` (the kernel is not taking datagrams: dropping is better than
+/// growing without bound).
+const MAX_SENDS: usize = 4096;
+/// The buffer group id of the worker's receive buffers.
+const BUFFER_GROUP: u16 = 0;
+
+/// What a completion belongs to, in the top two bits of `user_data`.
+const KIND_RECV: u64 = 1 << 62;
+const KIND_SEND: u64 = 2 << 62;
+const KIND_CANCEL: u64 = 3 << 62;
+const KIND_MASK: u64 = 3 << 62;
+
+/// A socket registered with the driver: slot index and generation, so a
+/// completion for a socket that has gone (and whose slot was reused) is
+/// recognised as stale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct SocketId {
+    index: u32,
+    generation: u32,
+}
+
+impl SocketId {
+    fn user_data(self) -> u64 {
+        KIND_RECV | (u64::from(self.generation & 0x3fff_ffff) << 32) | u64::from(self.index)
+    }
+
+    fn from_user_data(data: u64) -> Self {
+        SocketId { index: data as u32, generation: ((data >> 32) as u32) & 0x3fff_ffff }
+    }
+}
+
+/// Counters of what the driver did, for tests and the worker's exit log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RingStats {
+    /// `io_uring_enter` calls that submitted entries.
+    pub submits: u64,
+    /// Entries submitted.
+    pub entries: u64,
+    /// Datagrams received.
+    pub received: u64,
+    /// Datagrams dropped: their socket's queue was full, or the source
+    /// address was not IPv4 or IPv6.
+    pub dropped: u64,
+    /// Times a socket's receive was paused because its task lagged.
+    pub paused: u64,
+    /// Sends whose completion reported an error.
+    pub send_errors: u64,
+    /// Times a socket's receive stopped because every buffer was waiting.
+    pub starved: u64,
+}
+
+/// One datagram received and not yet taken by its task.
+#[derive(Debug)]
+struct Datagram {
+    buffer: u16,
+    /// Where the payload starts in the buffer, and its length.
+    offset: u16,
+    len: u16,
+    from: SocketAddr,
+}
+
+#[derive(Debug, Default)]
+struct SocketState {
+    fd: RawFd,
+    /// A multishot receive is in the kernel.
+    armed: bool,
+    /// Its last receive ended for want of buffers; re-armed when one returns.
+    starved: bool,
+    queue: VecDeque<Datagram>,
+    /// Datagrams dropped since the task last heard about it.
+    dropped: u64,
+    recv_error: Option<io::Error>,
+    send_error: Option<io::Error>,
+    waker: Option<Waker>,
+}
+
+#[derive(Debug, Default)]
+struct SocketSlot {
+    generation: u32,
+    state: Option<SocketState>,
+}
+
+/// One send's memory, which the kernel reads until the send completes.
+struct SendSlot {
+    addr: socket2::SockAddr,
+    data: [u8; MAX_DATAGRAM],
+}
+
+/// The worker's receive buffers and the ring that lends them to the kernel.
+struct BufferRing {
+    /// `RECV_BUFFERS` ring entries, page-aligned, shared with the kernel.
+    entries: *mut types::BufRingEntry,
+    /// `RECV_BUFFERS * RECV_BUFFER_BYTES` bytes the kernel writes into.
+    memory: *mut u8,
+    /// The next tail to publish.
+    tail: u16,
+}
+
+impl BufferRing {
+    fn entries_layout() -> Layout {
+        let bytes = usize::from(RECV_BUFFERS) * size_of::<types::BufRingEntry>();
+        Layout::from_size_align(bytes, 4096).expect("constant layout")
+    }
+
+    fn memory_layout() -> Layout {
+        Layout::from_size_align(usize::from(RECV_BUFFERS) * RECV_BUFFER_BYTES, 64).expect("constant layout")
+    }
+
+    /// Allocates the ring with every buffer in it, and registers it.
+    fn new(ring: &IoUring) -> io::Result<Self> {
+        // SAFETY: both layouts have a non-zero size.
+        let entries =
+            unsafe { std::alloc::alloc_zeroed(Self::entries_layout()) }.cast::<types::BufRingEntry>();
+        // SAFETY: as above.
+        let memory = unsafe { std::alloc::alloc(Self::memory_layout()) };
+        if entries.is_null() || memory.is_null() {
+            std::alloc::handle_alloc_error(Self::memory_layout());
+        }
+        let mut buffers = BufferRing { entries, memory, tail: 0 };
+        // SAFETY: `entries` is page-aligned, zeroed and holds RECV_BUFFERS
+        // entries; it stays allocated until `Drop`, which runs only once
+        // the kernel is done with the ring (see `Driver`'s `Drop`).
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(entries as u64, RECV_BUFFERS, BUFFER_GROUP, 0)?;
+        }
+        for id in 0..RECV_BUFFERS {
+            buffers.push(id);
+        }
+        buffers.publish();
+        Ok(buffers)
+    }
+
+    /// Puts buffer `id` back at the tail (visible to the kernel once published).
+    fn push(&mut self, id: u16) {
+        let slot = usize::from(self.tail & (RECV_BUFFERS - 1));
+        // SAFETY: `slot` < RECV_BUFFERS, inside the allocation; the kernel
+        // reads entries only between its head and the published tail, and
+        // this one is past the published tail.
+        let entry = unsafe { &mut *self.entries.add(slot) };
+        // SAFETY: `id` < RECV_BUFFERS, so the offset is inside `memory`.
+        entry.set_addr(unsafe { self.memory.add(usize::from(id) * RECV_BUFFER_BYTES) } as u64);
+        entry.set_len(RECV_BUFFER_BYTES as u32);
+        entry.set_bid(id);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Makes the pushed buffers visible to the kernel.
+    fn publish(&self) {
+        // SAFETY: `entries` is the ring's first entry; its `resv` field is
+        // the tail the kernel reads, a u16 aligned as AtomicU16 requires, and
+        // the kernel only reads it: a release store orders the entries
+        // written above before it.
+        unsafe {
+            let tail = types::BufRingEntry::tail(self.entries).cast_mut();
+            std::sync::atomic::AtomicU16::from_ptr(tail)
+                .store(self.tail, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// The bytes the kernel wrote into buffer `id`: `len` from its start.
+    fn get(&self, id: u16, len: usize) -> &[u8] {
+        assert!(id < RECV_BUFFERS && len <= RECV_BUFFER_BYTES, "buffer {id} of {len} bytes");
+        // SAFETY: in bounds (checked above); the kernel handed this buffer
+        // back with its completion and gets it again only through `push`,
+        // so nothing writes it while this borrow of `self` lives.
+        unsafe { std::slice::from_raw_parts(self.memory.add(usize::from(id) * RECV_BUFFER_BYTES), len) }
+    }
+}
+
+impl Drop for BufferRing {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with these layouts; the kernel no longer
+        // uses them (the ring was torn down first, see `Driver`).
+        unsafe {
+            std::alloc::dealloc(self.entries.cast(), Self::entries_layout());
+            std::alloc::dealloc(self.memory, Self::memory_layout());
+        }
+    }
+}
+
+/// The ring and everything it lends the kernel.
+struct Inner {
+    ring: IoUring,
+    buffers: BufferRing,
+    /// The `msghdr` every multishot receive names: only its name and
+    /// control lengths are read, by the kernel and by `RecvMsgOut::parse`.
+    msghdr: Box<libc::msghdr>,
+    sockets: Vec<SocketSlot>,
+    free_sockets: Vec<u32>,
+    /// Boxed: the kernel holds their addresses while the `Vec` grows.
+    #[allow(clippy::vec_box)]
+    sends: Vec<Box<SendSlot>>,
+    /// Which socket each send slot in flight belongs to.
+    send_owner: Vec<Option<SocketId>>,
+    free_sends: Vec<u32>,
+    /// Sockets waiting for receive buffers, oldest first.
+    starved: VecDeque<SocketId>,
+    /// Sockets whose receive the last reap found lagging (reused buffer).
+    pause: Vec<SocketId>,
+    /// Entries queued and not yet submitted.
+    queued: u32,
+    /// Operations in the kernel (armed receives, sends, cancels).
+    in_flight: usize,
+    /// The driver task, woken when the first entry of a batch is queued.
+    flusher: Option<Waker>,
+    stats: RingStats,
+}
+
+/// A worker's io_uring: the receives and sends of all its UDP sockets.
+pub(super) struct Driver {
+    inner: RefCell<Inner>,
+    fd: RawFd,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver").field("fd", &self.fd).finish_non_exhaustive()
+    }
+}
+
+impl AsRawFd for Driver {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd
+    }
+}
+
+impl Driver {
+    /// Sets up a ring with its receive buffers. `Err` when the kernel
+    /// refuses io_uring (seccomp, gVisor, `kernel.io_uring_disabled`) or is
+    /// older than this driver needs: provided-buffer rings (5.19),
+    /// multishot `recvmsg` and `send` with a destination (6.0).
+    pub(super) fn new() -> io::Result<Self> {
+        let ring = IoUring::builder().setup_cqsize(CQ_ENTRIES).setup_clamp().build(SQ_ENTRIES)?;
+        if !ring.params().is_feature_nodrop() {
+            return Err(unsupported("IORING_FEAT_NODROP (Linux 5.5)"));
+        }
+        let mut probe = io_uring::Probe::new();
+        ring.submitter().register_probe(&mut probe)?;
+        for (code, name) in [
+            (opcode::RecvMsg::CODE, "recvmsg"),
+            (opcode::Send::CODE, "send"),
+            (opcode::AsyncCancel::CODE, "async_cancel"),
+        ] {
+            if !probe.is_supported(code) {
+                return Err(unsupported(name));
+            }
+        }
+        let buffers = BufferRing::new(&ring).map_err(|e| {
+            io::Error::new(e.kind(), format!("io_uring provided-buffer ring (Linux 5.19) refused: {e}"))
+        })?;
+        // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths).
+        let mut msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        msghdr.msg_namelen = NAME_BYTES;
+        let fd = ring.as_raw_fd();
+        Ok(Driver {
+            fd,
+            inner: RefCell::new(Inner {
+                ring,
+                buffers,
+                msghdr,
+                sockets: Vec::new(),
+                free_sockets: Vec::new(),
+                sends: Vec::new(),
+                send_owner: Vec::new(),
+                free_sends: Vec::new(),
+                starved: VecDeque::new(),
+                pause: Vec::new(),
+                queued: 0,
+                in_flight: 0,
+                flusher: None,
+                stats: RingStats::default(),
+            }),
+        })
+    }
+
+    /// What the driver has done so far.
+    pub(super) fn stats(&self) -> RingStats {
+        self.inner.borrow().stats
+    }
+
+    /// Registers a socket; its receive is armed on the first `poll_recv`.
+    /// `fd` must stay open until [`Driver::deregister`].
+    pub(super) fn register(&self, fd: RawFd) -> SocketId {
+        let inner = &mut *self.inner.borrow_mut();
+        let index = inner.free_sockets.pop().unwrap_or_else(|| {
+            inner.sockets.push(SocketSlot::default());
+            u32::try_from(inner.sockets.len() - 1).expect("fewer than 2^32 sockets")
+        });
+        let slot = &mut inner.sockets[index as usize];
+        slot.generation = slot.generation.wrapping_add(1) & 0x3fff_ffff;
+        slot.state = Some(SocketState { fd, ..SocketState::default() });
+        SocketId { index, generation: slot.generation }
+    }
+
+    /// Forgets a socket: its waiting datagrams go back to the ring and its
+    /// receive is cancelled (the kernel holds its own reference to the
+    /// socket until then, so the caller may close the descriptor now).
+    pub(super) fn deregister(&self, id: SocketId) {
+        let inner = &mut *self.inner.borrow_mut();
+        if inner.state(id).is_none() {
+            return;
+        }
+        let Some(state) = inner.sockets[id.index as usize].state.take() else { return };
+        for datagram in &state.queue {
+            inner.buffers.push(datagram.buffer);
+        }
+        inner.buffers.publish();
+        inner.free_sockets.push(id.index);
+        if state.armed {
+            // The kernel holds the socket until this completes.
+            inner.cancel_receive(id);
+        }
+    }
+
+    /// Takes the next datagram for socket `id`, copying its payload into
+    /// `out` (cut to `out`'s length); pending until one arrives.
+    pub(super) fn poll_recv(
+        &self,
+        id: SocketId,
+        cx: &mut Context<'_>,
+        out: &mut [u8],
+    ) -> Poll<io::Result<(usize, SocketAddr)>> {
+        let inner = &mut *self.inner.borrow_mut();
+        let Some(state) = inner.state(id) else {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::NotConnected, "socket closed")));
+        };
+        if let Some(e) = state.recv_error.take() {
+            return Poll::Ready(Err(e));
+        }
+        if state.dropped > 0 {
+            let dropped = std::mem::take(&mut state.dropped);
+            return Poll::Ready(Err(io::Error::other(format!(
+                "{dropped} datagrams dropped: more than {RECV_QUEUE_MAX} were waiting for the call"
+            ))));
+        }
+        if let Some(datagram) = state.queue.pop_front() {
+            let payload =
+                inner.buffers.get(datagram.buffer, usize::from(datagram.offset) + usize::from(datagram.len));
+            let payload = &payload[usize::from(datagram.offset)..];
+            let n = payload.len().min(out.len());
+            out[..n].copy_from_slice(&payload[..n]);
+            inner.recycle(datagram.buffer);
+            return Poll::Ready(Ok((n, datagram.from)));
+        }
+        if !state.armed && !state.starved {
+            state.armed = true;
+            let fd = state.fd;
+            let entry = opcode::RecvMsgMulti::new(types::Fd(fd), &raw const *inner.msghdr, BUFFER_GROUP)
+                .build()
+                .user_data(id.user_data());
+            if let Err(e) = inner.push(&entry) {
+                let state = inner.state(id).expect("checked above");
+                state.armed = false;
+                return Poll::Ready(Err(e));
+            }
+        }
+        let state = inner.state(id).expect("checked above");
+        if !state.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            state.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Queues `data` as one datagram from socket `id` to `to`. `Ok` means
+    /// queued: a failure in the kernel is returned by the socket's next send.
+    pub(super) fn send(&self, id: SocketId, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+        if data.len() > MAX_DATAGRAM {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("datagram of {} bytes: at most {MAX_DATAGRAM} are sent", data.len()),
+            ));
+        }
+        let inner = &mut *self.inner.borrow_mut();
+        let Some(state) = inner.state(id) else {
+            return Err(io::Error::new(io::ErrorKind::NotConnected, "socket closed"));
+        };
+        let fd = state.fd;
+        let earlier = state.send_error.take();
+        let Some(slot) = inner.free_sends.pop().or_else(|| {
+            (inner.sends.len() < MAX_SENDS).then(|| {
+                inner
+                    .sends
+                    .push(Box::new(SendSlot { addr: socket2::SockAddr::from(to), data: [0; MAX_DATAGRAM] }));
+                inner.send_owner.push(None);
+                u32::try_from(inner.sends.len() - 1).expect("MAX_SENDS fits")
+            })
+        }) else {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{MAX_SENDS} datagrams already waiting for the kernel"),
+            ));
+        };
+        let send = &mut inner.sends[slot as usize];
+        send.addr = socket2::SockAddr::from(to);
+        send.data[..data.len()].copy_from_slice(data);
+        inner.send_owner[slot as usize] = Some(id);
+        let entry = opcode::Send::new(types::Fd(fd), send.data.as_ptr(), data.len() as u32)
+            .dest_addr(send.addr.as_ptr().cast())
+            .dest_addr_len(send.addr.len())
+            .build()
+            .user_data(KIND_SEND | u64::from(slot));
+        if let Err(e) = inner.push(&entry) {
+            inner.send_owner[slot as usize] = None;
+            inner.free_sends.push(slot);
+            return Err(e);
+        }
+        match earlier {
+            Some(e) => Err(e),
+            None => Ok(data.len()),
+        }
+    }
+
+    /// Watches the ring's descriptor with tokio's reactor: readable when
+    /// completions are waiting. Must be called inside the runtime.
+    pub(super) fn watch(
+        self: &std::rc::Rc<Self>,
+    ) -> io::Result<tokio::io::unix::AsyncFd<std::rc::Rc<Driver>>> {
+        // SAFETY: the descriptor is the ring's, open for as long as the
+        // driver lives, and the `AsyncFd` holds the driver.
+        let watch = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(
+                std::rc::Rc::clone(self),
+                tokio::io::Interest::READABLE,
+            )
+        };
+        watch.map_err(io::Error::from)
+    }
+
+    /// The driver task's body: submits what was queued, and drains the
+    /// completion queue whenever the ring's descriptor is readable. Never
+    /// ready unless tokio's reactor fails.
+    pub(super) fn poll_drive(
+        &self,
+        cx: &mut Context<'_>,
+        ready: &tokio::io::unix::AsyncFd<std::rc::Rc<Driver>>,
+    ) -> Poll<io::Error> {
+        let inner = &mut *self.inner.borrow_mut();
+        if !inner.flusher.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            inner.flusher = Some(cx.waker().clone());
+        }
+        inner.submit();
+        loop {
+            match ready.poll_read_ready(cx) {
+                Poll::Ready(Ok(mut guard)) => {
+                    guard.clear_ready();
+                    inner.reap();
+                    // Cancels and re-arms queued while reaping go now.
+                    inner.submit();
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(e),
+                Poll::Pending => break,
+            }
+        }
+        // Sends that completed inside the submit above.
+        inner.reap();
+        Poll::Pending
+    }
+}
+
+impl Drop for Driver {
+    /// The kernel must be done with the buffers before they are freed:
+    /// every socket is gone (each holds the driver), so only cancels,
+    /// cancelled receives and sends remain; wait for them, bounded. Should
+    /// the kernel not finish in time, the memory is leaked rather than freed
+    /// under it.
+    fn drop(&mut self) {
+        let inner = self.inner.get_mut();
+        let timeout = types::Timespec::new().nsec(10_000_000);
+        for _ in 0..100 {
+            inner.reap();
+            if inner.in_flight == 0 {
+                return;
+            }
+            let args = types::SubmitArgs::new().timespec(&timeout);
+            if let Err(e) = inner.ring.submitter().submit_with_args(1, &args)
+                && e.raw_os_error() != Some(libc::ETIME)
+                && e.raw_os_error() != Some(libc::EINTR)
+            {
+                break;
+            }
+        }
+        tracing::warn!(in_flight = inner.in_flight, "io_uring operations did not finish: buffers leaked");
+        let sends = std::mem::take(&mut inner.sends);
+        std::mem::forget(sends);
+        // The buffer ring is replaced by an empty one that owns nothing.
+        let buffers = std::mem::replace(
+            &mut inner.buffers,
+            BufferRing { entries: std::ptr::null_mut(), memory: std::ptr::null_mut(), tail: 0 },
+        );
+        std::mem::forget(buffers);
+    }
+}
+
+impl Inner {
+    /// The live state of socket `id`, if it is still registered.
+    fn state(&mut self, id: SocketId) -> Option<&mut SocketState> {
+        let slot = self.sockets.get_mut(id.index as usize)?;
+        if slot.generation == id.generation { slot.state.as_mut() } else { None }
+    }
+
+    /// Queues one entry; the first of a batch wakes the driver task, which
+    /// submits them all once this turn's other tasks have run.
+    /// `Err` only when the queue is full and the kernel takes nothing.
+    fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        for attempt in 0..2 {
+            // SAFETY: every entry points at memory that outlives the
+            // operation: send slots are freed only on their completion or
+            // leaked, the receive `msghdr` and buffers live as long as the
+            // driver, whose drop waits for the kernel.
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                break;
+            }
+            if attempt == 1 {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "io_uring submission queue full and the kernel takes no more",
+                ));
+            }
+            // Full: submit this batch now, then make room in the
+            // completion queue should the kernel have refused for want of it.
+            self.submit();
+            self.reap();
+        }
+        self.queued += 1;
+        self.in_flight += 1;
+        if self.queued == 1
+            && let Some(flusher) = &self.flusher
+        {
+            flusher.wake_by_ref();
+        }
+        Ok(())
+    }
+
+    /// Hands the queued entries to the kernel.
+    fn submit(&mut self) {
+        if self.queued == 0 {
+            return;
+        }
+        match self.ring.submit() {
+            Ok(n) => {
+                self.stats.submits += 1;
+                self.stats.entries += n as u64;
+                self.queued = self.queued.saturating_sub(n as u32);
+            }
+            // EBUSY/EAGAIN: the completion queue is backed up; the next
+            // reap makes room and the next drive submits again.
+            Err(e) => tracing::debug!(error = %e, "io_uring submit deferred"),
+        }
+    }
+
+    /// Returns a buffer to the ring, and re-arms a starved socket with it.
+    fn recycle(&mut self, buffer: u16) {
+        self.buffers.push(buffer);
+        self.buffers.publish();
+        while let Some(id) = self.starved.pop_front() {
+            if let Some(state) = self.state(id)
+                && state.starved
+            {
+                state.starved = false;
+                if let Some(waker) = state.waker.take() {
+                    // Its next poll arms the receive again.
+                    waker.wake();
+                }
+                break;
+            }
+        }
+    }
+
+    /// Handles every completion waiting in the queue.
+    fn reap(&mut self) {
+        for cqe in self.ring.completion() {
+            let data = cqe.user_data();
+            match data & KIND_MASK {
+                KIND_RECV => {
+                    let buffer = cqueue::buffer_select(cqe.flags());
+                    received(
+                        &mut self.sockets,
+                        &mut self.buffers,
+                        &mut self.starved,
+                        &mut self.stats,
+                        &mut self.pause,
+                        &self.msghdr,
+                        SocketId::from_user_data(data),
+                        &cqe,
+                        buffer,
+                    );
+                    if !cqueue::more(cqe.flags()) {
+                        self.in_flight -= 1;
+                    }
+                }
+                KIND_SEND => {
+                    let slot = (data & 0xffff_ffff) as usize;
+                    self.in_flight -= 1;
+                    if let Some(owner) = self.send_owner.get_mut(slot).and_then(Option::take) {
+                        self.free_sends.push(slot as u32);
+                        if cqe.result() < 0 {
+                            self.stats.send_errors += 1;
+                            if let Some(slot) = self.sockets.get_mut(owner.index as usize)
+                                && slot.generation == owner.generation
+                                && let Some(state) = slot.state.as_mut()
+                            {
+                                state.send_error = Some(io::Error::from_raw_os_error(-cqe.result()));
+                            }
+                        }
+                    }
+                }
+                _ => self.in_flight -= 1,
+            }
+        }
+        let mut pause = std::mem::take(&mut self.pause);
+        for id in pause.drain(..) {
+            self.cancel_receive(id);
+        }
+        self.pause = pause;
+    }
+
+    /// Cancels socket `id`'s multishot receive; its last completion
+    /// (`ECANCELED`) marks it disarmed.
+    fn cancel_receive(&mut self, id: SocketId) {
+        let cancel = opcode::AsyncCancel::new(id.user_data()).build().user_data(KIND_CANCEL);
+        if let Err(e) = self.push(&cancel) {
+            tracing::debug!(error = %e, "io_uring: cancelling a receive failed");
+        }
+    }
+}
+
+/// One receive completion for `id`.
+#[allow(clippy::too_many_arguments)] // the disjoint fields of `Inner` it needs
+fn received(
+    sockets: &mut [SocketSlot],
+    buffers: &mut BufferRing,
+    starved: &mut VecDeque<SocketId>,
+    stats: &mut RingStats,
+    pause: &mut Vec<SocketId>,
+    msghdr: &libc::msghdr,
+    id: SocketId,
+    cqe: &cqueue::Entry,
+    buffer: Option<u16>,
+) {
+    let state = sockets
+        .get_mut(id.index as usize)
+        .filter(|slot| slot.generation == id.generation)
+        .and_then(|slot| slot.state.as_mut());
+    let Some(state) = state else {
+        // A socket that has gone: its buffer goes straight back.
+        if let Some(buffer) = buffer {
+            buffers.push(buffer);
+            buffers.publish();
+        }
+        return;
+    };
+    if !cqueue::more(cqe.flags()) {
+        state.armed = false;
+    }
+    let result = cqe.result();
+    if result < 0 {
+        match -result {
+            libc::ENOBUFS => {
+                stats.starved += 1;
+                state.starved = true;
+                starved.push_back(id);
+            }
+            // Paused (or closing): a task that found its queue empty
+            // while the cancel was on its way waits for this to re-arm.
+            libc::ECANCELED => {
+                if let Some(waker) = state.waker.take() {
+                    waker.wake();
+                }
+            }
+            errno => {
+                state.recv_error = Some(io::Error::from_raw_os_error(errno));
+                if let Some(waker) = state.waker.take() {
+                    waker.wake();
+                }
+            }
+        }
+        return;
+    }
+    let Some(buffer) = buffer else { return };
+    let bytes = buffers.get(buffer, (result as usize).min(RECV_BUFFER_BYTES));
+    let parsed = types::RecvMsgOut::parse(bytes, msghdr).ok().and_then(|out| {
+        let from = socket_addr(out.name_data())?;
+        let offset = out.payload_data().as_ptr() as usize - bytes.as_ptr() as usize;
+        Some((offset, out.payload_data().len(), from))
+    });
+    match parsed {
+        Some((offset, len, from)) if state.queue.len() < RECV_QUEUE_MAX => {
+            stats.received += 1;
+            if state.queue.len() + 1 == RECV_QUEUE && state.armed {
+                stats.paused += 1;
+                pause.push(id);
+            }
+            state.queue.push_back(Datagram { buffer, offset: offset as u16, len: len as u16, from });
+            if let Some(waker) = state.waker.take() {
+                waker.wake();
+            }
+        }
+        _ => {
+            stats.dropped += 1;
+            state.dropped += 1;
+            buffers.push(buffer);
+            buffers.publish();
+        }
+    }
+}
+
+/// A source address as the kernel wrote it (`sockaddr_in` or `sockaddr_in6`).
+fn socket_addr(name: &[u8]) -> Option<SocketAddr> {
+    let family = i32::from(u16::from_ne_bytes(name.get(..2)?.try_into().ok()?));
+    let port = u16::from_be_bytes(name.get(2..4)?.try_into().ok()?);
+    match family {
+        libc::AF_INET => {
+            let ip: [u8; 4] = name.get(4..8)?.try_into().ok()?;
+            Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port)))
+        }
+        libc::AF_INET6 => {
+            let flow = u32::from_be_bytes(name.get(4..8)?.try_into().ok()?);
+            let ip: [u8; 16] = name.get(8..24)?.try_into().ok()?;
+            let scope = u32::from_ne_bytes(name.get(24..28)?.try_into().ok()?);
+            Some(SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, flow, scope)))
+        }
+        _ => None,
+    }
+}
+
+fn unsupported(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, format!("io_uring here lacks {what}"))
+}
