@@ -23,3 +23,4 @@ pub mod stream_token;
 pub mod twiml;
 pub mod url;
 pub mod webhook;
+pub mod websocket;
