@@ -4,11 +4,11 @@
 //! connection is plain (hyper hands it back), so a media message costs no
 //! allocation and no copy beyond the socket's own reads and writes.
 //!
-//! What tungstenite did for the call before, measured on the capacity
-//! bench (docs/ARCHITECTURE.md, *Measuring capacity*): a 4 KiB read buffer
-//! and a growing write buffer per call, one allocation per message each
-//! way, and two adapter layers (hyper's boxed upgrade, tokio's I/O traits)
-//! around every read and write.
+//! What tungstenite 0.30 did for the call before (its source and the
+//! call's `WebSocketConfig`): a 4 KiB read buffer and a growing write buffer
+//! per call, an allocation per message out, and two adapter layers (hyper's
+//! boxed upgrade, tokio's I/O traits) around every read and write. The
+//! numbers this change measured are in README's *Performance* section.
 //!
 //! Pings are answered and a close is echoed here (RFC 6455 §5.5); the
 //! writes wait in the write buffer for the caller's next flush, which
@@ -29,10 +29,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use voxproxy_adapters::websocket::{self, Decoder, FrameError, Kind, Opcode, Payload};
 
-/// Bytes read at a time: a media message is about 400, so this holds a few
-/// that arrived together. A longer message grows the buffer, up to
-/// `limits.max_frame_bytes` and a header, and it shrinks back after.
-const READ_BUFFER: usize = 2048;
+/// Bytes read at a time: a media message is about 380, so this holds two
+/// that arrived together (every byte here is memory per call). A longer
+/// message grows the buffer, up to `limits.max_frame_bytes` and a header,
+/// and it shrinks back after.
+const READ_BUFFER: usize = 1024;
+/// What the write buffer starts with and shrinks back to after a slow
+/// Twilio made it grow: one media message and its header.
+const WRITE_BUFFER: usize = 512;
 
 /// The connection under the WebSocket.
 enum Io {
@@ -161,7 +165,7 @@ impl MediaSocket {
             payload: Payload::Input(0..0),
             message: Vec::new(),
             decoder: Decoder::new(max_message),
-            wbuf: Vec::with_capacity(512),
+            wbuf: Vec::with_capacity(WRITE_BUFFER),
             written: 0,
             max_write,
             close_sent: false,
@@ -263,6 +267,9 @@ impl MediaSocket {
         }
         self.wbuf.clear();
         self.written = 0;
+        if self.wbuf.capacity() > 4 * WRITE_BUFFER {
+            self.wbuf.shrink_to(WRITE_BUFFER);
+        }
         self.io.poll_flush(cx)
     }
 
