@@ -25,3 +25,4 @@ pub mod twiml;
 pub mod url;
 pub mod wav;
 pub mod webhook;
+pub mod websocket;

@@ -18,6 +18,7 @@ mod sip;
 mod twiml;
 mod vad;
 mod webhook;
+mod websocket;
 
 pub use bot::bot_messages;
 pub use bot_call::bot_call;
@@ -31,6 +32,7 @@ pub use sip::{sip_parse, sip_ua};
 pub use twiml::twiml_parse;
 pub use vad::vad_frames;
 pub use webhook::{form_body, signature_inputs};
+pub use websocket::websocket_frames;
 
 /// A fuzz entry point: takes the fuzzer's bytes, panics only on a real bug.
 pub type Entry = fn(&[u8]);
@@ -55,4 +57,5 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("sip_ua", sip_ua),
     ("bot_messages", bot_messages),
     ("bot_call", bot_call),
+    ("websocket_frames", websocket_frames),
 ];

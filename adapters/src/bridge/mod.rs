@@ -428,9 +428,6 @@ struct Downlink {
     concealer: LossConcealer<CONCEALER_HISTORY>,
     downsampler: Downsampler,
     telephone_events: DtmfReceiver,
-    pcm: Vec<i16>,
-    narrow: Vec<i16>,
-    mulaw: Vec<u8>,
     mulaw_framer: Framer<u8, FRAME_SAMPLES>,
     pcm_framer: Framer<i16, FRAME_SAMPLES>,
     vad: Vad,
@@ -482,6 +479,25 @@ pub struct CallBridge {
     /// Whether Twilio's DTMF goes out as RFC 4733: a signalled leg whose
     /// peer offered no `telephone-event` takes none.
     dtmf_out: bool,
+}
+
+/// What one backend packet decodes to on its way to Twilio: used within
+/// one [`CallBridge::drain_jitter_buffer`] and never kept, so one per
+/// worker thread rather than 2,560 bytes of heap in every call's bridge.
+struct DownlinkScratch {
+    pcm: [i16; MAX_RTP_PAYLOAD / 2],
+    narrow: [i16; MAX_RTP_PAYLOAD],
+    mulaw: [u8; MAX_RTP_PAYLOAD],
+}
+
+thread_local! {
+    static DOWNLINK_SCRATCH: core::cell::RefCell<DownlinkScratch> = const {
+        core::cell::RefCell::new(DownlinkScratch {
+            pcm: [0; MAX_RTP_PAYLOAD / 2],
+            narrow: [0; MAX_RTP_PAYLOAD],
+            mulaw: [0; MAX_RTP_PAYLOAD],
+        })
+    };
 }
 
 fn talkspurt_detector(config: TalkspurtConfig, now: Instant) -> TalkspurtDetector {
@@ -594,9 +610,6 @@ impl CallBridge {
                 telephone_events: DtmfReceiver::new(DtmfReceiverConfig::default(), now),
                 // L16 payloads hold half as many samples as bytes; G.711 and
                 // concealment at most one sample per payload byte.
-                pcm: vec![0; MAX_RTP_PAYLOAD / 2],
-                narrow: vec![0; MAX_RTP_PAYLOAD],
-                mulaw: vec![0; MAX_RTP_PAYLOAD],
                 mulaw_framer: Framer::new(),
                 pcm_framer: Framer::new(),
                 vad: Vad::new(VadConfig { mode: VadMode::Quality }),
@@ -614,7 +627,7 @@ impl CallBridge {
             ended: None,
             stats: CallStats::default(),
             out: OutputQueue::new(),
-            audio: vec![0; MAX_MEDIA_BYTES],
+            audio: Vec::new(),
             twilio_keepalive,
             rtp_keepalive,
             backend_peer,
@@ -697,6 +710,14 @@ impl CallBridge {
             self.stats.twilio_oversize += 1;
             return Err(BridgeError::FrameTooLarge { len: frame.len(), max: self.config.max_frame_bytes });
         }
+        // Sized to what this frame's payload can decode to (three bytes per
+        // four of base64, so never more than 3/4 of the frame): 160 bytes of
+        // μ-law fit in about 300, where a buffer for the largest payload
+        // would hold MAX_MEDIA_BYTES in every call.
+        let need = (frame.len() / 4 * 3 + 3).min(MAX_MEDIA_BYTES);
+        if self.audio.len() < need {
+            self.audio.resize(need, 0);
+        }
         let message = match media_stream::parse_inbound(frame, &mut self.audio) {
             Ok(message) => message,
             Err(e) => {
@@ -706,7 +727,12 @@ impl CallBridge {
         };
         match message {
             Inbound::Connected(_) => Ok(()),
-            Inbound::Start(start) => self.on_start(now, start),
+            Inbound::Start(start) => {
+                // `start` carries no audio, and it is the longest frame: its
+                // room is given back for the media that follows.
+                self.audio = Vec::new();
+                self.on_start(now, start)
+            }
             Inbound::Media(media) => {
                 if self.stream.is_none() {
                     self.stats.twilio_out_of_order += 1;
@@ -1415,6 +1441,10 @@ impl CallBridge {
     }
 
     fn drain_jitter_buffer(&mut self) {
+        DOWNLINK_SCRATCH.with_borrow_mut(|scratch| self.drain_jitter_buffer_with(scratch));
+    }
+
+    fn drain_jitter_buffer_with(&mut self, scratch: &mut DownlinkScratch) {
         let codec = self.config.codec;
         let rate = u64::from(codec.clock_rate());
         loop {
@@ -1425,19 +1455,19 @@ impl CallBridge {
                     let n = decode_backend(
                         codec,
                         payload,
-                        &mut down.pcm,
-                        &mut down.narrow,
+                        &mut scratch.pcm,
+                        &mut scratch.narrow,
                         &mut down.downsampler,
-                        &mut down.mulaw,
+                        &mut scratch.mulaw,
                     );
                     if let Some(n) = n {
                         let resuming = down.concealer.is_concealing();
-                        down.concealer.handle_frame(&mut down.narrow[..n]);
+                        down.concealer.handle_frame(&mut scratch.narrow[..n]);
                         if resuming {
                             // The concealer blended the loss into the start of
                             // this frame. Re-encode only what it changed: μ-law
                             // decode → encode is not the identity (0x7F → 0xFF).
-                            for (code, &sample) in down.mulaw[..n].iter_mut().zip(&down.narrow[..n]) {
+                            for (code, &sample) in scratch.mulaw[..n].iter_mut().zip(&scratch.narrow[..n]) {
                                 if g711::ulaw_decode(*code) != sample {
                                     *code = g711::ulaw_encode(sample);
                                 }
@@ -1447,9 +1477,9 @@ impl CallBridge {
                     (n, meta.marker)
                 }
                 Some(Playout::Lost { duration, .. }) => {
-                    let n = ((u64::from(duration) * 8_000 / rate) as usize).min(down.narrow.len());
-                    down.concealer.conceal(&mut down.narrow[..n]);
-                    let _ = g711::encode(g711::Law::Mu, &down.narrow[..n], &mut down.mulaw[..n]);
+                    let n = ((u64::from(duration) * 8_000 / rate) as usize).min(scratch.narrow.len());
+                    down.concealer.conceal(&mut scratch.narrow[..n]);
+                    let _ = g711::encode(g711::Law::Mu, &scratch.narrow[..n], &mut scratch.mulaw[..n]);
                     self.stats.concealed_frames += 1;
                     (Some(n), false)
                 }
@@ -1462,26 +1492,27 @@ impl CallBridge {
                 self.finish_backend_talkspurt();
             }
             match samples {
-                Some(n) => self.play_downlink(n),
+                Some(n) => self.play_downlink(&scratch.narrow[..n], &scratch.mulaw[..n]),
                 None => self.stats.rtp_bad_payload += 1,
             }
         }
     }
 
-    /// Sends `n` samples of backend audio, in `downlink.mulaw` (and as PCM in
-    /// `downlink.narrow`), towards Twilio in 20 ms frames.
-    fn play_downlink(&mut self, n: usize) {
+    /// Sends backend audio, as μ-law in `mulaw` and as PCM in `narrow` (the
+    /// same samples), towards Twilio in 20 ms frames.
+    fn play_downlink(&mut self, narrow: &[i16], mulaw: &[u8]) {
         let Some(sid) = self.stream_sid() else { return };
+        let n = mulaw.len().min(narrow.len());
         let mut at = 0;
         while at < n {
             let down = &mut self.downlink;
             let take = (FRAME_SAMPLES - down.mulaw_framer.buffered()).min(n - at);
             let mut frame_done = None;
-            down.pcm_framer.push(&down.narrow[at..at + take], |pcm| {
+            down.pcm_framer.push(&narrow[at..at + take], |pcm| {
                 frame_done = Some(*pcm);
             });
             let mut mulaw_frame = None;
-            down.mulaw_framer.push(&down.mulaw[at..at + take], |m| mulaw_frame = Some(*m));
+            down.mulaw_framer.push(&mulaw[at..at + take], |m| mulaw_frame = Some(*m));
             at += take;
             let (Some(pcm), Some(mulaw)) = (frame_done, mulaw_frame) else { continue };
             let clock = Self::downlink_clock(down.frames_out);

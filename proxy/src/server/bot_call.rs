@@ -39,10 +39,11 @@ use voxproxy_adapters::url::{Scheme, Url};
 
 use super::WorkerContext;
 use super::call::{
-    Admission, CLOSE_TIMEOUT, COMMAND_QUEUE, CallFacts, STATS_INTERVAL, Ws, admit, close_now, finish_call,
-    on_event, refusal_text, register, ws_error_close,
+    Admission, CLOSE_TIMEOUT, CLOSE_TRY_AGAIN, COMMAND_QUEUE, CallFacts, STATS_INTERVAL, Ws, admit,
+    close_now, finish_call, on_event, refusal_text, register, ws_error_close,
 };
 use super::directory::CallCommand;
+use super::media_ws::{Ready, Received, SocketError};
 use crate::cdr::BotRecord;
 use crate::config::Config;
 use crate::metrics::{BotTotals, Direction, RefuseReason, WsErrorKind};
@@ -164,7 +165,7 @@ pub(super) async fn run(
             if reason != RefuseReason::FdLimit {
                 tracing::warn!(reason = text, "media stream refused");
             }
-            close_now(&mut ws, CloseCode::Again, text).await;
+            close_now(&mut ws, CLOSE_TRY_AGAIN, text).await;
             return;
         }
     };
@@ -173,7 +174,7 @@ pub(super) async fn run(
         ctx.metrics().call_refused(RefuseReason::DuplicateStream);
         tracing::warn!("a live call already has this streamSid; the second stream is refused");
         let (code, reason) = EndReason::DuplicateStream.close_frame();
-        close_now(&mut ws, CloseCode::from(code), reason).await;
+        close_now(&mut ws, code, reason).await;
         return;
     };
     let clock = ctx.shared.clock;
@@ -183,7 +184,7 @@ pub(super) async fn run(
             // The config was validated at start: a bug, so the call is closed
             // rather than the worker stopped.
             tracing::error!(error = %e, "bot leg refused the server's configuration");
-            close_now(&mut ws, CloseCode::Error, "bot leg misconfigured").await;
+            close_now(&mut ws, 1011, "bot leg misconfigured").await;
             return;
         }
     };
@@ -250,7 +251,7 @@ async fn goodbye_twilio(ctx: &WorkerContext, ws: &mut Ws, call: &mut BotCall) {
         }
     }
     let (code, reason) = close.unwrap_or((1011, "backend failed"));
-    close_now(ws, CloseCode::from(code), reason).await;
+    close_now(ws, code, reason).await;
 }
 
 /// The bridge of `call`, for [`on_event`] (a separate borrow from the poll).
@@ -280,12 +281,12 @@ fn fill_record(record: &mut BotRecord, call: &BotCall, totals: &mut BotTotals) {
 
 /// What woke the bot call.
 enum Wake {
-    Twilio(Option<Result<Message, WsError>>),
+    Twilio(Result<Received, SocketError>),
     Bot(Option<Result<Message, WsError>>),
     Deadline,
     Command(Option<CallCommand>),
     Shutdown,
-    TwilioWritable(Result<(), WsError>),
+    TwilioWritable(std::io::Result<()>),
     BotWritable(Result<(), WsError>),
     StatsTick,
     /// The first turn: send the bot its opening messages.
@@ -296,7 +297,6 @@ enum Wake {
 struct Sockets {
     twilio_open: bool,
     twilio_reading: bool,
-    twilio_blocked: bool,
     twilio_peer_closed: bool,
     bot_open: bool,
     bot_reading: bool,
@@ -310,7 +310,7 @@ struct Sockets {
 #[allow(clippy::too_many_arguments, clippy::too_many_lines)] // one loop over the call's state
 async fn bot_loop(
     ctx: &Rc<WorkerContext>,
-    ws: Ws,
+    mut ws: Ws,
     bot: BotWs,
     mut call: BotCall,
     facts: &mut CallFacts,
@@ -321,7 +321,6 @@ async fn bot_loop(
     let shared = &ctx.shared;
     let clock = shared.clock;
     let metrics = ctx.metrics();
-    let (mut twilio_sink, mut twilio) = ws.split();
     let (mut bot_sink, mut bot_stream) = bot.split();
     let mut shutdown = shared.shutdown.subscribe();
     // `changed()` below sees only later changes: a drain that timed out
@@ -338,7 +337,6 @@ async fn bot_loop(
     let mut s = Sockets {
         twilio_open: true,
         twilio_reading: true,
-        twilio_blocked: false,
         twilio_peer_closed: false,
         bot_open: true,
         bot_reading: true,
@@ -346,7 +344,8 @@ async fn bot_loop(
         bot_peer_closed: false,
         close: None,
     };
-    let mut frame = Vec::with_capacity(1024);
+    // Bot text that tungstenite's buffer shares is copied here to be parsed.
+    let mut frame = Vec::new();
     let mut dropped_frames = 0u64;
     let mut started = true;
 
@@ -362,10 +361,12 @@ async fn bot_loop(
                 biased;
                 _ = shutdown.changed() => Wake::Shutdown,
                 command = commands.recv() => Wake::Command(command),
-                message = twilio.next(), if s.twilio_reading => Wake::Twilio(message),
+                ready = ws.ready(s.twilio_reading, s.twilio_open), if s.twilio_reading || (s.twilio_open && ws.is_blocked()) => match ready {
+                    Ready::Read(result) => Wake::Twilio(result),
+                    Ready::Flushed(result) => Wake::TwilioWritable(result),
+                },
                 message = bot_stream.next(), if s.bot_reading => Wake::Bot(message),
                 () = &mut sleep => Wake::Deadline,
-                ready = futures_util::future::poll_fn(|cx| twilio_sink.poll_ready_unpin(cx)), if s.twilio_blocked => Wake::TwilioWritable(ready),
                 ready = futures_util::future::poll_fn(|cx| bot_sink.poll_ready_unpin(cx)), if s.bot_blocked && s.bot_open => Wake::BotWritable(ready),
                 _ = stats_tick.tick() => Wake::StatsTick,
             }
@@ -377,46 +378,32 @@ async fn bot_loop(
         let mut flush_bot = false;
         match wake {
             Wake::Started | Wake::Deadline => call.handle_timeout(now),
-            Wake::Twilio(Some(Ok(message))) => {
+            Wake::Twilio(Ok(received)) => {
                 call.handle_twilio_activity(now);
-                match message {
-                    Message::Text(text) => {
+                match received {
+                    Received::Text => {
                         direction = Some(Direction::Inbound);
-                        let bytes = bytes::Bytes::from(text);
-                        let result = match bytes.try_into_mut() {
-                            Ok(mut owned) => call.handle_twilio(now, &mut owned),
-                            Err(shared_bytes) => {
-                                frame.clear();
-                                frame.extend_from_slice(&shared_bytes);
-                                call.handle_twilio(now, &mut frame)
-                            }
-                        };
-                        if let Err(e) = result {
+                        if let Err(e) = call.handle_twilio(now, ws.payload_mut()) {
                             tracing::debug!(error = %e, "frame from Twilio rejected");
                         }
                     }
-                    Message::Binary(_) => {
+                    Received::Binary => {
                         // Counted as malformed by the bridge.
                         let _ = call.handle_twilio(now, &mut []);
                     }
-                    Message::Close(_) => {
+                    Received::Close(_) => {
                         s.twilio_reading = false;
                         s.twilio_peer_closed = true;
                         call.handle_close(now, EndReason::WebSocketClosed);
                     }
-                    Message::Ping(_) => flush_twilio = true,
-                    Message::Pong(_) | Message::Frame(_) => {}
+                    Received::Ping => flush_twilio = true,
+                    Received::Pong => {}
                 }
             }
-            Wake::Twilio(Some(Err(e))) => {
+            Wake::Twilio(Err(e)) => {
                 s.twilio_reading = false;
-                s.close = ws_error_close(ctx, e);
+                s.close = ws_error_close(ctx, &e);
                 s.twilio_open &= s.close.is_some();
-                call.handle_close(now, EndReason::WebSocketClosed);
-            }
-            Wake::Twilio(None) => {
-                s.twilio_reading = false;
-                s.twilio_open = false;
                 call.handle_close(now, EndReason::WebSocketClosed);
             }
             Wake::Bot(Some(Ok(message))) => {
@@ -476,7 +463,6 @@ async fn bot_loop(
                 call.handle_close(now, EndReason::Drain);
             }
             Wake::TwilioWritable(result) => {
-                s.twilio_blocked = false;
                 if result.is_err() {
                     s.twilio_open = false;
                     call.handle_close(now, EndReason::WebSocketClosed);
@@ -509,29 +495,15 @@ async fn bot_loop(
             match output {
                 TwilioOutput::Text(bytes) => {
                     let Ok(text) = std::str::from_utf8(bytes) else { continue };
-                    if !s.twilio_open || s.twilio_blocked {
+                    if s.twilio_open && ws.queue_text(text) {
+                        wrote_twilio = true;
+                    } else {
                         dropped_frames += 1;
-                        continue;
-                    }
-                    match twilio_sink.feed(Message::Text(text.into())).now_or_never() {
-                        Some(Ok(())) => wrote_twilio = true,
-                        Some(Err(WsError::WriteBufferFull(_))) | None => {
-                            s.twilio_blocked = true;
-                            dropped_frames += 1;
-                        }
-                        Some(Err(e)) => {
-                            tracing::info!(error = %e, "WebSocket write failed");
-                            metrics.websocket_error(WsErrorKind::Io);
-                            s.twilio_open = false;
-                        }
                     }
                 }
                 TwilioOutput::Ping => {
-                    if s.twilio_open && !s.twilio_blocked {
-                        wrote_twilio |= matches!(
-                            twilio_sink.feed(Message::Ping(bytes::Bytes::new())).now_or_never(),
-                            Some(Ok(()))
-                        );
+                    if s.twilio_open {
+                        wrote_twilio |= ws.queue_ping();
                     }
                 }
                 TwilioOutput::Event(event) => on_event(ctx, call.bridge(), event, 0),
@@ -543,12 +515,13 @@ async fn bot_loop(
         if dropped_frames > 0 {
             metrics.websocket_frames_dropped(std::mem::take(&mut dropped_frames));
         }
-        if s.twilio_open && (wrote_twilio || s.twilio_blocked || flush_twilio) {
-            match twilio_sink.flush().now_or_never() {
-                Some(Ok(())) => s.twilio_blocked = false,
-                Some(Err(_)) => s.twilio_open = false,
-                None => s.twilio_blocked = true,
-            }
+        if s.twilio_open
+            && (wrote_twilio || flush_twilio || ws.is_blocked())
+            && let Err(e) = ws.try_flush()
+        {
+            tracing::info!(error = %e, "WebSocket write failed");
+            metrics.websocket_error(WsErrorKind::Io);
+            s.twilio_open = false;
         }
 
         // Towards the bot: a message leaves the leg only when the socket
@@ -576,12 +549,12 @@ async fn bot_loop(
 
     // Say goodbye on both sockets, bounded.
     if s.twilio_peer_closed {
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, twilio_sink.flush()).await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.flush()).await;
     } else if s.twilio_open {
         let (code, reason) = s.close.take().unwrap_or((1000, "call ended".to_owned()));
-        let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, twilio_sink.send(Message::Close(Some(frame)))).await;
+        close_now(&mut ws, code, &reason).await;
     }
+    drop(ws);
     if s.bot_peer_closed {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, bot_sink.flush()).await;
     } else if s.bot_open {

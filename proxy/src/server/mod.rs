@@ -52,6 +52,7 @@ pub mod directory;
 pub mod fds;
 mod http;
 mod live;
+mod media_ws;
 mod peers;
 pub mod ports;
 mod sip_client;
