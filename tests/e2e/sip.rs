@@ -285,6 +285,7 @@ async fn sip_busy_closes_the_stream_for_the_fallback(io: Io) {
     let record = proxy.wait_record(&call.stream_sid).await;
     assert_eq!(record["end_reason"], "backend_failed", "{record}");
     assert!(record["sip_status"].as_u64().is_some_and(|s| s >= 400), "{record}");
+    assert_eq!(record["hung_up_by"], "backend", "the PBX rejected the call: {record}");
 }
 
 async fn sip_no_answer_cancels_at_the_ring_timeout(io: Io) {
@@ -302,6 +303,7 @@ async fn sip_no_answer_cancels_at_the_ring_timeout(io: Io) {
     let record = proxy.wait_record(&call.stream_sid).await;
     assert_eq!(record["end_reason"], "backend_failed", "{record}");
     assert_eq!(record["sip_status"], 480, "the leg failed for want of an answer: {record}");
+    assert_eq!(record["hung_up_by"], "voxproxy", "voxproxy's ring timeout gave up: {record}");
 }
 
 async fn sip_pcma_echo_correlates(io: Io) {
