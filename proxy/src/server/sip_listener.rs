@@ -408,7 +408,11 @@ impl Listener {
                     }
                     ServerEvent::Cancelled(id) => self.cancelled((transport, id)),
                     ServerEvent::Confirmed(id) => tracing::debug!(id = id.0, "SIP call confirmed (ACK)"),
-                    ServerEvent::Ended { id, by_remote } => self.ended((transport, id), by_remote),
+                    ServerEvent::Ended { id, by_remote } => {
+                        self.ended((transport, id), by_remote.then_some("backend"));
+                    }
+                    ServerEvent::TimedOut(id) => self.ended((transport, id), Some("voxproxy")),
+                    ServerEvent::MediaChanged { id, media } => self.media_changed((transport, id), media),
                 }
             }
         }
@@ -595,13 +599,19 @@ impl Listener {
         self.forget_if_done(&key);
     }
 
-    fn ended(&mut self, id: LegId, by_remote: bool) {
+    /// The SIP side ended; `ender` is who ended it when it was not the
+    /// Twilio side (which already said so): then the Twilio call ends too.
+    fn ended(&mut self, id: LegId, ender: Option<&'static str>) {
         let Some(key) = self.by_id.get(&id).cloned() else { return };
         let Some(leg) = self.legs.get_mut(&key) else { return };
         leg.sip_done = true;
-        if by_remote {
-            leg.hung_up_by.get_or_insert("backend");
-            tracing::info!(sip_call_id = %leg.call_id, "the PBX hung up (BYE)");
+        if let Some(ender) = ender {
+            leg.hung_up_by.get_or_insert(ender);
+            if ender == "backend" {
+                tracing::info!(sip_call_id = %leg.call_id, "the PBX hung up (BYE)");
+            } else {
+                tracing::warn!(sip_call_id = %leg.call_id, "the PBX went silent (session not refreshed or re-INVITE not acknowledged); BYE");
+            }
             if let Some(stream_sid) = &leg.stream_sid {
                 let _ = self.ctx.shared.directory.command(stream_sid, CallCommand::Hangup);
             }
@@ -611,6 +621,17 @@ impl Listener {
         }
         self.record(&key);
         self.forget_if_done(&key);
+    }
+
+    /// The PBX held, resumed or moved the media: the call task applies it
+    /// to its bridge (sendonly/inactive stops the audio to the caller).
+    fn media_changed(&mut self, id: LegId, media: voxproxy_adapters::sip::Media) {
+        let Some(leg) = self.by_id.get(&id).and_then(|key| self.legs.get(key)) else { return };
+        tracing::info!(sip_call_id = %leg.call_id, remote = %media.address, direction = ?media.direction, "the PBX changed the media (re-INVITE/UPDATE)");
+        let Some(stream_sid) = &leg.stream_sid else { return };
+        if !self.ctx.shared.directory.command(stream_sid, CallCommand::Media(media)) {
+            tracing::warn!(sip_call_id = %leg.call_id, "the call did not take the PBX's new media (command queue full or call over)");
+        }
     }
 
     /// Ends the Twilio call through the REST API, in the background.
