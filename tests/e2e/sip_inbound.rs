@@ -15,7 +15,7 @@ use voxproxy_core::rtp::{RtpHeader, RtpPacket};
 
 use crate::audio::{self, FRAME};
 use crate::harness::{
-    ACCOUNT_SID, FakeRest, FromProxy, Io, Proxy, RestRequest, TwilioCall, WAIT, free_udp_port,
+    ACCOUNT_SID, ADMIN_TOKEN, FakeRest, FromProxy, Io, Proxy, RestRequest, TwilioCall, WAIT, free_udp_port,
     free_udp_tcp_port, sid, unique,
 };
 
@@ -26,7 +26,8 @@ both_io!(
     pbx_call_busy_and_cancelled,
     pbx_call_over_tcp,
     baresip_busy_and_refused,
-    hostile_sip_never_places_a_call
+    hostile_sip_never_places_a_call,
+    configured_bounds_limit_calls_per_source
 );
 
 /// The number the PBX dials, and the caller id the proxy is given.
@@ -53,6 +54,11 @@ async fn twilio_api() -> FakeRest {
 /// Other tests bind ports meanwhile: a port taken between the probe and
 /// voxproxy's bind is retried with a fresh one.
 fn start_proxy(io: Io, api: &FakeRest) -> (Proxy, SocketAddr) {
+    start_proxy_with(io, api, &[])
+}
+
+/// [`start_proxy`] with more environment.
+fn start_proxy_with(io: Io, api: &FakeRest, extra: &[(&str, &str)]) -> (Proxy, SocketAddr) {
     for attempt in 1..=4 {
         let sip: SocketAddr = format!("127.0.0.1:{}", free_udp_tcp_port()).parse().expect("address");
         let (listen, base) = (sip.to_string(), api.base());
@@ -63,6 +69,7 @@ fn start_proxy(io: Io, api: &FakeRest) -> (Proxy, SocketAddr) {
             ("VOXPROXY_SIP_ALLOW", "127.0.0.1/32"),
             ("VOXPROXY_TWILIO_CALLER_ID", CALLER_ID),
         ];
+        let env: Vec<(&str, &str)> = env.iter().chain(extra).copied().collect();
         match std::panic::catch_unwind(|| Proxy::start(io, &env, &[])) {
             Ok(proxy) => return (proxy, sip),
             Err(panic) => {
@@ -654,6 +661,34 @@ async fn hostile_sip_never_places_a_call(io: Io) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let creates = api.requests().iter().filter(|r| r.path.ends_with("/Calls.json")).count();
     assert!((1..=16).contains(&creates), "{creates} Twilio calls from a flood of 40 INVITEs");
+}
+
+/// `sip.max_calls_per_source` and `sip.invites_per_second` from the
+/// environment: 10 INVITEs from one address at once, a rate that lets them
+/// all in, and 3 calls per source: 3 Twilio calls, 7 answered 503.
+async fn configured_bounds_limit_calls_per_source(io: Io) {
+    let api = twilio_api().await;
+    let extra = [
+        ("VOXPROXY_SIP_MAX_CALLS_PER_SOURCE", "3"),
+        ("VOXPROXY_SIP_INVITES_PER_SECOND", "100"),
+        ("VOXPROXY_ADMIN_TOKEN", ADMIN_TOKEN),
+    ];
+    let (proxy, sip) = start_proxy_with(io, &api, &extra);
+    let mut pbx = Pbx::bind("127.0.0.1", sip).await;
+    for n in 0..10 {
+        let invite = replace_header(&pbx.invite(), "Call-ID", &format!("bounded-{n}-{}", unique()));
+        let via = format!("SIP/2.0/UDP {};branch=z9hG4bKbounded{n}", pbx.local());
+        pbx.send(&replace_header(&invite, "Via", &via)).await;
+    }
+    let mut busy = 0;
+    while let Some(message) = pbx.recv(Duration::from_millis(500)).await {
+        busy += usize::from(message.status() == Some(503));
+    }
+    assert_eq!(busy, 7, "INVITEs beyond sip.max_calls_per_source get 503");
+    let creates = api.requests().iter().filter(|r| r.path.ends_with("/Calls.json")).count();
+    assert_eq!(creates, 3, "one Twilio call per accepted INVITE");
+    let config = proxy.admin("GET", "/v1/config", Vec::new()).await.json();
+    assert_eq!(config["keys"]["sip.max_calls_per_source"], 3, "{config}");
 }
 
 /// `message` with header `name` set to `value` alone.

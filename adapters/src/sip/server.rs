@@ -22,14 +22,16 @@ use super::transaction::{ClientState, ClientTransaction, RequestAction, ServerSt
 use super::{Ids, Media, Message, Method, SipError, SipUri, StartLine, Timers, Transmit, Transport};
 use crate::sdp::{Codec, Direction, Origin, PayloadType, SessionDescription};
 
-/// Most calls in progress through one server.
+/// Most calls in progress through one server, by default (`sip.max_calls`).
 pub const MAX_CALLS: usize = 256;
-/// Most calls in progress from one source address (flood bound).
+/// Most calls in progress from one source address, by default
+/// (`sip.max_calls_per_source`): a flood bound.
 pub const MAX_CALLS_PER_SOURCE: usize = 16;
 /// Most entries in `sip.allow`.
 pub const MAX_ALLOW_ENTRIES: usize = 64;
 /// Most of our BYEs and session refreshes awaiting the PBX's answer at
-/// once; one more is counted as overload and not sent.
+/// once (as many as `sip.max_calls` when that is larger); one more is
+/// counted as overload and not sent.
 pub const MAX_BYES: usize = MAX_CALLS;
 /// The shortest session interval we accept (RFC 4028 §5: `Min-SE` is at
 /// least 90 s); a shorter `Session-Expires` gets 422.
@@ -166,6 +168,31 @@ pub fn answer_sdp(
         answer = answer.with_telephone_event(dtmf);
     }
     answer
+}
+
+/// How many calls a [`SipServer`] holds, the bounds an operator tunes
+/// (`sip.max_calls`, `sip.max_calls_per_source`). INVITEs beyond them get
+/// 503 and are counted as overload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Calls in progress at once (at least 1).
+    pub max_calls: usize,
+    /// Calls in progress at once from one source IP address (at least 1).
+    pub max_calls_per_source: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self { max_calls: MAX_CALLS, max_calls_per_source: MAX_CALLS_PER_SOURCE }
+    }
+}
+
+impl ServerLimits {
+    /// Server transactions outside calls, and our BYEs and refreshes, kept
+    /// at once: as many as calls, and never fewer than the defaults.
+    fn transactions(self) -> usize {
+        self.max_calls.max(MAX_BYES)
+    }
 }
 
 /// Identifies one incoming call for the proxy.
@@ -322,6 +349,7 @@ pub struct SipServer {
     transport: Transport,
     allow: Vec<Cidr>,
     timers: Timers,
+    limits: ServerLimits,
     ids: Ids,
     next_id: u64,
     calls: Vec<Call>,
@@ -344,6 +372,7 @@ impl SipServer {
             transport,
             allow,
             timers,
+            limits: ServerLimits::default(),
             ids: Ids::new(seed),
             next_id: 1,
             calls: Vec::new(),
@@ -354,6 +383,16 @@ impl SipServer {
             counters: SipCounters::default(),
             rejected_source: 0,
         }
+    }
+
+    /// The same server with other call bounds (each at least 1).
+    #[must_use]
+    pub fn with_limits(mut self, limits: ServerLimits) -> Self {
+        self.limits = ServerLimits {
+            max_calls: limits.max_calls.max(1),
+            max_calls_per_source: limits.max_calls_per_source.max(1),
+        };
+        self
     }
 
     /// Traffic counters.
@@ -441,7 +480,7 @@ impl SipServer {
         let from_source =
             self.calls.iter().filter(|c| c.source.ip() == from.ip() && c.phase != Phase::Done).count();
         let active = self.calls.iter().filter(|c| c.phase != Phase::Done).count();
-        if active >= MAX_CALLS || from_source >= MAX_CALLS_PER_SOURCE {
+        if active >= self.limits.max_calls || from_source >= self.limits.max_calls_per_source {
             self.counters.rejected_overload += 1;
             self.send_stateless(from, request, 503);
             return;
@@ -639,7 +678,7 @@ impl SipServer {
         // lost request is sent again (Timer E) until the PBX answers, else
         // a lost BYE would leave its side of the call up. Bounded like
         // every table here.
-        if self.byes.len() < MAX_BYES {
+        if self.byes.len() < self.limits.transactions() {
             let dest = call.source;
             self.byes.push(ClientTransaction::new(now, request, dest, self.transport, self.timers));
             self.counters.requests_sent[method_index(&method)] += 1;
@@ -788,7 +827,7 @@ impl SipServer {
     /// Answers `request` with `message` in a transaction of its own
     /// (retransmissions of the request get it again).
     fn push_other(&mut self, now: Instant, from: SocketAddr, request: &Message, message: &Message) {
-        if self.others.len() >= MAX_CALLS {
+        if self.others.len() >= self.limits.transactions() {
             self.counters.rejected_overload += 1;
             return;
         }

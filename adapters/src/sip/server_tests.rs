@@ -519,3 +519,25 @@ fn reply_to(request: &Message, status: u16) -> Message {
     }
     reply
 }
+
+#[test]
+fn configured_limits_bound_calls_in_all_and_per_source() {
+    let limits = ServerLimits { max_calls: 3, max_calls_per_source: 2 };
+    let mut server = new_server().with_limits(limits);
+    let now = Instant::ZERO;
+    let other: SocketAddr = "10.1.0.6:5060".parse().unwrap();
+    for n in 0..3 {
+        server.handle_datagram(now, pbx(), &invite(n).to_bytes());
+    }
+    let sorted = |mut statuses: Vec<u16>| {
+        statuses.sort_unstable();
+        statuses
+    };
+    assert_eq!(sorted(statuses(&mut server)), vec![100, 100, 503], "2 from one source");
+    server.handle_datagram(now, other, &invite(10).to_bytes());
+    server.handle_datagram(now, other, &invite(11).to_bytes());
+    assert_eq!(sorted(statuses(&mut server)), vec![100, 503], "3 in all");
+    assert_eq!(server.counters().rejected_overload, 2);
+    let zero = new_server().with_limits(ServerLimits { max_calls: 0, max_calls_per_source: 0 });
+    assert_eq!(zero.limits, ServerLimits { max_calls: 1, max_calls_per_source: 1 }, "at least one call");
+}

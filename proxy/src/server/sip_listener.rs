@@ -22,8 +22,9 @@
 //!    and closes the stream; the stream ending (Twilio hung up) sends BYE.
 //!
 //! Everything is bounded: datagrams ([`MAX_MESSAGE_BYTES`], larger ones are
-//! dropped), INVITEs per source address ([`INVITES_PER_SECOND`]), calls
-//! (the server's `MAX_CALLS` and `MAX_CALLS_PER_SOURCE`), the queue from
+//! dropped), INVITEs per source address (`sip.invites_per_second`), calls
+//! (`sip.max_calls`, `sip.max_calls_per_source`), TCP connections
+//! (`sip.max_tcp_connections`), the queue from
 //! webhooks and call tasks ([`QUEUE`]); every refusal is counted
 //! (`voxproxy_sip_listener_refused_total`, `voxproxy_sip_*{side="uas"}`).
 
@@ -53,11 +54,6 @@ use crate::ratelimit::WebhookRateLimiter;
 
 /// Messages from webhooks and call tasks that may wait for the listener.
 pub(crate) const QUEUE: usize = 1024;
-/// INVITEs a second (and burst) accepted from one source address; more are
-/// dropped unanswered and counted (`reason="rate"`). A PBX retransmits an
-/// unanswered INVITE, so a legitimate burst only waits. A candidate for a
-/// config key.
-pub(crate) const INVITES_PER_SECOND: u32 = 10;
 /// Source addresses the INVITE rate bound tracks at once.
 const TRACKED_ADDRESSES: usize = 4096;
 /// How long a status callback waits for the listener to act on it before
@@ -271,10 +267,11 @@ pub(crate) async fn run(ctx: Rc<WorkerContext>, sockets: Sockets, mut queue: mps
             }
         };
     let local = socket.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let allow = ctx.shared.live().config.sip.allow.clone();
+    let settings = ctx.shared.live().config.sip.clone();
     let server = |transport| {
         let seed = u64::from_le_bytes(crate::runtime::random_bytes());
-        SipServer::new(local, transport, allow.clone(), Timers::default(), seed)
+        SipServer::new(local, transport, settings.allow.clone(), Timers::default(), seed)
+            .with_limits(settings.limits)
     };
     let mut listener = Listener {
         ctx: Rc::clone(&ctx),
@@ -282,7 +279,10 @@ pub(crate) async fn run(ctx: Rc<WorkerContext>, sockets: Sockets, mut queue: mps
         servers: [server(Transport::Udp), server(Transport::Tcp)],
         legs: HashMap::new(),
         by_id: HashMap::new(),
-        limiter: WebhookRateLimiter::new(INVITES_PER_SECOND, TRACKED_ADDRESSES),
+        // More INVITEs a second from one address than `sip.invites_per_second`
+        // are dropped unanswered and counted (`reason="rate"`): a PBX
+        // retransmits an unanswered INVITE, so a legitimate burst only waits.
+        limiter: WebhookRateLimiter::new(settings.invites_per_second, TRACKED_ADDRESSES),
         reported: [SipCounters::default(), SipCounters::default()],
         rejected_source: [0; 2],
     };
@@ -290,7 +290,7 @@ pub(crate) async fn run(ctx: Rc<WorkerContext>, sockets: Sockets, mut queue: mps
     let mut stop = ctx.shared.stop.subscribe();
     let mut buf = vec![0u8; MAX_MESSAGE_BYTES + 1];
     let mut report = tokio::time::interval(REPORT_EVERY);
-    let mut connections = tcp::Connections::new();
+    let mut connections = tcp::Connections::new(settings.max_tcp_connections);
     let clock = ctx.shared.clock;
     loop {
         let deadline =
