@@ -503,7 +503,7 @@ async fn pbx_reinvite_holds_then_moves_the_media(io: Io) {
             heard.push(payload);
         }
     }
-    assert!(!heard.iter().any(|p| *p == reply), "no PBX audio reaches the caller on hold");
+    assert!(!heard.contains(&reply), "no PBX audio reaches the caller on hold");
 
     // Resume at a new RTP port.
     pbx.rtp = UdpSocket::bind("127.0.0.1:0").await.expect("a second RTP socket");

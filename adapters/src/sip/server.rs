@@ -627,7 +627,7 @@ impl SipServer {
         else {
             return;
         };
-        self.send_in_dialog(now, index, Method::Bye);
+        self.send_in_dialog(now, index, &Method::Bye);
         self.calls[index].phase = Phase::Done;
         self.events.push_back(ServerEvent::Ended { id, by_remote: false });
     }
@@ -635,13 +635,13 @@ impl SipServer {
     /// Ends a call whose PBX went silent: BYE, and [`ServerEvent::TimedOut`].
     fn time_out(&mut self, now: Instant, index: usize) {
         self.counters.timeouts += 1;
-        self.send_in_dialog(now, index, Method::Bye);
+        self.send_in_dialog(now, index, &Method::Bye);
         self.calls[index].phase = Phase::Done;
         self.events.push_back(ServerEvent::TimedOut(self.calls[index].id));
     }
 
     /// Sends a BYE or a session refresh (UPDATE) in the call's dialog.
-    fn send_in_dialog(&mut self, now: Instant, index: usize, method: Method) {
+    fn send_in_dialog(&mut self, now: Instant, index: usize, method: &Method) {
         let via = format!(
             "SIP/2.0/{} {};branch=z9hG4bK{}",
             self.transport.via_name(),
@@ -666,7 +666,7 @@ impl SipServer {
             .with("To", call.invite.header("From").unwrap_or_default())
             .with("Call-ID", call.call_id.clone())
             .with("CSeq", format!("{} {method}", call.local_cseq));
-        if method == Method::Update
+        if *method == Method::Update
             && let Some(session) = &call.session
         {
             // A refresh without an offer (RFC 4028 §7.4), we stay the refresher.
@@ -681,7 +681,7 @@ impl SipServer {
         if self.byes.len() < self.limits.transactions() {
             let dest = call.source;
             self.byes.push(ClientTransaction::new(now, request, dest, self.transport, self.timers));
-            self.counters.requests_sent[method_index(&method)] += 1;
+            self.counters.requests_sent[method_index(method)] += 1;
         } else {
             self.counters.rejected_overload += 1;
         }
@@ -967,7 +967,7 @@ impl SipServer {
         }
         if session.refresh_at.is_some_and(|at| now >= at) {
             session.refresh_at = Some(now + session.interval / 2);
-            self.send_in_dialog(now, index, Method::Update);
+            self.send_in_dialog(now, index, &Method::Update);
         }
     }
 }
