@@ -41,6 +41,13 @@ fn call() -> Call {
 }
 
 fn call_with(ring_timeout: Option<core::time::Duration>) -> Call {
+    call_configured(ring_timeout, None)
+}
+
+fn call_configured(
+    ring_timeout: Option<core::time::Duration>,
+    keepalive: Option<core::time::Duration>,
+) -> Call {
     let now = Instant::ZERO;
     let mut bridge = CallBridge::new(
         BridgeConfig { backend: Some(SocketAddr::from(([127, 0, 0, 1], 4000))), ..BridgeConfig::default() },
@@ -72,7 +79,7 @@ fn call_with(ring_timeout: Option<core::time::Duration>) -> Call {
         },
         credentials: None,
         timers: Timers::default(),
-        keepalive: None,
+        keepalive,
         ring_timeout,
         seed: 1,
     };
@@ -252,6 +259,17 @@ fn run_timers(c: &mut Call) -> Option<LegOutcome> {
         }
     }
     outcome
+}
+
+#[test]
+fn a_pbx_gone_silent_is_voxproxy_hanging_up() {
+    let mut c = call_configured(None, Some(core::time::Duration::from_secs(30)));
+    c.feed(&reply(&c.invite.clone(), 200, Some(&sdp(17_000, 0, "PCMU", "sendrecv"))));
+    let _ = c.sent_sip();
+    // Nothing answers the keep-alive OPTIONS: the leg ends the call.
+    let outcome = run_timers(&mut c);
+    assert_eq!(outcome, Some(LegOutcome::RemoteHangup), "the caller is hung up too");
+    assert_eq!(c.sip.hung_up_by(), Some(HungUpBy::Voxproxy), "voxproxy's keep-alive gave up");
 }
 
 #[test]
