@@ -195,7 +195,7 @@ impl Harness {
             .with("Call-ID", call_id)
             .with("CSeq", format!("{cseq} {name}"))
             .with("Contact", "<sip:1001@10.1.0.5:5060>");
-        if cseq % 3 == 0 {
+        if cseq.is_multiple_of(3) {
             m.push("Session-Expires", format!("{};refresher=uac", 60 + u32::from(cseq)));
         }
         if let Some(body) = SDPS.get(usize::from(sdp)) {
@@ -225,12 +225,12 @@ impl Harness {
         }
         assert!(self.server.poll_transmit().is_none(), "the server kept producing messages");
         while let Some(event) = self.server.poll_event() {
-            self.check(event);
+            self.check(&event);
         }
     }
 
-    fn check(&mut self, event: ServerEvent) {
-        match event {
+    fn check(&mut self, event: &ServerEvent) {
+        match *event {
             ServerEvent::IncomingCall { id, .. } => {
                 assert!(!self.calls.contains(&id), "a call id was reused");
                 if self.calls.len() < 64 {
