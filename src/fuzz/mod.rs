@@ -15,6 +15,7 @@ mod proxy;
 mod rtp;
 mod sdp;
 mod sip;
+mod sip_uas;
 mod twiml;
 mod vad;
 mod webhook;
@@ -29,6 +30,7 @@ pub use proxy::{config_file, echo_datagrams, sim_identity};
 pub use rtp::{rtcp_packet, rtp_packet, telephone_event};
 pub use sdp::sdp_parse;
 pub use sip::{sip_parse, sip_ua};
+pub use sip_uas::sip_uas;
 pub use twiml::twiml_parse;
 pub use vad::vad_frames;
 pub use webhook::{form_body, signature_inputs};
@@ -55,6 +57,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("sim_identity", sim_identity),
     ("sip_parse", sip_parse),
     ("sip_ua", sip_ua),
+    ("sip_uas", sip_uas),
     ("bot_messages", bot_messages),
     ("bot_call", bot_call),
     ("websocket_frames", websocket_frames),

@@ -140,3 +140,38 @@ pub fn tone_fraction(samples: &[i16], freq: f64, rate: f64) -> f64 {
     // A pure tone of amplitude A over n samples: power ≈ (A·n/2)², total ≈ A²·n/2.
     if total == 0.0 { 0.0 } else { power * 2.0 / (n * total) }
 }
+
+/// How each audible 20 ms frame of `said` survives in `heard`, over a path
+/// that delays the audio by any number of samples (a resampler's filter,
+/// 23 samples through L16 at 16 kHz and back) and may insert or drop whole
+/// packets (a jitter buffer's waits and skips): each frame is looked for
+/// within `drift` samples of where the previous frame places it, and its
+/// best correlation there is its score. Quiet frames (no sample above 256)
+/// are not scored: they carry too little to correlate.
+pub fn followed(said: &[i16], heard: &[i16], drift: usize) -> Vec<f64> {
+    let audible = |frame: &&[i16]| frame.iter().any(|s| s.unsigned_abs() > 256);
+    let Some(last) = heard.len().checked_sub(FRAME) else {
+        return said.chunks_exact(FRAME).filter(audible).map(|_| 0.0).collect();
+    };
+    let mut previous: Option<(usize, usize)> = None;
+    let mut scores = Vec::new();
+    for (i, frame) in said.chunks_exact(FRAME).enumerate() {
+        if !audible(&frame) {
+            continue;
+        }
+        let range = match previous {
+            None => 0..=last,
+            Some((j, at)) => {
+                let expect = at + (i - j) * FRAME;
+                expect.saturating_sub(drift)..=(expect + drift).min(last)
+            }
+        };
+        let best = range
+            .map(|at| (at, correlation(frame, &heard[at..at + FRAME], 0)))
+            .max_by(|x, y| x.1.total_cmp(&y.1));
+        let (at, score) = best.unwrap_or((last, 0.0));
+        previous = Some((i, at));
+        scores.push(score);
+    }
+    scores
+}

@@ -285,6 +285,7 @@ async fn sip_busy_closes_the_stream_for_the_fallback(io: Io) {
     let record = proxy.wait_record(&call.stream_sid).await;
     assert_eq!(record["end_reason"], "backend_failed", "{record}");
     assert!(record["sip_status"].as_u64().is_some_and(|s| s >= 400), "{record}");
+    assert_eq!(record["hung_up_by"], "backend", "the PBX rejected the call: {record}");
 }
 
 async fn sip_no_answer_cancels_at_the_ring_timeout(io: Io) {
@@ -302,16 +303,22 @@ async fn sip_no_answer_cancels_at_the_ring_timeout(io: Io) {
     let record = proxy.wait_record(&call.stream_sid).await;
     assert_eq!(record["end_reason"], "backend_failed", "{record}");
     assert_eq!(record["sip_status"], 480, "the leg failed for want of an answer: {record}");
+    assert_eq!(record["hung_up_by"], "voxproxy", "voxproxy's ring timeout gave up: {record}");
 }
 
 async fn sip_pcma_echo_correlates(io: Io) {
     echo_correlates(io, "pcma").await;
 }
 
-/// L16 at 8 kHz. (At 16 kHz the same echo through baresip correlated only
-/// 0.78, lag 23 samples, in two runs: not understood yet, so not claimed.)
+/// L16 at 8 and 16 kHz. At 16 kHz voxproxy resamples both ways, which
+/// delays the echo by 23 samples (2.9 ms): a jitter-buffer gap then straddles
+/// two Twilio frames, which is why this compares frame by frame
+/// ([`crate::audio::followed`]) rather than dropping silent frames and
+/// correlating the rest as one stream (that measured 0.78, while baresip
+/// returned every L16/16000 packet bit for bit, seen with tcpdump).
 async fn sip_l16_echo_correlates(io: Io) {
     echo_correlates(io, "l16-8k").await;
+    echo_correlates(io, "l16-16k").await;
 }
 
 /// The caller's speech through the PBX's echo and back, in `codec`:
@@ -322,16 +329,22 @@ async fn echo_correlates(io: Io, codec: &str) {
     let mut call = TwilioCall::start(&proxy).await;
     baresip.wait_log("Call established").await;
     let speech = crate::audio::caller_speech(0.3, 1.2);
-    let frames: Vec<Vec<u8>> = speech.chunks(FRAME).map(<[u8]>::to_vec).collect();
-    // baresip's jitter buffer fills its waits with silence, which would
-    // shift the echo by varying amounts: leave those frames out.
-    // (The caller's own quiet frames go too, on both sides.)
-    let audible = |f: &Vec<u8>| crate::audio::decode(f).iter().any(|s| s.unsigned_abs() > 256);
-    let heard: Vec<u8> = talk(&mut call, &frames).await.into_iter().filter(audible).flatten().collect();
-    let said: Vec<u8> = frames.iter().filter(|f| audible(f)).flatten().copied().collect();
-    let (lag, score) =
-        crate::audio::align(&crate::audio::decode(&said), &crate::audio::decode(&heard), heard.len());
-    assert!(score > 0.9, "{codec} echo correlates with the caller ({score} at lag {lag})");
+    let mut frames: Vec<Vec<u8>> = speech.chunks(FRAME).map(<[u8]>::to_vec).collect();
+    // Quiet frames after the speech push its last packets out of baresip's
+    // jitter buffer (it holds them while no newer packet comes).
+    frames.extend(std::iter::repeat_n(vec![0xFF; FRAME], 25));
+    let heard: Vec<u8> = talk(&mut call, &frames).await.concat();
+    // baresip's jitter buffer plays silence while it waits and so moves the
+    // rest of the echo later by whole packets: each caller frame is found
+    // near where the previous one was, not at one lag for the whole call.
+    let said = crate::audio::decode(&frames.concat());
+    let scores = crate::audio::followed(&said, &crate::audio::decode(&heard), 2 * FRAME);
+    let good = scores.iter().filter(|&&s| s > 0.9).count();
+    assert!(
+        scores.len() >= 30 && good * 10 >= scores.len() * 9,
+        "{codec}: {good} of {} audible frames come back correlated > 0.9: {scores:.2?}",
+        scores.len()
+    );
     call.send_stop().await;
     assert_eq!(call.wait_closed(WAIT).await, Some(1000));
 }

@@ -15,17 +15,19 @@ use voxproxy_core::rtp::{RtpHeader, RtpPacket};
 
 use crate::audio::{self, FRAME};
 use crate::harness::{
-    ACCOUNT_SID, FakeRest, FromProxy, Io, Proxy, RestRequest, TwilioCall, WAIT, free_udp_port,
+    ACCOUNT_SID, ADMIN_TOKEN, FakeRest, FromProxy, Io, Proxy, RestRequest, TwilioCall, WAIT, free_udp_port,
     free_udp_tcp_port, sid, unique,
 };
 
 both_io!(
     pbx_call_answered_with_audio_both_ways_then_pbx_hangs_up,
     pbx_call_ended_by_twilio,
+    pbx_reinvite_holds_then_moves_the_media,
     pbx_call_busy_and_cancelled,
     pbx_call_over_tcp,
     baresip_busy_and_refused,
-    hostile_sip_never_places_a_call
+    hostile_sip_never_places_a_call,
+    configured_bounds_limit_calls_per_source
 );
 
 /// The number the PBX dials, and the caller id the proxy is given.
@@ -52,6 +54,11 @@ async fn twilio_api() -> FakeRest {
 /// Other tests bind ports meanwhile: a port taken between the probe and
 /// voxproxy's bind is retried with a fresh one.
 fn start_proxy(io: Io, api: &FakeRest) -> (Proxy, SocketAddr) {
+    start_proxy_with(io, api, &[])
+}
+
+/// [`start_proxy`] with more environment.
+fn start_proxy_with(io: Io, api: &FakeRest, extra: &[(&str, &str)]) -> (Proxy, SocketAddr) {
     for attempt in 1..=4 {
         let sip: SocketAddr = format!("127.0.0.1:{}", free_udp_tcp_port()).parse().expect("address");
         let (listen, base) = (sip.to_string(), api.base());
@@ -62,6 +69,7 @@ fn start_proxy(io: Io, api: &FakeRest) -> (Proxy, SocketAddr) {
             ("VOXPROXY_SIP_ALLOW", "127.0.0.1/32"),
             ("VOXPROXY_TWILIO_CALLER_ID", CALLER_ID),
         ];
+        let env: Vec<(&str, &str)> = env.iter().chain(extra).copied().collect();
         match std::panic::catch_unwind(|| Proxy::start(io, &env, &[])) {
             Ok(proxy) => return (proxy, sip),
             Err(panic) => {
@@ -135,14 +143,52 @@ impl Pbx {
     }
 
     fn offer(&self) -> String {
+        self.offer_version(1, "sendrecv")
+    }
+
+    /// The offer at SDP version `version`, in `direction`.
+    fn offer_version(&self, version: u32, direction: &str) -> String {
         let rtp = self.rtp.local_addr().expect("address");
         format!(
-            "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=pbx\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+            "v=0\r\no=- 1 {version} IN IP4 {ip}\r\ns=pbx\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
              m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
-             a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n",
+             a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na={direction}\r\n",
             ip = rtp.ip(),
             port = rtp.port()
         )
+    }
+
+    /// A re-INVITE (CSeq `cseq`) offering our RTP socket in `direction`,
+    /// up to the proxy's 200 and our ACK; the 200.
+    async fn reinvite(&mut self, cseq: u32, direction: &str) -> Message {
+        let to = self.to.clone().expect("To with tag");
+        let branch = format!("{}-re{cseq}", self.branch);
+        let mut invite = self.request(&Method::Invite, &branch, cseq, &to);
+        invite.push("Content-Type", "application/sdp");
+        invite.body = self.offer_version(cseq, direction).into_bytes();
+        self.send(&invite).await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let ok = loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let message = self.recv(left).await.expect("an answer to the re-INVITE");
+            if message.cseq() == Some((cseq, Method::Invite)) && message.status().is_some_and(|s| s >= 200) {
+                break message;
+            }
+        };
+        assert_eq!(ok.status(), Some(200), "{ok:?}");
+        let ack = self.request(&Method::Ack, &format!("{branch}-ack"), cseq, &to);
+        self.send(&ack).await;
+        ok
+    }
+
+    /// RTP payloads that reach the PBX within `wait` (none expected on hold).
+    async fn rtp_within(&self, wait: Duration) -> usize {
+        let mut buf = vec![0u8; 2048];
+        let mut count = 0;
+        while let Ok(Ok(_)) = tokio::time::timeout(wait, self.rtp.recv_from(&mut buf)).await {
+            count += 1;
+        }
+        count
     }
 
     fn request(&self, method: &Method, branch: &str, cseq: u32, to: &str) -> Message {
@@ -425,6 +471,75 @@ async fn pbx_call_answered_with_audio_both_ways_then_pbx_hangs_up(io: Io) {
     assert_eq!(proxy.records().iter().filter(|r| r["call_sid"] == call_sid.as_str()).count(), 1);
 }
 
+/// The PBX holds the call with a re-INVITE (sendonly), then resumes it at
+/// a new RTP port: audio stops both ways while held, then flows again to
+/// and from the new port.
+async fn pbx_reinvite_holds_then_moves_the_media(io: Io) {
+    let api = twilio_api().await;
+    let (proxy, sip) = start_proxy(io, &api);
+    let mut pbx = Pbx::bind("127.0.0.1", sip).await;
+    let (create, call_sid, mut call, _, _) = connected_call(&proxy, &api, &mut pbx).await;
+    let frames: Vec<Vec<u8>> = (0..5u8).map(|i| vec![0x30 + i * 5; FRAME]).collect();
+    let reply: Vec<u8> = (0..FRAME).map(|i| (i % 180) as u8 + 30).collect();
+    call.send_media(&frames[0]).await;
+    assert_eq!(pbx.recv_rtp().await, frames[0], "audio flows before the hold");
+
+    let ok = pbx.reinvite(2, "sendonly").await;
+    let answer = String::from_utf8(ok.body.clone()).expect("SDP");
+    assert!(answer.contains("a=recvonly"), "sendonly is answered recvonly:\n{answer}");
+    assert_eq!(sdp_address(&ok.body), pbx.proxy_rtp.expect("the first answer"), "our media address stays");
+    // Held: the caller's audio does not reach the PBX, nor the PBX's the caller.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = pbx.rtp_within(Duration::from_millis(100)).await;
+    for frame in &frames {
+        call.send_media(frame).await;
+        pbx.send_rtp(&reply).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(pbx.rtp_within(Duration::from_millis(300)).await, 0, "no audio to a held PBX");
+    let mut heard = Vec::new();
+    while let Some(message) = call.next(Duration::from_millis(300)).await {
+        if let FromProxy::Media(payload) = message {
+            heard.push(payload);
+        }
+    }
+    assert!(!heard.contains(&reply), "no PBX audio reaches the caller on hold");
+
+    // Resume at a new RTP port.
+    pbx.rtp = UdpSocket::bind("127.0.0.1:0").await.expect("a second RTP socket");
+    let ok = pbx.reinvite(3, "sendrecv").await;
+    assert!(String::from_utf8_lossy(&ok.body).contains("a=sendrecv"), "{ok:?}");
+    for frame in &frames {
+        call.send_media(frame).await;
+    }
+    for frame in &frames {
+        assert_eq!(&pbx.recv_rtp().await, frame, "the caller's audio goes to the new port");
+    }
+    for _ in 0..6 {
+        pbx.send_rtp(&reply).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let heard = call.collect_media(FRAME * 2, WAIT).await;
+    assert!(heard.windows(FRAME).any(|w| w == reply.as_slice()), "the new port's audio reaches the caller");
+
+    // OPTIONS in the dialog: 200 naming UPDATE among the methods.
+    let to = pbx.to.clone().expect("To with tag");
+    pbx.send(&pbx.request(&Method::Options, &format!("{}-opt", pbx.branch), 4, &to)).await;
+    let options = pbx.expect_status(200, Method::Options).await;
+    assert!(options.header("Allow").is_some_and(|a| a.contains("UPDATE")), "{options:?}");
+
+    pbx.send(&pbx.request(&Method::Bye, &format!("{}-bye", pbx.branch), 5, &to)).await;
+    pbx.expect_status(200, Method::Bye).await;
+    status(&proxy, &create, &call_sid, "completed").await;
+    let record = wait_call_record(&proxy, &call_sid).await;
+    assert_eq!(record["hung_up_by"], "backend", "{record}");
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics.get(r#"voxproxy_rtp_rejected_total{reason="on_hold"}"#) >= 1.0,
+        "held packets are counted"
+    );
+}
+
 async fn pbx_call_ended_by_twilio(io: Io) {
     let api = twilio_api().await;
     let (proxy, sip) = start_proxy(io, &api);
@@ -546,6 +661,34 @@ async fn hostile_sip_never_places_a_call(io: Io) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let creates = api.requests().iter().filter(|r| r.path.ends_with("/Calls.json")).count();
     assert!((1..=16).contains(&creates), "{creates} Twilio calls from a flood of 40 INVITEs");
+}
+
+/// `sip.max_calls_per_source` and `sip.invites_per_second` from the
+/// environment: 10 INVITEs from one address at once, a rate that lets them
+/// all in, and 3 calls per source: 3 Twilio calls, 7 answered 503.
+async fn configured_bounds_limit_calls_per_source(io: Io) {
+    let api = twilio_api().await;
+    let extra = [
+        ("VOXPROXY_SIP_MAX_CALLS_PER_SOURCE", "3"),
+        ("VOXPROXY_SIP_INVITES_PER_SECOND", "100"),
+        ("VOXPROXY_ADMIN_TOKEN", ADMIN_TOKEN),
+    ];
+    let (proxy, sip) = start_proxy_with(io, &api, &extra);
+    let mut pbx = Pbx::bind("127.0.0.1", sip).await;
+    for n in 0..10 {
+        let invite = replace_header(&pbx.invite(), "Call-ID", &format!("bounded-{n}-{}", unique()));
+        let via = format!("SIP/2.0/UDP {};branch=z9hG4bKbounded{n}", pbx.local());
+        pbx.send(&replace_header(&invite, "Via", &via)).await;
+    }
+    let mut busy = 0;
+    while let Some(message) = pbx.recv(Duration::from_millis(500)).await {
+        busy += usize::from(message.status() == Some(503));
+    }
+    assert_eq!(busy, 7, "INVITEs beyond sip.max_calls_per_source get 503");
+    let creates = api.requests().iter().filter(|r| r.path.ends_with("/Calls.json")).count();
+    assert_eq!(creates, 3, "one Twilio call per accepted INVITE");
+    let config = proxy.admin("GET", "/v1/config", Vec::new()).await.json();
+    assert_eq!(config["keys"]["sip.max_calls_per_source"], 3, "{config}");
 }
 
 /// `message` with header `name` set to `value` alone.

@@ -17,13 +17,19 @@ use crate::sip::{
     CallInfo, EndReason, LegEvent, LegState, SipCounters, SipError, SipLeg, SipLegConfig, Transmit,
 };
 
-/// Who ended the SIP leg, for the call record.
+/// Who ended the SIP leg, for the call record: whoever sent what ended it
+/// (docs/ARCHITECTURE.md, *Who hung up*).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HungUpBy {
     /// The Twilio side (the caller, the call flow, the control API, a drain).
     Twilio,
-    /// The PBX (BYE) or its silence (keep-alive, session timer).
+    /// The PBX: its BYE, or a final response rejecting the INVITE (busy
+    /// 486, decline 603, 5xx, an unanswered auth challenge).
     Backend,
+    /// voxproxy's own timers or checks: no final response to the INVITE
+    /// (Timer B, 408), the ring timeout (480), an answer it could not use
+    /// (488), a PBX gone silent (keep-alive, session timer, 2xx never ACKed).
+    Voxproxy,
 }
 
 impl HungUpBy {
@@ -33,6 +39,7 @@ impl HungUpBy {
         match self {
             HungUpBy::Twilio => "twilio",
             HungUpBy::Backend => "backend",
+            HungUpBy::Voxproxy => "voxproxy",
         }
     }
 }
@@ -191,12 +198,16 @@ impl SipBackend {
                 self.answered_at = Some(now);
                 self.apply(now, bridge, &media)
             }
-            LegEvent::Failed { status, reason } => {
+            LegEvent::Failed { status, reason, by_remote } => {
                 self.final_status = Some(status);
+                self.hung_up_by.get_or_insert(if by_remote { HungUpBy::Backend } else { HungUpBy::Voxproxy });
                 self.fail(now, bridge, status, reason)
             }
             LegEvent::Ended { by_remote, reason } => {
-                if by_remote {
+                if reason == EndReason::PeerGone {
+                    // The PBX went silent; voxproxy's timer ended the call.
+                    self.hung_up_by.get_or_insert(HungUpBy::Voxproxy);
+                } else if by_remote {
                     self.hung_up_by.get_or_insert(HungUpBy::Backend);
                 }
                 if self.final_status.is_none() && reason == EndReason::LocalHangup {
@@ -221,6 +232,7 @@ impl SipBackend {
         match bridge.apply_media(now, media) {
             Ok(()) => None,
             Err(e) => {
+                self.hung_up_by.get_or_insert(HungUpBy::Voxproxy);
                 self.leg.hangup(now);
                 self.final_status.get_or_insert(488);
                 self.fail(now, bridge, 488, e.to_string())

@@ -37,6 +37,17 @@ struct Call {
 }
 
 fn call() -> Call {
+    call_with(None)
+}
+
+fn call_with(ring_timeout: Option<core::time::Duration>) -> Call {
+    call_configured(ring_timeout, None)
+}
+
+fn call_configured(
+    ring_timeout: Option<core::time::Duration>,
+    keepalive: Option<core::time::Duration>,
+) -> Call {
     let now = Instant::ZERO;
     let mut bridge = CallBridge::new(
         BridgeConfig { backend: Some(SocketAddr::from(([127, 0, 0, 1], 4000))), ..BridgeConfig::default() },
@@ -68,8 +79,8 @@ fn call() -> Call {
         },
         credentials: None,
         timers: Timers::default(),
-        keepalive: None,
-        ring_timeout: None,
+        keepalive,
+        ring_timeout,
         seed: 1,
     };
     let mut sip = SipBackend::new(config, &CallInfo::default(), now, &mut bridge).unwrap();
@@ -225,24 +236,59 @@ fn a_busy_pbx_fails_the_leg_so_the_fallback_plays() {
     assert_eq!(c.bridge.end_reason(), Some(EndReason::BackendFailed));
     assert_eq!(c.sip.final_status(), Some(486));
     assert_eq!(c.sent_sip()[0].method(), Some(Method::Ack), "the 486 is ACKed");
+    // The proxy hangs up every leg when its stream closes: the PBX's
+    // rejection still says who ended the call.
+    c.sip.hangup(c.now);
+    assert_eq!(c.sip.hung_up_by(), Some(HungUpBy::Backend));
 }
 
-#[test]
-fn no_answer_fails_the_leg_after_timer_b() {
-    let mut c = call();
+/// Runs the leg's timers until it is finished; returns its outcome.
+fn run_timers(c: &mut Call) -> Option<LegOutcome> {
     let mut outcome = None;
     while let Some(at) = c.sip.poll_timeout() {
         c.now = at;
         c.sip.handle_timeout(at);
         let _ = c.sent_sip();
         outcome = outcome.or(c.sip.drive(at, &mut c.bridge));
+        if outcome.is_some() {
+            // As the proxy does once the stream closes.
+            c.sip.hangup(at);
+        }
         if c.sip.is_finished() {
             break;
         }
     }
+    outcome
+}
+
+#[test]
+fn a_pbx_gone_silent_is_voxproxy_hanging_up() {
+    let mut c = call_configured(None, Some(core::time::Duration::from_secs(30)));
+    c.feed(&reply(&c.invite.clone(), 200, Some(&sdp(17_000, 0, "PCMU", "sendrecv"))));
+    let _ = c.sent_sip();
+    // Nothing answers the keep-alive OPTIONS: the leg ends the call.
+    let outcome = run_timers(&mut c);
+    assert_eq!(outcome, Some(LegOutcome::RemoteHangup), "the caller is hung up too");
+    assert_eq!(c.sip.hung_up_by(), Some(HungUpBy::Voxproxy), "voxproxy's keep-alive gave up");
+}
+
+#[test]
+fn a_ring_timeout_is_voxproxy_hanging_up() {
+    let mut c = call_with(Some(core::time::Duration::from_secs(30)));
+    c.feed(&reply(&c.invite.clone(), 180, None));
+    let outcome = run_timers(&mut c);
+    assert!(matches!(outcome, Some(LegOutcome::Failed { status: 480, .. })), "{outcome:?}");
+    assert_eq!(c.sip.hung_up_by(), Some(HungUpBy::Voxproxy));
+}
+
+#[test]
+fn no_answer_fails_the_leg_after_timer_b() {
+    let mut c = call();
+    let outcome = run_timers(&mut c);
     assert!(matches!(outcome, Some(LegOutcome::Failed { status: 408, .. })), "{outcome:?}");
     assert_eq!(c.now, Instant::ZERO + Timers::default().timeout());
     assert_eq!(c.bridge.end_reason(), Some(EndReason::BackendFailed));
+    assert_eq!(c.sip.hung_up_by(), Some(HungUpBy::Voxproxy), "voxproxy's Timer B gave up");
 }
 
 #[test]

@@ -174,6 +174,10 @@ pub enum LegEvent {
         status: u16,
         /// The peer's reason phrase, or ours.
         reason: String,
+        /// Whether the PBX's final response ended it (it rejected the
+        /// call); `false` when voxproxy gave up (Timer B, the ring timeout,
+        /// a 2xx it could not use).
+        by_remote: bool,
     },
     /// An established (or cancelled) call is over.
     Ended {
@@ -450,7 +454,7 @@ impl SipLeg {
             self.counters.timeouts += 1;
             match self.state {
                 LegState::Calling | LegState::Early => {
-                    self.fail(408, "no final response to INVITE (Timer B)")
+                    self.fail(408, "no final response to INVITE (Timer B)", false)
                 }
                 LegState::Cancelling => self.end(false, EndReason::LocalHangup),
                 _ => {}
@@ -506,8 +510,11 @@ impl SipLeg {
             // hears now that the leg failed.
             self.ring_deadline = None;
             self.hangup(now);
-            self.events
-                .push_back(LegEvent::Failed { status: 480, reason: "no answer (ring timeout)".to_owned() });
+            self.events.push_back(LegEvent::Failed {
+                status: 480,
+                reason: "no answer (ring timeout)".to_owned(),
+                by_remote: false,
+            });
             self.outcome_reported = true;
         }
         if self.give_up_at.is_some_and(|at| now >= at) {
@@ -636,7 +643,7 @@ impl SipLeg {
         let Some(media) = media else {
             // The BYE runs on; the outcome is this failure, reported once.
             self.send_bye(now);
-            self.fail(488, "2xx without a usable SDP answer");
+            self.fail(488, "2xx without a usable SDP answer", false);
             return;
         };
         self.state = LegState::Confirmed;
@@ -756,7 +763,7 @@ impl SipLeg {
             StartLine::Response { reason, .. } => reason.chars().take(128).collect(),
             StartLine::Request { .. } => String::new(),
         };
-        self.fail(status, &reason);
+        self.fail(status, &reason, true);
     }
 
     fn on_client_response(&mut self, now: Instant, method: Option<&Method>, response: &Message) {
@@ -992,11 +999,11 @@ impl SipLeg {
         self.end(true, EndReason::PeerGone);
     }
 
-    fn fail(&mut self, status: u16, reason: &str) {
+    fn fail(&mut self, status: u16, reason: &str, by_remote: bool) {
         if self.state != LegState::Ended {
             self.state = LegState::Ended;
             if !self.outcome_reported {
-                self.events.push_back(LegEvent::Failed { status, reason: reason.to_owned() });
+                self.events.push_back(LegEvent::Failed { status, reason: reason.to_owned(), by_remote });
             }
         }
     }

@@ -234,7 +234,11 @@ fn no_answer_fails_with_timer_b() {
     assert_eq!(sent.len(), 6, "Timer A retransmissions");
     assert_eq!(
         events(&mut leg),
-        vec![LegEvent::Failed { status: 408, reason: "no final response to INVITE (Timer B)".into() }]
+        vec![LegEvent::Failed {
+            status: 408,
+            reason: "no final response to INVITE (Timer B)".into(),
+            by_remote: false
+        }]
     );
     assert_eq!(leg.counters().timeouts, 1);
 }
@@ -256,7 +260,7 @@ fn ringing_past_the_ring_timeout_cancels_and_fails_once() {
         sent.iter().find(|m| m.method() == Some(Method::Cancel)).expect("CANCEL at the ring timeout");
     assert_eq!(
         events(&mut leg),
-        vec![LegEvent::Failed { status: 480, reason: "no answer (ring timeout)".into() }]
+        vec![LegEvent::Failed { status: 480, reason: "no answer (ring timeout)".into(), by_remote: false }]
     );
     feed(&mut leg, now, &reply(cancel, 200, Some("r"), None));
     feed(&mut leg, now, &reply(&invite, 487, Some("r"), None));
@@ -280,7 +284,10 @@ fn busy_is_acked_and_fails() {
     let sent = drain(&mut leg);
     assert_eq!(sent[0].method(), Some(Method::Ack));
     assert_eq!(sent[0].top_branch(), invite.top_branch(), "non-2xx ACK shares the INVITE's branch");
-    assert_eq!(events(&mut leg), vec![LegEvent::Failed { status: 486, reason: "Busy Here".into() }]);
+    assert_eq!(
+        events(&mut leg),
+        vec![LegEvent::Failed { status: 486, reason: "Busy Here".into(), by_remote: true }]
+    );
 }
 
 #[test]
@@ -394,7 +401,11 @@ fn digest_challenge_is_answered_once() {
     );
     assert_eq!(
         events(&mut leg),
-        vec![LegEvent::Failed { status: 407, reason: "Proxy Authentication Required".into() }]
+        vec![LegEvent::Failed {
+            status: 407,
+            reason: "Proxy Authentication Required".into(),
+            by_remote: true
+        }]
     );
 }
 
@@ -605,7 +616,7 @@ fn bad_targets_and_media_are_refused() {
     feed(&mut leg, now, &reply(&invite, 200, Some("p"), Some("v=0\r\n")));
     let sent: Vec<_> = drain(&mut leg).iter().map(|m| m.method().unwrap()).collect();
     assert_eq!(sent, vec![Method::Ack, Method::Bye]);
-    assert!(matches!(events(&mut leg)[..], [LegEvent::Failed { status: 488, .. }]));
+    assert!(matches!(events(&mut leg)[..], [LegEvent::Failed { status: 488, by_remote: false, .. }]));
 }
 
 /// Messages captured from baresip 1.0.0 (Debian `baresip-core`, auto-answer,

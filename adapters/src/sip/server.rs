@@ -3,8 +3,14 @@
 //! [`ServerEvent::IncomingCall`] for the proxy to place a Twilio call, and
 //! answers with 180/200/4xx as the proxy says. CANCEL gets 200 + 487, BYE
 //! and ACK are handled, and Twilio's call outcome maps to a SIP status with
-//! [`status_for_twilio`].
+//! [`status_for_twilio`]. In an answered call the PBX's re-INVITE and
+//! UPDATE are answered from our last SDP (hold, a new media address, a new
+//! payload type number: [`ServerEvent::MediaChanged`]), and RFC 4028
+//! session timers run when the PBX asks for them: whichever side refreshes,
+//! a session that is not refreshed in time ends with BYE
+//! ([`ServerEvent::TimedOut`]).
 
+use core::time::Duration;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
@@ -13,18 +19,28 @@ use voxproxy_core::Instant;
 use super::counters::{SipCounters, class_index, method_index};
 use super::message::{name_addr_uri, param};
 use super::transaction::{ClientState, ClientTransaction, RequestAction, ServerState, ServerTransaction};
-use super::{Ids, Message, Method, SipError, SipUri, StartLine, Timers, Transmit, Transport};
-use crate::sdp::{Codec, Origin, PayloadType, SessionDescription};
+use super::{Ids, Media, Message, Method, SipError, SipUri, StartLine, Timers, Transmit, Transport};
+use crate::sdp::{Codec, Direction, Origin, PayloadType, SessionDescription};
 
-/// Most calls in progress through one server.
+/// Most calls in progress through one server, by default (`sip.max_calls`).
 pub const MAX_CALLS: usize = 256;
-/// Most calls in progress from one source address (flood bound).
+/// Most calls in progress from one source address, by default
+/// (`sip.max_calls_per_source`): a flood bound.
 pub const MAX_CALLS_PER_SOURCE: usize = 16;
 /// Most entries in `sip.allow`.
 pub const MAX_ALLOW_ENTRIES: usize = 64;
-/// Most of our BYEs awaiting the PBX's answer at once; one more is counted
-/// as overload and sent no more than the call's end allows (not at all).
+/// Most of our BYEs and session refreshes awaiting the PBX's answer at
+/// once (as many as `sip.max_calls` when that is larger); one more is
+/// counted as overload and not sent.
 pub const MAX_BYES: usize = MAX_CALLS;
+/// The shortest session interval we accept (RFC 4028 §5: `Min-SE` is at
+/// least 90 s); a shorter `Session-Expires` gets 422.
+pub const MIN_SESSION_EXPIRES: Duration = Duration::from_secs(90);
+/// The longest session interval we keep: a longer one is answered as this
+/// (RFC 4028 §9 lets the UAS lower it), so a silent PBX is noticed within a day.
+pub const MAX_SESSION_EXPIRES: Duration = Duration::from_secs(86_400);
+/// The methods we answer, for `Allow`.
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE";
 
 /// An IP network, `ADDR/PREFIX` (a bare address is a /32 or /128).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +170,31 @@ pub fn answer_sdp(
     answer
 }
 
+/// How many calls a [`SipServer`] holds, the bounds an operator tunes
+/// (`sip.max_calls`, `sip.max_calls_per_source`). INVITEs beyond them get
+/// 503 and are counted as overload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Calls in progress at once (at least 1).
+    pub max_calls: usize,
+    /// Calls in progress at once from one source IP address (at least 1).
+    pub max_calls_per_source: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self { max_calls: MAX_CALLS, max_calls_per_source: MAX_CALLS_PER_SOURCE }
+    }
+}
+
+impl ServerLimits {
+    /// Server transactions outside calls, and our BYEs and refreshes, kept
+    /// at once: as many as calls, and never fewer than the defaults.
+    fn transactions(self) -> usize {
+        self.max_calls.max(MAX_BYES)
+    }
+}
+
 /// Identifies one incoming call for the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CallId(pub u64);
@@ -184,9 +225,23 @@ pub enum ServerEvent {
     Ended {
         /// Which.
         id: CallId,
-        /// Whether the PBX ended it (BYE), or our 2xx was never ACKed.
+        /// Whether the PBX ended it (BYE).
         by_remote: bool,
     },
+    /// A re-INVITE or UPDATE from the PBX changed the media: where RTP
+    /// goes, its payload type numbers, or hold (`sendonly`/`inactive`: no
+    /// audio to the caller). Apply it to the call's bridge.
+    MediaChanged {
+        /// Which call.
+        id: CallId,
+        /// The media now agreed.
+        media: Media,
+    },
+    /// We ended the call because the PBX went silent: our 2xx (to its
+    /// INVITE or a re-INVITE) was never acknowledged (RFC 3261 §13.3.1.4),
+    /// its session was not refreshed in time (RFC 4028 §10), or our refresh
+    /// failed. A BYE is on its way; end the Twilio call.
+    TimedOut(CallId),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +264,82 @@ struct Call {
     remote_cseq: u32,
     local_cseq: u32,
     phase: Phase,
+    /// Our last SDP (the 200's, then each re-INVITE's answer).
+    local_sdp: Option<SessionDescription>,
+    /// The media last agreed, to report only changes.
+    media: Option<Media>,
+    /// The PBX's re-INVITE in progress (or its 2xx awaiting ACK).
+    reinvite: Option<ServerTransaction>,
+    /// That re-INVITE had no offer: ours went in the 200, the PBX's answer
+    /// comes in the ACK.
+    offer_in_ack: bool,
+    session: Option<SessionTimer>,
+}
+
+/// An RFC 4028 session timer, once the PBX asked for one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SessionTimer {
+    interval: Duration,
+    /// `refresher=uas`: we send the refreshes.
+    we_refresh: bool,
+    /// The PBX said `Supported: timer` (else no `Require: timer` back, §9).
+    peer_supports: bool,
+    /// When we next refresh (half the interval, §7.2).
+    refresh_at: Option<Instant>,
+    /// When an unrefreshed session ends (§10: interval − min(32 s, interval/3)).
+    expire_at: Option<Instant>,
+}
+
+impl SessionTimer {
+    /// The timer a request's `Session-Expires` asks for; `Err(())` when it
+    /// is below [`MIN_SESSION_EXPIRES`] (answer 422), `Ok(None)` without one.
+    fn requested(request: &Message) -> Result<Option<Self>, ()> {
+        let Some(value) = request.header("Session-Expires") else { return Ok(None) };
+        let Some(seconds) = value.split(';').next().and_then(|s| s.trim().parse::<u64>().ok()) else {
+            return Ok(None);
+        };
+        let interval = Duration::from_secs(seconds);
+        if interval < MIN_SESSION_EXPIRES {
+            return Err(());
+        }
+        // §9: the UAS keeps the UAC's choice; without one (or when the UAC
+        // does not support timers) it picks, and the UAC refreshes when it can.
+        let supports = request
+            .list_values("Supported")
+            .chain(request.list_values("Require"))
+            .any(|v| v.trim().eq_ignore_ascii_case("timer"));
+        let we_refresh = match param(value, "refresher") {
+            Some(r) => r.eq_ignore_ascii_case("uas"),
+            None => !supports,
+        };
+        Ok(Some(Self {
+            interval: interval.min(MAX_SESSION_EXPIRES),
+            we_refresh,
+            peer_supports: supports,
+            refresh_at: None,
+            expire_at: None,
+        }))
+    }
+
+    /// Starts (or restarts, on a refresh) the timer at `now`.
+    fn start(&mut self, now: Instant) {
+        if self.we_refresh {
+            self.refresh_at = Some(now + self.interval / 2);
+            self.expire_at = None;
+        } else {
+            self.refresh_at = None;
+            self.expire_at = Some(now + self.interval - Duration::from_secs(32).min(self.interval / 3));
+        }
+    }
+
+    /// The headers of our 2xx that confirm it.
+    fn push_headers(&self, response: &mut Message) {
+        let refresher = if self.we_refresh { "uas" } else { "uac" };
+        response.push("Session-Expires", format!("{};refresher={refresher}", self.interval.as_secs()));
+        if self.peer_supports {
+            response.push("Require", "timer");
+        }
+    }
 }
 
 /// Accepts calls from PBXs.
@@ -218,6 +349,7 @@ pub struct SipServer {
     transport: Transport,
     allow: Vec<Cidr>,
     timers: Timers,
+    limits: ServerLimits,
     ids: Ids,
     next_id: u64,
     calls: Vec<Call>,
@@ -240,6 +372,7 @@ impl SipServer {
             transport,
             allow,
             timers,
+            limits: ServerLimits::default(),
             ids: Ids::new(seed),
             next_id: 1,
             calls: Vec::new(),
@@ -250,6 +383,16 @@ impl SipServer {
             counters: SipCounters::default(),
             rejected_source: 0,
         }
+    }
+
+    /// The same server with other call bounds (each at least 1).
+    #[must_use]
+    pub fn with_limits(mut self, limits: ServerLimits) -> Self {
+        self.limits = ServerLimits {
+            max_calls: limits.max_calls.max(1),
+            max_calls_per_source: limits.max_calls_per_source.max(1),
+        };
+        self
     }
 
     /// Traffic counters.
@@ -295,6 +438,12 @@ impl SipServer {
             }
             return;
         }
+        if let Some(index) = self.calls.iter().position(|c| {
+            c.reinvite.as_ref().is_some_and(|t| t.matches(request) || t.matches_ack_for_2xx(request))
+        }) {
+            self.reinvite_request(now, index, request);
+            return;
+        }
         if let Some(other) = self.others.iter_mut().find(|t| t.matches(request)) {
             let _ = other.handle_request(now, request);
             return;
@@ -318,6 +467,10 @@ impl SipServer {
                 self.respond_other(now, from, request, status);
             }
             Method::Options => self.respond_other(now, from, request, 200),
+            Method::Invite | Method::Update => match self.call_of(request) {
+                Some(index) => self.offer_in_dialog(now, from, request, index),
+                None => self.respond_other(now, from, request, 481),
+            },
             _ if self.call_of(request).is_some() => self.respond_other(now, from, request, 405),
             _ => self.respond_other(now, from, request, 481),
         }
@@ -327,7 +480,7 @@ impl SipServer {
         let from_source =
             self.calls.iter().filter(|c| c.source.ip() == from.ip() && c.phase != Phase::Done).count();
         let active = self.calls.iter().filter(|c| c.phase != Phase::Done).count();
-        if active >= MAX_CALLS || from_source >= MAX_CALLS_PER_SOURCE {
+        if active >= self.limits.max_calls || from_source >= self.limits.max_calls_per_source {
             self.counters.rejected_overload += 1;
             self.send_stateless(from, request, 503);
             return;
@@ -354,6 +507,10 @@ impl SipServer {
             self.respond_other(now, from, request, status);
             return;
         };
+        let Ok(session) = SessionTimer::requested(request) else {
+            self.respond_too_brief(now, from, request);
+            return;
+        };
         let id = CallId(self.next_id);
         self.next_id += 1;
         let mut call = Call {
@@ -367,6 +524,11 @@ impl SipServer {
             remote_cseq: request.cseq().map_or(0, |(n, _)| n),
             local_cseq: 0,
             phase: Phase::Proceeding,
+            local_sdp: None,
+            media: None,
+            reinvite: None,
+            offer_in_ack: false,
+            session,
         };
         let trying = response(request, 100, None);
         call.transaction.respond(now, &trying);
@@ -413,6 +575,13 @@ impl SipServer {
     /// Answers with our SDP (the callee picked up and the stream started).
     pub fn answer(&mut self, now: Instant, id: CallId, sdp: &SessionDescription) {
         let Ok(body) = sdp.build() else { return };
+        if let Some(call) = self.calls.iter_mut().find(|c| c.id == id && c.phase == Phase::Proceeding) {
+            let codecs: Vec<Codec> = sdp.first_codec().map(|(codec, _)| codec).into_iter().collect();
+            call.media = SessionDescription::parse(&call.invite.body)
+                .ok()
+                .and_then(|offer| Media::from_sdp(&offer, &codecs));
+            call.local_sdp = Some(sdp.clone());
+        }
         self.respond_call(now, id, 200, Some(body.into_bytes()));
     }
 
@@ -430,6 +599,12 @@ impl SipServer {
         if status < 300 {
             message.push("Contact", contact);
         }
+        if (200..300).contains(&status)
+            && let Some(session) = call.session.as_mut()
+        {
+            session.start(now);
+            session.push_headers(&mut message);
+        }
         if let Some(body) = body {
             message.push("Content-Type", "application/sdp");
             message.body = body;
@@ -445,19 +620,36 @@ impl SipServer {
 
     /// Hangs up an answered call with BYE (the Twilio side ended).
     pub fn hangup(&mut self, now: Instant, id: CallId) {
+        let Some(index) = self
+            .calls
+            .iter()
+            .position(|c| c.id == id && matches!(c.phase, Phase::Answered | Phase::Confirmed))
+        else {
+            return;
+        };
+        self.send_in_dialog(now, index, &Method::Bye);
+        self.calls[index].phase = Phase::Done;
+        self.events.push_back(ServerEvent::Ended { id, by_remote: false });
+    }
+
+    /// Ends a call whose PBX went silent: BYE, and [`ServerEvent::TimedOut`].
+    fn time_out(&mut self, now: Instant, index: usize) {
+        self.counters.timeouts += 1;
+        self.send_in_dialog(now, index, &Method::Bye);
+        self.calls[index].phase = Phase::Done;
+        self.events.push_back(ServerEvent::TimedOut(self.calls[index].id));
+    }
+
+    /// Sends a BYE or a session refresh (UPDATE) in the call's dialog.
+    fn send_in_dialog(&mut self, now: Instant, index: usize, method: &Method) {
         let via = format!(
             "SIP/2.0/{} {};branch=z9hG4bK{}",
             self.transport.via_name(),
             self.local,
             self.ids.token()
         );
-        let Some(call) = self
-            .calls
-            .iter_mut()
-            .find(|c| c.id == id && matches!(c.phase, Phase::Answered | Phase::Confirmed))
-        else {
-            return;
-        };
+        let contact = format!("<sip:voxproxy@{}>", self.local);
+        let call = &mut self.calls[index];
         call.local_cseq += 1;
         let target = call
             .invite
@@ -467,24 +659,144 @@ impl SipServer {
             .filter(|u| SipUri::parse(u).is_ok());
         let uri = target.map_or_else(|| format!("sip:{}", call.source), str::to_owned);
         let to_header = call.invite.header("To").unwrap_or_default();
-        let bye = Message::request(Method::Bye, uri)
+        let mut request = Message::request(method.clone(), uri)
             .with("Via", via)
             .with("Max-Forwards", "70")
             .with("From", format!("{to_header};tag={}", call.local_tag))
             .with("To", call.invite.header("From").unwrap_or_default())
             .with("Call-ID", call.call_id.clone())
-            .with("CSeq", format!("{} BYE", call.local_cseq));
+            .with("CSeq", format!("{} {method}", call.local_cseq));
+        if *method == Method::Update
+            && let Some(session) = &call.session
+        {
+            // A refresh without an offer (RFC 4028 §7.4), we stay the refresher.
+            request.push("Contact", contact);
+            request.push("Session-Expires", format!("{};refresher=uas", session.interval.as_secs()));
+            request.push("Supported", "timer");
+        }
         // A non-INVITE client transaction (RFC 3261 §17.1.2): over UDP a
-        // lost BYE is sent again (Timer E) until the PBX answers, else its
-        // side of the call would stay up. Bounded like every table here.
-        if self.byes.len() < MAX_BYES {
-            self.byes.push(ClientTransaction::new(now, bye, call.source, self.transport, self.timers));
-            self.counters.requests_sent[method_index(&Method::Bye)] += 1;
+        // lost request is sent again (Timer E) until the PBX answers, else
+        // a lost BYE would leave its side of the call up. Bounded like
+        // every table here.
+        if self.byes.len() < self.limits.transactions() {
+            let dest = call.source;
+            self.byes.push(ClientTransaction::new(now, request, dest, self.transport, self.timers));
+            self.counters.requests_sent[method_index(method)] += 1;
         } else {
             self.counters.rejected_overload += 1;
         }
-        call.phase = Phase::Done;
-        self.events.push_back(ServerEvent::Ended { id, by_remote: false });
+    }
+
+    /// A re-INVITE or UPDATE from the PBX in an answered call: answered
+    /// from our last SDP, with the codec the call already uses under the
+    /// offer's payload type numbers, and the direction that mirrors the
+    /// offer's (its `sendonly` hold is our `recvonly`). An offer without
+    /// our codec gets 488 and the call goes on as it was (RFC 3264 §8).
+    fn offer_in_dialog(&mut self, now: Instant, from: SocketAddr, request: &Message, index: usize) {
+        let is_invite = request.method() == Some(Method::Invite);
+        let call = &mut self.calls[index];
+        if call.phase == Phase::Done {
+            return self.respond_other(now, from, request, 481);
+        }
+        call.remote_cseq = request.cseq().map_or(call.remote_cseq, |(n, _)| n);
+        let busy = call.reinvite.as_ref().is_some_and(|t| t.state() == ServerState::Accepted);
+        let (Phase::Confirmed, false, Some(mut sdp)) = (call.phase, busy, call.local_sdp.clone()) else {
+            // §14.1: one offer at a time (ours, or our 2xx awaiting its ACK).
+            return self.respond_other(now, from, request, 491);
+        };
+        let Ok(session) = SessionTimer::requested(request) else {
+            return self.respond_too_brief(now, from, request);
+        };
+        let codecs: Vec<Codec> = sdp.first_codec().map(|(codec, _)| codec).into_iter().collect();
+        let mut changed = None;
+        let mut body = None;
+        if !request.body.is_empty() {
+            let Some(media) = SessionDescription::parse(&request.body)
+                .ok()
+                .and_then(|offer| Media::from_sdp(&offer, &codecs))
+            else {
+                return self.respond_other(now, from, request, 488);
+            };
+            sdp.payload_types = vec![PayloadType::for_codec(media.codec, media.payload_type)];
+            if let Some(dtmf) = media.telephone_event {
+                sdp = sdp.with_telephone_event(dtmf);
+            }
+            sdp.direction = mirror(media.direction);
+            if call.media != Some(media) {
+                call.media = Some(media);
+                changed = Some(media);
+            }
+            body = Some(sdp);
+        } else if is_invite {
+            // No offer: ours goes in the 200, the answer comes in the ACK.
+            sdp.direction = Direction::SendRecv;
+            call.offer_in_ack = true;
+            body = Some(sdp);
+        }
+        let mut message =
+            response(request, 200, None).with("Contact", format!("<sip:voxproxy@{}>", self.local));
+        call.session = session.map(|mut timer| {
+            timer.start(now);
+            timer.push_headers(&mut message);
+            timer
+        });
+        if let Some(mut sdp) = body {
+            sdp.origin.session_version += 1;
+            if let Ok(text) = sdp.build() {
+                message.push("Content-Type", "application/sdp");
+                message.body = text.into_bytes();
+            }
+            call.local_sdp = Some(sdp);
+        }
+        self.counters.responses_sent[class_index(200)] += 1;
+        let id = call.id;
+        if is_invite {
+            let mut transaction = ServerTransaction::new(request, from, self.transport, self.timers);
+            transaction.respond(now, &message);
+            call.reinvite = Some(transaction);
+        } else {
+            self.push_other(now, from, request, &message);
+        }
+        if let Some(media) = changed {
+            self.events.push_back(ServerEvent::MediaChanged { id, media });
+        }
+    }
+
+    /// A retransmitted re-INVITE, or the ACK of our 2xx to it (which
+    /// carries the PBX's answer when the re-INVITE had no offer).
+    fn reinvite_request(&mut self, now: Instant, index: usize, request: &Message) {
+        let call = &mut self.calls[index];
+        let Some(transaction) = call.reinvite.as_mut() else { return };
+        if transaction.handle_request(now, request) != RequestAction::AckFor2xx
+            || !std::mem::take(&mut call.offer_in_ack)
+        {
+            return;
+        }
+        let codecs: Vec<Codec> = call
+            .local_sdp
+            .as_ref()
+            .and_then(SessionDescription::first_codec)
+            .map(|(c, _)| c)
+            .into_iter()
+            .collect();
+        let media = SessionDescription::parse(&request.body)
+            .ok()
+            .and_then(|answer| Media::from_sdp(&answer, &codecs));
+        if let Some(media) = media
+            && call.media != Some(media)
+        {
+            call.media = Some(media);
+            self.events.push_back(ServerEvent::MediaChanged { id: call.id, media });
+        }
+    }
+
+    /// 422: the `Session-Expires` asked for is below our `Min-SE`.
+    fn respond_too_brief(&mut self, now: Instant, from: SocketAddr, request: &Message) {
+        let tag = self.ids.token();
+        let message =
+            response(request, 422, Some(&tag)).with("Min-SE", MIN_SESSION_EXPIRES.as_secs().to_string());
+        self.counters.responses_sent[class_index(422)] += 1;
+        self.push_other(now, from, request, &message);
     }
 
     fn call_of(&self, request: &Message) -> Option<usize> {
@@ -499,18 +811,28 @@ impl SipServer {
     }
 
     fn respond_other(&mut self, now: Instant, from: SocketAddr, request: &Message, status: u16) {
-        if self.others.len() >= MAX_CALLS {
+        let tag = self.ids.token();
+        let mut message = response(request, status, Some(&tag));
+        if status == 405 || request.method() == Some(Method::Options) {
+            message.push("Allow", ALLOW);
+        }
+        if request.method() == Some(Method::Options) {
+            message.push("Accept", "application/sdp");
+            message.push("Supported", "timer");
+        }
+        self.counters.responses_sent[class_index(status)] += 1;
+        self.push_other(now, from, request, &message);
+    }
+
+    /// Answers `request` with `message` in a transaction of its own
+    /// (retransmissions of the request get it again).
+    fn push_other(&mut self, now: Instant, from: SocketAddr, request: &Message, message: &Message) {
+        if self.others.len() >= self.limits.transactions() {
             self.counters.rejected_overload += 1;
             return;
         }
         let mut transaction = ServerTransaction::new(request, from, self.transport, self.timers);
-        let tag = self.ids.token();
-        let mut message = response(request, status, Some(&tag));
-        if status == 405 || request.method() == Some(Method::Options) {
-            message.push("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS");
-        }
-        transaction.respond(now, &message);
-        self.counters.responses_sent[class_index(status)] += 1;
+        transaction.respond(now, message);
         self.others.push(transaction);
     }
 
@@ -530,22 +852,35 @@ impl SipServer {
         self.outbox
             .pop_front()
             .or_else(|| self.calls.iter_mut().find_map(|c| c.transaction.poll_transmit()))
+            .or_else(|| self.calls.iter_mut().find_map(|c| c.reinvite.as_mut()?.poll_transmit()))
             .or_else(|| self.others.iter_mut().find_map(ServerTransaction::poll_transmit))
             .or_else(|| self.byes.iter_mut().find_map(ClientTransaction::poll_transmit))
     }
 
-    /// A response: to one of our BYEs, or counted as unmatched.
+    /// A response: to one of our BYEs or refreshes, or counted as unmatched.
     fn handle_response(&mut self, now: Instant, response: &Message) {
-        let Some(bye) = self.byes.iter_mut().find(|t| t.matches(response)) else {
+        let Some(request) = self.byes.iter_mut().find(|t| t.matches(response)) else {
             self.counters.unmatched += 1;
             return;
         };
-        if let Some(status) = response.status() {
-            self.counters.responses_received[class_index(status)] += 1;
+        let status = response.status().unwrap_or(500);
+        self.counters.responses_received[class_index(status)] += 1;
+        // After a BYE the call is over on our side already: the answer only
+        // stops the retransmissions.
+        let _ = request.handle_response(now, response);
+        if request.request().method() == Some(Method::Update) && matches!(status, 408 | 481) {
+            // RFC 4028 §10: a refresh answered 408 or 481 ends the session.
+            let call_id = request.request().call_id().unwrap_or_default().to_owned();
+            self.refresh_failed(now, &call_id);
         }
-        // The call is over on our side already; the answer only stops the
-        // retransmissions.
-        let _ = bye.handle_response(now, response);
+    }
+
+    fn refresh_failed(&mut self, now: Instant, call_id: &str) {
+        if let Some(index) =
+            self.calls.iter().position(|c| c.call_id == call_id && c.phase == Phase::Confirmed)
+        {
+            self.time_out(now, index);
+        }
     }
 
     /// The next event for the proxy.
@@ -560,32 +895,89 @@ impl SipServer {
         self.calls
             .iter()
             .map(|c| c.transaction.poll_timeout())
+            .chain(self.calls.iter().map(|c| c.reinvite.as_ref()?.poll_timeout()))
+            .chain(
+                self.calls
+                    .iter()
+                    .filter(|c| c.phase == Phase::Confirmed)
+                    .flat_map(|c| c.session.map_or([None, None], |s| [s.refresh_at, s.expire_at])),
+            )
             .chain(self.others.iter().map(ServerTransaction::poll_timeout))
             .chain(self.byes.iter().map(ClientTransaction::poll_timeout))
             .flatten()
             .min()
     }
 
-    /// Advances timers; a 2xx never ACKed ends its call (§13.3.1.4).
+    /// Advances timers; a 2xx never ACKed ends its call (§13.3.1.4), and so
+    /// does a session not refreshed in time (RFC 4028 §10).
     pub fn handle_timeout(&mut self, now: Instant) {
-        for call in &mut self.calls {
+        for index in 0..self.calls.len() {
+            let call = &mut self.calls[index];
             call.transaction.handle_timeout(now);
             if call.transaction.ack_timed_out() && call.phase == Phase::Answered {
-                call.phase = Phase::Done;
-                self.events.push_back(ServerEvent::Ended { id: call.id, by_remote: true });
+                self.time_out(now, index);
             }
+            self.call_timers(now, index);
         }
         for other in &mut self.others {
             other.handle_timeout(now);
         }
         self.others.retain(|t| t.state() != ServerState::Terminated);
-        for bye in &mut self.byes {
-            if bye.handle_timeout(now) {
+        let mut unanswered_refreshes = Vec::new();
+        for request in &mut self.byes {
+            if request.handle_timeout(now) {
                 self.counters.timeouts += 1;
+                if request.request().method() == Some(Method::Update) {
+                    unanswered_refreshes.push(request.request().call_id().unwrap_or_default().to_owned());
+                }
             }
+        }
+        for call_id in unanswered_refreshes {
+            self.refresh_failed(now, &call_id);
         }
         self.byes.retain(|t| t.state() != ClientState::Terminated);
         self.calls.retain(|c| c.phase != Phase::Done || c.transaction.state() != ServerState::Terminated);
+    }
+}
+
+impl SipServer {
+    /// One call's re-INVITE transaction and session timer.
+    fn call_timers(&mut self, now: Instant, index: usize) {
+        let call = &mut self.calls[index];
+        let mut unacked = false;
+        if let Some(reinvite) = call.reinvite.as_mut() {
+            reinvite.handle_timeout(now);
+            unacked = reinvite.ack_timed_out();
+            if reinvite.state() == ServerState::Terminated {
+                call.reinvite = None;
+            }
+        }
+        if call.phase != Phase::Confirmed {
+            return;
+        }
+        let Some(session) = call.session.as_mut() else {
+            if unacked {
+                self.time_out(now, index);
+            }
+            return;
+        };
+        if unacked || session.expire_at.is_some_and(|at| now >= at) {
+            self.time_out(now, index);
+            return;
+        }
+        if session.refresh_at.is_some_and(|at| now >= at) {
+            session.refresh_at = Some(now + session.interval / 2);
+            self.send_in_dialog(now, index, &Method::Update);
+        }
+    }
+}
+
+/// The direction that answers an offer's: we send what it receives.
+fn mirror(offered: Direction) -> Direction {
+    match offered {
+        Direction::SendOnly => Direction::RecvOnly,
+        Direction::RecvOnly => Direction::SendOnly,
+        other => other,
     }
 }
 

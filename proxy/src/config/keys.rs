@@ -154,6 +154,18 @@ keys! {
     SipRingTimeout "sip.ring_timeout" Duration Value("\"30s\""),
         "more than 0, at most 10 m: how long a `sip:` backend may ring without answering before voxproxy cancels the INVITE and the leg fails (the route's `fallback`)",
         EXPECT_DURATION;
+    SipMaxCalls "sip.max_calls" Int Value("256"),
+        "1 to 100000: calls `sip.listen` carries at once on each transport (UDP, TCP); more INVITEs get 503",
+        "expected an integer from 1 to 100000";
+    SipMaxCallsPerSource "sip.max_calls_per_source" Int Value("16"),
+        "1 to `sip.max_calls`: calls at once from one source IP address; more INVITEs get 503",
+        "expected an integer from 1 to 100000";
+    SipInvitesPerSecond "sip.invites_per_second" Int Value("10"),
+        "1 to 10000: new INVITEs a second (and burst) taken from one source IP address; more are dropped unanswered (the PBX sends them again) and counted",
+        "expected an integer from 1 to 10000";
+    SipMaxTcpConnections "sip.max_tcp_connections" Int Value("64"),
+        "1 to 100000: TCP connections to `sip.listen` at once (at most 8 from one address); more are closed and counted",
+        "expected an integer from 1 to 100000";
     JitterMaxDelayMs "jitter.max_delay_ms" Int Value("60"), "0 to 1000",
         "expected a number of milliseconds from 0 to 1000";
     VadMode "vad.mode" Int Value("2"), "0 (least aggressive) to 3", "expected an integer from 0 to 3";

@@ -64,6 +64,10 @@
 //! | `sip.allow` | string | `""` | comma-separated CIDRs (`10.0.0.0/8,192.0.2.7`, at most 64) whose INVITEs are accepted; empty: none (every INVITE gets 403) |
 //! | `sip.username` | string | none | user name answering a PBX's 401/407 challenge to voxproxy's INVITEs, with `VOXPROXY_SIP_PASSWORD` (a secret, environment only) |
 //! | `sip.ring_timeout` | duration | `"30s"` | more than 0, at most 10 m: how long a `sip:` backend may ring without answering before voxproxy cancels the INVITE and the leg fails (the route's `fallback`) |
+//! | `sip.max_calls` | integer | `256` | 1 to 100000: calls `sip.listen` carries at once on each transport (UDP, TCP); more INVITEs get 503 |
+//! | `sip.max_calls_per_source` | integer | `16` | 1 to `sip.max_calls`: calls at once from one source IP address; more INVITEs get 503 |
+//! | `sip.invites_per_second` | integer | `10` | 1 to 10000: new INVITEs a second (and burst) taken from one source IP address; more are dropped unanswered (the PBX sends them again) and counted |
+//! | `sip.max_tcp_connections` | integer | `64` | 1 to 100000: TCP connections to `sip.listen` at once (at most 8 from one address); more are closed and counted |
 //! | `jitter.max_delay_ms` | integer | `60` | 0 to 1000 |
 //! | `vad.mode` | integer | `2` | 0 (least aggressive) to 3 |
 //! | `vad.barge_in` | boolean | `true` |  |
@@ -298,6 +302,12 @@ pub struct SipSettings {
     /// accepts none (every INVITE is answered 403), so a listener opened
     /// without a list places no call for anyone.
     pub allow: Vec<voxproxy_adapters::sip::server::Cidr>,
+    /// `sip.max_calls` and `sip.max_calls_per_source`: the listener's call bounds.
+    pub limits: voxproxy_adapters::sip::server::ServerLimits,
+    /// `sip.invites_per_second`: new INVITEs a second from one source address.
+    pub invites_per_second: u32,
+    /// `sip.max_tcp_connections`: TCP connections to the listener at once.
+    pub max_tcp_connections: usize,
 }
 
 /// `[rtp]` settings.
@@ -1417,7 +1427,29 @@ impl Layers {
             }
         })?;
         let ring_timeout = self.time(Setting::SipRingTimeout, Duration::from_secs(600), false)?;
-        Ok(SipSettings { username, ring_timeout, listen, allow })
+        let max_calls: usize = self.int(Setting::SipMaxCalls, 1..=100_000)?;
+        let max_calls_per_source: usize = self.int(Setting::SipMaxCallsPerSource, 1..=100_000)?;
+        if max_calls_per_source > max_calls {
+            let key = self.blame(Setting::SipMaxCallsPerSource, Setting::SipMaxCalls);
+            return Err(self.invalid(
+                key,
+                format!(
+                    "sip.max_calls_per_source ({max_calls_per_source}) must not exceed sip.max_calls ({max_calls})"
+                ),
+            ));
+        }
+        let limits = voxproxy_adapters::sip::server::ServerLimits { max_calls, max_calls_per_source };
+        let invites_per_second = self.int(Setting::SipInvitesPerSecond, 1..=10_000)?;
+        let max_tcp_connections = self.int(Setting::SipMaxTcpConnections, 1..=100_000)?;
+        Ok(SipSettings {
+            username,
+            ring_timeout,
+            listen,
+            allow,
+            limits,
+            invites_per_second,
+            max_tcp_connections,
+        })
     }
 
     fn keepalive(&self) -> Result<KeepaliveSettings, ConfigError> {

@@ -72,6 +72,10 @@ fn shown(c: &Config, key: Setting) -> Value {
         }
         Setting::SipUsername => c.sip.username.clone().into(),
         Setting::SipRingTimeout => secs(c.sip.ring_timeout),
+        Setting::SipMaxCalls => c.sip.limits.max_calls.into(),
+        Setting::SipMaxCallsPerSource => c.sip.limits.max_calls_per_source.into(),
+        Setting::SipInvitesPerSecond => c.sip.invites_per_second.into(),
+        Setting::SipMaxTcpConnections => c.sip.max_tcp_connections.into(),
         Setting::JitterMaxDelayMs => c.jitter.max_delay_ms.into(),
         Setting::VadMode => c.vad.mode.into(),
         Setting::VadBargeIn => c.vad.barge_in.into(),

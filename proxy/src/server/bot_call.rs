@@ -457,7 +457,8 @@ async fn bot_loop(
                 tracing::info!("ended through the control API");
                 call.handle_close(now, EndReason::Hangup);
             }
-            Wake::Command(None) => {}
+            // Only SIP calls change their media.
+            Wake::Command(Some(CallCommand::Media(_)) | None) => {}
             Wake::Shutdown => {
                 tracing::info!("drain timeout: closing the call");
                 call.handle_close(now, EndReason::Drain);

@@ -780,6 +780,11 @@ async fn media_loop(
                 tracing::info!("ended through the control API");
                 bridge.handle_close(now, EndReason::Hangup);
             }
+            Wake::Command(Some(CallCommand::Media(media))) => {
+                if let Err(e) = bridge.apply_media(now, &media) {
+                    tracing::warn!(error = %e, "the PBX's new media cannot be bridged; keeping the old");
+                }
+            }
             Wake::Command(None) => {}
             Wake::Shutdown => {
                 tracing::info!("drain timeout: closing the call");

@@ -20,6 +20,9 @@ use crate::cdr::{BotRecord, LatencyRecord};
 pub enum CallCommand {
     /// End the call now (`DELETE /v1/sessions/{streamSid}`).
     Hangup,
+    /// A PBX's re-INVITE or UPDATE on a `sip.listen` call moved or held
+    /// the media: apply it to the call's bridge.
+    Media(voxproxy_adapters::sip::Media),
 }
 
 /// What `/v1/sessions` shows of a call.

@@ -22,8 +22,9 @@
 //!    and closes the stream; the stream ending (Twilio hung up) sends BYE.
 //!
 //! Everything is bounded: datagrams ([`MAX_MESSAGE_BYTES`], larger ones are
-//! dropped), INVITEs per source address ([`INVITES_PER_SECOND`]), calls
-//! (the server's `MAX_CALLS` and `MAX_CALLS_PER_SOURCE`), the queue from
+//! dropped), INVITEs per source address (`sip.invites_per_second`), calls
+//! (`sip.max_calls`, `sip.max_calls_per_source`), TCP connections
+//! (`sip.max_tcp_connections`), the queue from
 //! webhooks and call tasks ([`QUEUE`]); every refusal is counted
 //! (`voxproxy_sip_listener_refused_total`, `voxproxy_sip_*{side="uas"}`).
 
@@ -53,11 +54,6 @@ use crate::ratelimit::WebhookRateLimiter;
 
 /// Messages from webhooks and call tasks that may wait for the listener.
 pub(crate) const QUEUE: usize = 1024;
-/// INVITEs a second (and burst) accepted from one source address; more are
-/// dropped unanswered and counted (`reason="rate"`). A PBX retransmits an
-/// unanswered INVITE, so a legitimate burst only waits. A candidate for a
-/// config key.
-pub(crate) const INVITES_PER_SECOND: u32 = 10;
 /// Source addresses the INVITE rate bound tracks at once.
 const TRACKED_ADDRESSES: usize = 4096;
 /// How long a status callback waits for the listener to act on it before
@@ -271,10 +267,11 @@ pub(crate) async fn run(ctx: Rc<WorkerContext>, sockets: Sockets, mut queue: mps
             }
         };
     let local = socket.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let allow = ctx.shared.live().config.sip.allow.clone();
+    let settings = ctx.shared.live().config.sip.clone();
     let server = |transport| {
         let seed = u64::from_le_bytes(crate::runtime::random_bytes());
-        SipServer::new(local, transport, allow.clone(), Timers::default(), seed)
+        SipServer::new(local, transport, settings.allow.clone(), Timers::default(), seed)
+            .with_limits(settings.limits)
     };
     let mut listener = Listener {
         ctx: Rc::clone(&ctx),
@@ -282,7 +279,10 @@ pub(crate) async fn run(ctx: Rc<WorkerContext>, sockets: Sockets, mut queue: mps
         servers: [server(Transport::Udp), server(Transport::Tcp)],
         legs: HashMap::new(),
         by_id: HashMap::new(),
-        limiter: WebhookRateLimiter::new(INVITES_PER_SECOND, TRACKED_ADDRESSES),
+        // More INVITEs a second from one address than `sip.invites_per_second`
+        // are dropped unanswered and counted (`reason="rate"`): a PBX
+        // retransmits an unanswered INVITE, so a legitimate burst only waits.
+        limiter: WebhookRateLimiter::new(settings.invites_per_second, TRACKED_ADDRESSES),
         reported: [SipCounters::default(), SipCounters::default()],
         rejected_source: [0; 2],
     };
@@ -290,7 +290,7 @@ pub(crate) async fn run(ctx: Rc<WorkerContext>, sockets: Sockets, mut queue: mps
     let mut stop = ctx.shared.stop.subscribe();
     let mut buf = vec![0u8; MAX_MESSAGE_BYTES + 1];
     let mut report = tokio::time::interval(REPORT_EVERY);
-    let mut connections = tcp::Connections::new();
+    let mut connections = tcp::Connections::new(settings.max_tcp_connections);
     let clock = ctx.shared.clock;
     loop {
         let deadline =
@@ -408,7 +408,11 @@ impl Listener {
                     }
                     ServerEvent::Cancelled(id) => self.cancelled((transport, id)),
                     ServerEvent::Confirmed(id) => tracing::debug!(id = id.0, "SIP call confirmed (ACK)"),
-                    ServerEvent::Ended { id, by_remote } => self.ended((transport, id), by_remote),
+                    ServerEvent::Ended { id, by_remote } => {
+                        self.ended((transport, id), by_remote.then_some("backend"));
+                    }
+                    ServerEvent::TimedOut(id) => self.ended((transport, id), Some("voxproxy")),
+                    ServerEvent::MediaChanged { id, media } => self.media_changed((transport, id), media),
                 }
             }
         }
@@ -595,13 +599,19 @@ impl Listener {
         self.forget_if_done(&key);
     }
 
-    fn ended(&mut self, id: LegId, by_remote: bool) {
+    /// The SIP side ended; `ender` is who ended it when it was not the
+    /// Twilio side (which already said so): then the Twilio call ends too.
+    fn ended(&mut self, id: LegId, ender: Option<&'static str>) {
         let Some(key) = self.by_id.get(&id).cloned() else { return };
         let Some(leg) = self.legs.get_mut(&key) else { return };
         leg.sip_done = true;
-        if by_remote {
-            leg.hung_up_by.get_or_insert("backend");
-            tracing::info!(sip_call_id = %leg.call_id, "the PBX hung up (BYE)");
+        if let Some(ender) = ender {
+            leg.hung_up_by.get_or_insert(ender);
+            if ender == "backend" {
+                tracing::info!(sip_call_id = %leg.call_id, "the PBX hung up (BYE)");
+            } else {
+                tracing::warn!(sip_call_id = %leg.call_id, "the PBX went silent (session not refreshed or re-INVITE not acknowledged); BYE");
+            }
             if let Some(stream_sid) = &leg.stream_sid {
                 let _ = self.ctx.shared.directory.command(stream_sid, CallCommand::Hangup);
             }
@@ -611,6 +621,17 @@ impl Listener {
         }
         self.record(&key);
         self.forget_if_done(&key);
+    }
+
+    /// The PBX held, resumed or moved the media: the call task applies it
+    /// to its bridge (sendonly/inactive stops the audio to the caller).
+    fn media_changed(&mut self, id: LegId, media: voxproxy_adapters::sip::Media) {
+        let Some(leg) = self.by_id.get(&id).and_then(|key| self.legs.get(key)) else { return };
+        tracing::info!(sip_call_id = %leg.call_id, remote = %media.address, direction = ?media.direction, "the PBX changed the media (re-INVITE/UPDATE)");
+        let Some(stream_sid) = &leg.stream_sid else { return };
+        if !self.ctx.shared.directory.command(stream_sid, CallCommand::Media(media)) {
+            tracing::warn!(sip_call_id = %leg.call_id, "the call did not take the PBX's new media (command queue full or call over)");
+        }
     }
 
     /// Ends the Twilio call through the REST API, in the background.

@@ -1,7 +1,7 @@
 //! The TCP side of `sip.listen`: one task per connection cuts its byte
 //! stream into messages (`StreamFramer`, `Content-Length` framing) for the
 //! listener's TCP server, and writes what that server sends back to the
-//! peer. Bounded: [`MAX_CONNECTIONS`] in all, [`MAX_PER_ADDRESS`] per
+//! peer. Bounded: `sip.max_tcp_connections` in all, [`MAX_PER_ADDRESS`] per
 //! source address, [`IDLE`] without a byte closes one, [`WRITE_QUEUE`]
 //! messages may wait for a slow peer (more are dropped), and a stream
 //! that cannot be framed (oversize, malformed) is closed and counted.
@@ -15,8 +15,6 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use voxproxy_adapters::sip::StreamFramer;
 
-/// TCP connections the listener holds at once.
-pub(super) const MAX_CONNECTIONS: usize = 64;
 /// TCP connections from one address.
 pub(super) const MAX_PER_ADDRESS: usize = 8;
 /// A connection without a byte for this long is closed (a PBX reconnects).
@@ -44,6 +42,8 @@ pub(super) enum Input {
 /// The open connections, by peer address.
 #[derive(Debug)]
 pub(super) struct Connections {
+    /// `sip.max_tcp_connections`.
+    max: usize,
     writers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     per_address: HashMap<IpAddr, usize>,
     tx: mpsc::Sender<Input>,
@@ -51,16 +51,17 @@ pub(super) struct Connections {
 }
 
 impl Connections {
-    pub(super) fn new() -> Connections {
+    /// At most `max` connections at once (`sip.max_tcp_connections`).
+    pub(super) fn new(max: usize) -> Connections {
         let (tx, rx) = mpsc::channel(INPUT_QUEUE);
-        Connections { writers: HashMap::new(), per_address: HashMap::new(), tx, rx }
+        Connections { max, writers: HashMap::new(), per_address: HashMap::new(), tx, rx }
     }
 
     /// Takes a new connection, or refuses it (`false`, the stream dropped)
     /// when it is over the bounds.
     pub(super) fn open(&mut self, stream: TcpStream, peer: SocketAddr) -> bool {
         let from_peer = self.per_address.get(&peer.ip()).copied().unwrap_or(0);
-        if self.writers.len() >= MAX_CONNECTIONS || from_peer >= MAX_PER_ADDRESS {
+        if self.writers.len() >= self.max || from_peer >= MAX_PER_ADDRESS {
             return false;
         }
         let _ = stream.set_nodelay(true);
