@@ -344,6 +344,10 @@ fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 /// others on the account (a candidate for a config key).
 pub const STREAM_NAME_PREFIX: &str = "voxproxy";
 
+/// Longest a drain waits for the recording writer to write what the calls
+/// queued last (a disk that slow loses those batches, not the shutdown).
+const RECORDING_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Creates `recording.dir` when any call may be recorded (so a directory
 /// that cannot be made stops the start, not every call) and starts the
 /// writer thread.
@@ -613,6 +617,13 @@ impl Server {
             if worker.join().is_err() {
                 tracing::error!("a worker thread panicked while stopping");
             }
+        }
+        // Every call has queued the end of its recording: written before
+        // the process exits (the writer otherwise wakes only every 250 ms).
+        if !shared.recorder.shutdown(RECORDING_FLUSH_TIMEOUT) {
+            tracing::warn!(
+                "the recording writer did not finish within 5 s; the last second of some recordings may be missing"
+            );
         }
         // Calls still waiting for their final status get their record now.
         shared.calls.stop();
