@@ -1304,6 +1304,7 @@ mod tests {
             "latency",
             "leg",
             "bot",
+            "twilio_recording",
         ];
         // serde_json's Map is sorted unless preserve_order is on; compare as sets
         // here and check the order on the raw text.
