@@ -360,3 +360,16 @@ async fn a_failed_twilio_recording_is_counted_and_the_call_goes_on(io: Io) {
     let metrics = proxy.metrics().await;
     assert_eq!(metrics.get("voxproxy_twilio_recordings_total{result=\"failed\"}"), 1.0);
 }
+
+#[test]
+fn recording_twilio_without_credentials_refuses_to_start() {
+    let env = [("TWILIO_AUTH_TOKEN", crate::harness::AUTH_TOKEN), ("VOXPROXY_RECORDING_TWILIO", "true")];
+    let (status, stderr) = crate::harness::run_to_exit(&env, &["--io", "epoll"]);
+    assert!(!status.success(), "recording.twilio without TWILIO_ACCOUNT_SID must refuse to start: {stderr}");
+    assert!(
+        stderr.contains(
+            "recording.twilio: starting Twilio recordings needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"
+        ),
+        "{stderr}"
+    );
+}

@@ -127,6 +127,9 @@ pub enum ServeError {
     /// `sip.listen` is set without what placing Twilio calls needs (the
     /// text names it), or its address could not be bound.
     SipListen(String),
+    /// `recording.twilio` is on (globally or for a route) without the
+    /// account's credentials the REST API needs (the text names them).
+    TwilioRecording(String),
 }
 
 impl fmt::Display for ServeError {
@@ -158,6 +161,7 @@ impl fmt::Display for ServeError {
                 f.write_str(problem)
             }
             ServeError::SipListen(problem) => write!(f, "sip.listen: {problem}"),
+            ServeError::TwilioRecording(problem) => write!(f, "recording.twilio: {problem}"),
         }
     }
 }
@@ -397,6 +401,7 @@ impl Server {
         let config = &live.config;
         let metrics = Arc::new(Metrics::new(workers, backend.name()));
         check_sip_listen(config)?;
+        check_twilio_recording(config)?;
         // Before serving: this writes the records of calls a crash cut.
         let cdr = CdrService::spawn(&config.cdr.path, Arc::clone(&metrics)).map_err(ServeError::Cdr)?;
         let calls = calls::Calls::spawn(cdr.clone(), Arc::clone(&metrics)).map_err(|source| {
@@ -640,6 +645,20 @@ fn check_sip_listen(config: &Config) -> Result<(), ServeError> {
         return Err(ServeError::SipListen(
             "placing Twilio calls for a PBX needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN; set both, \
              or unset sip.listen"
+                .to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses `recording.twilio` (global or a route's) that could not start a
+/// recording: every call's request would fail.
+fn check_twilio_recording(config: &Config) -> Result<(), ServeError> {
+    let wanted = config.recording.twilio || config.routes.iter().any(|r| r.twilio_recording == Some(true));
+    if wanted && (config.twilio.account_sid.is_none() || config.secrets.twilio_auth_token.is_none()) {
+        return Err(ServeError::TwilioRecording(
+            "starting Twilio recordings needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN; set both, or set \
+             recording.twilio = false"
                 .to_owned(),
         ));
     }
