@@ -24,9 +24,11 @@ import platform
 import random
 import resource
 import signal
+import statistics
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -50,6 +52,17 @@ def parse_args():
         help="also `perf record -g` the proxy for up to 10 s of each steady window; top symbols in NAME-perf.txt",
     )
     p.add_argument(
+        "--record",
+        action="store_true",
+        help="run each N twice, without and with recording.enabled (WAVs in a temp dir, deleted after), to compare",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each configuration, interleaved; the summary gives medians",
+    )
+    p.add_argument(
         "--smoke",
         action="store_true",
         help="20 calls x 3 s; fail unless every call completes, frames come back and open files settle",
@@ -59,8 +72,8 @@ def parse_args():
         args.calls, args.seconds = "20", 3.0
     args.calls = [int(n) for n in args.calls.split(",") if n.strip()]
     args.io = [io.strip() for io in args.io.split(",") if io.strip()]
-    if not args.calls or min(args.calls) < 1 or args.seconds <= 0 or args.ramp <= 0:
-        p.error("--calls needs positive numbers, --seconds and --ramp positive values")
+    if not args.calls or min(args.calls) < 1 or args.seconds <= 0 or args.ramp <= 0 or args.repeat < 1:
+        p.error("--calls needs positive numbers, --seconds, --ramp and --repeat positive values")
     if any(io not in ("epoll", "uring") for io in args.io):
         p.error("--io takes epoll and/or uring")
     return args
@@ -208,8 +221,8 @@ def settle_fds(pid, target, timeout=5.0):
     return fds
 
 
-def one_run(args, io, calls, out_dir):
-    name = f"{io}-{calls}"
+def one_run(args, io, calls, out_dir, record=False, attempt=1):
+    name = f"{io}-{calls}" + ("-rec" if record else "") + (f"-{attempt}" if args.repeat > 1 else "")
     port, echo_port = free_port(), free_port(socket.SOCK_DGRAM)
     width = max(2 * calls, 200)
     rtp_lo = random.randrange(20000, 60000 - width)
@@ -224,6 +237,10 @@ def one_run(args, io, calls, out_dir):
         VOXPROXY_LIMITS_MAX_CALLS=str(max(calls, 2000)),
         VOXPROXY_CDR_PATH=os.path.join(out_dir, f"{name}-cdr.jsonl"),
     )
+    # Recordings are large (64 KB per call-second): a temp dir, deleted after.
+    recordings = tempfile.TemporaryDirectory(prefix="voxproxy-capacity-rec-") if record else None
+    if recordings is not None:
+        env.update(VOXPROXY_RECORDING_ENABLED="true", VOXPROXY_RECORDING_DIR=recordings.name)
     logs = {k: open(os.path.join(out_dir, f"{name}-{k}.log"), "w") for k in ("echo", "serve", "sim")}
     rig = ["taskset", "-c", str(args.rig_cpu)]
     echo = subprocess.Popen(
@@ -268,12 +285,16 @@ def one_run(args, io, calls, out_dir):
         cost = report.get("proxy_cost") or {}
         fds_settled = settle_fds(serve.pid, cost.get("open_fds_before"))
         metrics = media_path(http_get(base + "/metrics")[1])
+        recorded = recording_totals(recordings, http_get(base + "/metrics")[1]) if recordings else None
     finally:
         stop(serve)
         stop(echo)
         for f in logs.values():
             f.close()
+        if recordings is not None:
+            recordings.cleanup()
     run = summarize(io, calls, args.seconds, report, cost, metrics, fds_settled, load_before, load_after, sim.returncode)
+    run["recording"] = recorded
     run["rig"] = rig_summary(rig_cpu, run)
     return run
 
@@ -287,6 +308,22 @@ def rig_summary(rig_cpu, run):
         cores=None if total is None else round(total / max(rig_cpu["wall_seconds"], 1e-9), 2),
         cpu_us_per_frame=None if total is None or frames == 0 else round(total * 1e6 / frames, 2),
     )
+
+
+def recording_totals(recordings, metrics_text):
+    """Files and bytes the recorded run left, and what the proxy counted as dropped or failed."""
+    files = [os.path.join(recordings.name, f) for f in os.listdir(recordings.name)]
+    counters = {}
+    for line in metrics_text.splitlines():
+        for name in ("voxproxy_recording_dropped_bytes_total", "voxproxy_recording_errors_total"):
+            if line.startswith(name + " "):
+                counters[name] = float(line.split()[1])
+    return {
+        "files": len(files),
+        "bytes": sum(os.path.getsize(f) for f in files),
+        "dropped_bytes": counters.get("voxproxy_recording_dropped_bytes_total"),
+        "errors": counters.get("voxproxy_recording_errors_total"),
+    }
 
 
 def summarize(io, calls, seconds, report, cost, metrics, fds_settled, load_before, load_after, sim_exit):
@@ -330,6 +367,26 @@ def summarize(io, calls, seconds, report, cost, metrics, fds_settled, load_befor
     }
 
 
+def medians(runs):
+    """Per io and number of calls: the median CPU per frame without and with recording, and their ratio."""
+    groups = {}
+    for r in runs:
+        key = (r["io"], r["calls"])
+        cpu = r["steady"]["cpu_us_per_frame"]
+        if cpu is not None:
+            groups.setdefault(key, {}).setdefault("recorded" if r.get("recording") else "plain", []).append(cpu)
+    out = []
+    for (io, calls), modes in groups.items():
+        row = {"io": io, "calls": calls}
+        for mode, values in modes.items():
+            row[mode] = {"runs": sorted(values), "median_cpu_us_per_frame": statistics.median(values)}
+        if "plain" in row and "recorded" in row:
+            ratio = row["recorded"]["median_cpu_us_per_frame"] / row["plain"]["median_cpu_us_per_frame"]
+            row["recording_cost_percent"] = round((ratio - 1) * 100, 1)
+        out.append(row)
+    return out
+
+
 def fmt(v, pattern="{:,}"):
     return "–" if v is None else pattern.format(v)
 
@@ -339,17 +396,17 @@ def markdown(doc):
         f"Measured {doc['date']} on {doc['machine']['cpu']} ({doc['machine']['cpus']} CPUs, Linux "
         f"{doc['machine']['kernel']}, {doc['machine']['memory_gib']} GiB), commit {doc['commit']}: `{doc['command']}`",
         "",
-        "| io | calls | frames sent / returned / missing | round trip p50 / p99 / p99.9 (ms) "
+        "| io | calls | recorded | frames sent / returned / missing | round trip p50 / p99 / p99.9 (ms) "
         "| media path p99 in / out (µs, bucket bound) | proxy CPU per frame: user + system = total (µs) "
         "| proxy cores | RSS per call | open files before / settled | load avg (1 min) before / after "
         "| rig (sim + echo) cores, µs per frame |",
-        "| --- | ---: | --- | --- | --- | --- | ---: | ---: | --- | --- | --- |",
+        "| --- | ---: | --- | --- | --- | --- | --- | ---: | ---: | --- | --- | --- |",
     ]
     for r in doc["runs"]:
         rt, st, mp = r["round_trip_ms"], r["steady"], r["media_path_us"]
         path = " / ".join(fmt((mp.get(d) or {}).get("p99_le_us"), "≤ {:g}") for d in ("inbound", "outbound"))
         lines.append(
-            f"| {r['io']} | {r['calls']:,} | {r['frames_sent']:,} / {r['frames_returned']:,} / {r['frames_missing']:,} "
+            f"| {r['io']} | {r['calls']:,} | {'yes' if r.get('recording') else 'no'} | {r['frames_sent']:,} / {r['frames_returned']:,} / {r['frames_missing']:,} "
             f"| {fmt(rt['p50'], '{:.2f}')} / {fmt(rt['p99'], '{:.2f}')} / {fmt(rt['p99_9'], '{:.2f}')} | {path} "
             f"| {fmt(st['user_us_per_frame'], '{:.2f}')} + {fmt(st['system_us_per_frame'], '{:.2f}')} = "
             f"{fmt(st['cpu_us_per_frame'], '{:.2f}')} | {fmt(st['cores'], '{:.2f}')} "
@@ -357,6 +414,14 @@ def markdown(doc):
             f"| {r['load_average_before'][0]:.2f} / {r['load_average_after'][0]:.2f} "
             f"| {fmt(r['rig']['cores'], '{:.2f}')}, {fmt(r['rig']['cpu_us_per_frame'], '{:.2f}')} |"
         )
+    for m in doc.get("medians") or []:
+        if "recording_cost_percent" in m:
+            lines.append(
+                f"\n{m['io']}, {m['calls']:,} calls: median proxy CPU per frame "
+                f"{m['plain']['median_cpu_us_per_frame']:.2f} µs without recording ({m['plain']['runs']}), "
+                f"{m['recorded']['median_cpu_us_per_frame']:.2f} µs with ({m['recorded']['runs']}): "
+                f"{m['recording_cost_percent']:+.1f} %"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -366,7 +431,8 @@ def svg(doc):
     pw = (w - 2 * pad - gap) / 2
     ph = h - 2 * pad
     colors = {"epoll": "#1f77b4", "uring": "#d62728"}
-    runs = doc["runs"]
+    # Without recording only: the curve is the proxy's own cost.
+    runs = [r for r in doc["runs"] if not r.get("recording")] or doc["runs"]
     xmax = max(r["calls"] for r in runs) * 1.05 or 1
     panels = [
         ("proxy CPU per bridged frame (µs)", lambda r: r["steady"]["cpu_us_per_frame"], "total"),
@@ -447,22 +513,32 @@ def main():
         "rig_cpu": args.rig_cpu,
         "runs": [],
     }
+    # Without and with recording alternate, so a change in the machine's
+    # load between runs weighs on both alike.
+    modes = [False, True] if args.record else [False]
     for io in args.io:
         for calls in args.calls:
-            print(f"capacity: {io}, {calls} calls, {args.seconds} s after the ramp ...", file=sys.stderr, flush=True)
-            run = one_run(args, io, calls, out_dir)
-            doc["runs"].append(run)
-            st = run["steady"]
-            print(
-                f"capacity: {io} {calls} calls: missing {run['frames_missing']}, p99 {run['round_trip_ms']['p99']} ms, "
-                f"CPU {st['cpu_us_per_frame']} µs/frame (user {st['user_us_per_frame']}, system "
-                f"{st['system_us_per_frame']}), {run['rss_kib_per_call']} KiB/call, load {run['load_average_after'][0]}; "
-                f"rig {run['rig']['cores']} cores, {run['rig']['cpu_us_per_frame']} µs/frame",
-                file=sys.stderr,
-                flush=True,
-            )
-            with open(os.path.join(out_dir, "capacity.json"), "w") as f:
-                json.dump(doc, f, indent=2)
+            for attempt in range(1, args.repeat + 1):
+                for record in modes:
+                    label = f"{io}, {calls} calls" + (", recorded" if record else "") + f", run {attempt}"
+                    print(f"capacity: {label}, {args.seconds} s after the ramp ...", file=sys.stderr, flush=True)
+                    run = one_run(args, io, calls, out_dir, record, attempt)
+                    doc["runs"].append(run)
+                    st = run["steady"]
+                    print(
+                        f"capacity: {label}: missing {run['frames_missing']}, p99 {run['round_trip_ms']['p99']} ms, "
+                        f"CPU {st['cpu_us_per_frame']} µs/frame (user {st['user_us_per_frame']}, system "
+                        f"{st['system_us_per_frame']}), {run['rss_kib_per_call']} KiB/call, "
+                        f"load {run['load_average_after'][0]}, recording {run['recording']}; "
+                        f"rig {run['rig']['cores']} cores, {run['rig']['cpu_us_per_frame']} µs/frame",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    with open(os.path.join(out_dir, "capacity.json"), "w") as f:
+                        json.dump(doc, f, indent=2)
+    doc["medians"] = medians(doc["runs"])
+    with open(os.path.join(out_dir, "capacity.json"), "w") as f:
+        json.dump(doc, f, indent=2)
     with open(os.path.join(out_dir, "capacity.svg"), "w") as f:
         f.write(svg(doc))
     table = markdown(doc)

@@ -300,6 +300,7 @@ impl BotCall {
             return None;
         }
         if core::mem::take(&mut self.clear_due) {
+            self.bridge.record_clear(self.now);
             media_stream::write_clear(&mut self.out, &self.stream_sid);
             return Some(TwilioOutput::Text(&self.out));
         }
@@ -313,16 +314,32 @@ impl BotCall {
                 CallerAction::Audio(mulaw) => {
                     let from = self.playing_until.max(self.now);
                     self.playing_until = from + Duration::from_micros(125 * mulaw.len() as u64);
+                    self.bridge.record_heard(self.now, mulaw);
                     media_stream::write_media(&mut self.out, &self.stream_sid, mulaw);
                 }
                 CallerAction::Mark(name) => media_stream::write_mark(&mut self.out, &self.stream_sid, name),
                 CallerAction::Clear => {
                     self.playing_until = self.now;
+                    self.bridge.record_clear(self.now);
                     media_stream::write_clear(&mut self.out, &self.stream_sid);
                 }
             }
             return Some(TwilioOutput::Text(&self.out));
         }
+    }
+
+    /// Starts recording the call (see [`CallBridge::start_recording`]):
+    /// the caller as the bridge receives it, and the bot's audio as it goes
+    /// to Twilio.
+    pub fn start_recording(&mut self) {
+        self.bridge.start_recording();
+    }
+
+    /// The next final 20 ms of the recording (see
+    /// [`CallBridge::poll_recording`]). Call until `None` after every turn.
+    #[must_use]
+    pub fn poll_recording(&mut self, now: Instant) -> Option<&[u8; crate::recording::BLOCK_BYTES]> {
+        self.bridge.poll_recording(now)
     }
 
     fn tick(&mut self, now: Instant) {

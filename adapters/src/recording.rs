@@ -14,7 +14,8 @@
 //! # The clock
 //!
 //! The timeline is voxproxy's own clock, from the first audio of the call:
-//! sample 0 is the start of the first slot anything landed in.
+//! sample 0 is where the caller's first frame began, or one slot before the
+//! first audio sent to Twilio when that came first.
 //!
 //! - **Channel 1, the caller**, is placed by Twilio's media timestamps,
 //!   mapped onto the timeline once, by the first frame (which lands at 0):
@@ -175,9 +176,8 @@ impl RecordingTap {
             return;
         }
         let clock = self.clock(now).max(self.base);
-        for sample in clock..self.heard_cursor.min(self.base + WINDOW) {
-            self.heard[(sample % WINDOW) as usize] = MULAW_SILENCE;
-        }
+        let end = self.heard_cursor.min(self.base + WINDOW);
+        for_each_run(clock, end, |at, _, len| self.heard[at..at + len].fill(MULAW_SILENCE));
         self.heard_cursor = self.heard_cursor.min(clock);
     }
 
@@ -202,11 +202,11 @@ impl RecordingTap {
             return None;
         }
         let start = (self.base % WINDOW) as usize;
-        for i in 0..SLOT_SAMPLES {
-            let caller = g711::ulaw_decode(self.caller[start + i]).to_le_bytes();
-            let heard = g711::ulaw_decode(self.heard[start + i]).to_le_bytes();
-            self.block[i * 4..i * 4 + 2].copy_from_slice(&caller);
-            self.block[i * 4 + 2..i * 4 + 4].copy_from_slice(&heard);
+        let caller = &self.caller[start..start + SLOT_SAMPLES];
+        let heard = &self.heard[start..start + SLOT_SAMPLES];
+        for ((pair, &c), &h) in self.block.chunks_exact_mut(4).zip(caller).zip(heard) {
+            let (c, h) = (ULAW[usize::from(c)].to_le_bytes(), ULAW[usize::from(h)].to_le_bytes());
+            pair.copy_from_slice(&[c[0], c[1], h[0], h[1]]);
         }
         self.caller[start..start + SLOT_SAMPLES].fill(MULAW_SILENCE);
         self.heard[start..start + SLOT_SAMPLES].fill(MULAW_SILENCE);
@@ -217,9 +217,13 @@ impl RecordingTap {
     }
 
     /// `now` on the timeline, starting the timeline at the first audio.
+    /// Audio sent to Twilio before any came from it (a bot's greeting)
+    /// starts it one slot early: the caller's first frame, which arrives
+    /// as its 20 ms end, may have begun just before that audio was sent,
+    /// and must not fall before sample 0 (it did: a bot call lost it).
     fn clock(&mut self, now: Instant) -> u64 {
         let samples = samples_at(now);
-        let origin = *self.origin.get_or_insert(samples);
+        let origin = *self.origin.get_or_insert(samples - SLOT as i64);
         u64::try_from(samples - origin).unwrap_or(0)
     }
 
@@ -247,12 +251,39 @@ impl RecordingTap {
             Channel::Caller => &mut self.caller,
             Channel::Heard => &mut self.heard,
         };
-        for sample in from..to {
-            track[(sample % WINDOW) as usize] = mulaw[(sample - at) as usize];
-        }
+        let skip = (from - at) as usize;
+        for_each_run(from, to, |i, done, len| {
+            track[i..i + len].copy_from_slice(&mulaw[skip + done..skip + done + len]);
+        });
         self.high = self.high.max(to);
     }
 }
+
+/// Calls `run(index, done, len)` for the contiguous pieces of the window
+/// that timeline samples `from..to` (at most a window long) occupy: at
+/// most two, split where the ring wraps. `done` is how many samples came
+/// before the piece. Slice copies, not a modulo per sample.
+fn for_each_run(from: u64, to: u64, mut run: impl FnMut(usize, usize, usize)) {
+    let mut sample = from;
+    while sample < to {
+        let index = (sample % WINDOW) as usize;
+        let len = (to - sample).min(WINDOW - index as u64) as usize;
+        run(index, (sample - from) as usize, len);
+        sample += len as u64;
+    }
+}
+
+/// μ-law decoded, by code: a table lookup per sample where the recording
+/// decodes two channels of every slot.
+const ULAW: [i16; 256] = {
+    let mut table = [0i16; 256];
+    let mut code = 0;
+    while code < 256 {
+        table[code] = g711::ulaw_decode(code as u8);
+        code += 1;
+    }
+    table
+};
 
 /// `now` in 8 kHz samples since [`Instant::ZERO`].
 fn samples_at(now: Instant) -> i64 {
@@ -439,6 +470,51 @@ mod tests {
         tap.finish();
         assert_eq!(caller_codes(&drain(&mut tap, ms(60))), vec![0x10, 0x11, 0x12]);
         assert_eq!(tap.counters().resyncs, 1);
+    }
+
+    #[test]
+    fn audio_sent_before_the_callers_first_frame_leaves_that_frame_whole() {
+        let mut tap = RecordingTap::new();
+        // A bot's greeting goes out 1 ms before Twilio's first frame arrives.
+        tap.handle_to_twilio(ms(19), &frame(0x41));
+        tap.handle_from_twilio(ms(20), 0, &frame(0x10));
+        tap.handle_from_twilio(ms(40), 20, &frame(0x11));
+        tap.finish();
+        let samples = drain(&mut tap, ms(40));
+        let caller: Vec<u8> = samples.iter().map(|s| g711::ulaw_encode(s.0)).filter(|&c| c != 0xFF).collect();
+        assert_eq!(caller.len(), 2 * SLOT_SAMPLES, "both frames whole");
+        assert_eq!(tap.counters().late_samples, 0);
+        let heard = samples.iter().position(|s| g711::ulaw_encode(s.1) == 0x41);
+        assert_eq!(heard, Some(SLOT_SAMPLES), "the greeting one slot in");
+    }
+
+    #[test]
+    fn the_decoding_table_is_the_decoder() {
+        for code in 0..=255u8 {
+            assert_eq!(ULAW[usize::from(code)], g711::ulaw_decode(code), "code {code:#04x}");
+        }
+    }
+
+    #[test]
+    fn audio_across_the_end_of_the_window_wraps_whole() {
+        let mut tap = RecordingTap::new();
+        let mut slots = Vec::new();
+        // 130 frames at 20 ms: the window (128 slots) wraps during the call.
+        for i in 0..130u64 {
+            let now = ms(20 + 20 * i);
+            let code = 0x10 + (i % 0x60) as u8;
+            tap.handle_from_twilio(now, 20 * i, &frame(code));
+            // Answers of 30 ms, so they straddle slots and the wrap.
+            tap.handle_to_twilio(now, &[code; 240]);
+            slots.extend(drain(&mut tap, now));
+        }
+        tap.finish();
+        slots.extend(drain(&mut tap, ms(3_000)));
+        let caller = caller_codes(&slots);
+        assert_eq!(caller[..130], (0..130u64).map(|i| 0x10 + (i % 0x60) as u8).collect::<Vec<_>>()[..]);
+        let heard: Vec<u8> = slots.iter().map(|s| g711::ulaw_encode(s.1)).filter(|&c| c != 0xFF).collect();
+        assert_eq!(heard.len(), 130 * 240, "every answer sample, back to back, none lost at the wrap");
+        assert_eq!(tap.counters().overrun_samples + tap.counters().late_samples, 0);
     }
 
     proptest! {

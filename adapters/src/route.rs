@@ -553,6 +553,9 @@ pub struct Route {
     /// `recording.enabled`: whether this route's calls are recorded;
     /// `None` follows the global `recording.enabled`.
     pub recording: Option<bool>,
+    /// `recording.twilio`: whether this route's calls are also recorded
+    /// on Twilio's side; `None` follows the global `recording.twilio`.
+    pub twilio_recording: Option<bool>,
 }
 
 /// `forward_timeout` when the route sets none: the seeds' business phones
@@ -577,6 +580,7 @@ impl Route {
             sms_text: None,
             fallback: None,
             recording: None,
+            twilio_recording: None,
         }
     }
 }

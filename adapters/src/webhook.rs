@@ -353,6 +353,23 @@ const STATUS_FIELDS: &[&str] =
 const STREAM_FIELDS: &[&str] =
     &["AccountSid", "CallSid", "StreamSid", "StreamName", "StreamEvent", "StreamError", "Timestamp"];
 
+const RECORDING_FIELDS: &[&str] = &[
+    "AccountSid",
+    "CallSid",
+    "RecordingSid",
+    "RecordingUrl",
+    "RecordingStatus",
+    "RecordingDuration",
+    "RecordingChannels",
+    "RecordingSource",
+    "ErrorCode",
+];
+
+/// Longest `RecordingUrl` accepted: Twilio's are about 130 bytes.
+pub const MAX_RECORDING_URL_LEN: usize = 512;
+/// Longest `RecordingStatus` (and other short words) accepted.
+const MAX_WORD_LEN: usize = 32;
+
 /// A form split into the fields one webhook knows and the rest.
 struct Fields {
     known: Vec<(&'static str, String)>,
@@ -539,9 +556,145 @@ impl StreamStatusCallback {
     }
 }
 
+/// The recording status callback (`RecordingStatusCallback`) of a
+/// recording started through the REST API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordingStatusCallback {
+    /// `AccountSid`.
+    pub account_sid: String,
+    /// `CallSid`.
+    pub call_sid: String,
+    /// `RecordingSid` (`RE…`).
+    pub recording_sid: String,
+    /// `RecordingUrl`: where the audio can be fetched (with the account's
+    /// credentials), without an extension.
+    pub recording_url: Option<String>,
+    /// `RecordingStatus`: `in-progress`, `completed` or `absent`.
+    pub recording_status: String,
+    /// `RecordingDuration`: seconds, on `completed`.
+    pub recording_duration: Option<u32>,
+    /// `RecordingChannels`: 1 or 2.
+    pub recording_channels: Option<u8>,
+    /// `RecordingSource` (`StartCallRecordingAPI`).
+    pub recording_source: Option<String>,
+    /// `ErrorCode`: Twilio's error code when the recording failed (`0` otherwise).
+    pub error_code: Option<u32>,
+    /// Every other field, in body order.
+    pub extra: Vec<(String, String)>,
+}
+
+impl RecordingStatusCallback {
+    /// Parses a recording status callback body.
+    ///
+    /// # Errors
+    /// [`WebhookError::Form`] for a malformed body, else as
+    /// [`RecordingStatusCallback::from_form`].
+    pub fn parse(body: &[u8]) -> Result<Self, WebhookError> {
+        Self::from_form(Form::parse(body)?)
+    }
+
+    /// Converts a parsed form.
+    ///
+    /// # Errors
+    /// [`WebhookError::MissingField`] when `AccountSid`, `CallSid`,
+    /// `RecordingSid` or `RecordingStatus` is absent;
+    /// [`WebhookError::InvalidSid`] when a SID is not shaped like one;
+    /// [`WebhookError::TooLong`] for a URL or status longer than Twilio
+    /// sends; [`WebhookError::InvalidNumber`] for a bad duration, channel
+    /// count or error code; [`WebhookError::DuplicateField`] when a known
+    /// field repeats.
+    pub fn from_form(form: Form) -> Result<Self, WebhookError> {
+        let mut fields = Fields::split(form, &[RECORDING_FIELDS])?;
+        let account_sid = fields.required("AccountSid")?;
+        check_sid("AccountSid", &account_sid, "AC")?;
+        let call_sid = fields.required("CallSid")?;
+        check_sid("CallSid", &call_sid, "CA")?;
+        let recording_sid = fields.required("RecordingSid")?;
+        check_sid("RecordingSid", &recording_sid, "RE")?;
+        let recording_url = fields.optional("RecordingUrl");
+        if let Some(url) = &recording_url {
+            check_len("RecordingUrl", url, MAX_RECORDING_URL_LEN)?;
+        }
+        let recording_status = fields.required("RecordingStatus")?;
+        check_len("RecordingStatus", &recording_status, MAX_WORD_LEN)?;
+        let recording_source = fields.optional("RecordingSource");
+        if let Some(source) = &recording_source {
+            check_len("RecordingSource", source, MAX_WORD_LEN)?;
+        }
+        Ok(RecordingStatusCallback {
+            account_sid,
+            call_sid,
+            recording_sid,
+            recording_url,
+            recording_status,
+            recording_duration: fields.number("RecordingDuration")?,
+            recording_channels: fields.number("RecordingChannels")?,
+            recording_source,
+            error_code: fields.number("ErrorCode")?,
+            extra: fields.extra,
+        })
+    }
+
+    /// Whether Twilio sends nothing more about this recording after it.
+    #[must_use]
+    pub fn is_final(&self) -> bool {
+        matches!(self.recording_status.as_str(), "completed" | "absent" | "failed")
+    }
+}
+
+fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), WebhookError> {
+    if value.len() > max { Err(WebhookError::TooLong { field, len: value.len(), max }) } else { Ok(()) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Shaped like Twilio's recording status callback, with made-up SIDs.
+    const RECORDING_BODY: &[u8] = b"RecordingSource=StartCallRecordingAPI&RecordingTrack=both\
+        &RecordingSid=RE0123456789abcdef0123456789abcdef\
+        &RecordingUrl=https%3A%2F%2Fapi.twilio.com%2F2010-04-01%2FAccounts%2FAC0123456789abcdef0123456789abcdef%2FRecordings%2FRE0123456789abcdef0123456789abcdef\
+        &RecordingStatus=completed&RecordingChannels=2&ErrorCode=0\
+        &CallSid=CA5b7f1b2b6a0c4e0f9d0a1c2e3f4a5b6c&RecordingStartTime=Tue%2C+14+May+2024+18%3A02%3A29+%2B0000\
+        &AccountSid=AC0123456789abcdef0123456789abcdef&RecordingDuration=42";
+
+    #[test]
+    fn a_recording_status_callback_parses() {
+        let r = RecordingStatusCallback::parse(RECORDING_BODY).unwrap();
+        assert_eq!(r.recording_sid, "RE0123456789abcdef0123456789abcdef");
+        assert_eq!(r.call_sid, "CA5b7f1b2b6a0c4e0f9d0a1c2e3f4a5b6c");
+        assert!(
+            r.recording_url.as_deref().unwrap().ends_with("/Recordings/RE0123456789abcdef0123456789abcdef")
+        );
+        assert_eq!((r.recording_status.as_str(), r.recording_duration), ("completed", Some(42)));
+        assert_eq!((r.recording_channels, r.error_code), (Some(2), Some(0)));
+        assert_eq!(r.recording_source.as_deref(), Some("StartCallRecordingAPI"));
+        assert!(r.is_final());
+        assert_eq!(r.extra.len(), 2, "RecordingTrack and RecordingStartTime kept: {:?}", r.extra);
+    }
+
+    #[test]
+    fn a_hostile_recording_status_callback_is_refused_with_the_field() {
+        let body = String::from_utf8(RECORDING_BODY.to_vec()).unwrap();
+        let refused = |from: &str, to: &str| {
+            RecordingStatusCallback::parse(body.replacen(from, to, 1).as_bytes()).unwrap_err()
+        };
+        let sid = "RE0123456789abcdef0123456789abcdef";
+        assert!(matches!(refused(sid, "RE../../x"), WebhookError::InvalidSid { field: "RecordingSid", .. }));
+        let long = format!("RecordingUrl={}", "x".repeat(MAX_RECORDING_URL_LEN + 1));
+        assert!(matches!(
+            refused("RecordingUrl=", &format!("{long}&Ignored=")),
+            WebhookError::TooLong { field: "RecordingUrl", .. }
+        ));
+        assert!(matches!(
+            refused("RecordingDuration=42", "RecordingDuration=-1"),
+            WebhookError::InvalidNumber { field: "RecordingDuration", .. }
+        ));
+        assert!(matches!(
+            refused("RecordingStatus=completed&", ""),
+            WebhookError::MissingField { field: "RecordingStatus" }
+        ));
+    }
 
     // Shaped like real Twilio bodies (field set and order as Twilio sends
     // them), with made-up SIDs and numbers.

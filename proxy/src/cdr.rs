@@ -211,6 +211,28 @@ pub struct CallRecord {
     pub leg: Option<String>,
     /// What happened on a `ws` leg.
     pub bot: Option<BotRecord>,
+    /// The Twilio-side recording `recording.twilio` started, as its
+    /// status callback (or the failed request) reported it.
+    pub twilio_recording: Option<TwilioRecording>,
+}
+
+/// A Twilio-side recording in a call record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TwilioRecording {
+    /// `RecordingSid` (`RE…`), once Twilio gave one.
+    pub sid: Option<String>,
+    /// The latest `RecordingStatus`: `in-progress`, `completed`, `absent`;
+    /// `failed` when voxproxy's request to start it failed.
+    pub status: String,
+    /// `RecordingUrl`: the audio, fetched with the account's credentials.
+    pub url: Option<String>,
+    /// `RecordingDuration` in seconds, on `completed`.
+    pub duration_s: Option<u32>,
+    /// `RecordingChannels`.
+    pub channels: Option<u8>,
+    /// Why the request failed, or Twilio's `ErrorCode` when not 0.
+    pub error: Option<String>,
 }
 
 /// A call's latency breakdown, in microseconds: for backend → Twilio the
@@ -1187,6 +1209,14 @@ mod tests {
             }),
             leg: Some("ws".to_owned()),
             bot: Some(BotRecord { protocol: "l16-16000".to_owned(), messages_in: 3, ..BotRecord::default() }),
+            twilio_recording: Some(TwilioRecording {
+                sid: Some("RE0123456789abcdef0123456789abcdef".into()),
+                status: "completed".into(),
+                url: Some("https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1".into()),
+                duration_s: Some(60),
+                channels: Some(2),
+                error: None,
+            }),
         }
     }
 
@@ -1274,6 +1304,7 @@ mod tests {
             "latency",
             "leg",
             "bot",
+            "twilio_recording",
         ];
         // serde_json's Map is sorted unless preserve_order is on; compare as sets
         // here and check the order on the raw text.

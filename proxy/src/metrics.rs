@@ -128,7 +128,7 @@ pub const RELOAD_RESULTS: [&str; 2] = ["ok", "error"];
 /// `event` labels of `voxproxy_call_ledger_total`, in [`Metrics::ledger`]
 /// slot order: how each call's record came to be written, and callbacks
 /// the table could not take.
-pub const LEDGER_EVENTS: [&str; 8] = [
+pub const LEDGER_EVENTS: [&str; 9] = [
     "written_complete",
     "written_no_status_callback",
     "written_aged",
@@ -137,6 +137,7 @@ pub const LEDGER_EVENTS: [&str; 8] = [
     "late_callback",
     "untracked_full",
     "write_failed",
+    "written_no_recording_status",
 ];
 
 impl Metrics {
@@ -888,12 +889,18 @@ pub enum CallbackKind {
     StreamStatus,
     /// `POST /twilio/dial-status`: `DialCallStatus`.
     DialStatus,
+    /// `POST /twilio/recording-status`: `RecordingStatus`.
+    RecordingStatus,
 }
 
 impl CallbackKind {
     /// Every kind, in label order.
-    pub const ALL: [CallbackKind; 3] =
-        [CallbackKind::CallStatus, CallbackKind::StreamStatus, CallbackKind::DialStatus];
+    pub const ALL: [CallbackKind; 4] = [
+        CallbackKind::CallStatus,
+        CallbackKind::StreamStatus,
+        CallbackKind::DialStatus,
+        CallbackKind::RecordingStatus,
+    ];
 
     /// The `kind` label value.
     #[must_use]
@@ -902,6 +909,7 @@ impl CallbackKind {
             CallbackKind::CallStatus => "call_status",
             CallbackKind::StreamStatus => "stream_status",
             CallbackKind::DialStatus => "dial_status",
+            CallbackKind::RecordingStatus => "recording_status",
         }
     }
 
@@ -926,6 +934,7 @@ impl CallbackKind {
             CallbackKind::DialStatus => {
                 &["completed", "answered", "busy", "no-answer", "failed", "canceled", "other"]
             }
+            CallbackKind::RecordingStatus => &["in-progress", "completed", "absent", "other"],
         }
     }
 
@@ -935,12 +944,13 @@ impl CallbackKind {
             CallbackKind::CallStatus => 0,
             CallbackKind::StreamStatus => 10,
             CallbackKind::DialStatus => 14,
+            CallbackKind::RecordingStatus => 21,
         }
     }
 }
 
 /// Slots of `voxproxy_twilio_callbacks_total`: every kind's statuses.
-const CALLBACK_SLOTS: usize = 21;
+const CALLBACK_SLOTS: usize = 25;
 
 /// Why an event stream subscriber was disconnected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1365,11 +1375,13 @@ pub enum Route {
     Health,
     /// Any other path.
     NotFound,
+    /// `POST /twilio/recording-status` (a Twilio-side recording's status).
+    RecordingStatus,
 }
 
 impl Route {
     /// Every route, in label order.
-    pub const ALL: [Route; 15] = [
+    pub const ALL: [Route; 16] = [
         Route::Voice,
         Route::Status,
         Route::StreamStatus,
@@ -1385,6 +1397,7 @@ impl Route {
         Route::Config,
         Route::Health,
         Route::NotFound,
+        Route::RecordingStatus,
     ];
 
     /// The `route` label value.
@@ -1406,6 +1419,7 @@ impl Route {
             Route::Config => "config",
             Route::Health => "health",
             Route::NotFound => "not_found",
+            Route::RecordingStatus => "recording_status",
         }
     }
 }

@@ -2,12 +2,15 @@
 
 use voxproxy_adapters::form::{Form, FormError, MAX_BODY_BYTES};
 use voxproxy_adapters::signature::{SignatureValidator, compute_signature};
-use voxproxy_adapters::webhook::{CallStatusCallback, StreamStatusCallback, VoiceWebhook};
+use voxproxy_adapters::webhook::{
+    CallStatusCallback, MAX_RECORDING_URL_LEN, RecordingStatusCallback, StreamStatusCallback, VoiceWebhook,
+};
 
 /// A webhook body: parse it as a form; a form that parses re-encodes to a
 /// body that parses to the same fields; each webhook type then converts it
-/// without panicking, and a body good enough for a call status callback is
-/// good enough for a voice webhook with the same call fields.
+/// without panicking (a recording status keeps its text fields bounded),
+/// and a body good enough for a call status callback is good enough for a
+/// voice webhook with the same call fields.
 pub fn form_body(data: &[u8]) {
     let Ok(form) = Form::parse(data) else { return };
     let encoded = form.encode();
@@ -25,8 +28,14 @@ pub fn form_body(data: &[u8]) {
         let voice = voice.as_ref().expect("a valid status callback is a valid voice webhook");
         assert_eq!(voice.call, status.call);
     }
-    for err in [voice.err(), status.err(), StreamStatusCallback::from_form(form).err()].into_iter().flatten()
-    {
+    let recording = RecordingStatusCallback::from_form(form.clone());
+    if let Ok(recording) = &recording {
+        // What lands in a call record stays bounded whatever was sent.
+        assert!(recording.recording_url.as_ref().is_none_or(|u| u.len() <= MAX_RECORDING_URL_LEN));
+        assert!(recording.recording_status.len() <= 32);
+    }
+    let errors = [voice.err(), status.err(), StreamStatusCallback::from_form(form).err(), recording.err()];
+    for err in errors.into_iter().flatten() {
         let _ = err.to_string();
     }
 }

@@ -1,6 +1,7 @@
 //! Call recording and the latency breakdown through the real binary: the
 //! WAV's channels against what the test sent and heard, the file after a
-//! `kill -9` mid-call, and a jitter-buffer wait the test injects.
+//! `kill -9` mid-call, a jitter-buffer wait the test injects, and the
+//! Twilio-side recording (`recording.twilio`) against a fake REST API.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,12 +10,16 @@ use serde_json::Value;
 use voxproxy_adapters::wav;
 
 use crate::audio::{self, FRAME};
-use crate::harness::{ADMIN_TOKEN, Backend, FromProxy, Io, Proxy, TwilioCall, WAIT};
+use crate::harness::{
+    ACCOUNT_SID, ADMIN_TOKEN, Backend, FakeRest, FromProxy, Io, Proxy, TwilioCall, WAIT, voice_params,
+};
 
 both_io!(
     recorded_call_matches_both_directions,
     recording_survives_kill_9,
-    breakdown_shows_injected_buffer_wait
+    breakdown_shows_injected_buffer_wait,
+    twilio_recording_status_lands_in_the_record,
+    a_failed_twilio_recording_is_counted_and_the_call_goes_on
 );
 
 const NO_BARGE_IN: (&str, &str) = ("VOXPROXY_VAD_BARGE_IN", "false");
@@ -142,7 +147,8 @@ async fn recording_survives_kill_9(io: Io) {
     let frames: Vec<&[u8]> = sent.chunks(FRAME).collect();
     let _ = paced_echo_call(&mut call, &mut backend, &frames).await;
     // At least one second is on disk (slots are final 0.5 s after their
-    // time and go out in 0.5 s batches); the call is still running.
+    // time, go out in 1 s batches, written within 250 ms); the call is
+    // still running.
     wait_file_len(&path, 44 + 8000 * 4).await;
     proxy.signal("KILL");
     let status = proxy.wait_exit(WAIT).await;
@@ -235,4 +241,135 @@ async fn breakdown_shows_injected_buffer_wait(io: Io) {
     let metrics = proxy.metrics().await;
     assert!(metrics.get("voxproxy_jitter_buffer_wait_seconds_count") >= 100.0);
     assert!(metrics.get("voxproxy_jitter_buffer_wait_seconds_bucket{le=\"0.005\"}") >= 98.0);
+}
+
+/// A proxy with `recording.twilio = true` whose REST API is `api`.
+fn twilio_recording_proxy(io: Io, backend: &Backend, api: &FakeRest) -> Proxy {
+    let base = api.base();
+    let env = [
+        NO_BARGE_IN,
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+        ("VOXPROXY_TWILIO_API_BASE", base.as_str()),
+        ("VOXPROXY_RECORDING_TWILIO", "true"),
+    ];
+    Proxy::start(io, &env, &["--backend", &backend.arg()])
+}
+
+/// Posts a signed Twilio callback to `path`; its status code.
+async fn post_signed(proxy: &Proxy, path: &str, form: &[(&str, &str)]) -> u16 {
+    let signature = proxy.signer().sign_form(path, form).expect("sign");
+    proxy.post_form(path, form, Some(&signature)).await.status
+}
+
+/// A short call: a second of caller audio echoed, then `stop`.
+async fn short_call(proxy: &Proxy, backend: &mut Backend) -> TwilioCall {
+    let mut call = TwilioCall::start(proxy).await;
+    let sent = audio::caller_speech(0.3, 1.0);
+    let frames: Vec<&[u8]> = sent.chunks(FRAME).collect();
+    let heard = paced_echo_call(&mut call, backend, &frames).await;
+    assert!(!heard.is_empty(), "the call's audio flows");
+    call.send_stop().await;
+    assert_eq!(call.wait_closed(WAIT).await, Some(1000));
+    call
+}
+
+async fn twilio_recording_status_lands_in_the_record(io: Io) {
+    let recording_sid = crate::harness::sid("RE");
+    let answer_sid = recording_sid.clone();
+    let api = FakeRest::start(move |_| {
+        (201, serde_json::json!({"sid": answer_sid, "status": "in-progress", "call_sid": "CA"}))
+    })
+    .await;
+    let mut backend = Backend::bind().await;
+    let proxy = twilio_recording_proxy(io, &backend, &api);
+    let call = short_call(&proxy, &mut backend).await;
+
+    let path = format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{}/Recordings.json", call.call_sid);
+    let request = api.wait_for(|r| r.path == path).await;
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.form("RecordingChannels").as_deref(), Some("dual"));
+    let callback = format!("{}/twilio/recording-status", proxy.public_url);
+    assert_eq!(request.form("RecordingStatusCallback"), Some(callback), "{}", request.body);
+
+    // The call completes; its record waits for the recording's status.
+    let mut status = voice_params(&call.call_sid);
+    status.retain(|(k, _)| *k != "CallStatus");
+    status.push(("CallStatus", "completed"));
+    assert_eq!(post_signed(&proxy, "/twilio/status", &status).await, 204);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        proxy.records().iter().all(|r| r["call_sid"] != call.call_sid.as_str()),
+        "the record waits for the recording's final status"
+    );
+
+    let url = format!("https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Recordings/{recording_sid}");
+    let mut form = vec![
+        ("AccountSid", ACCOUNT_SID),
+        ("CallSid", call.call_sid.as_str()),
+        ("RecordingSid", recording_sid.as_str()),
+        ("RecordingUrl", url.as_str()),
+        ("RecordingStatus", "completed"),
+        ("RecordingDuration", "2"),
+        ("RecordingChannels", "2"),
+        ("RecordingSource", "StartCallRecordingAPI"),
+        ("ErrorCode", "0"),
+    ];
+    // Unsigned, it is refused like any webhook.
+    let response = proxy.post_form("/twilio/recording-status", &form, None).await;
+    assert_eq!(response.status, 403, "{}", response.text());
+    form.push(("RecordingTrack", "both"));
+    assert_eq!(post_signed(&proxy, "/twilio/recording-status", &form).await, 204);
+
+    let record = proxy.wait_record(&call.stream_sid).await;
+    let twilio = &record["twilio_recording"];
+    assert_eq!(twilio["sid"], recording_sid.as_str(), "{record}");
+    assert_eq!(twilio["status"], "completed", "{record}");
+    assert_eq!(twilio["url"], url.as_str(), "{record}");
+    assert_eq!((twilio["duration_s"].as_u64(), twilio["channels"].as_u64()), (Some(2), Some(2)), "{record}");
+    assert_eq!(twilio["error"], Value::Null, "{record}");
+    let lines = proxy.records().iter().filter(|r| r["call_sid"] == call.call_sid.as_str()).count();
+    assert_eq!(lines, 1, "one record per call");
+    // A repeat after the record is counted as late, never a second line.
+    assert_eq!(post_signed(&proxy, "/twilio/recording-status", &form).await, 204);
+    let metrics = proxy.metrics().await;
+    assert_eq!(metrics.get("voxproxy_twilio_recordings_total{result=\"started\"}"), 1.0);
+    assert_eq!(
+        metrics.get("voxproxy_twilio_callbacks_total{kind=\"recording_status\",status=\"completed\"}"),
+        2.0
+    );
+    assert!(metrics.get("voxproxy_call_ledger_total{event=\"late_callback\"}") >= 1.0);
+}
+
+async fn a_failed_twilio_recording_is_counted_and_the_call_goes_on(io: Io) {
+    let api = FakeRest::start(|_| {
+        (404, serde_json::json!({"code": 20404, "message": "The requested resource was not found", "status": 404}))
+    })
+    .await;
+    let mut backend = Backend::bind().await;
+    let proxy = twilio_recording_proxy(io, &backend, &api);
+    let call = short_call(&proxy, &mut backend).await;
+    let mut status = voice_params(&call.call_sid);
+    status.retain(|(k, _)| *k != "CallStatus");
+    status.push(("CallStatus", "completed"));
+    assert_eq!(post_signed(&proxy, "/twilio/status", &status).await, 204);
+    let record = proxy.wait_record(&call.stream_sid).await;
+    assert_eq!(record["end_reason"], "twilio_stop", "{record}");
+    let twilio = &record["twilio_recording"];
+    assert_eq!(twilio["status"], "failed", "{record}");
+    assert!(twilio["error"].as_str().is_some_and(|e| e.contains("404")), "{record}");
+    let metrics = proxy.metrics().await;
+    assert_eq!(metrics.get("voxproxy_twilio_recordings_total{result=\"failed\"}"), 1.0);
+}
+
+#[test]
+fn recording_twilio_without_credentials_refuses_to_start() {
+    let env = [("TWILIO_AUTH_TOKEN", crate::harness::AUTH_TOKEN), ("VOXPROXY_RECORDING_TWILIO", "true")];
+    let (status, stderr) = crate::harness::run_to_exit(&env, &["--io", "epoll"]);
+    assert!(!status.success(), "recording.twilio without TWILIO_ACCOUNT_SID must refuse to start: {stderr}");
+    assert!(
+        stderr.contains(
+            "recording.twilio: starting Twilio recordings needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"
+        ),
+        "{stderr}"
+    );
 }

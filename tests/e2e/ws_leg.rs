@@ -2,7 +2,8 @@
 //! server in the test, on both of the bot's protocols (`twilio` and `l16`
 //! at 8, 16 and 24 kHz): audio both ways, marks and notifies echoed after
 //! playout, the bot's `clear`, DTMF, who ends the call, the bot down at
-//! call start, and a bot sending ten times faster than real time.
+//! call start, a bot sending ten times faster than real time, and a
+//! recorded bot call.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -26,7 +27,8 @@ both_io!(
     l16_bot_hears_and_speaks_at_each_rate,
     the_bot_closing_ends_the_call,
     the_bot_down_at_call_start_gives_the_fallback,
-    a_bot_sending_ten_times_real_time_stays_bounded
+    a_bot_sending_ten_times_real_time_stays_bounded,
+    a_recorded_bot_call_holds_the_caller_and_the_bot_as_heard
 );
 
 /// A bot server on loopback; each accepted WebSocket arrives on `calls`
@@ -431,4 +433,67 @@ async fn a_bot_sending_ten_times_real_time_stays_bounded(io: Io) {
     call.send_stop().await;
     let record = proxy.wait_record(&call.stream_sid).await;
     assert_eq!(record["bot"]["bot_audio_dropped_bytes"].as_f64(), Some(dropped), "{record}");
+}
+
+async fn a_recorded_bot_call_holds_the_caller_and_the_bot_as_heard(io: Io) {
+    let mut bot = BotServer::bind().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dir_text = dir.path().to_string_lossy().into_owned();
+    let env = [
+        ("VOXPROXY_WS_BARGE_IN", "false"),
+        ("VOXPROXY_RECORDING_ENABLED", "true"),
+        ("VOXPROXY_RECORDING_DIR", dir_text.as_str()),
+    ];
+    let proxy = start_proxy(io, &bot.url("/agent"), &env);
+    let mut call = TwilioCall::start(&proxy).await;
+    let (_, mut conn) = bot.accept().await;
+    let _ = conn.event("start").await;
+    let stream_sid = call.stream_sid.clone();
+
+    // The bot greets (1 s of a two-tone prompt), the caller speaks for 2 s.
+    let greeting = crate::audio::encode(&crate::audio::tones(&[440.0, 660.0], 6000.0, 8000.0, 8000));
+    for chunk in greeting.chunks(800) {
+        conn.send_media(&stream_sid, chunk).await;
+    }
+    let said = crate::audio::caller_speech(0.3, 2.0);
+    let frames: Vec<Vec<u8>> = said.chunks(FRAME).map(<[u8]>::to_vec).collect();
+    send_frames(&mut call, &frames).await;
+    let heard = call.collect_media(greeting.len(), WAIT).await;
+    assert_eq!(heard, greeting, "the greeting reached Twilio whole");
+    call.send_stop().await;
+    let record = proxy.wait_record(&stream_sid).await;
+    assert_eq!(record["leg"], "ws", "{record}");
+    let file = record["recording_file"].as_str().unwrap_or_else(|| panic!("no recording_file: {record}"));
+    assert!(std::path::Path::new(file).starts_with(dir.path()), "{file} is in recording.dir");
+
+    let bytes = std::fs::read(file).expect("the recording exists");
+    let parsed = voxproxy::wav::parse(&bytes).expect("a WAV");
+    assert_eq!(parsed.format.to_string(), "8000 Hz stereo PCM16");
+    assert!(!parsed.truncated, "the header covers the whole file");
+    let samples = parsed.decode().expect("PCM16");
+    let caller: Vec<i16> = samples.iter().step_by(2).copied().collect();
+    let channel2: Vec<i16> = samples.iter().skip(1).step_by(2).copied().collect();
+    // Channel 1 holds the caller from its first frame on; the bot spoke
+    // first, so the timeline starts before it: silence until then.
+    // Where the caller starts: the best match of its first 0.2 s within
+    // the timeline's first 0.2 s (the greeting went out just before the
+    // caller's first frame, whose whole 20 ms were lost there before the
+    // tap left room for it).
+    let said_pcm = crate::audio::decode(&said);
+    let offset = (0..1600usize)
+        .max_by(|&a, &b| {
+            let at = |lag| crate::audio::correlation(&said_pcm[..1600], &caller, lag as isize);
+            at(a).total_cmp(&at(b))
+        })
+        .expect("lags");
+    let corr = crate::audio::correlation(&said_pcm, &caller[offset..], 0);
+    eprintln!("bot call, caller channel: correlation {corr:.5} from sample {offset}");
+    assert!(corr >= 0.99, "channel 1 correlates {corr} with what the caller said, frames back to back");
+    // Channel 2 is the greeting, when it played, silence elsewhere.
+    let voiced: Vec<i16> = channel2.iter().copied().filter(|&s| s != 0).collect();
+    let greeting_pcm: Vec<i16> = crate::audio::decode(&greeting).into_iter().filter(|&s| s != 0).collect();
+    let (lag2, corr2) = crate::audio::align(&greeting_pcm, &voiced, 40);
+    eprintln!("bot call, heard channel: correlation {corr2:.5} at lag {lag2}");
+    assert!(corr2 >= 0.99, "channel 2 correlates {corr2} with the greeting Twilio received");
+    assert!(voiced.len().abs_diff(greeting_pcm.len()) < FRAME, "{} vs {}", voiced.len(), greeting_pcm.len());
 }

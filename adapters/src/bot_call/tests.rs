@@ -181,3 +181,66 @@ fn a_failed_bot_is_a_failed_leg() {
     assert_eq!(call.bridge().end_reason(), Some(EndReason::BackendFailed));
     assert!(to_twilio(&mut call).last().is_some_and(|m| m.starts_with("close 1011")));
 }
+
+/// Every slot of the recording as (caller, heard) μ-law codes, one per 20 ms.
+fn recorded_slots(call: BotCall, now: Instant) -> Vec<(u8, u8)> {
+    let mut bridge = call.into_bridge();
+    bridge.finish_recording();
+    let mut slots = Vec::new();
+    while let Some(block) = bridge.poll_recording(now) {
+        let pair = |at: usize| i16::from_le_bytes([block[at], block[at + 1]]);
+        slots.push((voxproxy_core::g711::ulaw_encode(pair(0)), voxproxy_core::g711::ulaw_encode(pair(2))));
+    }
+    slots
+}
+
+#[test]
+fn a_recorded_bot_call_holds_the_caller_and_the_bot_as_the_caller_heard_it() {
+    let mut call = started_call(false);
+    call.start_recording();
+    let _ = to_bot(&mut call);
+    for i in 0..6u8 {
+        let now = Instant::from_millis(20 + 20 * u64::from(i));
+        call.handle_twilio(now, &mut media(20 * u64::from(i), &[0x10 + i; 160])).unwrap();
+        if i == 1 {
+            // 40 ms of bot audio while the second caller frame is in.
+            call.handle_bot_text(now, &mut bot_media(&[0x55; 320])).unwrap();
+        }
+        let _ = to_twilio(&mut call);
+        assert!(call.poll_recording(now).is_none(), "nothing is final within the slack");
+    }
+    let slots = recorded_slots(call, Instant::from_millis(200));
+    let caller: Vec<u8> = slots.iter().map(|s| s.0).take(6).collect();
+    assert_eq!(caller, (0x10..0x16).collect::<Vec<u8>>(), "the caller, frame by frame");
+    let heard: Vec<u8> = slots.iter().map(|s| s.1).collect();
+    assert_eq!(heard, [0xFF, 0xFF, 0x55, 0x55, 0xFF, 0xFF], "the bot, when it was sent, after silence");
+}
+
+#[test]
+fn a_barge_in_cuts_the_recorded_bot_audio_the_caller_never_heard() {
+    let (call, out) = speak_over_bot(true);
+    assert!(out.iter().any(|m| m.contains(r#""event":"clear""#)));
+    let unrecorded = recorded_slots(call, Instant::from_millis(5_000));
+    assert!(unrecorded.is_empty(), "not recording: nothing recorded");
+
+    let mut call = started_call(true);
+    call.start_recording();
+    let _ = to_bot(&mut call);
+    call.handle_twilio(Instant::from_millis(20), &mut media(0, &[0xFF; 160])).unwrap();
+    // Two seconds of bot audio at once: Twilio is sent it ahead of playing.
+    for _ in 0..10 {
+        call.handle_bot_text(Instant::from_millis(20), &mut bot_media(&[0x55; 1600])).unwrap();
+    }
+    let _ = to_twilio(&mut call);
+    let mut cleared = false;
+    for (i, frame) in speech().chunks(160).take(50).enumerate() {
+        let now = Instant::from_millis(40 + 20 * i as u64);
+        call.handle_twilio(now, &mut media(20 + 20 * i as u64, frame)).unwrap();
+        call.handle_timeout(now);
+        cleared |= to_twilio(&mut call).iter().any(|m| m.contains(r#""event":"clear""#));
+    }
+    assert!(cleared, "the caller barged in");
+    let heard: Vec<u8> = recorded_slots(call, Instant::from_millis(5_000)).iter().map(|s| s.1).collect();
+    let bot_slots = heard.iter().filter(|&&c| c == 0x55).count();
+    assert!(bot_slots > 0 && bot_slots < 50, "heard until the clear, not the 100 slots sent: {bot_slots}");
+}

@@ -73,6 +73,23 @@ impl CallBridge {
         }
     }
 
+    /// Audio a leg outside the bridge (a bot's, on a WebSocket leg) sent
+    /// to Twilio at `now`: what the caller hears, for the recording. The
+    /// bridge taps its own backend audio itself.
+    pub fn record_heard(&mut self, now: Instant, mulaw: &[u8]) {
+        if let Some(tap) = self.recording.as_deref_mut() {
+            tap.handle_to_twilio(now, mulaw);
+        }
+    }
+
+    /// A `clear` a leg outside the bridge sent to Twilio at `now`: what was
+    /// queued there is never heard.
+    pub fn record_clear(&mut self, now: Instant) {
+        if let Some(tap) = self.recording.as_deref_mut() {
+            tap.handle_clear(now);
+        }
+    }
+
     /// A caller frame, in `self.audio[..len]`, at media time `timestamp_ms`.
     pub(super) fn tap_from_twilio(&mut self, now: Instant, timestamp_ms: u64, len: usize) {
         let late = self.latency.burst_meter.handle_frame(now, timestamp_ms + len as u64 / 8);

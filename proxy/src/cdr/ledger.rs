@@ -20,6 +20,13 @@
 //! - The table is full ([`MAX_CALLS`]): the oldest call without an open
 //!   stream is written early with what is known, and counted.
 //!
+//! A call whose Twilio-side recording was requested
+//! ([`Ledger::handle_recording_requested`]) also waits for the recording's
+//! final status callback (`completed` or `absent`), which Twilio posts once
+//! the audio is processed, after the call ended; at most
+//! [`RECORDING_STATUS_WAIT`] after its media ended. So the record has the
+//! recording's URL and is still written once: never amended later.
+//!
 //! A written call leaves a tombstone for [`TOMBSTONE_AGE`] (at most
 //! [`MAX_CALLS`] of them): a callback arriving after its record is counted as
 //! late and dropped, so no call is recorded twice.
@@ -28,7 +35,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::journal::JournalId;
-use super::{CallRecord, StatusEvent};
+use super::{CallRecord, StatusEvent, TwilioRecording};
 
 /// Most calls tracked at once.
 pub const MAX_CALLS: usize = 10_000;
@@ -40,6 +47,10 @@ pub const FINAL_STATUS_WAIT: Duration = Duration::from_secs(2);
 /// Longest a call is tracked without an open stream: Twilio ends every call
 /// after 4 hours.
 pub const MAX_AGE: Duration = Duration::from_secs(4 * 3600 + 600);
+/// Longest a call's record waits, after its media ended, for the final
+/// status callback of its Twilio-side recording (Twilio posts it once the
+/// audio is processed). A candidate for a config key.
+pub const RECORDING_STATUS_WAIT: Duration = Duration::from_secs(300);
 /// How long a written call's `CallSid` is remembered.
 pub const TOMBSTONE_AGE: Duration = Duration::from_secs(600);
 
@@ -73,6 +84,9 @@ struct Entry {
     streams: u32,
     /// The proxy gave up on the call's backend leg.
     leg_failed: bool,
+    /// A Twilio-side recording was requested and its final status has not
+    /// arrived: the record waits for it.
+    recording_pending: bool,
     journal: Option<JournalId>,
     record: CallRecord,
 }
@@ -100,6 +114,31 @@ pub enum ReadyWhy {
     Aged,
     /// The table was full.
     Evicted,
+    /// The Twilio-side recording's final status did not come within
+    /// [`RECORDING_STATUS_WAIT`] of the media's end.
+    NoRecordingStatus,
+}
+
+/// What is known of a call's Twilio-side recording: the answer to the
+/// request that started it, or a status callback.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordingInput<'a> {
+    /// `CallSid`.
+    pub call_sid: &'a str,
+    /// `RecordingSid`.
+    pub sid: Option<&'a str>,
+    /// `RecordingStatus`, or `failed` for a request that failed.
+    pub status: &'a str,
+    /// `RecordingUrl`.
+    pub url: Option<&'a str>,
+    /// `RecordingDuration`.
+    pub duration_s: Option<u32>,
+    /// `RecordingChannels`.
+    pub channels: Option<u8>,
+    /// What went wrong.
+    pub error: Option<&'a str>,
+    /// Whether nothing more comes about this recording.
+    pub is_final: bool,
 }
 
 /// What the SIP listener knows about a call a PBX placed: written into
@@ -309,6 +348,37 @@ impl Ledger {
         snapshot
     }
 
+    /// A Twilio-side recording of the call is being requested: its record
+    /// waits for the recording's final status (see the [module docs](self)).
+    pub fn handle_recording_requested(&mut self, call_sid: &str) {
+        if let Some(entry) = self.calls.get_mut(call_sid) {
+            entry.recording_pending = true;
+        }
+    }
+
+    /// News of the call's Twilio-side recording; [`Outcome::Late`] when the
+    /// call's record was written already (or the call is unknown here).
+    pub fn handle_recording(&mut self, now: Instant, input: &RecordingInput<'_>) -> Outcome {
+        let Some(entry) = self.calls.get_mut(input.call_sid) else { return Outcome::Late };
+        let recording = entry.record.twilio_recording.get_or_insert_with(TwilioRecording::default);
+        // The request's answer can come after the first callback: a status
+        // never goes back from a final one.
+        if !is_final_recording_status(&recording.status) || input.is_final {
+            recording.status = input.status.to_owned();
+        }
+        let text = |v: Option<&str>| v.map(str::to_owned);
+        recording.sid = text(input.sid).or(recording.sid.take());
+        recording.url = text(input.url).or(recording.url.take());
+        recording.duration_s = input.duration_s.or(recording.duration_s);
+        recording.channels = input.channels.or(recording.channels);
+        recording.error = text(input.error).or(recording.error.take());
+        if input.is_final {
+            entry.recording_pending = false;
+        }
+        self.check(now, input.call_sid);
+        Outcome::Known
+    }
+
     /// The proxy gave up on the call's backend leg (before closing its
     /// stream, so the `<Connect action>` that follows finds it).
     pub fn handle_leg_failed(&mut self, call_sid: &str) {
@@ -368,6 +438,7 @@ impl Ledger {
             .values()
             .filter(|e| e.streams_open == 0)
             .map(|e| match e.media_ended {
+                Some(ended) if e.recording_pending => ended + RECORDING_STATUS_WAIT,
                 Some(ended) if !e.callbacks_seen => ended + FINAL_STATUS_WAIT,
                 _ => e.first_seen + MAX_AGE,
             })
@@ -388,7 +459,11 @@ impl Ledger {
             .filter(|(_, e)| e.streams_open == 0)
             .filter_map(|(sid, e)| {
                 let quiet = e.media_ended.filter(|_| !e.callbacks_seen);
-                if quiet.is_some_and(|ended| now >= ended + FINAL_STATUS_WAIT) {
+                if e.recording_pending {
+                    let waited = e.media_ended.is_some_and(|ended| now >= ended + RECORDING_STATUS_WAIT);
+                    let why = if waited { ReadyWhy::NoRecordingStatus } else { ReadyWhy::Aged };
+                    (waited || now >= e.first_seen + MAX_AGE).then(|| (sid.clone(), why))
+                } else if quiet.is_some_and(|ended| now >= ended + FINAL_STATUS_WAIT) {
                     Some((sid.clone(), ReadyWhy::NoStatusCallback))
                 } else if now >= e.first_seen + MAX_AGE {
                     Some((sid.clone(), ReadyWhy::Aged))
@@ -404,7 +479,11 @@ impl Ledger {
 
     /// Writes the call now if it is complete.
     fn check(&mut self, now: Instant, call_sid: &str) {
-        if self.calls.get(call_sid).is_some_and(|e| e.final_seen && e.streams_open == 0) {
+        if self
+            .calls
+            .get(call_sid)
+            .is_some_and(|e| e.final_seen && e.streams_open == 0 && !e.recording_pending)
+        {
             self.finish(now, call_sid, ReadyWhy::Complete);
         }
     }
@@ -459,6 +538,7 @@ impl Ledger {
             streams_open: 0,
             streams: 0,
             leg_failed: false,
+            recording_pending: false,
             journal: None,
             record,
         };
@@ -510,7 +590,13 @@ fn merge_call_fields(mut stream: CallRecord, call: CallRecord) -> CallRecord {
     stream.sip_direction = stream.sip_direction.or(call.sip_direction);
     stream.sip_status = stream.sip_status.or(call.sip_status);
     stream.hung_up_by = stream.hung_up_by.or(call.hung_up_by);
+    stream.twilio_recording = call.twilio_recording.or(stream.twilio_recording);
     stream
+}
+
+/// Whether a `RecordingStatus` is the recording's last.
+fn is_final_recording_status(status: &str) -> bool {
+    matches!(status, "completed" | "absent" | "failed")
 }
 
 fn apply_sip(record: &mut CallRecord, sip: &SipInput) {

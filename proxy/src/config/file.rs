@@ -197,6 +197,7 @@ fn route(file: &FileSource<'_>, index: usize, item: &Value<'_>) -> Result<RawRou
         entries: Vec::new(),
         parameters: None,
         recording: None,
+        twilio_recording: None,
     };
     for (key, value) in table {
         let key_text: &str = key.get_ref();
@@ -205,7 +206,7 @@ fn route(file: &FileSource<'_>, index: usize, item: &Value<'_>) -> Result<RawRou
             continue;
         }
         if key_text == "recording" {
-            raw.recording = Some(route_recording(file, &name("recording"), value)?);
+            (raw.recording, raw.twilio_recording) = route_recording(file, &name("recording"), value)?;
             continue;
         }
         let Some(spec) = ROUTE_KEYS.iter().find(|spec| spec.name == key_text) else {
@@ -221,28 +222,41 @@ fn route(file: &FileSource<'_>, index: usize, item: &Value<'_>) -> Result<RawRou
     Ok(raw)
 }
 
-/// `recording.enabled = true|false` (also written `recording = { enabled = … }`).
-fn route_recording(file: &FileSource<'_>, key: &str, value: &Value<'_>) -> Result<bool, ConfigError> {
-    const EXPECTED: &str = "expected recording.enabled = true or false";
+/// `recording.enabled = true|false` and `recording.twilio = true|false`
+/// (also written `recording = { enabled = …, twilio = … }`), at least one.
+fn route_recording(
+    file: &FileSource<'_>,
+    key: &str,
+    value: &Value<'_>,
+) -> Result<(Option<bool>, Option<bool>), ConfigError> {
+    const EXPECTED: &str = "expected recording.enabled and/or recording.twilio = true or false";
     let DeValue::Table(table) = value.get_ref() else {
         return Err(file.invalid(key.to_owned(), &value.span(), EXPECTED));
     };
-    let mut enabled = None;
+    let (mut enabled, mut twilio) = (None, None);
     for (name, value) in table {
         let name: &Key<'_> = name;
-        if name.get_ref() != "enabled" {
-            return Err(file.unknown(
-                format!("{key}.{}", name.get_ref()),
-                &name.span(),
-                "enabled".to_owned(),
-            ));
-        }
-        let DeValue::Boolean(b) = value.get_ref() else {
-            return Err(file.invalid(format!("{key}.enabled"), &value.span(), EXPECTED));
+        let slot = match name.get_ref().as_ref() {
+            "enabled" => &mut enabled,
+            "twilio" => &mut twilio,
+            other => {
+                return Err(file.unknown(
+                    format!("{key}.{other}"),
+                    &name.span(),
+                    "enabled, twilio".to_owned(),
+                ));
+            }
         };
-        enabled = Some(*b);
+        let DeValue::Boolean(b) = value.get_ref() else {
+            let expected = format!("expected {key}.{} = true or false", name.get_ref());
+            return Err(file.invalid(format!("{key}.{}", name.get_ref()), &value.span(), &expected));
+        };
+        *slot = Some(*b);
     }
-    enabled.ok_or_else(|| file.invalid(key.to_owned(), &value.span(), EXPECTED))
+    if enabled.is_none() && twilio.is_none() {
+        return Err(file.invalid(key.to_owned(), &value.span(), EXPECTED));
+    }
+    Ok((enabled, twilio))
 }
 
 /// `parameters = { name = "value", … }`: each value a string.

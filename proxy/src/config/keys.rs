@@ -213,6 +213,9 @@ keys! {
     RecordingDir "recording.dir" Text Value("\"recordings\""),
         "directory the WAV files go in (created at start when recording is on anywhere)",
         "expected a directory path";
+    RecordingTwilio "recording.twilio" Bool Value("false"),
+        "`true` also records every streamed call on Twilio's side (REST, dual-channel; the status callback lands in the record; a route's `recording.twilio` overrides it)",
+        EXPECT_BOOL;
 }
 
 impl Setting {

@@ -89,6 +89,7 @@
 //! | `log.level` | string | `"info"` | a tracing filter such as `info`, `warn`, `voxproxy=debug` |
 //! | `recording.enabled` | boolean | `false` | `true` records every call to a two-channel WAV in `recording.dir` (a route's `recording.enabled` overrides it) |
 //! | `recording.dir` | string | `"recordings"` | directory the WAV files go in (created at start when recording is on anywhere) |
+//! | `recording.twilio` | boolean | `false` | `true` also records every streamed call on Twilio's side (REST, dual-channel; the status callback lands in the record; a route's `recording.twilio` overrides it) |
 //!
 //! Durations are strings of one or more `<integer><unit>` parts with the units
 //! `h`, `m`, `s` and `ms`, largest first and each at most once: `"250ms"`,
@@ -472,6 +473,9 @@ pub struct RecordingSettings {
     pub enabled: bool,
     /// `recording.dir`: where the WAV files go.
     pub dir: PathBuf,
+    /// `recording.twilio`: start a Twilio-side recording of calls whose
+    /// route does not say otherwise.
+    pub twilio: bool,
 }
 
 impl Config {
@@ -1236,6 +1240,7 @@ impl Layers {
                         Ok(PathBuf::from(s))
                     }
                 })?,
+                twilio: self.flag(Setting::RecordingTwilio)?,
             },
             log: LogSettings {
                 format: self.value(Setting::LogFormat, |s| match s {

@@ -97,6 +97,7 @@ fn shown(c: &Config, key: Setting) -> Value {
         Setting::LogLevel => c.log.level.clone().into(),
         Setting::RecordingEnabled => c.recording.enabled.into(),
         Setting::RecordingDir => text(&c.recording.dir.display()),
+        Setting::RecordingTwilio => c.recording.twilio.into(),
     }
 }
 

@@ -459,6 +459,7 @@ const BAD_FILE_VALUES: &[(&str, &str, &str)] = &[
     ("[drain]\ntimeout = \"2h\"", "drain.timeout", "\"2h\""),
     ("[recording]\nenabled = \"yes\"", "recording.enabled", "\"yes\""),
     ("[recording]\ndir = \"\"", "recording.dir", "\"\""),
+    ("[recording]\ntwilio = 1", "recording.twilio", "1"),
     ("[server]\nadmin_listen = \"localhost:9090\"", "server.admin_listen", "\"localhost:9090\""),
     (
         "[server]\nadmin_listen = \"127.0.0.1:8080\"\nlisten = \"127.0.0.1:8080\"",
@@ -907,6 +908,12 @@ fn recording_is_off_by_default_and_set_globally_or_per_route() {
     assert_eq!((c.routes[0].recording, c.routes[1].recording), (Some(true), Some(false)));
     assert_eq!(c.default_route.recording, None, "the global route follows recording.enabled");
     assert!(c.records_anything());
+
+    assert!(!from_file("").unwrap().recording.twilio);
+    assert!(from_env(&[("VOXPROXY_RECORDING_TWILIO", "true")]).unwrap().recording.twilio);
+    let text = routes_file("[[routes]]\nto = \"*\"\nrecording = { twilio = true }\n");
+    let c = from_file(&text).unwrap();
+    assert_eq!((c.routes[0].recording, c.routes[0].twilio_recording), (None, Some(true)));
 }
 
 #[test]
@@ -916,7 +923,10 @@ fn bad_route_recording_is_named() {
     assert!(e.contains("routes[0].recording.enabled") && e.contains("true or false"), "{e}");
     let text = routes_file("[[routes]]\nto = \"*\"\nrecording.on = true\n");
     let e = error_text(from_file(&text));
-    assert!(e.contains("routes[0].recording.on") && e.contains("enabled"), "{e}");
+    assert!(e.contains("routes[0].recording.on") && e.contains("enabled, twilio"), "{e}");
+    let text = routes_file("[[routes]]\nto = \"*\"\nrecording.twilio = \"yes\"\n");
+    let e = error_text(from_file(&text));
+    assert!(e.contains("routes[0].recording.twilio") && e.contains("true or false"), "{e}");
 }
 
 #[test]

@@ -115,6 +115,14 @@ impl BreakdownMetrics {
             x.family(name, help, kind);
             x.sample(name, &[], value);
         }
+        let name = "voxproxy_twilio_recordings_total";
+        x.family(
+            name,
+            "Twilio-side recordings requested (recording.twilio), by how the request ended.",
+            "counter",
+        );
+        x.sample(name, &[("result", "started")], stats.twilio_started.load(Relaxed));
+        x.sample(name, &[("result", "failed")], stats.twilio_failed.load(Relaxed));
     }
 }
 

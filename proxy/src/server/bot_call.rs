@@ -44,6 +44,7 @@ use super::call::{
 };
 use super::directory::CallCommand;
 use super::media_ws::{Ready, Received, SocketError};
+use super::taps::CallTaps;
 use crate::cdr::BotRecord;
 use crate::config::Config;
 use crate::metrics::{BotTotals, Direction, RefuseReason, WsErrorKind};
@@ -177,6 +178,9 @@ pub(super) async fn run(
         close_now(&mut ws, code, reason).await;
         return;
     };
+    // Recorded as an RTP call is: the caller as the bridge receives it, and
+    // the bot's audio as it goes to Twilio.
+    *facts.taps = CallTaps::start(ctx, config, &mut bridge);
     let clock = ctx.shared.clock;
     let call = match BotCall::new(bridge, config.ws.bot_config(), config.ws.barge_in, clock.now()) {
         Ok(call) => call,
@@ -535,6 +539,11 @@ async fn bot_loop(
                     Some(Err(_)) => s.bot_open = false,
                     None => s.bot_blocked = true,
                 }
+            }
+        }
+        if let Some(recording) = facts.taps.recording_mut() {
+            while let Some(block) = call.poll_recording(now) {
+                recording.push(block);
             }
         }
         if let Some(direction) = direction {

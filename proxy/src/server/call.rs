@@ -614,7 +614,7 @@ pub(super) struct CallFacts {
     leg_watch: Option<LegWatch>,
     /// The call's recording and latency breakdown (`taps.rs`); boxed, as
     /// the facts live in several states of the call task's future.
-    taps: Box<CallTaps>,
+    pub(super) taps: Box<CallTaps>,
     /// `rtp` or `ws`, for the record.
     leg: &'static str,
     /// A `ws` leg's part of the record.

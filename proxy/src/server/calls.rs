@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use voxproxy_adapters::webhook::CallDetails;
 
 use crate::cdr::journal::JournalId;
-use crate::cdr::ledger::{Ledger, Outcome, Ready, ReadyWhy, SipInput, StatusInput};
+use crate::cdr::ledger::{Ledger, Outcome, Ready, ReadyWhy, RecordingInput, SipInput, StatusInput};
 use crate::cdr::{CallRecord, CdrService, rfc3339_utc};
 use crate::metrics::Metrics;
 
@@ -23,6 +23,7 @@ const SHUTDOWN: usize = 4;
 const LATE: usize = 5;
 const FULL: usize = 6;
 const WRITE_FAILED: usize = 7;
+const NO_RECORDING_STATUS: usize = 8;
 
 /// The table, its journal and its writer.
 #[derive(Debug)]
@@ -137,6 +138,25 @@ impl Calls {
         self.wake.notify_one();
     }
 
+    /// A Twilio-side recording of the call is being requested; see
+    /// [`Ledger::handle_recording_requested`].
+    pub(crate) fn recording_requested(&self, call_sid: &str) {
+        self.lock().handle_recording_requested(call_sid);
+    }
+
+    /// News of the call's Twilio-side recording (the request's answer or a
+    /// status callback); `false` when the call's record is written already.
+    pub(crate) fn recording(&self, input: &RecordingInput<'_>) -> bool {
+        let mut ledger = self.lock();
+        let outcome = ledger.handle_recording(Instant::now(), input);
+        if outcome == Outcome::Late {
+            self.metrics.ledger(LATE);
+        }
+        drop(ledger);
+        self.wake.notify_one();
+        outcome != Outcome::Late
+    }
+
     /// The call's backend leg failed; see [`Ledger::handle_leg_failed`].
     pub(crate) fn leg_failed(&self, call_sid: &str) {
         self.lock().handle_leg_failed(call_sid);
@@ -204,6 +224,7 @@ impl Calls {
                 ReadyWhy::NoStatusCallback => 1,
                 ReadyWhy::Aged => 2,
                 ReadyWhy::Evicted => 3,
+                ReadyWhy::NoRecordingStatus => NO_RECORDING_STATUS,
             }));
             records.push((record, journal));
         }

@@ -24,11 +24,15 @@ use voxproxy_adapters::route::{
 };
 use voxproxy_adapters::stream_token::STREAM_TOKEN_PARAMETER;
 use voxproxy_adapters::twiml::{Reject, RejectReason, Response as Twiml};
-use voxproxy_adapters::webhook::{CallStatusCallback, StreamStatusCallback, VoiceWebhook, WebhookError};
+use voxproxy_adapters::webhook::{
+    CallStatusCallback, RecordingStatusCallback, StreamStatusCallback, VoiceWebhook, WebhookError,
+};
 
 use super::directory::CallCommand;
+use super::taps::RECORDING_STATUS_PATH;
 use super::{ConnState, Surface, WorkerContext, sse};
 use super::{admin, call, sip_listener};
+use crate::cdr::ledger::RecordingInput;
 use crate::metrics::{CallbackKind, RefuseReason, Route, SignatureKind};
 
 /// The body of every response.
@@ -91,6 +95,9 @@ pub async fn handle(
         }
         (Method::POST, "/twilio/dial-status") => (Route::DialStatus, dial_status(&ctx, peer, req).await),
         (Method::POST, "/twilio/stream-ended") => (Route::StreamEnded, stream_ended(&ctx, peer, req).await),
+        (Method::POST, RECORDING_STATUS_PATH) => {
+            (Route::RecordingStatus, recording_status(&ctx, peer, req).await)
+        }
         (Method::GET, "/twilio/media") => (Route::Media, media(&ctx, peer, &connection, req)),
         (Method::GET, "/healthz") => (Route::Healthz, text(StatusCode::OK, "ok\n")),
         (Method::GET, "/readyz") => (Route::Readyz, readyz(&ctx)),
@@ -105,6 +112,7 @@ pub async fn handle(
             | "/twilio/stream-status"
             | "/twilio/dial-status"
             | "/twilio/stream-ended"
+            | RECORDING_STATUS_PATH
             | "/twilio/media"
             | "/healthz"
             | "/readyz"
@@ -373,6 +381,37 @@ async fn call_status(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incomin
         sip.apply_status(key, status).await;
     }
     ctx.shared.calls.status(call);
+    empty(StatusCode::NO_CONTENT)
+}
+
+/// `POST /twilio/recording-status`: the status of a Twilio-side recording
+/// voxproxy started (`recording.twilio`); lands in the call's record.
+async fn recording_status(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let form = match signed_form(ctx, peer, req).await {
+        Ok(form) => form,
+        Err(response) => return response,
+    };
+    let callback = match RecordingStatusCallback::from_form(form) {
+        Ok(c) => c,
+        Err(e) => return refused_callback(ctx, peer, CallbackKind::RecordingStatus, &e),
+    };
+    let status = callback.recording_status.as_str();
+    ctx.metrics().callback(CallbackKind::RecordingStatus, status);
+    tracing::info!(call_sid = %callback.call_sid, recording_sid = %callback.recording_sid, status, "recording status callback");
+    let error = callback.error_code.filter(|&code| code != 0).map(|code| format!("Twilio error {code}"));
+    let input = RecordingInput {
+        call_sid: &callback.call_sid,
+        sid: Some(&callback.recording_sid),
+        status,
+        url: callback.recording_url.as_deref(),
+        duration_s: callback.recording_duration,
+        channels: callback.recording_channels,
+        error: error.as_deref(),
+        is_final: callback.is_final(),
+    };
+    if !ctx.shared.calls.recording(&input) {
+        tracing::info!(call_sid = %callback.call_sid, "recording status after the call's record was written; dropped");
+    }
     empty(StatusCode::NO_CONTENT)
 }
 

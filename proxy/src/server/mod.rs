@@ -128,6 +128,9 @@ pub enum ServeError {
     /// `sip.listen` is set without what placing Twilio calls needs (the
     /// text names it), or its address could not be bound.
     SipListen(String),
+    /// `recording.twilio` is on (globally or for a route) without the
+    /// account's credentials the REST API needs (the text names them).
+    TwilioRecording(String),
 }
 
 impl fmt::Display for ServeError {
@@ -159,6 +162,7 @@ impl fmt::Display for ServeError {
                 f.write_str(problem)
             }
             ServeError::SipListen(problem) => write!(f, "sip.listen: {problem}"),
+            ServeError::TwilioRecording(problem) => write!(f, "recording.twilio: {problem}"),
         }
     }
 }
@@ -345,6 +349,10 @@ fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 /// others on the account (a candidate for a config key).
 pub const STREAM_NAME_PREFIX: &str = "voxproxy";
 
+/// Longest a drain waits for the recording writer to write what the calls
+/// queued last (a disk that slow loses those batches, not the shutdown).
+const RECORDING_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Creates `recording.dir` when any call may be recorded (so a directory
 /// that cannot be made stops the start, not every call) and starts the
 /// writer thread.
@@ -394,6 +402,7 @@ impl Server {
         let config = &live.config;
         let metrics = Arc::new(Metrics::new(workers, backend.name()));
         check_sip_listen(config)?;
+        check_twilio_recording(config)?;
         // Before serving: this writes the records of calls a crash cut.
         let cdr = CdrService::spawn(&config.cdr.path, Arc::clone(&metrics)).map_err(ServeError::Cdr)?;
         let calls = calls::Calls::spawn(cdr.clone(), Arc::clone(&metrics)).map_err(|source| {
@@ -615,6 +624,13 @@ impl Server {
                 tracing::error!("a worker thread panicked while stopping");
             }
         }
+        // Every call has queued the end of its recording: written before
+        // the process exits (the writer otherwise wakes only every 250 ms).
+        if !shared.recorder.shutdown(RECORDING_FLUSH_TIMEOUT) {
+            tracing::warn!(
+                "the recording writer did not finish within 5 s; the last second of some recordings may be missing"
+            );
+        }
         // Calls still waiting for their final status get their record now.
         shared.calls.stop();
         tracing::info!("drained; exiting");
@@ -630,6 +646,20 @@ fn check_sip_listen(config: &Config) -> Result<(), ServeError> {
         return Err(ServeError::SipListen(
             "placing Twilio calls for a PBX needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN; set both, \
              or unset sip.listen"
+                .to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses `recording.twilio` (global or a route's) that could not start a
+/// recording: every call's request would fail.
+fn check_twilio_recording(config: &Config) -> Result<(), ServeError> {
+    let wanted = config.recording.twilio || config.routes.iter().any(|r| r.twilio_recording == Some(true));
+    if wanted && (config.twilio.account_sid.is_none() || config.secrets.twilio_auth_token.is_none()) {
+        return Err(ServeError::TwilioRecording(
+            "starting Twilio recordings needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN; set both, or set \
+             recording.twilio = false"
                 .to_owned(),
         ));
     }

@@ -192,3 +192,79 @@ fn sip_facts_survive_the_stream_record_and_the_latest_win() {
     let events: Vec<_> = r.status_events.iter().map(|e| e.status.as_str()).collect();
     assert_eq!(events, ["completed"], "SIP facts add no call status");
 }
+
+fn recording<'a>(status: &'a str, is_final: bool) -> RecordingInput<'a> {
+    RecordingInput {
+        call_sid: SID,
+        sid: Some("RE0123456789abcdef0123456789abcdef"),
+        status,
+        url: is_final.then_some("https://api.twilio.com/x/Recordings/RE1"),
+        duration_s: is_final.then_some(9),
+        channels: Some(2),
+        error: None,
+        is_final,
+    }
+}
+
+#[test]
+fn a_recorded_call_waits_for_the_recording_status_after_its_final_status() {
+    let t = Instant::now();
+    let mut l = Ledger::new();
+    l.handle_voice(t, "w0", &status(SID, "ringing", false), "routes[1]");
+    l.handle_stream_started(t, &stream_record(SID, "MZ1"));
+    l.handle_recording_requested(SID);
+    assert_eq!(l.handle_recording(t, &recording("in-progress", false)), Outcome::Known);
+    let _ = l.handle_stream_ended(t, ended(stream_record(SID, "MZ1"), "twilio_stop"));
+    l.handle_status(t, "w1", &status(SID, "completed", true));
+    assert_eq!(l.poll_ready(t + FINAL_STATUS_WAIT * 2), None, "the recording's final status is awaited");
+    assert_eq!(l.poll_timeout(), Some(t + RECORDING_STATUS_WAIT));
+    // The answer to the request comes after the callback: it does not undo it.
+    l.handle_recording(t, &recording("completed", true));
+    let ready = l.poll_ready(t).expect("written once the recording completed");
+    assert_eq!(ready.why, ReadyWhy::Complete);
+    let rec = ready.record.twilio_recording.expect("in the record");
+    assert_eq!(rec.status, "completed");
+    assert_eq!(rec.sid.as_deref(), Some("RE0123456789abcdef0123456789abcdef"));
+    assert_eq!((rec.duration_s, rec.channels), (Some(9), Some(2)));
+    assert_eq!(rec.url.as_deref(), Some("https://api.twilio.com/x/Recordings/RE1"));
+    assert_eq!(l.handle_recording(t, &recording("completed", true)), Outcome::Late, "never twice");
+}
+
+#[test]
+fn a_recording_status_that_never_comes_holds_the_record_a_bounded_time() {
+    let t = Instant::now();
+    let mut l = Ledger::new();
+    l.handle_stream_started(t, &stream_record(SID, "MZ1"));
+    l.handle_recording_requested(SID);
+    let _ = l.handle_stream_ended(t, ended(stream_record(SID, "MZ1"), "twilio_stop"));
+    l.handle_status(t, "w1", &status(SID, "completed", true));
+    assert_eq!(l.poll_ready(t + RECORDING_STATUS_WAIT - Duration::from_millis(1)), None);
+    let ready = l.poll_ready(t + RECORDING_STATUS_WAIT).expect("written after the wait");
+    assert_eq!(ready.why, ReadyWhy::NoRecordingStatus);
+    assert_eq!(ready.record.twilio_recording, None, "nothing was heard of it");
+}
+
+#[test]
+fn a_failed_recording_request_is_in_the_record_and_holds_nothing() {
+    let t = Instant::now();
+    let mut l = Ledger::new();
+    l.handle_stream_started(t, &stream_record(SID, "MZ1"));
+    l.handle_recording_requested(SID);
+    let failed = RecordingInput {
+        sid: None,
+        url: None,
+        channels: None,
+        duration_s: None,
+        error: Some("Twilio answered 404: not found"),
+        ..recording("failed", true)
+    };
+    l.handle_recording(t, &failed);
+    let _ = l.handle_stream_ended(t, ended(stream_record(SID, "MZ1"), "twilio_stop"));
+    l.handle_status(t, "w1", &status(SID, "completed", true));
+    let ready = l.poll_ready(t).expect("written at once");
+    let rec = ready.record.twilio_recording.expect("the failure is recorded");
+    assert_eq!(
+        (rec.status.as_str(), rec.error.as_deref()),
+        ("failed", Some("Twilio answered 404: not found"))
+    );
+}
