@@ -553,6 +553,9 @@ pub struct Route {
     /// `recording.enabled`: whether this route's calls are recorded;
     /// `None` follows the global `recording.enabled`.
     pub recording: Option<bool>,
+    /// `capture.enabled`: whether this route's calls are captured for
+    /// `voxproxy replay`; `None` follows the global `capture.enabled`.
+    pub capture: Option<bool>,
 }
 
 /// `forward_timeout` when the route sets none: the seeds' business phones
@@ -577,6 +580,7 @@ impl Route {
             sms_text: None,
             fallback: None,
             recording: None,
+            capture: None,
         }
     }
 }

@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod build;
+pub mod capture;
 pub mod cdr;
 pub mod cli;
 pub mod config;

@@ -5,11 +5,12 @@ use std::net::SocketAddr;
 
 use voxproxy_core::Instant;
 
+use super::format::LegKind;
 use super::format::{
     CaptureHeader, FORMAT_VERSION, MAGIC, RECORD_HEAD, Truncation, codec_code, digest, end_reason_code,
     event_code, kind, put_addr, put_u16, put_u32, put_u64,
 };
-use super::header::{encode_header, encode_sip_start};
+use super::header::{encode_header, encode_sip_start, leg_code};
 use super::redact;
 use crate::bridge::{BackendCodec, EndReason, Output};
 use crate::sip::{CallInfo, SipLegConfig, Transmit};
@@ -35,6 +36,8 @@ pub struct Encoder {
     deadline: Option<Option<Instant>>,
     /// A SIP message being redacted.
     scratch: Vec<u8>,
+    /// Where the header's leg byte is, while it is still in `buf`.
+    leg_at: usize,
 }
 
 impl Encoder {
@@ -46,10 +49,18 @@ impl Encoder {
         buf.extend_from_slice(&MAGIC);
         put_u16(&mut buf, FORMAT_VERSION);
         let start = begin(&mut buf, kind::HEADER);
-        encode_header(&mut buf, header);
+        let leg_at = encode_header(&mut buf, header);
         end(&mut buf, start);
         let max_bytes = max_bytes.max(buf.len() as u64 + TRUNCATED_RECORD as u64);
-        Encoder { buf, taken: 0, max_bytes, stopped: false, deadline: None, scratch: Vec::new() }
+        Encoder { buf, taken: 0, max_bytes, stopped: false, deadline: None, scratch: Vec::new(), leg_at }
+    }
+
+    /// Sets the header's leg, known only once the call has started; no
+    /// effect once the header has been taken.
+    pub fn set_leg(&mut self, leg: LegKind) {
+        if self.taken == 0 {
+            self.buf[self.leg_at] = leg_code(leg);
+        }
     }
 
     /// Whether the capture has stopped (and why nothing more is recorded).

@@ -75,17 +75,13 @@ fn duration(value: Body<'_>) -> Result<Duration, &'static str> {
     num(value).map(Duration::from_nanos)
 }
 
-pub(super) fn encode_header(out: &mut Vec<u8>, h: &CaptureHeader) {
+/// Writes the header's fields; returns the offset in `out` of the leg
+/// byte, which [`super::Encoder::set_leg`] may still change.
+pub(super) fn encode_header(out: &mut Vec<u8>, h: &CaptureHeader) -> usize {
     let c = &h.bridge;
     field(out, 1, h.voxproxy_version.as_bytes());
-    field(
-        out,
-        2,
-        &[match h.leg {
-            LegKind::Rtp => 0,
-            LegKind::Sip => 1,
-        }],
-    );
+    field(out, 2, &[leg_code(h.leg)]);
+    let leg_at = out.len() - 1;
     field_u64(out, 3, h.created_at.as_nanos());
     field_addr(out, 10, c.backend);
     field(out, 11, &[codec_code(c.codec)]);
@@ -109,6 +105,14 @@ pub(super) fn encode_header(out: &mut Vec<u8>, h: &CaptureHeader) {
     field_u64(out, 29, u64::from(c.outbound_ssrc));
     field_u64(out, 30, u64::from(c.outbound_initial_sequence));
     field_u64(out, 31, u64::from(c.outbound_initial_timestamp));
+    leg_at
+}
+
+pub(super) const fn leg_code(leg: LegKind) -> u8 {
+    match leg {
+        LegKind::Rtp => 0,
+        LegKind::Sip => 1,
+    }
 }
 
 pub(super) fn decode_header(body: &[u8]) -> Result<CaptureHeader, &'static str> {

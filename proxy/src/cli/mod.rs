@@ -9,6 +9,7 @@ pub mod codec;
 pub mod demo;
 pub mod docs;
 pub mod echo;
+pub mod replay;
 pub mod serve;
 pub mod sim;
 pub mod vad;
@@ -49,6 +50,10 @@ pub enum Command {
     Completions(docs::CompletionsArgs),
     /// Print the man page (roff) to standard output: `voxproxy man > voxproxy.1`.
     Man,
+    /// Replay a call capture (`capture.enabled`) on a fresh bridge and check
+    /// every output bit for bit; `--report` also prints the call's timeline.
+    /// Exit code 1 at the first difference, 2 for an unreadable file.
+    Replay(replay::ReplayArgs),
 }
 
 /// Runs a parsed command line and turns its outcome into an exit code.
@@ -62,5 +67,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Echo(args) => echo::run(&args),
         Command::Completions(args) => docs::completions(&args),
         Command::Man => docs::man(),
+        Command::Replay(args) => replay::run(&args),
     }
 }

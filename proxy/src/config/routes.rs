@@ -57,6 +57,8 @@ pub(super) struct RawRoute {
     pub(super) parameters: Option<Vec<(String, String, Entry)>>,
     /// `recording.enabled`, when the route sets it.
     pub(super) recording: Option<bool>,
+    /// `capture.enabled`, when the route sets it.
+    pub(super) capture: Option<bool>,
 }
 
 impl RawRoute {
@@ -136,6 +138,7 @@ fn resolve_one(r: &RawRoute, default_backend: &Backend) -> Result<Route, ConfigE
     }
     route.parameters = parameters(r)?;
     route.recording = r.recording;
+    route.capture = r.capture;
     route.mode = r
         .parsed("mode", |s| match s {
             "connect" => Ok(StreamMode::Connect),

@@ -93,6 +93,9 @@ fn shown(c: &Config, key: Setting) -> Value {
         Setting::LogLevel => c.log.level.clone().into(),
         Setting::RecordingEnabled => c.recording.enabled.into(),
         Setting::RecordingDir => text(&c.recording.dir.display()),
+        Setting::CaptureEnabled => c.capture.enabled.into(),
+        Setting::CaptureDir => text(&c.capture.dir.display()),
+        Setting::CaptureMaxBytes => c.capture.max_bytes.into(),
     }
 }
 
