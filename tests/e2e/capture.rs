@@ -54,6 +54,10 @@ pub(crate) async fn wait_capture(dir: &Path, call: &TwilioCall) -> PathBuf {
         if path.exists() {
             let (_, text) = replay(&path, false);
             if !text.contains("no end mark") && !text.contains("ends inside") {
+                // To look at later, or to seed fuzz/corpus/capture_reader.
+                if let Some(keep) = std::env::var_os("VOXPROXY_E2E_KEEP_CAPTURES") {
+                    let _ = std::fs::copy(&path, Path::new(&keep).join(path.file_name().unwrap_or_default()));
+                }
                 return path;
             }
         }

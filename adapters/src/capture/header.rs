@@ -267,5 +267,13 @@ pub(super) fn decode_sip_start(body: &[u8]) -> Result<SipStart, &'static str> {
         Ok(())
     })?;
     config.target = target.ok_or("the SIP start names no target")?;
+    // voxproxy never writes others; a damaged file must not make a replay
+    // spin on zero-length timers or wait a year.
+    let sane = |d: Duration| (Duration::from_millis(1)..=Duration::from_secs(3600)).contains(&d);
+    let t = &config.timers;
+    let optional = [config.keepalive, config.ring_timeout];
+    if ![t.t1, t.t2, t.t4].into_iter().chain(optional.into_iter().flatten()).all(sane) {
+        return Err("a SIP timer is out of range");
+    }
     Ok(SipStart { config, info })
 }
