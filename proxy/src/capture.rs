@@ -140,7 +140,9 @@ impl Capture {
             created_at: now,
             bridge: BridgeConfig { stream_token: None, ..bridge.clone() },
         };
-        Capture(Some(Box::new(Active { encoder: Encoder::new(&header, max_bytes, BATCH_BYTES), file: None })))
+        // Small at first: most calls are decided against (or short), and
+        // the buffer grows to a batch once for those that are kept.
+        Capture(Some(Box::new(Active { encoder: Encoder::new(&header, max_bytes, 4096), file: None })))
     }
 
     /// Whether the call is being captured.
@@ -264,5 +266,96 @@ fn write(open: &mut HashMap<u64, Option<File>>, id: u64, bytes: &[u8], stats: &C
             stats.errors.fetch_add(1, Ordering::Relaxed);
             *slot = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use voxproxy_adapters::capture::Reader;
+
+    use super::*;
+
+    fn wait_for(mut done: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if done() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("the writer did not get there in 5 s");
+    }
+
+    fn records(path: &std::path::Path) -> Vec<String> {
+        let bytes = std::fs::read(path).expect("the capture exists");
+        let (reader, _) = Reader::new(&bytes).expect("a capture");
+        reader.map(|r| r.expect("a record").name().to_owned()).collect()
+    }
+
+    fn frame(n: usize) -> Vec<u8> {
+        vec![b'a'; n]
+    }
+
+    #[test]
+    fn a_kept_capture_is_written_in_batches_and_ended() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let writer = CaptureWriter::spawn(Arc::default()).expect("writer");
+        let mut capture = Capture::begin(true, &BridgeConfig::default(), Instant::ZERO, 1 << 30);
+        capture.with(|c| c.twilio_text(Instant::ZERO, b"{}"));
+        let path = dir.path().join("a.vxcap");
+        capture.decide(&writer, Some((path.clone(), LegKind::Sip)));
+        for i in 0..300 {
+            capture.with(|c| c.twilio_text(Instant::from_millis(i), &frame(400)));
+            capture.flush();
+        }
+        let stats = Arc::clone(writer.stats());
+        wait_for(|| stats.bytes_written.load(Ordering::Relaxed) >= BATCH_BYTES as u64);
+        capture.finish(Instant::from_millis(300));
+        wait_for(|| records(&path).last().map(String::as_str) == Some("end mark"));
+        let names = records(&path);
+        assert_eq!(names.len(), 302, "the early frame, 300 more and the end");
+        let (_, header) = Reader::new(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(header.leg, LegKind::Sip, "the leg decided after the start is in the header");
+        assert_eq!((stats.files.load(Ordering::Relaxed), stats.truncated.load(Ordering::Relaxed)), (1, 0));
+        assert_eq!(stats.queued_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_capture_not_kept_writes_nothing() {
+        let writer = CaptureWriter::spawn(Arc::default()).expect("writer");
+        let mut capture = Capture::begin(true, &BridgeConfig::default(), Instant::ZERO, 1 << 30);
+        capture.with(|c| c.twilio_text(Instant::ZERO, b"{}"));
+        capture.decide(&writer, None);
+        assert!(!capture.is_on());
+        capture.finish(Instant::ZERO);
+        assert_eq!(writer.stats().files.load(Ordering::Relaxed), 0);
+        assert!(!Capture::begin(false, &BridgeConfig::default(), Instant::ZERO, 1 << 30).is_on());
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_batch_counts_it_and_marks_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let writer = CaptureWriter::spawn(Arc::default()).expect("writer");
+        let mut capture = Capture::begin(true, &BridgeConfig::default(), Instant::ZERO, 1 << 30);
+        let path = dir.path().join("b.vxcap");
+        capture.decide(&writer, Some((path.clone(), LegKind::Rtp)));
+        // The first batch goes out; then the writer is as good as stalled.
+        for i in 0..200 {
+            capture.with(|c| c.twilio_text(Instant::from_millis(i), &frame(400)));
+            capture.flush();
+        }
+        let stats = Arc::clone(writer.stats());
+        wait_for(|| stats.queued_bytes.load(Ordering::Relaxed) == 0);
+        stats.queued_bytes.fetch_add(MAX_QUEUED_BYTES, Ordering::Relaxed);
+        for i in 200..400 {
+            capture.with(|c| c.twilio_text(Instant::from_millis(i), &frame(400)));
+            capture.flush();
+        }
+        assert!(stats.dropped_bytes.load(Ordering::Relaxed) >= BATCH_BYTES as u64);
+        capture.finish(Instant::from_millis(400));
+        wait_for(|| records(&path).last().map(String::as_str) == Some("end mark"));
+        let names = records(&path);
+        assert_eq!(names[names.len() - 2], "truncation mark", "{names:?}");
+        assert!(names.len() < 300, "nothing after the dropped batch was written: {} records", names.len());
+        assert_eq!(stats.truncated.load(Ordering::Relaxed), 1);
     }
 }

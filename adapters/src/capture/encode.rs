@@ -15,9 +15,9 @@ use super::redact;
 use crate::bridge::{BackendCodec, EndReason, Output};
 use crate::sip::{CallInfo, SipLegConfig, Transmit};
 
-/// The bytes of a `Truncated` record: kept free under the budget so the
-/// mark always fits.
-const TRUNCATED_RECORD: usize = RECORD_HEAD + 1;
+/// The bytes of a `Truncated` and an `End` record: kept free under the
+/// budget so both marks always fit.
+const RESERVED: u64 = (RECORD_HEAD + 1 + RECORD_HEAD + 8) as u64;
 
 /// Appends one call's capture to a buffer; see the [module docs](super).
 ///
@@ -32,6 +32,8 @@ pub struct Encoder {
     taken: u64,
     max_bytes: u64,
     stopped: bool,
+    /// Whether the end mark is written.
+    ended: bool,
     /// The last deadline recorded, so an unchanged one costs nothing.
     deadline: Option<Option<Instant>>,
     /// A SIP message being redacted.
@@ -51,8 +53,17 @@ impl Encoder {
         let start = begin(&mut buf, kind::HEADER);
         let leg_at = encode_header(&mut buf, header);
         end(&mut buf, start);
-        let max_bytes = max_bytes.max(buf.len() as u64 + TRUNCATED_RECORD as u64);
-        Encoder { buf, taken: 0, max_bytes, stopped: false, deadline: None, scratch: Vec::new(), leg_at }
+        let max_bytes = max_bytes.max(buf.len() as u64 + RESERVED);
+        Encoder {
+            buf,
+            taken: 0,
+            max_bytes,
+            stopped: false,
+            ended: false,
+            deadline: None,
+            scratch: Vec::new(),
+            leg_at,
+        }
     }
 
     /// Sets the header's leg, known only once the call has started; no
@@ -106,12 +117,16 @@ impl Encoder {
         self.buf.push(why.code());
     }
 
-    /// The call is over: an `End` mark, then nothing more.
+    /// The call is over: an `End` mark (also after a truncation: the file
+    /// is whole, if short), then nothing more.
     pub fn end(&mut self, now: Instant) {
-        if let Some(start) = self.begin_timed(kind::END, now) {
-            self.finish(start);
+        if std::mem::replace(&mut self.ended, true) {
+            return;
         }
         self.stopped = true;
+        let start = begin(&mut self.buf, kind::END);
+        put_u64(&mut self.buf, now.as_nanos());
+        end(&mut self.buf, start);
     }
 
     /// A text frame from Twilio as received (the stream token redacted),
@@ -294,7 +309,7 @@ impl Encoder {
     /// it would pass the budget (or is longer than any record may be).
     fn finish(&mut self, start: usize) {
         let body = self.buf.len() - start - RECORD_HEAD;
-        let over_budget = self.total() + TRUNCATED_RECORD as u64 > self.max_bytes;
+        let over_budget = self.total() + RESERVED > self.max_bytes;
         if over_budget || body > super::MAX_RECORD_BYTES {
             self.buf.truncate(start);
             self.stop(Truncation::SizeLimit);

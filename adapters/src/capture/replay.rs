@@ -31,6 +31,8 @@ pub enum Timeline {
     Backend(Option<SocketAddr>),
     /// The backend's media format was set (a PBX's offer).
     Media(BackendCodec),
+    /// The first datagram on the call's RTP socket, from this address.
+    FirstDatagram(SocketAddr),
     /// The SIP leg sent its INVITE to this target.
     SipInvite(String),
     /// The SIP leg was answered (200 OK).
@@ -113,6 +115,7 @@ struct Replayer {
     scratch: Vec<u8>,
     last_at: Option<Instant>,
     answered: bool,
+    seen_datagram: bool,
     report: ReplayReport,
 }
 
@@ -132,6 +135,7 @@ pub fn replay(bytes: &[u8]) -> Result<ReplayReport, CaptureError> {
         scratch: Vec::new(),
         last_at: None,
         answered: false,
+        seen_datagram: false,
         report: ReplayReport {
             header: header.clone(),
             inputs: 0,
@@ -203,7 +207,12 @@ impl Replayer {
             }
             Record::TwilioActivity { at } => bridge.handle_twilio_activity(at),
             Record::Close { at, reason } => bridge.handle_close(at, reason),
-            Record::Rtp { at, from, datagram } => bridge.handle_rtp(at, from, datagram),
+            Record::Rtp { at, from, datagram } => {
+                bridge.handle_rtp(at, from, datagram);
+                if !std::mem::replace(&mut self.seen_datagram, true) {
+                    self.note(at, Timeline::FirstDatagram(from));
+                }
+            }
             Record::Timeout { at } => bridge.handle_timeout(at),
             Record::SetBackend { at, backend } => {
                 let _ = bridge.set_backend(backend);

@@ -147,6 +147,12 @@ fn the_budget_ends_the_capture_with_a_mark_and_is_never_passed() {
     let got = records(&bytes);
     assert!(matches!(got.last(), Some(Record::Truncated(Truncation::SizeLimit))));
     assert!(got[..got.len() - 1].iter().all(|r| matches!(r, Record::TwilioText { .. })));
+    // The end mark still fits, after the truncation mark.
+    e.end(Instant::from_millis(100));
+    let mut file = bytes;
+    e.take_into(&mut file);
+    assert!(file.len() as u64 <= max, "{} > {max}", file.len());
+    assert!(matches!(records(&file).last(), Some(Record::End { .. })));
 }
 
 #[test]

@@ -157,6 +157,7 @@ fn describe(entry: &TimelineEntry) -> String {
         Timeline::Backend(Some(addr)) => format!("route: backend {addr}"),
         Timeline::Backend(None) => "route: no backend".to_owned(),
         Timeline::Media(codec) => format!("backend media set by the PBX's offer: {}", codec.name()),
+        Timeline::FirstDatagram(from) => format!("first backend datagram, from {from}"),
         Timeline::SipInvite(target) => format!("SIP INVITE to {target}"),
         Timeline::SipAnswered => "SIP leg answered (200)".to_owned(),
         Timeline::SipEnded(status) => {
