@@ -170,6 +170,92 @@ fn recorded(c: &mut Criterion) {
     group.finish();
 }
 
+/// One 20 ms step both ways as in [`recorded`], without and with the call
+/// captured for `voxproxy replay` the way the call loop captures it: the
+/// Twilio frame and the backend datagram recorded before the bridge sees
+/// them, a digest of every output drained, the next deadline, and a 64 KiB
+/// batch handed off (a fresh `Vec`, as `proxy/src/capture.rs` does) when
+/// full. The capture's cost per frame is the difference.
+fn captured(c: &mut Criterion) {
+    use voxproxy_adapters::capture::{CaptureHeader, Encoder, LegKind};
+    let mut group = c.benchmark_group("bridge_both_ways_20ms");
+    let backend: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+    let audio = voice_frame(160);
+    for capture in [false, true] {
+        let mut bridge = started_bridge(BackendCodec::Pcmu, backend);
+        let header = CaptureHeader {
+            voxproxy_version: "bench".to_owned(),
+            leg: LegKind::Rtp,
+            created_at: Instant::ZERO,
+            bridge: bridge.config().clone(),
+        };
+        let mut encoder = capture.then(|| Encoder::new(&header, u64::MAX, 64 * 1024));
+        let sid = StreamSid::new(SID).expect("sid");
+        let mut frame = Vec::with_capacity(512);
+        let mut datagram = vec![0u8; 12 + audio.len()];
+        let mut i = 0u64;
+        group.bench_function(if capture { "captured" } else { "not_captured" }, |b| {
+            b.iter(|| {
+                i += 1;
+                let now = Instant::from_millis(i * 20);
+                let media = media_stream::Media {
+                    sequence_number: i + 1,
+                    stream_sid: sid,
+                    track: Track::Inbound,
+                    chunk: i,
+                    timestamp_ms: i * 20,
+                    payload_len: 160,
+                };
+                media_stream::write_inbound_media(&mut frame, &media, &audio);
+                if let Some(e) = &mut encoder {
+                    e.twilio_text(now, &frame);
+                }
+                bridge.handle_twilio_activity(now);
+                bridge.handle_twilio(now, &mut frame).expect("media");
+                let mut n = drain_captured(&mut bridge, encoder.as_mut());
+                let n_rtp = RtpHeader::new(0, i as u16, (i as u32).wrapping_mul(160), 7)
+                    .write(&audio, &mut datagram)
+                    .expect("fits");
+                if let Some(e) = &mut encoder {
+                    e.rtp(now, backend, &datagram[..n_rtp]);
+                }
+                bridge.handle_rtp(now, backend, &datagram[..n_rtp]);
+                n += drain_captured(&mut bridge, encoder.as_mut());
+                if let Some(e) = &mut encoder
+                    && e.pending() >= 64 * 1024
+                {
+                    let mut batch = Vec::with_capacity(e.pending());
+                    e.take_into(&mut batch);
+                    black_box(batch);
+                }
+                black_box(n)
+            });
+        });
+    }
+    group.finish();
+}
+
+/// [`drain`], each output (and then the next deadline) also captured.
+fn drain_captured(
+    bridge: &mut CallBridge,
+    mut encoder: Option<&mut voxproxy_adapters::capture::Encoder>,
+) -> usize {
+    let mut bytes = 0;
+    while let Some(output) = bridge.poll_output() {
+        if let Some(e) = encoder.as_deref_mut() {
+            e.output(&output);
+        }
+        bytes += match output {
+            Output::Twilio(frame) | Output::Rtp(frame) => black_box(frame).len(),
+            _ => 0,
+        };
+    }
+    if let Some(e) = encoder {
+        e.deadline(bridge.poll_timeout());
+    }
+    bytes
+}
+
 /// A PCMU call whose backend is a SIP leg, answered: the bridge as above,
 /// plus what the proxy does with the leg on every wake of the call loop
 /// (`SipBackend::drive`, draining `poll_transmit`, `poll_timeout` for the
@@ -239,5 +325,5 @@ fn sip_downlink(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, uplink, downlink, recorded, sip_uplink, sip_downlink);
+criterion_group!(benches, uplink, downlink, recorded, captured, sip_uplink, sip_downlink);
 criterion_main!(benches);

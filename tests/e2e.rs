@@ -26,6 +26,8 @@ macro_rules! both_io {
 mod admin;
 #[path = "e2e/audio.rs"]
 mod audio;
+#[path = "e2e/capture.rs"]
+mod capture;
 #[path = "e2e/config.rs"]
 mod config;
 #[path = "e2e/control.rs"]

@@ -11,6 +11,7 @@
 pub mod bot;
 pub mod bot_call;
 pub mod bridge;
+pub mod capture;
 pub mod form;
 pub mod latency;
 pub mod media_stream;

@@ -556,6 +556,10 @@ pub struct Route {
     /// `recording.twilio`: whether this route's calls are also recorded
     /// on Twilio's side; `None` follows the global `recording.twilio`.
     pub twilio_recording: Option<bool>,
+
+    /// `capture.enabled`: whether this route's calls are captured for
+    /// `voxproxy replay`; `None` follows the global `capture.enabled`.
+    pub capture: Option<bool>,
 }
 
 /// `forward_timeout` when the route sets none: the seeds' business phones
@@ -581,6 +585,8 @@ impl Route {
             fallback: None,
             recording: None,
             twilio_recording: None,
+
+            capture: None,
         }
     }
 }

@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod build;
+pub mod capture;
 pub mod cdr;
 pub mod config;
 pub mod logging;

@@ -79,6 +79,8 @@ use crate::server::ports::PortPool;
 
 mod sip;
 pub use breakdown::BreakdownMetrics;
+mod capture;
+pub use capture::CaptureMetrics;
 pub use sip::{SipMetrics, SipRefusal, SipSide};
 mod bot;
 pub use bot::{BotMetrics, BotTotals};
@@ -97,6 +99,7 @@ pub struct Metrics {
     lifecycle: Lifecycle,
     sip: SipMetrics,
     breakdown: BreakdownMetrics,
+    capture: CaptureMetrics,
     bot: BotMetrics,
     /// `voxproxy_max_calls`: `limits.max_calls` now (0 until the server sets it).
     max_calls: AtomicU64,
@@ -153,6 +156,7 @@ impl Metrics {
             lifecycle: Lifecycle::default(),
             sip: SipMetrics::default(),
             breakdown: BreakdownMetrics::default(),
+            capture: CaptureMetrics::default(),
             bot: BotMetrics::default(),
             max_calls: AtomicU64::new(0),
             rtp_ports: OnceLock::new(),
@@ -266,6 +270,12 @@ impl Metrics {
     #[must_use]
     pub fn breakdown(&self) -> &BreakdownMetrics {
         &self.breakdown
+    }
+
+    /// The capture writer's counters (`voxproxy_capture_*`).
+    #[must_use]
+    pub fn capture(&self) -> &CaptureMetrics {
+        &self.capture
     }
 
     /// The WebSocket bot counters (`voxproxy_bot_*`), shared by every bot leg.
@@ -632,6 +642,7 @@ impl Metrics {
 
         self.sip.render(&mut x);
         self.breakdown.render(&mut x);
+        self.capture.render(&mut x);
         self.bot.render(&mut x);
 
         x.family("voxproxy_io_backend_info", "The I/O backend the workers run on (always 1).", "gauge");

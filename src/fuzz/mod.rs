@@ -9,6 +9,7 @@
 mod bot;
 mod bot_call;
 mod bridge;
+mod capture;
 mod jitter;
 mod media_stream;
 mod proxy;
@@ -24,6 +25,7 @@ mod websocket;
 pub use bot::bot_messages;
 pub use bot_call::bot_call;
 pub use bridge::bridge_events;
+pub use capture::capture_reader;
 pub use jitter::jitter_ops;
 pub use media_stream::twilio_inbound;
 pub use proxy::{config_file, echo_datagrams, sim_identity};
@@ -61,4 +63,6 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("bot_messages", bot_messages),
     ("bot_call", bot_call),
     ("websocket_frames", websocket_frames),
+
+    ("capture_reader", capture_reader),
 ];

@@ -27,6 +27,7 @@ both_io!(
     sip_hold_and_resume,
     sip_through_kamailio,
     sip_auth_challenge,
+    sip_call_is_captured_and_replays_without_its_password,
 );
 
 /// A baresip child with its own config directory, killed when dropped.
@@ -528,4 +529,42 @@ async fn sip_auth_challenge(io: Io) {
     let record = proxy.wait_record(&call.stream_sid).await;
     assert_eq!(record["end_reason"], "backend_failed", "{record}");
     assert_eq!(record["sip_status"], 407, "{record}");
+}
+
+/// A SIP call through kamailio's digest challenge, captured: the capture
+/// holds neither the password nor the digest response, and replays bit
+/// for bit (its SIP messages included) without them.
+async fn sip_call_is_captured_and_replays_without_its_password(io: Io) {
+    let Some(baresip) = Baresip::start(Answer::Auto) else { return };
+    let Some(kamailio) = Kamailio::start(&baresip, &["WITH_AUTH"]) else { return };
+    let uri = format!("sip:agent@127.0.0.1:{}", kamailio.port);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dir_text = dir.path().to_string_lossy().into_owned();
+    let env = [
+        ("VOXPROXY_SIP_USERNAME", "voxproxy"),
+        ("VOXPROXY_SIP_PASSWORD", "e2e-sip-secret"),
+        ("VOXPROXY_CAPTURE_ENABLED", "true"),
+        ("VOXPROXY_CAPTURE_DIR", dir_text.as_str()),
+    ];
+    let proxy = start_proxy_with(io, &uri, "pcmu", &env);
+    let mut call = TwilioCall::start(&proxy).await;
+    baresip.wait_log("Call established").await;
+    let _ = talk(&mut call, &echo_safe_frames(50)).await;
+    call.send_stop().await;
+    assert_eq!(call.wait_closed(WAIT).await, Some(1000));
+    let record = proxy.wait_record(&call.stream_sid).await;
+    assert_eq!(record["sip_status"], 200, "{record}\n{}", kamailio.log());
+    let path = crate::capture::wait_capture(dir.path(), &call).await;
+    let bytes = std::fs::read(&path).expect("the capture exists");
+    let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    assert!(!has(b"e2e-sip-secret") && !has(b"response="), "a credential is in the capture");
+    assert!(has(b"Proxy-Authenticate"), "kamailio's challenge is captured as an input");
+
+    let (code, text) = crate::capture::replay(&path, true);
+    eprintln!("{text}");
+    assert_eq!(code, 0, "{text}");
+    assert!(text.lines().last().unwrap_or_default().ends_with("outputs: identical"), "{text}");
+    for line in ["sip leg", "SIP INVITE to", "SIP leg answered (200)", "stream closed 1000", "call ended"] {
+        assert!(text.contains(line), "the report has no {line:?}:\n{text}");
+    }
 }

@@ -467,7 +467,7 @@ async fn a_recorded_bot_call_holds_the_caller_and_the_bot_as_heard(io: Io) {
     assert!(std::path::Path::new(file).starts_with(dir.path()), "{file} is in recording.dir");
 
     let bytes = std::fs::read(file).expect("the recording exists");
-    let parsed = voxproxy::wav::parse(&bytes).expect("a WAV");
+    let parsed = voxproxy_adapters::wav::parse(&bytes).expect("a WAV");
     assert_eq!(parsed.format.to_string(), "8000 Hz stereo PCM16");
     assert!(!parsed.truncated, "the header covers the whole file");
     let samples = parsed.decode().expect("PCM16");

@@ -427,6 +427,13 @@ impl SipLeg {
         self.events.pop_front()
     }
 
+    /// Whether [`SipLeg::poll_event`] has something: a capture records a
+    /// drive of the leg only when it hands the bridge an event.
+    #[must_use]
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) is next due.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {

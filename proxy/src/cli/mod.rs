@@ -10,6 +10,7 @@ mod cost;
 pub mod demo;
 pub mod docs;
 pub mod echo;
+pub mod replay;
 pub mod serve;
 pub mod sim;
 pub mod vad;
@@ -50,6 +51,10 @@ pub enum Command {
     Completions(docs::CompletionsArgs),
     /// Print the man page (roff) to standard output: `voxproxy man > voxproxy.1`.
     Man,
+    /// Replay a call capture (`capture.enabled`) on a fresh bridge and check
+    /// every output bit for bit; `--report` also prints the call's timeline.
+    /// Exit code 1 at the first difference, 2 for an unreadable file.
+    Replay(replay::ReplayArgs),
 }
 
 /// Runs a parsed command line and turns its outcome into an exit code.
@@ -63,5 +68,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Echo(args) => echo::run(&args),
         Command::Completions(args) => docs::completions(&args),
         Command::Man => docs::man(),
+        Command::Replay(args) => replay::run(&args),
     }
 }

@@ -198,6 +198,8 @@ fn route(file: &FileSource<'_>, index: usize, item: &Value<'_>) -> Result<RawRou
         parameters: None,
         recording: None,
         twilio_recording: None,
+
+        capture: None,
     };
     for (key, value) in table {
         let key_text: &str = key.get_ref();
@@ -209,9 +211,13 @@ fn route(file: &FileSource<'_>, index: usize, item: &Value<'_>) -> Result<RawRou
             (raw.recording, raw.twilio_recording) = route_recording(file, &name("recording"), value)?;
             continue;
         }
+        if key_text == "capture" {
+            raw.capture = Some(route_capture(file, &name("capture"), value)?);
+            continue;
+        }
         let Some(spec) = ROUTE_KEYS.iter().find(|spec| spec.name == key_text) else {
             let known: Vec<&str> =
-                ROUTE_KEYS.iter().map(|s| s.name).chain(["parameters", "recording"]).collect();
+                ROUTE_KEYS.iter().map(|s| s.name).chain(["parameters", "recording", "capture"]).collect();
             return Err(file.unknown(name(key_text), &key.span(), known.join(", ")));
         };
         let DeValue::String(text) = value.get_ref() else {
@@ -257,6 +263,30 @@ fn route_recording(
         return Err(file.invalid(key.to_owned(), &value.span(), EXPECTED));
     }
     Ok((enabled, twilio))
+}
+
+/// `capture.enabled = true|false` (also written `capture = { enabled = … }`).
+fn route_capture(file: &FileSource<'_>, key: &str, value: &Value<'_>) -> Result<bool, ConfigError> {
+    const EXPECTED: &str = "expected capture.enabled = true or false";
+    let DeValue::Table(table) = value.get_ref() else {
+        return Err(file.invalid(key.to_owned(), &value.span(), EXPECTED));
+    };
+    let mut enabled = None;
+    for (name, value) in table {
+        let name: &Key<'_> = name;
+        if name.get_ref() != "enabled" {
+            return Err(file.unknown(
+                format!("{key}.{}", name.get_ref()),
+                &name.span(),
+                "enabled".to_owned(),
+            ));
+        }
+        let DeValue::Boolean(b) = value.get_ref() else {
+            return Err(file.invalid(format!("{key}.enabled"), &value.span(), EXPECTED));
+        };
+        enabled = Some(*b);
+    }
+    enabled.ok_or_else(|| file.invalid(key.to_owned(), &value.span(), EXPECTED))
 }
 
 /// `parameters = { name = "value", … }`: each value a string.

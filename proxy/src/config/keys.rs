@@ -216,6 +216,16 @@ keys! {
     RecordingTwilio "recording.twilio" Bool Value("false"),
         "`true` also records every streamed call on Twilio's side (REST, dual-channel; the status callback lands in the record; a route's `recording.twilio` overrides it)",
         EXPECT_BOOL;
+
+    CaptureEnabled "capture.enabled" Bool Value("false"),
+        "`true` captures every call's inputs for `voxproxy replay` in `capture.dir` (a route's `capture.enabled` overrides it)",
+        EXPECT_BOOL;
+    CaptureDir "capture.dir" Text Value("\"captures\""),
+        "directory the capture files go in (created at start when capture is on anywhere)",
+        "expected a directory path";
+    CaptureMaxBytes "capture.max_bytes" Int Value("67108864"),
+        "64 KiB to 4 GiB: largest capture file per call (the default holds about 35 minutes of a call); the capture stops there, marked truncated",
+        "expected a number of bytes from 65536 to 4294967296";
 }
 
 impl Setting {

@@ -90,6 +90,10 @@
 //! | `recording.enabled` | boolean | `false` | `true` records every call to a two-channel WAV in `recording.dir` (a route's `recording.enabled` overrides it) |
 //! | `recording.dir` | string | `"recordings"` | directory the WAV files go in (created at start when recording is on anywhere) |
 //! | `recording.twilio` | boolean | `false` | `true` also records every streamed call on Twilio's side (REST, dual-channel; the status callback lands in the record; a route's `recording.twilio` overrides it) |
+
+//! | `capture.enabled` | boolean | `false` | `true` captures every call's inputs for `voxproxy replay` in `capture.dir` (a route's `capture.enabled` overrides it) |
+//! | `capture.dir` | string | `"captures"` | directory the capture files go in (created at start when capture is on anywhere) |
+//! | `capture.max_bytes` | integer | `67108864` | 64 KiB to 4 GiB: largest capture file per call (the default holds about 35 minutes of a call); the capture stops there, marked truncated |
 //!
 //! Durations are strings of one or more `<integer><unit>` parts with the units
 //! `h`, `m`, `s` and `ms`, largest first and each at most once: `"250ms"`,
@@ -198,6 +202,8 @@ pub struct Config {
     pub cdr: CdrSettings,
     /// `[recording]`.
     pub recording: RecordingSettings,
+    /// `[capture]`: inputs of calls for `voxproxy replay`.
+    pub capture: CaptureSettings,
     /// `[log]`: structured logs on stderr.
     pub log: LogSettings,
     /// `[drain]`: graceful shutdown.
@@ -476,6 +482,25 @@ pub struct RecordingSettings {
     /// `recording.twilio`: start a Twilio-side recording of calls whose
     /// route does not say otherwise.
     pub twilio: bool,
+}
+
+/// `[capture]` settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaptureSettings {
+    /// `capture.enabled`: capture calls whose route does not say otherwise.
+    pub enabled: bool,
+    /// `capture.dir`: where the capture files go.
+    pub dir: PathBuf,
+    /// `capture.max_bytes`: largest capture file per call.
+    pub max_bytes: u64,
+}
+
+impl Config {
+    /// Whether any call may be captured: globally or by a route.
+    #[must_use]
+    pub fn captures_anything(&self) -> bool {
+        self.capture.enabled || self.routes.iter().any(|r| r.capture == Some(true))
+    }
 }
 
 impl Config {
@@ -1241,6 +1266,19 @@ impl Layers {
                     }
                 })?,
                 twilio: self.flag(Setting::RecordingTwilio)?,
+            },
+            capture: CaptureSettings {
+                enabled: self.flag(Setting::CaptureEnabled)?,
+                dir: self.value(Setting::CaptureDir, |s| {
+                    if s.is_empty() {
+                        Err("expected a directory path, not an empty string".to_owned())
+                    } else if Path::new(s).is_file() {
+                        Err("this is a file; name the directory the captures go in".to_owned())
+                    } else {
+                        Ok(PathBuf::from(s))
+                    }
+                })?,
+                max_bytes: self.int(Setting::CaptureMaxBytes, 65_536..=1 << 32)?,
             },
             log: LogSettings {
                 format: self.value(Setting::LogFormat, |s| match s {

@@ -59,6 +59,9 @@ pub(super) struct RawRoute {
     pub(super) recording: Option<bool>,
     /// `recording.twilio`, when the route sets it.
     pub(super) twilio_recording: Option<bool>,
+
+    /// `capture.enabled`, when the route sets it.
+    pub(super) capture: Option<bool>,
 }
 
 impl RawRoute {
@@ -139,6 +142,8 @@ fn resolve_one(r: &RawRoute, default_backend: &Backend) -> Result<Route, ConfigE
     route.parameters = parameters(r)?;
     route.recording = r.recording;
     route.twilio_recording = r.twilio_recording;
+
+    route.capture = r.capture;
     route.mode = r
         .parsed("mode", |s| match s {
             "connect" => Ok(StreamMode::Connect),

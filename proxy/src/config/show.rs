@@ -98,6 +98,10 @@ fn shown(c: &Config, key: Setting) -> Value {
         Setting::RecordingEnabled => c.recording.enabled.into(),
         Setting::RecordingDir => text(&c.recording.dir.display()),
         Setting::RecordingTwilio => c.recording.twilio.into(),
+
+        Setting::CaptureEnabled => c.capture.enabled.into(),
+        Setting::CaptureDir => text(&c.capture.dir.display()),
+        Setting::CaptureMaxBytes => c.capture.max_bytes.into(),
     }
 }
 

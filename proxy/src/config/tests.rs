@@ -460,6 +460,10 @@ const BAD_FILE_VALUES: &[(&str, &str, &str)] = &[
     ("[recording]\nenabled = \"yes\"", "recording.enabled", "\"yes\""),
     ("[recording]\ndir = \"\"", "recording.dir", "\"\""),
     ("[recording]\ntwilio = 1", "recording.twilio", "1"),
+
+    ("[capture]\nenabled = 1", "capture.enabled", "1"),
+    ("[capture]\ndir = \"\"", "capture.dir", "\"\""),
+    ("[capture]\nmax_bytes = 1000", "capture.max_bytes", "1000"),
     ("[server]\nadmin_listen = \"localhost:9090\"", "server.admin_listen", "\"localhost:9090\""),
     (
         "[server]\nadmin_listen = \"127.0.0.1:8080\"\nlisten = \"127.0.0.1:8080\"",
@@ -956,4 +960,27 @@ fn ws_keys_choose_the_bot_protocol_and_rate_with_errors_naming_the_key() {
     assert!(msg.contains("ws.protocol") && msg.contains("\"twilio\" or \"l16\""), "{msg}");
     let msg = error_text(from_env(&[("VOXPROXY_WS_MAX_QUEUED_MS", "5")]));
     assert!(msg.starts_with("ws.max_queued_ms = \"5\""), "{msg}");
+}
+
+#[test]
+fn capture_is_off_by_default_and_set_globally_or_per_route() {
+    let c = from_file("").unwrap();
+    assert!(!c.capture.enabled && !c.captures_anything());
+    assert_eq!((c.capture.dir.as_path(), c.capture.max_bytes), (Path::new("captures"), 64 << 20));
+
+    let c =
+        from_env(&[("VOXPROXY_CAPTURE_ENABLED", "true"), ("VOXPROXY_CAPTURE_MAX_BYTES", "65536")]).unwrap();
+    assert!(c.capture.enabled && c.captures_anything());
+    assert_eq!(c.capture.max_bytes, 65_536);
+
+    let text = routes_file(
+        "[[routes]]\nto = \"+14155550199\"\ncapture.enabled = true\n\n[[routes]]\nto = \"*\"\ncapture = { enabled = false }\n",
+    );
+    let c = from_file(&text).unwrap();
+    assert_eq!((c.routes[0].capture, c.routes[1].capture), (Some(true), Some(false)));
+    assert!(c.captures_anything() && !c.capture.enabled);
+    let e = error_text(from_file(&routes_file("[[routes]]\nto = \"*\"\ncapture.enabled = \"yes\"\n")));
+    assert!(e.contains("routes[0].capture.enabled") && e.contains("true or false"), "{e}");
+    let e = error_text(from_file(&routes_file("[[routes]]\nto = \"*\"\ncapture.dir = \"x\"\n")));
+    assert!(e.contains("routes[0].capture.dir") && e.contains("enabled"), "{e}");
 }

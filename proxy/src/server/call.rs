@@ -29,6 +29,7 @@ use hyper::upgrade::OnUpgrade;
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 use voxproxy_adapters::bridge::{BridgeConfig, BridgeEvent, CallBridge, CallStats, EndReason, Output};
+use voxproxy_adapters::capture::LegKind;
 use voxproxy_adapters::route::{ROUTE_PARAMETER, route_by_label};
 use voxproxy_adapters::websocket::FrameError;
 
@@ -38,6 +39,7 @@ use super::media_ws::{MediaSocket, Ready, Received, SocketError};
 use super::ports::{PortError, PortLease};
 use super::sip_client::{self, SipCall};
 use super::taps::CallTaps;
+use crate::capture::Capture;
 use crate::cdr::journal::JournalId;
 use crate::cdr::{CallRecord, rfc3339_utc};
 use crate::metrics::{Direction, RefuseReason, RtpErrorKind, WsErrorKind};
@@ -175,7 +177,10 @@ pub async fn run(
         // out for the record, and every place it is held by value across an
         // await would be a copy of it in this task's state (80 KB with it
         // inline, measured by `the_call_task_stays_small`).
-        let mut bridge = match CallBridge::new(bridge_settings, ctx.shared.clock.now()) {
+        let created = ctx.shared.clock.now();
+        let mut capture =
+            Capture::begin(live.config.captures_anything(), &bridge_settings, created, live.config.capture.max_bytes);
+        let mut bridge = match CallBridge::new(bridge_settings, created) {
             Ok(b) => Box::new(b),
             Err(e) => {
                 // The config was validated at start, so this is a bug; the
@@ -184,7 +189,7 @@ pub async fn run(
                 return;
             }
         };
-        if !await_start(&ctx, &mut bridge, &mut ws).await {
+        if !await_start(&ctx, &mut bridge, &mut ws, &mut capture).await {
             return;
         }
         // A WebSocket bot backend: its own loop (bot_call.rs).
@@ -195,8 +200,8 @@ pub async fn run(
             drop(place);
             return;
         }
-        let watch_leg = apply_route(&live.config, &mut bridge);
-        let sip_key = super::sip_listener::link_stream(&ctx, &mut bridge);
+        let watch_leg = apply_route(&live.config, &mut bridge, &mut capture, ctx.shared.clock.now());
+        let sip_key = super::sip_listener::link_stream(&ctx, &mut bridge, &mut capture);
         let (slot, socket, lease) = match admit(&ctx) {
             Admission::Admitted { slot, socket, lease } => (slot, socket, lease),
             Admission::Refused(reason) => {
@@ -219,6 +224,12 @@ pub async fn run(
             close_now(&mut ws, code, reason).await;
             return;
         };
+        let keep = crate::capture::wanted(&live.config, &bridge).then(|| {
+            let start = bridge.stream().map(|s| (s.call_sid.as_str(), s.stream_sid.as_str())).unwrap_or_default();
+            let file = crate::capture::file_for(&live.config.capture.dir, start.0, start.1);
+            (file, if sip_uri.is_some() { LegKind::Sip } else { LegKind::Rtp })
+        });
+        capture.decide(&ctx.shared.capturer, keep);
         // The RTP socket is brand new and Twilio's first frames are often
         // already buffered: let the reactor see the socket once (epoll
         // reports it writable only then), or the loop, always finding a
@@ -226,13 +237,14 @@ pub async fn run(
         tokio::task::yield_now().await;
         if let Some(uri) = sip_uri {
             let now = ctx.shared.clock.now();
-            match Box::pin(SipCall::start(&live.config, &uri, &mut bridge, lease.port(), now)).await {
+            match Box::pin(SipCall::start(&live.config, &uri, &mut bridge, lease.port(), now, &mut capture)).await {
                 Ok(sip) => facts.sip = Some(Box::new(sip)),
                 Err(e) => {
                     tracing::warn!(error = %e, backend = %uri, "SIP call not placed; closing the stream so the caller hears the route's fallback");
                     if let Some(start) = bridge.stream() {
                         ctx.shared.calls.leg_failed(start.call_sid.as_str());
                     }
+                    capture.with(|c| c.close(now, EndReason::BackendFailed));
                     bridge.handle_close(now, EndReason::BackendFailed);
                 }
             }
@@ -246,12 +258,13 @@ pub async fn run(
             super::sip_listener::stream_started(&ctx, key, &bridge, lease.port());
         }
         facts.taps = Box::new(CallTaps::start(&ctx, &live.config, &mut bridge));
+        facts.capture = capture;
         let ended = media_loop(&ctx, ws, bridge, &socket, lease.port(), facts, commands).await;
         // Held until here so the command channel never closes under the loop.
         drop(commands_tx);
         if let Some((mut bridge, mut facts, reported)) = ended {
             if let Some(sip) = &mut facts.sip {
-                Box::pin(end_sip(&ctx, &mut bridge, sip, facts.registration.as_ref())).await;
+                Box::pin(end_sip(&ctx, &mut bridge, sip, facts.registration.as_ref(), &mut facts.capture)).await;
             }
             if let Some(key) = sip_key {
                 super::sip_listener::stream_ended(&ctx, key, &bridge);
@@ -273,6 +286,22 @@ pub async fn run(
 
 /// Close code 1013, "try again later": a call refused for capacity.
 pub(super) const CLOSE_TRY_AGAIN: u16 = 1013;
+
+/// Captures a message from Twilio as the bridge will see it: a text frame
+/// (after `handle_twilio_activity`), a binary one (an empty text frame),
+/// or only activity. `payload` is the message's (unmasked) payload.
+pub(super) fn capture_message(
+    capture: &mut Capture,
+    now: voxproxy_core::Instant,
+    received: &Received,
+    payload: &[u8],
+) {
+    capture.with(|c| match received {
+        Received::Text => c.twilio_text(now, payload),
+        Received::Binary => c.twilio_binary(now),
+        _ => c.twilio_activity(now),
+    });
+}
 
 /// Sends a close frame, bounded by [`CLOSE_TIMEOUT`].
 pub(super) async fn close_now(ws: &mut Ws, code: u16, reason: &str) {
@@ -311,6 +340,7 @@ pub(super) fn register(
         in_ledger: false,
         leg_watch: None,
         taps: Box::default(),
+        capture: Capture::default(),
         leg,
         bot: None,
         sip: None,
@@ -340,12 +370,18 @@ enum PreStart {
 /// that ends first (no `start` by the deadline, a refused `start`, a closed
 /// socket, a drain) is counted and closed here, and `false` is returned: it
 /// never held a call place or a port, and it gets no record.
-async fn await_start(ctx: &WorkerContext, bridge: &mut CallBridge, ws: &mut Ws) -> bool {
+async fn await_start(
+    ctx: &WorkerContext,
+    bridge: &mut CallBridge,
+    ws: &mut Ws,
+    capture: &mut Capture,
+) -> bool {
     let clock = ctx.shared.clock;
     let mut shutdown = ctx.shared.shutdown.subscribe();
     let mut ws_open = true;
     let mut close: Option<(u16, String)> = None;
     while !bridge.is_finished() {
+        capture.with(|c| c.deadline(bridge.poll_timeout()));
         let deadline = bridge
             .poll_timeout()
             .map_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600), |at| clock.to_tokio(at));
@@ -361,6 +397,7 @@ async fn await_start(ctx: &WorkerContext, bridge: &mut CallBridge, ws: &mut Ws) 
         let now = clock.now();
         match wake {
             PreStart::Twilio(Ok(received)) => {
+                capture_message(capture, now, &received, ws.payload_mut());
                 bridge.handle_twilio_activity(now);
                 match received {
                     Received::Text => {
@@ -375,6 +412,7 @@ async fn await_start(ctx: &WorkerContext, bridge: &mut CallBridge, ws: &mut Ws) 
                         // The reply is queued; send it.
                         let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.flush()).await;
                         ws_open = false;
+                        capture.with(|c| c.close(now, EndReason::WebSocketClosed));
                         bridge.handle_close(now, EndReason::WebSocketClosed);
                     }
                     // The pong is queued; flushing sends it.
@@ -385,17 +423,25 @@ async fn await_start(ctx: &WorkerContext, bridge: &mut CallBridge, ws: &mut Ws) 
             PreStart::Twilio(Err(e)) => {
                 close = ws_error_close(ctx, &e);
                 ws_open &= close.is_some();
+                capture.with(|c| c.close(now, EndReason::WebSocketClosed));
                 bridge.handle_close(now, EndReason::WebSocketClosed);
             }
             PreStart::Flushed(result) => ws_open &= result.is_ok(),
-            PreStart::Deadline => bridge.handle_timeout(now),
-            PreStart::Shutdown => bridge.handle_close(now, EndReason::Drain),
+            PreStart::Deadline => {
+                capture.with(|c| c.timeout(now));
+                bridge.handle_timeout(now);
+            }
+            PreStart::Shutdown => {
+                capture.with(|c| c.close(now, EndReason::Drain));
+                bridge.handle_close(now, EndReason::Drain);
+            }
         }
         if bridge.stream().is_some() && !bridge.is_finished() {
             // The call's own loop drains what `start` produced.
             return true;
         }
         while let Some(output) = bridge.poll_output() {
+            capture.with(|c| c.output(&output));
             match output {
                 Output::Ping if ws_open => {
                     ws_open = ws.queue_ping() && ws.try_flush().is_ok();
@@ -467,11 +513,17 @@ fn random_rtp_origin() -> (u32, u16, u32) {
 ///
 /// Returns whether the route has a `fallback`: then a silent backend is a
 /// failed leg ([`LegWatch`]).
-fn apply_route(config: &crate::config::Config, bridge: &mut CallBridge) -> bool {
+fn apply_route(
+    config: &crate::config::Config,
+    bridge: &mut CallBridge,
+    capture: &mut Capture,
+    now: voxproxy_core::Instant,
+) -> bool {
     let Some(label) = bridge.stream().and_then(|s| s.custom_parameter(ROUTE_PARAMETER)) else { return false };
     match route_by_label(&config.routes, &config.default_route, label) {
         Some(matched) => {
             if let Some(addr) = matched.route.backend.rtp() {
+                capture.with(|c| c.set_backend(now, Some(addr)));
                 let _ = bridge.set_backend(Some(addr));
             }
             matched.route.fallback.is_some()
@@ -615,6 +667,8 @@ pub(super) struct CallFacts {
     /// The call's recording and latency breakdown (`taps.rs`); boxed, as
     /// the facts live in several states of the call task's future.
     pub(super) taps: Box<CallTaps>,
+    /// The call's capture for `voxproxy replay` (`crate::capture`), if any.
+    pub(super) capture: Capture,
     /// `rtp` or `ws`, for the record.
     leg: &'static str,
     /// A `ws` leg's part of the record.
@@ -643,7 +697,9 @@ async fn media_loop(
     // `changed()` below sees only later changes: a drain that timed out
     // while this call was still being set up closes it now.
     if *shutdown.borrow_and_update() {
-        bridge.handle_close(clock.now(), EndReason::Drain);
+        let now = clock.now();
+        facts.capture.with(|c| c.close(now, EndReason::Drain));
+        bridge.handle_close(now, EndReason::Drain);
     }
     // One future for the call's life: a fresh `changed()` each turn would
     // join and leave the watch's waiter list on every frame. The drain
@@ -680,6 +736,7 @@ async fn media_loop(
     loop {
         let sip_due = facts.sip.as_deref().and_then(SipCall::poll_timeout);
         let due = voxproxy_core::time::earliest(bridge.poll_timeout(), sip_due);
+        facts.capture.with(|c| c.deadline(due));
         if due != armed || (due.is_none() && sleep.is_elapsed()) {
             armed = due;
             match due {
@@ -711,6 +768,7 @@ async fn media_loop(
         let mut flush_pong = false;
         match wake {
             Wake::Twilio(Ok(received)) => {
+                capture_message(&mut facts.capture, now, &received, ws.payload_mut());
                 bridge.handle_twilio_activity(now);
                 match received {
                     Received::Text => {
@@ -729,6 +787,7 @@ async fn media_loop(
                         // The socket has queued the reply; the goodbye flushes it.
                         reading = false;
                         peer_closed = true;
+                        facts.capture.with(|c| c.close(now, EndReason::WebSocketClosed));
                         bridge.handle_close(now, EndReason::WebSocketClosed);
                     }
                     // The socket queued the pong; the flush below sends it.
@@ -740,13 +799,16 @@ async fn media_loop(
                 reading = false;
                 close = ws_error_close(ctx, &e);
                 ws_open &= close.is_some();
+                facts.capture.with(|c| c.close(now, EndReason::WebSocketClosed));
                 bridge.handle_close(now, EndReason::WebSocketClosed);
             }
             Wake::Rtp((result, buf)) => {
                 match result {
                     Ok((len, from)) => {
                         direction = Some(Direction::Outbound);
-                        bridge.handle_rtp(now, from, &buf[..len.min(buf.len())]);
+                        let datagram = &buf[..len.min(buf.len())];
+                        facts.capture.with(|c| c.rtp(now, from, datagram));
+                        bridge.handle_rtp(now, from, datagram);
                     }
                     Err(e) => {
                         // ICMP port unreachable from a backend that is down
@@ -765,19 +827,21 @@ async fn media_loop(
                 sends.recycle(buf);
             }
             Wake::Deadline => {
+                facts.capture.with(|c| c.timeout(now));
                 bridge.handle_timeout(now);
                 if let Some(sip) = &mut facts.sip {
-                    sip.handle_timeout(now);
+                    sip.handle_timeout(now, &mut facts.capture);
                 }
             }
             Wake::Sip(result) => {
                 if let Some(sip) = &mut facts.sip {
-                    sip.received(now, result, &sip_buf);
+                    sip.received(now, result, &sip_buf, &mut facts.capture);
                 }
             }
             Wake::Started => {}
             Wake::Command(Some(CallCommand::Hangup)) => {
                 tracing::info!("ended through the control API");
+                facts.capture.with(|c| c.close(now, EndReason::Hangup));
                 bridge.handle_close(now, EndReason::Hangup);
             }
             Wake::Command(Some(CallCommand::Media(media))) => {
@@ -788,11 +852,13 @@ async fn media_loop(
             Wake::Command(None) => {}
             Wake::Shutdown => {
                 tracing::info!("drain timeout: closing the call");
+                facts.capture.with(|c| c.close(now, EndReason::Drain));
                 bridge.handle_close(now, EndReason::Drain);
             }
             Wake::Writable(result) => {
                 if result.is_err() {
                     ws_open = false;
+                    facts.capture.with(|c| c.close(now, EndReason::WebSocketClosed));
                     bridge.handle_close(now, EndReason::WebSocketClosed);
                 }
             }
@@ -812,7 +878,7 @@ async fn media_loop(
                     && watch.failed(woke, stats.rtp_packets_in)
                     && !bridge.is_finished()
                 {
-                    leg_failed(ctx, &mut bridge, now);
+                    leg_failed(ctx, &mut bridge, now, &mut facts.capture);
                 }
                 reported = stats;
             }
@@ -821,14 +887,15 @@ async fn media_loop(
         if let Some(sip) = &mut facts.sip {
             if bridge.is_finished() {
                 // The Twilio side ended (or the leg did, and this is a no-op).
-                sip.hangup(now);
+                sip.hangup(now, &mut facts.capture);
             }
-            sip.pump(ctx, &mut bridge, now);
+            sip.pump(ctx, &mut bridge, now, &mut facts.capture);
         }
         // Drain every output into the sockets.
         let mut wrote_ws = false;
         let backend_peer = bridge.backend_peer();
         while let Some(output) = bridge.poll_output() {
+            facts.capture.with(|c| c.output(&output));
             match output {
                 Output::Twilio(bytes) => {
                     let Ok(text) = std::str::from_utf8(bytes) else { continue };
@@ -890,6 +957,7 @@ async fn media_loop(
             ws_open = false;
         }
         facts.taps.drain(&mut bridge, now);
+        facts.capture.flush();
         if let Some(direction) = direction {
             let spent = woke.elapsed();
             let nanos = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
@@ -938,25 +1006,30 @@ async fn end_sip(
     bridge: &mut CallBridge,
     sip: &mut SipCall,
     registration: Option<&Registration>,
+    capture: &mut Capture,
 ) {
     let clock = ctx.shared.clock;
     let give_up = tokio::time::Instant::now() + sip_client::HANGUP_TIMEOUT;
     let mut buf = vec![0u8; sip_client::RECV_BYTES];
-    sip.hangup(clock.now());
-    sip.pump(ctx, bridge, clock.now());
+    let now = clock.now();
+    sip.hangup(now, capture);
+    sip.pump(ctx, bridge, now, capture);
     while !sip.is_done() {
+        capture
+            .with(|c| c.deadline(voxproxy_core::time::earliest(bridge.poll_timeout(), sip.poll_timeout())));
         let wake_at = sip.poll_timeout().map_or(give_up, |at| clock.to_tokio(at).min(give_up));
         tokio::select! {
-            result = sip.recv(&mut buf) => sip.received(clock.now(), result, &buf),
+            result = sip.recv(&mut buf) => sip.received(clock.now(), result, &buf, capture),
             () = tokio::time::sleep_until(wake_at) => {
                 if tokio::time::Instant::now() >= give_up {
                     tracing::info!(call_id = sip.backend().call_id(), "the SIP leg did not finish its hangup in time");
                     break;
                 }
-                sip.handle_timeout(clock.now());
+                sip.handle_timeout(clock.now(), capture);
             }
         }
-        sip.pump(ctx, bridge, clock.now());
+        sip.pump(ctx, bridge, clock.now(), capture);
+        capture.flush();
     }
     sip.publish(ctx, registration);
 }
@@ -964,12 +1037,18 @@ async fn end_sip(
 /// Gives up on a failed backend leg: marked first, so the `<Connect
 /// action>` Twilio posts once the stream closes finds it (and plays the
 /// route's fallback), then the stream is closed.
-fn leg_failed(ctx: &WorkerContext, bridge: &mut CallBridge, now: voxproxy_core::Instant) {
+fn leg_failed(
+    ctx: &WorkerContext,
+    bridge: &mut CallBridge,
+    now: voxproxy_core::Instant,
+    capture: &mut Capture,
+) {
     let silent_ms = bridge.config().backend_timeout.as_millis() as u64;
     tracing::warn!(silent_ms, backend = ?bridge.backend_peer(), "backend leg failed: no RTP for rtp.backend_timeout; closing the stream so the caller hears the route's fallback");
     if let Some(start) = bridge.stream() {
         ctx.shared.calls.leg_failed(start.call_sid.as_str());
     }
+    capture.with(|c| c.close(now, EndReason::BackendFailed));
     bridge.handle_close(now, EndReason::BackendFailed);
 }
 
@@ -989,6 +1068,7 @@ pub(super) async fn finish_call(
     let mut record = call_record(ctx, bridge, &stats, end, facts);
     facts.taps.report(ctx, bridge);
     facts.taps.finish(bridge, shared.clock.now(), &mut record);
+    facts.capture.finish(shared.clock.now());
     if facts.in_ledger {
         // Durable already: the journal keeps it whole until the call's
         // record (this stream's merged with the call's status) is written.

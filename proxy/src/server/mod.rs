@@ -131,6 +131,14 @@ pub enum ServeError {
     /// `recording.twilio` is on (globally or for a route) without the
     /// account's credentials the REST API needs (the text names them).
     TwilioRecording(String),
+
+    /// `capture.dir` could not be created, or the capture writer not started.
+    Capture {
+        /// `capture.dir`.
+        dir: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 impl fmt::Display for ServeError {
@@ -163,6 +171,10 @@ impl fmt::Display for ServeError {
             }
             ServeError::SipListen(problem) => write!(f, "sip.listen: {problem}"),
             ServeError::TwilioRecording(problem) => write!(f, "recording.twilio: {problem}"),
+
+            ServeError::Capture { dir, source } => {
+                write!(f, "capture.dir = {}: cannot create it or start its writer: {source}", dir.display())
+            }
         }
     }
 }
@@ -182,6 +194,8 @@ pub(crate) struct Shared {
     pub(crate) calls: Arc<calls::Calls>,
     /// The call recordings' writer thread.
     pub(crate) recorder: crate::recording::RecordingWriter,
+    /// The call captures' writer thread.
+    pub(crate) capturer: crate::capture::CaptureWriter,
     /// `None` with `--insecure-skip-signature`.
     pub(crate) validator: Option<SignatureValidator>,
     /// Issues and checks stream tokens whenever signatures are checked.
@@ -370,6 +384,20 @@ fn start_recorder(
     crate::recording::RecordingWriter::spawn(stats).map_err(failed)
 }
 
+/// Creates `capture.dir` when any call may be captured (so a directory
+/// that cannot be made stops the start, not every call) and starts the
+/// writer thread.
+fn start_capturer(config: &Config, metrics: &Metrics) -> Result<crate::capture::CaptureWriter, ServeError> {
+    let dir = &config.capture.dir;
+    let failed = |source| ServeError::Capture { dir: dir.clone(), source };
+    if config.captures_anything() {
+        std::fs::create_dir_all(dir).map_err(failed)?;
+    }
+    let stats = Arc::new(crate::capture::CaptureStats::default());
+    metrics.capture().set(Arc::clone(&stats));
+    crate::capture::CaptureWriter::spawn(stats).map_err(failed)
+}
+
 impl Server {
     /// Validates what only the server can (token, io_uring, TLS files, the
     /// call-record file), binds the listeners and starts the workers.
@@ -412,6 +440,7 @@ impl Server {
             })
         })?;
         let recorder = start_recorder(config, &metrics)?;
+        let capturer = start_capturer(config, &metrics)?;
         let first = listener(config.server.listen)
             .map_err(|source| ServeError::Listen { addr: config.server.listen, source })?;
         let local_addr =
@@ -446,6 +475,7 @@ impl Server {
             cdr,
             calls,
             recorder,
+            capturer,
             validator,
             stream_token,
             draining: AtomicBool::new(false),

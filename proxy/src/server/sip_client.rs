@@ -25,6 +25,7 @@ use voxproxy_core::Instant;
 
 use super::WorkerContext;
 use super::directory::LegView;
+use crate::capture::Capture;
 use crate::config::Config;
 use crate::metrics::SipSide;
 
@@ -96,6 +97,7 @@ impl SipCall {
         bridge: &mut CallBridge,
         rtp_port: u16,
         now: Instant,
+        capture: &mut Capture,
     ) -> Result<SipCall, String> {
         let Some(start) = bridge.stream() else { return Err("the stream has not started".to_owned()) };
         let from = start.custom_parameter("From").unwrap_or_default().to_owned();
@@ -144,6 +146,9 @@ impl SipCall {
             ring_timeout: Some(config.sip.ring_timeout),
             seed: u64::from_le_bytes(crate::runtime::random_bytes()),
         };
+        // Captured before the leg exists: a leg that cannot start fails
+        // the same way in a replay.
+        capture.with(|c| c.sip_start(now, &leg, &info));
         let backend = SipBackend::new(leg, &info, now, bridge).map_err(|e| e.to_string())?;
         Ok(SipCall {
             backend,
@@ -173,7 +178,13 @@ impl SipCall {
     }
 
     /// Hands what [`SipCall::recv`] returned to the leg.
-    pub(crate) fn received(&mut self, now: Instant, result: io::Result<(usize, SocketAddr)>, buf: &[u8]) {
+    pub(crate) fn received(
+        &mut self,
+        now: Instant,
+        result: io::Result<(usize, SocketAddr)>,
+        buf: &[u8],
+        capture: &mut Capture,
+    ) {
         let bytes = match result {
             Ok((n, from)) if n > 0 || matches!(self.link, Link::Udp { .. }) => {
                 (&buf[..n.min(buf.len())], from)
@@ -192,8 +203,12 @@ impl SipCall {
             }
         };
         match self.link {
-            Link::Udp { .. } => self.backend.handle_datagram(now, bytes.1, bytes.0),
+            Link::Udp { .. } => {
+                capture.with(|c| c.sip_datagram(now, bytes.1, bytes.0));
+                self.backend.handle_datagram(now, bytes.1, bytes.0);
+            }
             Link::Tcp { .. } => {
+                capture.with(|c| c.sip_stream(now, bytes.0));
                 if let Err(e) = self.backend.handle_stream(now, bytes.0) {
                     tracing::warn!(error = %e, "unreadable SIP over TCP; closing the connection");
                     self.close_tcp();
@@ -210,8 +225,9 @@ impl SipCall {
     }
 
     /// Timers of the leg that are due.
-    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant, capture: &mut Capture) {
         if self.backend.poll_timeout().is_some_and(|at| at <= now) {
+            capture.with(|c| c.sip_timeout(now));
             self.backend.handle_timeout(now);
         }
     }
@@ -222,8 +238,9 @@ impl SipCall {
     }
 
     /// The caller's side ended: CANCEL or BYE.
-    pub(crate) fn hangup(&mut self, now: Instant) {
+    pub(crate) fn hangup(&mut self, now: Instant, capture: &mut Capture) {
         if !std::mem::replace(&mut self.hung_up, true) {
+            capture.with(|c| c.sip_hangup(now));
             self.backend.hangup(now);
         }
     }
@@ -236,7 +253,16 @@ impl SipCall {
 
     /// After every input: the leg's events into the bridge, what that means
     /// for the Twilio call, the leg's messages onto the socket.
-    pub(crate) fn pump(&mut self, ctx: &Rc<WorkerContext>, bridge: &mut CallBridge, now: Instant) {
+    pub(crate) fn pump(
+        &mut self,
+        ctx: &Rc<WorkerContext>,
+        bridge: &mut CallBridge,
+        now: Instant,
+        capture: &mut Capture,
+    ) {
+        if self.backend.leg().has_events() {
+            capture.with(|c| c.sip_drive(now));
+        }
         match self.backend.drive(now, bridge) {
             Some(LegOutcome::Failed { status, reason }) => {
                 tracing::warn!(
@@ -263,6 +289,7 @@ impl SipCall {
             tracing::info!(setup_ms, call_id = self.backend.call_id(), "SIP call answered");
         }
         while let Some(transmit) = self.backend.poll_transmit() {
+            capture.with(|c| c.sip_output(&transmit));
             self.send(&transmit);
         }
         self.flush_tcp();

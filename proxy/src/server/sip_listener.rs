@@ -145,6 +145,7 @@ pub(crate) fn key_of_query(query: Option<&str>) -> Option<&str> {
 pub(crate) fn link_stream(
     ctx: &WorkerContext,
     bridge: &mut voxproxy_adapters::bridge::CallBridge,
+    capture: &mut crate::capture::Capture,
 ) -> Option<String> {
     let key = bridge.stream()?.custom_parameter(SIP_CALL_PARAMETER)?.to_owned();
     let sip = ctx.shared.sip.as_ref()?;
@@ -154,9 +155,11 @@ pub(crate) fn link_stream(
     };
     let now = ctx.shared.clock.now();
     let dtmf = media.dtmf_payload_type.unwrap_or_else(|| unused_payload_type(media.payload_type));
+    capture.with(|c| c.set_media(now, media.codec, media.payload_type, dtmf));
     if let Err(e) = bridge.set_media(now, media.codec, media.payload_type, dtmf) {
         tracing::warn!(error = %e, "the PBX's media cannot be bridged; keeping the configured format");
     }
+    capture.with(|c| c.set_backend(now, Some(media.remote)));
     let _ = bridge.set_backend(Some(media.remote));
     Some(key)
 }
