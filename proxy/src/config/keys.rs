@@ -201,6 +201,21 @@ keys! {
     RecordingDir "recording.dir" Text Value("\"recordings\""),
         "directory the WAV files go in (created at start when recording is on anywhere)",
         "expected a directory path";
+    OtelEndpoint "otel.endpoint" Text Described("none (no traces)"),
+        "`http://` or `https://` base URL of an OTLP/HTTP collector (`http://127.0.0.1:4318`); spans go to `<endpoint>/v1/traces` as protobuf",
+        "expected the http:// or https:// URL of an OTLP collector such as \"http://127.0.0.1:4318\"";
+    OtelServiceName "otel.service_name" Text Value("\"voxproxy\""),
+        "1 to 128 printable characters: the `service.name` of every span",
+        "expected a service name of 1 to 128 printable characters";
+    OtelSamplePercent "otel.sample_percent" Int Value("100"),
+        "0 to 100: the share of calls traced, decided from the trace id (so every instance and every peer decides alike)",
+        "expected a percentage from 0 to 100";
+    OtelMaxQueue "otel.max_queue" Int Value("4096"),
+        "64 to 1 000 000: finished spans waiting for export; more are dropped (about 6 per call)",
+        "expected a number of spans from 64 to 1000000";
+    OtelExportTimeout "otel.export_timeout" Duration Value("\"5s\""),
+        "more than 0, at most 1 m: one export to the collector, retries included",
+        EXPECT_DURATION;
 }
 
 impl Setting {

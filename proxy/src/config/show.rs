@@ -93,6 +93,11 @@ fn shown(c: &Config, key: Setting) -> Value {
         Setting::LogLevel => c.log.level.clone().into(),
         Setting::RecordingEnabled => c.recording.enabled.into(),
         Setting::RecordingDir => text(&c.recording.dir.display()),
+        Setting::OtelEndpoint => c.otel.endpoint.as_ref().map_or(Value::Null, |u| text(u)),
+        Setting::OtelServiceName => c.otel.service_name.clone().into(),
+        Setting::OtelSamplePercent => c.otel.sample_percent.into(),
+        Setting::OtelMaxQueue => c.otel.max_queue.into(),
+        Setting::OtelExportTimeout => secs(c.otel.export_timeout),
     }
 }
 

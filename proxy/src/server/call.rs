@@ -27,6 +27,7 @@ use futures_util::future::FusedFuture as _;
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use opentelemetry::trace::SpanKind;
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
@@ -42,9 +43,11 @@ use super::directory::{CallCommand, CallEvent, Registration, SessionInfo};
 use super::ports::{PortError, PortLease};
 use super::sip_client::{self, SipCall};
 use super::taps::CallTaps;
+use super::traces;
 use crate::cdr::journal::JournalId;
 use crate::cdr::{CallRecord, rfc3339_utc};
 use crate::metrics::{Direction, RefuseReason, RtpErrorKind, WsErrorKind};
+use crate::otel::CallTrace;
 use crate::runtime::{RtpSocket as _, RtpUdp};
 
 /// How long the upgraded connection may take to appear after the 101.
@@ -151,7 +154,16 @@ pub async fn run(
     upgrade: OnUpgrade,
     place: Option<super::ConnectionPlace>,
 ) {
-    let span = tracing::info_span!("call", worker = ctx.index, %peer, call_sid = tracing::field::Empty, stream_sid = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "call",
+        worker = ctx.index,
+        %peer,
+        call_sid = tracing::field::Empty,
+        stream_sid = tracing::field::Empty,
+        // With `otel.endpoint`: the call's trace and root span (traces.rs).
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
     async move {
         let upgraded = match tokio::time::timeout(UPGRADE_TIMEOUT, upgrade).await {
             Ok(Ok(upgraded)) => upgraded,
@@ -204,6 +216,7 @@ pub async fn run(
             drop(place);
             return;
         }
+        let setup_started = SystemTime::now();
         let watch_leg = apply_route(&live.config, &mut bridge);
         let sip_key = super::sip_listener::link_stream(&ctx, &mut bridge);
         let (slot, socket, lease) = match admit(&ctx) {
@@ -235,7 +248,8 @@ pub async fn run(
         tokio::task::yield_now().await;
         if let Some(uri) = sip_uri {
             let now = ctx.shared.clock.now();
-            match SipCall::start(&live.config, &uri, &mut bridge, lease.port(), now).await {
+            let invite = traces::begin(&ctx.shared, facts.trace, "sip.invite", SpanKind::Client, setup_started);
+            match SipCall::start(&live.config, &uri, &mut bridge, lease.port(), now, invite).await {
                 Ok(sip) => facts.sip = Some(Box::new(sip)),
                 Err(e) => {
                     tracing::warn!(error = %e, backend = %uri, "SIP call not placed; closing the stream so the caller hears the route's fallback");
@@ -248,6 +262,11 @@ pub async fn run(
         }
         // A listen-only backend (a fork) never answers: its silence is no
         // failure; a SIP leg says when it fails.
+        if leg == "rtp" {
+            let setup = traces::begin(&ctx.shared, facts.trace, "rtp.setup", SpanKind::Internal, setup_started)
+                .map(|(span, _)| span.attr("rtp.local_port", i64::from(lease.port())));
+            traces::end(&ctx.shared, setup);
+        }
         if watch_leg && !bridge.is_one_way() && facts.sip.is_none() {
             facts.leg_watch = Some(LegWatch::new(bridge.config().backend_timeout, facts.started));
         }
@@ -306,6 +325,8 @@ pub(super) fn register(
         leg,
     };
     let registration = ctx.shared.directory.register(info, commands.clone())?;
+    let trace = traces::call_trace(&ctx.shared, start.call_sid.as_str());
+    traces::log_ids(trace);
     let mut facts = CallFacts {
         started_wall,
         started: std::time::Instant::now(),
@@ -317,6 +338,7 @@ pub(super) fn register(
         leg,
         bot: None,
         sip: None,
+        trace,
     };
     // What is known now goes to the journal of calls in progress, so a crash
     // before the record is written still leaves one at the next start.
@@ -629,6 +651,8 @@ pub(super) struct CallFacts {
     /// The SIP leg of a call to a `sip:` backend; boxed, as the facts live
     /// in several states of the call task's future.
     sip: Option<Box<SipCall>>,
+    /// The call's trace (`otel.endpoint`), `None` when tracing is off.
+    pub(super) trace: Option<CallTrace>,
 }
 
 /// Runs the call until the bridge is finished; returns what its record needs.
@@ -977,6 +1001,9 @@ async fn end_sip(
         }
         sip.pump(ctx, bridge, clock.now());
     }
+    // An INVITE the call's end cancelled, or never answered in time.
+    let status = sip.backend().final_status();
+    sip.end_invite_span(ctx, status);
     sip.publish(ctx, registration);
 }
 
@@ -1000,6 +1027,7 @@ pub(super) async fn finish_call(
     reported: &CallStats,
 ) {
     let shared = &ctx.shared;
+    let ending = SystemTime::now();
     let metrics = ctx.metrics();
     let end = bridge.end_reason().unwrap_or(EndReason::WebSocketClosed);
     let stats = bridge.stats();
@@ -1008,6 +1036,9 @@ pub(super) async fn finish_call(
     let mut record = call_record(ctx, bridge, &stats, end, facts);
     facts.taps.report(ctx, bridge);
     facts.taps.finish(bridge, shared.clock.now(), &mut record);
+    // The spans read the record before the ledger or the writer takes it.
+    // Boxed: it waits across the record's write inside the call's task.
+    let spans = facts.trace.map(|trace| Box::new((trace, record.clone())));
     if facts.in_ledger {
         // Durable already: the journal keeps it whole until the call's
         // record (this stream's merged with the call's status) is written.
@@ -1017,6 +1048,9 @@ pub(super) async fn finish_call(
         // The log keeps the record when the file cannot.
         let line = serde_json::to_string(&record).unwrap_or_default();
         tracing::error!(error = %e, record = %line, "call record not written");
+    }
+    if let Some(spans) = spans {
+        traces::call_ended(shared, Some(spans.0), ending, &spans.1);
     }
     metrics.call_ended(end);
     if let Some(start) = bridge.stream() {

@@ -58,6 +58,7 @@ mod sip_client;
 mod sip_listener;
 mod sse;
 mod taps;
+mod traces;
 
 use directory::{Directory, EventHub};
 use fds::FdBudget;
@@ -127,6 +128,8 @@ pub enum ServeError {
     /// `sip.listen` is set without what placing Twilio calls needs (the
     /// text names it), or its address could not be bound.
     SipListen(String),
+    /// `otel.endpoint` is set but the trace exporter could not start.
+    Otel(crate::otel::OtelError),
 }
 
 impl fmt::Display for ServeError {
@@ -158,6 +161,7 @@ impl fmt::Display for ServeError {
                 f.write_str(problem)
             }
             ServeError::SipListen(problem) => write!(f, "sip.listen: {problem}"),
+            ServeError::Otel(e) => write!(f, "{e}"),
         }
     }
 }
@@ -199,6 +203,8 @@ pub(crate) struct Shared {
     pub(crate) health: admin::HealthState,
     /// The SIP calls a PBX placed through `sip.listen`; `None` without it.
     pub(crate) sip: Option<Arc<sip_listener::SipCalls>>,
+    /// The trace exporter; `None` without `otel.endpoint` (no span is made).
+    pub(crate) otel: Option<crate::otel::Telemetry>,
 }
 
 impl Shared {
@@ -402,6 +408,8 @@ impl Server {
             })
         })?;
         let recorder = start_recorder(config, &metrics)?;
+        let otel =
+            crate::otel::Telemetry::start(&config.otel, Arc::clone(&metrics)).map_err(ServeError::Otel)?;
         let first = listener(config.server.listen)
             .map_err(|source| ServeError::Listen { addr: config.server.listen, source })?;
         let local_addr =
@@ -448,6 +456,7 @@ impl Server {
             clock: Clock::new(),
             health: admin::HealthState::new(workers),
             sip,
+            otel,
         });
         shared.metrics.set_max_calls(shared.live().config.limits.max_calls);
         shared.metrics.watch_rtp_ports(Arc::clone(&shared.ports));
@@ -616,6 +625,9 @@ impl Server {
         }
         // Calls still waiting for their final status get their record now.
         shared.calls.stop();
+        if let Some(otel) = &shared.otel {
+            otel.shutdown();
+        }
         tracing::info!("drained; exiting");
     }
 }
