@@ -20,13 +20,18 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message as _;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 
 use crate::audio::all_codes_frames;
 use crate::harness::{Backend, Io, Proxy, TwilioCall, WAIT};
 
-both_io!(an_rtp_call_is_one_trace, a_bot_joins_the_call_trace, an_unreachable_collector_costs_calls_nothing);
+both_io!(
+    an_rtp_call_is_one_trace,
+    a_bot_joins_the_call_trace,
+    a_pbx_gets_the_trace_in_the_invite,
+    an_unreachable_collector_costs_calls_nothing
+);
 
 /// A span as the receiver decoded it.
 #[derive(Clone, Debug)]
@@ -261,6 +266,56 @@ async fn a_bot_joins_the_call_trace(io: Io) {
     let end = one(&trace, "call.end");
     assert_eq!(end.attributes["voxproxy.end_reason"], "backend_hangup");
     assert_eq!(end.attributes["voxproxy.hung_up_by"], "bot");
+}
+
+/// A PBX on UDP that answers the first INVITE with 486 Busy Here, and
+/// returns that INVITE.
+async fn busy_pbx(socket: &UdpSocket) -> String {
+    let mut buf = vec![0u8; 8192];
+    let (n, from) =
+        tokio::time::timeout(WAIT, socket.recv_from(&mut buf)).await.expect("an INVITE").expect("recv");
+    let invite = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(invite.starts_with("INVITE "), "{invite}");
+    let header = |name: &str| {
+        invite
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with(&format!("{}:", name.to_ascii_lowercase())))
+            .unwrap_or_else(|| panic!("no {name} in {invite}"))
+            .trim_end()
+            .to_owned()
+    };
+    let busy = format!(
+        "SIP/2.0 486 Busy Here\r\n{}\r\n{}\r\n{};tag=pbx1\r\n{}\r\n{}\r\nContent-Length: 0\r\n\r\n",
+        header("Via"),
+        header("From"),
+        header("To"),
+        header("Call-ID"),
+        header("CSeq"),
+    );
+    socket.send_to(busy.as_bytes(), from).await.expect("send 486");
+    invite
+}
+
+async fn a_pbx_gets_the_trace_in_the_invite(io: Io) {
+    let collector = Collector::start().await;
+    let pbx = UdpSocket::bind("127.0.0.1:0").await.expect("bind the PBX");
+    let uri = format!("sip:agent@{}", pbx.local_addr().expect("PBX address"));
+    let proxy = Proxy::start(io, &[], &["--backend", &uri, "--otel-endpoint", &collector.endpoint()]);
+    let mut call = TwilioCall::start(&proxy).await;
+    let invite = busy_pbx(&pbx).await;
+    assert_eq!(call.wait_closed(WAIT).await, Some(1011), "a failed leg");
+
+    let trace_id = trace_of(&call.call_sid);
+    let trace = collector.wait_trace(&trace_id, &["call", "call.end", "twilio.webhook", "sip.invite"]).await;
+    let sip = one(&trace, "sip.invite");
+    let expected = format!("traceparent: 00-{trace_id}-{}-01", sip.span_id);
+    assert!(invite.lines().any(|l| l.trim_end() == expected), "{expected} not in\n{invite}");
+    assert_eq!(sip.parent_span_id, one(&trace, "call").span_id);
+    assert_eq!(sip.attributes["sip.status_code"], "486");
+    assert!(sip.failed, "a 486 is a failed INVITE: {sip:?}");
+    assert_eq!(one(&trace, "call").attributes["voxproxy.leg"], "sip");
+    assert_eq!(one(&trace, "call.end").attributes["voxproxy.end_reason"], "backend_failed");
+    assert!(trace.iter().all(|s| s.name != "rtp.setup"), "a SIP leg's setup is its INVITE");
 }
 
 async fn an_unreachable_collector_costs_calls_nothing(io: Io) {
