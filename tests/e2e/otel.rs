@@ -24,12 +24,13 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 
 use crate::audio::all_codes_frames;
-use crate::harness::{Backend, Io, Proxy, TwilioCall, WAIT};
+use crate::harness::{ACCOUNT_SID, ADMIN_TOKEN, Backend, FakeRest, Io, Proxy, TwilioCall, WAIT};
 
 both_io!(
     an_rtp_call_is_one_trace,
     a_bot_joins_the_call_trace,
     a_pbx_gets_the_trace_in_the_invite,
+    rest_requests_are_spans_of_their_call,
     an_unreachable_collector_costs_calls_nothing
 );
 
@@ -316,6 +317,53 @@ async fn a_pbx_gets_the_trace_in_the_invite(io: Io) {
     assert_eq!(one(&trace, "call").attributes["voxproxy.leg"], "sip");
     assert_eq!(one(&trace, "call.end").attributes["voxproxy.end_reason"], "backend_failed");
     assert!(trace.iter().all(|s| s.name != "rtp.setup"), "a SIP leg's setup is its INVITE");
+}
+
+async fn rest_requests_are_spans_of_their_call(io: Io) {
+    const PLACED: &str = "CAfeedfacefeedfacefeedfacefeedface";
+    let collector = Collector::start().await;
+    let api = FakeRest::start(|request| {
+        let call = serde_json::json!({
+            "sid": PLACED,
+            "status": "queued",
+            "account_sid": ACCOUNT_SID,
+            "to": "+15550003333",
+            "from": "+15550004444",
+        });
+        (if request.path.ends_with("/Calls.json") { 201 } else { 200 }, call)
+    })
+    .await;
+    let mut backend = Backend::bind().await;
+    let api_base = api.base();
+    let env = [
+        ("VOXPROXY_ADMIN_TOKEN", ADMIN_TOKEN),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+        ("VOXPROXY_TWILIO_API_BASE", api_base.as_str()),
+    ];
+    let proxy =
+        Proxy::start(io, &env, &["--backend", &backend.arg(), "--otel-endpoint", &collector.endpoint()]);
+
+    // An outbound call: its create request starts the trace of the call it made.
+    let request = serde_json::json!({"to": "+15550003333", "from": "+15550004444"}).to_string();
+    assert_eq!(proxy.admin("POST", "/v1/calls", request.into_bytes()).await.status, 201);
+    let placed = collector.wait_trace(&trace_of(PLACED), &["twilio.call.create"]).await;
+    let create = one(&placed, "twilio.call.create");
+    assert_eq!(create.attributes["twilio.call_sid"], PLACED);
+    assert_eq!(create.parent_span_id.len(), 16, "a child of the placed call's root: {create:?}");
+
+    // Hanging up a live call through the control API: twilio.call.update in its trace.
+    let mut call = TwilioCall::start(&proxy).await;
+    call.send_media(&all_codes_frames(1)[0]).await;
+    backend.recv_audio(1, 0).await;
+    let path = format!("/v1/sessions/{}/hangup", call.stream_sid);
+    let answer = proxy.admin("POST", &path, Vec::new()).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    call.wait_closed(WAIT).await;
+    let trace =
+        collector.wait_trace(&trace_of(&call.call_sid), &["call", "call.end", "twilio.call.update"]).await;
+    let update = one(&trace, "twilio.call.update");
+    assert_eq!(update.parent_span_id, one(&trace, "call").span_id);
+    assert!(!update.failed, "{update:?}");
 }
 
 async fn an_unreachable_collector_costs_calls_nothing(io: Io) {
