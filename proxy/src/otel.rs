@@ -245,7 +245,7 @@ impl Telemetry {
             .recv()
             .map_err(|_| OtelError::Thread(std::io::Error::other("the runtime thread ended")))?
             .map_err(OtelError::Thread)?;
-        let client = ExportClient { handle, http: http_client(), timeout: settings.export_timeout };
+        let client = ExportClient { handle, http: http_client()?, timeout: settings.export_timeout };
         let mut exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_http_client(client)
@@ -358,22 +358,19 @@ impl Telemetry {
 /// the REST client), HTTP/1.1.
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
-fn http_client() -> Client<Https, Full<Bytes>> {
+fn http_client() -> Result<Client<Https, Full<Bytes>>, OtelError> {
     let mut tcp = HttpConnector::new();
     tcp.enforce_http(false);
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-        .map_or_else(
-            // ring always offers the webpki roots' algorithms; plain HTTP
-            // still works if it ever did not.
-            |_| hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots().https_or_http().enable_http1(),
-            |builder| builder.https_or_http().enable_http1(),
-        )
+        .map_err(|e| OtelError::Exporter { detail: format!("TLS: {e}") })?
+        .https_or_http()
+        .enable_http1()
         .wrap_connector(tcp);
-    Client::builder(TokioExecutor::new())
+    Ok(Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector)
+        .build(connector))
 }
 
 /// The OTLP exporter's HTTP client. The SDK's batch thread blocks on the
