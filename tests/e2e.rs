@@ -46,6 +46,8 @@ mod hostile;
 mod lifecycle;
 #[path = "e2e/media.rs"]
 mod media;
+#[path = "e2e/otel.rs"]
+mod otel;
 #[path = "e2e/outage.rs"]
 mod outage;
 #[path = "e2e/recording.rs"]

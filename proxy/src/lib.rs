@@ -17,6 +17,7 @@ pub mod config;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod otel;
 pub mod ratelimit;
 pub mod recording;
 pub mod runtime;

@@ -84,6 +84,8 @@ pub use capture::CaptureMetrics;
 pub use sip::{SipMetrics, SipRefusal, SipSide};
 mod bot;
 pub use bot::{BotMetrics, BotTotals};
+mod otel;
+pub use otel::OtelMetrics;
 
 /// The process's metrics: one [`WorkerMetrics`] per worker thread plus the
 /// process-wide gauges. See the [module documentation](self).
@@ -101,6 +103,7 @@ pub struct Metrics {
     breakdown: BreakdownMetrics,
     capture: CaptureMetrics,
     bot: BotMetrics,
+    otel: OtelMetrics,
     /// `voxproxy_max_calls`: `limits.max_calls` now (0 until the server sets it).
     max_calls: AtomicU64,
     /// The RTP port pool, read at scrape time for the port gauges.
@@ -158,6 +161,7 @@ impl Metrics {
             breakdown: BreakdownMetrics::default(),
             capture: CaptureMetrics::default(),
             bot: BotMetrics::default(),
+            otel: OtelMetrics::default(),
             max_calls: AtomicU64::new(0),
             rtp_ports: OnceLock::new(),
         }
@@ -282,6 +286,12 @@ impl Metrics {
     #[must_use]
     pub fn bot(&self) -> &BotMetrics {
         &self.bot
+    }
+
+    /// The trace export counters (`voxproxy_otel_*`).
+    #[must_use]
+    pub fn otel(&self) -> &OtelMetrics {
+        &self.otel
     }
 
     /// Sets the `voxproxy_draining` gauge (1 while the server drains).
@@ -644,6 +654,7 @@ impl Metrics {
         self.breakdown.render(&mut x);
         self.capture.render(&mut x);
         self.bot.render(&mut x);
+        self.otel.render(&mut x);
 
         x.family("voxproxy_io_backend_info", "The I/O backend the workers run on (always 1).", "gauge");
         x.sample("voxproxy_io_backend_info", &[("backend", self.io_backend)], 1);

@@ -229,6 +229,7 @@ pub fn sip_ua(data: &[u8]) {
         from: "+1".into(),
         to: "+2".into(),
         params: vec![],
+        traceparent: None,
     };
     let mut now = Instant::ZERO;
     let mut leg = SipLeg::new(config, &info, now).expect("valid config");

@@ -205,6 +205,10 @@ pub(super) fn encode_sip_start(out: &mut Vec<u8>, config: &SipLegConfig, info: &
         field(out, 24, name.as_bytes());
         field(out, 25, value.as_bytes());
     }
+    // The INVITE carries it when tracing is on: the replay must send it too.
+    if let Some(traceparent) = &info.traceparent {
+        field(out, 26, traceparent.as_bytes());
+    }
 }
 
 pub(super) fn decode_sip_start(body: &[u8]) -> Result<SipStart, &'static str> {
@@ -262,6 +266,7 @@ pub(super) fn decode_sip_start(body: &[u8]) -> Result<SipStart, &'static str> {
             23 => info.to = text(v)?,
             24 => info.params.push((text(v)?, String::new())),
             25 => info.params.last_mut().ok_or("a parameter value without a name")?.1 = text(v)?,
+            26 => info.traceparent = Some(text(v)?),
             _ => {}
         }
         Ok(())

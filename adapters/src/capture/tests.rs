@@ -117,6 +117,7 @@ fn the_sip_start_round_trips_without_the_password() {
         from: "+1415".into(),
         to: "+1650".into(),
         params: vec![("tenant".into(), "clinic".into()), ("b".into(), String::new())],
+        traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
     };
     let mut e = Encoder::new(&header(LegKind::Sip), 1 << 20, 0);
     e.sip_start(Instant::from_millis(9), &config, &info);

@@ -105,6 +105,9 @@ pub struct CallInfo {
     pub to: String,
     /// The stream's `<Parameter>`s, each sent as `X-<Name>`.
     pub params: Vec<(String, String)>,
+    /// A W3C `traceparent` (the INVITE's span in the call's trace), sent
+    /// as a `traceparent` header so the PBX's spans join the trace.
+    pub traceparent: Option<String>,
 }
 
 /// Where and how RTP flows, from a remote SDP.
@@ -1073,6 +1076,9 @@ fn add_call_headers(invite: &mut Message, info: &CallInfo) {
         if !value.is_empty() {
             invite.push(name, header_value(value));
         }
+    }
+    if let Some(traceparent) = &info.traceparent {
+        invite.push("traceparent", header_value(traceparent));
     }
     let mut added = 0;
     for (name, value) in &info.params {

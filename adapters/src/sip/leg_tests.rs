@@ -42,7 +42,9 @@ fn info() -> CallInfo {
             ("tenant".into(), "acme\r\nInjected: yes".into()),
             ("bad name!".into(), "x".into()),
             ("Twilio-CallSid".into(), "spoof".into()),
+            ("traceparent".into(), "00-spoof".into()),
         ],
+        traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
     }
 }
 
@@ -131,6 +133,13 @@ fn invite_carries_the_call_and_the_offer() {
     assert_eq!(invite.header("X-badname"), Some("x"));
     assert_eq!(invite.header_values("X-Twilio-CallSid").count(), 1, "parameters cannot spoof X-Twilio-*");
     assert_eq!(invite.header("Supported"), Some("timer"));
+    // The call's trace continues at the PBX (W3C Trace Context over SIP).
+    assert_eq!(invite.header("traceparent"), Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+    assert_eq!(
+        invite.header_values("traceparent").count(),
+        1,
+        "a parameter is X-traceparent, not a second one"
+    );
     let offer = SessionDescription::parse(&invite.body).unwrap();
     let numbers: Vec<u8> = offer.payload_types.iter().map(|pt| pt.number).collect();
     assert_eq!(numbers, vec![0, 8, 101]);

@@ -216,7 +216,6 @@ keys! {
     RecordingTwilio "recording.twilio" Bool Value("false"),
         "`true` also records every streamed call on Twilio's side (REST, dual-channel; the status callback lands in the record; a route's `recording.twilio` overrides it)",
         EXPECT_BOOL;
-
     CaptureEnabled "capture.enabled" Bool Value("false"),
         "`true` captures every call's inputs for `voxproxy replay` in `capture.dir` (a route's `capture.enabled` overrides it)",
         EXPECT_BOOL;
@@ -226,6 +225,21 @@ keys! {
     CaptureMaxBytes "capture.max_bytes" Int Value("67108864"),
         "64 KiB to 4 GiB: largest capture file per call (the default holds about 35 minutes of a call); the capture stops there, marked truncated",
         "expected a number of bytes from 65536 to 4294967296";
+    OtelEndpoint "otel.endpoint" Text Described("none (no traces)"),
+        "`http://` or `https://` base URL of an OTLP/HTTP collector (`http://127.0.0.1:4318`); spans go to `<endpoint>/v1/traces` as protobuf",
+        "expected the http:// or https:// URL of an OTLP collector such as \"http://127.0.0.1:4318\"";
+    OtelServiceName "otel.service_name" Text Value("\"voxproxy\""),
+        "1 to 128 printable characters: the `service.name` of every span",
+        "expected a service name of 1 to 128 printable characters";
+    OtelSamplePercent "otel.sample_percent" Int Value("100"),
+        "0 to 100: the share of calls traced, decided from the trace id (so every instance and every peer decides alike)",
+        "expected a percentage from 0 to 100";
+    OtelMaxQueue "otel.max_queue" Int Value("4096"),
+        "64 to 1 000 000: finished spans waiting for export; more are dropped (about 6 per call)",
+        "expected a number of spans from 64 to 1000000";
+    OtelExportTimeout "otel.export_timeout" Duration Value("\"5s\""),
+        "more than 0, at most 1 m: one export to the collector, retries included",
+        EXPECT_DURATION;
 }
 
 impl Setting {

@@ -90,10 +90,14 @@
 //! | `recording.enabled` | boolean | `false` | `true` records every call to a two-channel WAV in `recording.dir` (a route's `recording.enabled` overrides it) |
 //! | `recording.dir` | string | `"recordings"` | directory the WAV files go in (created at start when recording is on anywhere) |
 //! | `recording.twilio` | boolean | `false` | `true` also records every streamed call on Twilio's side (REST, dual-channel; the status callback lands in the record; a route's `recording.twilio` overrides it) |
-
 //! | `capture.enabled` | boolean | `false` | `true` captures every call's inputs for `voxproxy replay` in `capture.dir` (a route's `capture.enabled` overrides it) |
 //! | `capture.dir` | string | `"captures"` | directory the capture files go in (created at start when capture is on anywhere) |
 //! | `capture.max_bytes` | integer | `67108864` | 64 KiB to 4 GiB: largest capture file per call (the default holds about 35 minutes of a call); the capture stops there, marked truncated |
+//! | `otel.endpoint` | string | none (no traces) | `http://` or `https://` base URL of an OTLP/HTTP collector (`http://127.0.0.1:4318`); spans go to `<endpoint>/v1/traces` as protobuf |
+//! | `otel.service_name` | string | `"voxproxy"` | 1 to 128 printable characters: the `service.name` of every span |
+//! | `otel.sample_percent` | integer | `100` | 0 to 100: the share of calls traced, decided from the trace id (so every instance and every peer decides alike) |
+//! | `otel.max_queue` | integer | `4096` | 64 to 1 000 000: finished spans waiting for export; more are dropped (about 6 per call) |
+//! | `otel.export_timeout` | duration | `"5s"` | more than 0, at most 1 m: one export to the collector, retries included |
 //!
 //! Durations are strings of one or more `<integer><unit>` parts with the units
 //! `h`, `m`, `s` and `ms`, largest first and each at most once: `"250ms"`,
@@ -204,6 +208,8 @@ pub struct Config {
     pub recording: RecordingSettings,
     /// `[capture]`: inputs of calls for `voxproxy replay`.
     pub capture: CaptureSettings,
+    /// `[otel]`: OpenTelemetry traces.
+    pub otel: OtelSettings,
     /// `[log]`: structured logs on stderr.
     pub log: LogSettings,
     /// `[drain]`: graceful shutdown.
@@ -503,6 +509,22 @@ impl Config {
     }
 }
 
+/// `[otel]` settings: one OpenTelemetry trace per call, exported over
+/// OTLP/HTTP (see `crate::otel`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtelSettings {
+    /// `otel.endpoint`: the collector's base URL; `None` turns tracing off.
+    pub endpoint: Option<Url>,
+    /// `otel.service_name`: the `service.name` resource attribute.
+    pub service_name: String,
+    /// `otel.sample_percent`: the share of calls traced, 0 to 100.
+    pub sample_percent: u8,
+    /// `otel.max_queue`: finished spans waiting for export at most.
+    pub max_queue: u32,
+    /// `otel.export_timeout`: one export, retries included.
+    pub export_timeout: Duration,
+}
+
 impl Config {
     /// Whether any call may be recorded locally: globally or by a route.
     #[must_use]
@@ -608,6 +630,9 @@ pub struct ServeArgs {
     /// I/O backend of the workers (server.io) [default: auto].
     #[arg(long, value_name = "MODE", value_parser = ["auto", "uring", "epoll"])]
     pub io: Option<String>,
+    /// Base URL of an OTLP/HTTP collector that gets one trace per call (otel.endpoint) [default: none, no traces].
+    #[arg(long, value_name = "URL")]
+    pub otel_endpoint: Option<String>,
     /// Start without TWILIO_AUTH_TOKEN and let unsigned Twilio requests in,
     /// logging a warning on every one. For local experiments only.
     #[arg(long)]
@@ -1008,6 +1033,7 @@ impl Layers {
             (Setting::RtpPorts, "--rtp-ports", &args.rtp_ports),
             (Setting::ServerWorkers, "--workers", &args.workers),
             (Setting::ServerIo, "--io", &args.io),
+            (Setting::OtelEndpoint, "--otel-endpoint", &args.otel_endpoint),
         ];
         for (key, name, value) in flags {
             if let Some(value) = value {
@@ -1280,6 +1306,7 @@ impl Layers {
                 })?,
                 max_bytes: self.int(Setting::CaptureMaxBytes, 65_536..=1 << 32)?,
             },
+            otel: self.otel()?,
             log: LogSettings {
                 format: self.value(Setting::LogFormat, |s| match s {
                     "text" => Ok(LogFormat::Text),
@@ -1330,6 +1357,24 @@ impl Layers {
     fn time(&self, key: Setting, max: Duration, allow_zero: bool) -> Result<Duration, ConfigError> {
         let value = self.duration(key, max, allow_zero)?;
         required(self, key, value)
+    }
+
+    fn otel(&self) -> Result<OtelSettings, ConfigError> {
+        Ok(OtelSettings {
+            endpoint: self.parsed(Setting::OtelEndpoint, check_base_url)?,
+            service_name: self.value(Setting::OtelServiceName, |s| {
+                let printable =
+                    s.chars().all(|c| c.is_ascii_graphic() || c == ' ' || (!c.is_control() && !c.is_ascii()));
+                if s.is_empty() || s.chars().count() > 128 || !printable {
+                    Err(Setting::OtelServiceName.info().expected.to_owned())
+                } else {
+                    Ok(s.to_owned())
+                }
+            })?,
+            sample_percent: self.int(Setting::OtelSamplePercent, 0..=100)?,
+            max_queue: self.int(Setting::OtelMaxQueue, 64..=1_000_000)?,
+            export_timeout: self.time(Setting::OtelExportTimeout, Duration::from_secs(60), false)?,
+        })
     }
 
     fn server(&self) -> Result<ServerSettings, ConfigError> {

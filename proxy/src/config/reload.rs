@@ -21,7 +21,8 @@ use super::Config;
 /// - `twilio.account_sid`, `twilio.api_base`: the REST client each worker
 ///   makes on first use.
 /// - `log.format`, `log.level`: the logger is installed once per process.
-pub const RESTART_ONLY_KEYS: [&str; 14] = [
+/// - `otel.*`: the trace exporter, its threads and its queue.
+pub const RESTART_ONLY_KEYS: [&str; 19] = [
     "server.listen",
     "server.workers",
     "server.io",
@@ -36,6 +37,11 @@ pub const RESTART_ONLY_KEYS: [&str; 14] = [
     "log.format",
     "log.level",
     "server.admin_listen",
+    "otel.endpoint",
+    "otel.service_name",
+    "otel.sample_percent",
+    "otel.max_queue",
+    "otel.export_timeout",
 ];
 
 impl Config {
@@ -87,6 +93,13 @@ impl Config {
         self.log.format = running.log.format;
         self.log.level.clone_from(&running.log.level);
         self.server.admin_listen = running.server.admin_listen;
+        let (new, old) = (&self.otel, &running.otel);
+        keep("otel.endpoint", new.endpoint != old.endpoint);
+        keep("otel.service_name", new.service_name != old.service_name);
+        keep("otel.sample_percent", new.sample_percent != old.sample_percent);
+        keep("otel.max_queue", new.max_queue != old.max_queue);
+        keep("otel.export_timeout", new.export_timeout != old.export_timeout);
+        self.otel.clone_from(&running.otel);
         changed
     }
 }

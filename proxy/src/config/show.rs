@@ -98,10 +98,14 @@ fn shown(c: &Config, key: Setting) -> Value {
         Setting::RecordingEnabled => c.recording.enabled.into(),
         Setting::RecordingDir => text(&c.recording.dir.display()),
         Setting::RecordingTwilio => c.recording.twilio.into(),
-
         Setting::CaptureEnabled => c.capture.enabled.into(),
         Setting::CaptureDir => text(&c.capture.dir.display()),
         Setting::CaptureMaxBytes => c.capture.max_bytes.into(),
+        Setting::OtelEndpoint => c.otel.endpoint.as_ref().map_or(Value::Null, |u| text(u)),
+        Setting::OtelServiceName => c.otel.service_name.clone().into(),
+        Setting::OtelSamplePercent => c.otel.sample_percent.into(),
+        Setting::OtelMaxQueue => c.otel.max_queue.into(),
+        Setting::OtelExportTimeout => secs(c.otel.export_timeout),
     }
 }
 

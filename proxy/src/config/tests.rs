@@ -473,6 +473,14 @@ const BAD_FILE_VALUES: &[(&str, &str, &str)] = &[
     ("[rtp]\nadvertise = \"0.0.0.0\"", "rtp.advertise", "\"0.0.0.0\""),
     ("[rtp]\nadvertise = \"nat.example.com\"", "rtp.advertise", "\"nat.example.com\""),
     ("[sip]\nusername = \"a\\\"b\"", "sip.username", "\"a\\\"b\""),
+    ("[otel]\nendpoint = \"grpc://127.0.0.1:4317\"", "otel.endpoint", "\"grpc://127.0.0.1:4317\""),
+    ("[otel]\nendpoint = \"http://127.0.0.1:4318?x=1\"", "otel.endpoint", "\"http://127.0.0.1:4318?x=1\""),
+    ("[otel]\nservice_name = \"\"", "otel.service_name", "\"\""),
+    ("[otel]\nservice_name = \"a\\nb\"", "otel.service_name", "\"a\\nb\""),
+    ("[otel]\nsample_percent = 101", "otel.sample_percent", "101"),
+    ("[otel]\nmax_queue = 10", "otel.max_queue", "10"),
+    ("[otel]\nexport_timeout = \"0s\"", "otel.export_timeout", "\"0s\""),
+    ("[otel]\nexport_timeout = \"2m\"", "otel.export_timeout", "\"2m\""),
 ];
 
 #[test]

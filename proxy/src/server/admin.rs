@@ -298,7 +298,10 @@ pub(crate) async fn hangup(ctx: &WorkerContext, sid: &str) -> Response<Body> {
         Err((status, message)) => return json_error(status, &message),
     };
     let call_sid = session.info.call_sid;
-    match client.update_call(&call_sid, &UpdateCall::Complete).await {
+    let started = std::time::SystemTime::now();
+    let result = client.update_call(&call_sid, &UpdateCall::Complete).await;
+    super::traces::rest(&ctx.shared, "twilio.call.update", Some(&call_sid), started, &result);
+    match result {
         Ok(call) => {
             // Twilio would close the stream too; closing it here writes the
             // record now instead of when (or whether) Twilio's stop arrives.
@@ -371,7 +374,10 @@ pub(crate) async fn stream(ctx: &WorkerContext, sid: &str, req: Request<Incoming
         Err((status, message)) => return json_error(status, &message),
     };
     let call_sid = session.info.call_sid;
-    match client.stop_stream(&call_sid, &name).await {
+    let started = std::time::SystemTime::now();
+    let result = client.stop_stream(&call_sid, &name).await;
+    super::traces::rest(&ctx.shared, "twilio.stream.update", Some(&call_sid), started, &result);
+    match result {
         Ok(stream) => json(
             StatusCode::OK,
             &serde_json::json!({

@@ -21,9 +21,10 @@
 
 use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
+use opentelemetry::trace::SpanKind;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
@@ -45,6 +46,7 @@ use super::call::{
 use super::directory::CallCommand;
 use super::media_ws::{Ready, Received, SocketError};
 use super::taps::CallTaps;
+use super::traces;
 use crate::cdr::BotRecord;
 use crate::config::Config;
 use crate::metrics::{BotTotals, Direction, RefuseReason, WsErrorKind};
@@ -110,8 +112,9 @@ fn tls_connector() -> tokio_rustls::TlsConnector {
     tokio_rustls::TlsConnector::from(Arc::clone(config))
 }
 
-/// TCP, TLS for `wss://`, then the WebSocket handshake to `url`.
-async fn dial(url: &Url) -> Result<BotWs, DialError> {
+/// TCP, TLS for `wss://`, then the WebSocket handshake to `url`, carrying
+/// the call's W3C `traceparent` when the call is traced.
+async fn dial(url: &Url, traceparent: Option<&str>) -> Result<BotWs, DialError> {
     let host = url.host().trim_start_matches('[').trim_end_matches(']');
     let tcp = tokio::net::TcpStream::connect((host, url.port_or_default())).await.map_err(DialError::Tcp)?;
     // 20 ms frames must not wait for Nagle.
@@ -122,7 +125,10 @@ async fn dial(url: &Url) -> Result<BotWs, DialError> {
     } else {
         Box::new(tcp)
     };
-    let request = url.as_str().into_client_request().map_err(DialError::Handshake)?;
+    let mut request = url.as_str().into_client_request().map_err(DialError::Handshake)?;
+    if let Some(value) = traceparent.and_then(|v| http::HeaderValue::from_str(v).ok()) {
+        request.headers_mut().insert("traceparent", value);
+    }
     let max = bot::MAX_BINARY_BYTES.max(bot::MAX_TEXT_BYTES);
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
@@ -134,6 +140,12 @@ async fn dial(url: &Url) -> Result<BotWs, DialError> {
         .await
         .map_err(DialError::Handshake)?;
     Ok(ws)
+}
+
+/// The path of a bot URL, without its query.
+fn bot_path(url: &Url) -> String {
+    let path = url.path_and_query();
+    path.split_once('?').map_or(path, |(path, _)| path).to_owned()
 }
 
 /// `twilio`, or `l16-<rate>`.
@@ -194,14 +206,22 @@ pub(super) async fn run(
     };
     let mut record = BotRecord { protocol: protocol_label(config.ws.protocol), ..BotRecord::default() };
     let dialled = std::time::Instant::now();
-    let bot = match tokio::time::timeout(config.ws.connect_timeout, dial(&url)).await {
-        Ok(Ok(bot)) => Some(bot),
-        Ok(Err(e)) => {
-            tracing::warn!(bot = %url, error = %e, "bot leg failed; closing the stream so the caller hears the route's fallback");
-            None
-        }
-        Err(_) => {
-            tracing::warn!(bot = %url, error = %DialError::Timeout, "bot leg failed; closing the stream so the caller hears the route's fallback");
+    let span = traces::begin(&ctx.shared, facts.trace, "ws.connect", SpanKind::Client, SystemTime::now());
+    let (span, traceparent) = span.unzip();
+    let dial = tokio::time::timeout(config.ws.connect_timeout, dial(&url, traceparent.as_deref())).await;
+    let error = match &dial {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(DialError::Timeout.to_string()),
+    };
+    // The bot's host and path, never its query (it may hold a token).
+    let span = span.map(|s| s.attr("server.address", url.host().to_owned()).attr("url.path", bot_path(&url)));
+    traces::end(&ctx.shared, span.map(|s| if let Some(e) = &error { s.failed(e.clone()) } else { s }));
+    let bot = match (dial, error) {
+        (Ok(Ok(bot)), _) => Some(bot),
+        (_, error) => {
+            let error = error.unwrap_or_default();
+            tracing::warn!(bot = %url, %error, "bot leg failed; closing the stream so the caller hears the route's fallback");
             None
         }
     };

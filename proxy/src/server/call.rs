@@ -26,6 +26,7 @@ use std::time::{Duration, SystemTime};
 use futures_util::FutureExt as _;
 use futures_util::future::FusedFuture as _;
 use hyper::upgrade::OnUpgrade;
+use opentelemetry::trace::SpanKind;
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 use voxproxy_adapters::bridge::{BridgeConfig, BridgeEvent, CallBridge, CallStats, EndReason, Output};
@@ -40,9 +41,11 @@ use super::ports::{PortError, PortLease};
 use super::sip_client::{self, SipCall};
 use super::taps::CallTaps;
 use crate::capture::Capture;
+use super::traces;
 use crate::cdr::journal::JournalId;
 use crate::cdr::{CallRecord, rfc3339_utc};
 use crate::metrics::{Direction, RefuseReason, RtpErrorKind, WsErrorKind};
+use crate::otel::CallTrace;
 use crate::runtime::{RtpSocket as _, RtpUdp};
 
 /// How long the upgraded connection may take to appear after the 101.
@@ -151,7 +154,16 @@ pub async fn run(
     upgrade: OnUpgrade,
     place: Option<super::ConnectionPlace>,
 ) {
-    let span = tracing::info_span!("call", worker = ctx.index, %peer, call_sid = tracing::field::Empty, stream_sid = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "call",
+        worker = ctx.index,
+        %peer,
+        call_sid = tracing::field::Empty,
+        stream_sid = tracing::field::Empty,
+        // With `otel.endpoint`: the call's trace and root span (traces.rs).
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
     async move {
         let upgraded = match tokio::time::timeout(UPGRADE_TIMEOUT, upgrade).await {
             Ok(Ok(upgraded)) => upgraded,
@@ -200,6 +212,7 @@ pub async fn run(
             drop(place);
             return;
         }
+        let setup_started = SystemTime::now();
         let watch_leg = apply_route(&live.config, &mut bridge, &mut capture, ctx.shared.clock.now());
         let sip_key = super::sip_listener::link_stream(&ctx, &mut bridge, &mut capture);
         let (slot, socket, lease) = match admit(&ctx) {
@@ -237,7 +250,8 @@ pub async fn run(
         tokio::task::yield_now().await;
         if let Some(uri) = sip_uri {
             let now = ctx.shared.clock.now();
-            match Box::pin(SipCall::start(&live.config, &uri, &mut bridge, lease.port(), now, &mut capture)).await {
+            let invite = traces::begin(&ctx.shared, facts.trace, "sip.invite", SpanKind::Client, setup_started);
+            match Box::pin(SipCall::start(&live.config, &uri, &mut bridge, lease.port(), now, &mut capture, invite)).await {
                 Ok(sip) => facts.sip = Some(Box::new(sip)),
                 Err(e) => {
                     tracing::warn!(error = %e, backend = %uri, "SIP call not placed; closing the stream so the caller hears the route's fallback");
@@ -251,6 +265,11 @@ pub async fn run(
         }
         // A listen-only backend (a fork) never answers: its silence is no
         // failure; a SIP leg says when it fails.
+        if leg == "rtp" {
+            let setup = traces::begin(&ctx.shared, facts.trace, "rtp.setup", SpanKind::Internal, setup_started)
+                .map(|(span, _)| span.attr("rtp.local_port", i64::from(lease.port())));
+            traces::end(&ctx.shared, setup);
+        }
         if watch_leg && !bridge.is_one_way() && facts.sip.is_none() {
             facts.leg_watch = Some(LegWatch::new(bridge.config().backend_timeout, facts.started));
         }
@@ -332,6 +351,8 @@ pub(super) fn register(
         leg,
     };
     let registration = ctx.shared.directory.register(info, commands.clone())?;
+    let trace = traces::call_trace(&ctx.shared, start.call_sid.as_str());
+    traces::log_ids(trace);
     let mut facts = CallFacts {
         started_wall,
         started: std::time::Instant::now(),
@@ -344,6 +365,7 @@ pub(super) fn register(
         leg,
         bot: None,
         sip: None,
+        trace,
     };
     // What is known now goes to the journal of calls in progress, so a crash
     // before the record is written still leaves one at the next start.
@@ -676,6 +698,8 @@ pub(super) struct CallFacts {
     /// The SIP leg of a call to a `sip:` backend; boxed, as the facts live
     /// in several states of the call task's future.
     sip: Option<Box<SipCall>>,
+    /// The call's trace (`otel.endpoint`), `None` when tracing is off.
+    pub(super) trace: Option<CallTrace>,
 }
 
 /// Runs the call until the bridge is finished; returns what its record needs.
@@ -1031,6 +1055,9 @@ async fn end_sip(
         sip.pump(ctx, bridge, clock.now(), capture);
         capture.flush();
     }
+    // An INVITE the call's end cancelled, or never answered in time.
+    let status = sip.backend().final_status();
+    sip.end_invite_span(ctx, status);
     sip.publish(ctx, registration);
 }
 
@@ -1060,6 +1087,7 @@ pub(super) async fn finish_call(
     reported: &CallStats,
 ) {
     let shared = &ctx.shared;
+    let ending = SystemTime::now();
     let metrics = ctx.metrics();
     let end = bridge.end_reason().unwrap_or(EndReason::WebSocketClosed);
     let stats = bridge.stats();
@@ -1069,6 +1097,9 @@ pub(super) async fn finish_call(
     facts.taps.report(ctx, bridge);
     facts.taps.finish(bridge, shared.clock.now(), &mut record);
     facts.capture.finish(shared.clock.now());
+    // The spans read the record before the ledger or the writer takes it.
+    // Boxed: it waits across the record's write inside the call's task.
+    let spans = facts.trace.map(|trace| Box::new((trace, record.clone())));
     if facts.in_ledger {
         // Durable already: the journal keeps it whole until the call's
         // record (this stream's merged with the call's status) is written.
@@ -1078,6 +1109,9 @@ pub(super) async fn finish_call(
         // The log keeps the record when the file cannot.
         let line = serde_json::to_string(&record).unwrap_or_default();
         tracing::error!(error = %e, record = %line, "call record not written");
+    }
+    if let Some(spans) = spans {
+        traces::call_ended(shared, Some(spans.0), ending, &spans.1);
     }
     metrics.call_ended(end);
     if let Some(start) = bridge.stream() {

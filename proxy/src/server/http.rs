@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -31,7 +31,7 @@ use voxproxy_adapters::webhook::{
 use super::directory::CallCommand;
 use super::taps::RECORDING_STATUS_PATH;
 use super::{ConnState, Surface, WorkerContext, sse};
-use super::{admin, call, sip_listener};
+use super::{admin, call, sip_listener, traces};
 use crate::cdr::ledger::RecordingInput;
 use crate::metrics::{CallbackKind, RefuseReason, Route, SignatureKind};
 
@@ -245,6 +245,7 @@ async fn signed_form(
 }
 
 async fn voice(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let started = SystemTime::now();
     // Covered by the signature: Twilio signs the URL with its query.
     let sip_key = sip_listener::key_of_query(req.uri().query()).map(str::to_owned);
     let form = match signed_form(ctx, peer, req).await {
@@ -262,7 +263,7 @@ async fn voice(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incoming>) ->
         }
     };
     if let Some(key) = sip_key {
-        return sip_voice(ctx, &webhook, &key);
+        return sip_voice(ctx, &webhook, &key, started);
     }
     let call = &webhook.call;
     let shared = &ctx.shared;
@@ -300,20 +301,24 @@ async fn voice(ctx: &WorkerContext, peer: SocketAddr, req: Request<Incoming>) ->
         tracing::info!(call_sid = %call.call_sid, from = %call.from, to = %call.to, route = %label, "voice webhook answered");
         answer_voice_tagged(matched.route, &webhook, &shared.answer, &tags)
     };
+    let answer = if refuse.is_some() { "busy" } else { "twiml" };
+    traces::webhook(shared, &call.call_sid, started, &label, answer);
     twiml_response(&twiml)
 }
 
 /// The voice webhook of a call placed for a PBX (`sip.listen`): a stream
 /// back to this proxy naming the SIP call, or a hang-up when that SIP call
 /// is no longer in progress (the PBX cancelled as Twilio answered).
-fn sip_voice(ctx: &WorkerContext, webhook: &VoiceWebhook, key: &str) -> Response<Body> {
+fn sip_voice(ctx: &WorkerContext, webhook: &VoiceWebhook, key: &str, started: SystemTime) -> Response<Body> {
     let shared = &ctx.shared;
     let call = &webhook.call;
     shared.calls.voice(call, SIP_ROUTE_LABEL);
     if shared.sip.as_ref().and_then(|sip| sip.media(key)).is_none() {
         tracing::info!(call_sid = %call.call_sid, "voice webhook of a SIP call no longer in progress; hanging up");
+        traces::webhook(shared, &call.call_sid, started, SIP_ROUTE_LABEL, "hangup");
         return twiml_response(&Twiml::new().hangup());
     }
+    traces::webhook(shared, &call.call_sid, started, SIP_ROUTE_LABEL, "twiml");
     let mut tags = Vec::with_capacity(2);
     if let Some(token) = &shared.stream_token {
         tags.push((STREAM_TOKEN_PARAMETER.to_owned(), token.token(&call.call_sid)));
@@ -526,7 +531,12 @@ async fn send_sms(ctx: &WorkerContext, call_sid: &str, sms: SmsRequest) {
         }
     };
     let request = SendSms::new(sms.to, sms.from, sms.body);
-    match tokio::time::timeout(SMS_TIMEOUT, client.send_sms(&request)).await {
+    let started = SystemTime::now();
+    let result = tokio::time::timeout(SMS_TIMEOUT, client.send_sms(&request)).await;
+    let traced =
+        result.as_ref().map_err(|_| "no answer in time").and_then(|r| r.as_ref().map_err(|_| "refused"));
+    traces::rest(&ctx.shared, "twilio.message.create", Some(call_sid), started, &traced);
+    match result {
         Ok(Ok(message)) => tracing::info!(call_sid, message_sid = %message.sid, "missed-call SMS sent"),
         Ok(Err(e)) => tracing::warn!(call_sid, error = %e, "missed-call SMS refused by Twilio"),
         Err(_) => tracing::warn!(call_sid, "missed-call SMS: Twilio did not answer within {SMS_TIMEOUT:?}"),
@@ -725,7 +735,11 @@ async fn place_call(ctx: &WorkerContext, req: Request<Incoming>) -> Response<Bod
         request.from,
         voxproxy_adapters::rest::CallInstructions::Url(voice_url),
     );
-    match client.create_call(&create).await {
+    let started = SystemTime::now();
+    let result = client.create_call(&create).await;
+    let call_sid = result.as_ref().ok().map(|call| call.sid.as_str());
+    traces::rest(&ctx.shared, "twilio.call.create", call_sid, started, &result);
+    match result {
         Ok(call) => json(
             StatusCode::CREATED,
             &serde_json::json!({ "call_sid": call.sid, "status": call.status.as_str() }),

@@ -59,6 +59,7 @@ mod sip_client;
 mod sip_listener;
 mod sse;
 mod taps;
+mod traces;
 
 use directory::{Directory, EventHub};
 use fds::FdBudget;
@@ -131,7 +132,6 @@ pub enum ServeError {
     /// `recording.twilio` is on (globally or for a route) without the
     /// account's credentials the REST API needs (the text names them).
     TwilioRecording(String),
-
     /// `capture.dir` could not be created, or the capture writer not started.
     Capture {
         /// `capture.dir`.
@@ -139,6 +139,8 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// `otel.endpoint` is set but the trace exporter could not start.
+    Otel(crate::otel::OtelError),
 }
 
 impl fmt::Display for ServeError {
@@ -171,10 +173,10 @@ impl fmt::Display for ServeError {
             }
             ServeError::SipListen(problem) => write!(f, "sip.listen: {problem}"),
             ServeError::TwilioRecording(problem) => write!(f, "recording.twilio: {problem}"),
-
             ServeError::Capture { dir, source } => {
                 write!(f, "capture.dir = {}: cannot create it or start its writer: {source}", dir.display())
             }
+            ServeError::Otel(e) => write!(f, "{e}"),
         }
     }
 }
@@ -218,6 +220,8 @@ pub(crate) struct Shared {
     pub(crate) health: admin::HealthState,
     /// The SIP calls a PBX placed through `sip.listen`; `None` without it.
     pub(crate) sip: Option<Arc<sip_listener::SipCalls>>,
+    /// The trace exporter; `None` without `otel.endpoint` (no span is made).
+    pub(crate) otel: Option<crate::otel::Telemetry>,
 }
 
 impl Shared {
@@ -441,6 +445,8 @@ impl Server {
         })?;
         let recorder = start_recorder(config, &metrics)?;
         let capturer = start_capturer(config, &metrics)?;
+        let otel =
+            crate::otel::Telemetry::start(&config.otel, Arc::clone(&metrics)).map_err(ServeError::Otel)?;
         let first = listener(config.server.listen)
             .map_err(|source| ServeError::Listen { addr: config.server.listen, source })?;
         let local_addr =
@@ -488,6 +494,7 @@ impl Server {
             clock: Clock::new(),
             health: admin::HealthState::new(workers),
             sip,
+            otel,
         });
         shared.metrics.set_max_calls(shared.live().config.limits.max_calls);
         shared.metrics.watch_rtp_ports(Arc::clone(&shared.ports));
@@ -663,6 +670,9 @@ impl Server {
         }
         // Calls still waiting for their final status get their record now.
         shared.calls.stop();
+        if let Some(otel) = &shared.otel {
+            otel.shutdown();
+        }
         tracing::info!("drained; exiting");
     }
 }

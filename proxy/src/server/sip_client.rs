@@ -28,6 +28,7 @@ use super::directory::LegView;
 use crate::capture::Capture;
 use crate::config::Config;
 use crate::metrics::SipSide;
+use crate::otel::SpanRecord;
 
 /// How long resolving and reaching the next hop may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -71,6 +72,9 @@ pub(crate) struct SipCall {
     started: std::time::Instant,
     answer_logged: bool,
     hung_up: bool,
+    /// The `sip.invite` span, until the INVITE's final response (its id is
+    /// the `traceparent` the INVITE carried); `None` when not traced.
+    invite_span: Option<SpanRecord>,
 }
 
 /// The SIP URI of the backend this call takes: the route's, else the
@@ -98,7 +102,9 @@ impl SipCall {
         rtp_port: u16,
         now: Instant,
         capture: &mut Capture,
+        invite_span: Option<(SpanRecord, String)>,
     ) -> Result<SipCall, String> {
+        let (invite_span, traceparent) = invite_span.unzip();
         let Some(start) = bridge.stream() else { return Err("the stream has not started".to_owned()) };
         let from = start.custom_parameter("From").unwrap_or_default().to_owned();
         let to = start.custom_parameter("To").unwrap_or_default().to_owned();
@@ -114,6 +120,7 @@ impl SipCall {
                 .filter(|(name, _)| !matches!(name.as_str(), "CallSid" | "From" | "To" | ROUTE_PARAMETER))
                 .cloned()
                 .collect(),
+            traceparent,
         };
         let target = SipUri::parse(&uri.request_uri(&to, &from)).map_err(|e| e.to_string())?;
         let port = uri.port.unwrap_or(5060);
@@ -159,6 +166,7 @@ impl SipCall {
             started: std::time::Instant::now(),
             answer_logged: false,
             hung_up: false,
+            invite_span,
         })
     }
 
@@ -265,6 +273,7 @@ impl SipCall {
         }
         match self.backend.drive(now, bridge) {
             Some(LegOutcome::Failed { status, reason }) => {
+                self.end_invite_span(ctx, Some(status));
                 tracing::warn!(
                     status,
                     reason,
@@ -287,12 +296,30 @@ impl SipCall {
             // Stream start to 200 OK: the call-setup time the README quotes.
             let setup_ms = self.started.elapsed().as_millis() as u64;
             tracing::info!(setup_ms, call_id = self.backend.call_id(), "SIP call answered");
+            self.end_invite_span(ctx, self.backend.final_status());
         }
         while let Some(transmit) = self.backend.poll_transmit() {
             capture.with(|c| c.sip_output(&transmit));
             self.send(&transmit);
         }
         self.flush_tcp();
+    }
+
+    /// Ends the `sip.invite` span once, with the INVITE's final status
+    /// (`None`: the call ended before one came).
+    pub(crate) fn end_invite_span(&mut self, ctx: &WorkerContext, status: Option<u16>) {
+        let Some(mut span) = self.invite_span.take() else { return };
+        span = span.attr("sip.call_id", self.backend.call_id().to_owned());
+        match status {
+            Some(status) => {
+                span = span.attr("sip.status_code", i64::from(status));
+                if status >= 300 {
+                    span = span.failed(format!("SIP {status}"));
+                }
+            }
+            None => span = span.failed("no final response before the call ended"),
+        }
+        super::traces::end(&ctx.shared, Some(span));
     }
 
     fn send(&mut self, transmit: &Transmit) {
@@ -455,8 +482,15 @@ fn complete_twilio_call(ctx: &Rc<WorkerContext>, call_sid: &str) {
         }
     };
     let call_sid = call_sid.to_owned();
+    let ctx = Rc::clone(ctx);
     tokio::task::spawn_local(async move {
-        match tokio::time::timeout(REST_TIMEOUT, client.update_call(&call_sid, &UpdateCall::Complete)).await {
+        let started = std::time::SystemTime::now();
+        let result =
+            tokio::time::timeout(REST_TIMEOUT, client.update_call(&call_sid, &UpdateCall::Complete)).await;
+        let traced =
+            result.as_ref().map_err(|_| "no answer in time").and_then(|r| r.as_ref().map_err(|_| "refused"));
+        super::traces::rest(&ctx.shared, "twilio.call.update", Some(&call_sid), started, &traced);
+        match result {
             Ok(Ok(_)) => tracing::info!(call_sid, "Twilio call completed after the PBX hung up"),
             Ok(Err(e)) => {
                 tracing::warn!(call_sid, error = %e, "Twilio did not end the call after the PBX hung up")

@@ -495,8 +495,12 @@ impl Listener {
             },
         );
         let sip = Arc::clone(&self.sip);
+        let ctx = Rc::clone(&self.ctx);
         tokio::task::spawn_local(async move {
+            let started = std::time::SystemTime::now();
             let result = client.create_call(&create).await.map(|call| call.sid).map_err(|e| e.to_string());
+            let call_sid = result.as_deref().ok();
+            super::traces::rest(&ctx.shared, "twilio.call.create", call_sid, started, &result);
             if !sip.send(ToListener::Created { key, result }) {
                 tracing::error!("SIP listener queue full: a created Twilio call is not tracked");
             }
@@ -641,8 +645,12 @@ impl Listener {
     fn update(&self, call_sid: &str, update: UpdateCall) {
         let Ok(client) = self.ctx.rest_client() else { return };
         let call_sid = call_sid.to_owned();
+        let ctx = Rc::clone(&self.ctx);
         tokio::task::spawn_local(async move {
-            if let Err(e) = client.update_call(&call_sid, &update).await {
+            let started = std::time::SystemTime::now();
+            let result = client.update_call(&call_sid, &update).await;
+            super::traces::rest(&ctx.shared, "twilio.call.update", Some(&call_sid), started, &result);
+            if let Err(e) = result {
                 tracing::info!(call_sid, error = %e, "Twilio did not take the SIP call's end");
             }
         });
