@@ -22,5 +22,6 @@ pub mod recording;
 pub mod runtime;
 pub mod server;
 pub mod sim;
+pub mod store;
 pub mod tls;
 pub mod wav;

@@ -82,6 +82,8 @@ pub use breakdown::BreakdownMetrics;
 pub use sip::{SipMetrics, SipRefusal, SipSide};
 mod bot;
 pub use bot::{BotMetrics, BotTotals};
+mod store;
+pub use store::{StoreEvent, StoreMetrics};
 
 /// The process's metrics: one [`WorkerMetrics`] per worker thread plus the
 /// process-wide gauges. See the [module documentation](self).
@@ -98,6 +100,7 @@ pub struct Metrics {
     sip: SipMetrics,
     breakdown: BreakdownMetrics,
     bot: BotMetrics,
+    store: StoreMetrics,
     /// `voxproxy_max_calls`: `limits.max_calls` now (0 until the server sets it).
     max_calls: AtomicU64,
     /// The RTP port pool, read at scrape time for the port gauges.
@@ -153,6 +156,7 @@ impl Metrics {
             sip: SipMetrics::default(),
             breakdown: BreakdownMetrics::default(),
             bot: BotMetrics::default(),
+            store: StoreMetrics::default(),
             max_calls: AtomicU64::new(0),
             rtp_ports: OnceLock::new(),
         }
@@ -271,6 +275,12 @@ impl Metrics {
     #[must_use]
     pub fn bot(&self) -> &BotMetrics {
         &self.bot
+    }
+
+    /// The PostgreSQL store's counters (`voxproxy_store_*`).
+    #[must_use]
+    pub fn store(&self) -> &StoreMetrics {
+        &self.store
     }
 
     /// Sets the `voxproxy_draining` gauge (1 while the server drains).
@@ -632,6 +642,7 @@ impl Metrics {
         self.sip.render(&mut x);
         self.breakdown.render(&mut x);
         self.bot.render(&mut x);
+        self.store.render(&mut x);
 
         x.family("voxproxy_io_backend_info", "The I/O backend the workers run on (always 1).", "gauge");
         x.sample("voxproxy_io_backend_info", &[("backend", self.io_backend)], 1);

@@ -21,7 +21,7 @@ use super::Config;
 /// - `twilio.account_sid`, `twilio.api_base`: the REST client each worker
 ///   makes on first use.
 /// - `log.format`, `log.level`: the logger is installed once per process.
-pub const RESTART_ONLY_KEYS: [&str; 14] = [
+pub const RESTART_ONLY_KEYS: [&str; 15] = [
     "server.listen",
     "server.workers",
     "server.io",
@@ -36,6 +36,7 @@ pub const RESTART_ONLY_KEYS: [&str; 14] = [
     "log.format",
     "log.level",
     "server.admin_listen",
+    "store",
 ];
 
 impl Config {
@@ -73,6 +74,7 @@ impl Config {
         keep("log.format", self.log.format != running.log.format);
         keep("log.level", self.log.level != running.log.level);
         keep("server.admin_listen", self.server.admin_listen != running.server.admin_listen);
+        keep("store", self.store != running.store);
         self.server.listen = running.server.listen;
         self.server.workers = running.server.workers;
         self.server.io = running.server.io;
@@ -87,6 +89,7 @@ impl Config {
         self.log.format = running.log.format;
         self.log.level.clone_from(&running.log.level);
         self.server.admin_listen = running.server.admin_listen;
+        self.store.clone_from(&running.store);
         changed
     }
 }

@@ -93,6 +93,10 @@ fn shown(c: &Config, key: Setting) -> Value {
         Setting::LogLevel => c.log.level.clone().into(),
         Setting::RecordingEnabled => c.recording.enabled.into(),
         Setting::RecordingDir => text(&c.recording.dir.display()),
+        Setting::StoreUrl => c.store.url.as_ref().map_or(Value::Null, |u| u.redacted().into()),
+        Setting::StoreInstanceId => c.store.instance_id.clone().into(),
+        Setting::StoreAdminUrl => c.store.admin_url.clone().into(),
+        Setting::StoreQueryTimeout => secs(c.store.query_timeout),
     }
 }
 

@@ -301,6 +301,7 @@ pub(super) fn register(
         from: start.custom_parameter("From").map(str::to_owned),
         to: start.custom_parameter("To").map(str::to_owned),
         started_at: rfc3339_utc(started_wall),
+        route: start.custom_parameter(ROUTE_PARAMETER).map(str::to_owned),
         worker: ctx.index,
         rtp_port,
         leg,

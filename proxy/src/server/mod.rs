@@ -127,6 +127,8 @@ pub enum ServeError {
     /// `sip.listen` is set without what placing Twilio calls needs (the
     /// text names it), or its address could not be bound.
     SipListen(String),
+    /// `store.url` is set but the store cannot start.
+    Store(crate::store::StoreError),
 }
 
 impl fmt::Display for ServeError {
@@ -149,6 +151,7 @@ impl fmt::Display for ServeError {
             ServeError::Tls(e) => write!(f, "server.tls: {e}"),
             ServeError::Reload(e) => write!(f, "{e}"),
             ServeError::Cdr(e) => write!(f, "cdr.path: {e}"),
+            ServeError::Store(e) => write!(f, "store.url: {e}"),
             ServeError::PublicUrl(e) => write!(f, "server.public_url: {e}"),
             ServeError::Worker(e) => write!(f, "cannot start a worker thread: {e}"),
             ServeError::Recording { dir, source } => {
@@ -199,6 +202,8 @@ pub(crate) struct Shared {
     pub(crate) health: admin::HealthState,
     /// The SIP calls a PBX placed through `sip.listen`; `None` without it.
     pub(crate) sip: Option<Arc<sip_listener::SipCalls>>,
+    /// The PostgreSQL store shared with other instances; `None` without `store.url`.
+    pub(crate) store: Option<crate::store::Store>,
 }
 
 impl Shared {
@@ -427,12 +432,15 @@ impl Server {
             (Some(_), Some(token)) => StreamTokenKey::new(token.expose()),
             _ => None,
         };
+        let directory = Directory::new();
+        let events = EventHub::new();
+        let store = start_store(config, admin_addr.unwrap_or(local_addr), &directory, &events, &metrics)?;
         let shared = Arc::new(Shared {
             ports,
             live: ArcSwap::from_pointee(live),
             metrics,
-            directory: Directory::new(),
-            events: EventHub::new(),
+            directory,
+            events,
             cdr,
             calls,
             recorder,
@@ -448,6 +456,7 @@ impl Server {
             clock: Clock::new(),
             health: admin::HealthState::new(workers),
             sip,
+            store,
         });
         shared.metrics.set_max_calls(shared.live().config.limits.max_calls);
         shared.metrics.watch_rtp_ports(Arc::clone(&shared.ports));
@@ -616,8 +625,52 @@ impl Server {
         }
         // Calls still waiting for their final status get their record now.
         shared.calls.stop();
+        if let Some(store) = &shared.store {
+            store.stop_blocking();
+        }
         tracing::info!("drained; exiting");
     }
+}
+
+/// Starts the store when `store.url` is set. `admin` is the bound address
+/// of the listener serving `/v1` (the default `store.admin_url`).
+fn start_store(
+    config: &Config,
+    admin: SocketAddr,
+    directory: &Arc<Directory>,
+    events: &Arc<EventHub>,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<crate::store::Store>, ServeError> {
+    let Some(url) = &config.store.url else { return Ok(None) };
+    let admin_url = config.store.admin_url.clone().unwrap_or_else(|| {
+        if admin.ip().is_unspecified() {
+            tracing::warn!(
+                %admin,
+                "store.admin_url is not set and /v1 listens on every address: other instances are told \
+                 to use loopback, which works only on this host; set store.admin_url"
+            );
+            format!("http://{}", SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), admin.port()))
+        } else {
+            format!("http://{admin}")
+        }
+    });
+    if config.server.admin_listen.is_none() && config.server.tls.is_some() && config.store.admin_url.is_none()
+    {
+        tracing::warn!(
+            "store.admin_url defaults to http:// but server.listen serves TLS; set server.admin_listen"
+        );
+    }
+    let options = crate::store::StoreOptions {
+        url: url.clone(),
+        instance_id: config.store.instance_id.clone().unwrap_or_else(crate::store::default_instance_id),
+        admin_url,
+        query_timeout: config.store.query_timeout,
+        spool: config.cdr.path.clone(),
+    };
+    tracing::info!(store = %url, instance = %options.instance_id, "store: starting");
+    crate::store::Store::spawn(options, Arc::clone(directory), Arc::clone(events), Arc::clone(metrics))
+        .map(Some)
+        .map_err(ServeError::Store)
 }
 
 /// Refuses a `sip.listen` that could not place calls (no Twilio
