@@ -310,6 +310,20 @@ async fn two_instances(pg: &Postgres) {
     assert_eq!(listing.status, 200);
     assert!(listing.json()["store_error"].is_string(), "{}", listing.text());
 
+    // Health says so: degraded (calls go on), not unhealthy.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let health = a.admin("GET", "/v1/health", Vec::new()).await;
+        let json = health.json();
+        let store = json["checks"].as_array().and_then(|c| c.iter().find(|c| c["name"] == "store")).cloned();
+        if store.as_ref().is_some_and(|c| c["status"] == "degraded") {
+            assert_eq!(health.status, 200, "{json}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no degraded store check: {json}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     pg.up();
     let calls = [a1.call_sid.as_str(), a2.call_sid.as_str(), b1.call_sid.as_str(), b2.call_sid.as_str()];
     wait_rows(&Pg(pg), &calls).await;
@@ -340,4 +354,21 @@ async fn two_instances(pg: &Postgres) {
     for proxy in [&a, &b] {
         assert!(!proxy.stderr_text().contains(PASSWORD), "the password was logged");
     }
+}
+
+/// `cdr.path` is the spool of a store: a path that is no regular file
+/// (`/dev/null` discards records) is refused at start, naming both keys.
+#[test]
+fn a_store_needs_a_call_record_file_to_spool_in() {
+    let (status, stderr) = crate::harness::run_to_exit(
+        &[
+            ("TWILIO_AUTH_TOKEN", crate::harness::AUTH_TOKEN),
+            ("VOXPROXY_STORE_URL", "postgres://voxproxy@127.0.0.1:1/voxproxy"),
+            ("VOXPROXY_CDR_PATH", "/dev/null"),
+        ],
+        &["--io", "epoll"],
+    );
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("store.url needs cdr.path to be a regular file"), "{stderr}");
+    assert!(stderr.contains("/dev/null"), "{stderr}");
 }

@@ -49,6 +49,18 @@ impl StoreMetrics {
         self.up.store(up, Relaxed);
     }
 
+    /// Whether the registry connection is up now.
+    #[must_use]
+    pub fn is_up(&self) -> bool {
+        self.up.load(Relaxed)
+    }
+
+    /// Bytes of the spool not in the database yet, as last measured.
+    #[must_use]
+    pub fn spool_bytes(&self) -> u64 {
+        self.spool_bytes.load(Relaxed)
+    }
+
     /// `n` call records reached the database.
     pub fn records_written(&self, n: u64) {
         self.records_written.fetch_add(n, Relaxed);

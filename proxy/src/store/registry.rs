@@ -443,7 +443,7 @@ impl Registry {
                         self.receive(&payload);
                         Ok(())
                     }
-                    None => Err(Failure::TimedOut).map_err(|_| "the connection closed".to_owned()),
+                    None => Err("the connection closed".to_owned()),
                 },
                 changed = stop.changed() => {
                     if changed.is_err() || *stop.borrow() {
