@@ -169,7 +169,7 @@ pub(super) async fn records(
             pause(&mut stop, SPOOL_POLL).await;
             continue;
         }
-        let connected = match client.as_mut() {
+        let connected = match client.as_ref() {
             Some(c) => c,
             None => match connect(&options, &metrics).await {
                 Ok((c, _)) => {
@@ -177,7 +177,7 @@ pub(super) async fn records(
                         tracing::info!("store: records connection back; replaying the spool");
                     }
                     reported = false;
-                    client.insert(c)
+                    &*client.insert(c)
                 }
                 Err(e) => {
                     metrics.store().error();
@@ -230,7 +230,7 @@ fn save(cursor: &mut Cursor, end: u64) {
 /// and left out (it stays in the spool file) rather than blocking all later
 /// ones.
 async fn ship(
-    client: &mut Client,
+    client: &Client,
     options: &StoreOptions,
     metrics: &Metrics,
     lines: &[Line],

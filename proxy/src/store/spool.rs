@@ -25,8 +25,8 @@ use tokio_postgres::Client;
 
 use crate::cdr::CallRecord;
 
-/// Records upserted in one transaction.
-pub(super) const BATCH: usize = 128;
+/// Records upserted in one statement.
+pub(super) const BATCH: usize = 256;
 /// Bytes read from the spool at once; also the longest line accepted.
 pub(super) const READ_BYTES: usize = 1 << 20;
 
@@ -194,42 +194,53 @@ fn timestamp(text: &str) -> Option<&str> {
     ok.then_some(text)
 }
 
+/// One statement for a whole batch: the columns as arrays, unnested into
+/// rows (one round trip, where a statement per record waits for each).
 const UPSERT: &str = "INSERT INTO voxproxy_call_records
         (call_sid, stream_sid, instance_id, started_at, ended_at, route, leg, end_reason, record)
-     VALUES ($1, $2, $3, $4::text::timestamptz, $5::text::timestamptz, $6, $7, $8, $9::text::jsonb)
+     SELECT c, s, $1, b::timestamptz, e::timestamptz, r, l, x, j::jsonb
+     FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
+          AS u(c, s, b, e, r, l, x, j)
      ON CONFLICT (call_sid) DO UPDATE SET
         stream_sid = EXCLUDED.stream_sid, instance_id = EXCLUDED.instance_id,
         started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at, route = EXCLUDED.route,
         leg = EXCLUDED.leg, end_reason = EXCLUDED.end_reason, record = EXCLUDED.record,
         written_at = now()";
 
-/// Upserts `lines` in one transaction.
+/// The lines to write: the last of each `call_sid` (the file's order, as
+/// upserting them one by one would leave; one statement may not update a
+/// row twice).
+fn last_of_each_call(lines: &[Line]) -> Vec<&Line> {
+    let mut seen = std::collections::HashSet::new();
+    let mut kept: Vec<&Line> =
+        lines.iter().rev().filter(|l| seen.insert(l.record.call_sid.as_str())).collect();
+    kept.reverse();
+    kept
+}
+
+/// Upserts `lines` with one statement (one transaction).
 pub(super) async fn upsert(
-    client: &mut Client,
+    client: &Client,
     instance_id: &str,
     lines: &[Line],
 ) -> Result<(), tokio_postgres::Error> {
-    let tx = client.transaction().await?;
-    let statement = tx.prepare(UPSERT).await?;
-    for line in lines {
-        let r = &line.record;
-        tx.execute(
-            &statement,
-            &[
-                &r.call_sid,
-                &r.stream_sid,
-                &instance_id,
-                &timestamp(&r.started_at),
-                &timestamp(&r.ended_at),
-                &r.route,
-                &r.leg,
-                &r.end_reason,
-                &line.json,
-            ],
+    let lines = last_of_each_call(lines);
+    let column = |f: fn(&Line) -> Option<&str>| lines.iter().map(|l| f(l)).collect::<Vec<Option<&str>>>();
+    let call_sids = column(|l| Some(&l.record.call_sid));
+    let stream_sids = column(|l| Some(&l.record.stream_sid));
+    let started = column(|l| timestamp(&l.record.started_at));
+    let ended = column(|l| timestamp(&l.record.ended_at));
+    let routes = column(|l| l.record.route.as_deref());
+    let legs = column(|l| l.record.leg.as_deref());
+    let reasons = column(|l| Some(&l.record.end_reason));
+    let json = column(|l| Some(&l.json));
+    client
+        .execute(
+            UPSERT,
+            &[&instance_id, &call_sids, &stream_sids, &started, &ended, &routes, &legs, &reasons, &json],
         )
-        .await?;
-    }
-    tx.commit().await
+        .await
+        .map(drop)
 }
 
 #[cfg(test)]
@@ -310,6 +321,22 @@ mod tests {
         assert_eq!((lines.len(), skipped), (0, 1));
         let (lines, _) = cursor.read().unwrap();
         assert_eq!(lines[0].record.call_sid, "CA7");
+    }
+
+    #[test]
+    fn a_batch_keeps_the_last_record_of_each_call_in_file_order() {
+        let line = |sid: &str, reason: &str| Line {
+            record: CallRecord { call_sid: sid.into(), end_reason: reason.into(), ..CallRecord::default() },
+            json: String::new(),
+            end: 0,
+        };
+        let lines =
+            [line("CA1", "crash"), line("CA2", "stop"), line("CA1", "twilio_stop"), line("CA3", "stop")];
+        let kept: Vec<_> = last_of_each_call(&lines)
+            .iter()
+            .map(|l| (l.record.call_sid.as_str(), l.record.end_reason.as_str()))
+            .collect();
+        assert_eq!(kept, [("CA2", "stop"), ("CA1", "twilio_stop"), ("CA3", "stop")]);
     }
 
     #[test]
