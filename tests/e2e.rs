@@ -60,6 +60,8 @@ mod routes;
 mod sip;
 #[path = "e2e/sip_inbound.rs"]
 mod sip_inbound;
+#[path = "e2e/store.rs"]
+mod store;
 #[path = "e2e/vad_line.rs"]
 mod vad_line;
 #[path = "e2e/ws_leg.rs"]

@@ -22,4 +22,5 @@ pub mod ratelimit;
 pub mod recording;
 pub mod runtime;
 pub mod server;
+pub mod store;
 pub mod tls;

@@ -86,6 +86,8 @@ mod bot;
 pub use bot::{BotMetrics, BotTotals};
 mod otel;
 pub use otel::OtelMetrics;
+mod store;
+pub use store::{StoreEvent, StoreMetrics};
 
 /// The process's metrics: one [`WorkerMetrics`] per worker thread plus the
 /// process-wide gauges. See the [module documentation](self).
@@ -104,6 +106,7 @@ pub struct Metrics {
     capture: CaptureMetrics,
     bot: BotMetrics,
     otel: OtelMetrics,
+    store: StoreMetrics,
     /// `voxproxy_max_calls`: `limits.max_calls` now (0 until the server sets it).
     max_calls: AtomicU64,
     /// The RTP port pool, read at scrape time for the port gauges.
@@ -162,6 +165,7 @@ impl Metrics {
             capture: CaptureMetrics::default(),
             bot: BotMetrics::default(),
             otel: OtelMetrics::default(),
+            store: StoreMetrics::default(),
             max_calls: AtomicU64::new(0),
             rtp_ports: OnceLock::new(),
         }
@@ -292,6 +296,12 @@ impl Metrics {
     #[must_use]
     pub fn otel(&self) -> &OtelMetrics {
         &self.otel
+    }
+
+    /// The PostgreSQL store's counters (`voxproxy_store_*`).
+    #[must_use]
+    pub fn store(&self) -> &StoreMetrics {
+        &self.store
     }
 
     /// Sets the `voxproxy_draining` gauge (1 while the server drains).
@@ -655,6 +665,7 @@ impl Metrics {
         self.capture.render(&mut x);
         self.bot.render(&mut x);
         self.otel.render(&mut x);
+        self.store.render(&mut x);
 
         x.family("voxproxy_io_backend_info", "The I/O backend the workers run on (always 1).", "gauge");
         x.sample("voxproxy_io_backend_info", &[("backend", self.io_backend)], 1);

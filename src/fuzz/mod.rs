@@ -63,6 +63,5 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("bot_messages", bot_messages),
     ("bot_call", bot_call),
     ("websocket_frames", websocket_frames),
-
     ("capture_reader", capture_reader),
 ];

@@ -240,6 +240,18 @@ keys! {
     OtelExportTimeout "otel.export_timeout" Duration Value("\"5s\""),
         "more than 0, at most 1 m: one export to the collector, retries included",
         EXPECT_DURATION;
+    StoreUrl "store.url" Text Described("none (records only in `cdr.path`)"),
+        "`postgres://` or `postgresql://` URL of a PostgreSQL database (the password from the URL or `PGPASSWORD`, never logged): call records, every instance's sessions and events go there, `cdr.path` becomes the spool",
+        "expected a URL such as \"postgres://voxproxy@db.internal:5432/voxproxy\"";
+    StoreInstanceId "store.instance_id" Text Described("the host name and the process id"),
+        "1 to 64 letters, digits, `.`, `_`, `-`: this instance's name in the store",
+        "expected 1 to 64 letters, digits, '.', '_' or '-'";
+    StoreAdminUrl "store.admin_url" Text Described("`http://` and the bound `server.admin_listen`, else `server.listen`"),
+        "`http://` URL at which the other instances reach this one's `/v1` API (session requests are forwarded there)",
+        "expected an http:// URL such as \"http://10.0.0.5:9090\"";
+    StoreQueryTimeout "store.query_timeout" Duration Value("\"5s\""),
+        "more than 0, at most 1 m: the longest one database round trip may take; past it the connection is dropped and made again",
+        EXPECT_DURATION;
 }
 
 impl Setting {

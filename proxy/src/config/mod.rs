@@ -98,6 +98,10 @@
 //! | `otel.sample_percent` | integer | `100` | 0 to 100: the share of calls traced, decided from the trace id (so every instance and every peer decides alike) |
 //! | `otel.max_queue` | integer | `4096` | 64 to 1 000 000: finished spans waiting for export; more are dropped (about 6 per call) |
 //! | `otel.export_timeout` | duration | `"5s"` | more than 0, at most 1 m: one export to the collector, retries included |
+//! | `store.url` | string | none (records only in `cdr.path`) | `postgres://` or `postgresql://` URL of a PostgreSQL database (the password from the URL or `PGPASSWORD`, never logged): call records, every instance's sessions and events go there, `cdr.path` becomes the spool |
+//! | `store.instance_id` | string | the host name and the process id | 1 to 64 letters, digits, `.`, `_`, `-`: this instance's name in the store |
+//! | `store.admin_url` | string | `http://` and the bound `server.admin_listen`, else `server.listen` | `http://` URL at which the other instances reach this one's `/v1` API (session requests are forwarded there) |
+//! | `store.query_timeout` | duration | `"5s"` | more than 0, at most 1 m: the longest one database round trip may take; past it the connection is dropped and made again |
 //!
 //! Durations are strings of one or more `<integer><unit>` parts with the units
 //! `h`, `m`, `s` and `ms`, largest first and each at most once: `"250ms"`,
@@ -210,6 +214,8 @@ pub struct Config {
     pub capture: CaptureSettings,
     /// `[otel]`: OpenTelemetry traces.
     pub otel: OtelSettings,
+    /// `[store]`: PostgreSQL shared by several instances.
+    pub store: StoreSettings,
     /// `[log]`: structured logs on stderr.
     pub log: LogSettings,
     /// `[drain]`: graceful shutdown.
@@ -476,6 +482,104 @@ pub struct Limits {
 pub struct CdrSettings {
     /// `cdr.path`: the JSON-lines file call records are appended to.
     pub path: PathBuf,
+}
+
+/// `[store]` settings: several instances, one PostgreSQL database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// `store.url`; `None`: call records go to `cdr.path` only.
+    pub url: Option<StoreUrl>,
+    /// `store.instance_id`; `None`: the host name and the process id.
+    pub instance_id: Option<String>,
+    /// `store.admin_url`; `None`: the bound admin (or public) listener.
+    pub admin_url: Option<String>,
+    /// `store.query_timeout`: the longest one database round trip may take.
+    pub query_timeout: Duration,
+}
+
+/// A `postgres://` URL whose `Debug` and `Display` hide the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreUrl(String);
+
+impl StoreUrl {
+    /// The URL with its password, for the one place that connects.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `<redacted>`.
+    #[must_use]
+    pub fn redacted(&self) -> String {
+        let url = &self.0;
+        let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.clone() };
+        let authority_end = url[scheme_end..].find(['/', '?']).map_or(url.len(), |i| scheme_end + i);
+        let mut out = url[..scheme_end].to_owned();
+        match url[scheme_end..authority_end].rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+                out.push_str(user);
+                if userinfo.contains(':') {
+                    out.push_str(":<redacted>");
+                }
+                out.push('@');
+                out.push_str(host);
+            }
+            None => out.push_str(&url[scheme_end..authority_end]),
+        }
+        // A `password=` query parameter is a password too.
+        for (i, part) in url[authority_end..].split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match part.find("password=") {
+                Some(at) => {
+                    out.push_str(&part[..at]);
+                    out.push_str("password=<redacted>");
+                }
+                None => out.push_str(part),
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StoreUrl({})", self.redacted())
+    }
+}
+
+impl fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Checks a `store.url`: a scheme PostgreSQL's clients know, and a URL
+/// `tokio-postgres` parses (so a typo fails at start, not at the first call).
+fn parse_store_url(text: &str) -> Result<StoreUrl, String> {
+    let expected = Setting::StoreUrl.info().expected;
+    if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) || text.len() > 2048 {
+        return Err(expected.to_owned());
+    }
+    match text.parse::<tokio_postgres::Config>() {
+        Ok(config) if !config.get_hosts().is_empty() => Ok(StoreUrl(text.to_owned())),
+        Ok(_) => Err(format!("{expected}: the URL names no host")),
+        // tokio-postgres's message does not quote the URL (it may hold a password).
+        Err(e) => Err(format!("{expected}: {e}")),
+    }
+}
+
+/// Checks a `store.instance_id`: it goes into SQL parameters, JSON and logs,
+/// so a short, plain name.
+fn parse_instance_id(text: &str) -> Result<String, String> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if (1..=64).contains(&text.len()) && text.chars().all(plain) {
+        Ok(text.to_owned())
+    } else {
+        Err(Setting::StoreInstanceId.info().expected.to_owned())
+    }
 }
 
 /// `[recording]` settings.
@@ -1079,6 +1183,11 @@ impl Layers {
     fn invalid(&self, key: Setting, problem: impl Into<String>) -> ConfigError {
         let info = key.info();
         let (value, origin) = match self.get(key) {
+            // A refused store.url may still hold a password: never echo it.
+            Some(entry) if key == Setting::StoreUrl => match &entry.raw {
+                Raw::Str(s) => (format!("\"{}\"", StoreUrl(s.clone()).redacted()), entry.origin.clone()),
+                _ => ("<not a string>".to_owned(), entry.origin.clone()),
+            },
             Some(entry) => (entry.shown.clone(), entry.origin.clone()),
             None => (info.default_shown().to_owned(), Origin::Default),
         };
@@ -1307,6 +1416,7 @@ impl Layers {
                 max_bytes: self.int(Setting::CaptureMaxBytes, 65_536..=1 << 32)?,
             },
             otel: self.otel()?,
+            store: self.store()?,
             log: LogSettings {
                 format: self.value(Setting::LogFormat, |s| match s {
                     "text" => Ok(LogFormat::Text),
@@ -1537,6 +1647,23 @@ impl Layers {
             limits,
             invites_per_second,
             max_tcp_connections,
+        })
+    }
+
+    fn store(&self) -> Result<StoreSettings, ConfigError> {
+        Ok(StoreSettings {
+            url: self.parsed(Setting::StoreUrl, parse_store_url)?,
+            instance_id: self.parsed(Setting::StoreInstanceId, parse_instance_id)?,
+            admin_url: self.parsed(Setting::StoreAdminUrl, |s| {
+                let expected = Setting::StoreAdminUrl.info().expected;
+                match Url::parse(s) {
+                    Ok(url) if url.scheme() == Scheme::Http && url.query().is_none() => {
+                        Ok(s.trim_end_matches('/').to_owned())
+                    }
+                    _ => Err(expected.to_owned()),
+                }
+            })?,
+            query_timeout: self.time(Setting::StoreQueryTimeout, Duration::from_secs(60), false)?,
         })
     }
 

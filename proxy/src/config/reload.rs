@@ -22,7 +22,7 @@ use super::Config;
 ///   makes on first use.
 /// - `log.format`, `log.level`: the logger is installed once per process.
 /// - `otel.*`: the trace exporter, its threads and its queue.
-pub const RESTART_ONLY_KEYS: [&str; 19] = [
+pub const RESTART_ONLY_KEYS: [&str; 20] = [
     "server.listen",
     "server.workers",
     "server.io",
@@ -42,6 +42,7 @@ pub const RESTART_ONLY_KEYS: [&str; 19] = [
     "otel.sample_percent",
     "otel.max_queue",
     "otel.export_timeout",
+    "store",
 ];
 
 impl Config {
@@ -79,6 +80,7 @@ impl Config {
         keep("log.format", self.log.format != running.log.format);
         keep("log.level", self.log.level != running.log.level);
         keep("server.admin_listen", self.server.admin_listen != running.server.admin_listen);
+        keep("store", self.store != running.store);
         self.server.listen = running.server.listen;
         self.server.workers = running.server.workers;
         self.server.io = running.server.io;
@@ -100,6 +102,7 @@ impl Config {
         keep("otel.max_queue", new.max_queue != old.max_queue);
         keep("otel.export_timeout", new.export_timeout != old.export_timeout);
         self.otel.clone_from(&running.otel);
+        self.store.clone_from(&running.store);
         changed
     }
 }

@@ -106,6 +106,10 @@ fn shown(c: &Config, key: Setting) -> Value {
         Setting::OtelSamplePercent => c.otel.sample_percent.into(),
         Setting::OtelMaxQueue => c.otel.max_queue.into(),
         Setting::OtelExportTimeout => secs(c.otel.export_timeout),
+        Setting::StoreUrl => c.store.url.as_ref().map_or(Value::Null, |u| u.redacted().into()),
+        Setting::StoreInstanceId => c.store.instance_id.clone().into(),
+        Setting::StoreAdminUrl => c.store.admin_url.clone().into(),
+        Setting::StoreQueryTimeout => secs(c.store.query_timeout),
     }
 }
 

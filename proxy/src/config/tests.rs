@@ -460,10 +460,14 @@ const BAD_FILE_VALUES: &[(&str, &str, &str)] = &[
     ("[recording]\nenabled = \"yes\"", "recording.enabled", "\"yes\""),
     ("[recording]\ndir = \"\"", "recording.dir", "\"\""),
     ("[recording]\ntwilio = 1", "recording.twilio", "1"),
-
     ("[capture]\nenabled = 1", "capture.enabled", "1"),
     ("[capture]\ndir = \"\"", "capture.dir", "\"\""),
     ("[capture]\nmax_bytes = 1000", "capture.max_bytes", "1000"),
+    ("[store]\nurl = \"mysql://db/voxproxy\"", "store.url", "\"mysql://db/voxproxy\""),
+    ("[store]\nurl = \"postgres://db:notaport/x\"", "store.url", "\"postgres://db:notaport/x\""),
+    ("[store]\ninstance_id = \"a b\"", "store.instance_id", "\"a b\""),
+    ("[store]\nadmin_url = \"https://10.0.0.5:9090\"", "store.admin_url", "\"https://10.0.0.5:9090\""),
+    ("[store]\nquery_timeout = \"0s\"", "store.query_timeout", "\"0s\""),
     ("[server]\nadmin_listen = \"localhost:9090\"", "server.admin_listen", "\"localhost:9090\""),
     (
         "[server]\nadmin_listen = \"127.0.0.1:8080\"\nlisten = \"127.0.0.1:8080\"",
@@ -991,4 +995,37 @@ fn capture_is_off_by_default_and_set_globally_or_per_route() {
     assert!(e.contains("routes[0].capture.enabled") && e.contains("true or false"), "{e}");
     let e = error_text(from_file(&routes_file("[[routes]]\nto = \"*\"\ncapture.dir = \"x\"\n")));
     assert!(e.contains("routes[0].capture.dir") && e.contains("enabled"), "{e}");
+}
+
+#[test]
+fn the_store_url_is_checked_and_its_password_never_shown() {
+    let c = from_env(&[
+        (
+            "VOXPROXY_STORE_URL",
+            "postgres://vp:s3cret-pg@db.internal:5432/voxproxy?sslmode=disable&password=other",
+        ),
+        ("VOXPROXY_STORE_INSTANCE_ID", "vp-1.eu_west"),
+        ("VOXPROXY_STORE_ADMIN_URL", "http://10.0.0.5:9090/"),
+    ])
+    .unwrap();
+    let url = c.store.url.as_ref().expect("store.url");
+    assert!(url.expose().contains("s3cret-pg"), "the connecting code gets the password");
+    assert_eq!(
+        url.to_string(),
+        "postgres://vp:<redacted>@db.internal:5432/voxproxy?sslmode=disable&password=<redacted>"
+    );
+    assert!(!format!("{c:?}").contains("s3cret-pg") && !format!("{c:?}").contains("other"));
+    let shown = c.redacted_json().to_string();
+    assert!(!shown.contains("s3cret-pg") && shown.contains("db.internal"), "{shown}");
+    assert_eq!(c.store.instance_id.as_deref(), Some("vp-1.eu_west"));
+    assert_eq!(c.store.admin_url.as_deref(), Some("http://10.0.0.5:9090"));
+    assert_eq!(c.store.query_timeout, Duration::from_secs(5));
+    // Without a user or password there is nothing to hide.
+    let plain = from_env(&[("VOXPROXY_STORE_URL", "postgresql://db/voxproxy")]).unwrap();
+    assert_eq!(plain.store.url.unwrap().to_string(), "postgresql://db/voxproxy");
+    assert_eq!(from_env(&[]).unwrap().store.url, None, "no store by default");
+    // A refused URL's message does not repeat the password.
+    let msg = error_text(from_env(&[("VOXPROXY_STORE_URL", "postgres://vp:s3cret-pg@db:notaport/x")]));
+    assert!(msg.starts_with("store.url = \"postgres://vp:<redacted>@db:notaport/x\""), "{msg}");
+    assert!(!msg.contains("s3cret-pg"), "{msg}");
 }

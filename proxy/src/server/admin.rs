@@ -159,6 +159,24 @@ fn cdr_check(alive: bool, queued: usize) -> Check {
     }
 }
 
+/// The store (`store.url`): `degraded` while it cannot be reached, since
+/// calls go on and their records wait in the spool, but other instances'
+/// sessions and events are not seen meanwhile.
+fn store_check(up: bool, spool_bytes: u64) -> Check {
+    if up {
+        check("store", Verdict::Ok, format!("connected; {spool_bytes} bytes of call records not yet in it"))
+    } else {
+        check(
+            "store",
+            Verdict::Degraded,
+            format!(
+                "the database cannot be reached: call records wait in the spool ({spool_bytes} bytes), \
+                 other instances' sessions and events are not seen"
+            ),
+        )
+    }
+}
+
 /// Free RTP ports: `degraded` under 10 % of the range, `unhealthy` at none.
 fn ports_check(free: usize, total: usize) -> Check {
     let detail = format!("{free} of {total} RTP ports free (rtp.ports)");
@@ -243,6 +261,10 @@ pub(crate) async fn health(ctx: &WorkerContext) -> Response<Body> {
         cdr_check(shared.cdr.is_alive(), shared.cdr.queued()),
         ports_check(shared.ports.available(), live.config.rtp.ports.len() as usize),
     ];
+    if shared.store.is_some() {
+        let store = shared.metrics.store();
+        checks.push(store_check(store.is_up(), store.spool_bytes()));
+    }
     let mut backends = vec![&live.config.rtp.backend];
     for route in &live.config.routes {
         if !backends.contains(&&route.backend) {
@@ -405,6 +427,14 @@ mod tests {
         assert_eq!(ports_check(9, 100).status, Verdict::Degraded);
         assert_eq!(ports_check(1, 2).status, Verdict::Ok);
         assert_eq!(ports_check(0, 1).status, Verdict::Unhealthy);
+    }
+
+    #[test]
+    fn a_store_that_cannot_be_reached_degrades_and_says_where_records_wait() {
+        assert_eq!(store_check(true, 0).status, Verdict::Ok);
+        let down = store_check(false, 4096);
+        assert_eq!(down.status, Verdict::Degraded, "calls go on without it");
+        assert!(down.detail.contains("4096 bytes"), "{}", down.detail);
     }
 
     #[test]

@@ -40,8 +40,8 @@ use super::media_ws::{MediaSocket, Ready, Received, SocketError};
 use super::ports::{PortError, PortLease};
 use super::sip_client::{self, SipCall};
 use super::taps::CallTaps;
-use crate::capture::Capture;
 use super::traces;
+use crate::capture::Capture;
 use crate::cdr::journal::JournalId;
 use crate::cdr::{CallRecord, rfc3339_utc};
 use crate::metrics::{Direction, RefuseReason, RtpErrorKind, WsErrorKind};
@@ -346,6 +346,7 @@ pub(super) fn register(
         from: start.custom_parameter("From").map(str::to_owned),
         to: start.custom_parameter("To").map(str::to_owned),
         started_at: rfc3339_utc(started_wall),
+        route: start.custom_parameter(ROUTE_PARAMETER).map(str::to_owned),
         worker: ctx.index,
         rtp_port,
         leg,

@@ -6,6 +6,7 @@
 //! control API reaches a call only through its command channel, so a
 //! `DELETE` never touches the call's state from another thread.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -40,6 +41,9 @@ pub struct SessionInfo {
     pub to: Option<String>,
     /// RFC 3339 UTC.
     pub started_at: String,
+    /// The route the stream names (`routes[N]` or `default`), when it names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
     /// Worker thread carrying the call.
     pub worker: usize,
     /// Local RTP port of the call (0 on a `ws` leg, which has none).
@@ -229,6 +233,19 @@ impl Directory {
         Some(Registration { directory: Arc::clone(self), stream_sid, stats, latency, bot, leg })
     }
 
+    /// Every call's fixed facts (what the store's registry keeps), without
+    /// the counters `list` copies.
+    #[must_use]
+    pub fn infos(&self) -> Vec<SessionInfo> {
+        lock(&self.entries).values().map(|e| e.info.clone()).collect()
+    }
+
+    /// Whether this instance carries the call with this stream SID.
+    #[must_use]
+    pub fn contains(&self, stream_sid: &str) -> bool {
+        lock(&self.entries).contains_key(stream_sid)
+    }
+
     fn remove(&self, stream_sid: &str) {
         lock(&self.entries).remove(stream_sid);
     }
@@ -344,7 +361,7 @@ impl EventHub {
         }
         let json: Arc<str> = serde_json::Value::Object(object).to_string().into();
         // An error only means every subscriber left since the check above.
-        let _ = self.sender.send(PublishedEvent { name: event.name(), json });
+        let _ = self.sender.send(PublishedEvent { name: Cow::Borrowed(event.name()), json, remote: false });
     }
 }
 
@@ -361,7 +378,13 @@ impl EventHub {
             object.insert((*name).to_owned(), (*value).into());
         }
         let json: Arc<str> = serde_json::Value::Object(object).to_string().into();
-        let _ = self.sender.send(PublishedEvent { name: event, json });
+        let _ = self.sender.send(PublishedEvent { name: Cow::Borrowed(event), json, remote: false });
+    }
+
+    /// Publishes another instance's event (from the store's `LISTEN`), as
+    /// it came: its JSON carries the `instance` that published it.
+    pub fn publish_remote(&self, name: String, json: Arc<str>) {
+        let _ = self.sender.send(PublishedEvent { name: Cow::Owned(name), json, remote: true });
     }
 }
 
@@ -369,9 +392,11 @@ impl EventHub {
 #[derive(Clone, Debug)]
 pub struct PublishedEvent {
     /// The `event` field, for the SSE `event:` line.
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     /// The whole event as one JSON object.
     pub json: Arc<str>,
+    /// Whether another instance published it (the store does not send it on).
+    pub remote: bool,
 }
 
 /// An event a call reports to the control plane.
@@ -409,6 +434,7 @@ mod tests {
             from: None,
             to: None,
             started_at: started_at.into(),
+            route: None,
             worker: 0,
             rtp_port: 40_000,
             leg: "rtp",

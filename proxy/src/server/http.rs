@@ -636,10 +636,15 @@ async fn control(ctx: &WorkerContext, connection: &ConnState, req: Request<Incom
     }
     let path = req.uri().path().to_owned();
     let directory = &ctx.shared.directory;
+    if let Some(store) = &ctx.shared.store
+        && let Some(sid) = session_of(&path)
+        && !directory.contains(sid)
+        && !req.headers().contains_key(crate::store::FORWARDED_HEADER)
+    {
+        return forward(ctx, store, sid.to_owned(), req).await;
+    }
     match (req.method().clone(), path.as_str()) {
-        (Method::GET, "/v1/sessions") => {
-            json(StatusCode::OK, &serde_json::json!({ "sessions": directory.list() }))
-        }
+        (Method::GET, "/v1/sessions") => sessions(ctx).await,
         (method, p) if p.starts_with("/v1/sessions/") && p.matches('/').count() == 4 => {
             session_action(ctx, method, &p["/v1/sessions/".len()..], req).await
         }
@@ -671,6 +676,64 @@ async fn control(ctx: &WorkerContext, connection: &ConnState, req: Request<Incom
             json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => json_error(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// The stream SID a `/v1/sessions/{sid}` or `/v1/sessions/{sid}/{action}` path names.
+fn session_of(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/v1/sessions/")?;
+    let sid = rest.split_once('/').map_or(rest, |(sid, _)| sid);
+    (!sid.is_empty()).then_some(sid)
+}
+
+/// `GET /v1/sessions`: this instance's calls, and with a store every other
+/// live instance's (each with its `instance`). When the store cannot be
+/// reached the local calls are still listed, with `store_error` saying so.
+async fn sessions(ctx: &WorkerContext) -> Response<Body> {
+    let local = ctx.shared.directory.list();
+    let Some(store) = &ctx.shared.store else {
+        return json(StatusCode::OK, &serde_json::json!({ "sessions": local }));
+    };
+    let mut sessions = Vec::with_capacity(local.len());
+    for view in local {
+        let mut value = serde_json::to_value(view).unwrap_or_default();
+        if let Some(object) = value.as_object_mut() {
+            object.insert("instance".into(), store.instance_id().into());
+        }
+        sessions.push(value);
+    }
+    match store.remote_sessions().await {
+        Ok(remote) => {
+            sessions.extend(remote.into_iter().map(|r| serde_json::to_value(r).unwrap_or_default()));
+            json(StatusCode::OK, &serde_json::json!({ "sessions": sessions }))
+        }
+        Err(e) => json(StatusCode::OK, &serde_json::json!({ "sessions": sessions, "store_error": e })),
+    }
+}
+
+/// A session request for a call this instance does not carry: sent to the
+/// instance that does (found in the store), its answer passed back as is.
+async fn forward(
+    ctx: &WorkerContext,
+    store: &crate::store::Store,
+    stream_sid: String,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let method = req.method().clone();
+    let path =
+        req.uri().path_and_query().map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+    let authorization = req.headers().get(header::AUTHORIZATION).cloned();
+    let body = match read_body(ctx, req).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let request = crate::store::Forward { stream_sid, method, path, authorization, body };
+    match store.forward(request).await {
+        crate::store::Forwarded::NotFound => json_error(StatusCode::NOT_FOUND, "no such session"),
+        crate::store::Forwarded::Answer { status, body } => full(status, "application/json", body),
+        crate::store::Forwarded::Unavailable(message) => {
+            json_error(StatusCode::SERVICE_UNAVAILABLE, &message)
+        }
     }
 }
 

@@ -141,6 +141,8 @@ pub enum ServeError {
     },
     /// `otel.endpoint` is set but the trace exporter could not start.
     Otel(crate::otel::OtelError),
+    /// `store.url` is set but the store cannot start.
+    Store(crate::store::StoreError),
 }
 
 impl fmt::Display for ServeError {
@@ -163,6 +165,7 @@ impl fmt::Display for ServeError {
             ServeError::Tls(e) => write!(f, "server.tls: {e}"),
             ServeError::Reload(e) => write!(f, "{e}"),
             ServeError::Cdr(e) => write!(f, "cdr.path: {e}"),
+            ServeError::Store(e) => write!(f, "store.url: {e}"),
             ServeError::PublicUrl(e) => write!(f, "server.public_url: {e}"),
             ServeError::Worker(e) => write!(f, "cannot start a worker thread: {e}"),
             ServeError::Recording { dir, source } => {
@@ -222,6 +225,8 @@ pub(crate) struct Shared {
     pub(crate) sip: Option<Arc<sip_listener::SipCalls>>,
     /// The trace exporter; `None` without `otel.endpoint` (no span is made).
     pub(crate) otel: Option<crate::otel::Telemetry>,
+    /// The PostgreSQL store shared with other instances; `None` without `store.url`.
+    pub(crate) store: Option<crate::store::Store>,
 }
 
 impl Shared {
@@ -472,12 +477,15 @@ impl Server {
             (Some(_), Some(token)) => StreamTokenKey::new(token.expose()),
             _ => None,
         };
+        let directory = Directory::new();
+        let events = EventHub::new();
+        let store = start_store(config, admin_addr.unwrap_or(local_addr), &directory, &events, &metrics)?;
         let shared = Arc::new(Shared {
             ports,
             live: ArcSwap::from_pointee(live),
             metrics,
-            directory: Directory::new(),
-            events: EventHub::new(),
+            directory,
+            events,
             cdr,
             calls,
             recorder,
@@ -495,6 +503,7 @@ impl Server {
             health: admin::HealthState::new(workers),
             sip,
             otel,
+            store,
         });
         shared.metrics.set_max_calls(shared.live().config.limits.max_calls);
         shared.metrics.watch_rtp_ports(Arc::clone(&shared.ports));
@@ -673,8 +682,52 @@ impl Server {
         if let Some(otel) = &shared.otel {
             otel.shutdown();
         }
+        if let Some(store) = &shared.store {
+            store.stop_blocking();
+        }
         tracing::info!("drained; exiting");
     }
+}
+
+/// Starts the store when `store.url` is set. `admin` is the bound address
+/// of the listener serving `/v1` (the default `store.admin_url`).
+fn start_store(
+    config: &Config,
+    admin: SocketAddr,
+    directory: &Arc<Directory>,
+    events: &Arc<EventHub>,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<crate::store::Store>, ServeError> {
+    let Some(url) = &config.store.url else { return Ok(None) };
+    let admin_url = config.store.admin_url.clone().unwrap_or_else(|| {
+        if admin.ip().is_unspecified() {
+            tracing::warn!(
+                %admin,
+                "store.admin_url is not set and /v1 listens on every address: other instances are told \
+                 to use loopback, which works only on this host; set store.admin_url"
+            );
+            format!("http://{}", SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), admin.port()))
+        } else {
+            format!("http://{admin}")
+        }
+    });
+    if config.server.admin_listen.is_none() && config.server.tls.is_some() && config.store.admin_url.is_none()
+    {
+        tracing::warn!(
+            "store.admin_url defaults to http:// but server.listen serves TLS; set server.admin_listen"
+        );
+    }
+    let options = crate::store::StoreOptions {
+        url: url.clone(),
+        instance_id: config.store.instance_id.clone().unwrap_or_else(crate::store::default_instance_id),
+        admin_url,
+        query_timeout: config.store.query_timeout,
+        spool: config.cdr.path.clone(),
+    };
+    tracing::info!(store = %url, instance = %options.instance_id, "store: starting");
+    crate::store::Store::spawn(options, Arc::clone(directory), Arc::clone(events), Arc::clone(metrics))
+        .map(Some)
+        .map_err(ServeError::Store)
 }
 
 /// Refuses a `sip.listen` that could not place calls (no Twilio
