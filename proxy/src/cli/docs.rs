@@ -6,8 +6,6 @@
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use clap::CommandFactory as _;
-
 use super::Cli;
 
 /// The flags of `voxproxy completions`.
@@ -20,7 +18,7 @@ pub struct CompletionsArgs {
 
 /// Writes the completion script of `args.shell` to standard output.
 pub fn completions(args: &CompletionsArgs) -> ExitCode {
-    let mut command = Cli::command();
+    let mut command = Cli::definition();
     let mut out = Vec::new();
     clap_complete::generate(args.shell, &mut command, "voxproxy", &mut out);
     write_out(&out)
@@ -30,7 +28,7 @@ pub fn completions(args: &CompletionsArgs) -> ExitCode {
 /// options following the main page's sections.
 #[must_use]
 pub fn man_page() -> Vec<u8> {
-    let command = Cli::command();
+    let command = Cli::definition();
     let mut out = Vec::new();
     // Writing to a Vec cannot fail, so the results are ignored.
     let _ = clap_mangen::Man::new(command.clone()).render(&mut out);
@@ -40,6 +38,10 @@ pub fn man_page() -> Vec<u8> {
         let _ = man.render_synopsis_section(&mut out);
         let _ = man.render_description_section(&mut out);
         let _ = man.render_options_section(&mut out);
+        // `serve`'s list of every configuration key.
+        if sub.get_after_long_help().is_some() {
+            let _ = man.render_extra_section(&mut out);
+        }
     }
     out
 }
@@ -68,7 +70,7 @@ mod tests {
     fn the_man_page_documents_every_subcommand_and_serve_flag() {
         let page = String::from_utf8(man_page()).unwrap();
         assert!(page.starts_with(".ie") || page.contains(".TH voxproxy"), "{}", &page[..200.min(page.len())]);
-        for sub in Cli::command().get_subcommands() {
+        for sub in Cli::definition().get_subcommands() {
             assert!(
                 page.contains(&format!("VOXPROXY {}", sub.get_name().to_uppercase())),
                 "{}",
@@ -81,9 +83,28 @@ mod tests {
     }
 
     #[test]
+    fn serve_help_and_the_man_page_list_every_configuration_key() {
+        let mut serve = Cli::definition().find_subcommand("serve").expect("serve").clone();
+        let help = serve.render_long_help().to_string();
+        let page = String::from_utf8(man_page()).unwrap();
+        // One row per key of the declaration (the docs' table has the same rows).
+        let table = voxproxy::config::key_table();
+        let keys: Vec<&str> = table.lines().skip(2).filter_map(|row| row.split('`').nth(1)).collect();
+        assert!(
+            keys.len() > 60 && keys.contains(&"store.url") && keys.contains(&"otel.endpoint"),
+            "{keys:?}"
+        );
+        for key in keys {
+            let env = format!("VOXPROXY_{}", key.to_ascii_uppercase().replace('.', "_"));
+            assert!(help.contains(key) && help.contains(&env), "{key} ({env}) in `serve --help`");
+            assert!(page.contains(&env.replace('_', "\\_")) || page.contains(&env), "{env} in the man page");
+        }
+    }
+
+    #[test]
     fn completions_name_the_subcommands() {
         let mut out = Vec::new();
-        clap_complete::generate(clap_complete::Shell::Bash, &mut Cli::command(), "voxproxy", &mut out);
+        clap_complete::generate(clap_complete::Shell::Bash, &mut Cli::definition(), "voxproxy", &mut out);
         let script = String::from_utf8(out).unwrap();
         for word in ["serve", "completions", "man", "--check-config"] {
             assert!(script.contains(word), "{word} in the bash completions");

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 pub mod codec;
 mod cost;
@@ -34,7 +34,8 @@ pub enum Command {
     /// `start_ms end_ms` per speech segment, or with --frames one 0/1 per 20 ms frame.
     Vad(vad::VadArgs),
     /// Run the proxy: answer Twilio's webhooks, accept media streams and
-    /// bridge each call to the voice stack over RTP, until SIGTERM or SIGINT.
+    /// bridge each call to the voice stack (RTP, SIP or a WebSocket bot),
+    /// until SIGTERM or SIGINT.
     Serve(voxproxy::config::ServeArgs),
     /// Start the proxy, an RTP echo backend and the Twilio simulator in one
     /// process on free loopback ports, and print the latency table.
@@ -55,6 +56,24 @@ pub enum Command {
     /// every output bit for bit; `--report` also prints the call's timeline.
     /// Exit code 1 at the first difference, 2 for an unreadable file.
     Replay(replay::ReplayArgs),
+}
+
+impl Cli {
+    /// The command line's definition, with every configuration key listed
+    /// after `serve --help` (rendered from the one key declaration, so the
+    /// help, the man page and the completions never miss a key).
+    #[must_use]
+    pub fn definition() -> clap::Command {
+        Cli::command().mut_subcommand("serve", |serve| serve.after_long_help(voxproxy::config::key_help()))
+    }
+
+    /// Parses the process's arguments against [`Cli::definition`]; exits
+    /// with clap's message on a bad command line.
+    #[must_use]
+    pub fn parse_args() -> Cli {
+        let matches = Cli::definition().get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
 }
 
 /// Runs a parsed command line and turns its outcome into an exit code.

@@ -300,6 +300,19 @@ pub(super) fn is_section(path: &str) -> bool {
 }
 
 /// The key table of the module docs, rendered from [`KEYS`].
+/// The keys as `serve --help` lists them: key, environment variable and
+/// default, one per line, from the same declaration as the docs' table.
+pub(super) fn help_list() -> String {
+    let mut out = String::from(
+        "Every configuration key (TOML key, environment variable, default); flags override the \
+         environment, which overrides the file. README's configuration table says what each accepts.\n",
+    );
+    for info in KEYS {
+        out.push_str(&format!("\n  {:<34} {:<40} {}", info.path, info.env(), info.default_shown()));
+    }
+    out
+}
+
 pub(super) fn doc_table() -> String {
     let mut out = String::from("| key | type | default | accepted |\n| --- | --- | --- | --- |\n");
     for info in KEYS {

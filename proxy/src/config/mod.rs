@@ -930,6 +930,13 @@ pub fn key_table() -> String {
     keys::doc_table()
 }
 
+/// Every key with its environment variable and default, for the long
+/// help (`voxproxy serve --help`) and the man page.
+#[must_use]
+pub fn key_help() -> String {
+    keys::help_list()
+}
+
 const ENV_ADMIN_TOKEN: &str = "VOXPROXY_ADMIN_TOKEN";
 const ENV_AUTH_TOKEN: &str = "TWILIO_AUTH_TOKEN";
 const ENV_ACCOUNT_SID: &str = "TWILIO_ACCOUNT_SID";
