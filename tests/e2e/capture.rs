@@ -12,8 +12,13 @@ use voxproxy_core::rtp::RtpHeader;
 
 use crate::audio::{self, FRAME};
 use crate::harness::{Backend, FromProxy, Io, Proxy, TwilioCall, WAIT, binary};
+use crate::ws_leg::BotServer;
 
-both_io!(captured_call_replays_identically, captured_call_with_loss_and_reordering_replays_identically);
+both_io!(
+    captured_call_replays_identically,
+    captured_call_with_loss_and_reordering_replays_identically,
+    captured_bot_call_replays_identically
+);
 
 /// 20 ms, Twilio's frame pace.
 const PACE: Duration = Duration::from_millis(20);
@@ -217,4 +222,54 @@ async fn captured_call_with_loss_and_reordering_replays_identically(io: Io) {
     let stats = text.lines().find(|l| l.starts_with("stats:")).unwrap_or_default();
     let lost = format!("lost {}", record["rtp_lost"]);
     assert!(stats.contains(&lost), "the replay counts the loss the call did ({lost}): {stats}");
+}
+
+/// A call to a WebSocket bot (`--backend ws://…`, ws_leg.rs's bot server):
+/// caller audio to the bot, the bot's audio and mark back, the mark's echo,
+/// then Twilio's stop; its capture replays bit for bit.
+async fn captured_bot_call_replays_identically(io: Io) {
+    let mut bot = BotServer::bind().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dir_text = dir.path().to_string_lossy().into_owned();
+    let env = [("VOXPROXY_CAPTURE_ENABLED", "true"), ("VOXPROXY_CAPTURE_DIR", dir_text.as_str())];
+    let proxy = Proxy::start(io, &env, &["--backend", &bot.url("/agent")]);
+    let mut call = TwilioCall::start(&proxy).await;
+    let (_, mut conn) = bot.accept().await;
+    let _ = conn.event("start").await;
+    let sent = audio::caller_speech(0.3, 1.0);
+    let start = tokio::time::Instant::now();
+    for (i, frame) in sent.chunks(FRAME).enumerate() {
+        tokio::time::sleep_until(start + PACE * i as u32).await;
+        call.send_media(frame).await;
+    }
+    for _ in sent.chunks(FRAME) {
+        let _ = conn.event("media").await;
+    }
+    let answer = vec![0x55u8; FRAME * 10];
+    conn.send_media(&call.stream_sid, &answer).await;
+    conn.send_json(
+        serde_json::json!({"event": "mark", "streamSid": call.stream_sid, "mark": {"name": "m1"}}),
+    )
+    .await;
+    let played = call.collect_media(answer.len(), WAIT).await;
+    assert_eq!(played, answer, "the bot's audio reaches Twilio");
+    if let Some(FromProxy::Mark(name)) = call.next(WAIT).await {
+        call.send_mark(&name).await;
+        let _ = conn.event("mark").await;
+    }
+    call.send_stop().await;
+    assert_eq!(call.wait_closed(WAIT).await, Some(1000));
+    let _ = proxy.wait_record(&call.stream_sid).await;
+    let path = wait_capture(dir.path(), &call).await;
+    let bytes = std::fs::read(&path).expect("the capture exists");
+    eprintln!("capture of a 1 s bot call: {} bytes", bytes.len());
+
+    let (code, text) = replay(&path, true);
+    eprintln!("{text}");
+    assert_eq!(code, 0, "{text}");
+    let verdict = text.lines().last().unwrap_or_default();
+    assert!(verdict.starts_with("replayed ") && verdict.ends_with("outputs: identical"), "{text}");
+    for line in ["bot leg, ", "bot leg started", "stream started", "Twilio stop", "call ended"] {
+        assert!(text.contains(line), "the report has no {line:?}:\n{text}");
+    }
 }

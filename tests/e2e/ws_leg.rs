@@ -33,13 +33,13 @@ both_io!(
 
 /// A bot server on loopback; each accepted WebSocket arrives on `calls`
 /// with the request's path and query.
-struct BotServer {
+pub(crate) struct BotServer {
     addr: SocketAddr,
     calls: mpsc::UnboundedReceiver<(String, BotConn)>,
 }
 
 impl BotServer {
-    async fn bind() -> BotServer {
+    pub(crate) async fn bind() -> BotServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the bot");
         let addr = listener.local_addr().expect("bot address");
         let (tx, calls) = mpsc::unbounded_channel();
@@ -63,11 +63,11 @@ impl BotServer {
         BotServer { addr, calls }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("ws://{}{path}", self.addr)
     }
 
-    async fn accept(&mut self) -> (String, BotConn) {
+    pub(crate) async fn accept(&mut self) -> (String, BotConn) {
         tokio::time::timeout(WAIT, self.calls.recv())
             .await
             .expect("the proxy dials the bot")
@@ -76,20 +76,20 @@ impl BotServer {
 }
 
 /// One call as the bot sees it.
-struct BotConn {
+pub(crate) struct BotConn {
     ws: WebSocketStream<TcpStream>,
 }
 
 /// What the bot got.
 #[derive(Debug)]
-enum Got {
+pub(crate) enum Got {
     Text(Value),
     Binary(Vec<u8>),
     Closed,
 }
 
 impl BotConn {
-    async fn next(&mut self) -> Got {
+    pub(crate) async fn next(&mut self) -> Got {
         loop {
             let message =
                 tokio::time::timeout(WAIT, self.ws.next()).await.expect("a message for the bot in time");
@@ -112,7 +112,7 @@ impl BotConn {
     }
 
     /// The next text whose `event` is `event`, skipping media.
-    async fn event(&mut self, event: &str) -> Value {
+    pub(crate) async fn event(&mut self, event: &str) -> Value {
         loop {
             match self.next().await {
                 Got::Text(value) if value["event"] == event => return value,
@@ -126,11 +126,11 @@ impl BotConn {
         tokio::time::timeout(WAIT, self.ws.send(message)).await.expect("bot send in time").expect("bot send");
     }
 
-    async fn send_json(&mut self, value: Value) {
+    pub(crate) async fn send_json(&mut self, value: Value) {
         self.send(Message::Text(value.to_string().into())).await;
     }
 
-    async fn send_media(&mut self, stream_sid: &str, mulaw: &[u8]) {
+    pub(crate) async fn send_media(&mut self, stream_sid: &str, mulaw: &[u8]) {
         self.send_json(
             json!({"event": "media", "streamSid": stream_sid, "media": {"payload": BASE64.encode(mulaw)}}),
         )

@@ -7,11 +7,13 @@ use voxproxy_core::Instant;
 
 use super::format::LegKind;
 use super::format::{
-    CaptureHeader, FORMAT_VERSION, MAGIC, RECORD_HEAD, Truncation, codec_code, digest, end_reason_code,
-    event_code, kind, put_addr, put_u16, put_u32, put_u64,
+    BotStart, CaptureHeader, FORMAT_VERSION, MAGIC, RECORD_HEAD, Truncation, codec_code, digest,
+    end_reason_code, event_code, kind, put_addr, put_bot_start, put_u16, put_u32, put_u64,
 };
 use super::header::{encode_header, encode_sip_start, leg_code};
 use super::redact;
+use crate::bot::BotMessage;
+use crate::bot_call::TwilioOutput;
 use crate::bridge::{BackendCodec, EndReason, Output};
 use crate::sip::{CallInfo, SipLegConfig, Transmit};
 
@@ -247,6 +249,61 @@ impl Encoder {
                 put_u16(&mut self.buf, code);
                 self.buf.extend_from_slice(reason.as_bytes());
                 self.finish(start);
+            }
+        }
+    }
+
+    /// `BotCall::new` with these settings.
+    pub fn bot_start(&mut self, now: Instant, start: &BotStart) {
+        let Some(begun) = self.begin_timed(kind::BOT_START, now) else { return };
+        put_bot_start(&mut self.buf, start);
+        self.finish(begun);
+    }
+
+    /// A text message from the bot, as received.
+    pub fn bot_text(&mut self, now: Instant, frame: &[u8]) {
+        let Some(start) = self.begin_timed(kind::BOT_TEXT, now) else { return };
+        self.buf.extend_from_slice(frame);
+        self.finish(start);
+    }
+
+    /// A binary message from the bot, as received.
+    pub fn bot_binary(&mut self, now: Instant, data: &[u8]) {
+        let Some(start) = self.begin_timed(kind::BOT_BINARY, now) else { return };
+        self.buf.extend_from_slice(data);
+        self.finish(start);
+    }
+
+    /// `BotCall::handle_bot_closed`.
+    pub fn bot_closed(&mut self, now: Instant) {
+        self.timed(kind::BOT_CLOSED, now);
+    }
+
+    /// `BotCall::handle_bot_failed`.
+    pub fn bot_failed(&mut self, now: Instant) {
+        self.timed(kind::BOT_FAILED, now);
+    }
+
+    /// One output of `BotCall::poll_twilio`, kept as the bridge's own
+    /// outputs are.
+    pub fn twilio_output(&mut self, output: &TwilioOutput<'_>) {
+        self.output(&match *output {
+            TwilioOutput::Text(bytes) => Output::Twilio(bytes),
+            TwilioOutput::Ping => Output::Ping,
+            TwilioOutput::Event(event) => Output::Event(event),
+            TwilioOutput::Close { code, reason } => Output::Close { code, reason },
+        });
+    }
+
+    /// One output of `BotCall::poll_bot`.
+    pub fn bot_output(&mut self, message: &BotMessage<'_>) {
+        match *message {
+            BotMessage::Text(bytes) => self.digested(kind::OUT_BOT_TEXT, bytes),
+            BotMessage::Binary(bytes) => self.digested(kind::OUT_BOT_BINARY, bytes),
+            BotMessage::Close => {
+                if let Some(start) = self.begin(kind::OUT_BOT_CLOSE) {
+                    self.finish(start);
+                }
             }
         }
     }

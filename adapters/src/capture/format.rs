@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use voxproxy_core::Instant;
 
+use crate::bot::{BotConfig, BotProtocol, L16Rate};
 use crate::bridge::{BackendCodec, BridgeConfig, BridgeEvent, EndReason};
 use crate::sip::{CallInfo, SipLegConfig};
 
@@ -14,8 +15,14 @@ use crate::sip::{CallInfo, SipLegConfig};
 /// mangled by a text-mode transfer, as PNG's signature does.
 pub const MAGIC: [u8; 8] = *b"VOXCAP\r\n";
 
-/// The layout version after the magic (u16 LE). A reader refuses others.
-pub const FORMAT_VERSION: u16 = 1;
+/// The layout version after the magic (u16 LE). A reader refuses others
+/// than this and [`OLDEST_VERSION`]. Version 2 added the bot call's records,
+/// which a version-1 reader would refuse as unknown kinds.
+pub const FORMAT_VERSION: u16 = 2;
+
+/// The oldest layout version this reader still reads: version 1 is
+/// version 2 without bot calls.
+pub const OLDEST_VERSION: u16 = 1;
 
 /// Largest record body: a Twilio frame of the largest
 /// `limits.max_frame_bytes` (16 MiB) plus its time.
@@ -44,6 +51,11 @@ pub(super) mod kind {
     pub const SIP_TIMEOUT: u8 = 0x1B;
     pub const SIP_HANGUP: u8 = 0x1C;
     pub const SIP_DRIVE: u8 = 0x1D;
+    pub const BOT_START: u8 = 0x1E;
+    pub const BOT_TEXT: u8 = 0x1F;
+    pub const BOT_BINARY: u8 = 0x20;
+    pub const BOT_CLOSED: u8 = 0x21;
+    pub const BOT_FAILED: u8 = 0x22;
 
     pub const OUT_TWILIO: u8 = 0x40;
     pub const OUT_PING: u8 = 0x41;
@@ -52,6 +64,9 @@ pub(super) mod kind {
     pub const OUT_CLOSE: u8 = 0x44;
     pub const OUT_SIP: u8 = 0x45;
     pub const OUT_DEADLINE: u8 = 0x46;
+    pub const OUT_BOT_TEXT: u8 = 0x47;
+    pub const OUT_BOT_BINARY: u8 = 0x48;
+    pub const OUT_BOT_CLOSE: u8 = 0x49;
 }
 
 /// FNV-1a, 64 bits (draft-eastlake-fnv): the digest of one output.
@@ -106,15 +121,18 @@ pub enum LegKind {
     Rtp,
     /// SIP signalling with RTP media.
     Sip,
+    /// A WebSocket bot (`ws://`, `wss://`).
+    Bot,
 }
 
 impl LegKind {
-    /// `rtp` or `sip`.
+    /// `rtp`, `sip` or `bot`.
     #[must_use]
     pub const fn name(self) -> &'static str {
         match self {
             LegKind::Rtp => "rtp",
             LegKind::Sip => "sip",
+            LegKind::Bot => "bot",
         }
     }
 }
@@ -182,6 +200,42 @@ pub struct SipStart {
     pub info: CallInfo,
 }
 
+/// The input that made a call a bot call: what `BotCall::new` takes
+/// besides the bridge (whose `start` gives the bot its call's facts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BotStart {
+    /// The bot leg's settings.
+    pub config: BotConfig,
+    /// `ws.barge_in`.
+    pub barge_in: bool,
+}
+
+/// `BotStart`'s body: protocol (0 twilio, 1 L16), L16 rate in Hz (u32 LE,
+/// 0 for twilio), `max_queued_ms` (u32 LE), barge-in (u8).
+pub(super) fn put_bot_start(out: &mut Vec<u8>, start: &BotStart) {
+    let (protocol, hz) = match start.config.protocol {
+        BotProtocol::Twilio => (0, 0),
+        BotProtocol::L16(rate) => (1, rate.hz()),
+    };
+    out.push(protocol);
+    put_u32(out, hz);
+    put_u32(out, start.config.max_queued_ms);
+    out.push(u8::from(start.barge_in));
+}
+
+pub(super) fn bot_start(b: &mut Body<'_>) -> Result<BotStart, &'static str> {
+    let short = "the bot start is cut short";
+    let (protocol, hz) = (b.u8().ok_or(short)?, b.u32().ok_or(short)?);
+    let protocol = match protocol {
+        0 => BotProtocol::Twilio,
+        1 => BotProtocol::L16(L16Rate::from_hz(hz).ok_or("unknown L16 sample rate")?),
+        _ => return Err("unknown bot protocol"),
+    };
+    let max_queued_ms = b.u32().ok_or(short)?;
+    let barge_in = b.u8().ok_or(short)? != 0;
+    Ok(BotStart { config: BotConfig { protocol, max_queued_ms }, barge_in })
+}
+
 /// One output, as the capture keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputRecord<'a> {
@@ -220,6 +274,17 @@ pub enum OutputRecord<'a> {
     },
     /// The machine's next deadline changed to this.
     Deadline(Option<Instant>),
+    /// A message to the bot: whether binary, its length and digest.
+    Bot {
+        /// A binary message (else text).
+        binary: bool,
+        /// Bytes.
+        len: u32,
+        /// [`digest`] of them.
+        digest: u64,
+    },
+    /// The bot's WebSocket closed by the leg.
+    BotClose,
 }
 
 impl OutputRecord<'_> {
@@ -234,6 +299,8 @@ impl OutputRecord<'_> {
             OutputRecord::Close { .. } => "close",
             OutputRecord::Sip { .. } => "SIP message",
             OutputRecord::Deadline(_) => "deadline",
+            OutputRecord::Bot { .. } => "bot message",
+            OutputRecord::BotClose => "bot close",
         }
     }
 }
@@ -255,6 +322,11 @@ impl fmt::Display for OutputRecord<'_> {
             }
             OutputRecord::Deadline(Some(at)) => write!(f, "deadline at {} µs", at.as_micros()),
             OutputRecord::Deadline(None) => f.write_str("no deadline"),
+            OutputRecord::Bot { binary, len, digest } => {
+                let what = if *binary { "binary" } else { "text" };
+                write!(f, "bot {what} message of {len} bytes, digest {digest:016x}")
+            }
+            OutputRecord::BotClose => f.write_str("bot close"),
         }
     }
 }

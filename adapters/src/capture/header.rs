@@ -112,6 +112,7 @@ pub(super) const fn leg_code(leg: LegKind) -> u8 {
     match leg {
         LegKind::Rtp => 0,
         LegKind::Sip => 1,
+        LegKind::Bot => 2,
     }
 }
 
@@ -131,6 +132,7 @@ pub(super) fn decode_header(body: &[u8]) -> Result<CaptureHeader, &'static str> 
                 h.leg = match num(v)? {
                     0 => LegKind::Rtp,
                     1 => LegKind::Sip,
+                    2 => LegKind::Bot,
                     _ => return Err("unknown leg kind"),
                 };
                 seen_leg = true;

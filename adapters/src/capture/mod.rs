@@ -30,8 +30,8 @@ mod tests;
 
 pub use encode::Encoder;
 pub use format::{
-    CaptureHeader, FORMAT_VERSION, LegKind, MAGIC, MAX_RECORD_BYTES, OutputRecord, SipStart, Truncation,
-    digest,
+    BotStart, CaptureHeader, FORMAT_VERSION, LegKind, MAGIC, MAX_RECORD_BYTES, OLDEST_VERSION, OutputRecord,
+    SipStart, Truncation, digest,
 };
 pub use reader::{CaptureError, Reader, Record};
 pub use replay::{Difference, ReplayReport, Timeline, TimelineEntry, replay};

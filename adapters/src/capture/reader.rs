@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 use voxproxy_core::Instant;
 
 use super::format::{
-    Body, CaptureHeader, FORMAT_VERSION, MAGIC, MAX_RECORD_BYTES, OutputRecord, RECORD_HEAD, SipStart,
-    Truncation, codec_from_code, end_reason_from_code, event_from_code, kind,
+    Body, BotStart, CaptureHeader, FORMAT_VERSION, MAGIC, MAX_RECORD_BYTES, OLDEST_VERSION, OutputRecord,
+    RECORD_HEAD, SipStart, Truncation, bot_start, codec_from_code, end_reason_from_code, event_from_code,
+    kind,
 };
 use super::header::{decode_header, decode_sip_start};
 use crate::bridge::{BackendCodec, EndReason};
@@ -67,7 +68,7 @@ impl fmt::Display for CaptureError {
             }
             CaptureError::UnsupportedVersion { found } => write!(
                 f,
-                "capture format version {found} is not supported (this voxproxy reads version {FORMAT_VERSION}); replay it with the voxproxy that wrote it"
+                "capture format version {found} is not supported (this voxproxy reads versions {OLDEST_VERSION} to {FORMAT_VERSION}); replay it with the voxproxy that wrote it"
             ),
             CaptureError::Truncated { offset } => {
                 write!(
@@ -191,6 +192,37 @@ pub enum Record<'a> {
         /// Virtual time.
         at: Instant,
     },
+    /// The call became a bot call (`BotCall::new`).
+    BotStart {
+        /// Virtual time.
+        at: Instant,
+        /// The bot leg's settings.
+        start: BotStart,
+    },
+    /// A text message from the bot.
+    BotText {
+        /// Virtual time.
+        at: Instant,
+        /// The message.
+        frame: &'a [u8],
+    },
+    /// A binary message from the bot.
+    BotBinary {
+        /// Virtual time.
+        at: Instant,
+        /// The message.
+        data: &'a [u8],
+    },
+    /// The bot's WebSocket closed or failed during the call.
+    BotClosed {
+        /// Virtual time.
+        at: Instant,
+    },
+    /// The bot could not be reached.
+    BotFailed {
+        /// Virtual time.
+        at: Instant,
+    },
     /// An output.
     Output(OutputRecord<'a>),
     /// The capture stopped early.
@@ -221,6 +253,11 @@ impl Record<'_> {
             | Record::SipTimeout { at }
             | Record::SipHangup { at }
             | Record::SipDrive { at }
+            | Record::BotStart { at, .. }
+            | Record::BotText { at, .. }
+            | Record::BotBinary { at, .. }
+            | Record::BotClosed { at }
+            | Record::BotFailed { at }
             | Record::End { at } => Some(*at),
             Record::Output(_) | Record::Truncated(_) => None,
         }
@@ -244,6 +281,11 @@ impl Record<'_> {
             Record::SipTimeout { .. } => "SIP timer",
             Record::SipHangup { .. } => "SIP hangup",
             Record::SipDrive { .. } => "SIP drive",
+            Record::BotStart { .. } => "bot leg start",
+            Record::BotText { .. } => "bot text message",
+            Record::BotBinary { .. } => "bot binary message",
+            Record::BotClosed { .. } => "bot closed",
+            Record::BotFailed { .. } => "bot unreachable",
             Record::Output(o) => o.name(),
             Record::Truncated(_) => "truncation mark",
             Record::End { .. } => "end mark",
@@ -275,7 +317,7 @@ impl<'a> Reader<'a> {
         let mut reader = Reader { bytes, offset: MAGIC.len(), failed: false };
         let version =
             Body { bytes: &bytes[MAGIC.len()..] }.u16().ok_or(CaptureError::Truncated { offset: 8 })?;
-        if version != FORMAT_VERSION {
+        if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(CaptureError::UnsupportedVersion { found: version });
         }
         reader.offset += 2;
@@ -354,15 +396,19 @@ fn decode(kind: u8, body: &[u8]) -> Result<Record<'_>, Bad> {
         kind::TRUNCATED => {
             Record::Truncated(b.u8().and_then(Truncation::from_code).ok_or("unknown truncation")?)
         }
-        kind::OUT_TWILIO | kind::OUT_RTP | kind::OUT_SIP => {
+        kind::OUT_TWILIO | kind::OUT_RTP | kind::OUT_SIP | kind::OUT_BOT_TEXT | kind::OUT_BOT_BINARY => {
             let (len, digest) = (b.u32().ok_or(SHORT)?, b.u64().ok_or(SHORT)?);
             Record::Output(match kind {
                 kind::OUT_TWILIO => OutputRecord::Twilio { len, digest },
                 kind::OUT_RTP => OutputRecord::Rtp { len, digest },
+                kind::OUT_BOT_TEXT | kind::OUT_BOT_BINARY => {
+                    OutputRecord::Bot { binary: kind == kind::OUT_BOT_BINARY, len, digest }
+                }
                 _ => OutputRecord::Sip { len, digest },
             })
         }
         kind::OUT_PING => Record::Output(OutputRecord::Ping),
+        kind::OUT_BOT_CLOSE => Record::Output(OutputRecord::BotClose),
         kind::OUT_EVENT => {
             let (code, value) = (b.u8().ok_or(SHORT)?, b.u64().ok_or(SHORT)?);
             Record::Output(OutputRecord::Event(event_from_code(code, value).ok_or("unknown event")?))
@@ -389,7 +435,7 @@ fn timed(kind: u8, mut b: Body<'_>) -> Result<Record<'_>, Bad> {
     if kind == kind::HEADER {
         return Err("a second header".into());
     }
-    if !(kind == kind::END || (kind::TWILIO_TEXT..=kind::SIP_DRIVE).contains(&kind)) {
+    if !(kind == kind::END || (kind::TWILIO_TEXT..=kind::BOT_FAILED).contains(&kind)) {
         return Err(Bad::Unknown);
     }
     let at = b.time().ok_or(SHORT)?;
@@ -423,6 +469,11 @@ fn timed(kind: u8, mut b: Body<'_>) -> Result<Record<'_>, Bad> {
         kind::SIP_TIMEOUT => Record::SipTimeout { at },
         kind::SIP_HANGUP => Record::SipHangup { at },
         kind::SIP_DRIVE => Record::SipDrive { at },
+        kind::BOT_START => Record::BotStart { at, start: bot_start(&mut b)? },
+        kind::BOT_TEXT => Record::BotText { at, frame: b.rest() },
+        kind::BOT_BINARY => Record::BotBinary { at, data: b.rest() },
+        kind::BOT_CLOSED => Record::BotClosed { at },
+        kind::BOT_FAILED => Record::BotFailed { at },
         _ => return Err(Bad::Unknown),
     };
     if !b.bytes.is_empty() {

@@ -13,9 +13,11 @@ use memchr::memmem;
 use voxproxy_core::Instant;
 use voxproxy_core::time::earliest;
 
-use super::format::{CaptureHeader, OutputRecord, SipStart, Truncation, digest};
+use super::format::{BotStart, CaptureHeader, OutputRecord, SipStart, Truncation, digest};
 use super::reader::{CaptureError, Reader, Record};
 use super::redact;
+use crate::bot::BotMessage;
+use crate::bot_call::{BotCall, TwilioOutput};
 use crate::bridge::{BackendCodec, BridgeEvent, CallBridge, CallStats, Output, SipBackend};
 
 /// Timeline entries kept for `--report`; later ones are counted only.
@@ -39,6 +41,8 @@ pub enum Timeline {
     SipAnswered,
     /// The SIP leg ended; the final status, if any.
     SipEnded(Option<u16>),
+    /// The call became a bot call (its bot answered, or not: see what follows).
+    BotStarted,
     /// A bridge event.
     Event(BridgeEvent),
     /// A `mark` went to Twilio: the end of a backend talkspurt.
@@ -111,6 +115,8 @@ pub struct ReplayReport {
 struct Replayer {
     bridge: CallBridge,
     sip: Option<SipBackend>,
+    /// The bot call, once `BotStart` moved the bridge into it.
+    bot: Option<BotCall>,
     frame: Vec<u8>,
     scratch: Vec<u8>,
     last_at: Option<Instant>,
@@ -131,6 +137,7 @@ pub fn replay(bytes: &[u8]) -> Result<ReplayReport, CaptureError> {
     let mut r = Replayer {
         bridge,
         sip: None,
+        bot: None,
         frame: Vec::with_capacity(1024),
         scratch: Vec::new(),
         last_at: None,
@@ -179,7 +186,7 @@ pub fn replay(bytes: &[u8]) -> Result<ReplayReport, CaptureError> {
     if r.report.complete && r.report.truncated.is_none() && r.report.difference.is_none() {
         r.check_nothing_left();
     }
-    r.report.stats = r.bridge.stats();
+    r.report.stats = r.bot.as_ref().map_or_else(|| r.bridge.stats(), |bot| bot.bridge().stats());
     Ok(r.report)
 }
 
@@ -193,6 +200,14 @@ impl Replayer {
     }
 
     fn apply(&mut self, input: Record<'_>) {
+        if let Record::BotStart { at, start } = input {
+            self.start_bot(at, start);
+            return;
+        }
+        if self.bot.is_some() {
+            self.apply_bot(&input);
+            return;
+        }
         let bridge = &mut self.bridge;
         match input {
             Record::TwilioText { at, frame } => {
@@ -244,8 +259,78 @@ impl Replayer {
                 }
             }
             Record::SipDrive { at } => self.drive_sip(at),
-            Record::Output(_) | Record::Truncated(_) | Record::End { .. } => {}
+            // Bot inputs before the bot started: production never makes
+            // them, and a damaged file's are ignored.
+            Record::BotStart { .. }
+            | Record::BotText { .. }
+            | Record::BotBinary { .. }
+            | Record::BotClosed { .. }
+            | Record::BotFailed { .. }
+            | Record::Output(_)
+            | Record::Truncated(_)
+            | Record::End { .. } => {}
         }
+    }
+
+    /// `BotCall::new` takes the bridge, as production's does; the replay's
+    /// `bridge` is then a spare never fed again (built from the header, so
+    /// the start cannot fail where the first one did not).
+    fn start_bot(&mut self, at: Instant, start: BotStart) {
+        let Ok(spare) = CallBridge::new(self.report.header.bridge.clone(), at) else { return };
+        let bridge = std::mem::replace(&mut self.bridge, spare);
+        // A refused one: production closed such a call without a bot, and
+        // nothing follows.
+        if let Ok(bot) = BotCall::new(bridge, start.config, start.barge_in, at) {
+            self.bot = Some(bot);
+            self.note(at, Timeline::BotStarted);
+        }
+    }
+
+    /// An input of a bot call, handed to the `BotCall` as the proxy does.
+    fn apply_bot(&mut self, input: &Record<'_>) {
+        let Some(bot) = &mut self.bot else { return };
+        match *input {
+            Record::TwilioText { at, frame } => {
+                bot.handle_twilio_activity(at);
+                self.frame.clear();
+                self.frame.extend_from_slice(frame);
+                let _ = bot.handle_twilio(at, &mut self.frame);
+            }
+            Record::TwilioBinary { at } => {
+                bot.handle_twilio_activity(at);
+                let _ = bot.handle_twilio(at, &mut []);
+            }
+            Record::TwilioActivity { at } => bot.handle_twilio_activity(at),
+            Record::Close { at, reason } => bot.handle_close(at, reason),
+            Record::Timeout { at } => bot.handle_timeout(at),
+            Record::BotText { at, frame } => {
+                self.frame.clear();
+                self.frame.extend_from_slice(frame);
+                let _ = bot.handle_bot_text(at, &mut self.frame);
+            }
+            Record::BotBinary { at, data } => {
+                let _ = bot.handle_bot_binary(at, data);
+            }
+            Record::BotClosed { at } => bot.handle_bot_closed(at),
+            Record::BotFailed { at } => bot.handle_bot_failed(at),
+            // A bot call has no RTP or SIP leg: production never records these.
+            _ => {}
+        }
+    }
+
+    /// What the bot call has where the capture has `expected`.
+    fn next_bot_output(&mut self, expected: &OutputRecord<'_>) -> Option<OutputRecord<'static>> {
+        let at = self.last_at.unwrap_or(Instant::ZERO);
+        let bot = self.bot.as_mut()?;
+        let (record, note) = match expected {
+            OutputRecord::Deadline(_) => (OutputRecord::Deadline(bot.poll_timeout()), None),
+            OutputRecord::Bot { .. } | OutputRecord::BotClose => (bot_record(bot.poll_bot()?), None),
+            _ => twilio_record(&bot.poll_twilio()?),
+        };
+        if let Some(note) = note {
+            self.note(at, note);
+        }
+        Some(record)
     }
 
     fn start_sip(&mut self, at: Instant, start: SipStart) {
@@ -275,6 +360,9 @@ impl Replayer {
 
     /// What the replay has where the capture has `expected`.
     fn next_output(&mut self, expected: &OutputRecord<'_>) -> Option<OutputRecord<'static>> {
+        if self.bot.is_some() {
+            return self.next_bot_output(expected);
+        }
         match expected {
             OutputRecord::Deadline(_) => {
                 let sip_due = self.sip.as_ref().and_then(SipBackend::poll_timeout);
@@ -329,12 +417,12 @@ impl Replayer {
     /// A complete capture drained everything: anything the replay still
     /// has is an output production never made.
     fn check_nothing_left(&mut self) {
-        let extra = match self.next_bridge_output() {
-            Some(extra) => Some(extra),
-            None => self.sip.as_mut().and_then(SipBackend::poll_transmit).map(|t| {
-                let (len, digest) = redact::transmit_digest(&t, &mut self.scratch);
-                OutputRecord::Sip { len, digest }
-            }),
+        let extra = if let Some(bot) = &mut self.bot {
+            // Not the bot's side: messages left for a bot whose socket is
+            // gone (it hung up, or never answered) are dropped unread.
+            bot.poll_twilio().map(|o| twilio_record(&o).0)
+        } else {
+            self.leftover_bridge_output()
         };
         if let Some(extra) = extra {
             self.report.difference = Some(Difference {
@@ -346,6 +434,50 @@ impl Replayer {
                 got: extra.to_string(),
             });
         }
+    }
+
+    fn leftover_bridge_output(&mut self) -> Option<OutputRecord<'static>> {
+        match self.next_bridge_output() {
+            Some(extra) => Some(extra),
+            None => self.sip.as_mut().and_then(SipBackend::poll_transmit).map(|t| {
+                let (len, digest) = redact::transmit_digest(&t, &mut self.scratch);
+                OutputRecord::Sip { len, digest }
+            }),
+        }
+    }
+}
+
+/// A `poll_twilio` output as the capture keeps it, and what the timeline notes.
+fn twilio_record(output: &TwilioOutput<'_>) -> (OutputRecord<'static>, Option<Timeline>) {
+    match *output {
+        TwilioOutput::Text(bytes) => {
+            let note = if memmem::find(bytes, br#""event":"mark""#).is_some() {
+                Some(Timeline::MarkSent)
+            } else if memmem::find(bytes, br#""event":"clear""#).is_some() {
+                Some(Timeline::Clear)
+            } else {
+                None
+            };
+            (OutputRecord::Twilio { len: len32(bytes), digest: digest(bytes) }, note)
+        }
+        TwilioOutput::Ping => (OutputRecord::Ping, None),
+        TwilioOutput::Event(event) => (OutputRecord::Event(event), Some(Timeline::Event(event))),
+        TwilioOutput::Close { code, reason } => {
+            (OutputRecord::Close { code, reason }, Some(Timeline::Closed { code, reason }))
+        }
+    }
+}
+
+/// A `poll_bot` output as the capture keeps it.
+fn bot_record(message: BotMessage<'_>) -> OutputRecord<'static> {
+    match message {
+        BotMessage::Text(bytes) => {
+            OutputRecord::Bot { binary: false, len: len32(bytes), digest: digest(bytes) }
+        }
+        BotMessage::Binary(bytes) => {
+            OutputRecord::Bot { binary: true, len: len32(bytes), digest: digest(bytes) }
+        }
+        BotMessage::Close => OutputRecord::BotClose,
     }
 }
 

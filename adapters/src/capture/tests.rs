@@ -179,9 +179,9 @@ fn bad_files_are_named_errors() {
         taken(&mut e)
     };
     assert_eq!(Reader::new(b"RIFF....").unwrap_err(), CaptureError::NotACapture);
-    let mut v2 = good.clone();
-    v2[8] = 2;
-    assert_eq!(Reader::new(&v2).unwrap_err(), CaptureError::UnsupportedVersion { found: 2 });
+    let mut v3 = good.clone();
+    v3[8] = 3;
+    assert_eq!(Reader::new(&v3).unwrap_err(), CaptureError::UnsupportedVersion { found: 3 });
     // Cut inside the last record.
     let cut = &good[..good.len() - 3];
     let (reader, _) = Reader::new(cut).unwrap();
@@ -638,4 +638,178 @@ proptest! {
             }
         }
     }
+}
+
+/// A bot call captured as proxy/src/server/bot_call.rs captures one.
+struct BotDriven {
+    enc: Encoder,
+    call: crate::bot_call::BotCall,
+    now: Instant,
+}
+
+impl BotDriven {
+    fn new() -> BotDriven {
+        let h = CaptureHeader {
+            bridge: BridgeConfig { backend: None, ..header(LegKind::Bot).bridge },
+            ..header(LegKind::Bot)
+        };
+        let mut enc = Encoder::new(&h, 1 << 24, 0);
+        let mut bridge = CallBridge::new(h.bridge.clone(), h.created_at).unwrap();
+        let now = h.created_at;
+        let mut start = start_frame();
+        enc.twilio_text(now, &start);
+        bridge.handle_twilio_activity(now);
+        bridge.handle_twilio(now, &mut start).unwrap();
+        enc.set_backend(now, None);
+        let _ = bridge.set_backend(None);
+        let bot = BotStart { config: crate::bot::BotConfig::default(), barge_in: true };
+        enc.bot_start(now, &bot);
+        let call = crate::bot_call::BotCall::new(bridge, bot.config, bot.barge_in, now).unwrap();
+        let mut d = BotDriven { enc, call, now };
+        d.enc.timeout(now);
+        d.call.handle_timeout(now);
+        d.drain();
+        d
+    }
+
+    fn drain(&mut self) {
+        while let Some(output) = self.call.poll_twilio() {
+            self.enc.twilio_output(&output);
+        }
+        while let Some(message) = self.call.poll_bot() {
+            self.enc.bot_output(&message);
+        }
+        self.enc.deadline(self.call.poll_timeout());
+    }
+
+    fn twilio(&mut self, frame: &[u8]) {
+        self.enc.twilio_text(self.now, frame);
+        self.call.handle_twilio_activity(self.now);
+        let _ = self.call.handle_twilio(self.now, &mut frame.to_vec());
+        self.drain();
+    }
+
+    fn bot(&mut self, frame: &[u8]) {
+        self.enc.bot_text(self.now, frame);
+        let _ = self.call.handle_bot_text(self.now, &mut frame.to_vec());
+        self.drain();
+    }
+
+    fn tick(&mut self) {
+        if let Some(due) = self.call.poll_timeout().filter(|&due| due <= self.now) {
+            self.enc.timeout(due);
+            self.call.handle_timeout(due);
+            self.drain();
+        }
+    }
+}
+
+fn bot_call() -> Vec<u8> {
+    let mut d = BotDriven::new();
+    let sid = "MZ00000000000000000000000000000001";
+    for i in 0..150u64 {
+        d.now = Instant::from_millis(5 + i * 20);
+        d.tick();
+        d.twilio(&media_frame(i));
+        if i % 10 == 3 {
+            let mut payload = Vec::new();
+            media_stream::base64::encode_append(&[0x55; 160], &mut payload);
+            let payload = String::from_utf8(payload).unwrap();
+            d.bot(
+                format!(r#"{{"event":"media","streamSid":"{sid}","media":{{"payload":"{payload}"}}}}"#)
+                    .as_bytes(),
+            );
+            d.bot(format!(r#"{{"event":"mark","streamSid":"{sid}","mark":{{"name":"m{i}"}}}}"#).as_bytes());
+        }
+        if i == 120 {
+            d.enc.bot_binary(d.now, b"not for this protocol");
+            let _ = d.call.handle_bot_binary(d.now, b"not for this protocol");
+            d.drain();
+        }
+    }
+    d.now = Instant::from_millis(3_100);
+    d.enc.close(d.now, EndReason::WebSocketClosed);
+    d.call.handle_close(d.now, EndReason::WebSocketClosed);
+    d.drain();
+    d.enc.end(d.now);
+    taken(&mut d.enc)
+}
+
+#[test]
+fn a_captured_bot_call_replays_identically() {
+    let file = bot_call();
+    let got = records(&file);
+    let bot_out = got.iter().filter(|r| matches!(r, Record::Output(OutputRecord::Bot { .. }))).count();
+    assert!(bot_out > 150, "caller audio and events went to the bot: {bot_out}");
+    assert!(got.iter().any(|r| matches!(r, Record::Output(OutputRecord::BotClose))));
+    assert!(got.iter().any(|r| matches!(r, Record::BotStart { start: BotStart { barge_in: true, .. }, .. })));
+    let report = replay(&file).unwrap();
+    assert_eq!(report.header.leg, LegKind::Bot);
+    assert_eq!(report.difference, None);
+    assert!(report.complete && report.outputs > 300, "{} outputs", report.outputs);
+    assert!(report.timeline.iter().any(|e| e.what == Timeline::BotStarted));
+    assert!(report.stats.twilio_frames_in >= 150, "the media frames reached the bridge inside the bot call");
+}
+
+#[test]
+fn a_changed_output_of_a_bot_call_is_found() {
+    let mut file = bot_call();
+    let (reader, _) = Reader::new(&file).unwrap();
+    let mut offset = reader.offset();
+    let mut target = None;
+    for record in reader.clone() {
+        if matches!(record.unwrap(), Record::Output(OutputRecord::Bot { .. })) {
+            target = Some(offset);
+            break;
+        }
+        offset = next_offset(&file, offset);
+    }
+    file[target.unwrap() + 5 + 4] ^= 1;
+    let diff = replay(&file).unwrap().difference.expect("the flipped digest is found");
+    assert_eq!(diff.kind, "bot message");
+    assert_ne!(diff.expected, diff.got);
+}
+
+#[test]
+fn a_version_1_file_is_still_read_and_a_version_3_is_not() {
+    let mut file = rtp_call();
+    file[8..10].copy_from_slice(&1u16.to_le_bytes());
+    assert_eq!(replay(&file).unwrap().difference, None);
+    file[8..10].copy_from_slice(&3u16.to_le_bytes());
+    assert_eq!(Reader::new(&file).err(), Some(CaptureError::UnsupportedVersion { found: 3 }));
+}
+
+#[test]
+fn every_bot_record_kind_round_trips() {
+    let mut e = Encoder::new(&header(LegKind::Bot), 1 << 20, 0);
+    let at = Instant::from_millis(7);
+    let config = crate::bot::BotConfig {
+        protocol: crate::bot::BotProtocol::L16(crate::bot::L16Rate::Hz24000),
+        max_queued_ms: 1_500,
+    };
+    e.bot_start(at, &BotStart { config, barge_in: false });
+    e.bot_text(at, br#"{"event":"clear"}"#);
+    e.bot_binary(at, &[1, 2, 3]);
+    e.bot_closed(at);
+    e.bot_failed(at);
+    e.bot_output(&crate::bot::BotMessage::Text(b"hi"));
+    e.bot_output(&crate::bot::BotMessage::Binary(b"pcm"));
+    e.bot_output(&crate::bot::BotMessage::Close);
+    e.twilio_output(&crate::bot_call::TwilioOutput::Close { code: 1011, reason: "backend failed" });
+    let bytes = taken(&mut e);
+    let got = records(&bytes);
+    assert_eq!(got.len(), 9, "{:?}", got.iter().map(Record::name).collect::<Vec<_>>());
+    assert!(
+        matches!(got[0], Record::BotStart { start: BotStart { config: c, barge_in: false }, .. } if c == config)
+    );
+    assert!(matches!(got[1], Record::BotText { frame: br#"{"event":"clear"}"#, .. }));
+    assert!(matches!(got[2], Record::BotBinary { data: [1, 2, 3], .. }));
+    assert!(matches!(got[3], Record::BotClosed { .. }) && matches!(got[4], Record::BotFailed { .. }));
+    assert!(
+        matches!(got[5], Record::Output(OutputRecord::Bot { binary: false, len: 2, digest: d }) if d == digest(b"hi"))
+    );
+    assert!(matches!(got[6], Record::Output(OutputRecord::Bot { binary: true, len: 3, .. })));
+    assert!(matches!(got[7], Record::Output(OutputRecord::BotClose)));
+    assert!(matches!(got[8], Record::Output(OutputRecord::Close { code: 1011, .. })));
+    assert!(got.iter().take(5).all(|r| r.at() == Some(at)));
 }

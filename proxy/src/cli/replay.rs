@@ -159,6 +159,7 @@ fn describe(entry: &TimelineEntry) -> String {
         Timeline::Media(codec) => format!("backend media set by the PBX's offer: {}", codec.name()),
         Timeline::FirstDatagram(from) => format!("first backend datagram, from {from}"),
         Timeline::SipInvite(target) => format!("SIP INVITE to {target}"),
+        Timeline::BotStarted => "bot leg started".to_owned(),
         Timeline::SipAnswered => "SIP leg answered (200)".to_owned(),
         Timeline::SipEnded(status) => {
             format!(

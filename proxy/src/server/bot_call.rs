@@ -35,18 +35,20 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use voxproxy_adapters::bot::{self, BotMessage, BotProtocol};
 use voxproxy_adapters::bot_call::{BotCall, TwilioOutput};
 use voxproxy_adapters::bridge::{CallBridge, CallStats, EndReason};
+use voxproxy_adapters::capture::{BotStart, LegKind};
 use voxproxy_adapters::route::{Backend, ROUTE_PARAMETER, route_by_label};
 use voxproxy_adapters::url::{Scheme, Url};
 
 use super::WorkerContext;
 use super::call::{
     Admission, CLOSE_TIMEOUT, CLOSE_TRY_AGAIN, COMMAND_QUEUE, CallFacts, STATS_INTERVAL, Ws, admit,
-    close_now, finish_call, on_event, refusal_text, register, ws_error_close,
+    capture_message, close_now, finish_call, on_event, refusal_text, register, ws_error_close,
 };
 use super::directory::CallCommand;
 use super::media_ws::{Ready, Received, SocketError};
 use super::taps::CallTaps;
 use super::traces;
+use crate::capture::Capture;
 use crate::cdr::BotRecord;
 use crate::config::Config;
 use crate::metrics::{BotTotals, Direction, RefuseReason, WsErrorKind};
@@ -163,8 +165,10 @@ pub(super) async fn run(
     mut bridge: CallBridge,
     url: Url,
     config: &Config,
+    mut capture: Capture,
 ) {
     // No RTP on this call: whatever the bridge would send is dropped unread.
+    capture.with(|c| c.set_backend(ctx.shared.clock.now(), None));
     let _ = bridge.set_backend(None);
     let slot = match admit(ctx) {
         // A bot call needs no RTP port: give it back at once.
@@ -193,8 +197,17 @@ pub(super) async fn run(
     // Recorded as an RTP call is: the caller as the bridge receives it, and
     // the bot's audio as it goes to Twilio.
     *facts.taps = CallTaps::start(ctx, config, &mut bridge);
+    let keep = crate::capture::wanted(config, &bridge).then(|| {
+        let start = bridge.stream().map(|s| (s.call_sid.as_str(), s.stream_sid.as_str())).unwrap_or_default();
+        (crate::capture::file_for(&config.capture.dir, start.0, start.1), LegKind::Bot)
+    });
+    capture.decide(&ctx.shared.capturer, keep);
     let clock = ctx.shared.clock;
-    let call = match BotCall::new(bridge, config.ws.bot_config(), config.ws.barge_in, clock.now()) {
+    let now = clock.now();
+    let bot_start = BotStart { config: config.ws.bot_config(), barge_in: config.ws.barge_in };
+    capture.with(|c| c.bot_start(now, &bot_start));
+    facts.capture = capture;
+    let call = match BotCall::new(bridge, bot_start.config, bot_start.barge_in, now) {
         Ok(call) => call,
         Err(e) => {
             // The config was validated at start: a bug, so the call is closed
@@ -239,8 +252,10 @@ pub(super) async fn run(
             if let Some(start) = call.bridge().stream() {
                 ctx.shared.calls.leg_failed(start.call_sid.as_str());
             }
-            call.handle_bot_failed(clock.now());
-            goodbye_twilio(ctx, &mut ws, &mut call).await;
+            let now = clock.now();
+            facts.capture.with(|c| c.bot_failed(now));
+            call.handle_bot_failed(now);
+            goodbye_twilio(ctx, &mut ws, &mut call, &mut facts.capture).await;
             (call, CallStats::default(), BotTotals::default())
         }
     };
@@ -265,9 +280,10 @@ fn ended_by(reason: Option<EndReason>) -> &'static str {
 
 /// Drains what is left for Twilio before the bot loop (the close of a
 /// failed leg) and sends the close, bounded.
-async fn goodbye_twilio(ctx: &WorkerContext, ws: &mut Ws, call: &mut BotCall) {
+async fn goodbye_twilio(ctx: &WorkerContext, ws: &mut Ws, call: &mut BotCall, capture: &mut Capture) {
     let mut close = None;
     while let Some(output) = call.poll_twilio() {
+        capture.with(|c| c.twilio_output(&output));
         match output {
             TwilioOutput::Close { code, reason } => close = Some((code, reason)),
             TwilioOutput::Event(event) => on_event(ctx, call_bridge_of(call), event, 0),
@@ -350,7 +366,9 @@ async fn bot_loop(
     // `changed()` below sees only later changes: a drain that timed out
     // while the bot was being dialled closes the call now.
     if *shutdown.borrow_and_update() {
-        call.handle_close(shared.clock.now(), EndReason::Drain);
+        let now = shared.clock.now();
+        facts.capture.with(|c| c.close(now, EndReason::Drain));
+        call.handle_close(now, EndReason::Drain);
     }
     let sleep = tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_secs(3600));
     tokio::pin!(sleep);
@@ -374,6 +392,7 @@ async fn bot_loop(
     let mut started = true;
 
     loop {
+        facts.capture.with(|c| c.deadline(call.poll_timeout()));
         match call.poll_timeout() {
             Some(deadline) => sleep.as_mut().reset(clock.to_tokio(deadline)),
             None => sleep.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(3600)),
@@ -401,8 +420,12 @@ async fn bot_loop(
         let mut flush_twilio = false;
         let mut flush_bot = false;
         match wake {
-            Wake::Started | Wake::Deadline => call.handle_timeout(now),
+            Wake::Started | Wake::Deadline => {
+                facts.capture.with(|c| c.timeout(now));
+                call.handle_timeout(now);
+            }
             Wake::Twilio(Ok(received)) => {
+                capture_message(&mut facts.capture, now, &received, ws.payload_mut());
                 call.handle_twilio_activity(now);
                 match received {
                     Received::Text => {
@@ -418,6 +441,7 @@ async fn bot_loop(
                     Received::Close(_) => {
                         s.twilio_reading = false;
                         s.twilio_peer_closed = true;
+                        facts.capture.with(|c| c.close(now, EndReason::WebSocketClosed));
                         call.handle_close(now, EndReason::WebSocketClosed);
                     }
                     Received::Ping => flush_twilio = true,
@@ -428,6 +452,7 @@ async fn bot_loop(
                 s.twilio_reading = false;
                 s.close = ws_error_close(ctx, &e);
                 s.twilio_open &= s.close.is_some();
+                facts.capture.with(|c| c.close(now, EndReason::WebSocketClosed));
                 call.handle_close(now, EndReason::WebSocketClosed);
             }
             Wake::Bot(Some(Ok(message))) => {
@@ -438,6 +463,7 @@ async fn bot_loop(
                 let result = match message {
                     Message::Text(text) => {
                         let bytes = bytes::Bytes::from(text);
+                        facts.capture.with(|c| c.bot_text(now, &bytes));
                         match bytes.try_into_mut() {
                             Ok(mut owned) => call.handle_bot_text(now, &mut owned),
                             Err(shared_bytes) => {
@@ -447,11 +473,15 @@ async fn bot_loop(
                             }
                         }
                     }
-                    Message::Binary(data) => call.handle_bot_binary(now, &data),
+                    Message::Binary(data) => {
+                        facts.capture.with(|c| c.bot_binary(now, &data));
+                        call.handle_bot_binary(now, &data)
+                    }
                     Message::Close(_) => {
                         tracing::info!("the bot closed its WebSocket; ending the call");
                         s.bot_reading = false;
                         s.bot_peer_closed = true;
+                        facts.capture.with(|c| c.bot_closed(now));
                         call.handle_bot_closed(now);
                         Ok(())
                     }
@@ -469,27 +499,32 @@ async fn bot_loop(
                 tracing::info!(error = %e, "the bot's WebSocket failed; ending the call");
                 s.bot_reading = false;
                 s.bot_open = false;
+                facts.capture.with(|c| c.bot_closed(now));
                 call.handle_bot_closed(now);
             }
             Wake::Bot(None) => {
                 tracing::info!("the bot's connection ended; ending the call");
                 s.bot_reading = false;
                 s.bot_open = false;
+                facts.capture.with(|c| c.bot_closed(now));
                 call.handle_bot_closed(now);
             }
             Wake::Command(Some(CallCommand::Hangup)) => {
                 tracing::info!("ended through the control API");
+                facts.capture.with(|c| c.close(now, EndReason::Hangup));
                 call.handle_close(now, EndReason::Hangup);
             }
             // Only SIP calls change their media.
             Wake::Command(Some(CallCommand::Media(_)) | None) => {}
             Wake::Shutdown => {
                 tracing::info!("drain timeout: closing the call");
+                facts.capture.with(|c| c.close(now, EndReason::Drain));
                 call.handle_close(now, EndReason::Drain);
             }
             Wake::TwilioWritable(result) => {
                 if result.is_err() {
                     s.twilio_open = false;
+                    facts.capture.with(|c| c.close(now, EndReason::WebSocketClosed));
                     call.handle_close(now, EndReason::WebSocketClosed);
                 }
             }
@@ -497,6 +532,7 @@ async fn bot_loop(
                 s.bot_blocked = false;
                 if result.is_err() {
                     s.bot_open = false;
+                    facts.capture.with(|c| c.bot_closed(now));
                     call.handle_bot_closed(now);
                 }
             }
@@ -517,6 +553,7 @@ async fn bot_loop(
         // Towards Twilio: as an RTP call does, never waiting.
         let mut wrote_twilio = false;
         while let Some(output) = call.poll_twilio() {
+            facts.capture.with(|c| c.twilio_output(&output));
             match output {
                 TwilioOutput::Text(bytes) => {
                     let Ok(text) = std::str::from_utf8(bytes) else { continue };
@@ -552,7 +589,7 @@ async fn bot_loop(
         // Towards the bot: a message leaves the leg only when the socket
         // can take it; otherwise it waits in the leg's bounded queue.
         if !call.is_finished() {
-            flush_bot |= feed_bot(&mut bot_sink, &mut call, &mut s, totals);
+            flush_bot |= feed_bot(&mut bot_sink, &mut call, &mut s, totals, &mut facts.capture);
             if s.bot_open && (flush_bot || s.bot_blocked) {
                 match bot_sink.flush().now_or_never() {
                     Some(Ok(())) => s.bot_blocked = false,
@@ -572,6 +609,7 @@ async fn bot_loop(
             let nanos = u64::try_from(woke.elapsed().as_nanos()).unwrap_or(u64::MAX);
             metrics.observe_frame_processing(direction, nanos);
         }
+        facts.capture.flush();
         if call.is_finished() {
             break;
         }
@@ -588,7 +626,8 @@ async fn bot_loop(
     if s.bot_peer_closed {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, bot_sink.flush()).await;
     } else if s.bot_open {
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, bot_goodbye(&mut bot_sink, &mut call, totals)).await;
+        let goodbye = bot_goodbye(&mut bot_sink, &mut call, totals, &mut facts.capture);
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, goodbye).await;
     }
     (call, reported, reported_totals)
 }
@@ -597,7 +636,13 @@ type BotSink = futures_util::stream::SplitSink<BotWs, Message>;
 
 /// Moves messages from the leg to the bot's socket while it takes them
 /// without waiting; whether any was written.
-fn feed_bot(sink: &mut BotSink, call: &mut BotCall, s: &mut Sockets, totals: &mut BotTotals) -> bool {
+fn feed_bot(
+    sink: &mut BotSink,
+    call: &mut BotCall,
+    s: &mut Sockets,
+    totals: &mut BotTotals,
+    capture: &mut Capture,
+) -> bool {
     let mut wrote = false;
     while s.bot_open && !s.bot_blocked {
         match futures_util::future::poll_fn(|cx| sink.poll_ready_unpin(cx)).now_or_never() {
@@ -605,6 +650,7 @@ fn feed_bot(sink: &mut BotSink, call: &mut BotCall, s: &mut Sockets, totals: &mu
             Some(Err(_)) => s.bot_open = false,
             Some(Ok(())) => {
                 let Some(message) = call.poll_bot() else { break };
+                capture.with(|c| c.bot_output(&message));
                 let Some(message) = to_message(message) else { continue };
                 totals.messages_out += 1;
                 if sink.start_send_unpin(message).is_err() {
@@ -632,9 +678,10 @@ fn to_message(message: BotMessage<'_>) -> Option<Message> {
 
 /// Sends the bot what the leg has left (Twilio's `stop`, the close), waiting
 /// for the socket this time: the caller bounds it.
-async fn bot_goodbye(sink: &mut BotSink, call: &mut BotCall, totals: &mut BotTotals) {
+async fn bot_goodbye(sink: &mut BotSink, call: &mut BotCall, totals: &mut BotTotals, capture: &mut Capture) {
     let mut closed = false;
     while let Some(message) = call.poll_bot() {
+        capture.with(|c| c.bot_output(&message));
         closed |= message == BotMessage::Close;
         let Some(message) = to_message(message) else { continue };
         totals.messages_out += 1;

@@ -208,7 +208,7 @@ pub async fn run(
         if let Some(bot) = super::bot_call::bot_backend(&live.config, &bridge) {
             // Boxed: a bot call's state lives on the heap only when there is one,
             // so an RTP call's task stays small (the_call_task_stays_small).
-            Box::pin(super::bot_call::run(&ctx, ws, *bridge, bot, &live.config)).await;
+            Box::pin(super::bot_call::run(&ctx, ws, *bridge, bot, &live.config, capture)).await;
             drop(place);
             return;
         }
