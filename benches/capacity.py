@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -66,6 +67,13 @@ def parse_args():
         "--smoke",
         action="store_true",
         help="20 calls x 3 s; fail unless every call completes, frames come back and open files settle",
+    )
+    p.add_argument(
+        "--soak",
+        action="store_true",
+        help="also sample the proxy's resident memory and open files every 10 s of each run, and judge it as a "
+        "soak: memory within +/-5 %% from minute 2 to the end of the calls, open files back to the baseline after, "
+        "0 missing (e.g. --calls 500 --seconds 1800 --soak); exits non-zero when a run fails the verdict",
     )
     args = p.parse_args()
     if args.smoke:
@@ -131,6 +139,72 @@ def cpu_seconds(pid):
 def children_cpu_seconds():
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def rss_bytes(pid):
+    """Resident memory of a live process, from /proc/PID/status."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+class Sampler(threading.Thread):
+    """Every `every` seconds: the proxy's resident memory, open files and CPU seconds, until stopped."""
+
+    def __init__(self, pid, every=10.0):
+        super().__init__(daemon=True)
+        self.pid, self.every, self.samples, self.done = pid, every, [], threading.Event()
+        self.began = time.monotonic()
+
+    def run(self):
+        while not self.done.is_set():
+            self.samples.append(
+                {
+                    "t": round(time.monotonic() - self.began, 1),
+                    "rss_kib": (rss_bytes(self.pid) or 0) // 1024,
+                    "open_fds": open_fds(self.pid),
+                    "cpu_seconds": cpu_seconds(self.pid),
+                }
+            )
+            self.done.wait(self.every)
+
+    def stop(self):
+        self.done.set()
+        self.join()
+        return self.samples
+
+
+def soak_verdict(samples, calls, ramp, media, run):
+    """Memory within +/-5 % of its value at minute 2 while all calls are up, files settled, nothing missing."""
+    window = [s for s in samples if 120.0 <= s["t"] <= media - 2.0]
+    verdict = {"samples": len(samples), "window_samples": len(window), "problems": []}
+    if len(window) < 2:
+        verdict["problems"].append(f"only {len(window)} samples between minute 2 and the end of the calls: run longer")
+    else:
+        base = window[0]["rss_kib"]
+        lo, hi = min(s["rss_kib"] for s in window), max(s["rss_kib"] for s in window)
+        verdict.update(
+            rss_kib_at_minute_2=base,
+            rss_kib_min=lo,
+            rss_kib_max=hi,
+            rss_drift_percent=[round((lo / base - 1) * 100, 2), round((hi / base - 1) * 100, 2)],
+            rss_kib_at_end=window[-1]["rss_kib"],
+        )
+        if lo < base * 0.95 or hi > base * 1.05:
+            verdict["problems"].append(f"resident memory {lo}-{hi} KiB against {base} KiB at minute 2 (beyond +/-5 %)")
+    if run["frames_missing"]:
+        verdict["problems"].append(f"{run['frames_missing']} frames missing")
+    if run["open_fds_settled"] != run["open_fds_before"]:
+        verdict["problems"].append(f"open files {run['open_fds_before']} before, {run['open_fds_settled']} after")
+    if run["calls_completed"] != calls:
+        verdict["problems"].append(f"{run['calls_completed']} of {calls} calls completed")
+    verdict["passed"] = not verdict["problems"]
+    return verdict
 
 
 def http_get(url, timeout=5.0):
@@ -261,6 +335,9 @@ def one_run(args, io, calls, out_dir, record=False, attempt=1):
         report_path = os.path.join(out_dir, f"{name}-sim.json")
         load_before = loadavg()
         profiler = start_perf(args, serve.pid, calls, out_dir, name)
+        sampler = Sampler(serve.pid) if args.soak else None
+        if sampler is not None:
+            sampler.start()
         echo_cpu, sim_cpu, began = cpu_seconds(echo.pid), children_cpu_seconds(), time.monotonic()
         sim = subprocess.run(
             rig
@@ -272,6 +349,7 @@ def one_run(args, io, calls, out_dir, record=False, attempt=1):
             timeout=media + calls / args.ramp + 120,
         )
         wall = time.monotonic() - began
+        samples = sampler.stop() if sampler is not None else None
         echo_after = cpu_seconds(echo.pid)
         rig_cpu = {
             "sim_seconds": round(children_cpu_seconds() - sim_cpu, 2),
@@ -296,6 +374,10 @@ def one_run(args, io, calls, out_dir, record=False, attempt=1):
     run = summarize(io, calls, args.seconds, report, cost, metrics, fds_settled, load_before, load_after, sim.returncode)
     run["recording"] = recorded
     run["rig"] = rig_summary(rig_cpu, run)
+    if samples is not None:
+        run["soak"] = soak_verdict(samples, calls, args.ramp, media, run)
+        with open(os.path.join(out_dir, f"{name}-soak.json"), "w") as f:
+            json.dump({"samples": samples, "verdict": run["soak"]}, f, indent=2)
     return run
 
 
@@ -546,6 +628,19 @@ def main():
         f.write(table)
     print(table)
     print(f"capacity: capacity.json, capacity.svg and capacity.md in {out_dir}", file=sys.stderr)
+    soaks = [r for r in doc["runs"] if "soak" in r]
+    for r in soaks:
+        v = r["soak"]
+        print(
+            f"capacity: soak {r['io']} {r['calls']} calls: {'passed' if v['passed'] else 'FAILED'}; "
+            f"RSS {v.get('rss_kib_at_minute_2')} KiB at minute 2, {v.get('rss_kib_min')}-{v.get('rss_kib_max')} KiB "
+            f"after ({v.get('rss_drift_percent')} %), open files {r['open_fds_before']} before / "
+            f"{r['open_fds_settled']} settled, missing {r['frames_missing']}"
+            + ("; " + "; ".join(v["problems"]) if v["problems"] else ""),
+            file=sys.stderr,
+        )
+    if any(not r["soak"]["passed"] for r in soaks):
+        sys.exit("capacity: soak failed")
     if args.smoke:
         problems = smoke_check(doc)
         if problems:

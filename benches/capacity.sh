@@ -9,6 +9,7 @@
 #   benches/capacity.sh --calls 200,1000 --seconds 20 --io epoll,uring
 #   benches/capacity.sh --smoke --bin target/debug/voxproxy   # 20 calls x 3 s, checks the rig works (.ci/run)
 #   benches/capacity.sh --calls 500 --seconds 15 --record --repeat 3   # recording's cost: medians, with vs without
+#   benches/capacity.sh --calls 500 --seconds 1800 --soak              # the soak: memory flat, files back, 0 missing
 #
 # Every option is passed to benches/capacity.py (`--help` lists them). Unless
 # --bin is given, it builds the release binary first.
