@@ -339,15 +339,26 @@ def one_run(args, io, calls, out_dir, record=False, attempt=1):
         if sampler is not None:
             sampler.start()
         echo_cpu, sim_cpu, began = cpu_seconds(echo.pid), children_cpu_seconds(), time.monotonic()
-        sim = subprocess.run(
-            rig
-            + [args.bin, "sim", "--url", base, "--calls", str(calls), "--seconds", f"{media:.2f}"]
-            + ["--ramp", str(args.ramp), "--workers", "1", "--proxy-pid", str(serve.pid), "--json", report_path],
-            env=env,
-            stdout=logs["sim"],
-            stderr=subprocess.STDOUT,
-            timeout=media + calls / args.ramp + 120,
-        )
+        try:
+            sim = subprocess.run(
+                rig
+                + [args.bin, "sim", "--url", base, "--calls", str(calls), "--seconds", f"{media:.2f}"]
+                + ["--ramp", str(args.ramp), "--workers", "1", "--proxy-pid", str(serve.pid), "--json", report_path],
+                env=env,
+                stdout=logs["sim"],
+                stderr=subprocess.STDOUT,
+                timeout=media + calls / args.ramp + 120,
+            )
+        except subprocess.TimeoutExpired:
+            # The simulator paces by the wall clock, so overrunning means the
+            # rig's core could not keep up. Keep what the sampler saw.
+            if sampler is not None:
+                with open(os.path.join(out_dir, f"{name}-soak.json"), "w") as f:
+                    json.dump({"samples": sampler.stop(), "verdict": {"passed": False}}, f, indent=2)
+            sys.exit(
+                f"capacity: {name}: the simulator was still running {media + calls / args.ramp + 120:.0f} s "
+                "after it started: the rig fell behind real time (is its CPU shared?)"
+            )
         wall = time.monotonic() - began
         samples = sampler.stop() if sampler is not None else None
         echo_after = cpu_seconds(echo.pid)
