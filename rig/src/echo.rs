@@ -616,15 +616,16 @@ fn echo_loop(
                     let at = now();
                     for (from, datagram) in (0..count).filter_map(|i| incoming.get(i)) {
                         reflector.handle_datagram(at, from, datagram);
+                        // The reflector holds one undelayed echo: drain it
+                        // before the next datagram overwrites it.
+                        queue_transmits(&mut reflector, &mut outgoing);
                     }
                 }
                 // Timeouts, and ICMP errors some systems report on UDP sockets.
                 Err(_) => reflector.handle_timeout(now()),
             }
         }
-        while let Some(transmit) = reflector.poll_transmit() {
-            outgoing.push(transmit.destination, transmit.datagram);
-        }
+        queue_transmits(&mut reflector, &mut outgoing);
         let failed = if outgoing.len() > 0 { outgoing.flush(socket) } else { 0 };
         for _ in 0..failed {
             reflector.note_send_error();
@@ -632,6 +633,12 @@ fn echo_loop(
         stats.publish(&reflector.stats());
     }
     stats.publish(&reflector.stats());
+}
+
+fn queue_transmits(reflector: &mut Reflector, outgoing: &mut SendBatch) {
+    while let Some(transmit) = reflector.poll_transmit() {
+        outgoing.push(transmit.destination, transmit.datagram);
+    }
 }
 
 #[cfg(test)]
@@ -856,6 +863,29 @@ mod tests {
         assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)));
         let stats = echo.shutdown();
         assert_eq!((stats.received, stats.echoed, stats.dropped_invalid), (21, 20, 1));
+    }
+
+    #[test]
+    fn server_echoes_a_burst_that_queued_before_it_read() {
+        // The echo reads what queued in batches: every datagram of a burst
+        // from several sources comes back, each to its own source.
+        let echo = EchoServer::spawn(&seeded(17)).unwrap();
+        let clients: Vec<UdpSocket> = (0..4).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+        for i in 0..100u16 {
+            for (c, client) in clients.iter().enumerate() {
+                client.send_to(&rtp(i, 0, false, &[c as u8; 20]), echo.local_addr()).unwrap();
+            }
+        }
+        let mut buf = [0u8; 256];
+        for (c, client) in clients.iter().enumerate() {
+            client.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            for _ in 0..100 {
+                let (n, _) = client.recv_from(&mut buf).unwrap();
+                assert_eq!(RtpPacket::parse(&buf[..n]).unwrap().payload(), &[c as u8; 20]);
+            }
+        }
+        let stats = echo.shutdown();
+        assert_eq!((stats.received, stats.echoed, stats.send_errors), (400, 400, 0));
     }
 
     #[test]
