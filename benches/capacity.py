@@ -400,6 +400,8 @@ def rig_summary(rig_cpu, run):
         rig_cpu,
         cores=None if total is None else round(total / max(rig_cpu["wall_seconds"], 1e-9), 2),
         cpu_us_per_frame=None if total is None or frames == 0 else round(total * 1e6 / frames, 2),
+        sim_us_per_frame=None if frames == 0 else round(rig_cpu["sim_seconds"] * 1e6 / frames, 2),
+        echo_us_per_frame=None if total is None or frames == 0 else round(rig_cpu["echo_seconds"] * 1e6 / frames, 2),
     )
 
 
@@ -492,7 +494,7 @@ def markdown(doc):
         "| io | calls | recorded | frames sent / returned / missing | round trip p50 / p99 / p99.9 (ms) "
         "| media path p99 in / out (µs, bucket bound) | proxy CPU per frame: user + system = total (µs) "
         "| proxy cores | RSS per call | open files before / settled | load avg (1 min) before / after "
-        "| rig (sim + echo) cores, µs per frame |",
+        "| rig cores, µs per frame (sim + echo) |",
         "| --- | ---: | --- | --- | --- | --- | --- | ---: | ---: | --- | --- | --- |",
     ]
     for r in doc["runs"]:
@@ -505,7 +507,8 @@ def markdown(doc):
             f"{fmt(st['cpu_us_per_frame'], '{:.2f}')} | {fmt(st['cores'], '{:.2f}')} "
             f"| {fmt(r['rss_kib_per_call'], '{:.1f} KiB')} | {fmt(r['open_fds_before'])} / {fmt(r['open_fds_settled'])} "
             f"| {r['load_average_before'][0]:.2f} / {r['load_average_after'][0]:.2f} "
-            f"| {fmt(r['rig']['cores'], '{:.2f}')}, {fmt(r['rig']['cpu_us_per_frame'], '{:.2f}')} |"
+            f"| {fmt(r['rig']['cores'], '{:.2f}')}, {fmt(r['rig']['cpu_us_per_frame'], '{:.2f}')} "
+            f"({fmt(r['rig'].get('sim_us_per_frame'), '{:.2f}')} + {fmt(r['rig'].get('echo_us_per_frame'), '{:.2f}')}) |"
         )
     for m in doc.get("medians") or []:
         if "recording_cost_percent" in m:
@@ -623,7 +626,8 @@ def main():
                         f"CPU {st['cpu_us_per_frame']} µs/frame (user {st['user_us_per_frame']}, system "
                         f"{st['system_us_per_frame']}), {run['rss_kib_per_call']} KiB/call, "
                         f"load {run['load_average_after'][0]}, recording {run['recording']}; "
-                        f"rig {run['rig']['cores']} cores, {run['rig']['cpu_us_per_frame']} µs/frame",
+                        f"rig {run['rig']['cores']} cores, {run['rig']['cpu_us_per_frame']} µs/frame "
+                        f"(sim {run['rig']['sim_us_per_frame']} + echo {run['rig']['echo_us_per_frame']})",
                         file=sys.stderr,
                         flush=True,
                     )

@@ -33,8 +33,10 @@
 //! [`Reflector::handle_timeout`] when [`Reflector::poll_timeout`] is due, and
 //! after every input drain [`Reflector::poll_transmit`] until it returns
 //! `None`, sending each [`Transmit`]. [`EchoServer::spawn`] runs one on a
-//! blocking UDP socket in its own thread (a plain `recv_from`/`send_to` loop
-//! echoes well over 100,000 packets per second on one core).
+//! blocking UDP socket in its own thread, in batches: one `recvmmsg` takes
+//! every datagram queued (up to 64) and one `sendmmsg` sends their echoes,
+//! so a busy echo pays two syscalls per batch, not two per datagram.
+//! Datagrams longer than 4 KiB are dropped as garbage.
 //!
 //! ```
 //! use std::net::UdpSocket;
@@ -73,10 +75,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use voxproxy_core::rtp::{RtpPacket, is_probably_rtcp};
-use voxproxy_core::time::{Instant, duration_nanos};
 
-/// Largest datagram read: the largest a UDP datagram can be.
-const MAX_DATAGRAM: usize = 65_535;
+use crate::mmsg::{RecvBatch, SendBatch};
+use voxproxy_core::time::{Instant, duration_nanos};
 
 /// How long the echo thread blocks in `recv_from` at most, so that
 /// [`EchoHandle::shutdown`] is noticed within this time.
@@ -593,7 +594,10 @@ fn echo_loop(
     stats: &SharedStats,
 ) {
     let now = || Instant::ZERO + epoch.elapsed();
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    // Batched: what queued while this thread was descheduled comes in with
+    // one `recvmmsg` and its echoes leave with one `sendmmsg` (`mmsg`).
+    let mut incoming = RecvBatch::new();
+    let mut outgoing = SendBatch::new();
     let mut timeout = SHUTDOWN_POLL;
     while !stop.load(Ordering::Relaxed) {
         // Wake for the next delayed packet, or at least every SHUTDOWN_POLL.
@@ -607,27 +611,34 @@ fn echo_loop(
         if due_now {
             reflector.handle_timeout(now());
         } else {
-            match socket.recv_from(&mut buf) {
-                Ok((n, from)) => reflector.handle_datagram(now(), from, buf.get(..n).unwrap_or_default()),
+            match incoming.recv(socket) {
+                Ok(count) => {
+                    let at = now();
+                    for (from, datagram) in (0..count).filter_map(|i| incoming.get(i)) {
+                        reflector.handle_datagram(at, from, datagram);
+                        // The reflector holds one undelayed echo: drain it
+                        // before the next datagram overwrites it.
+                        queue_transmits(&mut reflector, &mut outgoing);
+                    }
+                }
                 // Timeouts, and ICMP errors some systems report on UDP sockets.
                 Err(_) => reflector.handle_timeout(now()),
             }
         }
-        stats.publish(&reflector.stats());
-        let mut failed = 0u64;
-        while let Some(transmit) = reflector.poll_transmit() {
-            if socket.send_to(transmit.datagram, transmit.destination).is_err() {
-                failed += 1;
-            }
-        }
+        queue_transmits(&mut reflector, &mut outgoing);
+        let failed = if outgoing.len() > 0 { outgoing.flush(socket) } else { 0 };
         for _ in 0..failed {
             reflector.note_send_error();
         }
-        if failed > 0 {
-            stats.publish(&reflector.stats());
-        }
+        stats.publish(&reflector.stats());
     }
     stats.publish(&reflector.stats());
+}
+
+fn queue_transmits(reflector: &mut Reflector, outgoing: &mut SendBatch) {
+    while let Some(transmit) = reflector.poll_transmit() {
+        outgoing.push(transmit.destination, transmit.datagram);
+    }
 }
 
 #[cfg(test)]
@@ -852,6 +863,29 @@ mod tests {
         assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)));
         let stats = echo.shutdown();
         assert_eq!((stats.received, stats.echoed, stats.dropped_invalid), (21, 20, 1));
+    }
+
+    #[test]
+    fn server_echoes_a_burst_that_queued_before_it_read() {
+        // The echo reads what queued in batches: every datagram of a burst
+        // from several sources comes back, each to its own source.
+        let echo = EchoServer::spawn(&seeded(17)).unwrap();
+        let clients: Vec<UdpSocket> = (0..4).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+        for i in 0..100u16 {
+            for (c, client) in clients.iter().enumerate() {
+                client.send_to(&rtp(i, 0, false, &[c as u8; 20]), echo.local_addr()).unwrap();
+            }
+        }
+        let mut buf = [0u8; 256];
+        for (c, client) in clients.iter().enumerate() {
+            client.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            for _ in 0..100 {
+                let (n, _) = client.recv_from(&mut buf).unwrap();
+                assert_eq!(RtpPacket::parse(&buf[..n]).unwrap().payload(), &[c as u8; 20]);
+            }
+        }
+        let stats = echo.shutdown();
+        assert_eq!((stats.received, stats.echoed, stats.send_errors), (400, 400, 0));
     }
 
     #[test]

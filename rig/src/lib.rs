@@ -31,9 +31,10 @@
 //! echo.shutdown();
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // allowed in `mmsg` only (recvmmsg and sendmmsg for the echo)
 #![deny(missing_docs)]
 
 pub mod echo;
+mod mmsg;
 pub mod sim;
 pub mod ws_echo;
