@@ -174,7 +174,10 @@ pub enum Outcome {
 pub struct Ledger {
     /// [`MAX_CALLS`]; smaller in tests.
     max_calls: usize,
-    calls: HashMap<String, Entry>,
+    /// Boxed: an entry holds a whole record (about 1 KB), and the table has
+    /// up to twice as many slots as entries; boxed, the empty slots cost a
+    /// pointer each rather than an entry (0.8 KB less memory per call).
+    calls: HashMap<String, Box<Entry>>,
     ready: VecDeque<Ready>,
     tombstones: VecDeque<(Instant, String)>,
     tombstone_set: std::collections::HashSet<String>,
@@ -542,7 +545,7 @@ impl Ledger {
             journal: None,
             record,
         };
-        self.calls.insert(status.call_sid.to_owned(), entry);
+        self.calls.insert(status.call_sid.to_owned(), Box::new(entry));
         Outcome::New
     }
 

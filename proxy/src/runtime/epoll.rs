@@ -1,8 +1,27 @@
-//! The epoll backend's UDP socket: tokio's readiness-based socket behind the
+//! The epoll backend's UDP socket: tokio's readiness reactor behind the
 //! owned-buffer [`RtpSocket`](super::RtpSocket) interface.
+//!
+//! One syscall per datagram received. A plain readiness loop costs two: the
+//! `recvfrom` that returns the datagram, then one that returns `EAGAIN`,
+//! which is how tokio learns the queue is empty and clears the socket's
+//! readiness. Here every receive is a `recvmmsg` with room for two: one back
+//! means the queue was empty when the kernel looked, so readiness is cleared
+//! at once; two back means there may be more, so it is left set and the
+//! second datagram is kept for the next receive.
+//!
+//! Clearing readiness after a short batch strands nothing: mio registers the
+//! socket edge-triggered, so a datagram that arrives after the `recvmmsg` is a
+//! new edge, which the reactor reports at its next poll; and the worker's
+//! runtime is single-threaded, so the reactor cannot poll between the
+//! `recvmmsg` and the clear (tokio's `try_io` also keeps any readiness the
+//! reactor reported after the operation began).
 
-use std::io;
-use std::net::SocketAddr;
+use std::cell::RefCell;
+use std::io::{self, IoSliceMut};
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::AsRawFd as _;
+
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
 
 use super::{RecvResult, SendResult};
 
@@ -10,12 +29,42 @@ use super::{RecvResult, SendResult};
 #[derive(Debug)]
 pub struct EpollUdp {
     socket: tokio::net::UdpSocket,
+    /// The second datagram of the last two-datagram batch, delivered by the
+    /// next receive without a syscall. Allocated only when one is kept.
+    early: RefCell<Option<Box<Early>>>,
+}
+
+/// A datagram received ahead of its turn.
+#[derive(Debug)]
+struct Early {
+    bytes: Vec<u8>,
+    from: SocketAddr,
+}
+
+/// What one `recvmmsg` brought: the first datagram (in the caller's buffer)
+/// and, when the queue held more, the second.
+struct Batch {
+    len: usize,
+    from: SocketAddr,
+    second: Option<Box<Early>>,
+}
+
+/// The worker's `recvmmsg` headers and the buffer a second datagram lands
+/// in: one set per worker thread rather than per call (every receive runs to
+/// completion on the worker, so they are never shared).
+struct Scratch {
+    headers: MultiHeaders<SockaddrStorage>,
+    spare: Vec<u8>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Option<Scratch>> = const { RefCell::new(None) };
 }
 
 impl EpollUdp {
     /// Wraps a bound, non-blocking std socket. Must run inside a tokio runtime.
-    pub fn from_std(socket: std::net::UdpSocket) -> io::Result<Self> {
-        Ok(EpollUdp { socket: tokio::net::UdpSocket::from_std(socket)? })
+    pub fn from_std(socket: UdpSocket) -> io::Result<Self> {
+        Ok(EpollUdp { socket: tokio::net::UdpSocket::from_std(socket)?, early: RefCell::new(None) })
     }
 
     /// The bound address.
@@ -23,10 +72,41 @@ impl EpollUdp {
         self.socket.local_addr()
     }
 
-    /// Receives one datagram into `buf` (its whole length is usable).
+    /// Receives one datagram into `buf` (its whole length is usable; a
+    /// longer datagram is truncated to it).
     pub async fn recv_from(&self, mut buf: Vec<u8>) -> RecvResult {
-        let result = self.socket.recv_from(&mut buf).await;
-        (result, buf)
+        let early = self.early.borrow_mut().take();
+        if let Some(early) = early {
+            let len = early.bytes.len().min(buf.len());
+            buf[..len].copy_from_slice(&early.bytes[..len]);
+            return (Ok((len, early.from)), buf);
+        }
+        loop {
+            if let Err(e) = self.socket.readable().await {
+                return (Err(e), buf);
+            }
+            // tokio clears the socket's readiness when the operation says
+            // `WouldBlock`: a batch of one says so (the queue was empty)
+            // and hands its datagram out through `alone`.
+            let mut alone = None;
+            let result = self.socket.try_io(tokio::io::Interest::READABLE, || {
+                let batch = recv_batch(&self.socket, &mut buf)?;
+                if batch.second.is_some() {
+                    return Ok(batch);
+                }
+                alone = Some(batch);
+                Err(io::ErrorKind::WouldBlock.into())
+            });
+            let batch = match (result, alone) {
+                (_, Some(batch)) | (Ok(batch), None) => batch,
+                (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                // ICMP errors (port unreachable) come back here; readiness
+                // stays, so the datagrams behind one are still read.
+                (Err(e), None) => return (Err(e), buf),
+            };
+            *self.early.borrow_mut() = batch.second;
+            return (Ok((batch.len, batch.from)), buf);
+        }
     }
 
     /// Sends `buf` to `target`. A full socket buffer is waited out, which on
@@ -39,5 +119,112 @@ impl EpollUdp {
             other => other,
         };
         (result, buf)
+    }
+}
+
+/// One `recvmmsg` with room for two datagrams, the first into `buf`.
+fn recv_batch(socket: &tokio::net::UdpSocket, buf: &mut [u8]) -> io::Result<Batch> {
+    SCRATCH.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let Scratch { headers, spare } = cell.get_or_insert_with(|| Scratch {
+            headers: MultiHeaders::preallocate(2, None),
+            spare: Vec::new(),
+        });
+        // The second datagram is truncated exactly as the first would be.
+        spare.resize(buf.len(), 0);
+        let mut slices = [[IoSliceMut::new(buf)], [IoSliceMut::new(spare)]];
+        let mut got = [None; 2];
+        let results = recvmmsg(socket.as_raw_fd(), headers, slices.iter_mut(), MsgFlags::MSG_DONTWAIT, None)?;
+        for (slot, message) in got.iter_mut().zip(results) {
+            *slot = Some((message.bytes, message.address));
+        }
+        let Some((len, address)) = got[0] else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        let from = address.as_ref().and_then(std_addr).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "a datagram without an IP source address")
+        })?;
+        let second = got[1].and_then(|(len, address)| {
+            let from = address.as_ref().and_then(std_addr)?;
+            Some(Box::new(Early { bytes: spare[..len.min(spare.len())].to_vec(), from }))
+        });
+        Ok(Batch { len: len.min(buf.len()), from, second })
+    })
+}
+
+/// The standard library's form of an IPv4 or IPv6 socket address.
+fn std_addr(address: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = address.as_sockaddr_in() {
+        return Some(SocketAddr::V4(SocketAddrV4::from(*v4)));
+    }
+    address.as_sockaddr_in6().map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::runtime::{IoBackend, RtpSocket as _, RtpUdp};
+
+    /// Receives `count` datagrams, each within a second, as their first bytes.
+    async fn receive(socket: &RtpUdp, count: usize) -> Vec<u8> {
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; 64];
+        for _ in 0..count {
+            let round = tokio::time::timeout(Duration::from_secs(1), socket.recv_from(buf));
+            let (got, back) = round.await.expect("a datagram within a second: none may be stranded");
+            let (len, _) = got.unwrap();
+            assert_eq!(len, 3);
+            seen.push(back[0]);
+            buf = back;
+        }
+        seen
+    }
+
+    #[test]
+    fn no_datagram_is_stranded_whatever_the_bursts() {
+        let worker = crate::runtime::Worker::spawn(0, IoBackend::Epoll, None, || async {
+            let socket = IoBackend::Epoll.bind_rtp("127.0.0.1:0".parse().unwrap()).unwrap();
+            let to = socket.local_addr().unwrap();
+            let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let mut next = 0u8;
+            let mut order = Vec::new();
+            // Single datagrams (batches of one: readiness cleared), bursts
+            // that leave one kept for later, and bursts longer than a batch.
+            for burst in [1usize, 2, 3, 1, 5, 4, 1, 7] {
+                for _ in 0..burst {
+                    sender.send_to(&[next, 0, 0], to).unwrap();
+                    next += 1;
+                }
+                order.extend(receive(&socket, burst).await);
+            }
+            let none = tokio::time::timeout(Duration::from_millis(50), socket.recv_from(vec![0; 8])).await;
+            (order, next, none.is_err())
+        })
+        .unwrap();
+        let (order, sent, then_nothing) = worker.join().unwrap();
+        assert_eq!(order, (0..sent).collect::<Vec<_>>(), "every datagram, once, in order");
+        assert!(then_nothing, "nothing is delivered twice");
+    }
+
+    #[test]
+    fn a_long_datagram_is_truncated_to_the_buffer_in_either_slot() {
+        let worker = crate::runtime::Worker::spawn(0, IoBackend::Epoll, None, || async {
+            let socket = IoBackend::Epoll.bind_rtp("127.0.0.1:0".parse().unwrap()).unwrap();
+            let to = socket.local_addr().unwrap();
+            let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            sender.send_to(&[1; 10], to).unwrap();
+            sender.send_to(&[2; 10], to).unwrap();
+            let mut lens = Vec::new();
+            let mut buf = vec![0u8; 4];
+            for _ in 0..2 {
+                let (got, back) = socket.recv_from(buf).await;
+                lens.push((got.unwrap().0, back[0]));
+                buf = back;
+            }
+            lens
+        })
+        .unwrap();
+        assert_eq!(worker.join().unwrap(), [(4, 1), (4, 2)]);
     }
 }

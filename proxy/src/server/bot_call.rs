@@ -26,7 +26,6 @@ use std::time::{Duration, SystemTime};
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use opentelemetry::trace::SpanKind;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -44,7 +43,7 @@ use super::call::{
     Admission, CLOSE_TIMEOUT, CLOSE_TRY_AGAIN, COMMAND_QUEUE, CallFacts, STATS_INTERVAL, Ws, admit,
     capture_message, close_now, finish_call, on_event, refusal_text, register, ws_error_close,
 };
-use super::directory::CallCommand;
+use super::directory::{CallCommand, CommandReceiver};
 use super::media_ws::{Ready, Received, SocketError};
 use super::taps::CallTaps;
 use super::traces;
@@ -186,7 +185,7 @@ pub(super) async fn run(
             return;
         }
     };
-    let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
+    let (commands_tx, commands) = super::directory::command_channel(COMMAND_QUEUE);
     let Some(mut facts) = register(ctx, &bridge, 0, "ws", &commands_tx) else {
         ctx.metrics().call_refused(RefuseReason::DuplicateStream);
         tracing::warn!("a live call already has this streamSid; the second stream is refused");
@@ -324,7 +323,7 @@ enum Wake {
     Twilio(Result<Received, SocketError>),
     Bot(Option<Result<Message, WsError>>),
     Deadline,
-    Command(Option<CallCommand>),
+    Command(CallCommand),
     Shutdown,
     TwilioWritable(std::io::Result<()>),
     BotWritable(Result<(), WsError>),
@@ -356,7 +355,7 @@ async fn bot_loop(
     facts: &mut CallFacts,
     record: &mut BotRecord,
     totals: &mut BotTotals,
-    mut commands: mpsc::Receiver<CallCommand>,
+    mut commands: CommandReceiver,
 ) -> (BotCall, CallStats, BotTotals) {
     let shared = &ctx.shared;
     let clock = shared.clock;
@@ -509,13 +508,13 @@ async fn bot_loop(
                 facts.capture.with(|c| c.bot_closed(now));
                 call.handle_bot_closed(now);
             }
-            Wake::Command(Some(CallCommand::Hangup)) => {
+            Wake::Command(CallCommand::Hangup) => {
                 tracing::info!("ended through the control API");
                 facts.capture.with(|c| c.close(now, EndReason::Hangup));
                 call.handle_close(now, EndReason::Hangup);
             }
             // Only SIP calls change their media.
-            Wake::Command(Some(CallCommand::Media(_)) | None) => {}
+            Wake::Command(CallCommand::Media(_)) => {}
             Wake::Shutdown => {
                 tracing::info!("drain timeout: closing the call");
                 facts.capture.with(|c| c.close(now, EndReason::Drain));

@@ -27,7 +27,6 @@ use futures_util::FutureExt as _;
 use futures_util::future::FusedFuture as _;
 use hyper::upgrade::OnUpgrade;
 use opentelemetry::trace::SpanKind;
-use tokio::sync::mpsc;
 use tracing::Instrument as _;
 use voxproxy_adapters::bridge::{BridgeConfig, BridgeEvent, CallBridge, CallStats, EndReason, Output};
 use voxproxy_adapters::capture::LegKind;
@@ -35,7 +34,7 @@ use voxproxy_adapters::route::{ROUTE_PARAMETER, route_by_label};
 use voxproxy_adapters::websocket::FrameError;
 
 use super::WorkerContext;
-use super::directory::{CallCommand, CallEvent, Registration, SessionInfo};
+use super::directory::{CallCommand, CallEvent, CommandReceiver, CommandSender, Registration, SessionInfo};
 use super::media_ws::{MediaSocket, Ready, Received, SocketError};
 use super::ports::{PortError, PortLease};
 use super::sip_client::{self, SipCall};
@@ -227,7 +226,7 @@ pub async fn run(
                 return;
             }
         };
-        let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
+        let (commands_tx, commands) = super::directory::command_channel(COMMAND_QUEUE);
         let sip_uri = sip_client::sip_backend(&live.config, &bridge);
         let leg = if sip_uri.is_some() { "sip" } else { "rtp" };
         let Some(mut facts) = register(&ctx, &bridge, lease.port(), leg, &commands_tx) else {
@@ -279,7 +278,7 @@ pub async fn run(
         facts.taps = Box::new(CallTaps::start(&ctx, &live.config, &mut bridge));
         facts.capture = capture;
         let ended = media_loop(&ctx, ws, bridge, &socket, lease.port(), facts, commands).await;
-        // Held until here so the command channel never closes under the loop.
+        // The directory's handle on the inbox; its entry goes with `facts`.
         drop(commands_tx);
         if let Some((mut bridge, mut facts, reported)) = ended {
             if let Some(sip) = &mut facts.sip {
@@ -335,7 +334,7 @@ pub(super) fn register(
     bridge: &CallBridge,
     rtp_port: u16,
     leg: &'static str,
-    commands: &mpsc::Sender<CallCommand>,
+    commands: &CommandSender,
 ) -> Option<CallFacts> {
     let start = bridge.stream()?;
     let started_wall = SystemTime::now();
@@ -626,7 +625,7 @@ enum Wake {
     Twilio(Result<Received, SocketError>),
     Rtp(crate::runtime::RecvResult),
     Deadline,
-    Command(Option<CallCommand>),
+    Command(CallCommand),
     Shutdown,
     Writable(std::io::Result<()>),
     StatsTick,
@@ -712,7 +711,7 @@ async fn media_loop(
     socket: &RtpUdp,
     rtp_port: u16,
     mut facts: CallFacts,
-    mut commands: mpsc::Receiver<CallCommand>,
+    mut commands: CommandReceiver,
 ) -> Option<(Box<CallBridge>, CallFacts, CallStats)> {
     let shared = &ctx.shared;
     let clock = shared.clock;
@@ -864,17 +863,16 @@ async fn media_loop(
                 }
             }
             Wake::Started => {}
-            Wake::Command(Some(CallCommand::Hangup)) => {
+            Wake::Command(CallCommand::Hangup) => {
                 tracing::info!("ended through the control API");
                 facts.capture.with(|c| c.close(now, EndReason::Hangup));
                 bridge.handle_close(now, EndReason::Hangup);
             }
-            Wake::Command(Some(CallCommand::Media(media))) => {
+            Wake::Command(CallCommand::Media(media)) => {
                 if let Err(e) = bridge.apply_media(now, &media) {
                     tracing::warn!(error = %e, "the PBX's new media cannot be bridged; keeping the old");
                 }
             }
-            Wake::Command(None) => {}
             Wake::Shutdown => {
                 tracing::info!("drain timeout: closing the call");
                 facts.capture.with(|c| c.close(now, EndReason::Drain));

@@ -8,10 +8,14 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
 
+use futures_util::task::AtomicWaker;
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use voxproxy_adapters::bridge::{BridgeEvent, CallStats};
 
 use crate::cdr::{BotRecord, LatencyRecord};
@@ -24,6 +28,99 @@ pub enum CallCommand {
     /// A PBX's re-INVITE or UPDATE on a `sip.listen` call moved or held
     /// the media: apply it to the call's bridge.
     Media(voxproxy_adapters::sip::Media),
+}
+
+/// A call's command inbox, shared by the call and the directory.
+///
+/// Not a tokio `mpsc` channel: that one costs about 2 KB a call (a 512-byte
+/// cache-padded channel and a first block of 32 slots) for a queue that
+/// holds nothing for almost every call's whole life. This is one small
+/// allocation, and the call's loop checks it with one atomic load a turn.
+#[derive(Debug)]
+struct Inbox {
+    queue: Mutex<VecDeque<CallCommand>>,
+    /// `queue.len()`, readable without the lock.
+    waiting: AtomicUsize,
+    waker: AtomicWaker,
+    /// The call stopped listening (its receiver is gone).
+    closed: AtomicBool,
+    capacity: usize,
+}
+
+/// The sending side of a call's commands (the directory keeps one).
+#[derive(Clone, Debug)]
+pub struct CommandSender(Arc<Inbox>);
+
+/// The call's side of its commands.
+#[derive(Debug)]
+pub struct CommandReceiver(Arc<Inbox>);
+
+/// A call's command inbox holding at most `capacity` commands.
+#[must_use]
+pub fn command_channel(capacity: usize) -> (CommandSender, CommandReceiver) {
+    let inbox = Arc::new(Inbox {
+        queue: Mutex::new(VecDeque::new()),
+        waiting: AtomicUsize::new(0),
+        waker: AtomicWaker::new(),
+        closed: AtomicBool::new(false),
+        capacity,
+    });
+    (CommandSender(Arc::clone(&inbox)), CommandReceiver(inbox))
+}
+
+impl CommandSender {
+    /// Queues `command`; `false` when the call has stopped listening or
+    /// already has `capacity` commands waiting.
+    pub fn try_send(&self, command: CallCommand) -> bool {
+        let inbox = &*self.0;
+        if inbox.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        {
+            let mut queue = lock(&inbox.queue);
+            if queue.len() >= inbox.capacity {
+                return false;
+            }
+            queue.push_back(command);
+            inbox.waiting.store(queue.len(), Ordering::Release);
+        }
+        inbox.waker.wake();
+        true
+    }
+}
+
+impl CommandReceiver {
+    /// The next waiting command, if any (no lock when there is none).
+    pub fn try_recv(&mut self) -> Option<CallCommand> {
+        let inbox = &*self.0;
+        if inbox.waiting.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut queue = lock(&inbox.queue);
+        let command = queue.pop_front();
+        inbox.waiting.store(queue.len(), Ordering::Release);
+        command
+    }
+
+    /// The next command. Cancel-safe: a command is taken only when returned.
+    pub async fn recv(&mut self) -> CallCommand {
+        std::future::poll_fn(|cx| {
+            if let Some(command) = self.try_recv() {
+                return Poll::Ready(command);
+            }
+            self.0.waker.register(cx.waker());
+            // A command queued between the check and the registration woke
+            // nobody: look again.
+            self.try_recv().map_or(Poll::Pending, Poll::Ready)
+        })
+        .await
+    }
+}
+
+impl Drop for CommandReceiver {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::Release);
+    }
 }
 
 /// What `/v1/sessions` shows of a call.
@@ -63,7 +160,7 @@ struct Entry {
     latency: Arc<Mutex<LatencyRecord>>,
     bot: Arc<Mutex<Option<BotRecord>>>,
     leg: Arc<Mutex<LegView>>,
-    commands: mpsc::Sender<CallCommand>,
+    commands: CommandSender,
 }
 
 /// A call's handle on its own directory entry; dropping it removes the entry.
@@ -207,11 +304,7 @@ impl Directory {
     /// Adds a call. `None` when a call with this stream SID is already
     /// registered (a replayed `start`): the second one stays out of the
     /// directory rather than hiding the first.
-    pub fn register(
-        self: &Arc<Self>,
-        info: SessionInfo,
-        commands: mpsc::Sender<CallCommand>,
-    ) -> Option<Registration> {
+    pub fn register(self: &Arc<Self>, info: SessionInfo, commands: CommandSender) -> Option<Registration> {
         let stream_sid = info.stream_sid.clone();
         let stats = Arc::new(Mutex::new(CallStats::default()));
         let latency = Arc::new(Mutex::new(LatencyRecord::default()));
@@ -283,7 +376,7 @@ impl Directory {
     #[must_use]
     pub fn command(&self, stream_sid: &str, command: CallCommand) -> bool {
         let sender = lock(&self.entries).get(stream_sid).map(|e| e.commands.clone());
-        sender.is_some_and(|s| s.try_send(command).is_ok())
+        sender.is_some_and(|s| s.try_send(command))
     }
 }
 
@@ -444,7 +537,7 @@ mod tests {
     #[test]
     fn registration_lives_as_long_as_its_handle_and_refuses_duplicates() {
         let dir = Directory::new();
-        let (tx, mut rx) = mpsc::channel(4);
+        let (tx, mut rx) = command_channel(4);
         let reg = dir.register(info("MZb", "2026-01-01T00:00:01Z"), tx.clone()).unwrap();
         assert!(dir.register(info("MZb", "2026-01-01T00:00:02Z"), tx.clone()).is_none());
         let _other = dir.register(info("MZa", "2026-01-01T00:00:00Z"), tx).unwrap();
@@ -454,11 +547,41 @@ mod tests {
         reg.publish(&stats);
         assert_eq!(dir.get("MZb").unwrap().stats.inbound_frames, 7);
         assert!(dir.command("MZb", CallCommand::Hangup));
-        assert_eq!(rx.try_recv().unwrap(), CallCommand::Hangup);
+        assert_eq!(rx.try_recv(), Some(CallCommand::Hangup));
         drop(reg);
         assert!(dir.get("MZb").is_none());
         assert!(!dir.command("MZb", CallCommand::Hangup));
         assert_eq!(dir.len(), 1);
+    }
+
+    #[test]
+    fn the_inbox_is_bounded_and_closes_with_its_call() {
+        let (tx, mut rx) = command_channel(2);
+        assert_eq!(rx.try_recv(), None);
+        assert!(tx.try_send(CallCommand::Hangup));
+        let directory_copy = tx.clone();
+        assert!(directory_copy.try_send(CallCommand::Hangup), "a clone feeds the same inbox");
+        assert!(!tx.try_send(CallCommand::Hangup), "a third command is over the bound");
+        assert_eq!(rx.try_recv(), Some(CallCommand::Hangup));
+        assert!(tx.try_send(CallCommand::Hangup), "room again once one is taken");
+        drop(rx);
+        assert!(!tx.try_send(CallCommand::Hangup), "nobody listens any more");
+    }
+
+    #[test]
+    fn a_command_from_another_thread_wakes_the_waiting_call() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let (tx, mut rx) = command_channel(4);
+        let got = runtime.block_on(async move {
+            let sender = std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                assert!(tx.try_send(CallCommand::Hangup));
+            });
+            let got = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await;
+            sender.join().unwrap();
+            got
+        });
+        assert_eq!(got, Ok(CallCommand::Hangup));
     }
 
     #[test]
