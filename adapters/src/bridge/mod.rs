@@ -1524,7 +1524,17 @@ impl CallBridge {
         let n = mulaw.len().min(narrow.len());
         let mut at = 0;
         while at < n {
+            // Both framers always hold the same number of samples.
             let down = &mut self.downlink;
+            if down.mulaw_framer.buffered() == 0
+                && let (Some(pcm), Some(m)) = (narrow[at..n].first_chunk(), mulaw[at..n].first_chunk())
+            {
+                // A whole frame with nothing buffered: played where it
+                // lies, without a pass through the framers.
+                at += FRAME_SAMPLES;
+                self.play_frame(sid, pcm, m);
+                continue;
+            }
             let take = (FRAME_SAMPLES - down.mulaw_framer.buffered()).min(n - at);
             let mut frame_done = None;
             down.pcm_framer.push(&narrow[at..at + take], |pcm| {
@@ -1533,30 +1543,38 @@ impl CallBridge {
             let mut mulaw_frame = None;
             down.mulaw_framer.push(&mulaw[at..at + take], |m| mulaw_frame = Some(*m));
             at += take;
-            let (Some(pcm), Some(mulaw)) = (frame_done, mulaw_frame) else { continue };
-            let clock = Self::downlink_clock(down.frames_out);
-            down.frames_out += 1;
-            let speech = down.vad.classify(&pcm).unwrap_or(false);
-            down.talkspurt.handle_frame(clock, speech);
-            self.drain_backend_talkspurt();
-            let down = &mut self.downlink;
-            if down.dropping {
-                self.stats.barge_in_dropped_frames += 1;
-                continue;
+            if let (Some(pcm), Some(m)) = (frame_done, mulaw_frame) {
+                self.play_frame(sid, &pcm, &m);
             }
-            // Only speech counts as unplayed: a backend that streams silence
-            // between utterances (Asterisk external media does) must not
-            // make every word from the caller a barge-in.
-            if down.talkspurt.in_talkspurt() {
-                down.unmarked_frames += 1;
-            }
-            self.tap_to_twilio(&mulaw);
-            let mut buf = self.out.buffer();
-            media_stream::write_media(&mut buf, &sid, &mulaw);
-            self.stats.twilio_frames_out += 1;
-            self.stats.twilio_audio_bytes_out += FRAME_SAMPLES as u64;
-            self.push_twilio(buf);
         }
+    }
+
+    /// One 20 ms frame of backend audio: through the backend's VAD, then to
+    /// Twilio unless a barge-in is dropping it.
+    fn play_frame(&mut self, sid: StreamSid, pcm: &[i16; FRAME_SAMPLES], mulaw: &[u8; FRAME_SAMPLES]) {
+        let down = &mut self.downlink;
+        let clock = Self::downlink_clock(down.frames_out);
+        down.frames_out += 1;
+        let speech = down.vad.classify(pcm).unwrap_or(false);
+        down.talkspurt.handle_frame(clock, speech);
+        self.drain_backend_talkspurt();
+        let down = &mut self.downlink;
+        if down.dropping {
+            self.stats.barge_in_dropped_frames += 1;
+            return;
+        }
+        // Only speech counts as unplayed: a backend that streams silence
+        // between utterances (Asterisk external media does) must not
+        // make every word from the caller a barge-in.
+        if down.talkspurt.in_talkspurt() {
+            down.unmarked_frames += 1;
+        }
+        self.tap_to_twilio(mulaw);
+        let mut buf = self.out.buffer();
+        media_stream::write_media(&mut buf, &sid, mulaw);
+        self.stats.twilio_frames_out += 1;
+        self.stats.twilio_audio_bytes_out += FRAME_SAMPLES as u64;
+        self.push_twilio(buf);
     }
 
     /// Ends the backend's talkspurt now, whatever its VAD says.
