@@ -86,7 +86,10 @@
 //! speech right at the start is judged against whatever was heard so far.
 //!
 //! Everything is `f32` arithmetic without `libm` (logarithms are a bit-level
-//! approximation) and costs well under a microsecond per 20 ms frame.
+//! approximation): about 9,750 instructions per 20 ms frame on x86-64 with
+//! SSE2 (callgrind; about 7,900 built for x86-64-v3, AVX2),
+//! half of the proxy's user-space instructions per bridged frame, since
+//! every call runs two (the caller's and the backend's).
 
 use core::fmt;
 
