@@ -28,6 +28,16 @@ impl<T: Copy + Default, const N: usize> Framer<T, N> {
     /// Appends `samples`, calling `emit` once per completed frame, in order.
     pub fn push(&mut self, mut samples: &[T], mut emit: impl FnMut(&[T; N])) {
         while !samples.is_empty() {
+            // A whole frame with nothing buffered (the common case: 20 ms
+            // packets, or aligned 10 ms pairs already joined) is handed on
+            // where it lies, not copied into the buffer first.
+            if self.len == 0
+                && let Some((frame, rest)) = samples.split_first_chunk::<N>()
+            {
+                emit(frame);
+                samples = rest;
+                continue;
+            }
             let take = (N - self.len).min(samples.len());
             self.buf[self.len..self.len + take].copy_from_slice(&samples[..take]);
             self.len += take;

@@ -53,7 +53,7 @@ impl CallBridge {
         // A new codec needs slots of its own size and clock (the packet was
         // checked to fit above, so the configuration is valid).
         if codec_changed && let Ok(jitter) = jitter_config(&self.config) {
-            self.downlink.jitter = DownlinkJitter::new(media.codec, jitter, now);
+            self.downlink.jitter = DownlinkJitter::new(media.codec, self.config.ptime, jitter, now);
         }
         self.dtmf_out = dtmf.is_some();
         if let Some(pt) = dtmf {
