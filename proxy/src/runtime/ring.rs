@@ -84,9 +84,10 @@ const NO_ADDRESS: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPEC
 /// this (as for a full socket send buffer on epoll). One send takes them
 /// all, so a turn's messages on one WebSocket leave in one `send`.
 pub(super) const STREAM_PENDING: usize = 64 * 1024;
-/// A stream's pending buffer grown past this by a burst is shrunk back
-/// once empty, so a burst does not cost memory for the call's whole life.
-const STREAM_PENDING_KEPT: usize = 4 * 1024;
+/// A stream's buffers grown past this by a burst are shrunk back once
+/// empty, so a burst does not cost memory for the call's whole life (a
+/// turn's media messages on one WebSocket are one or two of ~400 bytes).
+const STREAM_KEPT: usize = 1024;
 /// The buffer group id of the worker's receive buffers.
 const BUFFER_GROUP: u16 = 0;
 
@@ -156,6 +157,9 @@ struct SocketState {
     sending: Option<u32>,
     /// The stream's bytes written and not yet handed to the kernel.
     pending: Vec<u8>,
+    /// The stream's bytes the kernel is sending (read by it until the
+    /// send completes; moved to the send's slot if the stream goes first).
+    in_flight: Vec<u8>,
     /// The stream is in `Inner::stream_sends`.
     dirty: bool,
     /// The task waiting for the stream's send to complete.
@@ -445,8 +449,11 @@ impl Driver {
             inner.cancel_receive(id);
         }
         if let Some(slot) = state.sending {
-            // A stream's send the peer is not taking (the caller's flush
-            // gave up): it must not hold the connection open.
+            // The kernel reads the stream's bytes until the send completes:
+            // its slot keeps them alive from now on.
+            inner.sends[slot as usize].data = state.in_flight;
+            // A send the peer is not taking (the caller's flush gave up)
+            // must not hold the connection open.
             inner.cancel(KIND_SEND | u64::from(slot));
         }
     }
@@ -809,18 +816,13 @@ impl Inner {
             if state.sending.is_some() || state.pending.is_empty() {
                 continue;
             }
-            let fd = state.fd;
+            // The pending bytes become the send's (no copy); the emptied
+            // buffer of the last send takes the next writes.
+            std::mem::swap(&mut state.pending, &mut state.in_flight);
+            let (fd, data, len) = (state.fd, state.in_flight.as_ptr(), state.in_flight.len() as u32);
+            // The slot only names the send (its owner, its completion).
             let slot = self.send_slot(usize::MAX).expect("no bound");
-            let state = live(&mut self.sockets, id).expect("checked above");
-            let send = &mut self.sends[slot as usize];
-            send.data.clear();
-            send.data.extend_from_slice(&state.pending);
-            state.pending.clear();
-            if state.pending.capacity() > STREAM_PENDING_KEPT {
-                state.pending.shrink_to(STREAM_PENDING_KEPT);
-            }
-            let len = send.data.len() as u32;
-            let entry = opcode::Send::new(types::Fd(fd), send.data.as_ptr(), len)
+            let entry = opcode::Send::new(types::Fd(fd), data, len)
                 .flags(libc::MSG_WAITALL | libc::MSG_NOSIGNAL)
                 .build()
                 .user_data(KIND_SEND | u64::from(slot));
@@ -834,6 +836,7 @@ impl Inner {
                 Err(e) => {
                     self.free_sends.push(slot);
                     if let Some(state) = live(&mut self.sockets, id) {
+                        state.in_flight.clear();
                         state.send_error = Some(e);
                         if let Some(waker) = state.write_waker.take() {
                             waker.wake();
@@ -935,6 +938,10 @@ impl Inner {
     fn sent(&mut self, slot: usize, result: i32) {
         let Some(owner) = self.send_owner.get_mut(slot).and_then(Option::take) else { return };
         self.free_sends.push(slot as u32);
+        // A closed stream's last send left its bytes here: not kept.
+        if self.sends[slot].data.capacity() > MAX_DATAGRAM {
+            self.sends[slot].data = Vec::new();
+        }
         let failed = result < 0;
         if failed {
             self.stats.send_errors += 1;
@@ -952,6 +959,10 @@ impl Inner {
         }
         if state.stream {
             state.sending = None;
+            state.in_flight.clear();
+            if state.in_flight.capacity() > STREAM_KEPT {
+                state.in_flight.shrink_to(STREAM_KEPT);
+            }
             if let Some(waker) = state.write_waker.take() {
                 waker.wake();
             }
