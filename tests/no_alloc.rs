@@ -643,3 +643,43 @@ fn uring_rtp_datagrams_allocate_nothing() {
     });
     assert_eq!(n, 0, "allocations in 1,000 datagrams through io_uring");
 }
+
+/// The io_uring backend's TCP stream (the media WebSocket's connection):
+/// a write appended to the stream's pending bytes, its `send` from a send
+/// slot in the turn's submission, the multishot receive's chunk copied out
+/// and its buffer back to the ring: nothing allocated per message once the
+/// stream's buffers exist.
+#[test]
+fn uring_stream_messages_allocate_nothing() {
+    use std::future::poll_fn;
+    use voxproxy::runtime::{IoBackend, UringTcp, run_on};
+    if let Err(e) = IoBackend::probe_uring() {
+        eprintln!("io_uring unavailable here ({e}); not tested");
+        return;
+    }
+    let n = run_on(IoBackend::Uring, || async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut a = UringTcp::from_tokio(server).unwrap().expect("on a uring worker");
+        let mut b = UringTcp::from_tokio(client).unwrap().expect("on a uring worker");
+        let (mut message, mut received) = (vec![0x81u8; 380], vec![0u8; 1024]);
+        let mut rounds = async |count: u32| {
+            for i in 0..count {
+                message[2..6].copy_from_slice(&i.to_be_bytes());
+                let wrote = poll_fn(|cx| a.poll_write(cx, &message)).await;
+                assert_eq!(wrote.unwrap(), 380);
+                let mut got = 0;
+                while got < 380 {
+                    got += poll_fn(|cx| b.poll_read(cx, &mut received[got..380])).await.unwrap();
+                }
+                assert_eq!(received[2..6], i.to_be_bytes());
+            }
+        };
+        rounds(100).await;
+        let before = ALLOCATIONS.with(Cell::get);
+        rounds(1_000).await;
+        ALLOCATIONS.with(Cell::get) - before
+    });
+    assert_eq!(n, 0, "allocations in 1,000 WebSocket-sized messages through io_uring");
+}

@@ -42,7 +42,7 @@ mod uring;
 
 pub use epoll::EpollUdp;
 pub use ring::RingStats;
-pub use uring::UringUdp;
+pub use uring::{UringTcp, UringUdp};
 
 /// Which I/O backend a worker's runtime uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1,5 +1,6 @@
 //! The io_uring backend's ring: one per worker, driven from the worker's
-//! tokio runtime, carrying the UDP traffic of every call on the worker.
+//! tokio runtime, carrying the UDP traffic of every call on the worker and
+//! the TCP stream of each call's media WebSocket.
 //!
 //! This is the crate's only module with `unsafe` code: handing memory to the
 //! kernel (the provided-buffer ring the receives land in, the send slots a
@@ -15,10 +16,17 @@
 //!   datagrams wait in the kernel's socket buffer (as on epoll) rather than
 //!   in the worker's shared buffers, until its task catches up and re-arms; the task copies the payload
 //!   into its own buffer and the buffer goes back to the ring at once.
+//!   A TCP stream is received the same way with a multishot `recv`: each
+//!   completion is a chunk of the byte stream, read out in order, possibly
+//!   over several reads; its chunks are never dropped (the buffers the ring
+//!   shares bound them), and a completion of 0 bytes is the peer's end.
 //! - **Sends** are copied into a send slot (a per-worker pool of boxed slots,
 //!   recycled when their completion arrives, so no allocation per datagram)
 //!   and queued as `send` entries with the destination address; the send
 //!   future returns at once. A failure comes back with the socket's next send.
+//!   A TCP stream has one send in flight at a time (two could complete out
+//!   of order), sent whole (`MSG_WAITALL`): a write while one is in flight
+//!   waits for its completion, and a flush waits until none is.
 //! - **Submission** is batched: the first entry queued after a submission
 //!   wakes the driver task ([`Driver::poll_drive`]), which tokio runs after
 //!   the tasks already woken in this turn, so the sends of many calls leave in
@@ -70,6 +78,16 @@ pub(super) const RECV_QUEUE_MAX: usize = 128;
 /// `WouldBlock` (the kernel is not taking datagrams: dropping is better than
 /// growing without bound).
 const MAX_SENDS: usize = 4096;
+/// The source of a stream's chunks (a stream has no datagrams' sources).
+const NO_ADDRESS: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+/// Bytes a stream holds written and not yet sent; a writer waits beyond
+/// this (as for a full socket send buffer on epoll). One send takes them
+/// all, so a turn's messages on one WebSocket leave in one `send`.
+pub(super) const STREAM_PENDING: usize = 64 * 1024;
+/// A stream's buffers grown past this by a burst are shrunk back once
+/// empty, so a burst does not cost memory for the call's whole life (a
+/// turn's media messages on one WebSocket are one or two of ~400 bytes).
+const STREAM_KEPT: usize = 1024;
 /// The buffer group id of the worker's receive buffers.
 const BUFFER_GROUP: u16 = 0;
 
@@ -131,6 +149,21 @@ struct Datagram {
 #[derive(Debug, Default)]
 struct SocketState {
     fd: RawFd,
+    /// A TCP stream rather than a UDP socket.
+    stream: bool,
+    /// The stream's peer has ended it (a receive of 0 bytes).
+    eof: bool,
+    /// The stream's send in flight, if any.
+    sending: Option<u32>,
+    /// The stream's bytes written and not yet handed to the kernel.
+    pending: Vec<u8>,
+    /// The stream's bytes the kernel is sending (read by it until the
+    /// send completes; moved to the send's slot if the stream goes first).
+    in_flight: Vec<u8>,
+    /// The stream is in `Inner::stream_sends`.
+    dirty: bool,
+    /// The task waiting for the stream's send to complete.
+    write_waker: Option<Waker>,
     /// A multishot receive is in the kernel.
     armed: bool,
     /// Its last receive ended for want of buffers; re-armed when one returns.
@@ -150,9 +183,21 @@ struct SocketSlot {
 }
 
 /// One send's memory, which the kernel reads until the send completes.
+/// Its buffer is as large as the largest send it carried (an RTP packet is
+/// 172 bytes, a media message about 400), not [`MAX_DATAGRAM`]: a slot of a
+/// full-size array cost 2 KiB each, and a turn at 1,000 calls keeps about as
+/// many sends in flight (the io_uring backend's extra memory per call).
+/// It is resized only while free, never while the kernel reads it.
 struct SendSlot {
     addr: socket2::SockAddr,
-    data: [u8; MAX_DATAGRAM],
+    data: Vec<u8>,
+}
+
+/// Who a send in flight belongs to, and how many bytes it must send.
+#[derive(Clone, Copy, Debug)]
+struct SendOwner {
+    socket: SocketId,
+    len: u32,
 }
 
 /// The worker's receive buffers and the ring that lends them to the kernel.
@@ -260,8 +305,11 @@ struct Inner {
     #[allow(clippy::vec_box)]
     sends: Vec<Box<SendSlot>>,
     /// Which socket each send slot in flight belongs to.
-    send_owner: Vec<Option<SocketId>>,
+    send_owner: Vec<Option<SendOwner>>,
     free_sends: Vec<u32>,
+    /// Streams with bytes to send once their send in flight is done, sent
+    /// at the next submission.
+    stream_sends: Vec<SocketId>,
     /// Sockets waiting for receive buffers, oldest first.
     starved: VecDeque<SocketId>,
     /// Sockets whose receive the last reap found lagging (reused buffer).
@@ -297,9 +345,18 @@ impl Driver {
     /// Sets up a ring with its receive buffers. `Err` when the kernel
     /// refuses io_uring (seccomp, gVisor, `kernel.io_uring_disabled`) or is
     /// older than this driver needs: provided-buffer rings (5.19),
-    /// multishot `recvmsg` and `send` with a destination (6.0).
+    /// multishot `recvmsg`, `send` with a destination and a single
+    /// issuer (6.0).
     pub(super) fn new() -> io::Result<Self> {
-        let ring = IoUring::builder().setup_cqsize(CQ_ENTRIES).setup_clamp().build(SQ_ENTRIES)?;
+        // One thread submits (the worker's), and completions wait for its
+        // next system call rather than interrupt it (`COOP_TASKRUN`: no
+        // IPI while it runs; a sleeping worker is still woken).
+        let ring = IoUring::builder()
+            .setup_cqsize(CQ_ENTRIES)
+            .setup_clamp()
+            .setup_single_issuer()
+            .setup_coop_taskrun()
+            .build(SQ_ENTRIES)?;
         if !ring.params().is_feature_nodrop() {
             return Err(unsupported("IORING_FEAT_NODROP (Linux 5.5)"));
         }
@@ -333,6 +390,7 @@ impl Driver {
                 send_owner: Vec::new(),
                 free_sends: Vec::new(),
                 starved: VecDeque::new(),
+                stream_sends: Vec::new(),
                 pause: Vec::new(),
                 queued: 0,
                 in_flight: 0,
@@ -350,6 +408,17 @@ impl Driver {
     /// Registers a socket; its receive is armed on the first `poll_recv`.
     /// `fd` must stay open until [`Driver::deregister`].
     pub(super) fn register(&self, fd: RawFd) -> SocketId {
+        self.register_state(SocketState { fd, ..SocketState::default() })
+    }
+
+    /// Registers a connected TCP stream: read with [`Driver::poll_read`],
+    /// written with [`Driver::poll_write`]. `fd` must stay open until
+    /// [`Driver::deregister`].
+    pub(super) fn register_stream(&self, fd: RawFd) -> SocketId {
+        self.register_state(SocketState { fd, stream: true, ..SocketState::default() })
+    }
+
+    fn register_state(&self, state: SocketState) -> SocketId {
         let inner = &mut *self.inner.borrow_mut();
         let index = inner.free_sockets.pop().unwrap_or_else(|| {
             inner.sockets.push(SocketSlot::default());
@@ -357,7 +426,7 @@ impl Driver {
         });
         let slot = &mut inner.sockets[index as usize];
         slot.generation = slot.generation.wrapping_add(1) & 0x3fff_ffff;
-        slot.state = Some(SocketState { fd, ..SocketState::default() });
+        slot.state = Some(state);
         SocketId { index, generation: slot.generation }
     }
 
@@ -378,6 +447,14 @@ impl Driver {
         if state.armed {
             // The kernel holds the socket until this completes.
             inner.cancel_receive(id);
+        }
+        if let Some(slot) = state.sending {
+            // The kernel reads the stream's bytes until the send completes:
+            // its slot keeps them alive from now on.
+            inner.sends[slot as usize].data = state.in_flight;
+            // A send the peer is not taking (the caller's flush gave up)
+            // must not hold the connection open.
+            inner.cancel(KIND_SEND | u64::from(slot));
         }
     }
 
@@ -411,23 +488,103 @@ impl Driver {
             inner.recycle(datagram.buffer);
             return Poll::Ready(Ok((n, datagram.from)));
         }
-        if !state.armed && !state.starved {
-            state.armed = true;
-            let fd = state.fd;
-            let entry = opcode::RecvMsgMulti::new(types::Fd(fd), &raw const *inner.msghdr, BUFFER_GROUP)
-                .build()
-                .user_data(id.user_data());
-            if let Err(e) = inner.push(&entry) {
-                let state = inner.state(id).expect("checked above");
-                state.armed = false;
-                return Poll::Ready(Err(e));
+        if let Err(e) = inner.arm(id) {
+            return Poll::Ready(Err(e));
+        }
+        inner.wait(id, cx);
+        Poll::Pending
+    }
+
+    /// Reads the next bytes of stream `id` into `out`: `Ok(0)` at the
+    /// peer's end (or for an empty `out`); pending until bytes arrive.
+    pub(super) fn poll_read(
+        &self,
+        id: SocketId,
+        cx: &mut Context<'_>,
+        out: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let inner = &mut *self.inner.borrow_mut();
+        if inner.state(id).is_none() {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::NotConnected, "socket closed")));
+        }
+        let mut n = 0;
+        while n < out.len()
+            && let Some(state) = live(&mut inner.sockets, id)
+            && let Some(chunk) = state.queue.front_mut()
+        {
+            let bytes = inner.buffers.get(chunk.buffer, usize::from(chunk.offset) + usize::from(chunk.len));
+            let take = usize::from(chunk.len).min(out.len() - n);
+            let start = usize::from(chunk.offset);
+            out[n..n + take].copy_from_slice(&bytes[start..start + take]);
+            n += take;
+            if take < usize::from(chunk.len) {
+                // `take` < `len` <= u16::MAX.
+                chunk.offset += take as u16;
+                chunk.len -= take as u16;
+            } else {
+                let buffer = chunk.buffer;
+                state.queue.pop_front();
+                inner.recycle(buffer);
             }
         }
         let state = inner.state(id).expect("checked above");
-        if !state.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            state.waker = Some(cx.waker().clone());
+        if n > 0 || out.is_empty() || state.eof {
+            return Poll::Ready(Ok(n));
         }
+        if let Some(e) = state.recv_error.take() {
+            return Poll::Ready(Err(e));
+        }
+        if let Err(e) = inner.arm(id) {
+            return Poll::Ready(Err(e));
+        }
+        inner.wait(id, cx);
         Poll::Pending
+    }
+
+    /// Appends `data` to stream `id`'s bytes waiting to be sent, as much
+    /// as fits in [`STREAM_PENDING`]: `Ok(n)` once appended, pending while
+    /// it is full. They leave in the turn's submission, one `send` per
+    /// stream for everything written since its last send. A failure in the
+    /// kernel is returned by the next write or flush.
+    pub(super) fn poll_write(
+        &self,
+        id: SocketId,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let inner = &mut *self.inner.borrow_mut();
+        let Some(state) = inner.state(id) else {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::NotConnected, "socket closed")));
+        };
+        if let Some(e) = state.send_error.take() {
+            return Poll::Ready(Err(e));
+        }
+        let n = data.len().min(STREAM_PENDING - state.pending.len());
+        if n == 0 && !data.is_empty() {
+            store_waker(&mut state.write_waker, cx);
+            return Poll::Pending;
+        }
+        state.pending.extend_from_slice(&data[..n]);
+        if n > 0 && state.sending.is_none() && !state.dirty {
+            state.dirty = true;
+            inner.stream_sends.push(id);
+            inner.wake_flusher();
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    /// Ready once every byte written to stream `id` has been sent: `Err`
+    /// if a send failed.
+    pub(super) fn poll_flush(&self, id: SocketId, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let inner = &mut *self.inner.borrow_mut();
+        let Some(state) = inner.state(id) else {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::NotConnected, "socket closed")));
+        };
+        if state.send_error.is_none() && (state.sending.is_some() || !state.pending.is_empty()) {
+            store_waker(&mut state.write_waker, cx);
+            return Poll::Pending;
+        }
+        Poll::Ready(state.send_error.take().map_or(Ok(()), Err))
     }
 
     /// Queues `data` as one datagram from socket `id` to `to`. `Ok` means
@@ -445,15 +602,7 @@ impl Driver {
         };
         let fd = state.fd;
         let earlier = state.send_error.take();
-        let Some(slot) = inner.free_sends.pop().or_else(|| {
-            (inner.sends.len() < MAX_SENDS).then(|| {
-                inner
-                    .sends
-                    .push(Box::new(SendSlot { addr: socket2::SockAddr::from(to), data: [0; MAX_DATAGRAM] }));
-                inner.send_owner.push(None);
-                u32::try_from(inner.sends.len() - 1).expect("MAX_SENDS fits")
-            })
-        }) else {
+        let Some(slot) = inner.send_slot(MAX_SENDS) else {
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
                 format!("{MAX_SENDS} datagrams already waiting for the kernel"),
@@ -461,8 +610,9 @@ impl Driver {
         };
         let send = &mut inner.sends[slot as usize];
         send.addr = socket2::SockAddr::from(to);
-        send.data[..data.len()].copy_from_slice(data);
-        inner.send_owner[slot as usize] = Some(id);
+        send.data.clear();
+        send.data.extend_from_slice(data);
+        inner.send_owner[slot as usize] = Some(SendOwner { socket: id, len: data.len() as u32 });
         let entry = opcode::Send::new(types::Fd(fd), send.data.as_ptr(), data.len() as u32)
             .dest_addr(send.addr.as_ptr().cast())
             .dest_addr_len(send.addr.len())
@@ -561,10 +711,60 @@ impl Drop for Driver {
 }
 
 impl Inner {
+    /// A free send slot, or a new one while fewer than `bound` exist.
+    fn send_slot(&mut self, bound: usize) -> Option<u32> {
+        self.free_sends.pop().or_else(|| {
+            (self.sends.len() < bound).then(|| {
+                let addr = socket2::SockAddr::from(SocketAddr::from(([0, 0, 0, 0], 0)));
+                self.sends.push(Box::new(SendSlot { addr, data: Vec::new() }));
+                self.send_owner.push(None);
+                u32::try_from(self.sends.len() - 1).expect("fewer than 2^32 sends")
+            })
+        })
+    }
+
+    /// Arms socket `id`'s multishot receive unless it is armed, starved of
+    /// buffers or at its stream's end.
+    fn arm(&mut self, id: SocketId) -> io::Result<()> {
+        let msghdr = &raw const *self.msghdr;
+        let Some(state) = self.state(id) else { return Ok(()) };
+        if state.armed || state.starved || state.eof {
+            return Ok(());
+        }
+        state.armed = true;
+        let fd = types::Fd(state.fd);
+        let entry = if state.stream {
+            opcode::RecvMulti::new(fd, BUFFER_GROUP).build()
+        } else {
+            opcode::RecvMsgMulti::new(fd, msghdr, BUFFER_GROUP).build()
+        };
+        let result = self.push(&entry.user_data(id.user_data()));
+        if result.is_err()
+            && let Some(state) = self.state(id)
+        {
+            state.armed = false;
+        }
+        result
+    }
+
+    /// Socket `id`'s receive wakes `cx` when something arrives.
+    fn wait(&mut self, id: SocketId, cx: &Context<'_>) {
+        if let Some(state) = self.state(id) {
+            store_waker(&mut state.waker, cx);
+        }
+    }
+
+    /// Cancels the operation whose `user_data` is `target`.
+    fn cancel(&mut self, target: u64) {
+        let cancel = opcode::AsyncCancel::new(target).build().user_data(KIND_CANCEL);
+        if let Err(e) = self.push(&cancel) {
+            tracing::debug!(error = %e, "io_uring: a cancel could not be queued");
+        }
+    }
+
     /// The live state of socket `id`, if it is still registered.
     fn state(&mut self, id: SocketId) -> Option<&mut SocketState> {
-        let slot = self.sockets.get_mut(id.index as usize)?;
-        if slot.generation == id.generation { slot.state.as_mut() } else { None }
+        live(&mut self.sockets, id)
     }
 
     /// Queues one entry; the first of a batch wakes the driver task, which
@@ -600,8 +800,61 @@ impl Inner {
         Ok(())
     }
 
-    /// Hands the queued entries to the kernel.
+    /// Wakes the driver task to submit (idempotent within a turn).
+    fn wake_flusher(&self) {
+        if let Some(flusher) = &self.flusher {
+            flusher.wake_by_ref();
+        }
+    }
+
+    /// Queues one `send` per stream with bytes pending and none in flight.
+    fn start_stream_sends(&mut self) {
+        let mut streams = std::mem::take(&mut self.stream_sends);
+        for id in streams.drain(..) {
+            let Some(state) = live(&mut self.sockets, id) else { continue };
+            state.dirty = false;
+            if state.sending.is_some() || state.pending.is_empty() {
+                continue;
+            }
+            // The pending bytes become the send's (no copy); the emptied
+            // buffer of the last send takes the next writes.
+            std::mem::swap(&mut state.pending, &mut state.in_flight);
+            let (fd, data, len) = (state.fd, state.in_flight.as_ptr(), state.in_flight.len() as u32);
+            // The slot only names the send (its owner, its completion).
+            let slot = self.send_slot(usize::MAX).expect("no bound");
+            let entry = opcode::Send::new(types::Fd(fd), data, len)
+                .flags(libc::MSG_WAITALL | libc::MSG_NOSIGNAL)
+                .build()
+                .user_data(KIND_SEND | u64::from(slot));
+            match self.push(&entry) {
+                Ok(()) => {
+                    self.send_owner[slot as usize] = Some(SendOwner { socket: id, len });
+                    if let Some(state) = live(&mut self.sockets, id) {
+                        state.sending = Some(slot);
+                    }
+                }
+                Err(e) => {
+                    self.free_sends.push(slot);
+                    if let Some(state) = live(&mut self.sockets, id) {
+                        state.in_flight.clear();
+                        state.send_error = Some(e);
+                        if let Some(waker) = state.write_waker.take() {
+                            waker.wake();
+                        }
+                    }
+                }
+            }
+        }
+        // Kept for its capacity; a stream made dirty meanwhile is in `self`'s.
+        streams.append(&mut self.stream_sends);
+        self.stream_sends = streams;
+    }
+
+    /// Hands the queued entries (and the streams' pending bytes) to the kernel.
     fn submit(&mut self) {
+        if !self.stream_sends.is_empty() {
+            self.start_stream_sends();
+        }
         if self.queued == 0 {
             return;
         }
@@ -637,7 +890,11 @@ impl Inner {
 
     /// Handles every completion waiting in the queue.
     fn reap(&mut self) {
-        for cqe in self.ring.completion() {
+        loop {
+            // One at a time (the queue's head moves as each is taken), so
+            // handling a completion can use all of `self`.
+            let next = self.ring.completion().next();
+            let Some(cqe) = next else { break };
             let data = cqe.user_data();
             match data & KIND_MASK {
                 KIND_RECV => {
@@ -658,20 +915,8 @@ impl Inner {
                     }
                 }
                 KIND_SEND => {
-                    let slot = (data & 0xffff_ffff) as usize;
                     self.in_flight -= 1;
-                    if let Some(owner) = self.send_owner.get_mut(slot).and_then(Option::take) {
-                        self.free_sends.push(slot as u32);
-                        if cqe.result() < 0 {
-                            self.stats.send_errors += 1;
-                            if let Some(slot) = self.sockets.get_mut(owner.index as usize)
-                                && slot.generation == owner.generation
-                                && let Some(state) = slot.state.as_mut()
-                            {
-                                state.send_error = Some(io::Error::from_raw_os_error(-cqe.result()));
-                            }
-                        }
-                    }
+                    self.sent((data & 0xffff_ffff) as usize, cqe.result());
                 }
                 _ => self.in_flight -= 1,
             }
@@ -686,9 +931,46 @@ impl Inner {
     /// Cancels socket `id`'s multishot receive; its last completion
     /// (`ECANCELED`) marks it disarmed.
     fn cancel_receive(&mut self, id: SocketId) {
-        let cancel = opcode::AsyncCancel::new(id.user_data()).build().user_data(KIND_CANCEL);
-        if let Err(e) = self.push(&cancel) {
-            tracing::debug!(error = %e, "io_uring: cancelling a receive failed");
+        self.cancel(id.user_data());
+    }
+
+    /// Send slot `slot` completed with `result`.
+    fn sent(&mut self, slot: usize, result: i32) {
+        let Some(owner) = self.send_owner.get_mut(slot).and_then(Option::take) else { return };
+        self.free_sends.push(slot as u32);
+        // A closed stream's last send left its bytes here: not kept.
+        if self.sends[slot].data.capacity() > MAX_DATAGRAM {
+            self.sends[slot].data = Vec::new();
+        }
+        let failed = result < 0;
+        if failed {
+            self.stats.send_errors += 1;
+        }
+        let Some(state) = live(&mut self.sockets, owner.socket) else { return };
+        if failed {
+            state.send_error = Some(io::Error::from_raw_os_error(-result));
+        } else if state.stream && result.cast_unsigned() < owner.len {
+            // MSG_WAITALL sends a stream's bytes whole or fails: a short
+            // send means the connection broke on the way.
+            state.send_error = Some(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("the connection took {result} of {} bytes", owner.len),
+            ));
+        }
+        if state.stream {
+            state.sending = None;
+            state.in_flight.clear();
+            if state.in_flight.capacity() > STREAM_KEPT {
+                state.in_flight.shrink_to(STREAM_KEPT);
+            }
+            if let Some(waker) = state.write_waker.take() {
+                waker.wake();
+            }
+            if !state.pending.is_empty() && !state.dirty {
+                state.dirty = true;
+                self.stream_sends.push(owner.socket);
+                self.wake_flusher();
+            }
         }
     }
 }
@@ -745,6 +1027,10 @@ fn received(
         }
         return;
     }
+    if state.stream {
+        stream_received(id, state, buffers, stats, pause, result, buffer);
+        return;
+    }
     let Some(buffer) = buffer else { return };
     let bytes = buffers.get(buffer, (result as usize).min(RECV_BUFFER_BYTES));
     let parsed = types::RecvMsgOut::parse(bytes, msghdr).ok().and_then(|out| {
@@ -770,6 +1056,56 @@ fn received(
             buffers.push(buffer);
             buffers.publish();
         }
+    }
+}
+
+/// One receive completion of `result` >= 0 bytes for a stream.
+fn stream_received(
+    id: SocketId,
+    state: &mut SocketState,
+    buffers: &mut BufferRing,
+    stats: &mut RingStats,
+    pause: &mut Vec<SocketId>,
+    result: i32,
+    buffer: Option<u16>,
+) {
+    let len = usize::try_from(result).unwrap_or(0).min(RECV_BUFFER_BYTES);
+    match buffer {
+        Some(buffer) if len > 0 => {
+            stats.received += 1;
+            // Unlike datagrams, a stream's bytes are never dropped: what
+            // arrives before the pause takes effect is bounded by the ring's
+            // buffers, which its task hands back as it reads.
+            if state.queue.len() + 1 == RECV_QUEUE && state.armed {
+                stats.paused += 1;
+                pause.push(id);
+            }
+            state.queue.push_back(Datagram { buffer, offset: 0, len: len as u16, from: NO_ADDRESS });
+        }
+        other => {
+            // The peer's end: a receive of 0 bytes (and the last).
+            if let Some(buffer) = other {
+                buffers.push(buffer);
+                buffers.publish();
+            }
+            state.eof = true;
+        }
+    }
+    if let Some(waker) = state.waker.take() {
+        waker.wake();
+    }
+}
+
+/// The live state of socket `id` in `sockets`, if it is still registered.
+fn live(sockets: &mut [SocketSlot], id: SocketId) -> Option<&mut SocketState> {
+    let slot = sockets.get_mut(id.index as usize)?;
+    if slot.generation == id.generation { slot.state.as_mut() } else { None }
+}
+
+/// Stores `cx`'s waker in `slot` unless the same task is already there.
+fn store_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        *slot = Some(cx.waker().clone());
     }
 }
 

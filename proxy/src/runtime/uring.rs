@@ -1,6 +1,6 @@
-//! The io_uring backend's UDP socket: a registration with the worker's ring
-//! ([`Driver`]); the ring does the receives and sends of every socket on the
-//! worker, this type is the safe face one call sees.
+//! The io_uring backend's UDP socket and TCP stream: registrations with the
+//! worker's ring ([`Driver`]); the ring does the receives and sends of every
+//! socket on the worker, these types are the safe face one call sees.
 //!
 //! A receive takes the next datagram the ring has queued for the socket
 //! (copied into the caller's buffer, so dropping the future mid-flight loses
@@ -14,6 +14,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 
 use super::ring::{Driver, SocketId};
 use super::{RecvResult, SendResult};
@@ -108,6 +109,69 @@ impl Drop for UringUdp {
     fn drop(&mut self) {
         // Before the descriptor closes (after this body): the ring holds its
         // own reference to the socket until the cancel completes.
+        self.driver.deregister(self.id);
+    }
+}
+
+/// A connected TCP stream whose reads and writes go through the worker's
+/// io_uring rather than tokio's epoll: its receives are one multishot
+/// `recv` into the ring's shared buffers, its sends leave in the same
+/// `io_uring_enter` as the turn's RTP, and epoll no longer watches it (so
+/// a media WebSocket's frame costs no `recvfrom`, `sendto` or readiness
+/// event of its own).
+pub struct UringTcp {
+    driver: Rc<Driver>,
+    id: SocketId,
+    /// Owns the descriptor; closed after the driver forgets the stream.
+    stream: std::net::TcpStream,
+}
+
+impl std::fmt::Debug for UringTcp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringTcp").field("peer_addr", &self.stream.peer_addr().ok()).finish()
+    }
+}
+
+impl UringTcp {
+    /// Moves `stream` from tokio's epoll to this thread's ring. `Ok(Err)`
+    /// gives it back untouched off an io_uring worker; `Err` when tokio
+    /// could not let go of it (the stream is closed then).
+    pub fn from_tokio(stream: tokio::net::TcpStream) -> io::Result<Result<Self, tokio::net::TcpStream>> {
+        let Some(driver) = DRIVER.with(|current| current.borrow().clone()) else {
+            return Ok(Err(stream));
+        };
+        let stream = stream.into_std()?;
+        let id = driver.register_stream(stream.as_raw_fd());
+        Ok(Ok(UringTcp { driver, id, stream }))
+    }
+
+    /// Reads the next bytes into `buf`; `Ok(0)` at the peer's end.
+    pub fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        self.driver.poll_read(self.id, cx, buf)
+    }
+
+    /// Queues the first bytes of `buf` to send (they leave with the turn's
+    /// other sends): `Ok(n)` once queued, pending while the stream's bound
+    /// of unsent bytes is reached.
+    pub fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.driver.poll_write(self.id, cx, buf)
+    }
+
+    /// Ready once every queued byte has been sent.
+    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.driver.poll_flush(self.id, cx)
+    }
+
+    /// What this worker's ring has done so far.
+    #[must_use]
+    pub fn ring_stats(&self) -> super::ring::RingStats {
+        self.driver.stats()
+    }
+}
+
+impl Drop for UringTcp {
+    fn drop(&mut self) {
+        // As for `UringUdp`: the connection closes once the kernel lets go.
         self.driver.deregister(self.id);
     }
 }
@@ -323,6 +387,132 @@ mod tests {
                 tokio::time::timeout(Duration::from_secs(5), b.recv_from(vec![0; 10])).await.unwrap();
             assert_eq!(result.unwrap().0, 10, "cut to the caller's buffer, as recvfrom does");
             assert_eq!(buf, vec![9; 10]);
+        });
+    }
+
+    /// A connected pair: the server's end on this thread's ring, the
+    /// client's a plain blocking std stream.
+    async fn stream_pair() -> (UringTcp, std::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (UringTcp::from_tokio(server).unwrap().expect("on a uring worker"), client)
+    }
+
+    async fn read(stream: &mut UringTcp, buf: &mut [u8]) -> io::Result<usize> {
+        let read = poll_fn(|cx| stream.poll_read(cx, buf));
+        tokio::time::timeout(Duration::from_secs(5), read).await.expect("within 5 s")
+    }
+
+    #[test]
+    fn a_stream_off_a_uring_worker_is_given_back() {
+        run_on(IoBackend::Epoll, || async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            assert!(UringTcp::from_tokio(server).unwrap().is_err(), "an epoll worker keeps its stream");
+        });
+    }
+
+    #[test]
+    fn a_stream_arrives_whole_and_in_order_through_small_reads() {
+        use std::io::Write as _;
+        on_uring(|| async {
+            let (mut server, mut client) = stream_pair().await;
+            // 3 MB: more than the ring's 1,024 buffers of 2 KiB hold, read
+            // 1,000 bytes at a time (chunks are read out over several reads).
+            let sent: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+            let writer = {
+                let sent = sent.clone();
+                std::thread::spawn(move || {
+                    client.write_all(&sent).unwrap();
+                    client.shutdown(std::net::Shutdown::Write).unwrap();
+                    client
+                })
+            };
+            let mut got = Vec::with_capacity(sent.len());
+            let mut buf = [0u8; 1000];
+            loop {
+                let n = read(&mut server, &mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert_eq!(got.len(), sent.len());
+            assert!(got == sent, "every byte, in order");
+            assert_eq!(read(&mut server, &mut buf).await.unwrap(), 0, "the end stays the end");
+            drop(writer.join().unwrap());
+        });
+    }
+
+    #[test]
+    fn a_turns_stream_writes_leave_in_one_send_and_are_bounded() {
+        use futures_util::FutureExt as _;
+        use std::io::Read as _;
+        on_uring(|| async {
+            let (mut server, mut client) = stream_pair().await;
+            let before = server.ring_stats();
+            for piece in [&b"hello "[..], b"big ", b"world"] {
+                let wrote = poll_fn(|cx| server.poll_write(cx, piece)).now_or_never();
+                assert_eq!(wrote.map(Result::unwrap), Some(piece.len()), "taken at once");
+            }
+            let flushed = poll_fn(|cx| server.poll_flush(cx));
+            tokio::time::timeout(Duration::from_secs(5), flushed).await.unwrap().unwrap();
+            let after = server.ring_stats();
+            assert_eq!(after.entries - before.entries, 1, "three writes, one send");
+            let mut got = [0u8; 15];
+            client.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"hello big world");
+            // Within one turn (the driver does not run) the pending bytes
+            // are bounded: the writer waits past the bound.
+            let chunk = vec![7u8; 4096];
+            let mut taken = 0;
+            while let Some(wrote) = poll_fn(|cx| server.poll_write(cx, &chunk)).now_or_never() {
+                taken += wrote.unwrap();
+                assert!(taken <= super::super::ring::STREAM_PENDING, "{taken}");
+            }
+            assert_eq!(taken, super::super::ring::STREAM_PENDING);
+            let flushed = poll_fn(|cx| server.poll_flush(cx));
+            tokio::time::timeout(Duration::from_secs(5), flushed).await.unwrap().unwrap();
+            let mut all = vec![0u8; taken];
+            client.read_exact(&mut all).unwrap();
+            assert!(all.iter().all(|&b| b == 7));
+            // The peer goes: a later write or flush reports it.
+            drop(client);
+            let mut failed = false;
+            for _ in 0..50 {
+                let wrote = poll_fn(|cx| server.poll_write(cx, b"x"));
+                let wrote = tokio::time::timeout(Duration::from_secs(5), wrote).await.unwrap();
+                let flushed = poll_fn(|cx| server.poll_flush(cx));
+                let flushed = tokio::time::timeout(Duration::from_secs(5), flushed).await.unwrap();
+                if wrote.is_err() || flushed.is_err() {
+                    failed = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(failed, "a write to a closed connection fails");
+        });
+    }
+
+    #[test]
+    fn a_closed_stream_ends_its_connection() {
+        use std::io::Read as _;
+        on_uring(|| async {
+            let (mut server, mut client) = stream_pair().await;
+            // Arm the receive, which holds the socket in the kernel.
+            let mut buf = [0u8; 8];
+            let pending =
+                tokio::time::timeout(Duration::from_millis(20), poll_fn(|cx| server.poll_read(cx, &mut buf)))
+                    .await;
+            assert!(pending.is_err(), "nothing was sent");
+            drop(server);
+            // Let the driver submit the cancel.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut rest = Vec::new();
+            assert_eq!(client.read_to_end(&mut rest).unwrap(), 0, "the client sees the end");
         });
     }
 

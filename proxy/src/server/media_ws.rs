@@ -23,6 +23,7 @@ use std::ops::Range;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use crate::runtime::UringTcp;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -42,31 +43,61 @@ const WRITE_BUFFER: usize = 512;
 enum Io {
     /// Plain TCP, taken back from hyper: reads and writes go straight to it.
     Tcp(TcpStream),
+    /// Plain TCP on an io_uring worker: through the worker's ring.
+    Ring(UringTcp),
     /// Anything else hyper upgraded (TLS), through hyper's boxed stream.
     Upgraded(TokioIo<Upgraded>),
+    /// The connection was lost moving it to the ring; every use says why.
+    Lost(io::ErrorKind),
 }
 
 impl Io {
+    /// Plain TCP: on the worker's io_uring when it has one, else as it is.
+    fn tcp(tcp: TcpStream) -> Io {
+        match UringTcp::from_tokio(tcp) {
+            Ok(Ok(ring)) => Io::Ring(ring),
+            Ok(Err(tcp)) => Io::Tcp(tcp),
+            Err(e) => {
+                tracing::warn!(error = %e, "WebSocket connection lost moving it to io_uring");
+                Io::Lost(e.kind())
+            }
+        }
+    }
+
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self {
             Io::Tcp(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Io::Ring(ring) => {
+                let n = ready!(ring.poll_read(cx, buf.initialize_unfilled()))?;
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
             Io::Upgraded(up) => Pin::new(up).poll_read(cx, buf),
+            Io::Lost(kind) => Poll::Ready(Err(lost(*kind))),
         }
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self {
             Io::Tcp(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Io::Ring(ring) => ring.poll_write(cx, buf),
             Io::Upgraded(up) => Pin::new(up).poll_write(cx, buf),
+            Io::Lost(kind) => Poll::Ready(Err(lost(*kind))),
         }
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             Io::Tcp(tcp) => Pin::new(tcp).poll_flush(cx),
+            Io::Ring(ring) => ring.poll_flush(cx),
             Io::Upgraded(up) => Pin::new(up).poll_flush(cx),
+            Io::Lost(kind) => Poll::Ready(Err(lost(*kind))),
         }
     }
+}
+
+fn lost(kind: io::ErrorKind) -> io::Error {
+    io::Error::new(kind, "the connection was lost moving it to io_uring")
 }
 
 /// Why the media WebSocket cannot be read any more.
@@ -147,7 +178,7 @@ impl MediaSocket {
     /// hyper (with any bytes it had read ahead), TLS stays in hyper's stream.
     pub fn new(upgraded: Upgraded, max_message: usize, max_write: usize) -> MediaSocket {
         let (io, ahead) = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => (Io::Tcp(parts.io.into_inner()), parts.read_buf),
+            Ok(parts) => (Io::tcp(parts.io.into_inner()), parts.read_buf),
             Err(upgraded) => (Io::Upgraded(TokioIo::new(upgraded)), bytes::Bytes::new()),
         };
         MediaSocket::with_io(io, &ahead, max_message, max_write)
