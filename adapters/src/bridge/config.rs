@@ -50,6 +50,17 @@ impl BackendCodec {
         }
     }
 
+    /// The byte that fills a payload of silence: μ-law and A-law code zero
+    /// as 0xFF and 0xD5; linear PCM's zero is 0x00 in either byte.
+    #[must_use]
+    pub const fn silence_byte(self) -> u8 {
+        match self {
+            BackendCodec::Pcmu => 0xFF,
+            BackendCodec::Pcma => 0xD5,
+            BackendCodec::L16Narrowband | BackendCodec::L16Wideband => 0x00,
+        }
+    }
+
     /// Payload bytes per millisecond of audio.
     #[must_use]
     pub const fn bytes_per_ms(self) -> usize {

@@ -498,6 +498,10 @@ pub struct CallBridge {
     /// Whether Twilio's DTMF goes out as RFC 4733: a signalled leg whose
     /// peer offered no `telephone-event` takes none.
     dtmf_out: bool,
+    /// RTP keep-alives are silence in the call's codec rather than comfort
+    /// noise: set once a signalled leg applied its media, since our SDP
+    /// offers no CN.
+    keepalive_in_codec: bool,
 }
 
 /// What one backend packet decodes to on its way to Twilio: used within
@@ -656,6 +660,7 @@ impl CallBridge {
             recording: None,
             held: false,
             dtmf_out: true,
+            keepalive_in_codec: false,
         })
     }
 
@@ -1368,15 +1373,28 @@ impl CallBridge {
     }
 
     fn send_rtp_keepalive(&mut self, now: Instant) {
-        // Comfort noise at -127 dBov (RFC 3389): every G.711 stack knows
-        // it, and it is silence if played.
         let timestamp = self.uplink_timestamp_now();
-        let header =
-            RtpHeader::new(COMFORT_NOISE_PAYLOAD_TYPE, self.uplink.sequence, timestamp, self.config.ssrc);
+        // A plain RTP backend gets comfort noise at -127 dBov (RFC 3389):
+        // every G.711 stack knows it, and it is silence if played. A
+        // signalled peer was offered no CN (RFC 6263 §4.2 allows it only
+        // when negotiated), so it gets one packet of silence in the codec
+        // it answered with, which any stack plays.
+        let (payload_type, fill, payload_len) = if self.keepalive_in_codec {
+            let codec = self.config.codec;
+            (
+                self.config.payload_type,
+                codec.silence_byte(),
+                codec.bytes_per_ms() * self.config.ptime.as_millis() as usize,
+            )
+        } else {
+            (COMFORT_NOISE_PAYLOAD_TYPE, 127, 1)
+        };
+        let header = RtpHeader::new(payload_type, self.uplink.sequence, timestamp, self.config.ssrc);
         self.uplink.sequence = self.uplink.sequence.wrapping_add(1);
         let mut buf = self.out.buffer();
         buf.resize(MAX_DATAGRAM, 0);
-        let Ok(len) = header.write(&[127], &mut buf) else { return };
+        let payload = [fill; MAX_RTP_PAYLOAD];
+        let Ok(len) = header.write(&payload[..payload_len.min(MAX_RTP_PAYLOAD)], &mut buf) else { return };
         buf.truncate(len);
         self.stats.rtp_keepalives_sent += 1;
         self.push_rtp(now, buf);

@@ -56,6 +56,7 @@ impl CallBridge {
             self.downlink.jitter = DownlinkJitter::new(media.codec, self.config.ptime, jitter, now);
         }
         self.dtmf_out = dtmf.is_some();
+        self.keepalive_in_codec = true;
         if let Some(pt) = dtmf {
             self.config.dtmf_payload_type = pt;
         }

@@ -340,3 +340,32 @@ fn a_reinvite_to_sendonly_holds_and_a_new_address_resumes() {
     assert_eq!(c.caller_frame(3).len(), 1);
     assert_eq!(c.bridge.stats().rtp_dropped_on_hold, 2);
 }
+
+#[test]
+fn keepalives_to_a_sip_peer_are_silence_in_its_codec_not_unoffered_comfort_noise() {
+    for (pt, name, silence) in [(0u8, "PCMU", 0xFFu8), (8, "PCMA", 0xD5)] {
+        let mut c = call();
+        let ok = reply(&c.invite.clone(), 200, Some(&sdp(17_000, pt, name, "sendrecv")));
+        assert_eq!(c.feed(&ok), None);
+        let _ = c.sent_sip();
+        assert_eq!(c.caller_frame(0).len(), 1);
+        // The caller goes quiet: after the keep-alive interval the bridge
+        // keeps the PBX's media path open on its own.
+        let mut keepalives = Vec::new();
+        while keepalives.len() < 2 {
+            let at = c.bridge.poll_timeout().expect("a keep-alive is due");
+            assert!(at <= Instant::from_millis(10_000), "no keep-alive within 10 s");
+            c.now = at;
+            c.bridge.handle_timeout(at);
+            keepalives.extend(c.rtp_out());
+        }
+        for (got_pt, payload) in &keepalives {
+            assert_eq!(
+                *got_pt, pt,
+                "{name}: the answer's payload type, never CN (13), which was not offered"
+            );
+            assert_eq!(payload, &vec![silence; 160], "{name}: one 20 ms packet of silence");
+        }
+        assert_eq!(c.bridge.stats().rtp_keepalives_sent, 2);
+    }
+}
