@@ -21,16 +21,8 @@ fn the_bridge_stays_small() {
     assert!(size <= 10_800, "CallBridge grew to {size} bytes");
 }
 
-/// A started bridge for `codec` and the backend payload sizes it took:
-/// (bytes of audio sent on to Twilio, payloads counted bad).
-fn play(codec: BackendCodec, payload_bytes: usize) -> (u64, u64) {
-    let config = BridgeConfig {
-        backend: Some(SocketAddr::from(BACKEND)),
-        codec,
-        payload_type: if codec == BackendCodec::Pcmu { 0 } else { 96 },
-        barge_in: false,
-        ..BridgeConfig::default()
-    };
+/// A bridge on `config` whose Twilio stream has started.
+fn started_bridge(config: BridgeConfig) -> CallBridge {
     let mut bridge = CallBridge::new(config, Instant::ZERO).expect("config");
     let start = Start {
         sequence_number: 1,
@@ -44,6 +36,20 @@ fn play(codec: BackendCodec, payload_bytes: usize) -> (u64, u64) {
     let mut frame = Vec::new();
     media_stream::write_start(&mut frame, &start);
     bridge.handle_twilio(Instant::ZERO, &mut frame).expect("start");
+    bridge
+}
+
+/// A started bridge for `codec` and the backend payload sizes it took:
+/// (bytes of audio sent on to Twilio, payloads counted bad).
+fn play(codec: BackendCodec, payload_bytes: usize) -> (u64, u64) {
+    let config = BridgeConfig {
+        backend: Some(SocketAddr::from(BACKEND)),
+        codec,
+        payload_type: if codec == BackendCodec::Pcmu { 0 } else { 96 },
+        barge_in: false,
+        ..BridgeConfig::default()
+    };
+    let mut bridge = started_bridge(config);
     let payload = vec![0x55u8; payload_bytes];
     let mut datagram = vec![0u8; 12 + payload_bytes];
     let pt = bridge.config().payload_type;
@@ -107,19 +113,7 @@ fn a_reordered_burst_within_the_default_hold_loses_nothing() {
         payload_type: 0,
         ..BridgeConfig::default()
     };
-    let mut bridge = CallBridge::new(config, Instant::ZERO).expect("config");
-    let start = Start {
-        sequence_number: 1,
-        stream_sid: StreamSid::new("MZ00000000000000000000000000000001").expect("sid"),
-        account_sid: AccountSid::new("AC00000000000000000000000000000001").expect("sid"),
-        call_sid: CallSid::new("CA00000000000000000000000000000001").expect("sid"),
-        tracks: Tracks { inbound: true, outbound: false },
-        media_format: MediaFormat::mulaw_8k_mono(),
-        custom_parameters: Vec::new(),
-    };
-    let mut frame = Vec::new();
-    media_stream::write_start(&mut frame, &start);
-    bridge.handle_twilio(Instant::ZERO, &mut frame).expect("start");
+    let mut bridge = started_bridge(config);
     let payload = [0x55u8; 160];
     let mut datagram = [0u8; 12 + 160];
     for (i, seq) in [0u16, 6, 5, 4, 3, 2, 1].into_iter().enumerate() {
