@@ -27,9 +27,14 @@ pub const BOUNDS_US: [u32; 25] = [
 pub const BUCKETS: usize = BOUNDS_US.len() + 1;
 
 /// A fixed-bucket histogram of durations: 26 counters and the exact maximum.
+///
+/// The counters are 32-bit: a call holds two of these breakdowns (the
+/// bridge's and what the proxy last reported of it), so they are memory
+/// per call, and a bucket takes 2.7 years of 50 frames a second to fill.
+/// They saturate rather than wrap.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Histogram {
-    counts: [u64; BUCKETS],
+    counts: [u32; BUCKETS],
     count: u64,
     max_us: u64,
     sum_us: u64,
@@ -45,7 +50,7 @@ impl Histogram {
     /// Records one duration in microseconds.
     pub fn record_us(&mut self, us: u64) {
         let slot = BOUNDS_US.partition_point(|&bound| u64::from(bound) < us);
-        self.counts[slot] += 1;
+        self.counts[slot] = self.counts[slot].saturating_add(1);
         self.count += 1;
         self.max_us = self.max_us.max(us);
         self.sum_us = self.sum_us.saturating_add(us);
@@ -72,7 +77,7 @@ impl Histogram {
     /// Per-bucket (not cumulative) counts, in [`BOUNDS_US`] order, the last
     /// one above every bound.
     #[must_use]
-    pub fn buckets(&self) -> &[u64; BUCKETS] {
+    pub fn buckets(&self) -> &[u32; BUCKETS] {
         &self.counts
     }
 
@@ -88,7 +93,7 @@ impl Histogram {
         let rank = (self.count * u64::from(permille.min(1000))).div_ceil(1000).max(1);
         let mut seen = 0;
         for (slot, &n) in self.counts.iter().enumerate() {
-            seen += n;
+            seen += u64::from(n);
             if seen >= rank {
                 let bound = BOUNDS_US.get(slot).map_or(self.max_us, |&b| u64::from(b));
                 return bound.min(self.max_us);
@@ -248,6 +253,18 @@ mod tests {
         h.record(Duration::from_secs(3));
         assert_eq!(h.buckets()[BUCKETS - 1], 1);
         assert_eq!(h.quantile_us(990), 3_000_000);
+    }
+
+    #[test]
+    fn a_full_bucket_saturates_and_the_breakdown_stays_small() {
+        let mut h = Histogram::default();
+        h.counts[3] = u32::MAX;
+        h.record_us(40);
+        assert_eq!(h.buckets()[3], u32::MAX, "saturates, never wraps to 0");
+        assert_eq!(h.count(), 1);
+        // Two breakdowns live per call (the bridge's and the proxy's last
+        // report): 944 bytes each with 64-bit counters.
+        assert!(size_of::<LatencyBreakdown>() <= 528, "{}", size_of::<LatencyBreakdown>());
     }
 
     #[test]

@@ -25,7 +25,7 @@ struct Totals {
 impl Totals {
     fn add(&mut self, reported: &Histogram, now: &Histogram) {
         for ((t, n), r) in self.buckets.iter_mut().zip(now.buckets()).zip(reported.buckets()) {
-            *t += n.saturating_sub(*r);
+            *t += u64::from(n.saturating_sub(*r));
         }
         self.sum_us += now.sum_us().saturating_sub(reported.sum_us());
     }
