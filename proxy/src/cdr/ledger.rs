@@ -35,7 +35,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::journal::JournalId;
-use super::{CallRecord, StatusEvent, TwilioRecording};
+use super::{CallRecord, StatusEvent};
 
 /// Most calls tracked at once.
 pub const MAX_CALLS: usize = 10_000;
@@ -363,7 +363,7 @@ impl Ledger {
     /// call's record was written already (or the call is unknown here).
     pub fn handle_recording(&mut self, now: Instant, input: &RecordingInput<'_>) -> Outcome {
         let Some(entry) = self.calls.get_mut(input.call_sid) else { return Outcome::Late };
-        let recording = entry.record.twilio_recording.get_or_insert_with(TwilioRecording::default);
+        let recording = entry.record.twilio_recording.get_or_insert_with(Box::default);
         // The request's answer can come after the first callback: a status
         // never goes back from a final one.
         if !is_final_recording_status(&recording.status) || input.is_final {

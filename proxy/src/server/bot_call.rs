@@ -33,7 +33,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use voxproxy_adapters::bot::{self, BotMessage, BotProtocol};
 use voxproxy_adapters::bot_call::{BotCall, TwilioOutput};
-use voxproxy_adapters::bridge::{CallBridge, CallStats, EndReason};
+use voxproxy_adapters::bridge::{CallBridge, EndReason};
 use voxproxy_adapters::capture::{BotStart, LegKind};
 use voxproxy_adapters::route::{Backend, ROUTE_PARAMETER, route_by_label};
 use voxproxy_adapters::url::{Scheme, Url};
@@ -239,7 +239,7 @@ pub(super) async fn run(
     };
     let mut totals = BotTotals::default();
     ctx.metrics().call_started();
-    let (call, reported, reported_totals) = match bot {
+    let (call, reported_totals) = match bot {
         Some(bot) => {
             record.connect_ms = Some(u64::try_from(dialled.elapsed().as_millis()).unwrap_or(u64::MAX));
             tracing::info!(bot = %url, connect_ms = record.connect_ms, protocol = %record.protocol, "bot connected");
@@ -255,16 +255,16 @@ pub(super) async fn run(
             facts.capture.with(|c| c.bot_failed(now));
             call.handle_bot_failed(now);
             goodbye_twilio(ctx, &mut ws, &mut call, &mut facts.capture).await;
-            (call, CallStats::default(), BotTotals::default())
+            (call, BotTotals::default())
         }
     };
     fill_record(&mut record, &call, &mut totals);
     record.ended_by = ended_by(call.bridge().end_reason()).to_owned();
     ctx.shared.metrics.bot().add(&reported_totals, &totals);
-    facts.bot = Some(record);
+    facts.bot = Some(Box::new(record));
     drop(commands_tx);
     let mut bridge = call.into_bridge();
-    finish_call(ctx, &mut bridge, &mut facts, &reported).await;
+    finish_call(ctx, &mut bridge, &mut facts).await;
     drop(slot);
 }
 
@@ -344,8 +344,9 @@ struct Sockets {
     close: Option<(u16, String)>,
 }
 
-/// Runs the call until it is over; returns it and the bridge counters
-/// last added to the metrics.
+/// Runs the call until it is over; returns it and the bot's totals last
+/// added to the metrics (the bridge's counters last added are the ones
+/// published in the call's registration).
 #[allow(clippy::too_many_arguments, clippy::too_many_lines)] // one loop over the call's state
 async fn bot_loop(
     ctx: &Rc<WorkerContext>,
@@ -356,7 +357,7 @@ async fn bot_loop(
     record: &mut BotRecord,
     totals: &mut BotTotals,
     mut commands: CommandReceiver,
-) -> (BotCall, CallStats, BotTotals) {
+) -> (BotCall, BotTotals) {
     let shared = &ctx.shared;
     let clock = shared.clock;
     let metrics = ctx.metrics();
@@ -373,7 +374,6 @@ async fn bot_loop(
     tokio::pin!(sleep);
     let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
     stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut reported = CallStats::default();
     let mut reported_totals = BotTotals::default();
     let mut s = Sockets {
         twilio_open: true,
@@ -537,15 +537,11 @@ async fn bot_loop(
             }
             Wake::StatsTick => {
                 let stats = call.bridge().stats();
-                metrics.add_call_stats(&reported, &stats);
-                reported = stats;
+                metrics.add_call_stats(&facts.registration.publish(&stats), &stats);
                 fill_record(record, &call, totals);
                 shared.metrics.bot().add(&reported_totals, totals);
                 reported_totals = *totals;
-                if let Some(registration) = &facts.registration {
-                    registration.publish(&stats);
-                    registration.publish_bot(record);
-                }
+                facts.registration.publish_bot(record);
             }
         }
 
@@ -628,7 +624,7 @@ async fn bot_loop(
         let goodbye = bot_goodbye(&mut bot_sink, &mut call, totals, &mut facts.capture);
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, goodbye).await;
     }
-    (call, reported, reported_totals)
+    (call, reported_totals)
 }
 
 type BotSink = futures_util::stream::SplitSink<BotWs, Message>;

@@ -175,9 +175,11 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// Publishes the call's latest counters for `GET /v1/sessions/{sid}`.
-    pub fn publish(&self, stats: &CallStats) {
-        *lock(&self.stats) = *stats;
+    /// Publishes the call's latest counters for `GET /v1/sessions/{sid}`;
+    /// returns the ones published before, which are what the call last
+    /// counted in metrics (so the call keeps no copy of its own).
+    pub fn publish(&self, stats: &CallStats) -> CallStats {
+        std::mem::replace(&mut *lock(&self.stats), *stats)
     }
 
     /// Publishes the call's latency breakdown, likewise.
@@ -544,8 +546,11 @@ mod tests {
         let sids: Vec<_> = dir.list().into_iter().map(|v| v.info.stream_sid).collect();
         assert_eq!(sids, ["MZa", "MZb"]);
         let stats = CallStats { twilio_frames_in: 7, ..CallStats::default() };
-        reg.publish(&stats);
+        assert_eq!(reg.publish(&stats), CallStats::default(), "nothing was published before");
         assert_eq!(dir.get("MZb").unwrap().stats.inbound_frames, 7);
+        // What it hands back is what the call last counted in metrics.
+        let later = CallStats { twilio_frames_in: 9, ..CallStats::default() };
+        assert_eq!(reg.publish(&later), stats);
         assert!(dir.command("MZb", CallCommand::Hangup));
         assert_eq!(rx.try_recv(), Some(CallCommand::Hangup));
         drop(reg);

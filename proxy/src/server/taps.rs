@@ -70,7 +70,7 @@ impl CallTaps {
     /// The call ended: the rest of the recording goes to the writer, and
     /// the record gets the file's name and the breakdown.
     pub(crate) fn finish(&mut self, bridge: &mut CallBridge, now: Instant, record: &mut CallRecord) {
-        record.latency = Some(LatencyRecord::from(&bridge.latency_summary()));
+        record.latency = Some(Box::new(LatencyRecord::from(&bridge.latency_summary())));
         let Some(mut recording) = self.recording.take() else { return };
         bridge.finish_recording();
         while let Some(block) = bridge.poll_recording(now) {
