@@ -687,6 +687,9 @@ fn custom_parameters_object(s: &mut Scanner<'_>) -> Result<Vec<(String, String)>
         let value = string(s, FIELD, MAX_PARAMETER_VALUE_LEN)?;
         parameters.push((name, s.text(value)?.to_owned()));
     }
+    // The call keeps its `start` for its life: no room for parameters that
+    // never come (a push starts the list at four).
+    parameters.shrink_to_fit();
     Ok(parameters)
 }
 

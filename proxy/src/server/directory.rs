@@ -156,11 +156,19 @@ pub struct SessionInfo {
 #[derive(Debug)]
 struct Entry {
     info: SessionInfo,
-    stats: Arc<Mutex<CallStats>>,
-    latency: Arc<Mutex<LatencyRecord>>,
-    bot: Arc<Mutex<Option<BotRecord>>>,
-    leg: Arc<Mutex<LegView>>,
+    published: Arc<Mutex<Published>>,
     commands: CommandSender,
+}
+
+/// What a call publishes of itself, behind one lock: one allocation per
+/// call rather than one per part (issue 13 counts memory per call).
+#[derive(Debug)]
+struct Published {
+    stats: CallStats,
+    latency: LatencyRecord,
+    /// Boxed: only `ws` legs have one.
+    bot: Option<Box<BotRecord>>,
+    leg: LegView,
 }
 
 /// A call's handle on its own directory entry; dropping it removes the entry.
@@ -168,10 +176,7 @@ struct Entry {
 pub struct Registration {
     directory: Arc<Directory>,
     stream_sid: String,
-    stats: Arc<Mutex<CallStats>>,
-    latency: Arc<Mutex<LatencyRecord>>,
-    bot: Arc<Mutex<Option<BotRecord>>>,
-    leg: Arc<Mutex<LegView>>,
+    published: Arc<Mutex<Published>>,
 }
 
 impl Registration {
@@ -179,22 +184,25 @@ impl Registration {
     /// returns the ones published before, which are what the call last
     /// counted in metrics (so the call keeps no copy of its own).
     pub fn publish(&self, stats: &CallStats) -> CallStats {
-        std::mem::replace(&mut *lock(&self.stats), *stats)
+        std::mem::replace(&mut lock(&self.published).stats, *stats)
     }
 
     /// Publishes the call's latency breakdown, likewise.
     pub fn publish_latency(&self, latency: LatencyRecord) {
-        *lock(&self.latency) = latency;
+        lock(&self.published).latency = latency;
     }
 
     /// Publishes a `ws` leg's protocol and counters.
     pub fn publish_bot(&self, bot: &BotRecord) {
-        lock(&self.bot).clone_from(&Some(bot.clone()));
+        match &mut lock(&self.published).bot {
+            Some(published) => (**published).clone_from(bot),
+            none => *none = Some(Box::new(bot.clone())),
+        }
     }
 
     /// Publishes where the call's backend leg stands.
     pub fn publish_leg(&self, leg: LegView) {
-        *lock(&self.leg) = leg;
+        lock(&self.published).leg = leg;
     }
 }
 
@@ -308,24 +316,19 @@ impl Directory {
     /// directory rather than hiding the first.
     pub fn register(self: &Arc<Self>, info: SessionInfo, commands: CommandSender) -> Option<Registration> {
         let stream_sid = info.stream_sid.clone();
-        let stats = Arc::new(Mutex::new(CallStats::default()));
-        let latency = Arc::new(Mutex::new(LatencyRecord::default()));
-        let bot = Arc::new(Mutex::new(None));
-        let leg = Arc::new(Mutex::new(LegView { kind: info.leg, ..LegView::default() }));
+        let published = Arc::new(Mutex::new(Published {
+            stats: CallStats::default(),
+            latency: LatencyRecord::default(),
+            bot: None,
+            leg: LegView { kind: info.leg, ..LegView::default() },
+        }));
         let mut entries = lock(&self.entries);
         if entries.contains_key(&stream_sid) {
             return None;
         }
-        let entry = Entry {
-            info,
-            stats: Arc::clone(&stats),
-            latency: Arc::clone(&latency),
-            bot: Arc::clone(&bot),
-            leg: Arc::clone(&leg),
-            commands,
-        };
+        let entry = Entry { info, published: Arc::clone(&published), commands };
         entries.insert(stream_sid.clone(), entry);
-        Some(Registration { directory: Arc::clone(self), stream_sid, stats, latency, bot, leg })
+        Some(Registration { directory: Arc::clone(self), stream_sid, published })
     }
 
     /// Every call's fixed facts (what the store's registry keeps), without
@@ -383,12 +386,13 @@ impl Directory {
 }
 
 fn view(entry: &Entry) -> SessionView {
+    let published = lock(&entry.published);
     SessionView {
         info: entry.info.clone(),
-        stats: StatsView::from(&*lock(&entry.stats)),
-        latency: *lock(&entry.latency),
-        bot: lock(&entry.bot).clone(),
-        leg: lock(&entry.leg).clone(),
+        stats: StatsView::from(&published.stats),
+        latency: published.latency,
+        bot: published.bot.as_deref().cloned(),
+        leg: published.leg.clone(),
     }
 }
 
