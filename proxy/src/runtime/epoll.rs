@@ -82,7 +82,10 @@ impl EpollUdp {
             return (Ok((len, early.from)), buf);
         }
         loop {
-            if let Err(e) = self.socket.readable().await {
+            // Polled rather than `readable().await`: tokio's readiness
+            // future is 200 bytes, and this one lives in every call's task
+            // for the call's life (issue 13, memory per call).
+            if let Err(e) = std::future::poll_fn(|cx| self.socket.poll_recv_ready(cx)).await {
                 return (Err(e), buf);
             }
             // tokio clears the socket's readiness when the operation says
@@ -114,8 +117,12 @@ impl EpollUdp {
     pub async fn send_to(&self, buf: Vec<u8>, target: SocketAddr) -> SendResult {
         // try first: a datagram socket is almost always writable, and this
         // skips registering interest with the reactor.
+        // The wait is polled rather than `send_to(..).await` for the same
+        // reason as the receive's: tokio's future is 432 bytes a call.
         let result = match self.socket.try_send_to(&buf, target) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.socket.send_to(&buf, target).await,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::future::poll_fn(|cx| self.socket.poll_send_to(cx, &buf, target)).await
+            }
             other => other,
         };
         (result, buf)
