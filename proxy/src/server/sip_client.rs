@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt as _;
+use tokio::io::AsyncRead as _;
 use tokio::net::{TcpStream, UdpSocket};
 use voxproxy_adapters::bridge::{CallBridge, LegOutcome, SipBackend};
 use voxproxy_adapters::rest::UpdateCall;
@@ -177,12 +177,25 @@ impl SipCall {
 
     /// Waits for signalling from the next hop (cancel-safe); pends forever
     /// once a TCP connection is gone.
+    ///
+    /// Polled rather than awaiting tokio's `recv_from`/`read` futures: the
+    /// call loop builds this future every turn, and its size (272 bytes
+    /// with tokio's) is part of every call's task, SIP or not (issue 13).
     pub(crate) async fn recv(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        match &mut self.link {
-            Link::Udp { socket, .. } => socket.recv_from(buf).await,
-            Link::Tcp { stream, open: true, .. } => stream.read(buf).await.map(|n| (n, self.next_hop)),
-            Link::Tcp { open: false, .. } => std::future::pending().await,
-        }
+        let next_hop = self.next_hop;
+        std::future::poll_fn(|cx| {
+            let mut read = tokio::io::ReadBuf::new(buf);
+            let from = match &mut self.link {
+                Link::Udp { socket, .. } => std::task::ready!(socket.poll_recv_from(cx, &mut read))?,
+                Link::Tcp { stream, open: true, .. } => {
+                    std::task::ready!(std::pin::Pin::new(stream).poll_read(cx, &mut read))?;
+                    next_hop
+                }
+                Link::Tcp { open: false, .. } => return std::task::Poll::Pending,
+            };
+            std::task::Poll::Ready(Ok((read.filled().len(), from)))
+        })
+        .await
     }
 
     /// Hands what [`SipCall::recv`] returned to the leg.
