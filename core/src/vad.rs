@@ -230,6 +230,10 @@ const PITCH_WINDOW: usize = 40;
 const PITCH_MIN_LAG: usize = 5;
 const PITCH_MAX_LAG: usize = 32;
 const PITCH_BUFFER: usize = PITCH_WINDOW + PITCH_MAX_LAG;
+// Lags and ring positions are kept in bytes (smaller detectors, two per call).
+const _: () = assert!(PITCH_MAX_LAG <= u8::MAX as usize);
+const _: () = assert!(GATE_BLOCKS <= u8::MAX as usize);
+const _: () = assert!(FLOOR_WINDOWS <= u8::MAX as usize);
 
 /// Number of features the model sees per block.
 pub const FEATURES: usize = 30;
@@ -604,7 +608,9 @@ struct NoiseFloor {
     window_mins: [f32; FLOOR_WINDOWS],
     /// Minimum of `window_mins`, kept so each block compares once.
     finished_min: f32,
-    next_window: usize,
+    /// Below [`FLOOR_WINDOWS`]; a byte, as the fields beside it, so the
+    /// floor packs into 48 bytes (every call holds 14 of them).
+    next_window: u8,
     blocks_in_window: u8,
     started: bool,
 }
@@ -637,8 +643,8 @@ impl NoiseFloor {
         self.blocks_in_window += 1;
         let floor = min(self.current_min, self.finished_min);
         if self.blocks_in_window >= FLOOR_WINDOW_BLOCKS {
-            self.window_mins[self.next_window] = self.current_min;
-            self.next_window = (self.next_window + 1) % FLOOR_WINDOWS;
+            self.window_mins[usize::from(self.next_window)] = self.current_min;
+            self.next_window = (self.next_window + 1) % FLOOR_WINDOWS as u8;
             self.current_min = f32::MAX;
             self.blocks_in_window = 0;
             self.finished_min = self.window_mins.iter().fold(f32::MAX, |a, &b| min(a, b));
@@ -664,7 +670,8 @@ struct Gate {
     powers: [f32; GATE_AVERAGE_BLOCKS],
     /// log2 of the averaged power, for the last blocks, a ring.
     levels: [f32; GATE_BLOCKS],
-    next: usize,
+    /// Below [`GATE_BLOCKS`]: a byte keeps the gate at 144 bytes.
+    next: u8,
     started: bool,
 }
 
@@ -688,10 +695,11 @@ impl Gate {
             self.levels = [log2(power); GATE_BLOCKS];
             self.started = true;
         }
-        self.powers[self.next % GATE_AVERAGE_BLOCKS] = power;
+        let next = usize::from(self.next);
+        self.powers[next % GATE_AVERAGE_BLOCKS] = power;
         let level = log2(self.powers.iter().sum::<f32>() / GATE_AVERAGE_BLOCKS as f32);
-        self.levels[self.next] = level;
-        self.next = if self.next + 1 == GATE_BLOCKS { 0 } else { self.next + 1 };
+        self.levels[next] = level;
+        self.next = if next + 1 == GATE_BLOCKS { 0 } else { self.next + 1 };
         let (mut lo, mut hi) = (level, level);
         for &l in &self.levels {
             lo = min(lo, l);
@@ -710,8 +718,10 @@ struct Periodicity {
     last_input: f32,
     current: f32,
     previous: f32,
-    lag: usize,
-    previous_lag: usize,
+    /// The best lag of the last analysis (0: none); at most
+    /// [`PITCH_MAX_LAG`], so a byte.
+    lag: u8,
+    previous_lag: u8,
 }
 
 impl Default for Periodicity {
@@ -776,7 +786,7 @@ impl Periodicity {
             if r > 0.0 && den > 0.0 && num * best_den > best_num * den {
                 best_num = num;
                 best_den = den;
-                self.lag = lag;
+                self.lag = lag as u8;
             }
         }
         self.current = min(best_num / best_den, 1.0);

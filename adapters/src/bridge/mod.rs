@@ -122,14 +122,22 @@ pub const SHORT_JITTER_SLOTS: usize = 8;
 /// input; hitting this bound means the caller stopped draining.
 pub const MAX_QUEUED_OUTPUTS: usize = 256;
 
+/// Room for outputs (and pooled buffers) a new call starts with: a 20 ms
+/// step yields a frame each way and an event or two. A burst grows it.
+const INITIAL_QUEUED_OUTPUTS: usize = 8;
+
+/// Capacity of a new output buffer: a `media` message carrying 20 ms of
+/// μ-law (216 characters of base64) with the longest stream SID, which is
+/// also enough for any G.711 datagram up to 40 ms, marks and clears. A
+/// larger output (an L16 datagram) grows its buffer once, which the pool
+/// then keeps.
+const OUTPUT_BUFFER_BYTES: usize = 352;
+
 /// DTMF digits from Twilio waiting to be sent while an earlier one plays.
 pub const MAX_QUEUED_DIGITS: usize = 32;
 
 /// RTP payload type of comfort noise (RFC 3389), used for keep-alives.
 pub const COMFORT_NOISE_PAYLOAD_TYPE: u8 = 13;
-
-/// Largest RTP datagram the bridge writes: a header and the largest payload.
-const MAX_DATAGRAM: usize = 12 + MAX_RTP_PAYLOAD;
 
 /// What went wrong with an input. The bridge has already counted it in
 /// [`CallStats`]; the call goes on unless [`CallBridge::is_finished`] says otherwise.
@@ -261,6 +269,11 @@ enum Queued {
 /// Outputs waiting to be drained, with a pool of byte buffers so that the
 /// steady state allocates nothing: a buffer goes back to the pool when the
 /// caller asks for the next output.
+///
+/// Queue, pool and buffers start at what a call in steady state holds (a
+/// few outputs per input) and grow only under a burst, such as the jitter
+/// buffer releasing a run of packets at once; what they grew to stays for
+/// the next burst, up to [`MAX_QUEUED_OUTPUTS`].
 #[derive(Debug)]
 struct OutputQueue {
     queue: VecDeque<Queued>,
@@ -272,15 +285,15 @@ struct OutputQueue {
 impl OutputQueue {
     fn new() -> Self {
         OutputQueue {
-            queue: VecDeque::with_capacity(32),
+            queue: VecDeque::with_capacity(INITIAL_QUEUED_OUTPUTS),
             in_hand: None,
-            pool: Vec::with_capacity(32),
+            pool: Vec::with_capacity(INITIAL_QUEUED_OUTPUTS),
             dropped: 0,
         }
     }
 
     fn buffer(&mut self) -> Vec<u8> {
-        let mut buf = self.pool.pop().unwrap_or_else(|| Vec::with_capacity(512));
+        let mut buf = self.pool.pop().unwrap_or_else(|| Vec::with_capacity(OUTPUT_BUFFER_BYTES));
         buf.clear();
         buf
     }
@@ -338,7 +351,8 @@ struct Uplink {
     digits: VecDeque<char>,
     vad: Vad,
     talkspurt: TalkspurtDetector,
-    vad_framer: Framer<i16, FRAME_SAMPLES>,
+    /// μ-law waiting to make up a whole 20 ms frame for the VAD.
+    vad_framer: Framer<u8, FRAME_SAMPLES>,
     /// Media time of the first sample in `vad_framer`.
     vad_frame_ms: u64,
     /// When the last caller audio arrived: a talkspurt cannot outlast the
@@ -471,7 +485,6 @@ pub struct CallBridge {
     ended: Option<EndReason>,
     stats: CallStats,
     out: OutputQueue,
-    audio: Vec<u8>,
     uplink: Uplink,
     outbound: OutboundTrack,
     downlink: Downlink,
@@ -514,6 +527,9 @@ struct DownlinkScratch {
 }
 
 thread_local! {
+    /// The μ-law of the Twilio frame being handled ([`CallBridge::handle_twilio`]).
+    static TWILIO_AUDIO: core::cell::RefCell<[u8; MAX_MEDIA_BYTES]> =
+        const { core::cell::RefCell::new([0; MAX_MEDIA_BYTES]) };
     static DOWNLINK_SCRATCH: core::cell::RefCell<DownlinkScratch> = const {
         core::cell::RefCell::new(DownlinkScratch {
             pcm: [0; MAX_RTP_PAYLOAD / 2],
@@ -607,7 +623,9 @@ impl CallBridge {
                 upsampler: Upsampler::new(),
                 dtmf: None,
                 dtmf_next_timestamp: None,
-                digits: VecDeque::with_capacity(MAX_QUEUED_DIGITS),
+                // Grown by the first digits (at most MAX_QUEUED_DIGITS): most
+                // calls never send one.
+                digits: VecDeque::new(),
                 vad: Vad::new(VadConfig { mode: vad_mode }),
                 talkspurt: talkspurt_detector(TalkspurtConfig::default(), Instant::ZERO),
                 vad_framer: Framer::new(),
@@ -616,7 +634,8 @@ impl CallBridge {
             },
             outbound: OutboundTrack {
                 sequence: config.outbound_initial_sequence,
-                pending: Vec::with_capacity(ptime_samples),
+                // Reserved by the first `outbound` track audio (forks only).
+                pending: Vec::new(),
                 pending_start_ms: 0,
                 next_media_ms: None,
                 marker_due: true,
@@ -650,7 +669,6 @@ impl CallBridge {
             ended: None,
             stats: CallStats::default(),
             out: OutputQueue::new(),
-            audio: Vec::new(),
             twilio_keepalive,
             rtp_keepalive,
             backend_peer,
@@ -734,15 +752,24 @@ impl CallBridge {
             self.stats.twilio_oversize += 1;
             return Err(BridgeError::FrameTooLarge { len: frame.len(), max: self.config.max_frame_bytes });
         }
-        // Sized to what this frame's payload can decode to (three bytes per
-        // four of base64, so never more than 3/4 of the frame): 160 bytes of
-        // μ-law fit in about 300, where a buffer for the largest payload
-        // would hold MAX_MEDIA_BYTES in every call.
+        // The decoded audio is copied on (into the uplink's packet, the
+        // VAD's frame, the recording) before this call returns, so it lives
+        // in the thread's buffer, not in every call. Offered no more than
+        // this frame's payload can decode to (three bytes per four of
+        // base64, so never more than 3/4 of the frame).
         let need = (frame.len() / 4 * 3 + 3).min(MAX_MEDIA_BYTES);
-        if self.audio.len() < need {
-            self.audio.resize(need, 0);
-        }
-        let message = match media_stream::parse_inbound(frame, &mut self.audio) {
+        TWILIO_AUDIO.with_borrow_mut(|audio| self.handle_twilio_with(now, frame, &mut audio[..need]))
+    }
+
+    /// [`CallBridge::handle_twilio`] once the frame's size was checked,
+    /// decoding any audio into `audio`.
+    fn handle_twilio_with(
+        &mut self,
+        now: Instant,
+        frame: &mut [u8],
+        audio: &mut [u8],
+    ) -> Result<(), BridgeError> {
+        let message = match media_stream::parse_inbound(frame, audio) {
             Ok(message) => message,
             Err(e) => {
                 self.stats.twilio_malformed += 1;
@@ -751,29 +778,24 @@ impl CallBridge {
         };
         match message {
             Inbound::Connected(_) => Ok(()),
-            Inbound::Start(start) => {
-                // `start` carries no audio, and it is the longest frame: its
-                // room is given back for the media that follows.
-                self.audio = Vec::new();
-                self.on_start(now, start)
-            }
+            Inbound::Start(start) => self.on_start(now, start),
             Inbound::Media(media) => {
                 if self.stream.is_none() {
                     self.stats.twilio_out_of_order += 1;
                     return Err(BridgeError::OutOfOrder { event: "media", reason: "before start" });
                 }
-                let len = media.payload_len.min(self.audio.len());
+                let audio = &audio[..media.payload_len.min(audio.len())];
                 if media.track == Track::Outbound {
                     if self.one_way {
                         self.stats.twilio_outbound_track_frames_in += 1;
-                        self.on_outbound_media(now, media.timestamp_ms, len);
+                        self.on_outbound_media(now, media.timestamp_ms, audio);
                     }
                     return Ok(());
                 }
                 self.stats.twilio_frames_in += 1;
-                self.stats.twilio_audio_bytes_in += len as u64;
-                self.tap_from_twilio(now, media.timestamp_ms, len);
-                self.on_media(now, media.timestamp_ms, len);
+                self.stats.twilio_audio_bytes_in += audio.len() as u64;
+                self.tap_from_twilio(now, media.timestamp_ms, audio);
+                self.on_media(now, media.timestamp_ms, audio);
                 Ok(())
             }
             Inbound::Dtmf(dtmf) => {
@@ -1158,7 +1180,7 @@ impl CallBridge {
         self.config.initial_timestamp.wrapping_add(units as u32)
     }
 
-    fn on_media(&mut self, now: Instant, timestamp_ms: u64, len: usize) {
+    fn on_media(&mut self, now: Instant, timestamp_ms: u64, audio: &[u8]) {
         // A frame that starts later than the previous one ended is a gap in
         // the caller's audio: flush what is pending so timestamps stay true,
         // and mark the first packet after it (RFC 3551 §4.1). A frame that
@@ -1173,14 +1195,16 @@ impl CallBridge {
             self.end_caller_talkspurt(timestamp_ms);
         }
         self.uplink.last_media_rx = Some(now);
-        self.uplink.next_media_ms = Some(timestamp_ms + len as u64 / 8);
-        self.detect_caller_speech(timestamp_ms, len);
-        self.packetize_uplink(now, timestamp_ms, len);
+        self.uplink.next_media_ms = Some(timestamp_ms + audio.len() as u64 / 8);
+        self.detect_caller_speech(timestamp_ms, audio);
+        self.packetize_uplink(now, timestamp_ms, audio);
     }
 
-    /// Runs the caller's audio through the VAD in exact 20 ms frames.
-    fn detect_caller_speech(&mut self, timestamp_ms: u64, len: usize) {
-        let mut pcm = [0i16; FRAME_SAMPLES];
+    /// Runs the caller's audio through the VAD in exact 20 ms frames. The
+    /// framer holds μ-law, half the bytes of PCM; each whole frame is
+    /// decoded once, to the same samples as decoding piece by piece.
+    fn detect_caller_speech(&mut self, timestamp_ms: u64, audio: &[u8]) {
+        let len = audio.len();
         let mut at = 0;
         while at < len {
             let Uplink { vad, talkspurt, vad_framer, vad_frame_ms, .. } = &mut self.uplink;
@@ -1189,9 +1213,10 @@ impl CallBridge {
             }
             let take = (FRAME_SAMPLES - vad_framer.buffered()).min(len - at);
             let frame_ms = *vad_frame_ms;
-            let _ = g711::decode(g711::Law::Mu, &self.audio[at..at + take], &mut pcm[..take]);
-            vad_framer.push(&pcm[..take], |frame| {
-                let speech = vad.classify(frame).unwrap_or(false);
+            vad_framer.push(&audio[at..at + take], |frame| {
+                let mut pcm = [0i16; FRAME_SAMPLES];
+                let _ = g711::decode(g711::Law::Mu, frame, &mut pcm);
+                let speech = vad.classify(&pcm).unwrap_or(false);
                 talkspurt.handle_frame(Instant::from_millis(frame_ms), speech);
             });
             at += take;
@@ -1202,7 +1227,8 @@ impl CallBridge {
     }
 
     /// Cuts the caller's audio into RTP packets of the configured ptime.
-    fn packetize_uplink(&mut self, now: Instant, timestamp_ms: u64, len: usize) {
+    fn packetize_uplink(&mut self, now: Instant, timestamp_ms: u64, audio: &[u8]) {
+        let len = audio.len();
         let packet_bytes = 8 * self.config.ptime.as_millis() as usize;
         let mut at = 0;
         while at < len {
@@ -1211,7 +1237,7 @@ impl CallBridge {
                 up.pending_start_ms = timestamp_ms + at as u64 / 8;
             }
             let take = (packet_bytes - up.pending.len()).min(len - at);
-            up.pending.extend_from_slice(&self.audio[at..at + take]);
+            up.pending.extend_from_slice(&audio[at..at + take]);
             at += take;
             if self.uplink.pending.len() == packet_bytes {
                 self.flush_uplink(now);
@@ -1285,7 +1311,7 @@ impl CallBridge {
         header.marker = core::mem::take(&mut up.marker_due);
         up.sequence = up.sequence.wrapping_add(1);
         let mut buf = self.out.buffer();
-        buf.resize(MAX_DATAGRAM, 0);
+        buf.resize(datagram_len(self.config.codec, up.pending.len()), 0);
         let Ok(at) = header.write_header(&mut buf) else { return };
         let written = encode_uplink(self.config.codec, &mut up.upsampler, &up.pending, &mut buf[at..]);
         up.pending.clear();
@@ -1293,15 +1319,20 @@ impl CallBridge {
         self.push_rtp(now, buf);
     }
 
-    /// The `outbound` track's audio, in `self.audio[..len]`: gaps and
-    /// packetization as for the caller's ([`CallBridge::on_media`]).
-    fn on_outbound_media(&mut self, now: Instant, timestamp_ms: u64, len: usize) {
+    /// The `outbound` track's μ-law `audio`: gaps and packetization as for
+    /// the caller's ([`CallBridge::on_media`]).
+    fn on_outbound_media(&mut self, now: Instant, timestamp_ms: u64, audio: &[u8]) {
+        let len = audio.len();
         if self.outbound.next_media_ms.is_some_and(|next| timestamp_ms > next + 1) {
             self.flush_outbound(now);
             self.outbound.marker_due = true;
         }
         self.outbound.next_media_ms = Some(timestamp_ms + len as u64 / 8);
         let packet_bytes = 8 * self.config.ptime.as_millis() as usize;
+        if self.outbound.pending.capacity() == 0 {
+            // Only forks stream this track: other calls never pay for its packet.
+            self.outbound.pending.reserve_exact(packet_bytes);
+        }
         let mut at = 0;
         while at < len {
             let track = &mut self.outbound;
@@ -1309,7 +1340,7 @@ impl CallBridge {
                 track.pending_start_ms = timestamp_ms + at as u64 / 8;
             }
             let take = (packet_bytes - track.pending.len()).min(len - at);
-            track.pending.extend_from_slice(&self.audio[at..at + take]);
+            track.pending.extend_from_slice(&audio[at..at + take]);
             at += take;
             if self.outbound.pending.len() == packet_bytes {
                 self.flush_outbound(now);
@@ -1331,7 +1362,7 @@ impl CallBridge {
         header.marker = core::mem::take(&mut track.marker_due);
         track.sequence = track.sequence.wrapping_add(1);
         let mut buf = self.out.buffer();
-        buf.resize(MAX_DATAGRAM, 0);
+        buf.resize(datagram_len(self.config.codec, track.pending.len()), 0);
         let Ok(at) = header.write_header(&mut buf) else { return };
         let written = encode_uplink(self.config.codec, &mut track.upsampler, &track.pending, &mut buf[at..]);
         track.pending.clear();
@@ -1391,10 +1422,11 @@ impl CallBridge {
         };
         let header = RtpHeader::new(payload_type, self.uplink.sequence, timestamp, self.config.ssrc);
         self.uplink.sequence = self.uplink.sequence.wrapping_add(1);
+        let payload_len = payload_len.min(MAX_RTP_PAYLOAD);
         let mut buf = self.out.buffer();
-        buf.resize(MAX_DATAGRAM, 0);
+        buf.resize(rtp::HEADER_LEN + payload_len, 0);
         let payload = [fill; MAX_RTP_PAYLOAD];
-        let Ok(len) = header.write(&payload[..payload_len.min(MAX_RTP_PAYLOAD)], &mut buf) else { return };
+        let Ok(len) = header.write(&payload[..payload_len], &mut buf) else { return };
         buf.truncate(len);
         self.stats.rtp_keepalives_sent += 1;
         self.push_rtp(now, buf);
@@ -1431,7 +1463,7 @@ impl CallBridge {
                 header.marker = packet.marker;
                 self.uplink.sequence = self.uplink.sequence.wrapping_add(1);
                 let mut buf = self.out.buffer();
-                buf.resize(MAX_DATAGRAM, 0);
+                buf.resize(rtp::HEADER_LEN + packet.payload.len(), 0);
                 if let Ok(len) = header.write(&packet.payload, &mut buf) {
                     buf.truncate(len);
                     self.push_rtp(now, buf);
@@ -1643,6 +1675,12 @@ impl CallBridge {
         self.stats.marks_sent += 1;
         self.push_twilio(buf);
     }
+}
+
+/// Bytes of the RTP datagram carrying `samples` of 8 kHz audio in `codec`:
+/// what its buffer is sized to, rather than the largest datagram.
+fn datagram_len(codec: BackendCodec, samples: usize) -> usize {
+    rtp::HEADER_LEN + (samples * codec.bytes_per_ms() / 8).min(MAX_RTP_PAYLOAD)
 }
 
 /// Encodes one packet of Twilio μ-law for the backend codec into `out`;

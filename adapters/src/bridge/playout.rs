@@ -19,6 +19,10 @@ pub const MARK_PREFIX: &str = "vp-";
 /// a Twilio side that never echoes cannot grow memory.
 pub const MAX_MARKS_IN_FLIGHT: usize = 64;
 
+/// Marks a new tracker has room for before its ring grows: a call has one
+/// per backend talkspurt waiting for Twilio to play it, rarely more than a few.
+const INITIAL_MARKS: usize = 4;
+
 /// What a mark echoed by Twilio turned out to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MarkEcho {
@@ -46,13 +50,16 @@ impl Default for PlayoutTracker {
 }
 
 impl PlayoutTracker {
-    /// A tracker with no marks in flight. Allocates its two rings once.
+    /// A tracker with no marks in flight. Its rings start with room for the
+    /// few marks a call usually has in flight (none cleared) and grow by
+    /// doubling up to [`MAX_MARKS_IN_FLIGHT`], where they stay: a full ring
+    /// forgets its oldest mark instead of growing further.
     #[must_use]
     pub fn new() -> Self {
         PlayoutTracker {
             next_id: 1,
-            pending: VecDeque::with_capacity(MAX_MARKS_IN_FLIGHT),
-            cleared: VecDeque::with_capacity(MAX_MARKS_IN_FLIGHT),
+            pending: VecDeque::with_capacity(INITIAL_MARKS),
+            cleared: VecDeque::new(),
             forgotten: 0,
         }
     }
@@ -204,6 +211,22 @@ mod tests {
         assert_eq!(t.forgotten(), 10);
         assert_eq!(t.handle_echo("vp-1"), MarkEcho::Unknown, "the oldest were forgotten");
         assert_eq!(t.handle_echo(&name(11)), MarkEcho::Played(11));
+    }
+
+    #[test]
+    fn rings_start_small_and_grow_no_further_than_the_bound() {
+        let mut t = PlayoutTracker::new();
+        assert_eq!((t.pending.capacity(), t.cleared.capacity()), (INITIAL_MARKS, 0));
+        for _ in 0..3 * MAX_MARKS_IN_FLIGHT {
+            t.next_mark();
+        }
+        t.handle_clear();
+        for _ in 0..3 * MAX_MARKS_IN_FLIGHT {
+            t.next_mark();
+        }
+        assert_eq!((t.pending(), t.cleared.len()), (MAX_MARKS_IN_FLIGHT, MAX_MARKS_IN_FLIGHT));
+        assert!(t.pending.capacity() <= MAX_MARKS_IN_FLIGHT, "{}", t.pending.capacity());
+        assert!(t.cleared.capacity() <= MAX_MARKS_IN_FLIGHT, "{}", t.cleared.capacity());
     }
 
     #[test]

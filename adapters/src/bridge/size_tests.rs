@@ -15,10 +15,29 @@ const BACKEND: ([u8; 4], u16) = ([127, 0, 0, 1], 40_000);
 fn the_bridge_stays_small() {
     // Every call holds one (boxed by the proxy's call task), so its size is
     // memory per call: 18,912 bytes while G.711 calls had L16-sized jitter
-    // slots, 13,768 with 16 of them, 10,712 with 8 (x86-64). The bound
-    // stops silent growth.
+    // slots, 13,768 with 16 of them, 10,712 with 8, 10,368 with the
+    // caller's VAD framing μ-law and the VADs' ring positions in bytes
+    // (x86-64). The bound stops silent growth; the heap a call holds is
+    // bounded by `tests/no_alloc.rs`.
     let size = size_of::<CallBridge>();
-    assert!(size <= 10_800, "CallBridge grew to {size} bytes");
+    assert!(size <= 10_400, "CallBridge grew to {size} bytes");
+}
+
+#[test]
+fn a_new_output_buffer_holds_a_media_frame_and_any_g711_datagram() {
+    // The pool's buffers start at OUTPUT_BUFFER_BYTES: the steady state's
+    // outputs must fit without growing them.
+    let sid = StreamSid::new(&"M".repeat(media_stream::MAX_SID_LEN)).expect("sid");
+    let mut buf = Vec::new();
+    media_stream::write_media(&mut buf, &sid, &[0xFF; super::FRAME_SAMPLES]);
+    assert!(buf.len() <= super::OUTPUT_BUFFER_BYTES, "a media frame is {} bytes", buf.len());
+    let longest_g711 = super::datagram_len(BackendCodec::Pcmu, MAX_G711_RTP_PAYLOAD);
+    assert_eq!(longest_g711, 12 + MAX_G711_RTP_PAYLOAD);
+    assert!(longest_g711 <= super::OUTPUT_BUFFER_BYTES);
+    // L16 datagrams are sized to their payload, never past the largest.
+    assert_eq!(super::datagram_len(BackendCodec::L16Narrowband, 160), 12 + 320);
+    assert_eq!(super::datagram_len(BackendCodec::L16Wideband, 160), 12 + 640);
+    assert_eq!(super::datagram_len(BackendCodec::L16Wideband, 320), 12 + MAX_RTP_PAYLOAD);
 }
 
 /// A bridge on `config` whose Twilio stream has started.

@@ -90,12 +90,12 @@ impl CallBridge {
         }
     }
 
-    /// A caller frame, in `self.audio[..len]`, at media time `timestamp_ms`.
-    pub(super) fn tap_from_twilio(&mut self, now: Instant, timestamp_ms: u64, len: usize) {
-        let late = self.latency.burst_meter.handle_frame(now, timestamp_ms + len as u64 / 8);
+    /// A caller frame of μ-law `audio` at media time `timestamp_ms`.
+    pub(super) fn tap_from_twilio(&mut self, now: Instant, timestamp_ms: u64, audio: &[u8]) {
+        let late = self.latency.burst_meter.handle_frame(now, timestamp_ms + audio.len() as u64 / 8);
         self.latency.twilio_burst.record(late);
         if let Some(tap) = self.recording.as_deref_mut() {
-            tap.handle_from_twilio(now, timestamp_ms, &self.audio[..len]);
+            tap.handle_from_twilio(now, timestamp_ms, audio);
         }
     }
 
