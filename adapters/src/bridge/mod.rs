@@ -688,6 +688,14 @@ impl CallBridge {
         &self.config
     }
 
+    /// The longest RTP payload from the backend this bridge accepts (320
+    /// bytes of G.711, 640 of L16); a longer one is rejected as bad. The
+    /// socket's receive buffer needs no more room than this behind a header.
+    #[must_use]
+    pub fn max_rtp_payload(&self) -> usize {
+        self.downlink.jitter.max_payload()
+    }
+
     /// Twilio's `start`: stream, call and account ids, custom parameters.
     /// `None` until it arrived.
     #[must_use]

@@ -53,15 +53,19 @@ const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a call publishes its counters to metrics and the directory.
 pub(super) const STATS_INTERVAL: Duration = Duration::from_secs(1);
-/// Largest datagram read from the backend: room for the longest payload
-/// the bridge accepts (`MAX_RTP_PAYLOAD`, 640 bytes) behind the 12-byte
-/// header, a full CSRC list (60) and 312 bytes of header extension (an
-/// RFC 8285 one-byte extension block holds at most 228; SIP peers add an
-/// audio level, 8). Bigger ones are truncated, which the bridge rejects as
-/// a bad packet. Every call holds this buffer for its life: it was an
-/// Ethernet MTU (1,472) until issue 13 measured memory per call.
-const RTP_RECV_BYTES: usize = 1024;
-const _: () = assert!(RTP_RECV_BYTES >= 12 + 60 + 228 + voxproxy_adapters::bridge::MAX_RTP_PAYLOAD);
+/// Room for the RTP header in a datagram read from the backend: the fixed
+/// 12 bytes, a full CSRC list (60) and an RFC 8285 one-byte extension
+/// block at its largest (228; SIP peers add an audio level, 8 bytes).
+const RTP_HEADER_ROOM: usize = 12 + 60 + 228;
+
+/// Largest datagram read from the backend: the longest payload the bridge
+/// accepts ([`CallBridge::max_rtp_payload`]: 320 bytes of G.711, 640 of L16)
+/// behind [`RTP_HEADER_ROOM`]. Bigger ones are truncated, which the bridge
+/// rejects as a bad packet. Every call holds this buffer for its life: it
+/// was an Ethernet MTU (1,472 bytes) until issue 13 measured memory per call.
+fn rtp_recv_bytes(bridge: &CallBridge) -> usize {
+    RTP_HEADER_ROOM + bridge.max_rtp_payload()
+}
 /// Outbound bytes the media WebSocket may hold for a slow Twilio before
 /// frames are dropped: about 0.4 s of media messages.
 pub(super) const MAX_WS_WRITE_BUFFER: usize = 8 * 1024;
@@ -750,7 +754,7 @@ async fn media_loop(
     let mut sends = SendQueue::new();
     let send = futures_util::future::Fuse::terminated();
     tokio::pin!(send);
-    let recv = socket.recv_from(vec![0u8; RTP_RECV_BYTES]);
+    let recv = socket.recv_from(vec![0u8; rtp_recv_bytes(bridge)]);
     tokio::pin!(recv);
     let sleep = tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_secs(3600));
     tokio::pin!(sleep);
@@ -1256,6 +1260,21 @@ mod tests {
         let size = future_size(run);
         eprintln!("call task future: {size} bytes");
         assert!(size <= 2_240, "the call future grew to {size} bytes: box what made it grow");
+    }
+
+    #[test]
+    fn the_rtp_receive_buffer_fits_the_longest_packet_the_bridge_takes() {
+        use voxproxy_adapters::bridge::{BackendCodec, MAX_G711_RTP_PAYLOAD, MAX_RTP_PAYLOAD};
+        let bridge = |codec| {
+            let config = BridgeConfig { codec, ..BridgeConfig::default() };
+            CallBridge::new(config, voxproxy_core::Instant::from_millis(0)).unwrap()
+        };
+        let g711 = bridge(BackendCodec::Pcmu);
+        assert_eq!(g711.max_rtp_payload(), MAX_G711_RTP_PAYLOAD);
+        assert_eq!(rtp_recv_bytes(&g711), 620, "a G.711 call holds 620 bytes, not an MTU");
+        let l16 = bridge(BackendCodec::L16Wideband);
+        assert_eq!(l16.max_rtp_payload(), MAX_RTP_PAYLOAD);
+        assert_eq!(rtp_recv_bytes(&l16), 940);
     }
 
     #[test]
