@@ -27,6 +27,10 @@
 //!   A TCP stream has one send in flight at a time (two could complete out
 //!   of order), sent whole (`MSG_WAITALL`): a write while one is in flight
 //!   waits for its completion, and a flush waits until none is.
+//! - **Files**: every socket is put in the ring's registered-file table
+//!   (at its index) and its operations name the slot, not the descriptor,
+//!   which spares the kernel a file lookup per operation; without a table
+//!   (an old kernel, a low `RLIMIT_NOFILE`) descriptors are used.
 //! - **Submission** is batched: the first entry queued after a submission
 //!   wakes the driver task ([`Driver::poll_drive`]), which tokio runs after
 //!   the tasks already woken in this turn, so the sends of many calls leave in
@@ -51,11 +55,24 @@ const SQ_ENTRIES: u32 = 1024;
 /// Completion queue entries. The kernel keeps overflowing completions on
 /// its own list (`IORING_FEAT_NODROP`) rather than lose them.
 const CQ_ENTRIES: u32 = 8192;
-/// Receive buffers in the provided-buffer ring (a power of two). A buffer is
-/// held only from a datagram's arrival until its call copies it out, so this
-/// bounds datagrams waiting across the worker, not calls; when all are
-/// waiting, sockets stop receiving until buffers come back (see `starved`).
-const RECV_BUFFERS: u16 = 1024;
+/// Receive buffers in the provided-buffer ring at most (a power of two). A
+/// buffer is held only from a datagram's arrival until its call copies it
+/// out, so this bounds datagrams waiting across the worker, not calls; when
+/// all are waiting, sockets stop receiving until buffers come back (see
+/// `starved`).
+pub(super) const RECV_BUFFERS: u16 = 1024;
+/// Receive buffers lent to the kernel at first: twice what one socket may
+/// hold ([`RECV_QUEUE_MAX`]), so one flooded port cannot starve the others.
+/// The ring hands buffers out in order, so every buffer lent is soon
+/// written: lending all [`RECV_BUFFERS`] at once cost 2.2 MB of resident
+/// memory whatever the load (and each datagram landed in a buffer last
+/// written a thousand datagrams earlier, out of cache). More are lent when
+/// the load holds three quarters of them (see `BufferRing::grow_if_low`).
+pub(super) const RECV_BUFFERS_FIRST: u16 = 256;
+const _: () = assert!(
+    RECV_BUFFERS_FIRST as usize >= 2 * RECV_QUEUE_MAX && RECV_BUFFERS_FIRST <= RECV_BUFFERS,
+    "the first buffers lent must cover one flooded socket, within the ring"
+);
 /// Bytes per receive buffer: the kernel's 16-byte `io_uring_recvmsg_out`
 /// header, the source address (`NAME_BYTES`) and a payload of up to
 /// [`MAX_DATAGRAM`], rounded up to a multiple of 64.
@@ -90,6 +107,10 @@ pub(super) const STREAM_PENDING: usize = 64 * 1024;
 const STREAM_KEPT: usize = 1024;
 /// The buffer group id of the worker's receive buffers.
 const BUFFER_GROUP: u16 = 0;
+/// Slots in the ring's registered-file table at most (fewer when
+/// `RLIMIT_NOFILE` is lower: the kernel refuses a table larger than it).
+/// A socket whose index is past the table uses its plain descriptor.
+const FIXED_FILES_MAX: u32 = 1 << 16;
 
 /// What a completion belongs to, in the top two bits of `user_data`.
 const KIND_RECV: u64 = 1 << 62;
@@ -134,6 +155,12 @@ pub struct RingStats {
     pub send_errors: u64,
     /// Times a socket's receive stopped because every buffer was waiting.
     pub starved: u64,
+    /// Receive buffers lent to the kernel so far (grown with the load).
+    pub buffers_lent: u16,
+    /// Sockets registered in the ring's file table now (the rest use
+    /// their plain descriptor, which costs the kernel a file lookup per
+    /// operation).
+    pub fixed_files: u32,
 }
 
 /// One datagram received and not yet taken by its task.
@@ -149,6 +176,10 @@ struct Datagram {
 #[derive(Debug, Default)]
 struct SocketState {
     fd: RawFd,
+    /// Registered in the ring's file table at the socket's index: its
+    /// operations name the slot (`IOSQE_FIXED_FILE`), which spares the
+    /// kernel a file lookup (`fget`/`fput`) per operation.
+    fixed: bool,
     /// A TCP stream rather than a UDP socket.
     stream: bool,
     /// The stream's peer has ended it (a receive of 0 bytes).
@@ -208,6 +239,11 @@ struct BufferRing {
     memory: *mut u8,
     /// The next tail to publish.
     tail: u16,
+    /// Buffers lent to the kernel so far: ids `0..lent` (nothing writes
+    /// the rest of `memory`, so its fresh pages are not made resident).
+    lent: u16,
+    /// Buffers the kernel has filled and the driver not yet given back.
+    held: u16,
 }
 
 impl BufferRing {
@@ -230,21 +266,51 @@ impl BufferRing {
         if entries.is_null() || memory.is_null() {
             std::alloc::handle_alloc_error(Self::memory_layout());
         }
-        let mut buffers = BufferRing { entries, memory, tail: 0 };
+        let mut buffers = BufferRing { entries, memory, tail: 0, lent: 0, held: 0 };
         // SAFETY: `entries` is page-aligned, zeroed and holds RECV_BUFFERS
         // entries; it stays allocated until `Drop`, which runs only once
         // the kernel is done with the ring (see `Driver`'s `Drop`).
         unsafe {
             ring.submitter().register_buf_ring_with_flags(entries as u64, RECV_BUFFERS, BUFFER_GROUP, 0)?;
         }
-        for id in 0..RECV_BUFFERS {
-            buffers.push(id);
-        }
-        buffers.publish();
+        buffers.lend(RECV_BUFFERS_FIRST);
         Ok(buffers)
     }
 
-    /// Puts buffer `id` back at the tail (visible to the kernel once published).
+    /// Lends the kernel up to `more` buffers it has never had (fewer once
+    /// all [`RECV_BUFFERS`] are lent); returns how many.
+    fn lend(&mut self, more: u16) -> u16 {
+        let more = more.min(RECV_BUFFERS - self.lent);
+        for id in self.lent..self.lent + more {
+            self.push(id);
+        }
+        self.lent += more;
+        self.publish();
+        more
+    }
+
+    /// Lends more buffers when fewer than a quarter of those lent are left
+    /// in the ring (or `starving`): as many again, up to [`RECV_BUFFERS`].
+    /// Returns how many were added.
+    fn grow_if_low(&mut self, starving: bool) -> u16 {
+        let left = self.lent.saturating_sub(self.held);
+        if starving || left < self.lent / 4 { self.lend(self.lent) } else { 0 }
+    }
+
+    /// The kernel filled buffer `id`: the driver holds it until `give_back`.
+    fn taken(&mut self, id: u16) {
+        debug_assert!(id < self.lent);
+        self.held += 1;
+    }
+
+    /// Gives a buffer the kernel filled back to it (visible once published).
+    fn give_back(&mut self, id: u16) {
+        debug_assert!(self.held > 0, "buffer {id} given back twice");
+        self.held = self.held.saturating_sub(1);
+        self.push(id);
+    }
+
+    /// Puts buffer `id` at the tail (visible to the kernel once published).
     fn push(&mut self, id: u16) {
         let slot = usize::from(self.tail & (RECV_BUFFERS - 1));
         // SAFETY: `slot` < RECV_BUFFERS, inside the allocation; the kernel
@@ -320,6 +386,8 @@ struct Inner {
     in_flight: usize,
     /// The driver task, woken when the first entry of a batch is queued.
     flusher: Option<Waker>,
+    /// Slots in the ring's registered-file table (0: none registered).
+    fixed_slots: u32,
     stats: RingStats,
 }
 
@@ -377,6 +445,7 @@ impl Driver {
         // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths).
         let mut msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         msghdr.msg_namelen = NAME_BYTES;
+        let fixed_slots = register_file_table(&ring);
         let fd = ring.as_raw_fd();
         Ok(Driver {
             fd,
@@ -395,6 +464,7 @@ impl Driver {
                 queued: 0,
                 in_flight: 0,
                 flusher: None,
+                fixed_slots,
                 stats: RingStats::default(),
             }),
         })
@@ -402,7 +472,8 @@ impl Driver {
 
     /// What the driver has done so far.
     pub(super) fn stats(&self) -> RingStats {
-        self.inner.borrow().stats
+        let inner = self.inner.borrow();
+        RingStats { buffers_lent: inner.buffers.lent, ..inner.stats }
     }
 
     /// Registers a socket; its receive is armed on the first `poll_recv`.
@@ -424,9 +495,13 @@ impl Driver {
             inner.sockets.push(SocketSlot::default());
             u32::try_from(inner.sockets.len() - 1).expect("fewer than 2^32 sockets")
         });
+        let fixed = index < inner.fixed_slots && inner.set_fixed_file(index, state.fd);
         let slot = &mut inner.sockets[index as usize];
         slot.generation = slot.generation.wrapping_add(1) & 0x3fff_ffff;
-        slot.state = Some(state);
+        slot.state = Some(SocketState { fixed, ..state });
+        if fixed {
+            inner.stats.fixed_files += 1;
+        }
         SocketId { index, generation: slot.generation }
     }
 
@@ -440,7 +515,7 @@ impl Driver {
         }
         let Some(state) = inner.sockets[id.index as usize].state.take() else { return };
         for datagram in &state.queue {
-            inner.buffers.push(datagram.buffer);
+            inner.buffers.give_back(datagram.buffer);
         }
         inner.buffers.publish();
         inner.free_sockets.push(id.index);
@@ -455,6 +530,16 @@ impl Driver {
             // A send the peer is not taking (the caller's flush gave up)
             // must not hold the connection open.
             inner.cancel(KIND_SEND | u64::from(slot));
+        }
+        // Entries naming the socket go to the kernel now, while its slot
+        // (or descriptor) still names it: once the caller closes the
+        // descriptor, or the slot is emptied or given to the next socket,
+        // an entry submitted later would reach nothing, or the wrong socket.
+        // In the kernel each operation holds its own reference to the file.
+        inner.submit();
+        if state.fixed {
+            inner.stats.fixed_files -= 1;
+            inner.set_fixed_file(id.index, -1);
         }
     }
 
@@ -600,7 +685,7 @@ impl Driver {
         let Some(state) = inner.state(id) else {
             return Err(io::Error::new(io::ErrorKind::NotConnected, "socket closed"));
         };
-        let fd = state.fd;
+        let (fd, fixed) = (state.fd, state.fixed);
         let earlier = state.send_error.take();
         let Some(slot) = inner.send_slot(MAX_SENDS) else {
             return Err(io::Error::new(
@@ -613,11 +698,16 @@ impl Driver {
         send.data.clear();
         send.data.extend_from_slice(data);
         inner.send_owner[slot as usize] = Some(SendOwner { socket: id, len: data.len() as u32 });
-        let entry = opcode::Send::new(types::Fd(fd), send.data.as_ptr(), data.len() as u32)
-            .dest_addr(send.addr.as_ptr().cast())
-            .dest_addr_len(send.addr.len())
-            .build()
-            .user_data(KIND_SEND | u64::from(slot));
+        let (data_ptr, addr, addr_len) = (send.data.as_ptr(), send.addr.as_ptr().cast(), send.addr.len());
+        let entry = with_target!(fixed, id.index, fd, |target| opcode::Send::new(
+            target,
+            data_ptr,
+            data.len() as u32
+        )
+        .dest_addr(addr)
+        .dest_addr_len(addr_len)
+        .build())
+        .user_data(KIND_SEND | u64::from(slot));
         if let Err(e) = inner.push(&entry) {
             inner.send_owner[slot as usize] = None;
             inner.free_sends.push(slot);
@@ -704,13 +794,31 @@ impl Drop for Driver {
         // The buffer ring is replaced by an empty one that owns nothing.
         let buffers = std::mem::replace(
             &mut inner.buffers,
-            BufferRing { entries: std::ptr::null_mut(), memory: std::ptr::null_mut(), tail: 0 },
+            BufferRing {
+                entries: std::ptr::null_mut(),
+                memory: std::ptr::null_mut(),
+                tail: 0,
+                lent: 0,
+                held: 0,
+            },
         );
         std::mem::forget(buffers);
     }
 }
 
 impl Inner {
+    /// Puts `fd` (-1: nothing) in slot `index` of the registered-file
+    /// table; `false` if the kernel refused (the socket then uses `fd`).
+    fn set_fixed_file(&mut self, index: u32, fd: RawFd) -> bool {
+        match self.ring.submitter().register_files_update(index, &[fd]) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, index, "io_uring: registered-file slot not updated");
+                false
+            }
+        }
+    }
+
     /// A free send slot, or a new one while fewer than `bound` exist.
     fn send_slot(&mut self, bound: usize) -> Option<u32> {
         self.free_sends.pop().or_else(|| {
@@ -732,11 +840,16 @@ impl Inner {
             return Ok(());
         }
         state.armed = true;
-        let fd = types::Fd(state.fd);
+        let (fd, fixed) = (state.fd, state.fixed);
         let entry = if state.stream {
-            opcode::RecvMulti::new(fd, BUFFER_GROUP).build()
+            with_target!(fixed, id.index, fd, |target| opcode::RecvMulti::new(target, BUFFER_GROUP).build())
         } else {
-            opcode::RecvMsgMulti::new(fd, msghdr, BUFFER_GROUP).build()
+            with_target!(fixed, id.index, fd, |target| opcode::RecvMsgMulti::new(
+                target,
+                msghdr,
+                BUFFER_GROUP
+            )
+            .build())
         };
         let result = self.push(&entry.user_data(id.user_data()));
         if result.is_err()
@@ -819,13 +932,14 @@ impl Inner {
             // The pending bytes become the send's (no copy); the emptied
             // buffer of the last send takes the next writes.
             std::mem::swap(&mut state.pending, &mut state.in_flight);
-            let (fd, data, len) = (state.fd, state.in_flight.as_ptr(), state.in_flight.len() as u32);
+            let (fd, fixed) = (state.fd, state.fixed);
+            let (data, len) = (state.in_flight.as_ptr(), state.in_flight.len() as u32);
             // The slot only names the send (its owner, its completion).
             let slot = self.send_slot(usize::MAX).expect("no bound");
-            let entry = opcode::Send::new(types::Fd(fd), data, len)
+            let entry = with_target!(fixed, id.index, fd, |target| opcode::Send::new(target, data, len)
                 .flags(libc::MSG_WAITALL | libc::MSG_NOSIGNAL)
-                .build()
-                .user_data(KIND_SEND | u64::from(slot));
+                .build())
+            .user_data(KIND_SEND | u64::from(slot));
             match self.push(&entry) {
                 Ok(()) => {
                     self.send_owner[slot as usize] = Some(SendOwner { socket: id, len });
@@ -872,9 +986,17 @@ impl Inner {
 
     /// Returns a buffer to the ring, and re-arms a starved socket with it.
     fn recycle(&mut self, buffer: u16) {
-        self.buffers.push(buffer);
+        self.buffers.give_back(buffer);
         self.buffers.publish();
-        while let Some(id) = self.starved.pop_front() {
+        self.resume_starved(1);
+    }
+
+    /// Lets up to `n` starved sockets arm their receive again (one per
+    /// buffer that came back).
+    fn resume_starved(&mut self, mut n: u16) {
+        while n > 0
+            && let Some(id) = self.starved.pop_front()
+        {
             if let Some(state) = self.state(id)
                 && state.starved
             {
@@ -883,7 +1005,7 @@ impl Inner {
                     // Its next poll arms the receive again.
                     waker.wake();
                 }
-                break;
+                n -= 1;
             }
         }
     }
@@ -899,6 +1021,9 @@ impl Inner {
             match data & KIND_MASK {
                 KIND_RECV => {
                     let buffer = cqueue::buffer_select(cqe.flags());
+                    if let Some(buffer) = buffer {
+                        self.buffers.taken(buffer);
+                    }
                     received(
                         &mut self.sockets,
                         &mut self.buffers,
@@ -926,6 +1051,12 @@ impl Inner {
             self.cancel_receive(id);
         }
         self.pause = pause;
+        // Lent before the next submission, so the receives armed or
+        // re-armed by it find them.
+        let added = self.buffers.grow_if_low(!self.starved.is_empty());
+        if added > 0 {
+            self.resume_starved(added);
+        }
     }
 
     /// Cancels socket `id`'s multishot receive; its last completion
@@ -995,7 +1126,7 @@ fn received(
     let Some(state) = state else {
         // A socket that has gone: its buffer goes straight back.
         if let Some(buffer) = buffer {
-            buffers.push(buffer);
+            buffers.give_back(buffer);
             buffers.publish();
         }
         return;
@@ -1053,7 +1184,7 @@ fn received(
         _ => {
             stats.dropped += 1;
             state.dropped += 1;
-            buffers.push(buffer);
+            buffers.give_back(buffer);
             buffers.publish();
         }
     }
@@ -1085,7 +1216,7 @@ fn stream_received(
         other => {
             // The peer's end: a receive of 0 bytes (and the last).
             if let Some(buffer) = other {
-                buffers.push(buffer);
+                buffers.give_back(buffer);
                 buffers.publish();
             }
             state.eof = true;
@@ -1093,6 +1224,46 @@ fn stream_received(
     }
     if let Some(waker) = state.waker.take() {
         waker.wake();
+    }
+}
+
+/// An operation's target: registered-file slot `index` when `fixed`,
+/// else descriptor `fd` (the crate's two target types have no common
+/// public type, so the builder is written once and expanded for each).
+macro_rules! with_target {
+    ($fixed:expr, $index:expr, $fd:expr, |$target:ident| $build:expr) => {
+        if $fixed {
+            let $target = types::Fixed($index);
+            $build
+        } else {
+            let $target = types::Fd($fd);
+            $build
+        }
+    };
+}
+use with_target;
+
+/// Sets up an empty registered-file table as large as `RLIMIT_NOFILE`
+/// allows, up to [`FIXED_FILES_MAX`]; returns its size, 0 when the
+/// kernel refuses (before 5.19, or a limit): sockets then use plain
+/// descriptors and nothing else changes.
+fn register_file_table(ring: &IoUring) -> u32 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `getrlimit` writes only the `rlimit` it is given.
+    let slots = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } == 0 {
+        u32::try_from(limit.rlim_cur).unwrap_or(u32::MAX).min(FIXED_FILES_MAX)
+    } else {
+        0
+    };
+    if slots == 0 {
+        return 0;
+    }
+    match ring.submitter().register_files_sparse(slots) {
+        Ok(()) => slots,
+        Err(e) => {
+            tracing::info!(error = %e, "io_uring: no registered-file table; sockets use plain descriptors");
+            0
+        }
     }
 }
 

@@ -272,6 +272,8 @@ mod tests {
             // The ring's buffers held at most the queue, the rest waited
             // in the socket: every buffer is back.
             assert_eq!(stats.starved, 0);
+            // One flooded port does not make the worker lend more buffers.
+            assert_eq!(stats.buffers_lent, super::super::ring::RECV_BUFFERS_FIRST);
         });
     }
 
@@ -344,7 +346,39 @@ mod tests {
                     assert_eq!(buf[0], i, "in order, none lost");
                 }
             }
-            assert_eq!(stats(&sockets[0]).dropped, 0);
+            let stats = stats(&sockets[0]);
+            assert_eq!(stats.dropped, 0);
+            // Starving, the ring lent more buffers (within its bound).
+            let lent = stats.buffers_lent;
+            assert!(lent > super::super::ring::RECV_BUFFERS_FIRST, "{stats:?}");
+            assert!(lent <= super::super::ring::RECV_BUFFERS, "{stats:?}");
+        });
+    }
+
+    #[test]
+    fn sockets_use_registered_file_slots_and_give_them_back_on_close() {
+        on_uring(|| async {
+            let base = {
+                let probe = bind();
+                stats(&probe).fixed_files - 1
+            };
+            let sockets: Vec<RtpUdp> = (0..16).map(|_| bind()).collect();
+            assert_eq!(stats(&sockets[0]).fixed_files, base + 16, "every socket in the ring's file table");
+            // Traffic through the slots: each socket sends to the next.
+            for (i, socket) in sockets.iter().enumerate() {
+                let to = sockets[(i + 1) % sockets.len()].local_addr().unwrap();
+                let (sent, _) = socket.send_to(vec![i as u8; 4], to).await;
+                sent.unwrap();
+            }
+            for (i, socket) in sockets.iter().enumerate() {
+                let (got, buf) = recv(socket).await;
+                let from = sockets[(i + sockets.len() - 1) % sockets.len()].local_addr().unwrap();
+                assert_eq!(got.unwrap(), (4, from));
+                assert_eq!(buf[0] as usize, (i + sockets.len() - 1) % sockets.len());
+            }
+            let keep = bind();
+            drop(sockets);
+            assert_eq!(stats(&keep).fixed_files, base + 1, "closed sockets left the table");
         });
     }
 
