@@ -572,6 +572,9 @@ fn push_status(record: &mut CallRecord, status: &str, wall: &str) {
     }
     record.call_status = Some(status.to_owned());
     if record.status_events.len() < MAX_STATUS_EVENTS {
+        // Exactly: a first push would make room for four, and most calls
+        // in progress have one or two (the ledger holds them all).
+        record.status_events.reserve_exact(1);
         record.status_events.push(StatusEvent { status: status.to_owned(), at: wall.to_owned() });
     }
 }

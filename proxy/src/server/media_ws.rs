@@ -30,11 +30,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use voxproxy_adapters::websocket::{self, Decoder, FrameError, Kind, Opcode, Payload};
 
-/// Bytes read at a time: a media message is about 380, so this holds two
-/// that arrived together (every byte here is memory per call). A longer
-/// message grows the buffer, up to `limits.max_frame_bytes` and a header,
-/// and it shrinks back after.
-const READ_BUFFER: usize = 1024;
+/// Bytes read at a time: a media message is about 380, so this holds one
+/// and the start of the next (every byte here is memory per call; two
+/// messages arrive together only in a burst, and then the next read takes
+/// the rest). A longer message grows the buffer, up to
+/// `limits.max_frame_bytes` and a header, and it shrinks back after.
+const READ_BUFFER: usize = 512;
 /// What the write buffer starts with and shrinks back to after a slow
 /// Twilio made it grow: one media message and its header.
 const WRITE_BUFFER: usize = 512;
