@@ -56,7 +56,7 @@ pub(super) const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// Room for the RTP header in a datagram read from the backend: the fixed
 /// 12 bytes, a full CSRC list (60) and an RFC 8285 one-byte extension
 /// block at its largest (228; SIP peers add an audio level, 8 bytes).
-const RTP_HEADER_ROOM: usize = 12 + 60 + 228;
+const RTP_HEADER_ROOM: usize = voxproxy_core::rtp::HEADER_LEN + 60 + 228;
 
 /// Largest datagram read from the backend: the longest payload the bridge
 /// accepts ([`CallBridge::max_rtp_payload`]: 320 bytes of G.711, 640 of L16)
@@ -273,7 +273,7 @@ pub async fn run(
         // The directory's handle on the inbox; its entry goes with `facts`.
         drop(commands_tx);
         if let Some(sip) = &mut facts.sip {
-            Box::pin(end_sip(&ctx, &mut bridge, sip, Some(&facts.registration), &mut facts.capture)).await;
+            Box::pin(end_sip(&ctx, &mut bridge, sip, &facts.registration, &mut facts.capture)).await;
         }
         if let Some(key) = sip_key {
             super::sip_listener::stream_ended(&ctx, key, &bridge);
@@ -911,7 +911,7 @@ async fn media_loop(
                 facts.taps.report(ctx, bridge);
                 facts.registration.publish_latency((&bridge.latency_summary()).into());
                 if let Some(sip) = &mut facts.sip {
-                    sip.publish(ctx, Some(&facts.registration));
+                    sip.publish(ctx, &facts.registration);
                 }
                 if let Some(watch) = &mut facts.leg_watch
                     && watch.failed(woke, stats.rtp_packets_in)
@@ -1041,7 +1041,7 @@ async fn end_sip(
     ctx: &Rc<WorkerContext>,
     bridge: &mut CallBridge,
     sip: &mut SipCall,
-    registration: Option<&Registration>,
+    registration: &Registration,
     capture: &mut Capture,
 ) {
     let clock = ctx.shared.clock;

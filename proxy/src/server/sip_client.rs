@@ -378,19 +378,13 @@ impl SipCall {
     }
 
     /// Reports counters to `voxproxy_sip_*` and the leg to the directory.
-    pub(crate) fn publish(
-        &mut self,
-        ctx: &WorkerContext,
-        registration: Option<&super::directory::Registration>,
-    ) {
+    pub(crate) fn publish(&mut self, ctx: &WorkerContext, registration: &super::directory::Registration) {
         let now = self.backend.counters().clone();
         ctx.shared.metrics.sip().add(SipSide::Client, &self.reported, &now);
         self.reported = now;
         let view = self.view();
         if self.published.as_ref() != Some(&view) {
-            if let Some(registration) = registration {
-                registration.publish_leg(view.clone());
-            }
+            registration.publish_leg(view.clone());
             self.published = Some(view);
         }
     }
