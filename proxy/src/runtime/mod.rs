@@ -41,7 +41,7 @@ mod ring;
 mod uring;
 
 pub use epoll::EpollUdp;
-pub use ring::RingStats;
+pub use ring::{MAX_RECV_DATAGRAM, RingStats};
 pub use uring::{UringTcp, UringUdp};
 
 /// Which I/O backend a worker's runtime uses.

@@ -55,32 +55,33 @@ const SQ_ENTRIES: u32 = 1024;
 /// Completion queue entries. The kernel keeps overflowing completions on
 /// its own list (`IORING_FEAT_NODROP`) rather than lose them.
 const CQ_ENTRIES: u32 = 8192;
-/// Receive buffers in the provided-buffer ring at most (a power of two). A
-/// buffer is held only from a datagram's arrival until its call copies it
-/// out, so this bounds datagrams waiting across the worker, not calls; when
-/// all are waiting, sockets stop receiving until buffers come back (see
-/// `starved`).
+/// Receive buffers in the provided-buffer ring (a power of two), all lent
+/// to the kernel from the start. A buffer is held only from a datagram's
+/// arrival until its call copies it out, so this bounds datagrams waiting
+/// across the worker, not calls; when all are waiting, sockets stop
+/// receiving until buffers come back (see `starved`).
+///
+/// The ring hands buffers out in order, so every buffer is written within
+/// the first [`RECV_BUFFERS`] datagrams: the pool is resident from the
+/// first seconds of load, [`RECV_BUFFERS`] x [`RECV_BUFFER_BYTES`] = 1.1 MB
+/// per worker, and never grows. (Until issue 13's soak, 256 buffers of 2 KiB
+/// were lent at first and doubled when a stall held three quarters of them:
+/// a stall after the ramp stepped resident memory up by 1.2 MB for good.)
 pub(super) const RECV_BUFFERS: u16 = 1024;
-/// Receive buffers lent to the kernel at first: twice what one socket may
-/// hold ([`RECV_QUEUE_MAX`]), so one flooded port cannot starve the others.
-/// The ring hands buffers out in order, so every buffer lent is soon
-/// written: lending all [`RECV_BUFFERS`] at once cost 2.2 MB of resident
-/// memory whatever the load (and each datagram landed in a buffer last
-/// written a thousand datagrams earlier, out of cache). More are lent when
-/// the load holds three quarters of them (see `BufferRing::grow_if_low`).
-pub(super) const RECV_BUFFERS_FIRST: u16 = 256;
-const _: () = assert!(
-    RECV_BUFFERS_FIRST as usize >= 2 * RECV_QUEUE_MAX && RECV_BUFFERS_FIRST <= RECV_BUFFERS,
-    "the first buffers lent must cover one flooded socket, within the ring"
-);
-/// Bytes per receive buffer: the kernel's 16-byte `io_uring_recvmsg_out`
-/// header, the source address (`NAME_BYTES`) and a payload of up to
-/// [`MAX_DATAGRAM`], rounded up to a multiple of 64.
-const RECV_BUFFER_BYTES: usize = 2112;
+const _: () =
+    assert!(RECV_BUFFERS as usize >= 2 * RECV_QUEUE_MAX, "the ring must cover one flooded socket twice over");
+/// Bytes per receive buffer: 17 cache lines. The ring carries RTP, and the
+/// longest packet a call accepts is 940 bytes (L16 behind the largest
+/// header, `server::call`), so a kilobyte of payload holds every packet a
+/// call could use. A stream's chunks are at most this long each.
+const RECV_BUFFER_BYTES: usize = 17 * 64;
+/// The largest datagram received whole: a buffer less the kernel's 16-byte
+/// `io_uring_recvmsg_out` header and the source address (`NAME_BYTES`). A
+/// longer one is cut, as a `recvfrom` into a buffer of this size would.
+pub const MAX_RECV_DATAGRAM: usize = RECV_BUFFER_BYTES - 16 - NAME_BYTES as usize;
 /// Room for the source address in a receive buffer (`sockaddr_in6`).
 const NAME_BYTES: u32 = 28;
-/// The largest datagram received whole or sent (bigger sends are refused,
-/// bigger receives are cut, as a `recvfrom` into a buffer of this size would).
+/// The largest datagram sent; bigger sends are refused.
 pub(super) const MAX_DATAGRAM: usize = 2048;
 /// Datagrams waiting on one socket for its task before its receive is
 /// paused (cancelled until the queue is empty), so one flooded port cannot
@@ -155,8 +156,6 @@ pub struct RingStats {
     pub send_errors: u64,
     /// Times a socket's receive stopped because every buffer was waiting.
     pub starved: u64,
-    /// Receive buffers lent to the kernel so far (grown with the load).
-    pub buffers_lent: u16,
     /// Sockets registered in the ring's file table now (the rest use
     /// their plain descriptor, which costs the kernel a file lookup per
     /// operation).
@@ -239,9 +238,6 @@ struct BufferRing {
     memory: *mut u8,
     /// The next tail to publish.
     tail: u16,
-    /// Buffers lent to the kernel so far: ids `0..lent` (nothing writes
-    /// the rest of `memory`, so its fresh pages are not made resident).
-    lent: u16,
     /// Buffers the kernel has filled and the driver not yet given back.
     held: u16,
 }
@@ -266,40 +262,23 @@ impl BufferRing {
         if entries.is_null() || memory.is_null() {
             std::alloc::handle_alloc_error(Self::memory_layout());
         }
-        let mut buffers = BufferRing { entries, memory, tail: 0, lent: 0, held: 0 };
+        let mut buffers = BufferRing { entries, memory, tail: 0, held: 0 };
         // SAFETY: `entries` is page-aligned, zeroed and holds RECV_BUFFERS
         // entries; it stays allocated until `Drop`, which runs only once
         // the kernel is done with the ring (see `Driver`'s `Drop`).
         unsafe {
             ring.submitter().register_buf_ring_with_flags(entries as u64, RECV_BUFFERS, BUFFER_GROUP, 0)?;
         }
-        buffers.lend(RECV_BUFFERS_FIRST);
-        Ok(buffers)
-    }
-
-    /// Lends the kernel up to `more` buffers it has never had (fewer once
-    /// all [`RECV_BUFFERS`] are lent); returns how many.
-    fn lend(&mut self, more: u16) -> u16 {
-        let more = more.min(RECV_BUFFERS - self.lent);
-        for id in self.lent..self.lent + more {
-            self.push(id);
+        for id in 0..RECV_BUFFERS {
+            buffers.push(id);
         }
-        self.lent += more;
-        self.publish();
-        more
-    }
-
-    /// Lends more buffers when fewer than a quarter of those lent are left
-    /// in the ring (or `starving`): as many again, up to [`RECV_BUFFERS`].
-    /// Returns how many were added.
-    fn grow_if_low(&mut self, starving: bool) -> u16 {
-        let left = self.lent.saturating_sub(self.held);
-        if starving || left < self.lent / 4 { self.lend(self.lent) } else { 0 }
+        buffers.publish();
+        Ok(buffers)
     }
 
     /// The kernel filled buffer `id`: the driver holds it until `give_back`.
     fn taken(&mut self, id: u16) {
-        debug_assert!(id < self.lent);
+        debug_assert!(id < RECV_BUFFERS);
         self.held += 1;
     }
 
@@ -473,7 +452,7 @@ impl Driver {
     /// What the driver has done so far.
     pub(super) fn stats(&self) -> RingStats {
         let inner = self.inner.borrow();
-        RingStats { buffers_lent: inner.buffers.lent, ..inner.stats }
+        inner.stats
     }
 
     /// Registers a socket; its receive is armed on the first `poll_recv`.
@@ -794,13 +773,7 @@ impl Drop for Driver {
         // The buffer ring is replaced by an empty one that owns nothing.
         let buffers = std::mem::replace(
             &mut inner.buffers,
-            BufferRing {
-                entries: std::ptr::null_mut(),
-                memory: std::ptr::null_mut(),
-                tail: 0,
-                lent: 0,
-                held: 0,
-            },
+            BufferRing { entries: std::ptr::null_mut(), memory: std::ptr::null_mut(), tail: 0, held: 0 },
         );
         std::mem::forget(buffers);
     }
@@ -1051,12 +1024,6 @@ impl Inner {
             self.cancel_receive(id);
         }
         self.pause = pause;
-        // Lent before the next submission, so the receives armed or
-        // re-armed by it find them.
-        let added = self.buffers.grow_if_low(!self.starved.is_empty());
-        if added > 0 {
-            self.resume_starved(added);
-        }
     }
 
     /// Cancels socket `id`'s multishot receive; its last completion
