@@ -1,5 +1,6 @@
 //! The epoll backend's UDP socket: tokio's readiness reactor behind the
-//! owned-buffer [`RtpSocket`](super::RtpSocket) interface.
+//! [`RtpSocket`](super::RtpSocket) interface, receiving into the worker's
+//! one buffer and lending it.
 //!
 //! One syscall per datagram received. A plain readiness loop costs two: the
 //! `recvfrom` that returns the datagram, then one that returns `EAGAIN`,
@@ -20,10 +21,11 @@ use std::cell::RefCell;
 use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd as _;
+use std::task::{Context, Poll};
 
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
 
-use super::{RecvResult, SendResult};
+use super::{MAX_RECV_DATAGRAM, SendResult};
 
 /// A UDP socket on tokio's epoll reactor.
 #[derive(Debug)]
@@ -49,11 +51,13 @@ struct Batch {
     second: Option<Box<Early>>,
 }
 
-/// The worker's `recvmmsg` headers and the buffer a second datagram lands
-/// in: one set per worker thread rather than per call (every receive runs to
+/// The worker's `recvmmsg` headers and the buffers a batch lands in: one
+/// set per worker thread rather than per call (every receive runs to
 /// completion on the worker, so they are never shared).
 struct Scratch {
     headers: MultiHeaders<SockaddrStorage>,
+    /// The first datagram's buffer ([`MAX_RECV_DATAGRAM`] bytes).
+    first: Vec<u8>,
     spare: Vec<u8>,
 }
 
@@ -72,44 +76,56 @@ impl EpollUdp {
         self.socket.local_addr()
     }
 
-    /// Receives one datagram into `buf` (its whole length is usable; a
-    /// longer datagram is truncated to it).
-    pub async fn recv_from(&self, mut buf: Vec<u8>) -> RecvResult {
+    /// Ready once a datagram (or an error) may wait for
+    /// [`Self::try_recv_with`].
+    pub fn poll_recv_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.early.borrow().is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        self.socket.poll_recv_ready(cx)
+    }
+
+    /// Receives the next datagram into the worker's buffer and lends it to
+    /// `f` (a call holds no receive buffer of its own); `None` when none
+    /// was waiting after all.
+    pub fn try_recv_with<R>(&self, f: impl FnOnce(&[u8], SocketAddr) -> R) -> Option<io::Result<R>> {
         let early = self.early.borrow_mut().take();
         if let Some(early) = early {
-            let len = early.bytes.len().min(buf.len());
-            buf[..len].copy_from_slice(&early.bytes[..len]);
-            return (Ok((len, early.from)), buf);
+            return Some(Ok(f(&early.bytes, early.from)));
         }
-        loop {
-            // Polled rather than `readable().await`: tokio's readiness
-            // future is 200 bytes, and this one lives in every call's task
-            // for the call's life (issue 13, memory per call).
-            if let Err(e) = std::future::poll_fn(|cx| self.socket.poll_recv_ready(cx)).await {
-                return (Err(e), buf);
+        // Out of the scratch while `f` runs, so `f` may receive too.
+        let mut buf = SCRATCH.with(|cell| cell.borrow_mut().as_mut().map(|s| std::mem::take(&mut s.first)));
+        let buf = buf.get_or_insert_default();
+        buf.resize(MAX_RECV_DATAGRAM, 0);
+        // tokio clears the socket's readiness when the operation says
+        // `WouldBlock`: a batch of one says so (the queue was empty) and
+        // hands its datagram out through `alone`.
+        let mut alone = None;
+        let result = self.socket.try_io(tokio::io::Interest::READABLE, || {
+            let batch = recv_batch(&self.socket, buf)?;
+            if batch.second.is_some() {
+                return Ok(batch);
             }
-            // tokio clears the socket's readiness when the operation says
-            // `WouldBlock`: a batch of one says so (the queue was empty)
-            // and hands its datagram out through `alone`.
-            let mut alone = None;
-            let result = self.socket.try_io(tokio::io::Interest::READABLE, || {
-                let batch = recv_batch(&self.socket, &mut buf)?;
-                if batch.second.is_some() {
-                    return Ok(batch);
-                }
-                alone = Some(batch);
-                Err(io::ErrorKind::WouldBlock.into())
-            });
-            let batch = match (result, alone) {
-                (_, Some(batch)) | (Ok(batch), None) => batch,
-                (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                // ICMP errors (port unreachable) come back here; readiness
-                // stays, so the datagrams behind one are still read.
-                (Err(e), None) => return (Err(e), buf),
-            };
-            *self.early.borrow_mut() = batch.second;
-            return (Ok((batch.len, batch.from)), buf);
-        }
+            alone = Some(batch);
+            Err(io::ErrorKind::WouldBlock.into())
+        });
+        let out = match (result, alone) {
+            (_, Some(batch)) | (Ok(batch), None) => {
+                *self.early.borrow_mut() = batch.second;
+                Some(Ok(f(&buf[..batch.len], batch.from)))
+            }
+            (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => None,
+            // ICMP errors (port unreachable) come back here; readiness
+            // stays, so the datagrams behind one are still read.
+            (Err(e), None) => Some(Err(e)),
+        };
+        let buf = std::mem::take(buf);
+        SCRATCH.with(|cell| {
+            if let Some(scratch) = cell.borrow_mut().as_mut() {
+                scratch.first = buf;
+            }
+        });
+        out
     }
 
     /// Sends `buf` to `target`. A full socket buffer is waited out, which on
@@ -133,8 +149,9 @@ impl EpollUdp {
 fn recv_batch(socket: &tokio::net::UdpSocket, buf: &mut [u8]) -> io::Result<Batch> {
     SCRATCH.with(|cell| {
         let mut cell = cell.borrow_mut();
-        let Scratch { headers, spare } = cell.get_or_insert_with(|| Scratch {
+        let Scratch { headers, spare, .. } = cell.get_or_insert_with(|| Scratch {
             headers: MultiHeaders::preallocate(2, None),
+            first: Vec::new(),
             spare: Vec::new(),
         });
         // The second datagram is truncated exactly as the first would be.
@@ -233,5 +250,38 @@ mod tests {
         })
         .unwrap();
         assert_eq!(worker.join().unwrap(), [(4, 1), (4, 2)]);
+    }
+
+    #[test]
+    fn datagrams_are_lent_whole_up_to_the_limit_both_backends_share() {
+        use crate::runtime::MAX_RECV_DATAGRAM;
+        let worker = crate::runtime::Worker::spawn(0, IoBackend::Epoll, None, || async {
+            let socket = IoBackend::Epoll.bind_rtp("127.0.0.1:0".parse().unwrap()).unwrap();
+            let to = socket.local_addr().unwrap();
+            let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            // Nothing waits: `None`, not an error.
+            let nothing = socket.try_recv_with(|bytes, _| bytes.len());
+            let mut lens = Vec::new();
+            for len in [MAX_RECV_DATAGRAM, MAX_RECV_DATAGRAM + 1, 4000] {
+                sender.send_to(&vec![7; len], to).unwrap();
+                let lent = loop {
+                    std::future::poll_fn(|cx| socket.poll_recv_ready(cx)).await.unwrap();
+                    let seen = socket.try_recv_with(|bytes, from| {
+                        assert_eq!(from, sender.local_addr().unwrap());
+                        assert!(bytes.iter().all(|&b| b == 7));
+                        bytes.len()
+                    });
+                    if let Some(seen) = seen {
+                        break seen.unwrap();
+                    }
+                };
+                lens.push(lent);
+            }
+            (nothing.is_none(), lens)
+        })
+        .unwrap();
+        let (nothing, lens) = worker.join().unwrap();
+        assert!(nothing);
+        assert_eq!(lens, [MAX_RECV_DATAGRAM; 3], "whole up to the limit, cut beyond it");
     }
 }

@@ -11,10 +11,12 @@
 //! the worker that accepted its connection, so the media path takes no locks
 //! and never hops threads.
 //!
-//! The two backends differ only in how UDP is done, behind [`RtpSocket`]: an
-//! owned-buffer interface (the buffer goes into the operation and comes back
-//! with its result) because that is what a completion-based ring needs, and a
-//! readiness-based socket can serve it too.
+//! The two backends differ only in how UDP is done, behind [`RtpSocket`].
+//! A receive is a readiness wait, then the datagram lent to a closure where
+//! the backend holds it (the ring's buffer, or the epoll worker's one
+//! receive buffer), so neither copies it nor makes a call hold a buffer. A
+//! send takes an owned buffer and gives it back, which is what a
+//! completion-based ring needs and a readiness-based socket can serve too.
 //!
 //! ```no_run
 //! use voxproxy::runtime::{IoBackend, RtpSocket, Worker};
@@ -33,6 +35,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::task::{Context, Poll};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -119,17 +122,45 @@ pub type SendResult = (io::Result<usize>, Vec<u8>);
 
 /// A call's UDP socket towards the voice stack, as either backend provides it.
 ///
-/// Owned buffers: `recv_from` fills `buf` from index 0 up to its length and
-/// hands it back; `send_to` sends all of `buf` and hands it back, so a call
-/// reuses the same two buffers for its whole life. A `recv_from` future may be
-/// kept across other awaits (the call task keeps one in flight all the time);
-/// dropping it mid-flight is allowed but costs the buffer.
+/// Receives are lent, not copied: once [`RtpSocket::poll_recv_ready`] is
+/// ready, [`RtpSocket::try_recv_with`] hands the datagram's bytes to a
+/// closure, where the io_uring kernel wrote them in the worker's ring, or in
+/// the epoll worker's one receive buffer, so a call holds no receive buffer
+/// of its own. Both backends cut a datagram longer than
+/// [`MAX_RECV_DATAGRAM`], as a `recvfrom` into a buffer that long would.
+/// Sends take an owned buffer: `send_to` sends all of `buf` and hands it
+/// back, so a call reuses its buffers for its whole life.
 pub trait RtpSocket {
     /// The local address (the port Twilio's audio leaves from and the voice
     /// stack sends to).
     fn local_addr(&self) -> io::Result<SocketAddr>;
-    /// Receives one datagram into `buf`.
-    fn recv_from(&self, buf: Vec<u8>) -> impl Future<Output = RecvResult>;
+    /// Ready once a datagram (or a receive error) may be waiting; `Err`
+    /// when waiting itself failed.
+    fn poll_recv_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Takes the next datagram and lends its bytes and source to `f`,
+    /// returning what `f` returns; `Some(Err)` for a receive error (an
+    /// ICMP error from the peer, datagrams dropped for a lagging call),
+    /// `None` when none was waiting after all (wait again).
+    fn try_recv_with<R>(&self, f: impl FnOnce(&[u8], SocketAddr) -> R) -> Option<io::Result<R>>;
+    /// Receives one datagram into `buf`, cut to its length: a copy of what
+    /// [`RtpSocket::try_recv_with`] lends, for callers that keep it.
+    fn recv_from(&self, mut buf: Vec<u8>) -> impl Future<Output = RecvResult> {
+        async move {
+            loop {
+                if let Err(e) = std::future::poll_fn(|cx| self.poll_recv_ready(cx)).await {
+                    return (Err(e), buf);
+                }
+                let copied = self.try_recv_with(|bytes, from| {
+                    let n = bytes.len().min(buf.len());
+                    buf[..n].copy_from_slice(&bytes[..n]);
+                    (n, from)
+                });
+                if let Some(result) = copied {
+                    return (result, buf);
+                }
+            }
+        }
+    }
     /// Sends `buf` as one datagram to `target`.
     fn send_to(&self, buf: Vec<u8>, target: SocketAddr) -> impl Future<Output = SendResult>;
 }
@@ -151,10 +182,17 @@ impl RtpSocket for RtpUdp {
         }
     }
 
-    async fn recv_from(&self, buf: Vec<u8>) -> RecvResult {
+    fn poll_recv_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
-            RtpUdp::Uring(s) => s.recv_from(buf).await,
-            RtpUdp::Epoll(s) => s.recv_from(buf).await,
+            RtpUdp::Uring(s) => s.poll_recv_ready(cx),
+            RtpUdp::Epoll(s) => s.poll_recv_ready(cx),
+        }
+    }
+
+    fn try_recv_with<R>(&self, f: impl FnOnce(&[u8], SocketAddr) -> R) -> Option<io::Result<R>> {
+        match self {
+            RtpUdp::Uring(s) => s.try_recv_with(f),
+            RtpUdp::Epoll(s) => s.try_recv_with(f),
         }
     }
 

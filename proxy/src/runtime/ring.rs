@@ -162,6 +162,16 @@ pub struct RingStats {
     pub fixed_files: u32,
 }
 
+/// Gives back what a burst grew an emptied socket queue to: a stall can
+/// fill it to [`RECV_QUEUE_MAX`] (5 KiB), and a call that kept that for
+/// its whole life would make every stall a step in resident memory. Only
+/// after a burst, so the steady state allocates nothing.
+fn settle(queue: &mut VecDeque<Datagram>) {
+    if queue.is_empty() && queue.capacity() > RECV_QUEUE {
+        queue.shrink_to(RECV_QUEUE);
+    }
+}
+
 /// One datagram received and not yet taken by its task.
 #[derive(Debug)]
 struct Datagram {
@@ -522,41 +532,63 @@ impl Driver {
         }
     }
 
-    /// Takes the next datagram for socket `id`, copying its payload into
-    /// `out` (cut to `out`'s length); pending until one arrives.
-    pub(super) fn poll_recv(
-        &self,
-        id: SocketId,
-        cx: &mut Context<'_>,
-        out: &mut [u8],
-    ) -> Poll<io::Result<(usize, SocketAddr)>> {
+    /// Ready once socket `id` has a datagram (or an error) for
+    /// [`Driver::try_recv_with`]; arms its receive and waits otherwise.
+    pub(super) fn poll_recv_ready(&self, id: SocketId, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let inner = &mut *self.inner.borrow_mut();
         let Some(state) = inner.state(id) else {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::NotConnected, "socket closed")));
         };
-        if let Some(e) = state.recv_error.take() {
-            return Poll::Ready(Err(e));
-        }
-        if state.dropped > 0 {
-            let dropped = std::mem::take(&mut state.dropped);
-            return Poll::Ready(Err(io::Error::other(format!(
-                "{dropped} datagrams dropped: more than {RECV_QUEUE_MAX} were waiting for the call"
-            ))));
-        }
-        if let Some(datagram) = state.queue.pop_front() {
-            let payload =
-                inner.buffers.get(datagram.buffer, usize::from(datagram.offset) + usize::from(datagram.len));
-            let payload = &payload[usize::from(datagram.offset)..];
-            let n = payload.len().min(out.len());
-            out[..n].copy_from_slice(&payload[..n]);
-            inner.recycle(datagram.buffer);
-            return Poll::Ready(Ok((n, datagram.from)));
+        if !state.queue.is_empty() || state.recv_error.is_some() || state.dropped > 0 {
+            return Poll::Ready(Ok(()));
         }
         if let Err(e) = inner.arm(id) {
             return Poll::Ready(Err(e));
         }
         inner.wait(id, cx);
         Poll::Pending
+    }
+
+    /// Takes the next datagram for socket `id` and lends its payload, in
+    /// the ring buffer the kernel wrote it to, to `f`: no copy. The buffer
+    /// goes back to the kernel once `f` returns. `None` when none waits.
+    pub(super) fn try_recv_with<R>(
+        &self,
+        id: SocketId,
+        f: impl FnOnce(&[u8], SocketAddr) -> R,
+    ) -> Option<io::Result<R>> {
+        let (datagram, memory) = {
+            let inner = &mut *self.inner.borrow_mut();
+            let Some(state) = inner.state(id) else {
+                return Some(Err(io::Error::new(io::ErrorKind::NotConnected, "socket closed")));
+            };
+            if let Some(e) = state.recv_error.take() {
+                return Some(Err(e));
+            }
+            if state.dropped > 0 {
+                let dropped = std::mem::take(&mut state.dropped);
+                return Some(Err(io::Error::other(format!(
+                    "{dropped} datagrams dropped: more than {RECV_QUEUE_MAX} were waiting for the call"
+                ))));
+            }
+            let datagram = state.queue.pop_front()?;
+            settle(&mut state.queue);
+            (datagram, inner.buffers.memory)
+        };
+        let start = usize::from(datagram.buffer) * RECV_BUFFER_BYTES + usize::from(datagram.offset);
+        assert!(
+            usize::from(datagram.offset) + usize::from(datagram.len) <= RECV_BUFFER_BYTES,
+            "a datagram within its buffer"
+        );
+        // SAFETY: the range lies inside buffer `datagram.buffer` (asserted),
+        // inside `memory`, which lives until the driver drops (`&self`
+        // keeps it). The driver holds that buffer: the kernel does not
+        // write it until `recycle` below puts it back in the ring. The
+        // `RefCell` is released first, so `f` may use the ring.
+        let payload = unsafe { std::slice::from_raw_parts(memory.add(start), usize::from(datagram.len)) };
+        let out = f(payload, datagram.from);
+        self.inner.borrow_mut().recycle(datagram.buffer);
+        Some(Ok(out))
     }
 
     /// Reads the next bytes of stream `id` into `out`: `Ok(0)` at the
@@ -588,6 +620,7 @@ impl Driver {
             } else {
                 let buffer = chunk.buffer;
                 state.queue.pop_front();
+                settle(&mut state.queue);
                 inner.recycle(buffer);
             }
         }
@@ -1268,4 +1301,32 @@ fn socket_addr(name: &[u8]) -> Option<SocketAddr> {
 
 fn unsupported(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::Unsupported, format!("io_uring here lacks {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_queue_gives_back_what_a_burst_grew_it_to_once_empty() {
+        let datagram = || Datagram { buffer: 0, offset: 0, len: 1, from: NO_ADDRESS };
+        let mut queue = VecDeque::new();
+        for _ in 0..RECV_QUEUE_MAX {
+            queue.push_back(datagram());
+        }
+        let grown = queue.capacity();
+        assert!(grown >= RECV_QUEUE_MAX);
+        queue.pop_front();
+        settle(&mut queue);
+        assert_eq!(queue.capacity(), grown, "kept while datagrams wait");
+        queue.clear();
+        settle(&mut queue);
+        assert!(queue.capacity() <= RECV_QUEUE, "{}", queue.capacity());
+        // The steady state (one datagram at a time) keeps its room.
+        queue.push_back(datagram());
+        let steady = queue.capacity();
+        queue.pop_front();
+        settle(&mut queue);
+        assert_eq!(queue.capacity(), steady);
+    }
 }

@@ -16,8 +16,8 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
+use super::SendResult;
 use super::ring::{Driver, SocketId};
-use super::{RecvResult, SendResult};
 
 thread_local! {
     /// The ring of the io_uring worker running on this thread.
@@ -84,10 +84,15 @@ impl UringUdp {
         self.socket.local_addr()
     }
 
-    /// Receives one datagram into `buf` (its whole length is usable).
-    pub async fn recv_from(&self, mut buf: Vec<u8>) -> RecvResult {
-        let result = poll_fn(|cx| self.driver.poll_recv(self.id, cx, &mut buf)).await;
-        (result, buf)
+    /// Ready once a datagram (or an error) waits for [`Self::try_recv_with`].
+    pub fn poll_recv_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.driver.poll_recv_ready(self.id, cx)
+    }
+
+    /// Lends the next datagram, where the kernel wrote it in the ring, to
+    /// `f`; `None` when none waits.
+    pub fn try_recv_with<R>(&self, f: impl FnOnce(&[u8], SocketAddr) -> R) -> Option<io::Result<R>> {
+        self.driver.try_recv_with(self.id, f)
     }
 
     /// Queues `buf` as one datagram to `target`; ready at once. An `Err`

@@ -53,19 +53,6 @@ const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a call publishes its counters to metrics and the directory.
 pub(super) const STATS_INTERVAL: Duration = Duration::from_secs(1);
-/// Room for the RTP header in a datagram read from the backend: the fixed
-/// 12 bytes, a full CSRC list (60) and an RFC 8285 one-byte extension
-/// block at its largest (228; SIP peers add an audio level, 8 bytes).
-const RTP_HEADER_ROOM: usize = voxproxy_core::rtp::HEADER_LEN + 60 + 228;
-
-/// Largest datagram read from the backend: the longest payload the bridge
-/// accepts ([`CallBridge::max_rtp_payload`]: 320 bytes of G.711, 640 of L16)
-/// behind [`RTP_HEADER_ROOM`]. Bigger ones are truncated, which the bridge
-/// rejects as a bad packet. Every call holds this buffer for its life: it
-/// was an Ethernet MTU (1,472 bytes) until issue 13 measured memory per call.
-fn rtp_recv_bytes(bridge: &CallBridge) -> usize {
-    RTP_HEADER_ROOM + bridge.max_rtp_payload()
-}
 /// Outbound bytes the media WebSocket may hold for a slow Twilio before
 /// frames are dropped: about 0.4 s of media messages.
 pub(super) const MAX_WS_WRITE_BUFFER: usize = 8 * 1024;
@@ -636,7 +623,8 @@ enum Wake {
     Sent(crate::runtime::SendResult),
     Sip(std::io::Result<(usize, SocketAddr)>),
     Twilio(Result<Received, SocketError>),
-    Rtp(crate::runtime::RecvResult),
+    /// A datagram may wait on the RTP socket (`Err`: waiting failed).
+    Rtp(std::io::Result<()>),
     Deadline,
     Command(CallCommand),
     Shutdown,
@@ -754,8 +742,6 @@ async fn media_loop(
     let mut sends = SendQueue::new();
     let send = futures_util::future::Fuse::terminated();
     tokio::pin!(send);
-    let recv = socket.recv_from(vec![0u8; rtp_recv_bytes(bridge)]);
-    tokio::pin!(recv);
     let sleep = tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_secs(3600));
     tokio::pin!(sleep);
     let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
@@ -793,7 +779,7 @@ async fn media_loop(
             biased;
             _ = &mut drain => Wake::Shutdown,
             command = commands.recv() => Wake::Command(command),
-            result = &mut recv => Wake::Rtp(result),
+            ready = std::future::poll_fn(|cx| socket.poll_recv_ready(cx)) => Wake::Rtp(ready),
             result = &mut send => Wake::Sent(result),
             result = sip_recv(&mut facts.sip, &mut sip_buf) => Wake::Sip(result),
             ready = ws.ready(reading, ws_open), if reading || (ws_open && ws.is_blocked()) => match ready {
@@ -844,22 +830,29 @@ async fn media_loop(
                 facts.capture.with(|c| c.close(now, EndReason::WebSocketClosed));
                 bridge.handle_close(now, EndReason::WebSocketClosed);
             }
-            Wake::Rtp((result, buf)) => {
-                match result {
-                    Ok((len, from)) => {
-                        direction = Some(Direction::Outbound);
-                        let datagram = &buf[..len.min(buf.len())];
-                        facts.capture.with(|c| c.rtp(now, from, datagram));
-                        bridge.handle_rtp(now, from, datagram);
-                    }
-                    Err(e) => {
+            Wake::Rtp(ready) => {
+                // The datagram is read where the socket holds it: the
+                // ring's buffer on io_uring, the worker's on epoll.
+                let received = ready.map_or_else(
+                    |e| Some(Err(e)),
+                    |()| {
+                        socket.try_recv_with(|datagram, from| {
+                            facts.capture.with(|c| c.rtp(now, from, datagram));
+                            bridge.handle_rtp(now, from, datagram);
+                        })
+                    },
+                );
+                match received {
+                    Some(Ok(())) => direction = Some(Direction::Outbound),
+                    Some(Err(e)) => {
                         // ICMP port unreachable from a backend that is down
                         // shows up here on Linux: count and keep receiving.
                         metrics.rtp_error(RtpErrorKind::Recv);
                         tracing::debug!(error = %e, "RTP receive failed");
                     }
+                    // Readiness without a datagram: wait again.
+                    None => {}
                 }
-                recv.set(socket.recv_from(buf));
             }
             Wake::Sent((result, buf)) => {
                 if let Err(e) = result {
@@ -1015,13 +1008,9 @@ async fn media_loop(
         let (code, reason) = close.unwrap_or((1000, "call ended".to_owned()));
         close_now(ws, code, &reason).await;
     }
-    // An io_uring receive cannot be dropped mid-flight without keeping the
-    // socket open until it completes, so complete it: a datagram to
-    // ourselves. The epoll backend needs none of this, and it is harmless there.
-    if let Ok(own) = socket.local_addr() {
-        let (_, _) = socket.send_to(vec![0], own).await;
-        let _ = tokio::time::timeout(RELEASE_TIMEOUT, &mut recv).await;
-    }
+    // A send still waiting (epoll, on a full socket buffer) owns its
+    // buffer: let it finish, bounded. No receive is in flight: the
+    // io_uring ring cancels the socket's own when the socket goes.
     if !send.is_terminated() {
         let _ = tokio::time::timeout(RELEASE_TIMEOUT, &mut send).await;
     }
@@ -1263,20 +1252,21 @@ mod tests {
     }
 
     #[test]
-    fn the_rtp_receive_buffer_fits_the_longest_packet_the_bridge_takes() {
+    fn every_rtp_packet_the_bridge_takes_is_received_whole() {
         use voxproxy_adapters::bridge::{BackendCodec, MAX_G711_RTP_PAYLOAD, MAX_RTP_PAYLOAD};
         let bridge = |codec| {
             let config = BridgeConfig { codec, ..BridgeConfig::default() };
             CallBridge::new(config, voxproxy_core::Instant::from_millis(0)).unwrap()
         };
-        let g711 = bridge(BackendCodec::Pcmu);
-        assert_eq!(g711.max_rtp_payload(), MAX_G711_RTP_PAYLOAD);
-        assert_eq!(rtp_recv_bytes(&g711), 620, "a G.711 call holds 620 bytes, not an MTU");
-        let l16 = bridge(BackendCodec::L16Wideband);
-        assert_eq!(l16.max_rtp_payload(), MAX_RTP_PAYLOAD);
-        assert_eq!(rtp_recv_bytes(&l16), 940);
-        // The io_uring ring's receive buffers hold it whole.
-        assert!(rtp_recv_bytes(&l16) <= crate::runtime::MAX_RECV_DATAGRAM);
+        assert_eq!(bridge(BackendCodec::Pcmu).max_rtp_payload(), MAX_G711_RTP_PAYLOAD);
+        assert_eq!(bridge(BackendCodec::L16Wideband).max_rtp_payload(), MAX_RTP_PAYLOAD);
+        // The fixed header, a full CSRC list (60 bytes) and an RFC 8285
+        // one-byte extension block at its largest (228; SIP peers add an
+        // audio level, 8 bytes) before the longest payload: both backends
+        // receive that much whole, so a datagram is cut only when the
+        // bridge would reject it anyway.
+        let longest = voxproxy_core::rtp::HEADER_LEN + 60 + 228 + MAX_RTP_PAYLOAD;
+        assert!(longest <= crate::runtime::MAX_RECV_DATAGRAM, "{longest}");
     }
 
     #[test]
