@@ -94,15 +94,16 @@ impl EpollUdp {
             return Some(Ok(f(&early.bytes, early.from)));
         }
         // Out of the scratch while `f` runs, so `f` may receive too.
-        let mut buf = SCRATCH.with(|cell| cell.borrow_mut().as_mut().map(|s| std::mem::take(&mut s.first)));
-        let buf = buf.get_or_insert_default();
+        let mut buf = SCRATCH
+            .with(|cell| cell.borrow_mut().as_mut().map(|s| std::mem::take(&mut s.first)))
+            .unwrap_or_default();
         buf.resize(MAX_RECV_DATAGRAM, 0);
         // tokio clears the socket's readiness when the operation says
         // `WouldBlock`: a batch of one says so (the queue was empty) and
         // hands its datagram out through `alone`.
         let mut alone = None;
         let result = self.socket.try_io(tokio::io::Interest::READABLE, || {
-            let batch = recv_batch(&self.socket, buf)?;
+            let batch = recv_batch(&self.socket, &mut buf)?;
             if batch.second.is_some() {
                 return Ok(batch);
             }
@@ -119,7 +120,6 @@ impl EpollUdp {
             // stays, so the datagrams behind one are still read.
             (Err(e), None) => Some(Err(e)),
         };
-        let buf = std::mem::take(buf);
         SCRATCH.with(|cell| {
             if let Some(scratch) = cell.borrow_mut().as_mut() {
                 scratch.first = buf;
@@ -188,7 +188,17 @@ fn std_addr(address: &SockaddrStorage) -> Option<SocketAddr> {
 mod tests {
     use std::time::Duration;
 
-    use crate::runtime::{IoBackend, RtpSocket as _, RtpUdp};
+    use std::net::SocketAddr;
+
+    use crate::runtime::{IoBackend, RtpSocket as _, RtpUdp, run_on};
+
+    /// An epoll RTP socket on this thread's runtime, its address, and a
+    /// plain socket to send to it from.
+    fn socket_and_sender() -> (RtpUdp, SocketAddr, std::net::UdpSocket) {
+        let socket = IoBackend::Epoll.bind_rtp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let to = socket.local_addr().unwrap();
+        (socket, to, std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+    }
 
     /// Receives `count` datagrams, each within a second, as their first bytes.
     async fn receive(socket: &RtpUdp, count: usize) -> Vec<u8> {
@@ -207,10 +217,8 @@ mod tests {
 
     #[test]
     fn no_datagram_is_stranded_whatever_the_bursts() {
-        let worker = crate::runtime::Worker::spawn(0, IoBackend::Epoll, None, || async {
-            let socket = IoBackend::Epoll.bind_rtp("127.0.0.1:0".parse().unwrap()).unwrap();
-            let to = socket.local_addr().unwrap();
-            let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let result = run_on(IoBackend::Epoll, || async {
+            let (socket, to, sender) = socket_and_sender();
             let mut next = 0u8;
             let mut order = Vec::new();
             // Single datagrams (batches of one: readiness cleared), bursts
@@ -224,19 +232,16 @@ mod tests {
             }
             let none = tokio::time::timeout(Duration::from_millis(50), socket.recv_from(vec![0; 8])).await;
             (order, next, none.is_err())
-        })
-        .unwrap();
-        let (order, sent, then_nothing) = worker.join().unwrap();
+        });
+        let (order, sent, then_nothing) = result;
         assert_eq!(order, (0..sent).collect::<Vec<_>>(), "every datagram, once, in order");
         assert!(then_nothing, "nothing is delivered twice");
     }
 
     #[test]
     fn a_long_datagram_is_truncated_to_the_buffer_in_either_slot() {
-        let worker = crate::runtime::Worker::spawn(0, IoBackend::Epoll, None, || async {
-            let socket = IoBackend::Epoll.bind_rtp("127.0.0.1:0".parse().unwrap()).unwrap();
-            let to = socket.local_addr().unwrap();
-            let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let result = run_on(IoBackend::Epoll, || async {
+            let (socket, to, sender) = socket_and_sender();
             sender.send_to(&[1; 10], to).unwrap();
             sender.send_to(&[2; 10], to).unwrap();
             let mut lens = Vec::new();
@@ -247,18 +252,15 @@ mod tests {
                 buf = back;
             }
             lens
-        })
-        .unwrap();
-        assert_eq!(worker.join().unwrap(), [(4, 1), (4, 2)]);
+        });
+        assert_eq!(result, [(4, 1), (4, 2)]);
     }
 
     #[test]
     fn datagrams_are_lent_whole_up_to_the_limit_both_backends_share() {
         use crate::runtime::MAX_RECV_DATAGRAM;
-        let worker = crate::runtime::Worker::spawn(0, IoBackend::Epoll, None, || async {
-            let socket = IoBackend::Epoll.bind_rtp("127.0.0.1:0".parse().unwrap()).unwrap();
-            let to = socket.local_addr().unwrap();
-            let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let result = run_on(IoBackend::Epoll, || async {
+            let (socket, to, sender) = socket_and_sender();
             // Nothing waits: `None`, not an error.
             let nothing = socket.try_recv_with(|bytes, _| bytes.len());
             let mut lens = Vec::new();
@@ -278,9 +280,8 @@ mod tests {
                 lens.push(lent);
             }
             (nothing.is_none(), lens)
-        })
-        .unwrap();
-        let (nothing, lens) = worker.join().unwrap();
+        });
+        let (nothing, lens) = result;
         assert!(nothing);
         assert_eq!(lens, [MAX_RECV_DATAGRAM; 3], "whole up to the limit, cut beyond it");
     }

@@ -57,7 +57,7 @@ const SQ_ENTRIES: u32 = 1024;
 const CQ_ENTRIES: u32 = 8192;
 /// Receive buffers in the provided-buffer ring (a power of two), all lent
 /// to the kernel from the start. A buffer is held only from a datagram's
-/// arrival until its call copies it out, so this bounds datagrams waiting
+/// arrival until its call has read it, so this bounds datagrams waiting
 /// across the worker, not calls; when all are waiting, sockets stop
 /// receiving until buffers come back (see `starved`).
 ///
@@ -71,9 +71,9 @@ pub(super) const RECV_BUFFERS: u16 = 1024;
 const _: () =
     assert!(RECV_BUFFERS as usize >= 2 * RECV_QUEUE_MAX, "the ring must cover one flooded socket twice over");
 /// Bytes per receive buffer: 17 cache lines. The ring carries RTP, and the
-/// longest packet a call accepts is 940 bytes (L16 behind the largest
-/// header, `server::call`), so a kilobyte of payload holds every packet a
-/// call could use. A stream's chunks are at most this long each.
+/// longest L16 payload behind a 300-byte header (a full CSRC list and 228
+/// bytes of extensions) is 940 bytes (`server::call` tests it fits). A
+/// stream's chunks are at most this long each.
 const RECV_BUFFER_BYTES: usize = 17 * 64;
 /// The largest datagram received whole: a buffer less the kernel's 16-byte
 /// `io_uring_recvmsg_out` header and the source address (`NAME_BYTES`). A
@@ -465,7 +465,8 @@ impl Driver {
         inner.stats
     }
 
-    /// Registers a socket; its receive is armed on the first `poll_recv`.
+    /// Registers a socket; its receive is armed on the first wait for a
+    /// datagram (`poll_recv_ready`) or for bytes (`poll_read`).
     /// `fd` must stay open until [`Driver::deregister`].
     pub(super) fn register(&self, fd: RawFd) -> SocketId {
         self.register_state(SocketState { fd, ..SocketState::default() })

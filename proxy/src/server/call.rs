@@ -706,10 +706,9 @@ pub(super) struct CallFacts {
 }
 
 /// Runs the call until the bridge is finished. Borrows the socket, the
-/// bridge and the facts
-/// rather than taking them: an async fn keeps both its arguments and their
-/// moved copies in its state, so each taken by value was two more copies in
-/// every call's task.
+/// bridge and the facts rather than taking them: an async fn keeps both its
+/// arguments and their moved copies in its state, so each taken by value
+/// was two more copies in every call's task.
 #[allow(clippy::too_many_lines)] // one loop; splitting it would scatter the call's state
 async fn media_loop(
     ctx: &Rc<WorkerContext>,
@@ -1260,11 +1259,11 @@ mod tests {
         };
         assert_eq!(bridge(BackendCodec::Pcmu).max_rtp_payload(), MAX_G711_RTP_PAYLOAD);
         assert_eq!(bridge(BackendCodec::L16Wideband).max_rtp_payload(), MAX_RTP_PAYLOAD);
-        // The fixed header, a full CSRC list (60 bytes) and an RFC 8285
-        // one-byte extension block at its largest (228; SIP peers add an
-        // audio level, 8 bytes) before the longest payload: both backends
-        // receive that much whole, so a datagram is cut only when the
-        // bridge would reject it anyway.
+        // The fixed header, a full CSRC list (60 bytes) and 228 bytes of
+        // RFC 8285 extensions (SIP peers add an audio level, 8 bytes)
+        // before the longest payload: both backends receive that much
+        // whole, so only a packet with a larger header than that, or a
+        // payload the bridge rejects anyway, is cut.
         let longest = voxproxy_core::rtp::HEADER_LEN + 60 + 228 + MAX_RTP_PAYLOAD;
         assert!(longest <= crate::runtime::MAX_RECV_DATAGRAM, "{longest}");
     }
