@@ -138,6 +138,10 @@ impl std::fmt::Debug for UringTcp {
 }
 
 impl UringTcp {
+    /// Bytes the ring takes from a writer before it waits, as a socket's
+    /// send buffer does on epoll.
+    pub const SEND_BUFFER: usize = super::ring::STREAM_PENDING;
+
     /// Moves `stream` from tokio's epoll to this thread's ring. `Ok(Err)`
     /// gives it back untouched off an io_uring worker; `Err` when tokio
     /// could not let go of it (the stream is closed then).
@@ -160,6 +164,16 @@ impl UringTcp {
     /// of unsent bytes is reached.
     pub fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.driver.poll_write(self.id, cx, buf)
+    }
+
+    /// Lends the bytes waiting to be sent to `f` to append to, in place
+    /// (no copy, and no write buffer of the caller's): they leave with the
+    /// turn's other sends. `f` bounds them itself (the first
+    /// [`Self::SEND_BUFFER`] bytes are what [`Self::poll_write`] would
+    /// take); `None` once the stream is closed or a send failed, which the
+    /// next flush reports.
+    pub fn write_with<R>(&mut self, f: impl FnOnce(&mut Vec<u8>) -> R) -> Option<R> {
+        self.driver.write_with(self.id, f)
     }
 
     /// Ready once every queued byte has been sent.
@@ -523,6 +537,9 @@ mod tests {
             let mut all = vec![0u8; taken];
             client.read_exact(&mut all).unwrap();
             assert!(all.iter().all(|&b| b == 7));
+            // The burst's buffer is given back once sent.
+            let kept = server.ring_stats().stream_buffers;
+            assert!(kept <= 2 * super::super::ring::STREAM_KEPT, "{kept} bytes kept after the burst");
             // The peer goes: a later write or flush reports it.
             drop(client);
             let mut failed = false;
@@ -538,6 +555,44 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             assert!(failed, "a write to a closed connection fails");
+        });
+    }
+
+    #[test]
+    fn bytes_written_in_place_leave_with_the_turns_writes_until_a_send_fails() {
+        use futures_util::FutureExt as _;
+        use std::io::Read as _;
+        on_uring(|| async {
+            let (mut server, mut client) = stream_pair().await;
+            let before = server.ring_stats();
+            let waiting = server.write_with(|pending| {
+                pending.extend_from_slice(b"in ");
+                pending.len()
+            });
+            assert_eq!(waiting, Some(3));
+            let wrote = poll_fn(|cx| server.poll_write(cx, b"place")).now_or_never();
+            assert_eq!(wrote.map(Result::unwrap), Some(5));
+            assert_eq!(server.write_with(|pending| pending.len()), Some(8), "the caller sees what waits");
+            let flushed = poll_fn(|cx| server.poll_flush(cx));
+            tokio::time::timeout(Duration::from_secs(5), flushed).await.unwrap().unwrap();
+            assert_eq!(server.ring_stats().entries - before.entries, 1, "one send for both");
+            let mut got = [0u8; 8];
+            client.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"in place");
+            // The peer goes: once a send has failed, nothing more is taken
+            // until the flush has said why.
+            drop(client);
+            let mut refused = false;
+            for _ in 0..50 {
+                if server.write_with(|pending| pending.push(b'x')).is_none() {
+                    refused = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(refused, "a failed send stops the writes");
+            let flushed = poll_fn(|cx| server.poll_flush(cx));
+            assert!(tokio::time::timeout(Duration::from_secs(5), flushed).await.unwrap().is_err());
         });
     }
 

@@ -14,7 +14,10 @@
 //! writes wait in the write buffer for the caller's next flush, which
 //! never blocks the call ([`MediaSocket::try_flush`]); at most
 //! `max_write` bytes wait, then media messages are refused (dropped and
-//! counted by the caller), while control frames still go.
+//! counted by the caller), while control frames still go. On an io_uring
+//! worker the frames are written straight into the bytes the ring's
+//! stream has waiting to be sent (they leave with the turn's other sends),
+//! so that socket has no write buffer and a frame out is not copied again.
 
 use std::fmt;
 use std::future::poll_fn;
@@ -44,7 +47,9 @@ const WRITE_BUFFER: usize = 512;
 enum Io {
     /// Plain TCP, taken back from hyper: reads and writes go straight to it.
     Tcp(TcpStream),
-    /// Plain TCP on an io_uring worker: through the worker's ring.
+    /// Plain TCP on an io_uring worker: through the worker's ring, which
+    /// holds the frames waiting to be sent (the socket's own write buffer
+    /// stays empty).
     Ring(UringTcp),
     /// Anything else hyper upgraded (TLS), through hyper's boxed stream.
     Upgraded(TokioIo<Upgraded>),
@@ -94,6 +99,27 @@ impl Io {
             Io::Upgraded(up) => Pin::new(up).poll_flush(cx),
             Io::Lost(kind) => Poll::Ready(Err(lost(*kind))),
         }
+    }
+}
+
+/// Lets `f` append frames where they wait to be sent, given how many
+/// bytes wait beyond what the connection has taken: the ring's stream on
+/// io_uring (which takes [`UringTcp::SEND_BUFFER`] bytes, as a socket's
+/// send buffer would), else `wbuf` (of which `written` are sent). `None`
+/// when the ring's stream takes no more (closed, or a send failed: the
+/// next flush says which).
+fn write_frames<R>(
+    io: &mut Io,
+    wbuf: &mut Vec<u8>,
+    written: usize,
+    f: impl FnOnce(&mut Vec<u8>, usize) -> R,
+) -> Option<R> {
+    match io {
+        Io::Ring(ring) => ring.write_with(|pending| {
+            let waiting = pending.len().saturating_sub(UringTcp::SEND_BUFFER);
+            f(pending, waiting)
+        }),
+        _ => Some(f(wbuf, wbuf.len() - written)),
     }
 }
 
@@ -166,7 +192,8 @@ pub struct MediaSocket {
     /// A fragmented message being assembled (rare: Twilio sends one frame per message).
     message: Vec<u8>,
     decoder: Decoder,
-    /// Frames queued to send; `written..` of them not yet sent.
+    /// Frames queued to send; `written..` of them not yet sent. Unused on
+    /// io_uring, where frames are written into the ring's stream.
     wbuf: Vec<u8>,
     written: usize,
     max_write: usize,
@@ -188,6 +215,10 @@ impl MediaSocket {
     fn with_io(io: Io, ahead: &[u8], max_message: usize, max_write: usize) -> MediaSocket {
         let mut rbuf = vec![0u8; READ_BUFFER.max(ahead.len())];
         rbuf[..ahead.len()].copy_from_slice(ahead);
+        let wbuf = match io {
+            Io::Ring(_) => Vec::new(),
+            _ => Vec::with_capacity(WRITE_BUFFER),
+        };
         MediaSocket {
             io,
             rbuf,
@@ -197,7 +228,7 @@ impl MediaSocket {
             payload: Payload::Input(0..0),
             message: Vec::new(),
             decoder: Decoder::new(max_message),
-            wbuf: Vec::with_capacity(WRITE_BUFFER),
+            wbuf,
             written: 0,
             max_write,
             close_sent: false,
@@ -214,7 +245,8 @@ impl MediaSocket {
         }
     }
 
-    /// Whether queued bytes are waiting for the connection to take them.
+    /// Whether queued bytes are waiting for the connection to take them
+    /// (never on io_uring: the ring's stream takes every frame queued).
     pub fn is_blocked(&self) -> bool {
         self.written < self.wbuf.len()
     }
@@ -235,17 +267,25 @@ impl MediaSocket {
     pub fn queue_close(&mut self, code: u16, reason: &str) {
         if !self.close_sent {
             self.close_sent = true;
-            websocket::write_close(&mut self.wbuf, code, reason);
+            write_frames(&mut self.io, &mut self.wbuf, self.written, |out, _| {
+                websocket::write_close(out, code, reason);
+            });
         }
     }
 
     fn queue(&mut self, opcode: Opcode, payload: &[u8]) -> bool {
-        let waiting = self.wbuf.len() - self.written;
-        if self.close_sent || waiting + websocket::MAX_HEADER + payload.len() > self.max_write {
+        if self.close_sent {
             return false;
         }
-        websocket::write_frame(&mut self.wbuf, opcode, payload);
-        true
+        let max_write = self.max_write;
+        write_frames(&mut self.io, &mut self.wbuf, self.written, |out, waiting| {
+            let fits = waiting + websocket::MAX_HEADER + payload.len() <= max_write;
+            if fits {
+                websocket::write_frame(out, opcode, payload);
+            }
+            fits
+        })
+        .unwrap_or(false)
     }
 
     /// Writes what the connection takes now without waiting: `Ok(true)`
@@ -348,10 +388,13 @@ impl MediaSocket {
                     // A peer that pings but does not read gets no more
                     // pongs once the bound is reached (one answering the
                     // latest ping is enough, RFC 6455 §5.5.3).
-                    if !self.close_sent && self.wbuf.len() - self.written <= self.max_write {
-                        let range = self.input_range();
-                        let (rbuf, wbuf) = (&self.rbuf, &mut self.wbuf);
-                        websocket::write_frame(wbuf, Opcode::Pong, &rbuf[range]);
+                    if !self.close_sent {
+                        let (max_write, data) = (self.max_write, &self.rbuf[self.input_range()]);
+                        write_frames(&mut self.io, &mut self.wbuf, self.written, |out, waiting| {
+                            if waiting <= max_write {
+                                websocket::write_frame(out, Opcode::Pong, data);
+                            }
+                        });
                     }
                     Received::Ping
                 }
@@ -360,10 +403,10 @@ impl MediaSocket {
                     // Echo the code (RFC 6455 §5.5.1); an empty close gets an empty one.
                     if !self.close_sent {
                         self.close_sent = true;
-                        match code {
-                            Some(code) => websocket::write_close(&mut self.wbuf, code, ""),
-                            None => websocket::write_frame(&mut self.wbuf, Opcode::Close, &[]),
-                        }
+                        write_frames(&mut self.io, &mut self.wbuf, self.written, |out, _| match code {
+                            Some(code) => websocket::write_close(out, code, ""),
+                            None => websocket::write_frame(out, Opcode::Close, &[]),
+                        });
                     }
                     Received::Close(code)
                 }
