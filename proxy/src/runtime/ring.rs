@@ -470,7 +470,9 @@ impl Driver {
     /// What the driver has done so far.
     pub(super) fn stats(&self) -> RingStats {
         let inner = self.inner.borrow();
-        let stream_buffers = (inner.sockets.iter())
+        let stream_buffers = inner
+            .sockets
+            .iter()
             .filter_map(|slot| slot.state.as_ref())
             .map(|state| state.pending.capacity() + state.in_flight.capacity())
             .sum();

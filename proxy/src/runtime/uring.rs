@@ -2,11 +2,13 @@
 //! worker's ring ([`Driver`]); the ring does the receives and sends of every
 //! socket on the worker, these types are the safe face one call sees.
 //!
-//! A receive takes the next datagram the ring has queued for the socket
-//! (copied into the caller's buffer, so dropping the future mid-flight loses
+//! A receive lends the next datagram the ring has queued for the socket
+//! to a closure, in the ring buffer the kernel wrote it to (nothing is
+//! taken until the closure runs, so a wait dropped mid-flight loses
 //! nothing). A send copies the datagram into one of the ring's send slots
 //! and returns at once: it leaves with the other sends of this turn of the
-//! worker, in one `io_uring_enter`.
+//! worker, in one `io_uring_enter`. A stream's writes append to its
+//! pending bytes, or are framed there in place (`UringTcp::write_with`).
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -478,7 +480,7 @@ mod tests {
         use std::io::Write as _;
         on_uring(|| async {
             let (mut server, mut client) = stream_pair().await;
-            // 3 MB: more than the ring's 1,024 buffers of 2 KiB hold, read
+            // 3 MB: more than the ring's 1,024 buffers of 1,088 bytes hold, read
             // 1,000 bytes at a time (chunks are read out over several reads).
             let sent: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
             let writer = {
