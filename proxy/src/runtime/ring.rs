@@ -14,8 +14,10 @@
 //!   socket and wakes the task waiting on that socket. A socket with
 //!   [`RECV_QUEUE`] datagrams waiting has its receive cancelled, so further
 //!   datagrams wait in the kernel's socket buffer (as on epoll) rather than
-//!   in the worker's shared buffers, until its task catches up and re-arms; the task copies the payload
-//!   into its own buffer and the buffer goes back to the ring at once.
+//!   in the worker's shared buffers, until its task catches up and re-arms.
+//!   The task is lent the payload where the kernel wrote it (the source
+//!   address too stays there, read when the datagram is taken), and the
+//!   buffer goes back to the ring once the task is done with it.
 //!   A TCP stream is received the same way with a multishot `recv`: each
 //!   completion is a chunk of the byte stream, read out in order, possibly
 //!   over several reads; its chunks are never dropped (the buffers the ring
@@ -25,8 +27,9 @@
 //!   and queued as `send` entries with the destination address; the send
 //!   future returns at once. A failure comes back with the socket's next send.
 //!   A TCP stream has one send in flight at a time (two could complete out
-//!   of order), sent whole (`MSG_WAITALL`): a write while one is in flight
-//!   waits for its completion, and a flush waits until none is.
+//!   of order), sent whole (`MSG_WAITALL`): writes made while one is in
+//!   flight wait in the stream's pending bytes (bounded) and leave when it
+//!   completes, and a flush waits until nothing is pending or in flight.
 //! - **Files**: every socket is put in the ring's registered-file table
 //!   (at its index) and its operations name the slot, not the descriptor,
 //!   which spares the kernel a file lookup per operation; without a table
@@ -96,8 +99,6 @@ pub(super) const RECV_QUEUE_MAX: usize = 128;
 /// `WouldBlock` (the kernel is not taking datagrams: dropping is better than
 /// growing without bound).
 const MAX_SENDS: usize = 4096;
-/// The source of a stream's chunks (a stream has no datagrams' sources).
-const NO_ADDRESS: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
 /// Bytes a stream holds written and not yet sent; a writer waits beyond
 /// this (as for a full socket send buffer on epoll). One send takes them
 /// all, so a turn's messages on one WebSocket leave in one `send`.
@@ -180,14 +181,17 @@ fn settle(queue: &mut VecDeque<Datagram>) {
     }
 }
 
-/// One datagram received and not yet taken by its task.
+/// One datagram (or a stream's chunk) received and not yet taken by its
+/// task. Six bytes: a datagram's source stays where the kernel wrote it,
+/// in its buffer, and is read again when the datagram is taken. (With the
+/// address here, 40 bytes, every socket's queue held 160 to 320 bytes at
+/// rest, and a call has two sockets on the ring.)
 #[derive(Debug)]
 struct Datagram {
     buffer: u16,
     /// Where the payload starts in the buffer, and its length.
     offset: u16,
     len: u16,
-    from: SocketAddr,
 }
 
 #[derive(Debug, Default)]
@@ -237,8 +241,46 @@ struct SocketSlot {
 /// many sends in flight (the io_uring backend's extra memory per call).
 /// It is resized only while free, never while the kernel reads it.
 struct SendSlot {
-    addr: socket2::SockAddr,
+    addr: RawAddr,
+    addr_len: u32,
     data: Vec<u8>,
+}
+
+/// A send's destination as the kernel reads it. 28 bytes: the 128 of a
+/// `sockaddr_storage` (what `socket2::SockAddr` holds) cost every send slot
+/// 100 bytes more, and the slots are kept at the most ever in flight.
+#[repr(C)]
+#[derive(Clone, Copy)]
+union RawAddr {
+    v4: libc::sockaddr_in,
+    v6: libc::sockaddr_in6,
+}
+
+impl RawAddr {
+    /// `to` as a `sockaddr_in` or `sockaddr_in6`, and that one's length.
+    fn new(to: SocketAddr) -> (RawAddr, u32) {
+        match to {
+            SocketAddr::V4(to) => {
+                let v4 = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: to.port().to_be(),
+                    sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(to.ip().octets()) },
+                    sin_zero: [0; 8],
+                };
+                (RawAddr { v4 }, size_of::<libc::sockaddr_in>() as u32)
+            }
+            SocketAddr::V6(to) => {
+                let v6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: to.port().to_be(),
+                    sin6_flowinfo: to.flowinfo(),
+                    sin6_addr: libc::in6_addr { s6_addr: to.ip().octets() },
+                    sin6_scope_id: to.scope_id(),
+                };
+                (RawAddr { v6 }, size_of::<libc::sockaddr_in6>() as u32)
+            }
+        }
+    }
 }
 
 /// Who a send in flight belongs to, and how many bytes it must send.
@@ -572,7 +614,7 @@ impl Driver {
         id: SocketId,
         f: impl FnOnce(&[u8], SocketAddr) -> R,
     ) -> Option<io::Result<R>> {
-        let (datagram, memory) = {
+        let (datagram, from, memory) = {
             let inner = &mut *self.inner.borrow_mut();
             let Some(state) = inner.state(id) else {
                 return Some(Err(io::Error::new(io::ErrorKind::NotConnected, "socket closed")));
@@ -588,7 +630,14 @@ impl Driver {
             }
             let datagram = state.queue.pop_front()?;
             settle(&mut state.queue);
-            (datagram, inner.buffers.memory)
+            let end = usize::from(datagram.offset) + usize::from(datagram.len);
+            let Some(from) = source(inner.buffers.get(datagram.buffer, end), &inner.msghdr) else {
+                // Read and checked on arrival, from bytes nothing has
+                // written since: this does not happen.
+                inner.recycle(datagram.buffer);
+                return Some(Err(io::Error::new(io::ErrorKind::InvalidData, "datagram source unreadable")));
+            };
+            (datagram, from, inner.buffers.memory)
         };
         let start = usize::from(datagram.buffer) * RECV_BUFFER_BYTES + usize::from(datagram.offset);
         assert!(
@@ -601,7 +650,7 @@ impl Driver {
         // write it until `recycle` below puts it back in the ring. The
         // `RefCell` is released first, so `f` may use the ring.
         let payload = unsafe { std::slice::from_raw_parts(memory.add(start), usize::from(datagram.len)) };
-        let out = f(payload, datagram.from);
+        let out = f(payload, from);
         self.inner.borrow_mut().recycle(datagram.buffer);
         Some(Ok(out))
     }
@@ -732,11 +781,12 @@ impl Driver {
             ));
         };
         let send = &mut inner.sends[slot as usize];
-        send.addr = socket2::SockAddr::from(to);
+        (send.addr, send.addr_len) = RawAddr::new(to);
         send.data.clear();
         send.data.extend_from_slice(data);
         inner.send_owner[slot as usize] = Some(SendOwner { socket: id, len: data.len() as u32 });
-        let (data_ptr, addr, addr_len) = (send.data.as_ptr(), send.addr.as_ptr().cast(), send.addr.len());
+        let (data_ptr, addr, addr_len) =
+            (send.data.as_ptr(), (&raw const send.addr).cast::<libc::sockaddr>(), send.addr_len);
         let entry = with_target!(fixed, id.index, fd, |target| opcode::Send::new(
             target,
             data_ptr,
@@ -855,8 +905,8 @@ impl Inner {
     fn send_slot(&mut self, bound: usize) -> Option<u32> {
         self.free_sends.pop().or_else(|| {
             (self.sends.len() < bound).then(|| {
-                let addr = socket2::SockAddr::from(SocketAddr::from(([0, 0, 0, 0], 0)));
-                self.sends.push(Box::new(SendSlot { addr, data: Vec::new() }));
+                let (addr, addr_len) = RawAddr::new(SocketAddr::from(([0, 0, 0, 0], 0)));
+                self.sends.push(Box::new(SendSlot { addr, addr_len, data: Vec::new() }));
                 self.send_owner.push(None);
                 u32::try_from(self.sends.len() - 1).expect("fewer than 2^32 sends")
             })
@@ -976,8 +1026,10 @@ impl Inner {
             if state.sending.is_some() || state.pending.is_empty() {
                 continue;
             }
-            // The pending bytes become the send's (no copy); the emptied
-            // buffer of the last send takes the next writes.
+            // The pending bytes become the send's (no copy); its
+            // completion gives the buffer back for the next writes
+            // (`settle_stream`).
+            debug_assert!(state.in_flight.capacity() == 0, "a completed send's buffer was given back");
             std::mem::swap(&mut state.pending, &mut state.in_flight);
             let (fd, fixed) = (state.fd, state.fixed);
             let (data, len) = (state.in_flight.as_ptr(), state.in_flight.len() as u32);
@@ -997,7 +1049,7 @@ impl Inner {
                 Err(e) => {
                     self.free_sends.push(slot);
                     if let Some(state) = live(&mut self.sockets, id) {
-                        state.in_flight.clear();
+                        settle_stream(state);
                         state.send_error = Some(e);
                         if let Some(waker) = state.write_waker.take() {
                             waker.wake();
@@ -1131,15 +1183,29 @@ impl Inner {
         }
         if state.stream {
             state.sending = None;
-            state.in_flight.clear();
-            if state.in_flight.capacity() > STREAM_KEPT {
-                state.in_flight.shrink_to(STREAM_KEPT);
-            }
+            settle_stream(state);
             if let Some(waker) = state.write_waker.take() {
                 waker.wake();
             }
             self.schedule_stream_send(owner.socket);
         }
+    }
+}
+
+/// A stream's send has completed: its buffer takes the next writes unless
+/// writes made meanwhile have one, and is freed then. So a stream at rest
+/// holds one buffer, not two (the pending bytes become the send's at each
+/// submission, `Inner::start_stream_sends`): at one message per turn
+/// neither side allocates, and a stream written while its send is in
+/// flight (a worker that is behind) pays one allocation for it.
+fn settle_stream(state: &mut SocketState) {
+    let mut done = std::mem::take(&mut state.in_flight);
+    if state.pending.capacity() == 0 {
+        done.clear();
+        if done.capacity() > STREAM_KEPT {
+            done.shrink_to(STREAM_KEPT);
+        }
+        state.pending = done;
     }
 }
 
@@ -1202,18 +1268,18 @@ fn received(
     let Some(buffer) = buffer else { return };
     let bytes = buffers.get(buffer, (result as usize).min(RECV_BUFFER_BYTES));
     let parsed = types::RecvMsgOut::parse(bytes, msghdr).ok().and_then(|out| {
-        let from = socket_addr(out.name_data())?;
+        socket_addr(out.name_data())?;
         let offset = out.payload_data().as_ptr() as usize - bytes.as_ptr() as usize;
-        Some((offset, out.payload_data().len(), from))
+        Some((offset, out.payload_data().len()))
     });
     match parsed {
-        Some((offset, len, from)) if state.queue.len() < RECV_QUEUE_MAX => {
+        Some((offset, len)) if state.queue.len() < RECV_QUEUE_MAX => {
             stats.received += 1;
             if state.queue.len() + 1 == RECV_QUEUE && state.armed {
                 stats.paused += 1;
                 pause.push(id);
             }
-            state.queue.push_back(Datagram { buffer, offset: offset as u16, len: len as u16, from });
+            state.queue.push_back(Datagram { buffer, offset: offset as u16, len: len as u16 });
             if let Some(waker) = state.waker.take() {
                 waker.wake();
             }
@@ -1248,7 +1314,7 @@ fn stream_received(
                 stats.paused += 1;
                 pause.push(id);
             }
-            state.queue.push_back(Datagram { buffer, offset: 0, len: len as u16, from: NO_ADDRESS });
+            state.queue.push_back(Datagram { buffer, offset: 0, len: len as u16 });
         }
         other => {
             // The peer's end: a receive of 0 bytes (and the last).
@@ -1317,6 +1383,12 @@ fn store_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
     }
 }
 
+/// The source of the datagram whose `recvmsg` output begins `bytes`
+/// (through the end of its payload): `None` unless IPv4 or IPv6.
+fn source(bytes: &[u8], msghdr: &libc::msghdr) -> Option<SocketAddr> {
+    socket_addr(types::RecvMsgOut::parse(bytes, msghdr).ok()?.name_data())
+}
+
 /// A source address as the kernel wrote it (`sockaddr_in` or `sockaddr_in6`).
 fn socket_addr(name: &[u8]) -> Option<SocketAddr> {
     let family = i32::from(u16::from_ne_bytes(name.get(..2)?.try_into().ok()?));
@@ -1327,7 +1399,7 @@ fn socket_addr(name: &[u8]) -> Option<SocketAddr> {
             Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port)))
         }
         libc::AF_INET6 => {
-            let flow = u32::from_be_bytes(name.get(4..8)?.try_into().ok()?);
+            let flow = u32::from_ne_bytes(name.get(4..8)?.try_into().ok()?);
             let ip: [u8; 16] = name.get(8..24)?.try_into().ok()?;
             let scope = u32::from_ne_bytes(name.get(24..28)?.try_into().ok()?);
             Some(SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, flow, scope)))
@@ -1344,9 +1416,35 @@ fn unsupported(what: &str) -> io::Error {
 mod tests {
     use super::*;
 
+    /// The bytes the kernel reads for `addr`.
+    fn raw_bytes(to: SocketAddr) -> Vec<u8> {
+        let (addr, len) = RawAddr::new(to);
+        // SAFETY: `RawAddr` is `len` (at most 28) bytes of plain integers,
+        // every byte written: both variants are built whole, and the
+        // shorter one is read only as far as its own length.
+        unsafe { std::slice::from_raw_parts((&raw const addr).cast::<u8>(), len as usize) }.to_vec()
+    }
+
+    #[test]
+    fn send_addresses_are_the_sockaddrs_the_system_builds() {
+        for to in [
+            "127.0.0.1:5004".parse().unwrap(),
+            "203.0.113.9:1".parse().unwrap(),
+            SocketAddr::V6(SocketAddrV6::new("2001:db8::1".parse().unwrap(), 40000, 0x0a_bcde, 7)),
+        ] {
+            let system = socket2::SockAddr::from(to);
+            // SAFETY: `as_ptr` points at a `sockaddr_storage` whose first
+            // `len` bytes are the address.
+            let expected =
+                unsafe { std::slice::from_raw_parts(system.as_ptr().cast::<u8>(), system.len() as usize) };
+            assert_eq!(raw_bytes(to), expected, "{to}");
+            assert_eq!(socket_addr(expected), Some(to), "read back as written: {to}");
+        }
+    }
+
     #[test]
     fn a_socket_queue_gives_back_what_a_burst_grew_it_to_once_empty() {
-        let datagram = || Datagram { buffer: 0, offset: 0, len: 1, from: NO_ADDRESS };
+        let datagram = || Datagram { buffer: 0, offset: 0, len: 1 };
         let mut queue = VecDeque::new();
         for _ in 0..RECV_QUEUE_MAX {
             queue.push_back(datagram());
