@@ -44,7 +44,7 @@ impl BotTotals {
     }
 }
 
-/// Bot counters of the process. See the [module documentation](self).
+/// Bot counters of the process. See `metrics/bot.rs`'s module documentation.
 #[derive(Debug, Default)]
 pub struct BotMetrics {
     totals: Mutex<BotTotals>,

@@ -92,7 +92,7 @@ impl SipRefusal {
     }
 }
 
-/// SIP counters of the process, by side. See the [module documentation](self).
+/// SIP counters of the process, by side. See `metrics/sip.rs`'s module documentation.
 #[derive(Debug, Default)]
 pub struct SipMetrics {
     sides: Mutex<[SipCounters; 2]>,

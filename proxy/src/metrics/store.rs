@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::Exposition;
 
-/// What the store reports. See the [module documentation](self).
+/// What the store reports. See `metrics/store.rs`'s module documentation.
 #[derive(Debug, Default)]
 pub struct StoreMetrics {
     enabled: AtomicBool,

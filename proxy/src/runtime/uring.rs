@@ -567,8 +567,8 @@ mod tests {
             let mut all = vec![0u8; taken];
             client.read_exact(&mut all).unwrap();
             assert!(all.iter().all(|&b| b == 7));
-            // The burst's buffer is given back once sent, and a stream at
-            // rest holds one buffer, not one waiting and one in flight.
+            // The burst's buffer is given back once sent, shrunk: a stream
+            // at rest holds none of its own, and the worker one spare.
             let kept = server.ring_stats().stream_buffers;
             assert!(kept <= super::super::ring::STREAM_KEPT, "{kept} bytes kept after the burst");
             // The peer goes: a later write or flush reports it.

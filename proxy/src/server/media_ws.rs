@@ -1,8 +1,9 @@
 //! The media WebSocket after its upgrade: frames read and written by the
-//! sans-IO [`voxproxy_adapters::websocket`] codec in two buffers this
-//! socket owns for the call's life, on the TCP stream itself when the
-//! connection is plain (hyper hands it back), so a media message costs no
-//! allocation and no copy beyond the socket's own reads and writes.
+//! sans-IO [`voxproxy_adapters::websocket`] codec in two buffers the socket
+//! borrows from its worker's spares while bytes wait in them (between
+//! messages it holds none), on the TCP stream itself when the connection
+//! is plain (hyper hands it back), so a media message costs no allocation
+//! and no copy beyond the socket's own reads and writes.
 //!
 //! What tungstenite 0.30 did for the call before (its source and the
 //! call's `WebSocketConfig`): a 4 KiB read buffer and a growing write buffer
@@ -42,6 +43,63 @@ const READ_BUFFER: usize = 512;
 /// What the write buffer starts with and shrinks back to after a slow
 /// Twilio made it grow: one media message and its header.
 const WRITE_BUFFER: usize = 512;
+/// Spare buffers kept per worker thread, of each kind; more are freed.
+const SPARE_KEPT: usize = 256;
+
+/// The worker thread's spare read and write buffers. A media socket holds
+/// one only while bytes wait in it (a frame partly read or not yet taken by
+/// the call, frames not yet sent): between Twilio's messages, where a call
+/// spends nearly all its time, it holds neither. Kept per call, the two
+/// were 1 KiB of every call's memory; here they are as many as the worker's
+/// calls have in use at once. A read buffer is kept at its full length
+/// (reads go into initialized bytes), a write buffer empty.
+struct Spare {
+    read: Vec<Vec<u8>>,
+    write: Vec<Vec<u8>>,
+}
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Spare> =
+        const { std::cell::RefCell::new(Spare { read: Vec::new(), write: Vec::new() }) };
+}
+
+/// A read buffer of [`READ_BUFFER`] bytes: a spare one, else a new one.
+fn take_read_buffer() -> Vec<u8> {
+    SPARE.with_borrow_mut(|spare| spare.read.pop()).unwrap_or_else(|| vec![0; READ_BUFFER])
+}
+
+/// An empty write buffer with room for [`WRITE_BUFFER`] bytes.
+fn take_write_buffer() -> Vec<u8> {
+    SPARE.with_borrow_mut(|spare| spare.write.pop()).unwrap_or_else(|| Vec::with_capacity(WRITE_BUFFER))
+}
+
+/// Gives a socket's read buffer to the spares, unless it is not the usual
+/// size (grown by a long message) or enough are spare.
+fn give_back_read(buf: Vec<u8>) {
+    if buf.len() == READ_BUFFER {
+        SPARE.with_borrow_mut(|spare| {
+            if spare.read.len() < SPARE_KEPT {
+                spare.read.push(buf);
+            }
+        });
+    }
+}
+
+/// Gives a write buffer to the spares, emptied and (after a burst) shrunk
+/// back, as for [`give_back_read`].
+fn give_back_write(mut buf: Vec<u8>) {
+    buf.clear();
+    if buf.capacity() > WRITE_BUFFER {
+        buf.shrink_to(WRITE_BUFFER);
+    }
+    if buf.capacity() >= WRITE_BUFFER {
+        SPARE.with_borrow_mut(|spare| {
+            if spare.write.len() < SPARE_KEPT {
+                spare.write.push(buf);
+            }
+        });
+    }
+}
 
 /// The connection under the WebSocket.
 enum Io {
@@ -119,7 +177,12 @@ fn write_frames<R>(
             let waiting = pending.len().saturating_sub(UringTcp::SEND_BUFFER);
             f(pending, waiting)
         }),
-        _ => Some(f(wbuf, wbuf.len() - written)),
+        _ => {
+            if wbuf.capacity() == 0 {
+                *wbuf = take_write_buffer();
+            }
+            Some(f(wbuf, wbuf.len() - written))
+        }
     }
 }
 
@@ -181,7 +244,8 @@ pub enum Ready {
 pub struct MediaSocket {
     io: Io,
     /// Read bytes: `head..tail` are not decoded yet. Always initialized, so
-    /// reads go into it without unsafe code.
+    /// reads go into it without unsafe code. Empty (a spare's, given back)
+    /// while the socket waits with nothing read.
     rbuf: Vec<u8>,
     head: usize,
     tail: usize,
@@ -192,8 +256,9 @@ pub struct MediaSocket {
     /// A fragmented message being assembled (rare: Twilio sends one frame per message).
     message: Vec<u8>,
     decoder: Decoder,
-    /// Frames queued to send; `written..` of them not yet sent. Unused on
-    /// io_uring, where frames are written into the ring's stream.
+    /// Frames queued to send; `written..` of them not yet sent. A spare's
+    /// while frames wait, none once they are sent; unused on io_uring,
+    /// where frames are written into the ring's stream.
     wbuf: Vec<u8>,
     written: usize,
     max_write: usize,
@@ -213,11 +278,12 @@ impl MediaSocket {
     }
 
     fn with_io(io: Io, ahead: &[u8], max_message: usize, max_write: usize) -> MediaSocket {
-        let mut rbuf = vec![0u8; READ_BUFFER.max(ahead.len())];
-        rbuf[..ahead.len()].copy_from_slice(ahead);
-        let wbuf = match io {
-            Io::Ring(_) => Vec::new(),
-            _ => Vec::with_capacity(WRITE_BUFFER),
+        let rbuf = if ahead.is_empty() {
+            Vec::new()
+        } else {
+            let mut rbuf = vec![0u8; READ_BUFFER.max(ahead.len())];
+            rbuf[..ahead.len()].copy_from_slice(ahead);
+            rbuf
         };
         MediaSocket {
             io,
@@ -228,7 +294,7 @@ impl MediaSocket {
             payload: Payload::Input(0..0),
             message: Vec::new(),
             decoder: Decoder::new(max_message),
-            wbuf,
+            wbuf: Vec::new(),
             written: 0,
             max_write,
             close_sent: false,
@@ -337,10 +403,9 @@ impl MediaSocket {
             }
             self.written += n;
         }
-        self.wbuf.clear();
         self.written = 0;
-        if self.wbuf.capacity() > 4 * WRITE_BUFFER {
-            self.wbuf.shrink_to(WRITE_BUFFER);
+        if self.wbuf.capacity() > 0 {
+            give_back_write(std::mem::take(&mut self.wbuf));
         }
         self.io.poll_flush(cx)
     }
@@ -353,8 +418,15 @@ impl MediaSocket {
             }
             self.make_room();
             let mut buf = ReadBuf::new(&mut self.rbuf[self.tail..]);
-            ready!(self.io.poll_read(cx, &mut buf)).map_err(SocketError::Io)?;
+            let read = self.io.poll_read(cx, &mut buf);
             let n = buf.filled().len();
+            if read.is_pending() && self.head == self.tail {
+                // Nothing waits in the buffer: a spare until bytes arrive.
+                (self.head, self.tail) = (0, 0);
+                give_back_read(std::mem::take(&mut self.rbuf));
+                return Poll::Pending;
+            }
+            ready!(read).map_err(SocketError::Io)?;
             if n == 0 {
                 return Poll::Ready(Err(SocketError::Dropped));
             }
@@ -427,6 +499,9 @@ impl MediaSocket {
     /// limit, which refuses longer frames from their header), or shrunk
     /// back once a long one is gone.
     fn make_room(&mut self) {
+        if self.rbuf.is_empty() {
+            self.rbuf = take_read_buffer();
+        }
         let pending = self.tail - self.head;
         if self.head > 0 {
             self.rbuf.copy_within(self.head..self.tail, 0);
@@ -439,6 +514,14 @@ impl MediaSocket {
             self.rbuf.truncate(READ_BUFFER);
             self.rbuf.shrink_to_fit();
         }
+    }
+}
+
+impl Drop for MediaSocket {
+    /// The buffers go to the worker's spares for the next call.
+    fn drop(&mut self) {
+        give_back_read(std::mem::take(&mut self.rbuf));
+        give_back_write(std::mem::take(&mut self.wbuf));
     }
 }
 

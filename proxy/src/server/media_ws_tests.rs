@@ -122,3 +122,33 @@ async fn queued_bytes_are_bounded_while_the_peer_does_not_read() {
     ws.queue_close(1000, "call ended");
     assert!(ws.wbuf.ends_with(b"call ended"));
 }
+
+#[tokio::test]
+async fn a_socket_between_messages_holds_no_buffers_and_reuses_the_workers_spares() {
+    use futures_util::FutureExt as _;
+    let (mut ws, mut client) = pair(1024, 8192).await;
+    for round in 0..3 {
+        client.write_all(&frame(Opcode::Text, b"media")).await.expect("write");
+        assert_eq!(recv(&mut ws).await.expect("message"), Received::Text);
+        assert_eq!(ws.payload_mut(), b"media", "the payload stays until the next read");
+        assert!(ws.queue_text("mark"));
+        assert!(ws.try_flush().expect("flush"));
+        assert_eq!(ws.wbuf.capacity(), 0, "round {round}: the sent frames' buffer is a spare again");
+        assert_eq!(read_n(&mut client, 6).await, [&[0x81, 4][..], b"mark"].concat());
+        // Waiting for the next message, with nothing read: no read buffer.
+        assert!(ws.recv().now_or_never().is_none());
+        assert_eq!(ws.rbuf.capacity(), 0, "round {round}: the read buffer is a spare while waiting");
+        // This thread's spares hold the two, ready for the next message.
+        let spares = SPARE.with_borrow(|spare| (spare.read.len(), spare.write.len()));
+        assert!(spares.0 >= 1 && spares.1 >= 1, "{spares:?}");
+    }
+    // A frame cut across reads keeps its buffer while the rest is awaited.
+    let wire = frame(Opcode::Text, b"cut in two");
+    client.write_all(&wire[..5]).await.expect("write");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(ws.recv().now_or_never().is_none());
+    assert!(ws.rbuf.len() >= READ_BUFFER, "the first part waits in the buffer");
+    client.write_all(&wire[5..]).await.expect("write");
+    assert_eq!(recv(&mut ws).await.expect("message"), Received::Text);
+    assert_eq!(ws.payload_mut(), b"cut in two");
+}

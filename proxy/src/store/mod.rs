@@ -6,10 +6,10 @@
 //! call. Workers talk to it through a bounded channel and wait for answers
 //! with a timeout.
 //!
-//! - **Call records** ([`spool`]): the JSON-lines file stays where a call's
+//! - **Call records** (`spool.rs`): the JSON-lines file stays where a call's
 //!   record is made durable; this thread copies it into
 //!   `voxproxy_call_records` in order, one row per call.
-//! - **Sessions registry** ([`registry`]): this instance's row in
+//! - **Sessions registry** (`registry.rs`): this instance's row in
 //!   `voxproxy_instances` (id, admin URL, start, heartbeat) and its live
 //!   sessions in `voxproxy_sessions`, synchronised every [`SYNC_EVERY`];
 //!   an instance whose heartbeat is older than [`INSTANCE_TTL`] is expired
