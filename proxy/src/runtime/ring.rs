@@ -163,7 +163,7 @@ pub struct RingStats {
     /// Times a socket's receive stopped because every buffer was waiting.
     pub starved: u64,
     /// The most receive buffers held at once (filled by the kernel, not
-    /// yet read by their task), of [`RECV_BUFFERS`].
+    /// yet read by their task), of the ring's 1,024.
     pub buffers_held_peak: u16,
     /// Sockets registered in the ring's file table now (the rest use
     /// their plain descriptor, which costs the kernel a file lookup per
