@@ -88,6 +88,8 @@ mod otel;
 pub use otel::OtelMetrics;
 mod store;
 pub use store::{StoreEvent, StoreMetrics};
+mod uring;
+pub use uring::RingMetrics;
 
 /// The process's metrics: one [`WorkerMetrics`] per worker thread plus the
 /// process-wide gauges. See the [module documentation](self).
@@ -107,6 +109,7 @@ pub struct Metrics {
     bot: BotMetrics,
     otel: OtelMetrics,
     store: StoreMetrics,
+    ring: RingMetrics,
     /// `voxproxy_max_calls`: `limits.max_calls` now (0 until the server sets it).
     max_calls: AtomicU64,
     /// The RTP port pool, read at scrape time for the port gauges.
@@ -166,6 +169,7 @@ impl Metrics {
             bot: BotMetrics::default(),
             otel: OtelMetrics::default(),
             store: StoreMetrics::default(),
+            ring: RingMetrics::new(workers),
             max_calls: AtomicU64::new(0),
             rtp_ports: OnceLock::new(),
         }
@@ -284,6 +288,12 @@ impl Metrics {
     #[must_use]
     pub fn capture(&self) -> &CaptureMetrics {
         &self.capture
+    }
+
+    /// The io_uring workers' ring counters (`voxproxy_uring_*`).
+    #[must_use]
+    pub fn ring(&self) -> &RingMetrics {
+        &self.ring
     }
 
     /// The WebSocket bot counters (`voxproxy_bot_*`), shared by every bot leg.
@@ -666,6 +676,7 @@ impl Metrics {
         self.bot.render(&mut x);
         self.otel.render(&mut x);
         self.store.render(&mut x);
+        self.ring.render(&mut x);
 
         x.family("voxproxy_io_backend_info", "The I/O backend the workers run on (always 1).", "gauge");
         x.sample("voxproxy_io_backend_info", &[("backend", self.io_backend)], 1);

@@ -90,6 +90,22 @@ async fn pcmu_round_trip(io: Io) {
     let parameters = &record["custom_parameters"];
     assert_eq!(parameters["From"], "+15550001111", "the TwiML <Parameter>s reach the record: {record}");
     assert_eq!(parameters["CallSid"], record["call_sid"]);
+    // The io_uring workers publish their rings' counters with their
+    // heartbeat; epoll has no ring to report.
+    match io {
+        Io::Uring => {
+            // The backend's 50 echoed packets at least, and the WebSocket's chunks.
+            proxy.wait_metric("voxproxy_uring_received_total", 50.0).await;
+            let metrics = proxy.metrics().await;
+            assert!(metrics.get("voxproxy_uring_submits_total") > 0.0);
+            assert_eq!(metrics.get("voxproxy_uring_dropped_total"), 0.0);
+            assert_eq!(metrics.get("voxproxy_uring_send_errors_total"), 0.0);
+        }
+        Io::Epoll => {
+            let text = proxy.get("/metrics").await.text();
+            assert!(!text.contains("voxproxy_uring_"), "no ring on epoll");
+        }
+    }
 }
 
 async fn transcode_pcma(io: Io) {

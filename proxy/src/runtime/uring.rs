@@ -32,6 +32,11 @@ pub(super) fn install(driver: Rc<Driver>) -> Installed {
     Installed(())
 }
 
+/// What this thread's ring has done, if it is an io_uring worker's.
+pub fn ring_stats() -> Option<super::RingStats> {
+    DRIVER.with_borrow(|driver| driver.as_ref().map(|driver| driver.stats()))
+}
+
 /// Uninstalls the thread's ring when dropped.
 #[derive(Debug)]
 pub(super) struct Installed(());

@@ -72,10 +72,15 @@ impl HealthState {
 }
 
 /// Beats for worker `index` every [`HEARTBEAT_EVERY`] for as long as its
-/// runtime runs: a worker whose loop is blocked stops beating.
+/// runtime runs (a worker whose loop is blocked stops beating), and
+/// publishes its io_uring ring's counters to metrics as often.
 pub(crate) async fn heartbeat(shared: std::sync::Arc<Shared>, index: usize) {
     loop {
         shared.health.beat(index);
+        // The ring's counters go to metrics at the same pace.
+        if let Some(stats) = crate::runtime::ring_stats() {
+            shared.metrics.ring().set(index, stats);
+        }
         tokio::time::sleep(HEARTBEAT_EVERY).await;
     }
 }
