@@ -111,8 +111,13 @@ struct Loss {
 #[derive(Clone, Debug)]
 pub struct LossConcealer<const HISTORY: usize> {
     config: ConcealerConfig,
-    /// Samples played, oldest first; the valid ones are the last `history_len`.
+    /// Samples played, a ring whose oldest sample is at `head` (the next
+    /// write goes there); the valid ones are the last `history_len`.
+    /// [`Self::linearize`] puts it in order (oldest first, `head` 0) before
+    /// a loss reads it: frames arrive every 20 ms and losses are rare, so a
+    /// frame costs a copy of itself rather than a shift of the whole history.
     history: [i16; HISTORY],
+    head: usize,
     history_len: usize,
     /// Short-term mean square of the audio, Q8; `None` before the first frame.
     level_q8: Option<u64>,
@@ -134,6 +139,7 @@ impl<const HISTORY: usize> LossConcealer<HISTORY> {
         LossConcealer {
             config,
             history: [0; HISTORY],
+            head: 0,
             history_len: 0,
             level_q8: None,
             floor_q8: 0,
@@ -170,6 +176,9 @@ impl<const HISTORY: usize> LossConcealer<HISTORY> {
         if frame.is_empty() {
             return;
         }
+        if self.loss.is_some() {
+            self.linearize();
+        }
         if let Some(loss) = self.loss.as_mut() {
             let history = &self.history[HISTORY - self.history_len..];
             let n = self.crossfade_samples.min(frame.len());
@@ -191,6 +200,7 @@ impl<const HISTORY: usize> LossConcealer<HISTORY> {
         if out.is_empty() {
             return;
         }
+        self.linearize();
         if self.loss.is_none() {
             self.loss = Some(self.start_loss());
         }
@@ -206,11 +216,23 @@ impl<const HISTORY: usize> LossConcealer<HISTORY> {
         let n = frame.len();
         if n >= HISTORY {
             self.history.copy_from_slice(&frame[n - HISTORY..]);
+            self.head = 0;
         } else {
-            self.history.copy_within(n.., 0);
-            self.history[HISTORY - n..].copy_from_slice(frame);
+            // Up to the ring's end, then the rest from its start.
+            let first = n.min(HISTORY - self.head);
+            self.history[self.head..self.head + first].copy_from_slice(&frame[..first]);
+            self.history[..n - first].copy_from_slice(&frame[first..]);
+            self.head = (self.head + n) % HISTORY;
         }
         self.history_len = self.history_len.saturating_add(n).min(HISTORY);
+    }
+
+    /// Puts the history in order, oldest first, as a loss reads it.
+    fn linearize(&mut self) {
+        if self.head != 0 {
+            self.history.rotate_left(self.head);
+            self.head = 0;
+        }
     }
 
     fn samples_per_20ms(&self) -> u64 {
@@ -376,6 +398,28 @@ mod tests {
     use std::vec::Vec;
 
     type Plc = LossConcealer<640>;
+
+    proptest! {
+        /// The ring holds, in order once linearized, the last samples of
+        /// every frame played, whatever the frames' lengths.
+        #[test]
+        fn the_history_ring_keeps_the_last_samples_in_order(
+            lengths in proptest::collection::vec(0usize..900, 1..12),
+        ) {
+            let mut plc = LossConcealer::<64>::new(ConcealerConfig::default());
+            let mut played: Vec<i16> = Vec::new();
+            for (i, &n) in lengths.iter().enumerate() {
+                let frame: Vec<i16> = (0..n).map(|k| (i * 1000 + k) as i16).collect();
+                let mut copy = frame.clone();
+                plc.handle_frame(&mut copy);
+                played.extend_from_slice(&frame);
+            }
+            plc.linearize();
+            let kept = played.len().min(64);
+            prop_assert_eq!(plc.history_len, kept);
+            prop_assert_eq!(plc.valid_history(), &played[played.len() - kept..]);
+        }
+    }
 
     fn tone(freq: f64, amplitude: f64, n: usize) -> i16 {
         (amplitude * (n as f64 * freq / 8000.0 * core::f64::consts::TAU).sin()).round() as i16

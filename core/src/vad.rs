@@ -865,13 +865,18 @@ const SCORE_FLOOR: f32 = -10.0;
 /// level features.
 #[derive(Clone, Copy, Debug)]
 struct Decider {
-    /// Stage-one scores, oldest first, newest last.
+    /// Stage-one scores, a ring: the newest at `newest`, older ones before
+    /// it (wrapping). A ring rather than a shift per block: the shift was a
+    /// `memmove` call on every block of every call.
     history: [f32; SCORE_HISTORY],
+    newest: u8,
 }
+
+const _: () = assert!(SCORE_HISTORY <= u8::MAX as usize);
 
 impl Default for Decider {
     fn default() -> Self {
-        Decider { history: [SCORE_FLOOR; SCORE_HISTORY] }
+        Decider { history: [SCORE_FLOOR; SCORE_HISTORY], newest: 0 }
     }
 }
 
@@ -879,14 +884,13 @@ impl Decider {
     /// Returns the final score of a block with features `f`.
     fn score(&mut self, f: &[f32; FEATURES]) -> f32 {
         let spot = clamp(model::SPOTTER.score(f), SCORE_FLOOR, -SCORE_FLOOR);
-        self.history.copy_within(1.., 0);
-        self.history[SCORE_HISTORY - 1] = spot;
+        let newest = (usize::from(self.newest) + 1) % SCORE_HISTORY;
+        self.newest = newest as u8;
+        self.history[newest] = spot;
         let h = &self.history;
         // ago(k): the score k blocks before this one.
-        let ago = |k: usize| h[SCORE_HISTORY - 1 - k];
-        let max_over = |from: usize, to: usize| {
-            h[SCORE_HISTORY - 1 - to..SCORE_HISTORY - from].iter().fold(SCORE_FLOOR, |a, &b| max(a, b))
-        };
+        let ago = |k: usize| h[(newest + SCORE_HISTORY - k) % SCORE_HISTORY];
+        let max_over = |from: usize, to: usize| (from..=to).fold(SCORE_FLOOR, |a, k| max(a, ago(k)));
         let input = [
             spot,
             ago(1),
