@@ -45,7 +45,7 @@ mod uring;
 
 pub use epoll::EpollUdp;
 pub use ring::{MAX_RECV_DATAGRAM, RingStats};
-pub use uring::{UringTcp, UringUdp, ring_stats};
+pub use uring::{UringTcp, UringUdp, ring_stats, trim_ring};
 
 /// Which I/O backend a worker's runtime uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

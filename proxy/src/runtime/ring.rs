@@ -419,6 +419,9 @@ struct Inner {
     /// Which socket each send slot in flight belongs to.
     send_owner: Vec<Option<SendOwner>>,
     free_sends: Vec<u32>,
+    /// The fewest free send slots since the last [`Driver::trim`]: the
+    /// bottom this many of the stack were not used since.
+    free_sends_low: usize,
     /// Streams with bytes to send once their send in flight is done, sent
     /// at the next submission.
     stream_sends: Vec<SocketId>,
@@ -505,6 +508,7 @@ impl Driver {
                 sends: Vec::new(),
                 send_owner: Vec::new(),
                 free_sends: Vec::new(),
+                free_sends_low: 0,
                 starved: VecDeque::new(),
                 stream_sends: Vec::new(),
                 stream_spares: StreamSpares::default(),
@@ -529,6 +533,22 @@ impl Driver {
             .sum::<usize>()
             + inner.stream_spares.capacity();
         RingStats { stream_buffers, buffers_held_peak: inner.buffers.held_peak, ..inner.stats }
+    }
+
+    /// Gives back what a busier moment left: the stream spares and the send
+    /// slots' buffers not used since the last trim (a stall or a burst would
+    /// otherwise leave them held for the worker's life, a step in resident
+    /// memory). Call it now and then (the worker's heartbeat: every second);
+    /// what the worker uses at least once per interval stays.
+    pub(super) fn trim(&self) {
+        let inner = &mut *self.inner.borrow_mut();
+        inner.stream_spares.trim();
+        let untouched = inner.free_sends_low.min(inner.free_sends.len());
+        for &slot in &inner.free_sends[..untouched] {
+            // Free: the kernel is not reading it.
+            inner.sends[slot as usize].data = Vec::new();
+        }
+        inner.free_sends_low = inner.free_sends.len();
     }
 
     /// Registers a socket; its receive is armed on the first wait for a
@@ -922,7 +942,9 @@ impl Inner {
 
     /// A free send slot, or a new one while fewer than `bound` exist.
     fn send_slot(&mut self, bound: usize) -> Option<u32> {
-        self.free_sends.pop().or_else(|| {
+        let slot = self.free_sends.pop();
+        self.free_sends_low = self.free_sends_low.min(self.free_sends.len());
+        slot.or_else(|| {
             (self.sends.len() < bound).then(|| {
                 let (addr, addr_len) = RawAddr::new(SocketAddr::from(([0, 0, 0, 0], 0)));
                 self.sends.push(Box::new(SendSlot { addr, addr_len, data: Vec::new() }));
@@ -1225,7 +1247,12 @@ fn settle_stream(state: &mut SocketState, spares: &mut StreamSpares) {
 /// calls, where a stream at rest between Twilio's messages is the rule.
 /// Taking and giving back allocates nothing.
 #[derive(Debug, Default)]
-struct StreamSpares(Vec<Vec<u8>>);
+struct StreamSpares {
+    spares: Vec<Vec<u8>>,
+    /// The fewest spares since the last trim: the bottom this many were
+    /// not taken since.
+    low: usize,
+}
 
 impl StreamSpares {
     /// Spare buffers kept at most; more are freed. 512 KiB per worker.
@@ -1234,9 +1261,10 @@ impl StreamSpares {
     /// Gives `pending` a spare buffer, unless it has one.
     fn lend(&mut self, pending: &mut Vec<u8>) {
         if pending.capacity() == 0
-            && let Some(buffer) = self.0.pop()
+            && let Some(buffer) = self.spares.pop()
         {
             *pending = buffer;
+            self.low = self.low.min(self.spares.len());
         }
     }
 
@@ -1246,14 +1274,20 @@ impl StreamSpares {
         if buffer.capacity() > STREAM_KEPT {
             buffer.shrink_to(STREAM_KEPT);
         }
-        if buffer.capacity() > 0 && self.0.len() < Self::KEPT {
-            self.0.push(buffer);
+        if buffer.capacity() > 0 && self.spares.len() < Self::KEPT {
+            self.spares.push(buffer);
         }
     }
 
     /// Bytes the spares hold.
     fn capacity(&self) -> usize {
-        self.0.iter().map(Vec::capacity).sum()
+        self.spares.iter().map(Vec::capacity).sum()
+    }
+
+    /// Frees the spares not taken since the last trim.
+    fn trim(&mut self) {
+        self.spares.drain(..self.low.min(self.spares.len()));
+        self.low = self.spares.len();
     }
 }
 
@@ -1514,7 +1548,26 @@ mod tests {
         for _ in 0..StreamSpares::KEPT + 10 {
             spares.give(Vec::with_capacity(64));
         }
-        assert_eq!(spares.0.len(), StreamSpares::KEPT);
+        assert_eq!(spares.spares.len(), StreamSpares::KEPT);
+        // A trim frees what was not taken since the last: nothing the
+        // first time (the interval starts), then the untouched bottom.
+        spares.trim();
+        assert_eq!(spares.spares.len(), StreamSpares::KEPT);
+        let mut taken = Vec::new();
+        for _ in 0..3 {
+            let mut pending = Vec::new();
+            spares.lend(&mut pending);
+            taken.push(pending);
+        }
+        spares.trim();
+        assert_eq!(spares.spares.len(), 0, "the {} never taken are freed", StreamSpares::KEPT - 3);
+        for pending in taken {
+            spares.give(pending);
+        }
+        spares.trim();
+        assert_eq!(spares.spares.len(), 3, "given back during the interval: kept");
+        spares.trim();
+        assert_eq!(spares.spares.len(), 0, "untouched for a whole interval: freed");
     }
 
     #[test]

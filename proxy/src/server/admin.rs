@@ -72,15 +72,19 @@ impl HealthState {
 }
 
 /// Beats for worker `index` every [`HEARTBEAT_EVERY`] for as long as its
-/// runtime runs (a worker whose loop is blocked stops beating), and
-/// publishes its io_uring ring's counters to metrics as often.
+/// runtime runs (a worker whose loop is blocked stops beating), publishes
+/// its io_uring ring's counters to metrics as often, and frees what its
+/// buffer pools have not used since the last beat.
 pub(crate) async fn heartbeat(shared: std::sync::Arc<Shared>, index: usize) {
     loop {
         shared.health.beat(index);
-        // The ring's counters go to metrics at the same pace.
+        // The ring's counters go to metrics at the same pace, and what a
+        // burst left spare in the worker's buffer pools is freed.
         if let Some(stats) = crate::runtime::ring_stats() {
             shared.metrics.ring().set(index, stats);
         }
+        crate::runtime::trim_ring();
+        super::media_ws::trim_spares();
         tokio::time::sleep(HEARTBEAT_EVERY).await;
     }
 }

@@ -53,35 +53,73 @@ const SPARE_KEPT: usize = 256;
 /// were 1 KiB of every call's memory; here they are as many as the worker's
 /// calls have in use at once. A read buffer is kept at its full length
 /// (reads go into initialized bytes), a write buffer empty.
+/// What a burst left is freed by [`trim_spares`].
 struct Spare {
-    read: Vec<Vec<u8>>,
-    write: Vec<Vec<u8>>,
+    read: Pool,
+    write: Pool,
+}
+
+/// Spare buffers of one kind, a stack, and the fewest it held since the
+/// last trim: the bottom this many were not taken since.
+struct Pool {
+    buffers: Vec<Vec<u8>>,
+    low: usize,
+}
+
+impl Pool {
+    const fn new() -> Pool {
+        Pool { buffers: Vec::new(), low: 0 }
+    }
+
+    fn take(&mut self) -> Option<Vec<u8>> {
+        let buffer = self.buffers.pop();
+        self.low = self.low.min(self.buffers.len());
+        buffer
+    }
+
+    fn give(&mut self, buffer: Vec<u8>) {
+        if self.buffers.len() < SPARE_KEPT {
+            self.buffers.push(buffer);
+        }
+    }
+
+    fn trim(&mut self) {
+        self.buffers.drain(..self.low.min(self.buffers.len()));
+        self.low = self.buffers.len();
+    }
 }
 
 thread_local! {
     static SPARE: std::cell::RefCell<Spare> =
-        const { std::cell::RefCell::new(Spare { read: Vec::new(), write: Vec::new() }) };
+        const { std::cell::RefCell::new(Spare { read: Pool::new(), write: Pool::new() }) };
+}
+
+/// Frees this worker thread's spare buffers that no media socket took
+/// since the last call: a stall that had many sockets holding buffers at
+/// once would otherwise leave them spare for the worker's life (a step in
+/// resident memory). The worker's heartbeat calls it every second.
+pub(crate) fn trim_spares() {
+    SPARE.with_borrow_mut(|spare| {
+        spare.read.trim();
+        spare.write.trim();
+    });
 }
 
 /// A read buffer of [`READ_BUFFER`] bytes: a spare one, else a new one.
 fn take_read_buffer() -> Vec<u8> {
-    SPARE.with_borrow_mut(|spare| spare.read.pop()).unwrap_or_else(|| vec![0; READ_BUFFER])
+    SPARE.with_borrow_mut(|spare| spare.read.take()).unwrap_or_else(|| vec![0; READ_BUFFER])
 }
 
 /// An empty write buffer with room for [`WRITE_BUFFER`] bytes.
 fn take_write_buffer() -> Vec<u8> {
-    SPARE.with_borrow_mut(|spare| spare.write.pop()).unwrap_or_else(|| Vec::with_capacity(WRITE_BUFFER))
+    SPARE.with_borrow_mut(|spare| spare.write.take()).unwrap_or_else(|| Vec::with_capacity(WRITE_BUFFER))
 }
 
 /// Gives a socket's read buffer to the spares, unless it is not the usual
 /// size (grown by a long message) or enough are spare.
 fn give_back_read(buf: Vec<u8>) {
     if buf.len() == READ_BUFFER {
-        SPARE.with_borrow_mut(|spare| {
-            if spare.read.len() < SPARE_KEPT {
-                spare.read.push(buf);
-            }
-        });
+        SPARE.with_borrow_mut(|spare| spare.read.give(buf));
     }
 }
 
@@ -93,11 +131,7 @@ fn give_back_write(mut buf: Vec<u8>) {
         buf.shrink_to(WRITE_BUFFER);
     }
     if buf.capacity() >= WRITE_BUFFER {
-        SPARE.with_borrow_mut(|spare| {
-            if spare.write.len() < SPARE_KEPT {
-                spare.write.push(buf);
-            }
-        });
+        SPARE.with_borrow_mut(|spare| spare.write.give(buf));
     }
 }
 
