@@ -41,10 +41,12 @@ use std::time::Duration;
 
 mod epoll;
 mod ring;
+mod spares;
 mod uring;
 
 pub use epoll::EpollUdp;
 pub use ring::{MAX_RECV_DATAGRAM, RingStats};
+pub(crate) use spares::Spares;
 pub use uring::{UringTcp, UringUdp, ring_stats, trim_ring};
 
 /// Which I/O backend a worker's runtime uses.

@@ -531,7 +531,7 @@ impl Driver {
             .filter_map(|slot| slot.state.as_ref())
             .map(|state| state.pending.capacity() + state.in_flight.capacity())
             .sum::<usize>()
-            + inner.stream_spares.capacity();
+            + inner.stream_spares.0.bytes();
         RingStats { stream_buffers, buffers_held_peak: inner.buffers.held_peak, ..inner.stats }
     }
 
@@ -542,7 +542,7 @@ impl Driver {
     /// what the worker uses at least once per interval stays.
     pub(super) fn trim(&self) {
         let inner = &mut *self.inner.borrow_mut();
-        inner.stream_spares.trim();
+        inner.stream_spares.0.trim();
         let untouched = inner.free_sends_low.min(inner.free_sends.len());
         for &slot in &inner.free_sends[..untouched] {
             // Free: the kernel is not reading it.
@@ -1245,14 +1245,8 @@ fn settle_stream(state: &mut SocketState, spares: &mut StreamSpares) {
 /// so the worker holds as many as its streams have in use at once, not one
 /// or two per stream: 512 bytes or more of every call's memory at 1,000
 /// calls, where a stream at rest between Twilio's messages is the rule.
-/// Taking and giving back allocates nothing.
 #[derive(Debug, Default)]
-struct StreamSpares {
-    spares: Vec<Vec<u8>>,
-    /// The fewest spares since the last trim: the bottom this many were
-    /// not taken since.
-    low: usize,
-}
+struct StreamSpares(super::Spares<{ StreamSpares::KEPT }>);
 
 impl StreamSpares {
     /// Spare buffers kept at most; more are freed. 512 KiB per worker.
@@ -1261,10 +1255,9 @@ impl StreamSpares {
     /// Gives `pending` a spare buffer, unless it has one.
     fn lend(&mut self, pending: &mut Vec<u8>) {
         if pending.capacity() == 0
-            && let Some(buffer) = self.spares.pop()
+            && let Some(buffer) = self.0.take()
         {
             *pending = buffer;
-            self.low = self.low.min(self.spares.len());
         }
     }
 
@@ -1274,20 +1267,9 @@ impl StreamSpares {
         if buffer.capacity() > STREAM_KEPT {
             buffer.shrink_to(STREAM_KEPT);
         }
-        if buffer.capacity() > 0 && self.spares.len() < Self::KEPT {
-            self.spares.push(buffer);
+        if buffer.capacity() > 0 {
+            self.0.give(buffer);
         }
-    }
-
-    /// Bytes the spares hold.
-    fn capacity(&self) -> usize {
-        self.spares.iter().map(Vec::capacity).sum()
-    }
-
-    /// Frees the spares not taken since the last trim.
-    fn trim(&mut self) {
-        self.spares.drain(..self.low.min(self.spares.len()));
-        self.low = self.spares.len();
     }
 }
 
@@ -1535,39 +1517,39 @@ mod tests {
         let mut burst = vec![0u8; 4 * STREAM_KEPT];
         burst.extend_from_slice(&pending);
         spares.give(burst);
-        assert_eq!(spares.capacity(), STREAM_KEPT);
+        assert_eq!(spares.0.bytes(), STREAM_KEPT);
         // A stream with a buffer of its own keeps it.
         spares.lend(&mut pending);
         assert_eq!(pending.len(), 400);
         let mut empty = Vec::new();
         spares.lend(&mut empty);
         assert_eq!((empty.capacity(), empty.len()), (STREAM_KEPT, 0));
-        assert_eq!(spares.capacity(), 0);
+        assert_eq!(spares.0.bytes(), 0);
         // Empty vectors are not kept; past the bound, buffers are freed.
         spares.give(Vec::new());
         for _ in 0..StreamSpares::KEPT + 10 {
             spares.give(Vec::with_capacity(64));
         }
-        assert_eq!(spares.spares.len(), StreamSpares::KEPT);
+        assert_eq!(spares.0.len(), StreamSpares::KEPT);
         // A trim frees what was not taken since the last: nothing the
         // first time (the interval starts), then the untouched bottom.
-        spares.trim();
-        assert_eq!(spares.spares.len(), StreamSpares::KEPT);
+        spares.0.trim();
+        assert_eq!(spares.0.len(), StreamSpares::KEPT);
         let mut taken = Vec::new();
         for _ in 0..3 {
             let mut pending = Vec::new();
             spares.lend(&mut pending);
             taken.push(pending);
         }
-        spares.trim();
-        assert_eq!(spares.spares.len(), 0, "the {} never taken are freed", StreamSpares::KEPT - 3);
+        spares.0.trim();
+        assert_eq!(spares.0.len(), 0, "the {} never taken are freed", StreamSpares::KEPT - 3);
         for pending in taken {
             spares.give(pending);
         }
-        spares.trim();
-        assert_eq!(spares.spares.len(), 3, "given back during the interval: kept");
-        spares.trim();
-        assert_eq!(spares.spares.len(), 0, "untouched for a whole interval: freed");
+        spares.0.trim();
+        assert_eq!(spares.0.len(), 3, "given back during the interval: kept");
+        spares.0.trim();
+        assert_eq!(spares.0.len(), 0, "untouched for a whole interval: freed");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::ops::Range;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use crate::runtime::UringTcp;
+use crate::runtime::{Spares, UringTcp};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -55,43 +55,13 @@ const SPARE_KEPT: usize = 256;
 /// (reads go into initialized bytes), a write buffer empty.
 /// What a burst left is freed by [`trim_spares`].
 struct Spare {
-    read: Pool,
-    write: Pool,
-}
-
-/// Spare buffers of one kind, a stack, and the fewest it held since the
-/// last trim: the bottom this many were not taken since.
-struct Pool {
-    buffers: Vec<Vec<u8>>,
-    low: usize,
-}
-
-impl Pool {
-    const fn new() -> Pool {
-        Pool { buffers: Vec::new(), low: 0 }
-    }
-
-    fn take(&mut self) -> Option<Vec<u8>> {
-        let buffer = self.buffers.pop();
-        self.low = self.low.min(self.buffers.len());
-        buffer
-    }
-
-    fn give(&mut self, buffer: Vec<u8>) {
-        if self.buffers.len() < SPARE_KEPT {
-            self.buffers.push(buffer);
-        }
-    }
-
-    fn trim(&mut self) {
-        self.buffers.drain(..self.low.min(self.buffers.len()));
-        self.low = self.buffers.len();
-    }
+    read: Spares<SPARE_KEPT>,
+    write: Spares<SPARE_KEPT>,
 }
 
 thread_local! {
     static SPARE: std::cell::RefCell<Spare> =
-        const { std::cell::RefCell::new(Spare { read: Pool::new(), write: Pool::new() }) };
+        const { std::cell::RefCell::new(Spare { read: Spares::new(), write: Spares::new() }) };
 }
 
 /// Frees this worker thread's spare buffers that no media socket took
