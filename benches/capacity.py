@@ -34,7 +34,9 @@ import time
 import urllib.request
 
 TOKEN = "capacity-bench-token"
-FRAME_PROCESSING = "voxproxy_frame_processing_seconds_bucket"
+FRAME_PROCESSING = "voxproxy_frame_processing_seconds"
+TWILIO_LATE = "voxproxy_twilio_burst_seconds"
+JITTER_WAIT = "voxproxy_jitter_buffer_wait_seconds"
 
 
 def parse_args():
@@ -226,27 +228,59 @@ def wait_healthy(base, proc, timeout=15.0):
     raise RuntimeError(f"voxproxy serve was not healthy within {timeout} s")
 
 
+def histogram_buckets(metrics_text, family, split_by=None):
+    """Cumulative (bound µs, count) rows of histogram `family`, grouped by label `split_by` (None: one group)."""
+    buckets = {}
+    prefix = family + "_bucket{"
+    for line in metrics_text.splitlines():
+        if not line.startswith(prefix):
+            continue
+        labels, value = line[len(prefix) :].rsplit("} ", 1)
+        fields = dict(part.split("=", 1) for part in labels.split(","))
+        group = fields[split_by].strip('"') if split_by else None
+        le = fields["le"].strip('"')
+        bound = float("inf") if le == "+Inf" else float(le) * 1e6
+        buckets.setdefault(group, []).append((bound, float(value)))
+    for rows in buckets.values():
+        rows.sort()
+    return buckets
+
+
+def bucket_quantiles(rows, scale=1.0):
+    """Frames and the bucket bounds (µs / scale) holding p50/p99/p99.9, or None when empty."""
+    total = rows[-1][1] if rows else 0
+    if total == 0:
+        return None
+    out = {"frames": int(total)}
+    for name, q in (("p50_le", 0.5), ("p99_le", 0.99), ("p99_9_le", 0.999)):
+        bound = next(b for b, cumulative in rows if cumulative >= q * total)
+        out[name] = None if bound == float("inf") else round(bound / scale, 3)
+    return out
+
+
 def media_path(metrics_text):
     """Bucket bounds (µs) holding p50/p99/p99.9 of the proxy's media path, per direction."""
-    buckets = {}
-    for line in metrics_text.splitlines():
-        if not line.startswith(FRAME_PROCESSING + "{"):
-            continue
-        labels, value = line[len(FRAME_PROCESSING) + 1 :].rsplit("} ", 1)
-        fields = dict(part.split("=", 1) for part in labels.split(","))
-        direction, le = fields["direction"].strip('"'), fields["le"].strip('"')
-        bound = float("inf") if le == "+Inf" else float(le) * 1e6
-        buckets.setdefault(direction, []).append((bound, float(value)))
     out = {}
-    for direction, rows in buckets.items():
-        rows.sort()
-        total = rows[-1][1] if rows else 0
-        if total == 0:
-            continue
-        out[direction] = {"frames": int(total)}
-        for name, q in (("p50_le_us", 0.5), ("p99_le_us", 0.99), ("p99_9_le_us", 0.999)):
-            bound = next(b for b, cumulative in rows if cumulative >= q * total)
-            out[direction][name] = None if bound == float("inf") else round(bound, 3)
+    for direction, rows in histogram_buckets(metrics_text, FRAME_PROCESSING, "direction").items():
+        q = bucket_quantiles(rows)
+        if q is not None:
+            out[direction] = {k if k == "frames" else k + "_us": v for k, v in q.items()}
+    return out
+
+
+def latency_breakdown(metrics_text, report):
+    """Where the round trip goes, in ms: the simulator's pacing (exact), and from the proxy's
+    histograms (bucket bounds) Twilio's lateness as the proxy saw it and the jitter buffer's wait."""
+    late = report.get("send_lateness_us") or {}
+    out = {"sim_send_late": {k: None if late.get(k) is None else round(late[k] / 1000, 3) for k in ("p50", "p99", "p99_9")}}
+    for key, family in (("proxy_twilio_late", TWILIO_LATE), ("jitter_buffer_wait", JITTER_WAIT)):
+        out[key] = bucket_quantiles(histogram_buckets(metrics_text, family).get(None, []), scale=1000)
+    # A stall that leaves every shared receive buffer waiting for its call
+    # shows as starved receives (io_uring only; absent on epoll).
+    for line in metrics_text.splitlines():
+        for key, name in (("uring_starved", "voxproxy_uring_starved_total "), ("uring_buffers_held_peak", "voxproxy_uring_buffers_held_peak ")):
+            if line.startswith(name):
+                out[key] = int(float(line[len(name) :]))
     return out
 
 
@@ -373,8 +407,12 @@ def one_run(args, io, calls, out_dir, record=False, attempt=1):
             report = json.load(f)
         cost = report.get("proxy_cost") or {}
         fds_settled = settle_fds(serve.pid, cost.get("open_fds_before"))
-        metrics = media_path(http_get(base + "/metrics")[1])
-        recorded = recording_totals(recordings, http_get(base + "/metrics")[1]) if recordings else None
+        scraped = http_get(base + "/metrics")[1]
+        with open(os.path.join(out_dir, f"{name}-metrics.prom"), "w") as f:
+            f.write(scraped)
+        metrics = media_path(scraped)
+        breakdown = latency_breakdown(scraped, report)
+        recorded = recording_totals(recordings, scraped) if recordings else None
     finally:
         stop(serve)
         stop(echo)
@@ -384,6 +422,7 @@ def one_run(args, io, calls, out_dir, record=False, attempt=1):
             recordings.cleanup()
     run = summarize(io, calls, args.seconds, report, cost, metrics, fds_settled, load_before, load_after, sim.returncode)
     run["recording"] = recorded
+    run["latency_breakdown_ms"] = breakdown
     run["rig"] = rig_summary(rig_cpu, run)
     if samples is not None:
         run["soak"] = soak_verdict(samples, calls, args.ramp, media, run)
@@ -510,6 +549,25 @@ def markdown(doc):
             f"| {fmt(r['rig']['cores'], '{:.2f}')}, {fmt(r['rig']['cpu_us_per_frame'], '{:.2f}')} "
             f"({fmt(r['rig'].get('sim_us_per_frame'), '{:.2f}')} + {fmt(r['rig'].get('echo_us_per_frame'), '{:.2f}')}) |"
         )
+    lines += [
+        "",
+        "Where the round trip goes (ms): the simulator's lateness against its 20 ms schedule (exact; the round "
+        "trip starts at the actual send), Twilio's lateness as the proxy saw it (which adds the kernel and the "
+        "proxy's queue to the simulator's), and the jitter buffer's wait (bucket bounds for the proxy's).",
+        "",
+        "| io | calls | round trip p50 / p99 | simulator late p50 / p99 | proxy saw Twilio late p50 / p99 (≤) "
+        "| jitter buffer wait p50 / p99 (≤) | io_uring receives starved, buffers held at peak |",
+        "| --- | ---: | --- | --- | --- | --- | --- |",
+    ]
+    for r in doc["runs"]:
+        b, rt = r.get("latency_breakdown_ms") or {}, r["round_trip_ms"]
+        sim = b.get("sim_send_late") or {}
+        pair = lambda q, lo, hi: f"{fmt((q or {}).get(lo), '{:g}')} / {fmt((q or {}).get(hi), '{:g}')}"
+        lines.append(
+            f"| {r['io']} | {r['calls']:,} | {pair(rt, 'p50', 'p99')} | {pair(sim, 'p50', 'p99')} "
+            f"| {pair(b.get('proxy_twilio_late'), 'p50_le', 'p99_le')} | {pair(b.get('jitter_buffer_wait'), 'p50_le', 'p99_le')} "
+            f"| {fmt(b.get('uring_starved'))}, {fmt(b.get('uring_buffers_held_peak'))} |"
+        )
     for m in doc.get("medians") or []:
         if "recording_cost_percent" in m:
             lines.append(
@@ -586,6 +644,9 @@ def smoke_check(doc):
             problems.append(f"{r['io']}: no frame came back")
         if r["steady"]["cpu_us_per_frame"] is None or r["rss_kib_per_call"] is None:
             problems.append(f"{r['io']}: the proxy's cost was not measured")
+        breakdown = r.get("latency_breakdown_ms") or {}
+        if breakdown.get("sim_send_late", {}).get("p50") is None or breakdown.get("proxy_twilio_late") is None:
+            problems.append(f"{r['io']}: the round trip's breakdown was not measured ({breakdown})")
         if r["open_fds_settled"] != r["open_fds_before"]:
             problems.append(f"{r['io']}: open files {r['open_fds_before']} before, {r['open_fds_settled']} after")
     return problems

@@ -100,7 +100,7 @@ async fn stream(
     let wake = Notify::new();
     let done = Notify::new();
     let sending = async {
-        let result = send_half(ctx, index, &mut sender, &state, &wake, started).await;
+        let result = send_half(ctx, index, shard, &mut sender, &state, &wake, started).await;
         done.notify_one();
         result
     };
@@ -121,6 +121,7 @@ async fn stream(
 async fn send_half(
     ctx: &RunContext,
     index: u32,
+    shard: usize,
     sender: &mut TwilioSender,
     state: &Mutex<CallState>,
     wake: &Notify,
@@ -179,6 +180,7 @@ async fn send_half(
             }
             let sent_at = std::time::Instant::now();
             lock(state).meter.on_sent(next_frame, ctx.at(sent_at));
+            ctx.record_send_lateness(shard, sent_at.saturating_duration_since(started + FRAME * next_frame));
             ctx.progress.frames_sent.fetch_add(1, Ordering::Relaxed);
             sender.send_media_at(u64::from(next_frame) * 20, &payload).await?;
             next_frame += 1;

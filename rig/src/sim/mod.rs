@@ -195,6 +195,11 @@ struct RunContext {
     progress: Progress,
     /// One latency histogram per worker (3 significant figures, µs).
     latency: Vec<Mutex<Histogram<u64>>>,
+    /// One histogram per worker of how late each media frame left against
+    /// its schedule (µs): the simulator's own pacing, which the round trip
+    /// (timed from the actual send) leaves out but the proxy sees as
+    /// Twilio's lateness.
+    send_lateness: Vec<Mutex<Histogram<u64>>>,
 }
 
 impl RunContext {
@@ -205,29 +210,34 @@ impl RunContext {
             None => audio::test_signal(),
         };
         let latency = (0..shards).map(|_| Mutex::new(run_histogram())).collect();
+        let send_lateness = (0..shards).map(|_| Mutex::new(run_histogram())).collect();
         Ok(Arc::new(RunContext {
             config,
             audio,
             epoch: std::time::Instant::now(),
             progress: Progress::default(),
             latency,
+            send_lateness,
         }))
     }
 
-    fn merged_latency(&self) -> Histogram<u64> {
-        let mut merged = run_histogram();
-        for shard in &self.latency {
-            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
-            // Same bounds, so adding cannot fail.
-            let _ = merged.add(&*shard);
+    /// A media frame of worker `shard` left `late` after its scheduled time.
+    fn record_send_lateness(&self, shard: usize, late: Duration) {
+        let micros = u64::try_from(late.as_micros()).unwrap_or(u64::MAX).clamp(1, MAX_LATENCY_US);
+        if let Some(histogram) = self.send_lateness.get(shard) {
+            histogram.lock().unwrap_or_else(PoisonError::into_inner).saturating_record(micros);
         }
-        merged
+    }
+
+    fn merged_latency(&self) -> Histogram<u64> {
+        merged(&self.latency)
     }
 
     fn report(&self, per_call: Vec<CallReport>, cost: Option<cost::CostMeter>) -> SimReport {
         let duration = self.epoch.elapsed().as_secs_f64();
         let mut report =
             SimReport::assemble(self.config.settings(), duration, per_call, &self.merged_latency());
+        report.send_lateness_us = Percentiles::of(&merged(&self.send_lateness));
         report.proxy_cost = cost.map(|meter| meter.finish(report.frames.sent + report.frames.received));
         report
     }
@@ -243,6 +253,17 @@ impl RunContext {
             }
         }))
     }
+}
+
+/// The sum of per-worker histograms.
+fn merged(shards: &[Mutex<Histogram<u64>>]) -> Histogram<u64> {
+    let mut merged = run_histogram();
+    for shard in shards {
+        let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+        // Same bounds, so adding cannot fail.
+        let _ = merged.add(&*shard);
+    }
+    merged
 }
 
 fn run_histogram() -> Histogram<u64> {
@@ -584,6 +605,10 @@ mod tests {
             let latency = report.latency_us.unwrap();
             assert_eq!(latency.count, 100);
             assert!(latency.max < 10_000_000);
+            // Every frame's pacing is recorded, and within the 10 s bound.
+            let lateness = report.send_lateness_us.unwrap();
+            assert_eq!(lateness.count, 100);
+            assert!(lateness.max < 10_000_000);
             assert_eq!(report.playback.media_bytes, 100 * 160);
             assert_eq!(report.playback.marks_echoed, 2);
             assert_eq!(report.dtmf_sent, 4);

@@ -235,6 +235,11 @@ pub struct SimReport {
     pub playback: PlaybackCounts,
     /// `dtmf` messages sent.
     pub dtmf_sent: u64,
+    /// How late the simulator sent each media frame against its 20 ms
+    /// schedule, in microseconds: the rig's own pacing. The round trip is
+    /// timed from the actual send and leaves it out; the proxy sees it as
+    /// Twilio's lateness (`voxproxy_twilio_burst_seconds`).
+    pub send_lateness_us: Option<Percentiles>,
     /// Latency by percentile, for plotting.
     pub latency_curve: Vec<CurvePoint>,
     /// Every call.
@@ -285,6 +290,7 @@ impl SimReport {
             frames,
             playback,
             dtmf_sent,
+            send_lateness_us: None,
             latency_curve: latency_curve(latency),
             per_call,
             proxy_cost: None,
