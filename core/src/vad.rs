@@ -1278,6 +1278,51 @@ mod tests {
         }
     }
 
+    /// Every mode's speech decisions, scores and features over 12 s of
+    /// voiced bursts, pauses and noise, folded into one FNV-1a hash of
+    /// their bits. Integer-built audio and IEEE arithmetic only, so the
+    /// value is the same on every machine.
+    fn decisions_fingerprint() -> u64 {
+        let mut hash = 0xcbf2_9ce4_8422_2325u64;
+        let mut fold = |bits: u32| {
+            for byte in bits.to_le_bytes() {
+                hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        for mode in VadMode::ALL {
+            let mut vad = Vad::new(VadConfig { mode });
+            let mut noise = Noise(0x2545_f491);
+            let (mut y1, mut y2) = (0.0f32, 0.0f32);
+            let mut frame = [0i16; FRAME_20MS];
+            for n in 0..600usize {
+                for (i, sample) in frame.iter_mut().enumerate() {
+                    let t = n * FRAME_20MS + i;
+                    // 300 ms voiced at 125-160 Hz, 200 ms of noise only;
+                    // louder and quieter stretches every 4 s.
+                    let period = 50 + (t / 4_000) % 15;
+                    let voiced = t % 4_000 < 2_400 && t.is_multiple_of(period);
+                    let y = if voiced { 1.0 } else { 0.0 } + 1.8 * y1 - 0.9 * y2;
+                    (y2, y1) = (y1, y);
+                    let gain = [300.0, 60.0, 900.0][(t / 32_000) % 3];
+                    *sample = (gain * y + 50.0 * noise.next()).clamp(-32_768.0, 32_767.0) as i16;
+                }
+                fold(u32::from(vad.classify(&frame).unwrap()));
+                fold(vad.score().to_bits());
+                vad.features().iter().for_each(|f| fold(f.to_bits()));
+            }
+        }
+        hash
+    }
+
+    #[test]
+    fn decisions_are_unchanged() {
+        // Restructuring for speed must not move a single bit of what the
+        // model sees or says. A deliberate change to the features or the
+        // model changes this value: print it and update it with the model.
+        let fingerprint = decisions_fingerprint();
+        assert_eq!(fingerprint, 0xa54f_a3bc_c757_26f0, "fingerprint {fingerprint:#x}");
+    }
+
     #[test]
     fn pitch_history_moves_down_one_block_exactly() {
         // The piecewise move must leave what one overlapping move did.
