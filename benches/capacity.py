@@ -277,11 +277,21 @@ def latency_breakdown(metrics_text, report):
         out[key] = bucket_quantiles(histogram_buckets(metrics_text, family).get(None, []), scale=1000)
     # A stall that leaves every shared receive buffer waiting for its call
     # shows as starved receives (io_uring only; absent on epoll).
-    for line in metrics_text.splitlines():
-        for key, name in (("uring_starved", "voxproxy_uring_starved_total "), ("uring_buffers_held_peak", "voxproxy_uring_buffers_held_peak ")):
-            if line.startswith(name):
-                out[key] = int(float(line[len(name) :]))
+    ring = metric_values(metrics_text, ("voxproxy_uring_starved_total", "voxproxy_uring_buffers_held_peak"))
+    for key, name in (("uring_starved", "voxproxy_uring_starved_total"), ("uring_buffers_held_peak", "voxproxy_uring_buffers_held_peak")):
+        if name in ring:
+            out[key] = int(ring[name])
     return out
+
+
+def metric_values(metrics_text, names):
+    """The values of the unlabelled samples `names` in a /metrics scrape (absent ones left out)."""
+    values = {}
+    for line in metrics_text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in names:
+            values[name] = float(value)
+    return values
 
 
 def start_perf(args, pid, calls, out_dir, name):
@@ -447,11 +457,7 @@ def rig_summary(rig_cpu, run):
 def recording_totals(recordings, metrics_text):
     """Files and bytes the recorded run left, and what the proxy counted as dropped or failed."""
     files = [os.path.join(recordings.name, f) for f in os.listdir(recordings.name)]
-    counters = {}
-    for line in metrics_text.splitlines():
-        for name in ("voxproxy_recording_dropped_bytes_total", "voxproxy_recording_errors_total"):
-            if line.startswith(name + " "):
-                counters[name] = float(line.split()[1])
+    counters = metric_values(metrics_text, ("voxproxy_recording_dropped_bytes_total", "voxproxy_recording_errors_total"))
     return {
         "files": len(files),
         "bytes": sum(os.path.getsize(f) for f in files),
