@@ -73,6 +73,10 @@ const CQ_ENTRIES: u32 = 8192;
 pub(super) const RECV_BUFFERS: u16 = 1024;
 const _: () =
     assert!(RECV_BUFFERS as usize >= 2 * RECV_QUEUE_MAX, "the ring must cover one flooded socket twice over");
+/// Free buffers the ring waits for before re-arming starved sockets: a
+/// sixteenth of them, so a stall's sockets come back in batches rather
+/// than one buffer at a time.
+const RESUME_FREE: u16 = RECV_BUFFERS / 16;
 /// Bytes per receive buffer: 17 cache lines. The ring carries RTP, and the
 /// longest L16 payload behind a 300-byte header (a full CSRC list and 228
 /// bytes of extensions) is 940 bytes (`server::call` tests it fits). A
@@ -883,6 +887,13 @@ impl Driver {
         }
         // Sends that completed inside the submit above.
         inner.reap();
+        // Only now, with every completion the kernel has posted reaped, is
+        // the count of free buffers true (buffers it fills later go to
+        // armed sockets and starved ones alike).
+        if !inner.starved.is_empty() {
+            inner.resume_starved();
+            inner.submit();
+        }
         Poll::Pending
     }
 }
@@ -1123,28 +1134,49 @@ impl Inner {
         }
     }
 
-    /// Returns a buffer to the ring, and re-arms a starved socket with it.
+    /// Returns a buffer to the ring. Starved sockets wait for the driver's
+    /// turn (see `resume_starved`).
     fn recycle(&mut self, buffer: u16) {
         self.buffers.give_back(buffer);
         self.buffers.publish();
-        self.resume_starved(1);
+        if !self.starved.is_empty() && RECV_BUFFERS - self.buffers.held >= RESUME_FREE {
+            self.wake_flusher();
+        }
     }
 
-    /// Lets up to `n` starved sockets arm their receive again (one per
-    /// buffer that came back).
-    fn resume_starved(&mut self, mut n: u16) {
+    /// Re-arms starved sockets, oldest first, once [`RESUME_FREE`] buffers
+    /// are free: up to half of them, as each such socket has at least one
+    /// datagram waiting in the kernel and armed sockets keep receiving
+    /// into the rest.
+    /// The ring arms them itself: their tasks have nothing to read until a
+    /// datagram arrives, which wakes them. (Waking each task to arm, one
+    /// per buffer that came back, cost a task poll per starved receive and
+    /// starved most of them again at once: the buffer had gone to an armed
+    /// socket before the re-armed one's entry was submitted.)
+    fn resume_starved(&mut self) {
+        let free = RECV_BUFFERS - self.buffers.held;
+        if free < RESUME_FREE {
+            return;
+        }
+        let mut n = free / 2;
         while n > 0
             && let Some(id) = self.starved.pop_front()
         {
-            if let Some(state) = self.state(id)
-                && state.starved
+            let Some(state) = self.state(id) else { continue };
+            if !state.starved {
+                continue;
+            }
+            state.starved = false;
+            n -= 1;
+            // A socket with datagrams waiting stays paused: its task arms
+            // it once it has read them, as after any pause.
+            if state.queue.is_empty()
+                && self.arm(id).is_err()
+                && let Some(waker) = self.state(id).and_then(|state| state.waker.take())
             {
-                state.starved = false;
-                if let Some(waker) = state.waker.take() {
-                    // Its next poll arms the receive again.
-                    waker.wake();
-                }
-                n -= 1;
+                // The submission queue is full and the kernel takes
+                // nothing: the task's next poll arms it, or reports why not.
+                waker.wake();
             }
         }
     }
