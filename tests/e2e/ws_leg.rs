@@ -2,8 +2,8 @@
 //! server in the test, on both of the bot's protocols (`twilio` and `l16`
 //! at 8, 16 and 24 kHz): audio both ways, marks and notifies echoed after
 //! playout, the bot's `clear`, DTMF, who ends the call, the bot down at
-//! call start, a bot sending ten times faster than real time, and a
-//! recorded bot call.
+//! call start, a bot sending ten times faster than real time, a recorded
+//! bot call, and the drain timeout ending a bot call.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -28,7 +28,8 @@ both_io!(
     the_bot_closing_ends_the_call,
     the_bot_down_at_call_start_gives_the_fallback,
     a_bot_sending_ten_times_real_time_stays_bounded,
-    a_recorded_bot_call_holds_the_caller_and_the_bot_as_heard
+    a_recorded_bot_call_holds_the_caller_and_the_bot_as_heard,
+    the_drain_timeout_ends_a_bot_call
 );
 
 /// A bot server on loopback; each accepted WebSocket arrives on `calls`
@@ -361,6 +362,25 @@ async fn the_bot_closing_ends_the_call(io: Io) {
     assert_eq!(record["end_reason"], "backend_hangup", "{record}");
     assert_eq!(record["bot"]["ended_by"], "bot", "{record}");
     proxy.wait_metric("voxproxy_calls_ended_total{reason=\"backend_hangup\"}", 1.0).await;
+}
+
+async fn the_drain_timeout_ends_a_bot_call(io: Io) {
+    let mut bot = BotServer::bind().await;
+    let mut proxy = start_proxy(io, &bot.url("/drain"), &[("VOXPROXY_DRAIN_TIMEOUT", "1s")]);
+    let mut call = TwilioCall::start(&proxy).await;
+    let (_, mut conn) = bot.accept().await;
+    conn.event("start").await;
+    proxy.signal("TERM");
+    assert_eq!(
+        call.wait_closed(Duration::from_secs(8)).await,
+        Some(1001),
+        "drain.timeout ends the call with 1001"
+    );
+    let record = proxy.wait_record(&call.stream_sid).await;
+    assert_eq!(record["end_reason"], "drain", "{record}");
+    let status = proxy.wait_exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "voxproxy exits 0 after draining, got {status}");
+    drop(conn);
 }
 
 async fn the_bot_down_at_call_start_gives_the_fallback(io: Io) {

@@ -362,14 +362,10 @@ async fn bot_loop(
     let clock = shared.clock;
     let metrics = ctx.metrics();
     let (mut bot_sink, mut bot_stream) = bot.split();
-    let mut shutdown = shared.shutdown.subscribe();
-    // `changed()` below sees only later changes: a drain that timed out
-    // while the bot was being dialled closes the call now.
-    if *shutdown.borrow_and_update() {
-        let now = shared.clock.now();
-        facts.capture.with(|c| c.close(now, EndReason::Drain));
-        call.handle_close(now, EndReason::Drain);
-    }
+    // Ready once: a drain that timed out while the bot was being dialled
+    // closes the call at the first turn.
+    let drain = ctx.drain.wait();
+    tokio::pin!(drain);
     let sleep = tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_secs(3600));
     tokio::pin!(sleep);
     let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
@@ -401,7 +397,7 @@ async fn bot_loop(
         } else {
             tokio::select! {
                 biased;
-                _ = shutdown.changed() => Wake::Shutdown,
+                () = &mut drain => Wake::Shutdown,
                 command = commands.recv() => Wake::Command(command),
                 ready = ws.ready(s.twilio_reading, s.twilio_open), if s.twilio_reading || (s.twilio_open && ws.is_blocked()) => match ready {
                     Ready::Read(result) => Wake::Twilio(result),

@@ -399,7 +399,8 @@ async fn await_start(
     capture: &mut Capture,
 ) -> bool {
     let clock = ctx.shared.clock;
-    let mut shutdown = ctx.shared.shutdown.subscribe();
+    let drain = ctx.drain.wait();
+    tokio::pin!(drain);
     let mut ws_open = true;
     let mut close: Option<(u16, String)> = None;
     while !bridge.is_finished() {
@@ -409,7 +410,7 @@ async fn await_start(
             .map_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600), |at| clock.to_tokio(at));
         let wake = tokio::select! {
             biased;
-            _ = shutdown.changed() => PreStart::Shutdown,
+            () = &mut drain => PreStart::Shutdown,
             ready = ws.ready(true, ws_open) => match ready {
                 Ready::Read(result) => PreStart::Twilio(result),
                 Ready::Flushed(result) => PreStart::Flushed(result),
@@ -723,18 +724,9 @@ async fn media_loop(
     let clock = shared.clock;
     let metrics = ctx.metrics();
     metrics.call_started();
-    let mut shutdown = shared.shutdown.subscribe();
-    // `changed()` below sees only later changes: a drain that timed out
-    // while this call was still being set up closes it now.
-    if *shutdown.borrow_and_update() {
-        let now = clock.now();
-        facts.capture.with(|c| c.close(now, EndReason::Drain));
-        bridge.handle_close(now, EndReason::Drain);
-    }
-    // One future for the call's life: a fresh `changed()` each turn would
-    // join and leave the watch's waiter list on every frame. The drain
-    // timeout fires once, so once is all it waits for.
-    let drain = shutdown.changed().fuse();
+    // One wait for the call's life, ready once: a drain that timed out
+    // while this call was still being set up closes it at the first turn.
+    let drain = ctx.drain.wait();
     tokio::pin!(drain);
     // One send in flight on the socket at a time (the io_uring backend owns
     // its buffer until the kernel is done); the call never waits for it.
@@ -776,7 +768,7 @@ async fn media_loop(
         } else {
             tokio::select! {
             biased;
-            _ = &mut drain => Wake::Shutdown,
+            () = &mut drain => Wake::Shutdown,
             command = commands.recv() => Wake::Command(command),
             ready = std::future::poll_fn(|cx| socket.poll_recv_ready(cx)) => Wake::Rtp(ready),
             result = &mut send => Wake::Sent(result),

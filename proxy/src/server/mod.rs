@@ -49,6 +49,7 @@ mod bot_call;
 mod call;
 mod calls;
 pub mod directory;
+mod drain;
 pub mod fds;
 mod http;
 mod live;
@@ -260,6 +261,8 @@ pub(crate) struct WorkerContext {
     /// Calls running on this worker.
     pub(crate) local_calls: Cell<usize>,
     pub(crate) calls_changed: Notify,
+    /// The drain timeout's word to this worker's calls (`drain`).
+    pub(crate) drain: drain::DrainSignal,
     connections: Cell<usize>,
     /// This worker's connections by client address.
     peers: peers::PeerConnections,
@@ -883,6 +886,7 @@ async fn worker_main(
         backend,
         local_calls: Cell::new(0),
         calls_changed: Notify::new(),
+        drain: drain::DrainSignal::default(),
         connections: Cell::new(0),
         peers: peers::PeerConnections::new(max_connections),
         rest: OnceCell::new(),
@@ -895,6 +899,10 @@ async fn worker_main(
     );
     // Ends with the worker's runtime; a blocked loop stops it beating.
     tokio::task::spawn_local(admin::heartbeat(Arc::clone(&shared), index));
+    {
+        let ctx = Rc::clone(&ctx);
+        tokio::task::spawn_local(async move { ctx.drain.watch(ctx.shared.shutdown.subscribe()).await });
+    }
     if let Some((socket, queue)) = sip {
         tokio::task::spawn_local(sip_listener::run(Rc::clone(&ctx), socket, queue));
     }
