@@ -237,7 +237,18 @@ impl<T: Send + 'static> Worker<T> {
                     "could not pin the worker to its CPU; it runs unpinned"
                 );
             }
-            run_on(backend, main)
+            // The main future runs as a task of its own: the one `block_on`
+            // drives is polled on every wake of the runtime (tokio's
+            // `LocalSet::run_until`), so the worker's accept loop would poll
+            // its listeners and its stop watch on every frame of every call.
+            // A join handle costs almost nothing to poll.
+            run_on(backend, move || async move {
+                match tokio::task::spawn_local(main()).await {
+                    Ok(output) => output,
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(e) => panic!("the worker's main task was cancelled: {e}"),
+                }
+            })
         })?;
         Ok(Worker { handle })
     }
