@@ -353,6 +353,11 @@ impl BufferRing {
         self.held_peak = self.held_peak.max(self.held);
     }
 
+    /// Buffers lent to the kernel, by the count of completions reaped.
+    fn free(&self) -> u16 {
+        RECV_BUFFERS - self.held
+    }
+
     /// Gives a buffer the kernel filled back to it (visible once published).
     fn give_back(&mut self, id: u16) {
         debug_assert!(self.held > 0, "buffer {id} given back twice");
@@ -1139,7 +1144,7 @@ impl Inner {
     fn recycle(&mut self, buffer: u16) {
         self.buffers.give_back(buffer);
         self.buffers.publish();
-        if !self.starved.is_empty() && RECV_BUFFERS - self.buffers.held >= RESUME_FREE {
+        if !self.starved.is_empty() && self.buffers.free() >= RESUME_FREE {
             self.wake_flusher();
         }
     }
@@ -1154,7 +1159,7 @@ impl Inner {
     /// starved most of them again at once: the buffer had gone to an armed
     /// socket before the re-armed one's entry was submitted.)
     fn resume_starved(&mut self) {
-        let free = RECV_BUFFERS - self.buffers.held;
+        let free = self.buffers.free();
         if free < RESUME_FREE {
             return;
         }
