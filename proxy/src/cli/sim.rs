@@ -29,7 +29,9 @@ pub struct SimArgs {
     /// Seconds of media each call sends.
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
-    /// Calls started per second while ramping up.
+    /// Calls started per second while ramping up. Each call also starts up
+    /// to one 20 ms frame later, spread evenly, so that the calls' frame
+    /// clocks tick out of step, as real calls' do.
     #[arg(long, default_value_t = 50.0)]
     pub ramp: f64,
     /// WAV file the callers speak (8 or 16 kHz mono, PCM16 or μ-law);

@@ -17,7 +17,7 @@ use super::{RunContext, SimError};
 
 /// One 20 ms frame of μ-law.
 const FRAME_BYTES: usize = 160;
-const FRAME: Duration = Duration::from_millis(20);
+pub(super) const FRAME: Duration = Duration::from_millis(20);
 
 /// How the receiving half ended.
 #[derive(Debug)]

@@ -82,7 +82,8 @@ pub struct SimConfig {
     pub calls: u32,
     /// Media sent per call, up to [`MAX_MEDIA`].
     pub media: Duration,
-    /// Calls started per second while ramping up.
+    /// Calls started per second while ramping up; each call also starts up
+    /// to one 20 ms frame later, spread evenly (see `start_offset`).
     pub ramp: f64,
     /// WAV file to send (8 or 16 kHz mono, PCM16 or μ-law); `None` for the
     /// built-in test signal.
@@ -271,6 +272,22 @@ fn run_histogram() -> Histogram<u64> {
         .unwrap_or_else(|_| unreachable!("constant bounds are valid"))
 }
 
+/// When call `index` starts, after the run's epoch: `ramp` calls a second,
+/// each moved later by part of a 20 ms frame.
+///
+/// Real calls arrive at any moment, so their frame clocks tick out of step.
+/// Calls started at round intervals would not: at 100 calls a second every
+/// call starts a multiple of 10 ms after the first, and all of them would
+/// send within the same two moments of each frame, a burst no gateway sees
+/// from Twilio. The part of a frame follows the golden-ratio sequence,
+/// which spreads any number of calls evenly over the frame and gives every
+/// run the same schedule.
+fn start_offset(index: u32, ramp: f64) -> Duration {
+    const GOLDEN_FRACTION: f64 = 0.618_033_988_749_894_9;
+    let phase = (f64::from(index) * GOLDEN_FRACTION).fract();
+    Duration::from_secs_f64(f64::from(index) / ramp) + call::FRAME.mul_f64(phase)
+}
+
 /// Runs the calls of worker `shard` of `shards` on the current runtime.
 async fn run_shard(ctx: Arc<RunContext>, shard: usize, shards: usize) -> Vec<CallReport> {
     let calls = ctx.config.calls as usize;
@@ -278,7 +295,7 @@ async fn run_shard(ctx: Arc<RunContext>, shard: usize, shards: usize) -> Vec<Cal
     let mut tasks = Vec::with_capacity(calls / shards + 1);
     for index in (shard..calls).step_by(shards.max(1)) {
         let ctx = Arc::clone(&ctx);
-        let start_at = ctx.epoch + Duration::from_secs_f64(index as f64 / ramp);
+        let start_at = ctx.epoch + start_offset(index as u32, ramp);
         tasks.push((
             index,
             tokio::spawn(async move {
@@ -687,5 +704,22 @@ mod tests {
         let report =
             run_blocking(SimConfig { workers: 2, ..config("http://127.0.0.1:9".into(), 2) }).unwrap();
         assert_eq!((report.calls.attempted, report.calls.failed), (2, 2));
+    }
+
+    #[test]
+    fn calls_started_at_round_intervals_send_out_of_step() {
+        // 1,000 calls at 100 a second: without the offsets every call would
+        // start 0 or 10 ms into a frame of the first one.
+        let frame = call::FRAME.as_micros();
+        let mut bins = [0u32; 20];
+        for index in 0..1_000u32 {
+            let offset = start_offset(index, 100.0);
+            let plain = Duration::from_millis(10 * u64::from(index));
+            assert!(offset >= plain && offset < plain + call::FRAME, "call {index} starts at {offset:?}");
+            bins[(offset.as_micros() % frame * 20 / frame) as usize] += 1;
+        }
+        // Every millisecond of the frame holds its share, give or take 10 %.
+        assert!(bins.iter().all(|&n| (45..=55).contains(&n)), "calls per millisecond of the frame: {bins:?}");
+        assert_eq!(start_offset(0, 100.0), Duration::ZERO);
     }
 }
