@@ -1153,6 +1153,7 @@ impl Inner {
     /// are free: up to half of them, as each such socket has at least one
     /// datagram waiting in the kernel and armed sockets keep receiving
     /// into the rest.
+    ///
     /// The ring arms them itself: their tasks have nothing to read until a
     /// datagram arrives, which wakes them. (Waking each task to arm, one
     /// per buffer that came back, cost a task poll per starved receive and
