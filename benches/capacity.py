@@ -10,8 +10,9 @@ user and system per bridged frame over the steady window, while at least
 95 % of the most calls seen are up; resident memory per call over the baseline; open files). This
 script adds the proxy's own media-path histogram (GET /metrics), the load
 average, open files once the proxy has settled after the run, the rig's own
-CPU (simulator plus echo, whole run: is the rig the bottleneck?), and writes
-capacity.json, capacity.svg and capacity.md.
+CPU (simulator plus echo, over the whole run and over the steady window:
+is the rig the bottleneck?), the run's worst second (from the simulator's
+timeline), and writes capacity.json, capacity.svg and capacity.md.
 
 Standard library only, so it runs wherever python3 does.
 """
@@ -127,6 +128,17 @@ def open_fds(pid):
         return None
 
 
+def steal_ticks():
+    """Per CPU, the ticks the hypervisor ran something else (/proc/stat's steal column)."""
+    ticks = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *fields = line.split()
+            if name.startswith("cpu") and name != "cpu" and len(fields) >= 8:
+                ticks[int(name[3:])] = int(fields[7])
+    return ticks
+
+
 def cpu_seconds(pid):
     """User and system CPU seconds of a live process, from /proc/PID/stat."""
     try:
@@ -153,6 +165,45 @@ def rss_bytes(pid):
     except OSError:
         return None
     return None
+
+
+class RigWindow(threading.Thread):
+    """The rig's CPU (simulator plus echo) over the steady window, from their
+    /proc stat at the window's start and end, `begin` and `end` seconds after
+    the simulator started. The whole-run figure averages in the ramp, when
+    fewer calls are up, so it understates what the rig needs at full load."""
+
+    def __init__(self, pids, begin, end, cpus):
+        super().__init__(daemon=True)
+        self.pids, self.begin, self.end, self.cpus = pids, begin, end, cpus
+        self.stopped = threading.Event()
+        self.cores = None
+        # Time the hypervisor took from each CPU over the window (ms, tick
+        # sampled): a stall the host caused, not the proxy or the rig.
+        self.steal_ms = None
+
+    def total(self):
+        values = [cpu_seconds(pid) for pid in self.pids]
+        return None if None in values else sum(values)
+
+    def run(self):
+        if self.end - self.begin < 2 or self.stopped.wait(self.begin):
+            return
+        first, steal0, t0 = self.total(), steal_ticks(), time.monotonic()
+        if self.stopped.wait(self.end - self.begin):
+            return
+        last, steal1, t1 = self.total(), steal_ticks(), time.monotonic()
+        if None not in (first, last):
+            self.cores = round((last - first) / (t1 - t0), 2)
+        tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+        self.steal_ms = {
+            str(cpu): round((steal1[cpu] - steal0[cpu]) * tick_ms) for cpu in self.cpus if cpu in steal0 and cpu in steal1
+        }
+
+    def stop(self):
+        self.stopped.set()
+        self.join()
+        return self.cores
 
 
 class Sampler(threading.Thread):
@@ -269,10 +320,18 @@ def media_path(metrics_text):
 
 
 def latency_breakdown(metrics_text, report):
-    """Where the round trip goes, in ms: the simulator's pacing (exact), and from the proxy's
-    histograms (bucket bounds) Twilio's lateness as the proxy saw it and the jitter buffer's wait."""
-    late = report.get("send_lateness_us") or {}
-    out = {"sim_send_late": {k: None if late.get(k) is None else round(late[k] / 1000, 3) for k in ("p50", "p99", "p99_9")}}
+    """Where the round trip goes, in ms: the simulator's pacing and its wait to read frames back
+    (exact), and from the proxy's histograms (bucket bounds) Twilio's lateness as the proxy saw
+    it and the jitter buffer's wait."""
+    ms = lambda q: {k: None if (q or {}).get(k) is None else round(q[k] / 1000, 3) for k in ("p50", "p99", "p99_9")}
+    out = {
+        "sim_send_late": ms(report.get("send_lateness_us")),
+        # The simulator's own wait to read each frame back (from the kernel's
+        # receive stamp), and the round trip without it: the rig's receive
+        # queue taken out of the tail.
+        "sim_read_wait": ms(report.get("receive_wait_us")),
+        "round_trip_less_sim_read_wait": ms(report.get("latency_at_kernel_us")),
+    }
     for key, family in (("proxy_twilio_late", TWILIO_LATE), ("jitter_buffer_wait", JITTER_WAIT)):
         out[key] = bucket_quantiles(histogram_buckets(metrics_text, family).get(None, []), scale=1000)
     # A stall that leaves every shared receive buffer waiting for its call
@@ -383,17 +442,26 @@ def one_run(args, io, calls, out_dir, record=False, attempt=1):
         if sampler is not None:
             sampler.start()
         echo_cpu, sim_cpu, began = cpu_seconds(echo.pid), children_cpu_seconds(), time.monotonic()
+        sim = subprocess.Popen(
+            rig
+            + [args.bin, "sim", "--url", base, "--calls", str(calls), "--seconds", f"{media:.2f}"]
+            + ["--ramp", str(args.ramp), "--workers", "1", "--proxy-pid", str(serve.pid), "--json", report_path],
+            env=env,
+            stdout=logs["sim"],
+            stderr=subprocess.STDOUT,
+        )
+        # Every call is up a frame after its place in the ramp, plus its set-up.
+        ramp_end = calls / args.ramp + 1.0
+        rig_window = RigWindow(
+            [sim.pid, echo.pid], ramp_end + 1.0, ramp_end + args.seconds - 1.0, (args.proxy_cpu, args.rig_cpu)
+        )
+        rig_window.start()
         try:
-            sim = subprocess.run(
-                rig
-                + [args.bin, "sim", "--url", base, "--calls", str(calls), "--seconds", f"{media:.2f}"]
-                + ["--ramp", str(args.ramp), "--workers", "1", "--proxy-pid", str(serve.pid), "--json", report_path],
-                env=env,
-                stdout=logs["sim"],
-                stderr=subprocess.STDOUT,
-                timeout=media + calls / args.ramp + 120,
-            )
+            sim.wait(timeout=media + calls / args.ramp + 120)
         except subprocess.TimeoutExpired:
+            sim.kill()
+            sim.wait()
+            rig_window.stop()
             # The simulator paces by the wall clock, so overrunning means the
             # rig's core could not keep up. Keep what the sampler saw.
             if sampler is not None:
@@ -404,12 +472,15 @@ def one_run(args, io, calls, out_dir, record=False, attempt=1):
                 "after it started: the rig fell behind real time (is its CPU shared?)"
             )
         wall = time.monotonic() - began
+        rig_steady_cores = rig_window.stop()
+        steal_ms = rig_window.steal_ms
         samples = sampler.stop() if sampler is not None else None
         echo_after = cpu_seconds(echo.pid)
         rig_cpu = {
             "sim_seconds": round(children_cpu_seconds() - sim_cpu, 2),
             "echo_seconds": None if None in (echo_cpu, echo_after) else round(echo_after - echo_cpu, 2),
             "wall_seconds": round(wall, 2),
+            "steady_cores": rig_steady_cores,
         }
         load_after = loadavg()
         finish_perf(profiler, out_dir, name)
@@ -434,11 +505,37 @@ def one_run(args, io, calls, out_dir, record=False, attempt=1):
     run["recording"] = recorded
     run["latency_breakdown_ms"] = breakdown
     run["rig"] = rig_summary(rig_cpu, run)
+    run["timeline"] = timeline_summary(report.get("timeline") or [])
+    run["steady_steal_ms"] = steal_ms
     if samples is not None:
         run["soak"] = soak_verdict(samples, calls, args.ramp, media, run)
         with open(os.path.join(out_dir, f"{name}-soak.json"), "w") as f:
             json.dump({"samples": samples, "verdict": run["soak"]}, f, indent=2)
     return run
+
+
+def timeline_summary(seconds, bound_ms=5.0):
+    """From the simulator's per-second timeline: how many seconds' round trip
+    p99 went over `bound_ms`, and the worst second (by p99), with how late the
+    simulator itself sent in it (a tail the rig caused shows there)."""
+    busy = [s for s in seconds if s["frames"] > 0]
+    if not busy:
+        return None
+    worst = max(busy, key=lambda s: s["p99_us"])
+    return {
+        "seconds": len(busy),
+        "seconds_p99_over_ms": bound_ms,
+        "seconds_p99_over": sum(1 for s in busy if s["p99_us"] > bound_ms * 1000),
+        "worst": {
+            "second": worst["second"],
+            "p50_ms": worst["p50_us"] / 1000,
+            "p99_ms": worst["p99_us"] / 1000,
+            "max_ms": worst["max_us"] / 1000,
+            "frames": worst["frames"],
+            "sent": worst["sent"],
+            "sim_send_late_max_ms": worst["send_late_max_us"] / 1000,
+        },
+    }
 
 
 def rig_summary(rig_cpu, run):
@@ -531,6 +628,16 @@ def fmt(v, pattern="{:,}"):
     return "–" if v is None else pattern.format(v)
 
 
+def worst_second(t):
+    if not t:
+        return "–"
+    w = t["worst"]
+    return (
+        f"{t['seconds_p99_over']} of {t['seconds']}; s {w['second']}: {w['p99_ms']:g} / {w['max_ms']:g}, "
+        f"{w['sim_send_late_max_ms']:g}"
+    )
+
+
 def markdown(doc):
     lines = [
         f"Measured {doc['date']} on {doc['machine']['cpu']} ({doc['machine']['cpus']} CPUs, Linux "
@@ -539,7 +646,7 @@ def markdown(doc):
         "| io | calls | recorded | frames sent / returned / missing | round trip p50 / p99 / p99.9 (ms) "
         "| media path p99 in / out (µs, bucket bound) | proxy CPU per frame: user + system = total (µs) "
         "| proxy cores | RSS per call | open files before / settled | load avg (1 min) before / after "
-        "| rig cores, µs per frame (sim + echo) |",
+        "| rig cores whole run / steady, µs per frame (sim + echo) |",
         "| --- | ---: | --- | --- | --- | --- | --- | ---: | ---: | --- | --- | --- |",
     ]
     for r in doc["runs"]:
@@ -552,27 +659,31 @@ def markdown(doc):
             f"{fmt(st['cpu_us_per_frame'], '{:.2f}')} | {fmt(st['cores'], '{:.2f}')} "
             f"| {fmt(r['rss_kib_per_call'], '{:.1f} KiB')} | {fmt(r['open_fds_before'])} / {fmt(r['open_fds_settled'])} "
             f"| {r['load_average_before'][0]:.2f} / {r['load_average_after'][0]:.2f} "
-            f"| {fmt(r['rig']['cores'], '{:.2f}')}, {fmt(r['rig']['cpu_us_per_frame'], '{:.2f}')} "
+            f"| {fmt(r['rig']['cores'], '{:.2f}')} / {fmt(r['rig'].get('steady_cores'), '{:.2f}')}, {fmt(r['rig']['cpu_us_per_frame'], '{:.2f}')} "
             f"({fmt(r['rig'].get('sim_us_per_frame'), '{:.2f}')} + {fmt(r['rig'].get('echo_us_per_frame'), '{:.2f}')}) |"
         )
     lines += [
         "",
-        "Where the round trip goes (ms): the simulator's lateness against its 20 ms schedule (exact; the round "
-        "trip starts at the actual send), Twilio's lateness as the proxy saw it (which adds the kernel and the "
+        "Where the round trip goes (ms): the round trip less the simulator's own wait to read each frame back "
+        "(from the kernel's receive stamp, exact) and that wait, the simulator's lateness against its 20 ms "
+        "schedule (exact; the round trip starts at the actual send), Twilio's lateness as the proxy saw it (which adds the kernel and the "
         "proxy's queue to the simulator's), and the jitter buffer's wait (bucket bounds for the proxy's).",
         "",
-        "| io | calls | round trip p50 / p99 | simulator late p50 / p99 | proxy saw Twilio late p50 / p99 (≤) "
-        "| jitter buffer wait p50 / p99 (≤) | io_uring receives starved, buffers held at peak |",
-        "| --- | ---: | --- | --- | --- | --- | --- |",
+        "| io | calls | round trip p50 / p99 | less the simulator's read wait, p50 / p99 | simulator read wait p50 / p99 "
+        "| simulator late p50 / p99 | proxy saw Twilio late p50 / p99 (≤) "
+        "| jitter buffer wait p50 / p99 (≤) | io_uring receives starved, buffers held at peak "
+        "| seconds with p99 over 5 ms; worst second: p99 / max, simulator late max |",
+        "| --- | ---: | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in doc["runs"]:
         b, rt = r.get("latency_breakdown_ms") or {}, r["round_trip_ms"]
         sim = b.get("sim_send_late") or {}
         pair = lambda q, lo, hi: f"{fmt((q or {}).get(lo), '{:g}')} / {fmt((q or {}).get(hi), '{:g}')}"
         lines.append(
-            f"| {r['io']} | {r['calls']:,} | {pair(rt, 'p50', 'p99')} | {pair(sim, 'p50', 'p99')} "
+            f"| {r['io']} | {r['calls']:,} | {pair(rt, 'p50', 'p99')} | {pair(b.get('round_trip_less_sim_read_wait'), 'p50', 'p99')} "
+            f"| {pair(b.get('sim_read_wait'), 'p50', 'p99')} | {pair(sim, 'p50', 'p99')} "
             f"| {pair(b.get('proxy_twilio_late'), 'p50_le', 'p99_le')} | {pair(b.get('jitter_buffer_wait'), 'p50_le', 'p99_le')} "
-            f"| {fmt(b.get('uring_starved'))}, {fmt(b.get('uring_buffers_held_peak'))} |"
+            f"| {fmt(b.get('uring_starved'))}, {fmt(b.get('uring_buffers_held_peak'))} | {worst_second(r.get('timeline'))} |"
         )
     for m in doc.get("medians") or []:
         if "recording_cost_percent" in m:
@@ -693,8 +804,11 @@ def main():
                         f"CPU {st['cpu_us_per_frame']} µs/frame (user {st['user_us_per_frame']}, system "
                         f"{st['system_us_per_frame']}), {run['rss_kib_per_call']} KiB/call, "
                         f"load {run['load_average_after'][0]}, recording {run['recording']}; "
-                        f"rig {run['rig']['cores']} cores, {run['rig']['cpu_us_per_frame']} µs/frame "
-                        f"(sim {run['rig']['sim_us_per_frame']} + echo {run['rig']['echo_us_per_frame']})",
+                        f"rig {run['rig']['cores']} cores ({run['rig']['steady_cores']} steady), "
+                        f"{run['rig']['cpu_us_per_frame']} µs/frame "
+                        f"(sim {run['rig']['sim_us_per_frame']} + echo {run['rig']['echo_us_per_frame']}); "
+                        f"seconds with p99 over 5 ms, worst: {worst_second(run['timeline'])}; "
+                        f"steady window's steal (ms by CPU): {run['steady_steal_ms']}",
                         file=sys.stderr,
                         flush=True,
                     )

@@ -180,7 +180,11 @@ async fn send_half(
             }
             let sent_at = std::time::Instant::now();
             lock(state).meter.on_sent(next_frame, ctx.at(sent_at));
-            ctx.record_send_lateness(shard, sent_at.saturating_duration_since(started + FRAME * next_frame));
+            ctx.record_send_lateness(
+                shard,
+                sent_at,
+                sent_at.saturating_duration_since(started + FRAME * next_frame),
+            );
             ctx.progress.frames_sent.fetch_add(1, Ordering::Relaxed);
             sender.send_media_at(u64::from(next_frame) * 20, &payload).await?;
             next_frame += 1;
@@ -198,6 +202,12 @@ async fn send_half(
     }
     sender.send_stop_and_close().await?;
     Ok(next_digit as u64)
+}
+
+/// A duration as a histogram value: whole microseconds, at least 1 and at
+/// most [`MAX_LATENCY_US`].
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).clamp(1, MAX_LATENCY_US)
 }
 
 /// Copies the next frame of the looping audio, a slice at a time (one
@@ -227,6 +237,7 @@ async fn receive_half(
     wake: &Notify,
     done: &Notify,
 ) {
+    let arrival = receiver.arrival();
     let mut closing: Option<tokio::time::Instant> = None;
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     loop {
@@ -245,11 +256,20 @@ async fn receive_half(
                 s.media_messages += 1;
                 let mut matched = 0u64;
                 {
+                    let wait = arrival.wait(std::time::SystemTime::now());
                     let mut histogram = ctx.latency[shard].lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut at_kernel =
+                        ctx.latency_at_kernel[shard].lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut waits = ctx.receive_wait[shard].lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut timeline = ctx.timeline();
+                    let since_start = Duration::from_nanos(now.as_nanos());
                     s.meter.on_media(now, audio, |rtt| {
-                        let micros =
-                            u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).clamp(1, MAX_LATENCY_US);
-                        histogram.saturating_record(micros);
+                        histogram.saturating_record(micros(rtt));
+                        timeline.record_round_trip(since_start, micros(rtt));
+                        if let Some(wait) = wait {
+                            at_kernel.saturating_record(micros(rtt.saturating_sub(wait)));
+                            waits.saturating_record(micros(wait));
+                        }
                         matched += 1;
                     });
                 }

@@ -13,7 +13,8 @@
 //! into the first 16 μ-law bytes of its audio ([`identity`]), where it
 //! survives PCMU passthrough and an RTP echo backend. Every frame that comes
 //! back is matched with its send time ([`meter`]): round-trip latency,
-//! missing, late, out-of-order, duplicate, unidentified and misrouted frames.
+//! missing, late, out-of-order, duplicate, unidentified and misrouted frames,
+//! and second by second ([`timeline`]) when the tail happened.
 //! After its media, a call waits (sending nothing) until every frame has come
 //! back or [`SimConfig::grace`] has passed, then sends `stop`.
 //!
@@ -23,7 +24,7 @@
 //! - [`run_blocking`] builds its own: one current-thread runtime per worker
 //!   thread ([`SimConfig::workers`]), calls spread evenly across them, so
 //!   nothing is shared between threads on the media path except one
-//!   histogram lock per worker;
+//!   histogram lock per worker and the run's [`timeline`];
 //! - [`twilio::TwilioCall`] is one call, for tests that script a call themselves.
 //!
 //! ```no_run
@@ -47,6 +48,8 @@ pub mod identity;
 pub mod meter;
 pub mod playout;
 pub mod report;
+pub mod stamped;
+pub mod timeline;
 pub mod twilio;
 
 use std::io::{IsTerminal, Write};
@@ -62,6 +65,7 @@ pub use report::{CallReport, Percentiles, SimReport, render_svg, write_svg};
 
 use self::meter::MAX_LATENCY_US;
 use self::report::RunSettings;
+use self::timeline::Timeline;
 
 /// Most calls in one run: a call's index must fit the frame identity.
 pub const MAX_CALLS: u32 = identity::MAX_CALL + 1;
@@ -201,6 +205,14 @@ struct RunContext {
     /// (timed from the actual send) leaves out but the proxy sees as
     /// Twilio's lateness.
     send_lateness: Vec<Mutex<Histogram<u64>>>,
+    /// One histogram per worker of the round trip less the simulator's
+    /// own wait to read the frame (µs): what the proxy, the backend and the
+    /// kernel took, without the rig's receive queue.
+    latency_at_kernel: Vec<Mutex<Histogram<u64>>>,
+    /// One histogram per worker of that wait (µs).
+    receive_wait: Vec<Mutex<Histogram<u64>>>,
+    /// The run second by second, all workers together.
+    timeline: Mutex<Timeline>,
 }
 
 impl RunContext {
@@ -212,6 +224,8 @@ impl RunContext {
         };
         let latency = (0..shards).map(|_| Mutex::new(run_histogram())).collect();
         let send_lateness = (0..shards).map(|_| Mutex::new(run_histogram())).collect();
+        let latency_at_kernel = (0..shards).map(|_| Mutex::new(run_histogram())).collect();
+        let receive_wait = (0..shards).map(|_| Mutex::new(run_histogram())).collect();
         Ok(Arc::new(RunContext {
             config,
             audio,
@@ -219,15 +233,24 @@ impl RunContext {
             progress: Progress::default(),
             latency,
             send_lateness,
+            latency_at_kernel,
+            receive_wait,
+            timeline: Mutex::default(),
         }))
     }
 
-    /// A media frame of worker `shard` left `late` after its scheduled time.
-    fn record_send_lateness(&self, shard: usize, late: Duration) {
+    /// A media frame of worker `shard` left at `sent_at`, `late` after its
+    /// scheduled time.
+    fn record_send_lateness(&self, shard: usize, sent_at: std::time::Instant, late: Duration) {
         let micros = u64::try_from(late.as_micros()).unwrap_or(u64::MAX).clamp(1, MAX_LATENCY_US);
         if let Some(histogram) = self.send_lateness.get(shard) {
             histogram.lock().unwrap_or_else(PoisonError::into_inner).saturating_record(micros);
         }
+        self.timeline().record_send_lateness(sent_at.saturating_duration_since(self.epoch), micros);
+    }
+
+    fn timeline(&self) -> std::sync::MutexGuard<'_, Timeline> {
+        self.timeline.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn merged_latency(&self) -> Histogram<u64> {
@@ -239,6 +262,9 @@ impl RunContext {
         let mut report =
             SimReport::assemble(self.config.settings(), duration, per_call, &self.merged_latency());
         report.send_lateness_us = Percentiles::of(&merged(&self.send_lateness));
+        report.latency_at_kernel_us = Percentiles::of(&merged(&self.latency_at_kernel));
+        report.receive_wait_us = Percentiles::of(&merged(&self.receive_wait));
+        report.timeline = std::mem::take(&mut *self.timeline()).finish();
         report.proxy_cost = cost.map(|meter| meter.finish(report.frames.sent + report.frames.received));
         report
     }
@@ -626,6 +652,14 @@ mod tests {
             let lateness = report.send_lateness_us.unwrap();
             assert_eq!(lateness.count, 100);
             assert!(lateness.max < 10_000_000);
+            // The timeline accounts for every frame, second by second in order.
+            let t = &report.timeline;
+            assert!(t.windows(2).all(|w| w[1].second == w[0].second + 1), "{t:?}");
+            assert_eq!(
+                t.iter().map(|s| (s.sent, s.frames)).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1)),
+                (100, 100)
+            );
+            assert!(t.iter().all(|s| s.max_us <= latency.max + latency.max / 50), "{t:?}");
             assert_eq!(report.playback.media_bytes, 100 * 160);
             assert_eq!(report.playback.marks_echoed, 2);
             assert_eq!(report.dtmf_sent, 4);

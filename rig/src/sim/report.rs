@@ -240,8 +240,18 @@ pub struct SimReport {
     /// timed from the actual send and leaves it out; the proxy sees it as
     /// Twilio's lateness (`voxproxy_twilio_burst_seconds`).
     pub send_lateness_us: Option<Percentiles>,
+    /// The round trip less the simulator's own wait to read each frame
+    /// back (the kernel's receive stamp to the frame's handling), in
+    /// microseconds: what the proxy, the backend and the kernel took, with
+    /// the rig's receive queue left out. `None` without receive stamps.
+    pub latency_at_kernel_us: Option<Percentiles>,
+    /// That wait, in microseconds (a lower bound when one read took
+    /// several frames: the stamp is the newest segment's).
+    pub receive_wait_us: Option<Percentiles>,
     /// Latency by percentile, for plotting.
     pub latency_curve: Vec<CurvePoint>,
+    /// The run second by second: when its tail happened.
+    pub timeline: Vec<super::timeline::SecondSummary>,
     /// Every call.
     pub per_call: Vec<CallReport>,
     /// What the proxy spent, when the run was told whose cost to measure.
@@ -291,7 +301,10 @@ impl SimReport {
             playback,
             dtmf_sent,
             send_lateness_us: None,
+            latency_at_kernel_us: None,
+            receive_wait_us: None,
             latency_curve: latency_curve(latency),
+            timeline: Vec::new(),
             per_call,
             proxy_cost: None,
         }
@@ -346,7 +359,13 @@ impl SimReport {
             "{:<24}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
             "ms", "count", "p50", "p90", "p99", "p99.9", "max"
         );
-        for (name, value) in [("round-trip latency", &self.latency_us), ("call setup", &self.setup_us)] {
+        for (name, value) in [
+            ("round-trip latency", &self.latency_us),
+            ("  less sim's read wait", &self.latency_at_kernel_us),
+            ("  sim's read wait", &self.receive_wait_us),
+            ("simulator sent late", &self.send_lateness_us),
+            ("call setup", &self.setup_us),
+        ] {
             match value {
                 Some(v) => {
                     let ms = |us: u64| format!("{:.3}", us as f64 / 1000.0);
@@ -366,6 +385,20 @@ impl SimReport {
                     let _ = writeln!(out, "{name:<24}{:>10}", "none");
                 }
             }
+        }
+        if let Some(worst) = self.timeline.iter().filter(|s| s.frames > 0).max_by_key(|s| s.p99_us) {
+            let ms = |us: u64| us as f64 / 1000.0;
+            let _ = writeln!(
+                out,
+                "worst second            {:>4}  p50 {:.3}  p99 {:.3}  max {:.3} ms over {} frames back, {} sent (up to {:.3} ms late)",
+                worst.second,
+                ms(worst.p50_us),
+                ms(worst.p99_us),
+                ms(worst.max_us),
+                worst.frames,
+                worst.sent,
+                ms(worst.send_late_max_us)
+            );
         }
         if let Some(cost) = &self.proxy_cost {
             let _ = writeln!(out);
@@ -600,6 +633,25 @@ mod tests {
         let table = r.render_table();
         assert!(table.contains("voice webhook answered HTTP 403"), "{table}");
         assert!(table.contains("round-trip latency"), "{table}");
+    }
+
+    #[test]
+    fn table_names_the_second_with_the_worst_tail() {
+        use super::super::timeline::SecondSummary;
+        let mut r = sample_report();
+        assert!(!r.render_table().contains("worst second"), "no timeline, no line");
+        let second = |second, p99_us| SecondSummary {
+            second,
+            sent: 50,
+            frames: 50,
+            p99_us,
+            ..SecondSummary::default()
+        };
+        r.timeline =
+            vec![second(0, 900), second(1, 23_400), SecondSummary { second: 2, ..SecondSummary::default() }];
+        let table = r.render_table();
+        let line = table.lines().find(|l| l.starts_with("worst second")).unwrap();
+        assert!(line.contains("   1  p50") && line.contains("p99 23.400"), "{line}");
     }
 
     #[test]

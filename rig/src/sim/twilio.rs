@@ -56,6 +56,7 @@ use voxproxy_adapters::signature::{SIGNATURE_HEADER, SignatureValidator};
 use voxproxy_adapters::twiml::{MediaNoun, Response, Stream, Verb};
 
 use super::SimError;
+use super::stamped::{Arrival, StampedTcp};
 
 /// Path of the voice webhook under the server's URL.
 pub const VOICE_PATH: &str = "/twilio/voice";
@@ -438,7 +439,7 @@ pub async fn post_voice_webhook(
         .map_err(|_| SimError::Timeout { what: "the voice webhook" })?
 }
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<StampedTcp>;
 
 /// Opens the media WebSocket to `url` with the handshake signed as Twilio signs it.
 ///
@@ -469,16 +470,16 @@ pub async fn open_stream(url: &str, auth_token: Option<&str>) -> Result<Ws, SimE
     let handshake = async {
         let tcp = connect("media stream", &target.authority).await?;
         let (ws, _) =
-            tokio_tungstenite::client_async_with_config(request, tcp, Some(config)).await.map_err(|e| {
-                SimError::Handshake {
+            tokio_tungstenite::client_async_with_config(request, StampedTcp::new(tcp), Some(config))
+                .await
+                .map_err(|e| SimError::Handshake {
                     reason: match e {
                         tungstenite::Error::Http(response) => {
                             format!("the server answered HTTP {}", response.status())
                         }
                         other => other.to_string(),
                     },
-                }
-            })?;
+                })?;
         Ok(ws)
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
@@ -616,12 +617,21 @@ impl From<ServerFrame<'_>> for ServerMessage {
 #[derive(Debug)]
 pub struct TwilioReceiver {
     stream: SplitStream<Ws>,
+    /// When the kernel received the latest bytes read.
+    arrival: Arrival,
     stream_sid: StreamSid,
     frame: Vec<u8>,
     audio: Vec<u8>,
 }
 
 impl TwilioReceiver {
+    /// When the kernel received the latest bytes read, for
+    /// [`Arrival::wait`]: how long a frame waited for the simulator.
+    #[must_use]
+    pub fn arrival(&self) -> Arrival {
+        self.arrival.clone()
+    }
+
     /// The next message from the server; `None` once the WebSocket is
     /// closed. Cancel-safe: dropping the future loses no message.
     ///
@@ -709,6 +719,7 @@ impl TwilioCall {
         let twiml = post_voice_webhook(base_url, auth_token, &params).await?;
         let answer = find_stream(&twiml)?;
         let ws = open_stream(answer.stream.url.as_str(), auth_token).await?;
+        let arrival = ws.get_ref().arrival();
         let (sink, stream) = ws.split();
         let mut sender = TwilioSender {
             sink,
@@ -722,8 +733,13 @@ impl TwilioCall {
         let custom = answer.stream.parameters.iter().map(|p| (p.name.clone(), p.value.clone())).collect();
         let start = sender.frames.start(custom);
         TwilioSender::send_text(&mut sender.sink, &mut sender.staging, start).await?;
-        let receiver =
-            TwilioReceiver { stream, stream_sid: params.stream_sid, frame: Vec::new(), audio: Vec::new() };
+        let receiver = TwilioReceiver {
+            stream,
+            arrival,
+            stream_sid: params.stream_sid,
+            frame: Vec::new(),
+            audio: Vec::new(),
+        };
         Ok(TwilioCall { sender, receiver, params, answer, setup: began.elapsed() })
     }
 
