@@ -503,6 +503,7 @@ def one_run(args, io, calls, out_dir, record=False, attempt=1):
             recordings.cleanup()
     run = summarize(io, calls, args.seconds, report, cost, metrics, fds_settled, load_before, load_after, sim.returncode)
     run["recording"] = recorded
+    breakdown["echo_read_wait"] = echo_read_wait(os.path.join(out_dir, f"{name}-echo.log"))
     run["latency_breakdown_ms"] = breakdown
     run["rig"] = rig_summary(rig_cpu, run)
     run["timeline"] = timeline_summary(report.get("timeline") or [])
@@ -536,6 +537,22 @@ def timeline_summary(seconds, bound_ms=5.0):
             "sim_send_late_max_ms": worst["send_late_max_us"] / 1000,
         },
     }
+
+
+def echo_read_wait(log_path):
+    """How long datagrams waited in the echo's socket for its thread (from the
+    kernel's receive stamps), in ms, from the summary the echo prints as it stops."""
+    try:
+        with open(log_path) as f:
+            lines = [l for l in f if "read wait p50" in l]
+    except OSError:
+        return None
+    if not lines:
+        return None
+    words = lines[-1].split("read wait ")[1].replace(",", "").split()
+    # "p50 N µs p99 N µs max N µs"
+    values = {words[i]: int(words[i + 1]) / 1000 for i in range(0, len(words) - 1, 3)}
+    return {"p50": values.get("p50"), "p99": values.get("p99"), "max": values.get("max")}
 
 
 def rig_summary(rig_cpu, run):
@@ -665,15 +682,16 @@ def markdown(doc):
     lines += [
         "",
         "Where the round trip goes (ms): the round trip less the simulator's own wait to read each frame back "
-        "(from the kernel's receive stamp, exact) and that wait, the simulator's lateness against its 20 ms "
+        "(from the kernel's receive stamp, exact) and that wait, the echo's wait to read each datagram (likewise), the simulator's lateness against its 20 ms "
         "schedule (exact; the round trip starts at the actual send), Twilio's lateness as the proxy saw it (which adds the kernel and the "
         "proxy's queue to the simulator's), and the jitter buffer's wait (bucket bounds for the proxy's).",
         "",
         "| io | calls | round trip p50 / p99 | less the simulator's read wait, p50 / p99 | simulator read wait p50 / p99 "
+        "| echo read wait p50 / p99 "
         "| simulator late p50 / p99 | proxy saw Twilio late p50 / p99 (≤) "
         "| jitter buffer wait p50 / p99 (≤) | io_uring receives starved, buffers held at peak "
         "| seconds with p99 over 5 ms; worst second: p99 / max, simulator late max |",
-        "| --- | ---: | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | ---: | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in doc["runs"]:
         b, rt = r.get("latency_breakdown_ms") or {}, r["round_trip_ms"]
@@ -681,7 +699,8 @@ def markdown(doc):
         pair = lambda q, lo, hi: f"{fmt((q or {}).get(lo), '{:g}')} / {fmt((q or {}).get(hi), '{:g}')}"
         lines.append(
             f"| {r['io']} | {r['calls']:,} | {pair(rt, 'p50', 'p99')} | {pair(b.get('round_trip_less_sim_read_wait'), 'p50', 'p99')} "
-            f"| {pair(b.get('sim_read_wait'), 'p50', 'p99')} | {pair(sim, 'p50', 'p99')} "
+            f"| {pair(b.get('sim_read_wait'), 'p50', 'p99')} | {pair(b.get('echo_read_wait'), 'p50', 'p99')} "
+            f"| {pair(sim, 'p50', 'p99')} "
             f"| {pair(b.get('proxy_twilio_late'), 'p50_le', 'p99_le')} | {pair(b.get('jitter_buffer_wait'), 'p50_le', 'p99_le')} "
             f"| {fmt(b.get('uring_starved'))}, {fmt(b.get('uring_buffers_held_peak'))} | {worst_second(r.get('timeline'))} |"
         )

@@ -36,7 +36,10 @@
 //! blocking UDP socket in its own thread, in batches: one `recvmmsg` takes
 //! every datagram queued (up to 64) and one `sendmmsg` sends their echoes,
 //! so a busy echo pays two syscalls per batch, not two per datagram.
-//! Datagrams longer than 4 KiB are dropped as garbage.
+//! Datagrams longer than 4 KiB are dropped as garbage. The socket asks the
+//! kernel to stamp each datagram as it arrives (`SO_TIMESTAMPNS`), and
+//! [`EchoStats::read_wait_us`] says how long datagrams waited for the
+//! thread: on a shared benchmark core, the rig's part of a round trip.
 //!
 //! ```
 //! use std::net::UdpSocket;
@@ -197,6 +200,12 @@ pub struct EchoStats {
     pub sources_evicted: u64,
     /// Datagrams the socket refused to send.
     pub send_errors: u64,
+    /// How long received datagrams waited in the socket for the echo
+    /// thread (the kernel's receive stamp to the read), in microseconds:
+    /// median, 99th percentile and largest; 0 before any stamped datagram.
+    /// The rig's share of a round trip measured through the echo. Filled
+    /// by [`EchoServer`] (a [`Reflector`] never sees the socket).
+    pub read_wait_us: [u64; 3],
 }
 
 /// A datagram to send: [`Reflector::poll_transmit`]'s output.
@@ -473,6 +482,7 @@ struct SharedStats {
     dropped_queue_full: AtomicU64,
     sources_evicted: AtomicU64,
     send_errors: AtomicU64,
+    read_wait_us: [AtomicU64; 3],
 }
 
 impl SharedStats {
@@ -486,6 +496,12 @@ impl SharedStats {
         self.send_errors.store(s.send_errors, Ordering::Relaxed);
     }
 
+    fn publish_waits(&self, waits: &ReadWaits) {
+        for (slot, value) in self.read_wait_us.iter().zip(waits.summary()) {
+            slot.store(value, Ordering::Relaxed);
+        }
+    }
+
     fn read(&self) -> EchoStats {
         EchoStats {
             received: self.received.load(Ordering::Relaxed),
@@ -495,8 +511,46 @@ impl SharedStats {
             dropped_queue_full: self.dropped_queue_full.load(Ordering::Relaxed),
             sources_evicted: self.sources_evicted.load(Ordering::Relaxed),
             send_errors: self.send_errors.load(Ordering::Relaxed),
+            read_wait_us: self.read_wait_us.each_ref().map(|v| v.load(Ordering::Relaxed)),
         }
     }
+}
+
+/// The read waits of stamped datagrams, in microseconds.
+struct ReadWaits {
+    histogram: hdrhistogram::Histogram<u64>,
+}
+
+impl ReadWaits {
+    fn new() -> Self {
+        // 1 µs to a minute, two significant figures.
+        let histogram = hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 2)
+            .unwrap_or_else(|_| unreachable!("constant bounds are valid"));
+        ReadWaits { histogram }
+    }
+
+    /// Records that a datagram stamped `stamp` (ns since the Unix epoch)
+    /// was read at `read` (likewise); a stamp after the read is no wait.
+    fn record(&mut self, stamp: u64, read: u64) {
+        let micros = read.saturating_sub(stamp) / 1_000;
+        self.histogram.saturating_record(micros.clamp(1, 60_000_000));
+    }
+
+    /// Median, 99th percentile and largest, µs; zeros when empty.
+    fn summary(&self) -> [u64; 3] {
+        let h = &self.histogram;
+        if h.is_empty() {
+            return [0; 3];
+        }
+        [h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()]
+    }
+}
+
+/// Now, in nanoseconds since the Unix epoch (the receive stamps' clock).
+fn wall_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// Starts echo backends: see [`EchoServer::spawn`].
@@ -540,6 +594,8 @@ fn bind(listen: SocketAddr) -> io::Result<UdpSocket> {
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
     socket.bind(&listen.into())?;
+    // Best effort: receive stamps only feed the read-wait statistics.
+    let _ = nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReceiveTimestampns, &true);
     Ok(socket.into())
 }
 
@@ -598,6 +654,8 @@ fn echo_loop(
     // one `recvmmsg` and its echoes leave with one `sendmmsg` (`mmsg`).
     let mut incoming = RecvBatch::new();
     let mut outgoing = SendBatch::new();
+    let mut waits = ReadWaits::new();
+    let mut waits_published = now();
     let mut timeout = SHUTDOWN_POLL;
     while !stop.load(Ordering::Relaxed) {
         // Wake for the next delayed packet, or at least every SHUTDOWN_POLL.
@@ -614,6 +672,10 @@ fn echo_loop(
             match incoming.recv(socket) {
                 Ok(count) => {
                     let at = now();
+                    let read = wall_nanos();
+                    for stamp in (0..count).filter_map(|i| incoming.stamp(i)) {
+                        waits.record(stamp, read);
+                    }
                     for (from, datagram) in (0..count).filter_map(|i| incoming.get(i)) {
                         reflector.handle_datagram(at, from, datagram);
                         // The reflector holds one undelayed echo: drain it
@@ -631,8 +693,14 @@ fn echo_loop(
             reflector.note_send_error();
         }
         stats.publish(&reflector.stats());
+        // Percentiles walk the histogram: once a second is plenty.
+        if now().saturating_duration_since(waits_published) >= Duration::from_secs(1) {
+            stats.publish_waits(&waits);
+            waits_published = now();
+        }
     }
     stats.publish(&reflector.stats());
+    stats.publish_waits(&waits);
 }
 
 fn queue_transmits(reflector: &mut Reflector, outgoing: &mut SendBatch) {
@@ -886,6 +954,35 @@ mod tests {
         }
         let stats = echo.shutdown();
         assert_eq!((stats.received, stats.echoed, stats.send_errors), (400, 400, 0));
+    }
+
+    #[test]
+    fn server_measures_how_long_datagrams_waited_to_be_read() {
+        let echo = EchoServer::spawn(&seeded(19)).unwrap();
+        // The kernel turns receive stamps on a moment after a socket first
+        // asks (a deferred switch): datagrams before that carry none.
+        std::thread::sleep(Duration::from_millis(50));
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 256];
+        for i in 0..20u16 {
+            client.send_to(&rtp(i, 0, false, &[7; 20]), echo.local_addr()).unwrap();
+            client.recv_from(&mut buf).unwrap();
+        }
+        let [p50, p99, max] = echo.shutdown().read_wait_us;
+        assert!(0 < p50 && p50 <= p99 && p99 <= max, "{p50} {p99} {max}");
+        assert!(max < 2_000_000, "a wait of {max} µs on an idle loopback");
+    }
+
+    #[test]
+    fn read_waits_summarise_in_microseconds() {
+        let mut waits = ReadWaits::new();
+        assert_eq!(waits.summary(), [0; 3], "nothing recorded");
+        waits.record(1_000_000_000, 1_000_250_000);
+        waits.record(2_000_000_000, 1_999_000_000); // stamped after the read: no wait
+        let [p50, p99, max] = waits.summary();
+        assert_eq!(p50, 1);
+        assert!((248..=252).contains(&p99) && p99 == max, "{p99} {max}");
     }
 
     #[test]

@@ -21,12 +21,21 @@ pub(crate) const BATCH: usize = 64;
 /// call is a few hundred bytes).
 pub(crate) const SLOT_BYTES: usize = 4096;
 
-/// Received datagrams: up to [`BATCH`] slots of [`SLOT_BYTES`].
+/// Control bytes kept per datagram, in `u64`s (so aligned for `cmsghdr`):
+/// room for one `SCM_TIMESTAMPNS` (a 16-byte header and a 16-byte timespec).
+const CONTROL_WORDS: usize = 8;
+
+/// Received datagrams: up to [`BATCH`] slots of [`SLOT_BYTES`], each with
+/// the kernel's receive stamp when the socket asked for one
+/// (`SO_TIMESTAMPNS`).
 pub(crate) struct RecvBatch {
     bufs: Vec<u8>,
     lens: [usize; BATCH],
     truncated: [bool; BATCH],
     addrs: Vec<libc::sockaddr_storage>,
+    controls: Vec<[u64; CONTROL_WORDS]>,
+    /// Receive stamps, nanoseconds since the Unix epoch; 0 for none.
+    stamps: [u64; BATCH],
     count: usize,
 }
 
@@ -39,6 +48,8 @@ impl RecvBatch {
             lens: [0; BATCH],
             truncated: [false; BATCH],
             addrs: vec![zeroed; BATCH],
+            controls: vec![[0; CONTROL_WORDS]; BATCH],
+            stamps: [0; BATCH],
             count: 0,
         }
     }
@@ -60,10 +71,13 @@ impl RecvBatch {
             hdr.msg_hdr.msg_namelen = socklen::<libc::sockaddr_storage>();
             hdr.msg_hdr.msg_iov = iov;
             hdr.msg_hdr.msg_iovlen = 1;
+            hdr.msg_hdr.msg_control = self.controls[i].as_mut_ptr().cast();
+            hdr.msg_hdr.msg_controllen = CONTROL_WORDS * size_of::<u64>();
         }
         // SAFETY: every header points at its own iovec (alive on this stack
-        // frame) over a disjoint SLOT_BYTES slice of `bufs`, and at its own
-        // sockaddr_storage with its true length; the kernel writes within those.
+        // frame) over a disjoint SLOT_BYTES slice of `bufs`, at its own
+        // sockaddr_storage and at its own control words, each with its true
+        // length; the kernel writes within those.
         let n = unsafe {
             libc::recvmmsg(
                 socket.as_raw_fd(),
@@ -80,8 +94,16 @@ impl RecvBatch {
         for (i, hdr) in hdrs.iter().enumerate().take(self.count) {
             self.lens[i] = (hdr.msg_len as usize).min(SLOT_BYTES);
             self.truncated[i] = hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            self.stamps[i] = receive_stamp(&hdr.msg_hdr);
         }
         Ok(self.count)
+    }
+
+    /// When the kernel received the `i`-th datagram of the last
+    /// [`RecvBatch::recv`], in nanoseconds since the Unix epoch; `None`
+    /// without a stamp.
+    pub(crate) fn stamp(&self, i: usize) -> Option<u64> {
+        self.stamps.get(i).copied().filter(|&nanos| i < self.count && nanos > 0)
     }
 
     /// The `i`-th datagram of the last [`RecvBatch::recv`]: its source and
@@ -178,6 +200,32 @@ impl SendBatch {
             Ok(sent) => Ok(sent),
         }
     }
+}
+
+/// The `SCM_TIMESTAMPNS` stamp among the control messages `recvmmsg`
+/// wrote for `hdr`, in nanoseconds since the Unix epoch; 0 for none.
+fn receive_stamp(hdr: &libc::msghdr) -> u64 {
+    let mut stamp = 0;
+    // SAFETY: `hdr` is a header `recvmmsg` filled: its control pointer is
+    // one of `RecvBatch::controls` (aligned for cmsghdr) and its control
+    // length the bytes the kernel wrote there, so the CMSG_* walk stays
+    // inside them, and each message's data holds its stated type.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+        while !cmsg.is_null() {
+            let c = &*cmsg;
+            if c.cmsg_level == libc::SOL_SOCKET
+                && c.cmsg_type == libc::SCM_TIMESTAMPNS
+                && c.cmsg_len as usize >= libc::CMSG_LEN(size_of::<libc::timespec>() as u32) as usize
+            {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::timespec>());
+                let nanos = i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec);
+                stamp = u64::try_from(nanos).unwrap_or(0);
+            }
+            cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
+        }
+    }
+    stamp
 }
 
 fn socklen<T>() -> libc::socklen_t {

@@ -120,8 +120,10 @@ async fn terminated() {
 }
 
 fn summary(s: &EchoStats) -> String {
+    let [p50, p99, max] = s.read_wait_us;
     format!(
-        "received {}, echoed {}, dropped: {} by loss, {} not RTP, {} queue full; {} send errors",
+        "received {}, echoed {}, dropped: {} by loss, {} not RTP, {} queue full; {} send errors; \
+         read wait p50 {p50} µs, p99 {p99} µs, max {max} µs",
         s.received, s.echoed, s.dropped_loss, s.dropped_invalid, s.dropped_queue_full, s.send_errors
     )
 }
