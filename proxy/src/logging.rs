@@ -5,7 +5,16 @@
 //! Call [`init`] once at start, before the workers spawn, with the format
 //! and a filter in `RUST_LOG` syntax (`"info"`, `"voxproxy=debug,hyper=warn"`).
 //! It installs the process-wide `tracing` subscriber; a second call returns
-//! [`LoggingError::AlreadyInitialised`] and changes nothing.
+//! [`LoggingError::AlreadyInitialised`] and changes nothing. Keep the
+//! [`LogWriter`] it returns until the process ends: dropping it flushes what
+//! is queued and stops the writer.
+//!
+//! Lines are written to stderr by a thread of their own (`voxproxy-log`),
+//! never by the thread that logs: a media worker must not stall its calls
+//! on a slow disk or a full pipe to journald. The writer's queue holds
+//! [`LOG_QUEUE_LINES`] lines; when stderr does not keep up, further lines
+//! are dropped and counted ([`LogWriter::dropped_lines`], the
+//! `voxproxy_log_dropped_lines_total` metric) rather than waited for.
 //!
 //! Code logs with the `tracing` macros. A call task runs inside a span that
 //! carries the call's identity, and every event inside it is tagged with
@@ -15,7 +24,7 @@
 //! use voxproxy::logging::{LogFormat, init};
 //!
 //! let format: LogFormat = "json".parse()?;
-//! init(format, "off")?; // a real server passes "info" or the user's filter
+//! let _log = init(format, "off")?; // a real server passes "info" or the user's filter
 //! assert!(init(LogFormat::Text, "info").is_err()); // only once per process
 //!
 //! let call = tracing::info_span!("call", call_sid = "CA01", stream_sid = tracing::field::Empty);
@@ -43,12 +52,13 @@
 //! newline) inside its string.
 
 use std::fmt;
-use std::io::IsTerminal as _;
+use std::io::{IsTerminal as _, Write};
 use std::str::FromStr;
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::time::{FormatTime as _, SystemTime};
@@ -135,11 +145,58 @@ impl fmt::Display for LoggingError {
 
 impl core::error::Error for LoggingError {}
 
-/// Installs the process-wide subscriber writing `format` lines to stderr,
-/// keeping the events `filter` (`RUST_LOG` syntax) lets through.
-pub fn init(format: LogFormat, filter: &str) -> Result<(), LoggingError> {
-    let subscriber = subscriber(format, filter, std::io::stderr, std::io::stderr().is_terminal())?;
-    tracing::subscriber::set_global_default(subscriber).map_err(|_| LoggingError::AlreadyInitialised)
+/// Lines the log writer's queue holds (about 2 MB of typical lines); when
+/// stderr falls that far behind, further lines are dropped and counted.
+pub const LOG_QUEUE_LINES: usize = 8_192;
+
+/// The log writer [`init`] started: keep it until the process ends.
+/// Dropping it writes out what is queued and stops the writer thread.
+#[must_use = "dropping the LogWriter stops the log writer"]
+pub struct LogWriter {
+    _guard: WorkerGuard,
+    dropped: ErrorCounter,
+}
+
+impl fmt::Debug for LogWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogWriter").field("dropped_lines", &self.dropped_lines()).finish_non_exhaustive()
+    }
+}
+
+impl LogWriter {
+    /// Lines dropped so far because the queue was full.
+    #[must_use]
+    pub fn dropped_lines(&self) -> u64 {
+        self.dropped.dropped_lines() as u64
+    }
+
+    /// A reader of [`LogWriter::dropped_lines`] for the metrics: it reads
+    /// the same counter, and may outlive this writer.
+    pub fn dropped_lines_reader(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let counter = self.dropped.clone();
+        move || counter.dropped_lines() as u64
+    }
+}
+
+/// Installs the process-wide subscriber writing `format` lines to stderr
+/// from the log writer's thread, keeping the events `filter` (`RUST_LOG`
+/// syntax) lets through.
+pub fn init(format: LogFormat, filter: &str) -> Result<LogWriter, LoggingError> {
+    let (writer, guard) = non_blocking(std::io::stderr());
+    let dropped = writer.error_counter();
+    let subscriber = subscriber(format, filter, writer, std::io::stderr().is_terminal())?;
+    tracing::subscriber::set_global_default(subscriber).map_err(|_| LoggingError::AlreadyInitialised)?;
+    Ok(LogWriter { _guard: guard, dropped })
+}
+
+/// A writer that queues lines for a thread writing them to `sink`, dropping
+/// (and counting) lines beyond [`LOG_QUEUE_LINES`] instead of blocking.
+fn non_blocking<W: Write + Send + 'static>(sink: W) -> (NonBlocking, WorkerGuard) {
+    NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("voxproxy-log")
+        .finish(sink)
 }
 
 /// The subscriber [`init`] installs, writing to `writer` instead of stderr.
@@ -321,7 +378,7 @@ mod tests {
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);
 
-    impl io::Write for Captured {
+    impl Write for Captured {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
             self.0.lock().unwrap().extend_from_slice(buf);
             Ok(buf.len())
@@ -344,6 +401,48 @@ mod tests {
         let subscriber = subscriber(format, filter, move || writer.clone(), false).unwrap();
         tracing::subscriber::with_default(subscriber, body);
         out.text()
+    }
+
+    /// A sink that blocks every write until released, as stderr does when
+    /// its pipe is full.
+    struct Stuck(std::sync::mpsc::Receiver<()>, Captured);
+
+    impl Write for Stuck {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let _ = self.0.recv();
+            self.1.write(buf)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stuck_stderr_drops_and_counts_lines_instead_of_blocking_the_logger() {
+        let (release, gate) = std::sync::mpsc::channel();
+        let out = Captured::default();
+        let (writer, guard) = non_blocking(Stuck(gate, out.clone()));
+        let dropped = writer.error_counter();
+        let subscriber = subscriber(LogFormat::Text, "info", writer, false).unwrap();
+        let lines = LOG_QUEUE_LINES + 100;
+        let started = std::time::Instant::now();
+        tracing::subscriber::with_default(subscriber, || {
+            for i in 0..lines {
+                tracing::info!(i, "a line while stderr is stuck");
+            }
+        });
+        // Bounded by formatting, not by the stuck sink (which would never return).
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        // One line may be in the writer's hands; the queue holds the rest.
+        let lost = dropped.dropped_lines();
+        assert!((99..=101).contains(&lost), "{lost} lines dropped");
+        for _ in 0..lines {
+            let _ = release.send(());
+        }
+        drop(release);
+        drop(guard); // flushes what was queued
+        assert_eq!(out.text().lines().count() + lost, lines);
     }
 
     fn json_lines(text: &str) -> Vec<Map<String, Value>> {

@@ -114,6 +114,8 @@ pub struct Metrics {
     max_calls: AtomicU64,
     /// The RTP port pool, read at scrape time for the port gauges.
     rtp_ports: OnceLock<Arc<PortPool>>,
+    /// The log writer's dropped lines, read at scrape time.
+    log_dropped: OnceLock<DroppedLines>,
 }
 
 /// Counters of the daemon's life, written from several threads (the signal
@@ -130,6 +132,15 @@ struct Lifecycle {
     ledger: [AtomicU64; LEDGER_EVENTS.len()],
     /// `voxproxy_config_reloads_total`, in [`RELOAD_RESULTS`] order.
     config_reloads: [AtomicU64; RELOAD_RESULTS.len()],
+}
+
+/// Reads the log writer's count of dropped lines (kept by `tracing-appender`).
+struct DroppedLines(Box<dyn Fn() -> u64 + Send + Sync>);
+
+impl std::fmt::Debug for DroppedLines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("DroppedLines").field(&(self.0)()).finish()
+    }
 }
 
 /// `result` labels of `voxproxy_config_reloads_total`: `ok` (the new
@@ -172,12 +183,20 @@ impl Metrics {
             ring: RingMetrics::new(workers),
             max_calls: AtomicU64::new(0),
             rtp_ports: OnceLock::new(),
+            log_dropped: OnceLock::new(),
         }
     }
 
     /// Sets `voxproxy_max_calls` (at start and on every reload).
     pub fn set_max_calls(&self, max_calls: u32) {
         self.max_calls.store(u64::from(max_calls), Relaxed);
+    }
+
+    /// Lets the scrape read the log writer's count of dropped lines
+    /// (`voxproxy_log_dropped_lines_total`, [`crate::logging`]); the first
+    /// reader given stays.
+    pub fn watch_log_dropped_lines(&self, reader: impl Fn() -> u64 + Send + Sync + 'static) {
+        let _ = self.log_dropped.set(DroppedLines(Box::new(reader)));
     }
 
     /// Lets the scrape read the RTP port pool for `voxproxy_rtp_ports` and
@@ -668,6 +687,15 @@ impl Metrics {
         );
         for (result, value) in RELOAD_RESULTS.iter().zip(&life.config_reloads) {
             x.sample("voxproxy_config_reloads_total", &[("result", result)], value.load(Relaxed));
+        }
+
+        if let Some(DroppedLines(read)) = self.log_dropped.get() {
+            x.family(
+                "voxproxy_log_dropped_lines_total",
+                "Log lines dropped because stderr did not keep up (the writer's queue was full).",
+                "counter",
+            );
+            x.sample("voxproxy_log_dropped_lines_total", &[], read());
         }
 
         self.sip.render(&mut x);

@@ -89,8 +89,9 @@ fn demo(args: &DemoArgs) -> Result<bool, String> {
         ("VOXPROXY_LIMITS_MAX_CALLS".to_owned(), args.calls.max(1).to_string()),
     ];
     let config = Config::from_sources(None, &serve_args, env).map_err(|e| e.to_string())?;
-    // Only warnings: the table is the output. A second init (tests) is harmless.
-    let _ = voxproxy::logging::init(voxproxy::logging::LogFormat::Text, "warn");
+    // Only warnings: the table is the output. A second init (tests) is
+    // harmless. Kept to the end: dropping it stops the log writer.
+    let _log = voxproxy::logging::init(voxproxy::logging::LogFormat::Text, "warn").ok();
     let server = Server::start(config, &serve_args).map_err(|e| e.to_string())?;
     eprintln!(
         "voxproxy demo: proxy on {url} (io {}), echo backend on {}, {} calls × {} s",

@@ -99,10 +99,14 @@ pub fn run(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = voxproxy::logging::init(config.log.format, &config.log.level) {
-        eprintln!("voxproxy serve: {e}");
-        return ExitCode::from(2);
-    }
+    // Kept to the end: dropping it flushes the queued lines and stops the writer.
+    let log = match voxproxy::logging::init(config.log.format, &config.log.level) {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("voxproxy serve: {e}");
+            return ExitCode::from(2);
+        }
+    };
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
@@ -137,6 +141,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    server.metrics().watch_log_dropped_lines(log.dropped_lines_reader());
     println!("voxproxy listening on {} (io {})", server.local_addr(), server.io_backend());
     if let Some(admin) = server.admin_addr() {
         println!("voxproxy admin listening on {admin}");
@@ -155,6 +160,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
     tracing::info!(signal, "shutting down");
     notify(notifier.as_ref(), "STOPPING=1\nSTATUS=draining");
     server.drain();
+    drop(log);
     ExitCode::SUCCESS
 }
 
