@@ -96,6 +96,33 @@ def free_port(kind=socket.SOCK_STREAM):
         return s.getsockname()[1]
 
 
+def wakeup_oversleep(cpus, seconds):
+    """How late the idle machine wakes a thread from a 1 ms sleep, per CPU,
+    before the runs (a cyclictest in miniature, in µs: p50 / p99 / p99.9 /
+    max and the count over 2 ms). A hypervisor that runs a vCPU late shows
+    here; a round trip's tail cannot be shorter than the machine's."""
+
+    def probe(cpu, out):
+        os.sched_setaffinity(0, {cpu})
+        late, end = [], time.monotonic() + seconds
+        while time.monotonic() < end:
+            t = time.monotonic()
+            time.sleep(0.001)
+            late.append(time.monotonic() - t - 0.001)
+        late.sort()
+        q = lambda f: round(late[min(int(len(late) * f), len(late) - 1)] * 1e6)
+        out[str(cpu)] = {"p50": q(0.5), "p99": q(0.99), "p99_9": q(0.999), "max": round(late[-1] * 1e6),
+                         "over_2ms": sum(1 for x in late if x > 0.002), "samples": len(late)}
+
+    out = {}
+    threads = [threading.Thread(target=probe, args=(cpu, out)) for cpu in cpus]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
 def machine():
     model = "unknown CPU"
     try:
@@ -660,6 +687,13 @@ def markdown(doc):
         f"Measured {doc['date']} on {doc['machine']['cpu']} ({doc['machine']['cpus']} CPUs, Linux "
         f"{doc['machine']['kernel']}, {doc['machine']['memory_gib']} GiB), commit {doc['commit']}: `{doc['command']}`",
         "",
+        "Before the runs, the idle machine woke a thread from a 1 ms sleep late by (µs, p50 / p99 / p99.9 / max, "
+        "wakes over 2 ms late): "
+        + "; ".join(
+            f"CPU {cpu} {w['p50']} / {w['p99']} / {w['p99_9']} / {w['max']}, {w['over_2ms']} of {w['samples']}"
+            for cpu, w in sorted((doc.get("wakeup_oversleep_us") or {}).items())
+        ),
+        "",
         "| io | calls | recorded | frames sent / returned / missing | round trip p50 / p99 / p99.9 (ms) "
         "| media path p99 in / out (µs, bucket bound) | proxy CPU per frame: user + system = total (µs) "
         "| proxy cores | RSS per call | open files before / settled | load avg (1 min) before / after "
@@ -804,6 +838,7 @@ def main():
         "io": args.io,
         "proxy_cpu": args.proxy_cpu,
         "rig_cpu": args.rig_cpu,
+        "wakeup_oversleep_us": wakeup_oversleep((args.proxy_cpu, args.rig_cpu), 0.5 if args.smoke else 5.0),
         "runs": [],
     }
     # Without and with recording alternate, so a change in the machine's
