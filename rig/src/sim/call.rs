@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use voxproxy_core::time::Instant;
 
 use super::identity::{FrameIdentity, IDENTITY_LEN};
-use super::meter::{CallMeter, MAX_LATENCY_US};
+use super::meter::{CallMeter, latency_micros as micros};
 use super::playout::{Playout, PlayoutEvent};
 use super::report::{CallReport, Percentiles, PlaybackCounts};
 use super::twilio::{CLOSE_TIMEOUT, CallParams, ServerFrame, TwilioCall, TwilioReceiver, TwilioSender};
@@ -202,12 +202,6 @@ async fn send_half(
     }
     sender.send_stop_and_close().await?;
     Ok(next_digit as u64)
-}
-
-/// A duration as a histogram value: whole microseconds, at least 1 and at
-/// most [`MAX_LATENCY_US`].
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).clamp(1, MAX_LATENCY_US)
 }
 
 /// Copies the next frame of the looping audio, a slice at a time (one

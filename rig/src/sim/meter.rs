@@ -40,6 +40,13 @@ pub const SEND_WINDOW: usize = 512;
 /// values are recorded as this.
 pub const MAX_LATENCY_US: u64 = 60_000_000;
 
+/// A duration as a histogram value: whole microseconds, at least 1 and at
+/// most [`MAX_LATENCY_US`].
+#[must_use]
+pub fn latency_micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).clamp(1, MAX_LATENCY_US)
+}
+
 /// Frame counters of a call or a run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct FrameCounts {
@@ -167,7 +174,7 @@ impl CallMeter {
                 _ => *highest_received = Some(id.frame),
             }
             let rtt = now.saturating_duration_since(slot.sent_at);
-            let micros = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).clamp(1, MAX_LATENCY_US);
+            let micros = latency_micros(rtt);
             histogram.saturating_record(micros);
             latency(rtt);
         });

@@ -242,7 +242,7 @@ impl RunContext {
     /// A media frame of worker `shard` left at `sent_at`, `late` after its
     /// scheduled time.
     fn record_send_lateness(&self, shard: usize, sent_at: std::time::Instant, late: Duration) {
-        let micros = u64::try_from(late.as_micros()).unwrap_or(u64::MAX).clamp(1, MAX_LATENCY_US);
+        let micros = meter::latency_micros(late);
         if let Some(histogram) = self.send_lateness.get(shard) {
             histogram.lock().unwrap_or_else(PoisonError::into_inner).saturating_record(micros);
         }
