@@ -166,12 +166,18 @@ mod tests {
         assert!((29_800..=30_200).contains(&s[1].max_us), "{:?}", s[1]);
     }
 
+    /// The summaries of round trips `(ms since the start, µs)`, in order.
+    fn round_trips(trips: &[(u64, u64)]) -> Vec<SecondSummary> {
+        let mut t = Timeline::default();
+        for &(at, micros) in trips {
+            t.record_round_trip(ms(at), micros);
+        }
+        t.finish()
+    }
+
     #[test]
     fn a_second_with_nothing_is_kept_as_zeros() {
-        let mut t = Timeline::default();
-        t.record_round_trip(ms(500), 700);
-        t.record_round_trip(ms(3_200), 700);
-        let s = t.finish();
+        let s = round_trips(&[(500, 700), (3_200, 700)]);
         assert_eq!(s.iter().map(|s| s.second).collect::<Vec<_>>(), [0, 1, 2, 3]);
         assert_eq!(s[1], SecondSummary { second: 1, ..SecondSummary::default() });
         assert_eq!(s[2].frames, 0);
@@ -179,10 +185,7 @@ mod tests {
 
     #[test]
     fn a_value_seen_after_a_later_second_began_is_filed_in_the_later_one() {
-        let mut t = Timeline::default();
-        t.record_round_trip(ms(1_100), 500);
-        t.record_round_trip(ms(900), 9_000);
-        let s = t.finish();
+        let s = round_trips(&[(1_100, 500), (900, 9_000)]);
         assert_eq!((s[0].frames, s[1].frames), (0, 2));
         assert!(s[1].max_us >= 9_000);
     }
