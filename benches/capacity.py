@@ -228,9 +228,10 @@ class RigWindow(threading.Thread):
         }
 
     def stop(self):
+        """The rig's cores and each CPU's steal (ms) over the window; `None` for what was not measured."""
         self.stopped.set()
         self.join()
-        return self.cores
+        return self.cores, self.steal_ms
 
 
 class Sampler(threading.Thread):
@@ -499,8 +500,7 @@ def one_run(args, io, calls, out_dir, record=False, attempt=1):
                 "after it started: the rig fell behind real time (is its CPU shared?)"
             )
         wall = time.monotonic() - began
-        rig_steady_cores = rig_window.stop()
-        steal_ms = rig_window.steal_ms
+        rig_steady_cores, steal_ms = rig_window.stop()
         samples = sampler.stop() if sampler is not None else None
         echo_after = cpu_seconds(echo.pid)
         rig_cpu = {

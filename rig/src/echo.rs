@@ -43,7 +43,7 @@
 //!
 //! ```
 //! use std::net::UdpSocket;
-//! use std::time::Duration;
+//! use std::time::{Duration, SystemTime};
 //! use voxproxy_rig::echo::{EchoConfig, EchoServer};
 //! use voxproxy_core::rtp::{RtpHeader, RtpPacket};
 //!
@@ -75,11 +75,13 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use voxproxy_core::rtp::{RtpPacket, is_probably_rtcp};
 
 use crate::mmsg::{RecvBatch, SendBatch};
+use crate::sim::meter::{MAX_LATENCY_US, latency_micros};
+use crate::sim::stamped::waited;
 use voxproxy_core::time::{Instant, duration_nanos};
 
 /// How long the echo thread blocks in `recv_from` at most, so that
@@ -523,17 +525,17 @@ struct ReadWaits {
 
 impl ReadWaits {
     fn new() -> Self {
-        // 1 µs to a minute, two significant figures.
-        let histogram = hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 2)
+        // The simulator's latency bounds, two significant figures.
+        let histogram = hdrhistogram::Histogram::new_with_bounds(1, MAX_LATENCY_US, 2)
             .unwrap_or_else(|_| unreachable!("constant bounds are valid"));
         ReadWaits { histogram }
     }
 
     /// Records that a datagram stamped `stamp` (ns since the Unix epoch)
-    /// was read at `read` (likewise); a stamp after the read is no wait.
-    fn record(&mut self, stamp: u64, read: u64) {
-        let micros = read.saturating_sub(stamp) / 1_000;
-        self.histogram.saturating_record(micros.clamp(1, 60_000_000));
+    /// was read at `read`; a stamp after the read is no wait.
+    fn record(&mut self, stamp: u64, read: SystemTime) {
+        let wait = waited(stamp, read).unwrap_or_default();
+        self.histogram.saturating_record(latency_micros(wait));
     }
 
     /// Median, 99th percentile and largest, µs; zeros when empty.
@@ -544,13 +546,6 @@ impl ReadWaits {
         }
         [h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()]
     }
-}
-
-/// Now, in nanoseconds since the Unix epoch (the receive stamps' clock).
-fn wall_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// Starts echo backends: see [`EchoServer::spawn`].
@@ -672,7 +667,7 @@ fn echo_loop(
             match incoming.recv(socket) {
                 Ok(count) => {
                     let at = now();
-                    let read = wall_nanos();
+                    let read = SystemTime::now();
                     for stamp in (0..count).filter_map(|i| incoming.stamp(i)) {
                         waits.record(stamp, read);
                     }
@@ -712,6 +707,7 @@ fn queue_transmits(reflector: &mut Reflector, outgoing: &mut SendBatch) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
     use voxproxy_core::rtp::RtpHeader;
 
     fn rtp(seq: u16, ts: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
@@ -978,8 +974,9 @@ mod tests {
     fn read_waits_summarise_in_microseconds() {
         let mut waits = ReadWaits::new();
         assert_eq!(waits.summary(), [0; 3], "nothing recorded");
-        waits.record(1_000_000_000, 1_000_250_000);
-        waits.record(2_000_000_000, 1_999_000_000); // stamped after the read: no wait
+        let at = |nanos| UNIX_EPOCH + Duration::from_nanos(nanos);
+        waits.record(1_000_000_000, at(1_000_250_000));
+        waits.record(2_000_000_000, at(1_999_000_000)); // stamped after the read: no wait
         let [p50, p99, max] = waits.summary();
         assert_eq!(p50, 1);
         assert!((248..=252).contains(&p99) && p99 == max, "{p99} {max}");

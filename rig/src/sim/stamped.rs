@@ -47,16 +47,23 @@ impl Arrival {
     /// `None` without a stamp or if the stamp lies ahead of `now`.
     #[must_use]
     pub fn wait(&self, now: SystemTime) -> Option<Duration> {
-        let nanos = self.nanos.load(Ordering::Relaxed);
-        if nanos == 0 {
-            return None;
-        }
-        now.duration_since(UNIX_EPOCH + Duration::from_nanos(nanos)).ok()
+        waited(self.nanos.load(Ordering::Relaxed), now)
     }
 
     fn set(&self, nanos: u64) {
         self.nanos.store(nanos, Ordering::Relaxed);
     }
+}
+
+/// How long before `now` the kernel stamped something at `stamp`
+/// (nanoseconds since the Unix epoch, the stamps' clock); `None` for no
+/// stamp (0) or a stamp ahead of `now`.
+#[must_use]
+pub fn waited(stamp: u64, now: SystemTime) -> Option<Duration> {
+    if stamp == 0 {
+        return None;
+    }
+    now.duration_since(UNIX_EPOCH + Duration::from_nanos(stamp)).ok()
 }
 
 impl StampedTcp {
