@@ -30,6 +30,14 @@ both_io!(
     sip_call_is_captured_and_replays_without_its_password,
 );
 
+/// Ports in baresip's RTP range. It binds a call's RTP and RTCP pair only
+/// when the INVITE arrives, seconds after the probe found the first pair
+/// free, and other tests bind ports meanwhile. A two-port range made that a
+/// `500 Call Error` ("rtp_listen failed … Address already in use") whenever
+/// another socket took either port; over a wider range baresip's `rtp_listen`
+/// tries other pairs.
+const RTP_RANGE: u16 = 64;
+
 /// A baresip child with its own config directory, killed when dropped.
 struct Baresip {
     child: Child,
@@ -80,7 +88,7 @@ impl Baresip {
              rtp_ports {rtp}-{}\nmodule_path /usr/lib/baresip/modules\n\
              module g711.so\nmodule l16.so\nmodule aubridge.so\nmodule_app account.so\nmodule_app menu.so\n\
              module_app ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl_port}\n",
-            rtp + 1
+            rtp + RTP_RANGE - 1
         );
         std::fs::write(dir.path().join("config"), config).expect("baresip config");
         std::fs::write(
