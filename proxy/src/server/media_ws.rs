@@ -9,7 +9,8 @@
 //! call's `WebSocketConfig`): a 4 KiB read buffer and a growing write buffer
 //! per call, an allocation per message out, and two adapter layers (hyper's
 //! boxed upgrade, tokio's I/O traits) around every read and write. The
-//! numbers this change measured are in README's *Performance* section.
+//! numbers this change measured are in docs/capacity/rounds.md (*Memory and
+//! user CPU, the media WebSocket round*).
 //!
 //! Pings are answered and a close is echoed here (RFC 6455 §5.5); the
 //! writes wait in the write buffer for the caller's next flush, which
