@@ -530,6 +530,7 @@ def one_run(args, io, calls, out_dir, record=False, attempt=1):
             recordings.cleanup()
     run = summarize(io, calls, args.seconds, report, cost, metrics, fds_settled, load_before, load_after, sim.returncode)
     run["recording"] = recorded
+    run["attempt"] = attempt
     breakdown["echo_read_wait"] = echo_read_wait(os.path.join(out_dir, f"{name}-echo.log"))
     run["latency_breakdown_ms"] = breakdown
     run["rig"] = rig_summary(rig_cpu, run)
@@ -668,6 +669,46 @@ def medians(runs):
     return out
 
 
+def io_pairs(runs):
+    """Per number of calls run on both backends: io_uring against epoll, run by run.
+
+    Runs without recording pair up by their attempt (the two backends run
+    back to back, see the loop in main); the summary is the median of the
+    pairs' CPU ratios, which is what issue 13's "io_uring at least 25 %
+    cheaper" is held to, beside each backend's median CPU and how many of
+    its runs kept the round trip's p99 within 5 ms with nothing missing.
+    """
+    by = {}
+    for r in runs:
+        if not r.get("recording") and r["steady"]["cpu_us_per_frame"] is not None:
+            by.setdefault(r["calls"], {}).setdefault(r["io"], {})[r.get("attempt", 1)] = r
+    out = []
+    for calls, ios in sorted(by.items()):
+        if "epoll" not in ios or "uring" not in ios:
+            continue
+        attempts = sorted(set(ios["epoll"]) & set(ios["uring"]))
+        ratios = [
+            ios["uring"][a]["steady"]["cpu_us_per_frame"] / ios["epoll"][a]["steady"]["cpu_us_per_frame"]
+            for a in attempts
+        ]
+        row = {"calls": calls, "pairs": len(ratios), "uring_over_epoll": [round(x, 3) for x in ratios]}
+        if ratios:
+            row["median_ratio"] = round(statistics.median(ratios), 3)
+        for io, rs in ios.items():
+            rs = list(rs.values())
+            p99 = [r["round_trip_ms"]["p99"] for r in rs if r["round_trip_ms"]["p99"] is not None]
+            row[io] = {
+                "runs": len(rs),
+                "median_cpu_us_per_frame": round(statistics.median(r["steady"]["cpu_us_per_frame"] for r in rs), 2),
+                "median_p99_ms": round(statistics.median(p99), 3) if p99 else None,
+                "runs_p99_within_5ms": sum(
+                    1 for r in rs if r["frames_missing"] == 0 and (r["round_trip_ms"]["p99"] or 1e9) <= 5.0
+                ),
+            }
+        out.append(row)
+    return out
+
+
 def fmt(v, pattern="{:,}"):
     return "–" if v is None else pattern.format(v)
 
@@ -746,6 +787,20 @@ def markdown(doc):
                 f"{m['recorded']['median_cpu_us_per_frame']:.2f} µs with ({m['recorded']['runs']}): "
                 f"{m['recording_cost_percent']:+.1f} %"
             )
+    for m in doc.get("io_pairs") or []:
+        e, u = m["epoll"], m["uring"]
+        ratio = (
+            f"median {m['median_ratio']:.2f} ({', '.join(f'{x:.2f}' for x in m['uring_over_epoll'])})"
+            if m["pairs"]
+            else "no pairs"
+        )
+        lines.append(
+            f"\nio_uring against epoll, {m['calls']:,} calls, {m['pairs']} pair{'' if m['pairs'] == 1 else 's'} of runs back to back: CPU per frame "
+            f"io_uring / epoll {ratio}; median CPU per frame epoll {e['median_cpu_us_per_frame']:.2f} µs, "
+            f"io_uring {u['median_cpu_us_per_frame']:.2f} µs; median round trip p99 epoll {fmt(e['median_p99_ms'], '{:g}')} ms, "
+            f"io_uring {fmt(u['median_p99_ms'], '{:g}')} ms; runs within 5 ms with nothing missing: epoll "
+            f"{e['runs_p99_within_5ms']} of {e['runs']}, io_uring {u['runs_p99_within_5ms']} of {u['runs']}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -841,12 +896,13 @@ def main():
         "wakeup_oversleep_us": wakeup_oversleep((args.proxy_cpu, args.rig_cpu), 0.5 if args.smoke else 5.0),
         "runs": [],
     }
-    # Without and with recording alternate, so a change in the machine's
-    # load between runs weighs on both alike.
+    # The backends, and without and with recording, alternate run by run,
+    # so a change in the machine's speed between runs weighs on both alike:
+    # on a shared VM it drifts by more than the differences compared.
     modes = [False, True] if args.record else [False]
-    for io in args.io:
-        for calls in args.calls:
-            for attempt in range(1, args.repeat + 1):
+    for calls in args.calls:
+        for attempt in range(1, args.repeat + 1):
+            for io in args.io:
                 for record in modes:
                     label = f"{io}, {calls} calls" + (", recorded" if record else "") + f", run {attempt}"
                     print(f"capacity: {label}, {args.seconds} s after the ramp ...", file=sys.stderr, flush=True)
@@ -869,6 +925,7 @@ def main():
                     with open(os.path.join(out_dir, "capacity.json"), "w") as f:
                         json.dump(doc, f, indent=2)
     doc["medians"] = medians(doc["runs"])
+    doc["io_pairs"] = io_pairs(doc["runs"])
     with open(os.path.join(out_dir, "capacity.json"), "w") as f:
         json.dump(doc, f, indent=2)
     with open(os.path.join(out_dir, "capacity.svg"), "w") as f:
