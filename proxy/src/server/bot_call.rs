@@ -33,15 +33,15 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use voxproxy_adapters::bot::{self, BotMessage, BotProtocol};
 use voxproxy_adapters::bot_call::{BotCall, TwilioOutput};
-use voxproxy_adapters::bridge::{CallBridge, EndReason};
+use voxproxy_adapters::bridge::{BridgeError, CallBridge, EndReason};
 use voxproxy_adapters::capture::{BotStart, LegKind};
 use voxproxy_adapters::route::{Backend, ROUTE_PARAMETER, route_by_label};
 use voxproxy_adapters::url::{Scheme, Url};
 
 use super::WorkerContext;
 use super::call::{
-    Admission, CLOSE_TIMEOUT, CLOSE_TRY_AGAIN, COMMAND_QUEUE, CallFacts, STATS_INTERVAL, Ws, admit,
-    capture_message, close_now, finish_call, on_event, refusal_text, register, ws_error_close,
+    Admission, CLOSE_TIMEOUT, CLOSE_TRY_AGAIN, COMMAND_QUEUE, CallFacts, STATS_INTERVAL, TwilioRead,
+    TwilioSide, Ws, admit, close_now, finish_call, on_event, refusal_text, register, twilio_read,
 };
 use super::directory::{CallCommand, CommandReceiver};
 use super::media_ws::{Ready, Received, SocketError};
@@ -277,6 +277,18 @@ fn ended_by(reason: Option<EndReason>) -> &'static str {
     }
 }
 
+impl TwilioSide for BotCall {
+    fn handle_twilio_activity(&mut self, now: voxproxy_core::Instant) {
+        BotCall::handle_twilio_activity(self, now);
+    }
+    fn handle_twilio(&mut self, now: voxproxy_core::Instant, frame: &mut [u8]) -> Result<(), BridgeError> {
+        BotCall::handle_twilio(self, now, frame)
+    }
+    fn handle_close(&mut self, now: voxproxy_core::Instant, reason: EndReason) {
+        BotCall::handle_close(self, now, reason);
+    }
+}
+
 /// Drains what is left for Twilio before the bot loop (the close of a
 /// failed leg) and sends the close, bounded.
 async fn goodbye_twilio(ctx: &WorkerContext, ws: &mut Ws, call: &mut BotCall, capture: &mut Capture) {
@@ -419,37 +431,25 @@ async fn bot_loop(
                 facts.capture.with(|c| c.timeout(now));
                 call.handle_timeout(now);
             }
-            Wake::Twilio(Ok(received)) => {
-                capture_message(&mut facts.capture, now, &received, ws.payload_mut());
-                call.handle_twilio_activity(now);
-                match received {
-                    Received::Text => {
-                        direction = Some(Direction::Inbound);
-                        if let Err(e) = call.handle_twilio(now, ws.payload_mut()) {
-                            tracing::debug!(error = %e, "frame from Twilio rejected");
-                        }
+            Wake::Twilio(read) => match twilio_read(ctx, &mut call, &mut facts.capture, &mut ws, now, read) {
+                TwilioRead::Text(result) => {
+                    direction = Some(Direction::Inbound);
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "frame from Twilio rejected");
                     }
-                    Received::Binary => {
-                        // Counted as malformed by the bridge.
-                        let _ = call.handle_twilio(now, &mut []);
-                    }
-                    Received::Close(_) => {
-                        s.twilio_reading = false;
-                        s.twilio_peer_closed = true;
-                        facts.capture.with(|c| c.close(now, EndReason::WebSocketClosed));
-                        call.handle_close(now, EndReason::WebSocketClosed);
-                    }
-                    Received::Ping => flush_twilio = true,
-                    Received::Pong => {}
                 }
-            }
-            Wake::Twilio(Err(e)) => {
-                s.twilio_reading = false;
-                s.close = ws_error_close(ctx, &e);
-                s.twilio_open &= s.close.is_some();
-                facts.capture.with(|c| c.close(now, EndReason::WebSocketClosed));
-                call.handle_close(now, EndReason::WebSocketClosed);
-            }
+                TwilioRead::Ping => flush_twilio = true,
+                TwilioRead::Closed => {
+                    s.twilio_reading = false;
+                    s.twilio_peer_closed = true;
+                }
+                TwilioRead::Failed(reply) => {
+                    s.twilio_reading = false;
+                    s.twilio_open &= reply.is_some();
+                    s.close = reply;
+                }
+                TwilioRead::Done => {}
+            },
             Wake::Bot(Some(Ok(message))) => {
                 totals.messages_in += 1;
                 if let Message::Text(_) | Message::Binary(_) = message {

@@ -28,7 +28,9 @@ use futures_util::future::FusedFuture as _;
 use hyper::upgrade::OnUpgrade;
 use opentelemetry::trace::SpanKind;
 use tracing::Instrument as _;
-use voxproxy_adapters::bridge::{BridgeConfig, BridgeEvent, CallBridge, CallStats, EndReason, Output};
+use voxproxy_adapters::bridge::{
+    BridgeConfig, BridgeError, BridgeEvent, CallBridge, CallStats, EndReason, Output,
+};
 use voxproxy_adapters::capture::LegKind;
 use voxproxy_adapters::route::{ROUTE_PARAMETER, route_by_label};
 use voxproxy_adapters::websocket::FrameError;
@@ -308,17 +310,91 @@ pub(super) const CLOSE_TRY_AGAIN: u16 = 1013;
 /// Captures a message from Twilio as the bridge will see it: a text frame
 /// (after `handle_twilio_activity`), a binary one (an empty text frame),
 /// or only activity. `payload` is the message's (unmasked) payload.
-pub(super) fn capture_message(
-    capture: &mut Capture,
-    now: voxproxy_core::Instant,
-    received: &Received,
-    payload: &[u8],
-) {
+fn capture_message(capture: &mut Capture, now: voxproxy_core::Instant, received: &Received, payload: &[u8]) {
     capture.with(|c| match received {
         Received::Text => c.twilio_text(now, payload),
         Received::Binary => c.twilio_binary(now),
         _ => c.twilio_activity(now),
     });
+}
+
+/// The call that takes Twilio's side of the media WebSocket: the bridge
+/// (RTP and SIP legs) or the bot call (WebSocket legs), which hands it on.
+pub(super) trait TwilioSide {
+    /// Any message from Twilio: the stream is alive.
+    fn handle_twilio_activity(&mut self, now: voxproxy_core::Instant);
+    /// A text frame, parsed in place.
+    fn handle_twilio(&mut self, now: voxproxy_core::Instant, frame: &mut [u8]) -> Result<(), BridgeError>;
+    /// Twilio's side is gone.
+    fn handle_close(&mut self, now: voxproxy_core::Instant, reason: EndReason);
+}
+
+impl TwilioSide for CallBridge {
+    fn handle_twilio_activity(&mut self, now: voxproxy_core::Instant) {
+        CallBridge::handle_twilio_activity(self, now);
+    }
+    fn handle_twilio(&mut self, now: voxproxy_core::Instant, frame: &mut [u8]) -> Result<(), BridgeError> {
+        CallBridge::handle_twilio(self, now, frame)
+    }
+    fn handle_close(&mut self, now: voxproxy_core::Instant, reason: EndReason) {
+        CallBridge::handle_close(self, now, reason);
+    }
+}
+
+/// What a read of the media WebSocket leaves to the call's loop once
+/// [`twilio_read`] has given it to the call.
+pub(super) enum TwilioRead {
+    /// A text frame: the call took it, or refused it for this reason.
+    Text(Result<(), BridgeError>),
+    /// The socket queued a pong to Twilio's ping: flush it.
+    Ping,
+    /// Twilio closed the stream: stop reading (the socket queued the reply).
+    Closed,
+    /// The read failed: stop reading; the close to send, or `None` when the
+    /// socket cannot send any more (already counted and logged).
+    Failed(Option<(u16, String)>),
+    /// Nothing for the loop (a pong; a binary frame, counted as malformed).
+    Done,
+}
+
+/// Gives one read of the media WebSocket to the call, the same way in every
+/// call loop: the capture sees it, any message is activity, a text frame is
+/// parsed where the socket holds it, a binary frame reaches the call as an
+/// empty text frame (Media Streams is text only; the call counts it as
+/// malformed), and Twilio's close or a failed read ends Twilio's side.
+pub(super) fn twilio_read(
+    ctx: &WorkerContext,
+    call: &mut impl TwilioSide,
+    capture: &mut Capture,
+    ws: &mut Ws,
+    now: voxproxy_core::Instant,
+    read: Result<Received, SocketError>,
+) -> TwilioRead {
+    let received = match read {
+        Ok(received) => received,
+        Err(e) => {
+            let close = ws_error_close(ctx, &e);
+            capture.with(|c| c.close(now, EndReason::WebSocketClosed));
+            call.handle_close(now, EndReason::WebSocketClosed);
+            return TwilioRead::Failed(close);
+        }
+    };
+    capture_message(capture, now, &received, ws.payload_mut());
+    call.handle_twilio_activity(now);
+    match received {
+        Received::Text => TwilioRead::Text(call.handle_twilio(now, ws.payload_mut())),
+        Received::Binary => {
+            let _ = call.handle_twilio(now, &mut []);
+            TwilioRead::Done
+        }
+        Received::Close(_) => {
+            capture.with(|c| c.close(now, EndReason::WebSocketClosed));
+            call.handle_close(now, EndReason::WebSocketClosed);
+            TwilioRead::Closed
+        }
+        Received::Ping => TwilioRead::Ping,
+        Received::Pong => TwilioRead::Done,
+    }
 }
 
 /// Sends a close frame, bounded by [`CLOSE_TIMEOUT`].
@@ -419,36 +495,22 @@ async fn await_start(
         };
         let now = clock.now();
         match wake {
-            PreStart::Twilio(Ok(received)) => {
-                capture_message(capture, now, &received, ws.payload_mut());
-                bridge.handle_twilio_activity(now);
-                match received {
-                    Received::Text => {
-                        if let Err(e) = bridge.handle_twilio(now, ws.payload_mut()) {
-                            tracing::info!(error = %e, "frame before the stream started rejected");
-                        }
-                    }
-                    Received::Binary => {
-                        let _ = bridge.handle_twilio(now, &mut []);
-                    }
-                    Received::Close(_) => {
-                        // The reply is queued; send it.
-                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.flush()).await;
-                        ws_open = false;
-                        capture.with(|c| c.close(now, EndReason::WebSocketClosed));
-                        bridge.handle_close(now, EndReason::WebSocketClosed);
-                    }
-                    // The pong is queued; flushing sends it.
-                    Received::Ping => ws_open &= ws.try_flush().is_ok(),
-                    Received::Pong => {}
+            PreStart::Twilio(read) => match twilio_read(ctx, bridge, capture, ws, now, read) {
+                TwilioRead::Text(Err(e)) => {
+                    tracing::info!(error = %e, "frame before the stream started rejected")
                 }
-            }
-            PreStart::Twilio(Err(e)) => {
-                close = ws_error_close(ctx, &e);
-                ws_open &= close.is_some();
-                capture.with(|c| c.close(now, EndReason::WebSocketClosed));
-                bridge.handle_close(now, EndReason::WebSocketClosed);
-            }
+                TwilioRead::Closed => {
+                    // The reply is queued; send it.
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.flush()).await;
+                    ws_open = false;
+                }
+                TwilioRead::Ping => ws_open &= ws.try_flush().is_ok(),
+                TwilioRead::Failed(reply) => {
+                    ws_open &= reply.is_some();
+                    close = reply;
+                }
+                TwilioRead::Text(Ok(())) | TwilioRead::Done => {}
+            },
             PreStart::Flushed(result) => ws_open &= result.is_ok(),
             PreStart::Deadline => {
                 capture.with(|c| c.timeout(now));
@@ -786,41 +848,27 @@ async fn media_loop(
         let mut direction = None;
         let mut flush_pong = false;
         match wake {
-            Wake::Twilio(Ok(received)) => {
-                capture_message(&mut facts.capture, now, &received, ws.payload_mut());
-                bridge.handle_twilio_activity(now);
-                match received {
-                    Received::Text => {
-                        direction = Some(Direction::Inbound);
-                        // Parsed in place, in the socket's read buffer.
-                        if let Err(e) = bridge.handle_twilio(now, ws.payload_mut()) {
-                            tracing::debug!(error = %e, "frame from Twilio rejected");
-                        }
+            Wake::Twilio(read) => match twilio_read(ctx, bridge, &mut facts.capture, ws, now, read) {
+                TwilioRead::Text(result) => {
+                    direction = Some(Direction::Inbound);
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "frame from Twilio rejected");
                     }
-                    Received::Binary => {
-                        // Media Streams is text only; the bridge counts the
-                        // frame as malformed through an empty text frame.
-                        let _ = bridge.handle_twilio(now, &mut []);
-                    }
-                    Received::Close(_) => {
-                        // The socket has queued the reply; the goodbye flushes it.
-                        reading = false;
-                        peer_closed = true;
-                        facts.capture.with(|c| c.close(now, EndReason::WebSocketClosed));
-                        bridge.handle_close(now, EndReason::WebSocketClosed);
-                    }
-                    // The socket queued the pong; the flush below sends it.
-                    Received::Ping => flush_pong = true,
-                    Received::Pong => {}
                 }
-            }
-            Wake::Twilio(Err(e)) => {
-                reading = false;
-                close = ws_error_close(ctx, &e);
-                ws_open &= close.is_some();
-                facts.capture.with(|c| c.close(now, EndReason::WebSocketClosed));
-                bridge.handle_close(now, EndReason::WebSocketClosed);
-            }
+                // The flush below sends the pong.
+                TwilioRead::Ping => flush_pong = true,
+                TwilioRead::Closed => {
+                    // The goodbye flushes the queued reply.
+                    reading = false;
+                    peer_closed = true;
+                }
+                TwilioRead::Failed(reply) => {
+                    reading = false;
+                    ws_open &= reply.is_some();
+                    close = reply;
+                }
+                TwilioRead::Done => {}
+            },
             Wake::Rtp(ready) => {
                 // The datagram is read where the socket holds it: the
                 // ring's buffer on io_uring, the worker's on epoll.
