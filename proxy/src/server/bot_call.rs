@@ -33,15 +33,15 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use voxproxy_adapters::bot::{self, BotMessage, BotProtocol};
 use voxproxy_adapters::bot_call::{BotCall, TwilioOutput};
-use voxproxy_adapters::bridge::{BridgeError, CallBridge, EndReason};
+use voxproxy_adapters::bridge::{CallBridge, EndReason};
 use voxproxy_adapters::capture::{BotStart, LegKind};
 use voxproxy_adapters::route::{Backend, ROUTE_PARAMETER, route_by_label};
 use voxproxy_adapters::url::{Scheme, Url};
 
 use super::WorkerContext;
 use super::call::{
-    Admission, CLOSE_TIMEOUT, CLOSE_TRY_AGAIN, COMMAND_QUEUE, CallFacts, STATS_INTERVAL, TwilioRead,
-    TwilioSide, Ws, admit, close_now, finish_call, on_event, refusal_text, register, twilio_read,
+    Admission, CLOSE_TIMEOUT, CLOSE_TRY_AGAIN, COMMAND_QUEUE, CallFacts, STATS_INTERVAL, TwilioRead, Ws,
+    admit, close_now, finish_call, on_event, refusal_text, register, twilio_read,
 };
 use super::directory::{CallCommand, CommandReceiver};
 use super::media_ws::{Ready, Received, SocketError};
@@ -274,18 +274,6 @@ fn ended_by(reason: Option<EndReason>) -> &'static str {
         Some(EndReason::TwilioStop | EndReason::WebSocketClosed) | None => "twilio",
         Some(EndReason::BackendHangup) => "bot",
         Some(_) => "voxproxy",
-    }
-}
-
-impl TwilioSide for BotCall {
-    fn handle_twilio_activity(&mut self, now: voxproxy_core::Instant) {
-        BotCall::handle_twilio_activity(self, now);
-    }
-    fn handle_twilio(&mut self, now: voxproxy_core::Instant, frame: &mut [u8]) -> Result<(), BridgeError> {
-        BotCall::handle_twilio(self, now, frame)
-    }
-    fn handle_close(&mut self, now: voxproxy_core::Instant, reason: EndReason) {
-        BotCall::handle_close(self, now, reason);
     }
 }
 

@@ -329,17 +329,29 @@ pub(super) trait TwilioSide {
     fn handle_close(&mut self, now: voxproxy_core::Instant, reason: EndReason);
 }
 
-impl TwilioSide for CallBridge {
-    fn handle_twilio_activity(&mut self, now: voxproxy_core::Instant) {
-        CallBridge::handle_twilio_activity(self, now);
-    }
-    fn handle_twilio(&mut self, now: voxproxy_core::Instant, frame: &mut [u8]) -> Result<(), BridgeError> {
-        CallBridge::handle_twilio(self, now, frame)
-    }
-    fn handle_close(&mut self, now: voxproxy_core::Instant, reason: EndReason) {
-        CallBridge::handle_close(self, now, reason);
-    }
+/// Implements [`TwilioSide`] for a call type through its own methods of the
+/// same names.
+macro_rules! twilio_side {
+    ($call:ty) => {
+        impl TwilioSide for $call {
+            fn handle_twilio_activity(&mut self, now: voxproxy_core::Instant) {
+                <$call>::handle_twilio_activity(self, now);
+            }
+            fn handle_twilio(
+                &mut self,
+                now: voxproxy_core::Instant,
+                frame: &mut [u8],
+            ) -> Result<(), BridgeError> {
+                <$call>::handle_twilio(self, now, frame)
+            }
+            fn handle_close(&mut self, now: voxproxy_core::Instant, reason: EndReason) {
+                <$call>::handle_close(self, now, reason);
+            }
+        }
+    };
 }
+twilio_side!(CallBridge);
+twilio_side!(voxproxy_adapters::bot_call::BotCall);
 
 /// What a read of the media WebSocket leaves to the call's loop once
 /// [`twilio_read`] has given it to the call.
