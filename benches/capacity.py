@@ -678,6 +678,7 @@ def io_pairs(runs):
     cheaper" is held to, beside each backend's median CPU and how many of
     its runs kept the round trip's p99 within 5 ms with nothing missing.
     """
+    within_5ms = lambda p99: p99 is not None and p99 <= 5.0
     by = {}
     for r in runs:
         if not r.get("recording") and r["steady"]["cpu_us_per_frame"] is not None:
@@ -701,9 +702,7 @@ def io_pairs(runs):
                 "runs": len(rs),
                 "median_cpu_us_per_frame": round(statistics.median(r["steady"]["cpu_us_per_frame"] for r in rs), 2),
                 "median_p99_ms": round(statistics.median(p99), 3) if p99 else None,
-                "runs_p99_within_5ms": sum(
-                    1 for r in rs if r["frames_missing"] == 0 and (r["round_trip_ms"]["p99"] or 1e9) <= 5.0
-                ),
+                "runs_p99_within_5ms": sum(1 for r in rs if r["frames_missing"] == 0 and within_5ms(r["round_trip_ms"]["p99"])),
             }
         out.append(row)
     return out

@@ -43,7 +43,7 @@
 //!
 //! ```
 //! use std::net::UdpSocket;
-//! use std::time::{Duration, SystemTime};
+//! use std::time::Duration;
 //! use voxproxy_rig::echo::{EchoConfig, EchoServer};
 //! use voxproxy_core::rtp::{RtpHeader, RtpPacket};
 //!
